@@ -1,0 +1,286 @@
+"""``customs``: the command line of the clearance back office."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from customs.settings import get_settings
+
+app = typer.Typer(help="Customs clearance back office (Kazakhstan state revenue bodies).", no_args_is_help=True, add_completion=False)
+pki_app = typer.Typer(help="A test PKI shaped like NCA RK's (for tests, the demo and integration testing).", no_args_is_help=True)
+audit_app = typer.Typer(help="The append-only, hash-chained audit trail.", no_args_is_help=True)
+server_app = typer.Typer(help="The local Prefect server that records flow runs.", no_args_is_help=True)
+app.add_typer(pki_app, name="pki")
+app.add_typer(audit_app, name="audit")
+app.add_typer(server_app, name="server")
+
+
+def _fail(message: str, code: int = 2, *, as_json: bool = False, error: dict | None = None) -> None:
+    if as_json:
+        typer.echo(json.dumps({"error": error or {"message": message}}, ensure_ascii=False))
+    else:
+        typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+def _read(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        _fail(f"cannot read {what} {path}: {exc.strerror}")
+
+
+def _prepare_database() -> None:
+    from customs.db import init_db
+
+    init_db()
+
+
+def run_clearance(application_id: str) -> dict:
+    """Run the clearance flow in this process, recorded in the Prefect server."""
+    from customs.prefect_server import ensure_server, prefect_api
+    from flows.clearance import clearance
+
+    with prefect_api(ensure_server()):
+        return clearance(application_id)
+
+
+def _start_clearance_in_background(application_id: str) -> None:
+    from customs.prefect_server import ensure_server
+
+    settings = get_settings()
+    env = dict(os.environ, PREFECT_API_URL=ensure_server())
+    log_dir = settings.data_dir / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    with open(log_dir / f"clearance-{application_id}.log", "ab") as log:
+        subprocess.Popen([sys.executable, "-m", "flows.clearance", application_id], env=env, stdout=log, stderr=subprocess.STDOUT,
+                         stdin=subprocess.DEVNULL, start_new_session=True)
+
+
+def _outcome(application_id: str, created: bool | None = None) -> dict:
+    from customs.services import declaration_status
+
+    status = declaration_status(application_id)
+    result = {k: status[k] for k in ("application_id", "status", "submitted_at", "submitted_at_kz", "registration_number", "lane", "risk_profiles", "decision_code", "reasons")}
+    if created is not None:
+        result["created"] = created
+    return result
+
+
+def _print_outcome(result: dict) -> None:
+    typer.echo(f"application id:       {result['application_id']}" + ("" if result.get("created", True) else "  (these bytes were submitted before: existing application)"))
+    typer.echo(f"submitted at:         {result['submitted_at_kz']}")
+    typer.echo(f"status:               {result['status']}")
+    if result.get("registration_number"):
+        typer.echo(f"registration number:  {result['registration_number']}")
+    if result.get("lane"):
+        profiles = ", ".join(result.get("risk_profiles") or []) or "none"
+        typer.echo(f"lane:                 {result['lane']} (risk profiles: {profiles})")
+    if result.get("decision_code"):
+        typer.echo(f"decision:             {result['decision_code']}")
+    for reason in result.get("reasons") or []:
+        typer.echo(f"  - {reason['code']} at {reason['path']}: {reason['message']}")
+
+
+@app.command()
+def submit(
+    declaration: Annotated[Path, typer.Argument(help="The declaration document (JSON, UTF-8).")],
+    signature: Annotated[Optional[Path], typer.Option("--signature", help="Detached CMS signature of the declaration (DER, PEM or base64).")] = None,
+    attach: Annotated[list[Path], typer.Option("--attach", help="A supporting document; repeat for each.")] = [],
+    attach_signature: Annotated[list[Path], typer.Option("--attach-signature", help="Detached signature of the --attach at the same position.")] = [],
+    channel: Annotated[str, typer.Option(help="electronic (ASTANA-1) or portal (eGov).")] = "electronic",
+    wait: Annotated[bool, typer.Option("--wait", help="Run the clearance to its next resting state and print the outcome.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Accept a declaration, fix its submission time and start its clearance."""
+    from customs.services import IncomingAttachment, IntakeError, submit_declaration
+
+    if len(attach_signature) > len(attach):
+        _fail(f"{len(attach_signature)} --attach-signature for {len(attach)} --attach: each signature follows its attachment", as_json=as_json)
+    content = _read(declaration, "declaration")
+    sig = _read(signature, "signature") if signature else None
+    attachments = [
+        IncomingAttachment(path.name, _read(path, "attachment"), _read(attach_signature[i], "attachment signature") if i < len(attach_signature) else None)
+        for i, path in enumerate(attach)
+    ]
+    _prepare_database()
+    try:
+        submission = submit_declaration(content, sig, attachments, channel=channel)
+    except IntakeError as exc:
+        _fail(f"{declaration}: {exc}", as_json=as_json, error=exc.as_dict())
+    if wait:
+        run_clearance(submission.application_id)
+    elif submission.created:
+        _start_clearance_in_background(submission.application_id)
+    result = _outcome(submission.application_id, created=submission.created)
+    if as_json:
+        typer.echo(json.dumps(result, ensure_ascii=False))
+    else:
+        _print_outcome(result)
+
+
+@app.command()
+def clear(application_id: Annotated[str, typer.Argument(help="Application id or registration number.")], as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Run (or re-run) a declaration's clearance to its next resting state; finished steps are not repeated."""
+    from customs.services import declaration_status
+    from tasks.common import DeclarationNotFound
+
+    _prepare_database()
+    try:
+        application_id = declaration_status(application_id)["application_id"]
+    except DeclarationNotFound as exc:
+        _fail(str(exc), as_json=as_json)
+    run_clearance(application_id)
+    result = _outcome(application_id)
+    typer.echo(json.dumps(result, ensure_ascii=False)) if as_json else _print_outcome(result)
+
+
+@app.command()
+def status(key: Annotated[str, typer.Argument(help="Application id or registration number.")], as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Status of a declaration with the history of its transitions."""
+    from customs.services import declaration_status
+    from tasks.common import DeclarationNotFound
+
+    _prepare_database()
+    try:
+        result = declaration_status(key)
+    except DeclarationNotFound as exc:
+        _fail(str(exc), as_json=as_json)
+    if as_json:
+        typer.echo(json.dumps(result, ensure_ascii=False))
+        return
+    _print_outcome(result)
+    typer.echo("history:")
+    for event in result["history"]:
+        typer.echo(f"  {event['at_kz']}  {event['from'] or '-':>20} -> {event['to']:<22} by {event['actor']}")
+        for reason in event["reasons"]:
+            typer.echo(f"      {reason['code']} at {reason['path']}")
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of the declaration document (generated from the models)."""
+    from models.document import declaration_json_schema
+
+    typer.echo(json.dumps(declaration_json_schema(), ensure_ascii=False, indent=2))
+
+
+@audit_app.command("verify")
+def audit_verify() -> None:
+    """Recompute the hash chain; name the first broken event."""
+    from customs.db import transaction
+    from models.audit import verify_chain
+
+    _prepare_database()
+    with transaction() as session:
+        check = verify_chain(session)
+    if check.intact:
+        typer.echo(f"audit chain intact: {check.events} events")
+        return
+    _fail(f"audit chain broken at event {check.broken_seq} (declaration {check.broken_application_id or '?'}): {check.problem}", code=1)
+
+
+@pki_app.command("init")
+def pki_init(directory: Path) -> None:
+    """Create a root CA, an issuing CA and their CRLs under DIRECTORY (trust/, crl/, ca/)."""
+    from customs.pki import TestPki
+
+    pki = TestPki.create(directory)
+    typer.echo(f"test PKI created in {directory}")
+    typer.echo(f"  CUSTOMS_TRUST_DIR={pki.trust_dir}")
+    typer.echo(f"  CUSTOMS_CRL_DIR={pki.crl_dir}")
+
+
+@pki_app.command("issue")
+def pki_issue(
+    directory: Path,
+    name: Annotated[str, typer.Option(help="Holder's name (CN).")],
+    iin: Annotated[Optional[str], typer.Option(help="IIN, written as SERIALNUMBER=IIN<12 digits>.")] = None,
+    bin: Annotated[Optional[str], typer.Option("--bin", help="BIN of the legal entity, written as OU=BIN<12 digits>.")] = None,
+    auth: Annotated[bool, typer.Option("--auth", help="An AUTH certificate (no nonRepudiation).")] = False,
+    revoked: Annotated[bool, typer.Option("--revoked", help="Revoke it at once and publish a new CRL.")] = False,
+    expired: Annotated[bool, typer.Option("--expired", help="Validity entirely in the past.")] = False,
+) -> None:
+    """Issue a signer certificate and key like NCA's."""
+    from datetime import timedelta
+
+    from customs.pki import TestPki
+    from customs.timeutil import utcnow
+
+    if not iin and not bin:
+        _fail("give --iin, --bin or both")
+    if not (directory / "ca" / "state.json").exists():
+        _fail(f"{directory} is not a test PKI; create it with `customs pki init {directory}`")
+    pki = TestPki(directory)
+    now = utcnow()
+    window = dict(not_before=now - timedelta(days=400), not_after=now - timedelta(days=30)) if expired else {}
+    signer = pki.issue(name=name, iin=iin, bin=bin, auth=auth, **window)
+    if revoked:
+        pki.revoke(signer.serial)
+    typer.echo(f"certificate: {signer.cert_path}")
+    typer.echo(f"key:         {signer.key_path}")
+    typer.echo(f"chain:       {pki.issuing_cert_path}")
+    typer.echo(f"serial:      {signer.serial:x}")
+
+
+@app.command()
+def sign(
+    file: Path,
+    key: Annotated[Path, typer.Option(help="Signer's private key (PEM).")],
+    cert: Annotated[Path, typer.Option(help="Signer's certificate (PEM).")],
+    chain: Annotated[list[Path], typer.Option(help="CA certificates to include (PEM).")] = [],
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Where to write the signature; default FILE.p7s.")] = None,
+) -> None:
+    """Write a detached CMS signature of FILE, as NCALayer would."""
+    from customs.pki import sign_file
+
+    for path, what in [(file, "file"), (key, "key"), (cert, "certificate"), *[(c, "chain certificate") for c in chain]]:
+        if not path.is_file():
+            _fail(f"{what} {path} does not exist")
+    written = sign_file(file, key=key, cert=cert, chain=tuple(chain), output=output)
+    typer.echo(f"signature written to {written}")
+
+
+@server_app.command("start")
+def server_start() -> None:
+    """Start the local Prefect server (or find it running)."""
+    from customs.prefect_server import PrefectServerError, ensure_server, ui_url
+
+    try:
+        api = ensure_server()
+    except PrefectServerError as exc:
+        _fail(str(exc))
+    typer.echo(f"Prefect API: {api}\nPrefect UI:  {ui_url(api)}")
+
+
+@server_app.command("stop")
+def server_stop() -> None:
+    """Stop the local Prefect server started by this tool."""
+    from customs.prefect_server import stop_server
+
+    typer.echo("Prefect server stopped" if stop_server() else "no Prefect server of ours was running")
+
+
+@app.command()
+def demo(
+    keep_server: Annotated[bool, typer.Option(help="Leave the Prefect server running so the UI shows the runs.")] = True,
+) -> None:
+    """The main job on the embedded default: sign the bundled samples with a fresh test PKI and clear them end to end."""
+    from customs.demo import run_demo
+
+    run_demo(keep_server=keep_server)
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

@@ -1,0 +1,81 @@
+"""The application database: one engine per URL, transactions, schema creation.
+
+SQLite (the embedded default) runs in WAL mode and opens every transaction with BEGIN IMMEDIATE, so
+writers queue on the database lock instead of failing half-way; PostgreSQL uses row locks
+(SELECT ... FOR UPDATE) taken by the steps.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+from sqlalchemy import event, text
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, SQLModel, create_engine
+
+import models.audit  # noqa: F401  (tables are registered on import)
+import models.declaration  # noqa: F401
+from customs.settings import Settings, get_settings
+from models.audit import APPEND_ONLY_DDL, AuditHead
+
+_engines: dict[str, Engine] = {}
+
+
+def _sqlite_engine(url: str) -> Engine:
+    engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record):
+        dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=60000")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection):
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+def get_engine(settings: Settings | None = None) -> Engine:
+    settings = settings or get_settings()
+    url = settings.sqlalchemy_url
+    engine = _engines.get(url)
+    if engine is None:
+        if url.startswith("sqlite"):
+            settings.data_dir.mkdir(parents=True, exist_ok=True)
+            engine = _sqlite_engine(url)
+        else:
+            engine = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+        _engines[url] = engine
+    return engine
+
+
+def dispose_engines() -> None:
+    for engine in _engines.values():
+        engine.dispose()
+    _engines.clear()
+
+
+@contextmanager
+def transaction(settings: Settings | None = None) -> Iterator[Session]:
+    """One unit of work: commits when the block ends, rolls back on any error."""
+    with Session(get_engine(settings), expire_on_commit=False) as session:
+        with session.begin():
+            yield session
+
+
+def init_db(settings: Settings | None = None) -> None:
+    """Create the tables, the audit chain head and the append-only guard (idempotent)."""
+    engine = get_engine(settings)
+    SQLModel.metadata.create_all(engine)
+    with Session(engine) as session, session.begin():
+        if session.get(AuditHead, 1) is None:
+            session.add(AuditHead(id=1))
+        for statement in APPEND_ONLY_DDL.get(engine.dialect.name, []):
+            session.execute(text(statement))

@@ -1,0 +1,97 @@
+"""The main job on the embedded default: the bundled sample declarations, signed with a fresh test PKI,
+cleared end to end through the Prefect server, one flow run each."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import typer
+
+from customs import PROJECT_ROOT
+from customs.settings import Settings, configure, get_settings
+
+SAMPLES_DIR = PROJECT_ROOT / "samples"
+
+
+def demo_settings(base: Settings) -> Settings:
+    """The demo trusts its own fresh test PKI unless trust and CRL directories were configured."""
+    if base.trust_dir and base.crl_dir:
+        return base
+    return base.model_copy(update={"trust_dir": base.demo_pki_dir / "trust", "crl_dir": base.demo_pki_dir / "crl"})
+
+
+def run_demo(*, keep_server: bool = True, samples_dir: Path = SAMPLES_DIR) -> list[dict]:
+    import shutil
+
+    from customs.db import init_db
+    from customs.pki import CmsSigner, TestPki
+    from customs.prefect_server import ensure_server, prefect_api, stop_server, ui_url
+    from customs.services import IncomingAttachment, declaration_status, submit_declaration
+    from flows.clearance import clearance
+
+    settings = demo_settings(get_settings())
+    configure(settings)
+    typer.echo(f"data directory: {settings.data_dir}")
+    init_db(settings)
+    typer.echo(f"database:       {settings.sqlalchemy_url}")
+
+    if settings.trust_dir == settings.demo_pki_dir / "trust":
+        shutil.rmtree(settings.demo_pki_dir, ignore_errors=True)
+        pki = TestPki.create(settings.demo_pki_dir)
+        typer.echo(f"test PKI:       {settings.demo_pki_dir} (fresh root, issuing CA and CRL)")
+    else:
+        pki = None
+        typer.echo(f"trust:          {settings.trust_dir}, CRLs {settings.crl_dir}")
+
+    started = time.monotonic()
+    api_url = ensure_server(settings)
+    typer.echo(f"Prefect API:    {api_url} (ready in {time.monotonic() - started:.1f} s)\n")
+
+    manifest = json.loads((samples_dir / "manifest.json").read_text(encoding="utf-8"))
+    signers: dict[tuple, CmsSigner] = {}
+    results = []
+    with prefect_api(api_url):
+        for sample in manifest["samples"]:
+            content = (samples_dir / sample["file"]).read_bytes()
+            who = sample["signer"]
+            key = (who.get("iin"), who.get("bin"))
+            if pki is None:
+                raise SystemExit("the demo signs the samples with its own test PKI; unset CUSTOMS_TRUST_DIR/CUSTOMS_CRL_DIR")
+            if key not in signers:
+                issued = pki.issue(name=who["name"], iin=who.get("iin"), bin=who.get("bin"))
+                signers[key] = CmsSigner(issued.cert_path, issued.key_path, (pki.issuing_cert_path,))
+            signer = signers[key]
+            attachments = []
+            for name in sample["attachments"]:
+                data = (samples_dir / "attachments" / name).read_bytes()
+                attachments.append(IncomingAttachment(name, data, signer.sign(data)))
+            submission = submit_declaration(content, signer.sign(content), attachments, channel="electronic")
+            clearance(submission.application_id)
+            status = declaration_status(submission.application_id)
+            status["sample"] = sample["file"]
+            status["created"] = submission.created
+            results.append(status)
+            _print_result(status, sample["expect"])
+
+    typer.echo(f"\nFlow runs: {ui_url(api_url)}/runs  (one flow run per declaration, named by registration number or application id)")
+    typer.echo(f"Status of one declaration: customs status <application id or registration number>")
+    if keep_server:
+        typer.echo("The Prefect server keeps running for the UI; stop it with: customs server stop  (or make stop)")
+    else:
+        stop_server(settings)
+    return results
+
+
+def _print_result(status: dict, expect: str) -> None:
+    note = "" if status["created"] else "  [same bytes as an earlier run: existing application]"
+    typer.secho(f"{status['sample']}{note}", bold=True)
+    typer.echo(f"  expected:            {expect}")
+    typer.echo(f"  application id:      {status['application_id']}   submitted {status['submitted_at_kz']}")
+    if status["registration_number"]:
+        typer.echo(f"  registration number: {status['registration_number']}")
+    lane = f"   lane: {status['lane']}" + (f" ({', '.join(status['risk_profiles'])})" if status["risk_profiles"] else "") if status["lane"] else ""
+    typer.echo(f"  status:              {status['status']}{lane}")
+    for reason in status["reasons"]:
+        typer.echo(f"    - {reason['code']} at {reason['path']}: {reason['message']}")

@@ -1,0 +1,215 @@
+"""Use cases where the CLI, the HTTP API and the flows meet the database: one function per use case."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, or_, select
+
+from customs.db import transaction
+from customs.settings import Settings, get_settings
+from customs.timeutil import kz_display, kz_local, utcnow
+from models.audit import AuditEvent
+from models.declaration import Attachment, Declaration, Status
+from tasks.common import DeclarationNotFound
+
+CHANNELS = ("electronic", "portal")
+_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32: no I, L, O, U
+
+
+class IntakeError(ValueError):
+    """The submission cannot be accepted; nothing was stored."""
+
+    def __init__(self, code: str, message: str, where: str = "$"):
+        super().__init__(f"{code} at {where}: {message}")
+        self.code = code
+        self.where = where
+        self.message = message
+
+    def as_dict(self) -> dict[str, str]:
+        return {"code": self.code, "path": self.where, "message": self.message}
+
+
+@dataclass(frozen=True)
+class IncomingAttachment:
+    filename: str
+    content: bytes
+    signature: bytes | None
+
+
+@dataclass(frozen=True)
+class Submission:
+    application_id: str
+    submitted_at: datetime
+    status: str
+    created: bool  # False when identical bytes had been submitted before
+
+
+def new_application_id(now: datetime) -> str:
+    token = "".join(secrets.choice(_ALPHABET) for _ in range(10))
+    return f"A{kz_local(now):%y%m%d}-{token}"
+
+
+def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise IntakeError("DUPLICATE_KEY", f"the key {key!r} appears twice in one object; which value counts would be ambiguous")
+        seen[key] = value
+    return seen
+
+
+def read_document(content: bytes, settings: Settings) -> dict[str, Any]:
+    """Intake's own checks: size, UTF-8, JSON, an object. Raises IntakeError; stores nothing."""
+    if not content:
+        raise IntakeError("EMPTY", "the declaration is empty")
+    if len(content) > settings.max_declaration_bytes:
+        raise IntakeError("TOO_LARGE", f"the declaration has {len(content)} bytes; at most {settings.max_declaration_bytes} are accepted")
+    try:
+        text = content.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise IntakeError("NOT_UTF8", f"the declaration is not UTF-8 text: byte {exc.object[exc.start]:#04x} at offset {exc.start} is invalid") from None
+    try:
+        data = json.loads(text, object_pairs_hook=_reject_duplicate_keys)
+    except json.JSONDecodeError as exc:
+        raise IntakeError("JSON_INVALID", f"the declaration is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}") from None
+    if not isinstance(data, dict):
+        raise IntakeError("OBJECT_EXPECTED", f"the declaration must be a JSON object, not a {type(data).__name__}")
+    return data
+
+
+def _text_field(data: dict[str, Any], *path: str) -> str | None:
+    value: Any = data
+    for key in path:
+        value = value.get(key) if isinstance(value, dict) else None
+    return value[:80] if isinstance(value, str) else None
+
+
+def submit_declaration(
+    content: bytes,
+    signature: bytes | None,
+    attachments: list[IncomingAttachment] | tuple = (),
+    *,
+    channel: str = "electronic",
+    now: datetime | None = None,
+    actor: str = "declarant",
+) -> Submission:
+    """Accept a declaration: fix the submission time, store the exact bytes with their SHA-256, audit it.
+
+    Identical bytes submitted again return the existing application, never a second one.
+    """
+    settings = get_settings()
+    if channel not in CHANNELS:
+        raise IntakeError("CHANNEL_UNKNOWN", f"channel must be one of {', '.join(CHANNELS)}; {channel!r} given", "channel")
+    data = read_document(content, settings)
+    if len(attachments) > settings.max_attachments:
+        raise IntakeError("TOO_MANY_ATTACHMENTS", f"{len(attachments)} attachments; at most {settings.max_attachments}", "attachments")
+    for index, attachment in enumerate(attachments):
+        where = f"attachments[{index}]"
+        if not attachment.content:
+            raise IntakeError("EMPTY", f"attachment {attachment.filename!r} is empty", where)
+        if len(attachment.content) > settings.max_attachment_bytes:
+            raise IntakeError("TOO_LARGE", f"attachment {attachment.filename!r} has {len(attachment.content)} bytes; at most {settings.max_attachment_bytes}", where)
+    digest = hashlib.sha256(content).hexdigest()
+
+    existing = find_by_sha256(digest)
+    if existing is not None:
+        return Submission(existing.application_id, existing.submitted_at, str(existing.status), created=False)
+
+    now = now or utcnow()
+    declarant_id = _text_field(data, "declarant", "bin") or _text_field(data, "declarant", "iin")
+    try:
+        with transaction() as session:
+            declaration = Declaration(
+                application_id=new_application_id(now),
+                channel=channel,
+                submitted_at=now,
+                updated_at=now,
+                content=content,
+                content_sha256=digest,
+                signature=signature or None,
+                schema_id=_text_field(data, "schema"),
+                customs_office=(_text_field(data, "customs_office") or "")[:20] or None,
+                declarant_id=(declarant_id or "")[:20] or None,
+            )
+            session.add(declaration)
+            session.flush()
+            for position, attachment in enumerate(attachments):
+                session.add(Attachment(
+                    declaration_id=declaration.id,
+                    position=position,
+                    filename=attachment.filename[:255],
+                    content=attachment.content,
+                    content_sha256=hashlib.sha256(attachment.content).hexdigest(),
+                    signature=attachment.signature or None,
+                ))
+            declaration.record_submission(session, actor=actor, details={
+                "channel": channel, "sha256": digest, "bytes": len(content), "attachments": len(attachments),
+            })
+    except IntegrityError:
+        existing = find_by_sha256(digest)  # the same bytes raced in from elsewhere
+        if existing is None:
+            raise
+        return Submission(existing.application_id, existing.submitted_at, str(existing.status), created=False)
+    return Submission(declaration.application_id, declaration.submitted_at, Status.SUBMITTED.value, created=True)
+
+
+def find_by_sha256(digest: str) -> Declaration | None:
+    with transaction() as session:
+        return session.exec(select(Declaration).where(Declaration.content_sha256 == digest)).first()
+
+
+def get_declaration(session: Session, key: str) -> Declaration:
+    declaration = session.exec(
+        select(Declaration).where(or_(Declaration.application_id == key, Declaration.registration_number == key))
+    ).first()
+    if declaration is None:
+        raise DeclarationNotFound(key)
+    return declaration
+
+
+def declaration_status(key: str) -> dict[str, Any]:
+    """What a declarant or an official sees: status, number, lane, reasons and the history of transitions."""
+    with transaction() as session:
+        declaration = get_declaration(session, key)
+        events = session.exec(
+            select(AuditEvent).where(AuditEvent.application_id == declaration.application_id).order_by(AuditEvent.seq)
+        ).all()
+        return {
+            "application_id": declaration.application_id,
+            "status": str(declaration.status.value if isinstance(declaration.status, Status) else declaration.status),
+            "channel": declaration.channel,
+            "schema": declaration.schema_id,
+            "customs_office": declaration.customs_office,
+            "submitted_at": declaration.submitted_at.isoformat(),
+            "submitted_at_kz": kz_display(declaration.submitted_at),
+            "sha256": declaration.content_sha256,
+            "registration_number": declaration.registration_number,
+            "registered_at": declaration.registered_at.isoformat() if declaration.registered_at else None,
+            "lane": declaration.lane,
+            "risk_profiles": declaration.risk_profiles,
+            "decision_code": declaration.decision_code,
+            "decided_at": declaration.decided_at.isoformat() if declaration.decided_at else None,
+            "signature_valid": declaration.signature_valid,
+            "signers": declaration.signers,
+            "reasons": declaration.reasons,
+            "history": [
+                {
+                    "seq": e.seq,
+                    "at": e.at.isoformat(),
+                    "at_kz": kz_display(e.at),
+                    "from": e.from_status,
+                    "to": e.to_status,
+                    "actor": e.actor,
+                    "reasons": e.reasons,
+                    "details": e.details,
+                }
+                for e in events
+            ],
+        }

@@ -1,0 +1,1 @@
+"""Orchestration only: what runs after what, waits, deadlines, human decisions."""

@@ -1,0 +1,183 @@
+"""The declaration table and its state machine: the only place a status changes."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from enum import StrEnum
+from typing import Any, Iterable
+
+from sqlalchemy import JSON, Column, LargeBinary, UniqueConstraint
+from sqlmodel import Field, Session, SQLModel
+
+from models.audit import AuditEvent, append_event
+from models.reasons import Reason
+from models.types import UTCDateTime
+
+
+class Status(StrEnum):
+    SUBMITTED = "submitted"
+    SIGNATURES_CHECKED = "signatures_checked"
+    REGISTRATION_REFUSED = "registration_refused"
+    REGISTERED = "registered"
+    LANE_ASSIGNED = "lane_assigned"
+    AWAITING_OFFICIAL = "awaiting_official"
+    RELEASED = "released"
+    RELEASE_REFUSED = "release_refused"
+    RELEASE_CANCELLED = "release_cancelled"
+
+
+TRANSITIONS: dict[Status | None, frozenset[Status]] = {
+    None: frozenset({Status.SUBMITTED}),
+    Status.SUBMITTED: frozenset({Status.SIGNATURES_CHECKED}),
+    Status.SIGNATURES_CHECKED: frozenset({Status.REGISTERED, Status.REGISTRATION_REFUSED}),
+    Status.REGISTERED: frozenset({Status.LANE_ASSIGNED}),
+    Status.LANE_ASSIGNED: frozenset({Status.RELEASED, Status.AWAITING_OFFICIAL}),
+    Status.AWAITING_OFFICIAL: frozenset({Status.RELEASED, Status.RELEASE_REFUSED}),
+    Status.RELEASED: frozenset({Status.RELEASE_CANCELLED}),
+    Status.REGISTRATION_REFUSED: frozenset(),
+    Status.RELEASE_REFUSED: frozenset(),
+    Status.RELEASE_CANCELLED: frozenset(),
+}
+
+# Where a declaration rests until something from outside (an official, a new submission) moves it.
+RESTING = frozenset({Status.REGISTRATION_REFUSED, Status.AWAITING_OFFICIAL, Status.RELEASED, Status.RELEASE_REFUSED, Status.RELEASE_CANCELLED})
+
+# How far along the automatic clearance each status is (a step acts only on its own input status).
+PROGRESS = {
+    Status.SUBMITTED: 0,
+    Status.SIGNATURES_CHECKED: 1,
+    Status.REGISTRATION_REFUSED: 2,
+    Status.REGISTERED: 2,
+    Status.LANE_ASSIGNED: 3,
+    Status.AWAITING_OFFICIAL: 4,
+    Status.RELEASED: 4,
+    Status.RELEASE_REFUSED: 5,
+    Status.RELEASE_CANCELLED: 5,
+}
+
+
+class IllegalTransition(Exception):
+    def __init__(self, application_id: str, from_status: Status | None, to_status: Status):
+        self.application_id = application_id
+        self.from_status = from_status
+        self.to_status = to_status
+        allowed = ", ".join(sorted(TRANSITIONS.get(from_status, ()))) or "none"
+        super().__init__(
+            f"declaration {application_id}: cannot go from {from_status or 'nothing'} to {to_status} "
+            f"(allowed from {from_status or 'nothing'}: {allowed})"
+        )
+
+
+def check_transition(application_id: str, from_status: Status | None, to_status: Status) -> None:
+    if to_status not in TRANSITIONS.get(from_status, frozenset()):
+        raise IllegalTransition(application_id, from_status, to_status)
+
+
+class Declaration(SQLModel, table=True):
+    __tablename__ = "declaration"
+
+    id: int | None = Field(default=None, primary_key=True)
+    application_id: str = Field(unique=True, max_length=40)
+    channel: str = Field(max_length=20)
+    submitted_at: datetime = Field(sa_type=UTCDateTime, index=True)
+    content: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    content_sha256: str = Field(unique=True, max_length=64)
+    signature: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
+
+    # What intake could read from the document before validation (for lookup, tags and routing).
+    schema_id: str | None = Field(default=None, max_length=80)
+    customs_office: str | None = Field(default=None, max_length=20, index=True)
+    declarant_id: str | None = Field(default=None, max_length=20, index=True)
+
+    status: Status = Field(default=Status.SUBMITTED, max_length=40, index=True)
+    updated_at: datetime = Field(sa_type=UTCDateTime)
+
+    signature_valid: bool | None = None
+    signature_reasons: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    signers: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+
+    registration_number: str | None = Field(default=None, unique=True, max_length=30)
+    registered_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    reasons: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+
+    lane: str | None = Field(default=None, max_length=10)
+    risk_profiles: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+
+    decision_code: str | None = Field(default=None, max_length=4)
+    decided_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    decided_by: str | None = Field(default=None, max_length=60)
+
+    @property
+    def reason_objects(self) -> list[Reason]:
+        return [Reason(**r) for r in self.reasons]
+
+    def move_to(
+        self,
+        session: Session,
+        to_status: Status,
+        *,
+        actor: str,
+        at: datetime,
+        reasons: Iterable[Reason] = (),
+        details: dict[str, Any] | None = None,
+    ) -> AuditEvent:
+        """Change the status through the state machine and write its audit event, in the caller's transaction."""
+        from_status = Status(self.status)
+        check_transition(self.application_id, from_status, to_status)
+        event = append_event(
+            session,
+            application_id=self.application_id,
+            event="transition",
+            from_status=from_status.value if from_status else None,
+            to_status=to_status.value,
+            actor=actor,
+            at=at,
+            reasons=reasons,
+            details=details,
+        )
+        self.status = to_status
+        self.updated_at = at
+        session.add(self)
+        return event
+
+    def record_submission(self, session: Session, *, actor: str, details: dict[str, Any] | None = None) -> AuditEvent:
+        """The first event of a declaration: nothing -> submitted, at the submission time intake fixed."""
+        check_transition(self.application_id, None, Status.SUBMITTED)
+        self.status = Status.SUBMITTED
+        self.updated_at = self.submitted_at
+        session.add(self)
+        return append_event(
+            session,
+            application_id=self.application_id,
+            event="transition",
+            from_status=None,
+            to_status=Status.SUBMITTED.value,
+            actor=actor,
+            at=self.submitted_at,
+            details=details,
+        )
+
+
+class Attachment(SQLModel, table=True):
+    """A supporting document exactly as received, with its detached signature."""
+
+    __tablename__ = "attachment"
+    __table_args__ = (UniqueConstraint("declaration_id", "position"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    declaration_id: int = Field(foreign_key="declaration.id", index=True)
+    position: int
+    filename: str = Field(max_length=255)
+    content: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    content_sha256: str = Field(max_length=64)
+    signature: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
+
+
+class RegistrationCounter(SQLModel, table=True):
+    """Last registration serial per office per day (Kazakhstan date); bumped in the registering transaction."""
+
+    __tablename__ = "registration_counter"
+
+    office: str = Field(primary_key=True, max_length=5)
+    day: date = Field(primary_key=True)
+    last_value: int = 0
