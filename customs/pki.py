@@ -130,8 +130,8 @@ class TestPki:
         (directory / "ca" / "issuing-ca.key").write_bytes(_pem_key(issuing_key))
         (directory / "ca" / "state.json").write_text(json.dumps({"revoked": {}}))
         pki = cls(directory)
-        pki.write_crl(now=now)
-        pki.write_root_crl(now=now)
+        pki.write_crl()  # CRLs are current as of the real time, whatever ``now`` dated the CAs
+        pki.write_root_crl()
         return pki
 
     def issue(

@@ -34,7 +34,12 @@ def local_api_url(settings: Settings) -> str:
 
 
 def configured_api_url(settings: Settings) -> str | None:
-    return settings.prefect_api_url or os.environ.get("PREFECT_API_URL") or None
+    """CUSTOMS_PREFECT_API_URL, else Prefect's own PREFECT_API_URL (environment, profile or test harness)."""
+    if settings.prefect_api_url:
+        return settings.prefect_api_url
+    from prefect.settings import PREFECT_API_URL
+
+    return PREFECT_API_URL.value() or os.environ.get("PREFECT_API_URL") or None
 
 
 def is_healthy(api_url: str, timeout: float = 2.0) -> bool:

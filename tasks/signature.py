@@ -226,27 +226,34 @@ def decode_signature(blob: bytes) -> bytes:
 class _CrlEntry:
     path: Path
     crl: x509.CertificateRevocationList
+    verified_by: dict[bytes, bool] = field(default_factory=dict)  # issuer key digest -> signature valid
+
+    def signed_by(self, issuer: x509.Certificate) -> bool:
+        key = _spki_digest(issuer)
+        if key not in self.verified_by:
+            self.verified_by[key] = _crl_signed_by(self.crl, issuer)
+        return self.verified_by[key]
 
 
 @dataclass
 class TrustMaterial:
     """Trust anchors, intermediates and CRLs from ``trust_dir``/``crl_dir``, parsed and indexed once.
 
-    Each CRL is matched to the CA certificate whose key signed it when it is loaded; a CRL that names a
-    trusted CA as issuer but is signed by no trusted key is kept aside and makes every check of that
-    CA's certificates fail with CRL_INVALID.
+    CRLs are indexed by issuer name; each CRL's signature is verified once per issuing key (the
+    result is kept). A CRL that names a CA as its issuer but is not signed by that CA's key makes
+    every check of that CA's certificates fail with CRL_INVALID: a forged or broken CRL never passes
+    silently.
     """
 
     roots: list[x509.Certificate] = field(default_factory=list)
     intermediates: list[x509.Certificate] = field(default_factory=list)
-    crls_by_issuer_key: dict[bytes, list[_CrlEntry]] = field(default_factory=dict)
-    bad_crls_by_issuer: dict[bytes, list[_CrlEntry]] = field(default_factory=dict)
+    crls_by_issuer: dict[bytes, list[_CrlEntry]] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
 
     @classmethod
     def load(cls, trust_dir: Path | None, crl_dir: Path | None) -> TrustMaterial:
         material = cls()
-        if trust_dir is not None:
+        if trust_dir is not None and Path(trust_dir).is_dir():
             for path in sorted(p for p in Path(trust_dir).iterdir() if p.is_file()):
                 try:
                     certs = _load_certificates(path.read_bytes())
@@ -254,11 +261,9 @@ class TrustMaterial:
                     material.problems.append(f"{path}: not a certificate ({exc})")
                     continue
                 for cert in certs:
-                    if cert.subject == cert.issuer:
-                        material.roots.append(cert)
-                    else:
-                        material.intermediates.append(cert)
-        cas = material.roots + material.intermediates
+                    (material.roots if cert.subject == cert.issuer else material.intermediates).append(cert)
+        elif trust_dir is not None:
+            material.problems.append(f"trust directory {trust_dir} does not exist")
         if crl_dir is not None and Path(crl_dir).is_dir():
             for path in sorted(p for p in Path(crl_dir).iterdir() if p.is_file()):
                 try:
@@ -266,12 +271,7 @@ class TrustMaterial:
                 except ValueError as exc:
                     material.problems.append(f"{path}: not a CRL ({exc})")
                     continue
-                entry = _CrlEntry(path, crl)
-                signer = next((ca for ca in cas if ca.subject == crl.issuer and _crl_signed_by(crl, ca)), None)
-                if signer is not None:
-                    material.crls_by_issuer_key.setdefault(_spki_digest(signer), []).append(entry)
-                else:
-                    material.bad_crls_by_issuer.setdefault(crl.issuer.public_bytes(), []).append(entry)
+                material.crls_by_issuer.setdefault(crl.issuer.public_bytes(), []).append(_CrlEntry(path, crl))
         for problem in material.problems:
             log.warning("trust material: %s", problem)
         return material
@@ -282,21 +282,27 @@ class TrustMaterial:
     def asn1_intermediates(self) -> list[asn1_x509.Certificate]:
         return [asn1_x509.Certificate.load(c.public_bytes(serialization.Encoding.DER)) for c in self.intermediates]
 
+    def crls_of(self, issuer: x509.Certificate) -> tuple[list[_CrlEntry], list[_CrlEntry]]:
+        """(CRLs signed by ``issuer``'s key, CRLs that claim ``issuer``'s name but are not)."""
+        entries = self.crls_by_issuer.get(issuer.subject.public_bytes(), [])
+        good = [e for e in entries if e.signed_by(issuer)]
+        return good, [e for e in entries if e not in good]
+
     def revocation_problem(self, cert: x509.Certificate, issuer: x509.Certificate, *, at: datetime, now: datetime, required: bool) -> tuple[str, str] | None:
         """Revocation status of ``cert`` (issued by ``issuer``) at the submission time ``at``, using CRLs current at ``now``."""
-        bad = self.bad_crls_by_issuer.get(cert.issuer.public_bytes(), [])
+        issuer_name = issuer.subject.rfc4514_string(_NAME_LABELS)
+        entries, bad = self.crls_of(issuer)
         if bad:
             files = ", ".join(e.path.name for e in bad)
-            return "CRL_INVALID", f"CRL {files} names {issuer.subject.rfc4514_string()!r} as issuer but is not signed by its key"
-        entries = self.crls_by_issuer_key.get(_spki_digest(issuer), [])
+            return "CRL_INVALID", f"CRL {files} names {issuer_name!r} as issuer but is not signed by its key"
         if not entries:
             if required:
-                return "CRL_MISSING", f"no CRL of {issuer.subject.rfc4514_string()!r} in the CRL directory; revocation cannot be checked"
+                return "CRL_MISSING", f"no CRL of {issuer_name!r} in the CRL directory; revocation cannot be checked"
             return None
         newest = max(entries, key=lambda e: e.crl.last_update_utc)
         if newest.crl.next_update_utc is not None and newest.crl.next_update_utc < now:
             return "CRL_STALE", (
-                f"the newest CRL of {issuer.subject.rfc4514_string()!r} ({newest.path.name}) expired at "
+                f"the newest CRL of {issuer_name!r} ({newest.path.name}) expired at "
                 f"{newest.crl.next_update_utc.isoformat()}; a current CRL is needed"
             )
         revoked = newest.crl.get_revoked_certificate_by_serial_number(cert.serial_number)
@@ -403,10 +409,14 @@ class CmsSignatureVerifier:
             reasons.append(reason("SIGNER_NOT_DECLARANT", f"signed by {who}, not by the declarant ({', '.join(sorted(ids))})", signer))
 
         # 6. Chain to a trust anchor, valid at the submission time, and not revoked then.
-        reasons.extend(await self._path_reasons(cert, signer_asn1, certs.other_certs, signer, at=at, now=now, reason=reason))
+        for code, message in await self.chain_problems(cert, at=at, now=now, embedded=certs.other_certs):
+            reasons.append(reason(code, message, signer))
         return DocumentVerdict(document, signer, tuple(reasons))
 
-    async def _path_reasons(self, cert, signer_asn1, embedded, signer, *, at, now, reason) -> list[Reason]:
+    async def chain_problems(self, cert: x509.Certificate, *, at: datetime, now: datetime, embedded: Sequence = ()) -> list[tuple[str, str]]:
+        """(code, message) for a certificate that does not chain to a trust anchor at ``at`` or was revoked by then."""
+        signer_asn1 = asn1_x509.Certificate.load(cert.public_bytes(serialization.Encoding.DER))
+        issuer = cert.issuer.rfc4514_string(_NAME_LABELS)
         context = ValidationContext(
             trust_roots=self._roots,
             other_certs=list(self._intermediates) + list(embedded),
@@ -418,22 +428,23 @@ class CmsSignatureVerifier:
         try:
             path = await validator.async_validate_path()
         except cv_errors.PathBuildingError as exc:
-            return [reason("CERT_UNTRUSTED", f"no chain to a trusted root: issuer {signer.issuer!r} and its CA chain are not among the trusted certificates ({exc})", signer)]
+            return [("CERT_UNTRUSTED", f"no chain to a trusted root: issuer {issuer!r} or its CA chain is not among the trusted certificates ({exc})")]
         except cv_errors.ExpiredError as exc:
-            return [reason("CERT_EXPIRED", f"expired before the submission at {at.isoformat()} ({exc})", signer)]
+            return [("CERT_EXPIRED", f"expired before the submission at {at.isoformat()} ({exc})")]
         except cv_errors.NotYetValidError as exc:
-            return [reason("CERT_NOT_YET_VALID", f"not yet valid at the submission at {at.isoformat()} ({exc})", signer)]
+            return [("CERT_NOT_YET_VALID", f"not yet valid at the submission at {at.isoformat()} ({exc})")]
         except (cv_errors.PathValidationError, cv_errors.InvalidCertificateError) as exc:
-            return [reason("CERT_UNTRUSTED", f"the certificate chain does not validate ({exc})", signer)]
+            return [("CERT_UNTRUSTED", f"the certificate chain does not validate ({exc})")]
         chain = [x509.load_der_x509_certificate(c.dump()) for c in path.iter_certs(include_root=True)]
-        # chain runs from the trust anchor to the signer; check every non-root certificate against its issuer's CRL
-        for issuer, subject in zip(chain, chain[1:]):
-            required = self.require_crl and subject is chain[-1]
-            problem = self.trust.revocation_problem(subject, issuer, at=at, now=now, required=required)
+        # the chain runs from the trust anchor to the signer; each non-root certificate is checked against its issuer's CRL
+        for issuer_cert, subject in zip(chain, chain[1:]):
+            is_signer = subject is chain[-1]
+            problem = self.trust.revocation_problem(subject, issuer_cert, at=at, now=now, required=self.require_crl and is_signer)
             if problem:
                 code, message = problem
-                target = signer if subject is chain[-1] else signer_identity(subject)
-                return [reason(code, message, target)]
+                if not is_signer:
+                    message = f"CA certificate {subject.subject.rfc4514_string(_NAME_LABELS)!r}: {message}"
+                return [(code, message)]
         return []
 
 

@@ -1,0 +1,34 @@
+# The two commands of the README: `make run` (the main job on the embedded default) and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+
+.PHONY: run test test-postgres bench stop clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/customs demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-postgres: $(STAMP)
+	CUSTOMS_TEST_POSTGRES_URL=$${CUSTOMS_TEST_POSTGRES_URL:-postgresql://postgres@127.0.0.1:5432/test} CUSTOMS_REQUIRE_POSTGRES=1 \
+		$(BIN)/python -m pytest -m postgres $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python bench/signatures.py
+	$(BIN)/python bench/clearance.py
+
+stop: $(STAMP)
+	$(BIN)/customs server stop
+
+clean:
+	rm -rf $(VENV) data .pytest_cache

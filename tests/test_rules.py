@@ -1,0 +1,255 @@
+"""The customs rules as plain functions: no database, no Prefect."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from decimal import Decimal
+
+import pytest
+
+from conftest import ROOT, sample
+from customs.reference import ReferenceDataError, load_reference
+from customs.timeutil import kz_date
+from models.document import declaration_json_schema, parse_declaration
+from models.identifiers import check_digit, identifier_problem, with_check_digit
+from models.reference import RiskConditions, RiskProfile
+from tasks.registration import format_logical_control, logical_control, registration_number
+from tasks.release import decide_release
+from tasks.risk import assess_risk
+
+REFERENCE = load_reference(ROOT / "reference")
+
+
+def codes(reasons) -> list[tuple[str, str]]:
+    return [(r.code, r.path) for r in reasons]
+
+
+# --- IIN / BIN -------------------------------------------------------------------------------
+
+
+def test_check_digit_first_weights():
+    # 8,8,0,5,0,1,3,0,0,1,2 weighted 1..11 = 92; 92 mod 11 = 4
+    assert check_digit("88050130012") == 4
+    assert identifier_problem("880501300124") is None
+
+
+def test_check_digit_falls_back_to_second_weights():
+    # find an 11-digit prefix whose first sum is 10 mod 11 and check the second weighting is used
+    prefix = next(f"{n:011d}" for n in range(10**10, 10**10 + 10_000)
+                  if sum(int(c) * w for c, w in zip(f"{n:011d}", range(1, 12))) % 11 == 10
+                  and sum(int(c) * w for c, w in zip(f"{n:011d}", (3, 4, 5, 6, 7, 8, 9, 10, 11, 1, 2))) % 11 != 10)
+    second = sum(int(c) * w for c, w in zip(prefix, (3, 4, 5, 6, 7, 8, 9, 10, 11, 1, 2))) % 11
+    assert check_digit(prefix) == second
+
+
+def test_number_with_ten_twice_is_invalid():
+    prefix = next(f"{n:011d}" for n in range(10**10, 10**10 + 200_000)
+                  if sum(int(c) * w for c, w in zip(f"{n:011d}", range(1, 12))) % 11 == 10
+                  and sum(int(c) * w for c, w in zip(f"{n:011d}", (3, 4, 5, 6, 7, 8, 9, 10, 11, 1, 2))) % 11 == 10)
+    assert check_digit(prefix) is None
+    assert "cannot be computed" in identifier_problem(prefix + "0")
+    with pytest.raises(ValueError):
+        with_check_digit(prefix)
+
+
+@pytest.mark.parametrize("value, fragment", [("880501300125", "wrong check digit: 5 given, 4 expected"), ("88050130012", "12 digits"), ("88050130012a", "12 digits"), ("８８０５０１３００１２４", "12 digits")])
+def test_bad_identifiers(value, fragment):
+    assert fragment in identifier_problem(value)
+
+
+# --- The document: field-level rules, every failure reported ------------------------------------
+
+
+def test_sample_declaration_is_valid():
+    doc, reasons = parse_declaration(sample())
+    assert reasons == []
+    assert doc.totals.customs_value == Decimal("12965680.00")
+    assert logical_control(doc, REFERENCE) == []
+
+
+def test_wrong_schema_id():
+    data = sample()
+    data["schema"] = "kz.customs/goods-declaration@2"
+    _, reasons = parse_declaration(data)
+    assert codes(reasons) == [("SCHEMA_UNKNOWN", "$.schema")]
+    assert "goods-declaration@2" in reasons[0].message
+
+
+def test_missing_required_fields_all_listed():
+    data = sample()
+    del data["customs_office"]
+    del data["goods"][1]["hs_code"]
+    del data["declarant"]["email"]
+    _, reasons = parse_declaration(data)
+    assert set(codes(reasons)) == {("FIELD_MISSING", "$.customs_office"), ("FIELD_MISSING", "$.goods[1].hs_code"), ("FIELD_MISSING", "$.declarant.email")}
+
+
+def test_wrong_check_digit_of_declarant_bin():
+    data = sample()
+    data["declarant"]["bin"] = "050840001234"
+    _, reasons = parse_declaration(data)
+    assert codes(reasons) == [("IIN_BIN_INVALID", "$.declarant.bin")]
+    assert "4 given, 3 expected" in reasons[0].message
+
+
+def test_declarant_without_iin_or_bin():
+    data = sample()
+    del data["declarant"]["bin"]
+    _, reasons = parse_declaration(data)
+    assert codes(reasons) == [("DECLARANT_ID_MISSING", "$.declarant")]
+
+
+@pytest.mark.parametrize("hs_code", ["84501111", "845011110A", "84501111000", ""])
+def test_bad_hs_code(hs_code):
+    data = sample()
+    data["goods"][0]["hs_code"] = hs_code
+    _, reasons = parse_declaration(data)
+    assert ("HS_CODE_INVALID", "$.goods[0].hs_code") in codes(reasons)
+
+
+def test_float_amounts_are_refused_with_their_paths():
+    data = sample()
+    data["goods"][0]["gross_kg"] = 1450.0
+    data["exchange_rate"] = 545.2
+    data["payments"][0]["amount"] = 20000
+    _, reasons = parse_declaration(data)
+    assert set(codes(reasons)) == {("AMOUNT_NOT_STRING", "$.goods[0].gross_kg"), ("AMOUNT_NOT_STRING", "$.exchange_rate"), ("AMOUNT_NOT_STRING", "$.payments[0].amount")}
+    assert "1450.0" in next(r.message for r in reasons if r.path == "$.goods[0].gross_kg")
+
+
+def test_negative_and_zero_values():
+    data = sample()
+    data["goods"][0]["quantity"] = "-5"
+    data["goods"][1]["customs_value"] = "0"
+    data["payments"][1]["amount"] = "-1.00"
+    _, reasons = parse_declaration(data)
+    assert set(codes(reasons)) == {("VALUE_NOT_POSITIVE", "$.goods[0].quantity"), ("VALUE_NOT_POSITIVE", "$.goods[1].customs_value"), ("VALUE_NEGATIVE", "$.payments[1].amount")}
+
+
+def test_bad_country_currency_and_unknown_field():
+    data = sample()
+    data["goods"][0]["origin_country"] = "XX"
+    data["currency"] = "EUX"
+    data["goods"][0]["hs_cod"] = "8450111100"
+    _, reasons = parse_declaration(data)
+    assert set(codes(reasons)) == {("COUNTRY_CODE_INVALID", "$.goods[0].origin_country"), ("CURRENCY_CODE_INVALID", "$.currency"), ("FIELD_UNKNOWN", "$.goods[0].hs_cod")}
+
+
+def test_amount_that_is_not_a_number():
+    data = sample()
+    data["goods"][0]["net_kg"] = "1 320,000"
+    _, reasons = parse_declaration(data)
+    assert codes(reasons) == [("AMOUNT_INVALID", "$.goods[0].net_kg")]
+
+
+# --- Logic control (across fields) ---------------------------------------------------------
+
+
+def test_unknown_office_totals_and_net_over_gross_all_listed():
+    data = sample()
+    data["customs_office"] = "99999"
+    data["goods"][1]["net_kg"] = "1000.000"
+    data["totals"]["items"] = 3
+    data["totals"]["customs_value"] = "1.00"
+    doc, reasons = parse_declaration(data)
+    assert reasons == []
+    assert codes(logical_control(doc, REFERENCE)) == [
+        ("OFFICE_UNKNOWN", "$.customs_office"),
+        ("NET_EXCEEDS_GROSS", "$.goods[1].net_kg"),
+        ("TOTALS_MISMATCH", "$.totals.items"),
+        ("TOTALS_MISMATCH", "$.totals.customs_value"),
+    ]
+
+
+def test_item_numbering():
+    data = sample()
+    data["goods"][1]["item_no"] = 5
+    doc, _ = parse_declaration(data)
+    assert codes(logical_control(doc, REFERENCE)) == [("ITEM_NUMBERING", "$.goods[1].item_no")]
+
+
+@pytest.mark.parametrize("content, code", [(b"{not json", "JSON_INVALID"), (b"[1, 2]", "OBJECT_EXPECTED"), (b"\xff\xfe{}", "JSON_INVALID")])
+def test_format_control_of_raw_bytes(content, code):
+    doc, reasons = format_logical_control(content, REFERENCE)
+    assert doc is None and reasons[0].code == code
+
+
+# --- Registration number --------------------------------------------------------------------
+
+
+def test_registration_number_format():
+    assert registration_number("50101", date(2026, 11, 26), 1) == "50101/261126/0000001"
+    assert registration_number("50101", date(2024, 3, 31), 1234567) == "50101/310324/1234567"
+    with pytest.raises(ValueError):
+        registration_number("50101", date(2026, 1, 1), 10_000_000)
+
+
+def test_registration_day_is_kazakhstan_day():
+    # 19:30 UTC on 26 Nov is 00:30 on 27 Nov in Kazakhstan (UTC+5)
+    assert kz_date(datetime(2026, 11, 26, 19, 30, tzinfo=UTC)) == date(2026, 11, 27)
+    assert kz_date(datetime(2026, 11, 26, 18, 59, tzinfo=UTC)) == date(2026, 11, 26)
+    # before 1 March 2024 Almaty was UTC+6
+    assert kz_date(datetime(2024, 2, 1, 18, 30, tzinfo=UTC)) == date(2024, 2, 2)
+
+
+# --- Risk and release -----------------------------------------------------------------------
+
+
+def test_green_when_no_profile_matches():
+    doc, _ = parse_declaration(sample())
+    assert assess_risk(doc, REFERENCE.risk_profiles).lane == "green"
+
+
+def test_yellow_profile_on_cheap_laptops_from_china():
+    doc, _ = parse_declaration(sample("02-yellow-laptops-from-cn.json"))
+    result = assess_risk(doc, REFERENCE.risk_profiles)
+    assert (result.lane, result.matched_profiles) == ("yellow", ("RP-2024-017",))
+
+
+def test_most_severe_lane_wins():
+    profiles = (
+        RiskProfile(id="Y", lane="yellow", conditions=RiskConditions(origin_countries=["DE"])),
+        RiskProfile(id="R", lane="red", conditions=RiskConditions(hs_prefixes=["8418"])),
+        RiskProfile(id="N", lane="red", conditions=RiskConditions(hs_prefixes=["2204"])),
+    )
+    doc, _ = parse_declaration(sample())
+    result = assess_risk(doc, profiles)
+    assert (result.lane, result.matched_profiles) == ("red", ("Y", "R"))
+
+
+def test_declarant_and_total_value_conditions():
+    doc, _ = parse_declaration(sample())
+    by_declarant = RiskProfile(id="D", lane="red", conditions=RiskConditions(declarant_ids=["050840001233"]))
+    by_value = RiskProfile(id="V", lane="yellow", conditions=RiskConditions(min_total_customs_value=Decimal("20000000")))
+    assert assess_risk(doc, (by_declarant, by_value)).matched_profiles == ("D",)
+
+
+def test_automatic_release_only_when_green_and_paid():
+    doc, _ = parse_declaration(sample())
+    decision = decide_release(doc, "green")
+    assert (decision.automatic, decision.decision_code) == (True, "10")
+    held = decide_release(doc, "yellow")
+    assert not held.automatic and [r.code for r in held.reasons] == ["LANE_YELLOW"]
+    unpaid, _ = parse_declaration(sample("03-unpaid-vat.json"))
+    decision = decide_release(unpaid, "green")
+    assert not decision.automatic and codes(decision.reasons) == [("PAYMENT_NOT_PAID", "$.payments[2].paid")]
+
+
+# --- Schema and reference data --------------------------------------------------------------
+
+
+def test_json_schema_is_generated_from_the_models():
+    schema = declaration_json_schema()
+    assert schema["properties"]["schema"]["enum"] == ["kz.customs/goods-declaration@1", "kz.customs/release-statement@1"]
+    assert set(schema["required"]) >= {"schema", "direction", "procedure", "customs_office", "declarant", "goods", "totals"}
+    goods_item = schema["$defs"]["GoodsItem"]
+    assert goods_item["properties"]["gross_kg"]["type"] == "string"
+    assert goods_item["additionalProperties"] is False
+
+
+def test_bad_reference_data_is_named(tmp_path):
+    (tmp_path / "offices.json").write_text('{"offices": [{"code": "5010", "name": "x", "zones": []}]}')
+    (tmp_path / "risk_profiles.json").write_text('{"profiles": []}')
+    with pytest.raises(ReferenceDataError) as error:
+        load_reference(tmp_path)
+    assert "offices.json" in str(error.value) and "offices.0.code" in str(error.value)
