@@ -7,7 +7,6 @@ a stored declaration in one transaction; ``register`` is the Prefect task.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from datetime import date, datetime
 
 from prefect import task
@@ -17,7 +16,7 @@ from customs.db import transaction
 from customs.reference import load_reference
 from customs.settings import get_settings
 from customs.timeutil import kz_date, utcnow
-from models.declaration import Declaration, RegistrationCounter, Status
+from models.declaration import RegistrationCounter, Status
 from models.document import GoodsDeclaration, parse_declaration
 from models.reasons import Reason
 from models.reference import ReferenceData
@@ -105,13 +104,6 @@ def next_serial(session, office: str, day: date) -> int:
         .values(last_value=RegistrationCounter.last_value + 1)
         .returning(RegistrationCounter.last_value)
     ).scalar_one()
-
-
-@dataclass(frozen=True)
-class RegistrationResult:
-    registered: bool
-    registration_number: str | None
-    reasons: list[Reason]
 
 
 def register_declaration(application_id: str, *, now: datetime | None = None) -> StepOutcome:

@@ -1,0 +1,251 @@
+"""Intake, the clearance steps and the audit chain against a real database (SQLite here; PostgreSQL in test_postgres.py)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlmodel import func, select
+
+from conftest import as_bytes, sample, unique
+from customs.db import get_engine, transaction
+from customs.services import IncomingAttachment, IntakeError, declaration_status, submit_declaration
+from models.audit import AuditEvent, verify_chain
+from models.declaration import Declaration, IllegalTransition, Status
+from tasks.registration import register_declaration
+from tasks.release import release_or_hold
+from tasks.risk import assign_lane
+from tasks.signature import check_signatures
+
+
+def run_steps(application_id: str, now: datetime | None = None):
+    outcome = check_signatures(application_id, now=now)
+    outcome = register_declaration(application_id, now=now)
+    if outcome.status == Status.REGISTRATION_REFUSED:
+        return outcome
+    assign_lane(application_id, now=now)
+    return release_or_hold(application_id, now=now)
+
+
+def submit_signed(signer, document: dict, attachments=(), **kw):
+    content = as_bytes(document)
+    files = [IncomingAttachment(name, data, signer.sign(data)) for name, data in attachments]
+    return submit_declaration(content, signer.sign(content), files, **kw)
+
+
+def counts() -> tuple[int, int]:
+    with transaction() as session:
+        return (session.exec(select(func.count()).select_from(Declaration)).one(), session.exec(select(func.count()).select_from(AuditEvent)).one())
+
+
+# --- Intake -----------------------------------------------------------------------------------
+
+
+def test_submission_stores_exact_bytes_and_time(settings, company_signer):
+    content = as_bytes(unique(sample()))
+    signature = company_signer.sign(content)
+    before = datetime.now(UTC)
+    submission = submit_declaration(content, signature, [IncomingAttachment("invoice.pdf", b"%PDF", company_signer.sign(b"%PDF"))])
+    with transaction() as session:
+        stored = session.exec(select(Declaration).where(Declaration.application_id == submission.application_id)).one()
+    assert stored.content == content and stored.signature == signature
+    assert stored.content_sha256 == hashlib.sha256(content).hexdigest()
+    assert before <= stored.submitted_at <= datetime.now(UTC) and stored.submitted_at.tzinfo is not None
+    assert (stored.status, stored.customs_office, stored.declarant_id) == (Status.SUBMITTED, "50101", "050840001233")
+    assert submission.application_id.startswith("A") and submission.created
+
+
+def test_identical_bytes_return_the_existing_application(settings, company_signer):
+    content = as_bytes(unique(sample()))
+    first = submit_declaration(content, company_signer.sign(content))
+    again = submit_declaration(content, company_signer.sign(content))
+    assert again.application_id == first.application_id and not again.created
+    assert counts() == (1, 1)
+
+
+@pytest.mark.parametrize(
+    "content, code",
+    [
+        (b"", "EMPTY"),
+        (b"{\"schema\": \"kz.customs/goods-declaration@1\",", "JSON_INVALID"),
+        ("{\"name\": \"ТОО\"}".encode("cp1251"), "NOT_UTF8"),
+        (b"[1, 2, 3]", "OBJECT_EXPECTED"),
+        (b"{\"schema\": \"a\", \"schema\": \"b\"}", "DUPLICATE_KEY"),
+    ],
+)
+def test_bad_bytes_are_refused_at_intake_and_nothing_is_stored(settings, content, code):
+    with pytest.raises(IntakeError) as error:
+        submit_declaration(content, b"sig")
+    assert error.value.code == code
+    assert counts() == (0, 0)
+
+
+def test_oversized_declaration(settings, company_signer):
+    from customs.settings import configure
+
+    configure(settings.model_copy(update={"max_declaration_bytes": 1000}))
+    content = as_bytes(sample())
+    with pytest.raises(IntakeError) as error:
+        submit_declaration(content, None)
+    assert error.value.code == "TOO_LARGE" and str(len(content)) in error.value.message
+    assert counts() == (0, 0)
+
+
+def test_unknown_channel(settings):
+    with pytest.raises(IntakeError) as error:
+        submit_declaration(as_bytes(sample()), None, channel="fax")
+    assert error.value.code == "CHANNEL_UNKNOWN"
+
+
+# --- The steps --------------------------------------------------------------------------------
+
+
+def test_green_declaration_is_released_automatically(settings, company_signer):
+    submission = submit_signed(company_signer, unique(sample()), [("invoice.pdf", b"%PDF-1.4 invoice"), ("contract.pdf", b"contract")])
+    outcome = run_steps(submission.application_id)
+    assert (outcome.status, outcome.lane) == ("released", "green")
+    status = declaration_status(outcome.registration_number)
+    assert status["decision_code"] == "10"
+    assert [e["to"] for e in status["history"]] == ["submitted", "signatures_checked", "registered", "lane_assigned", "released"]
+    assert len(status["signers"]) == 3 and all(s["valid"] for s in status["signers"])
+
+
+def test_yellow_declaration_waits_for_an_official(settings, person_signer):
+    submission = submit_signed(person_signer, unique(sample("02-yellow-laptops-from-cn.json")))
+    outcome = run_steps(submission.application_id)
+    assert (outcome.status, outcome.lane) == ("awaiting_official", "yellow")
+    assert declaration_status(submission.application_id)["risk_profiles"] == ["RP-2024-017"]
+
+
+def test_refusal_lists_every_reason_and_keeps_everything(settings, company_signer, pki):
+    document = unique(sample())
+    document["customs_office"] = "99999"
+    document["goods"][1]["net_kg"] = "1000.000"
+    document["totals"]["customs_value"] = "1.00"
+    other = pki.issue(name="ТОО «Другая»", bin="120303400058")
+    from customs.pki import CmsSigner
+
+    stranger = CmsSigner(other.cert_path, other.key_path, (pki.issuing_cert_path,))
+    content = as_bytes(document)
+    signature = stranger.sign(content)
+    submission = submit_declaration(content, signature, [IncomingAttachment("invoice.pdf", b"%PDF", None)])
+    outcome = run_steps(submission.application_id)
+    assert outcome.status == "registration_refused"
+    assert [(r["code"], r["path"]) for r in outcome.reasons] == [
+        ("SIGNER_NOT_DECLARANT", "declaration"),
+        ("SIGNATURE_MISSING", "attachments[0]"),
+        ("OFFICE_UNKNOWN", "$.customs_office"),
+        ("NET_EXCEEDS_GROSS", "$.goods[1].net_kg"),
+        ("TOTALS_MISMATCH", "$.totals.customs_value"),
+    ]
+    with transaction() as session:
+        stored = session.exec(select(Declaration).where(Declaration.application_id == submission.application_id)).one()
+        refusal = session.exec(select(AuditEvent).where(AuditEvent.to_status == "registration_refused")).one()
+    assert stored.content == content and stored.signature == signature and stored.registration_number is None
+    assert [r["code"] for r in refusal.reasons] == [r["code"] for r in outcome.reasons]
+
+
+def test_structurally_broken_document_is_refused_not_lost(settings, company_signer):
+    document = unique(sample())
+    document["schema"] = "kz.customs/goods-declaration@9"
+    document["goods"][0]["gross_kg"] = 1450.5
+    submission = submit_signed(company_signer, document)
+    outcome = run_steps(submission.application_id)
+    assert outcome.status == "registration_refused"
+    assert {r["code"] for r in outcome.reasons} == {"SCHEMA_UNKNOWN", "AMOUNT_NOT_STRING"}
+
+
+def test_steps_are_idempotent(settings, company_signer):
+    submission = submit_signed(company_signer, unique(sample()))
+    first = run_steps(submission.application_id)
+    _, events = counts()
+    for step in (check_signatures, register_declaration, assign_lane, release_or_hold):
+        again = step(submission.application_id)
+        assert not again.acted and again.status == "released"
+    assert counts()[1] == events
+    assert declaration_status(submission.application_id)["registration_number"] == first.registration_number
+
+
+def test_registration_numbers_are_sequential_per_office_and_day(settings, company_signer):
+    day = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
+    numbers = []
+    for office in ("50101", "50101", "62101", "50101"):
+        document = unique(sample())
+        document["customs_office"] = office
+        submission = submit_signed(company_signer, document)
+        numbers.append(run_steps(submission.application_id, now=day).registration_number)
+    # 19:30 UTC is already the next day in Kazakhstan: a new series
+    document = unique(sample())
+    submission = submit_signed(company_signer, document)
+    numbers.append(run_steps(submission.application_id, now=day.replace(hour=19, minute=30)).registration_number)
+    assert numbers == ["50101/261126/0000001", "50101/261126/0000002", "62101/261126/0000001", "50101/261126/0000003", "50101/271126/0000001"]
+
+
+def test_a_failed_registration_leaves_no_gap(settings, company_signer, monkeypatch):
+    import tasks.registration as registration
+
+    first = submit_signed(company_signer, unique(sample()))
+    check_signatures(first.application_id)
+
+    def explode(*args):  # fails after the serial was drawn, inside the registering transaction
+        raise OperationalError("UPDATE declaration", {}, Exception("disk I/O error"))
+
+    monkeypatch.setattr(registration, "registration_number", explode)
+    with pytest.raises(OperationalError):
+        register_declaration(first.application_id)
+    monkeypatch.undo()
+    assert declaration_status(first.application_id)["status"] == "signatures_checked"
+    assert register_declaration(first.application_id).registration_number.endswith("/0000001")
+
+
+# --- State machine and audit chain ----------------------------------------------------------
+
+
+def test_illegal_transition_is_an_error_and_changes_nothing(settings, company_signer):
+    submission = submit_signed(company_signer, unique(sample()))
+    with pytest.raises(IllegalTransition) as error:
+        with transaction() as session:
+            declaration = session.exec(select(Declaration).where(Declaration.application_id == submission.application_id)).one()
+            declaration.move_to(session, Status.RELEASED, actor="system", at=datetime.now(UTC))
+    assert "cannot go from submitted to released" in str(error.value)
+    assert declaration_status(submission.application_id)["status"] == "submitted"
+
+
+def test_audit_chain_verifies_and_names_the_first_altered_event(settings, company_signer):
+    for _ in range(3):
+        run_steps(submit_signed(company_signer, unique(sample())).application_id)
+    with transaction() as session:
+        check = verify_chain(session)
+    assert check.intact and check.events == 15
+    engine = get_engine()
+    with engine.begin() as connection:
+        connection.execute(text("DROP TRIGGER audit_event_no_update"))  # an attacker with DDL rights
+        connection.execute(text("UPDATE audit_event SET actor = 'official-7' WHERE seq = 7"))
+    with transaction() as session:
+        check = verify_chain(session)
+    assert (check.intact, check.broken_seq) == (False, 7)
+    assert "altered" in check.problem
+
+
+def test_audit_chain_detects_a_removed_event(settings, company_signer):
+    run_steps(submit_signed(company_signer, unique(sample())).application_id)
+    with get_engine().begin() as connection:
+        connection.execute(text("DROP TRIGGER audit_event_no_delete"))
+        connection.execute(text("DELETE FROM audit_event WHERE seq = 3"))
+    with transaction() as session:
+        check = verify_chain(session)
+    assert (check.intact, check.broken_seq) == (False, 4)
+    assert "missing" in check.problem
+
+
+def test_audit_events_are_append_only(settings, company_signer):
+    submit_signed(company_signer, unique(sample()))
+    for statement in ("UPDATE audit_event SET actor = 'x'", "DELETE FROM audit_event"):
+        with pytest.raises((IntegrityError, OperationalError)) as error:
+            with get_engine().begin() as connection:
+                connection.execute(text(statement))
+        assert "append-only" in str(error.value)

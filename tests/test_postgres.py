@@ -1,0 +1,86 @@
+"""Concurrency and locking on PostgreSQL: several processes register at once.
+
+Skipped when PostgreSQL is unreachable; `.ci/run` sets CUSTOMS_REQUIRE_POSTGRES=1 so CI fails instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from sqlmodel import select
+
+from conftest import as_bytes, sample, unique
+from customs.db import transaction
+from customs.services import submit_declaration
+from models.audit import verify_chain
+from models.declaration import Declaration
+
+pytestmark = pytest.mark.postgres
+WORKER = Path(__file__).with_name("pg_register_worker.py")
+
+
+def test_concurrent_registration_from_several_processes_is_gapless_and_unique(pg_settings, company_signer, tmp_path):
+    offices = ["50101", "62101"]
+    ids = []
+    for index in range(40):
+        document = unique(sample())
+        document["customs_office"] = offices[index % 2]
+        content = as_bytes(document)
+        ids.append(submit_declaration(content, company_signer.sign(content)).application_id)
+    ids_file = tmp_path / "ids.json"
+    ids_file.write_text(json.dumps(ids))
+    env = dict(os.environ, CUSTOMS_DATABASE_URL=pg_settings.database_url, CUSTOMS_TRUST_DIR=str(pg_settings.trust_dir),
+               CUSTOMS_CRL_DIR=str(pg_settings.crl_dir), CUSTOMS_DATA_DIR=str(pg_settings.data_dir))
+    # four processes work through the same declarations in different orders, racing for each one
+    workers = [subprocess.Popen([sys.executable, str(WORKER), str(ids_file), str(seed)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for seed in range(4)]
+    results = []
+    for worker in workers:
+        out, err = worker.communicate(timeout=300)
+        assert worker.returncode == 0, err[-3000:]
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    assert sum(r["acted"] for r in results) == len(ids)  # each declaration registered by exactly one process
+
+    with transaction() as session:
+        declarations = session.exec(select(Declaration).where(Declaration.application_id.in_(ids))).all()
+        chain = verify_chain(session)
+    numbers = [d.registration_number for d in declarations]
+    assert all(numbers) and len(set(numbers)) == len(ids)
+    by_office = Counter(n.split("/")[0] for n in numbers)
+    assert by_office == {"50101": 20, "62101": 20}
+    for office in offices:
+        serials = sorted(int(n.split("/")[2]) for n in numbers if n.startswith(office))
+        assert serials == list(range(1, 21)), f"{office}: {serials}"
+    assert chain.intact and chain.events == len(ids) * 3
+
+
+def test_identical_bytes_submitted_concurrently_make_one_application(pg_settings, company_signer):
+    from concurrent.futures import ThreadPoolExecutor
+
+    content = as_bytes(unique(sample()))
+    signature = company_signer.sign(content)
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        submissions = list(pool.map(lambda _: submit_declaration(content, signature), range(6)))
+    assert len({s.application_id for s in submissions}) == 1
+    assert sum(s.created for s in submissions) == 1
+
+
+def test_audit_events_are_append_only_on_postgres(pg_settings, company_signer):
+    from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
+
+    from customs.db import get_engine
+
+    content = as_bytes(unique(sample()))
+    submit_declaration(content, company_signer.sign(content))
+    for statement in ("UPDATE audit_event SET actor = 'x'", "DELETE FROM audit_event"):
+        with pytest.raises(DBAPIError) as error:
+            with get_engine().begin() as connection:
+                connection.execute(text(statement))
+        assert "append-only" in str(error.value)
