@@ -32,7 +32,7 @@ from asn1crypto import cms as asn1_cms
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.x509.oid import NameOID
 from pyhanko.sign.validation.generic_cms import extract_certs_for_validation, extract_signer_info, validate_sig_integrity
@@ -55,6 +55,7 @@ log = logging.getLogger(__name__)
 # OIDs of Kazakh (1.2.398.3.10) and Russian (1.2.643) GOST algorithms that no maintained Python library verifies.
 _GOST_PREFIXES = ("1.2.398.3.10.", "1.2.643.")
 _RSA_MIN_BITS = 2048
+_SHA256 = hashes.SHA256()
 _NAME_LABELS = {NameOID.SERIAL_NUMBER: "SERIALNUMBER", NameOID.GIVEN_NAME: "G", NameOID.SURNAME: "SN"}
 _EC_CURVES = {"secp256r1": 256, "secp384r1": 384, "secp521r1": 521, "brainpoolP256r1": 256, "brainpoolP384r1": 384, "brainpoolP512r1": 512}
 
@@ -335,7 +336,7 @@ class CmsSignatureVerifier:
         self.require_crl = require_crl
         self._roots = trust.asn1_roots()
         self._intermediates = trust.asn1_intermediates()
-        self._by_der = {c.public_bytes(serialization.Encoding.DER): c for c in trust.roots + trust.intermediates}
+        self._chain_cache: dict[tuple, list[tuple[str, str]]] = {}
 
     def verify(self, document: SignedDocument, *, declarant_ids: Sequence[str], at: datetime, now: datetime) -> DocumentVerdict:
         try:
@@ -414,7 +415,22 @@ class CmsSignatureVerifier:
         return DocumentVerdict(document, signer, tuple(reasons))
 
     async def chain_problems(self, cert: x509.Certificate, *, at: datetime, now: datetime, embedded: Sequence = ()) -> list[tuple[str, str]]:
-        """(code, message) for a certificate that does not chain to a trust anchor at ``at`` or was revoked by then."""
+        """(code, message) for a certificate that does not chain to a trust anchor at ``at`` or was revoked by then.
+
+        The answer depends only on the certificate, the certificates the CMS carried and the two times,
+        so it is remembered: a declaration and its attachments signed by one certificate cost one
+        path validation, not three.
+        """
+        key = (cert.fingerprint(_SHA256), tuple(c.dump() for c in embedded), at, now)
+        cached = self._chain_cache.get(key)
+        if cached is None:
+            cached = await self._chain_problems(cert, at=at, now=now, embedded=embedded)
+            if len(self._chain_cache) >= 1024:
+                self._chain_cache.clear()
+            self._chain_cache[key] = cached
+        return list(cached)
+
+    async def _chain_problems(self, cert: x509.Certificate, *, at: datetime, now: datetime, embedded: Sequence = ()) -> list[tuple[str, str]]:
         signer_asn1 = asn1_x509.Certificate.load(cert.public_bytes(serialization.Encoding.DER))
         issuer = cert.issuer.rfc4514_string(_NAME_LABELS)
         context = ValidationContext(

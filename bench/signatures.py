@@ -1,0 +1,71 @@
+"""Signature verification throughput: a declaration with two signed attachments, with the project's
+verifier (pyHanko + pyhanko-certvalidator + cryptography CRL look-up), against the physical limit:
+bare RSA-2048 PKCS#1 v1.5 verifies of the same bytes with `cryptography`.
+
+    python bench/signatures.py [--seconds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding
+
+from customs.pki import CmsSigner, TestPki
+from customs.timeutil import utcnow
+from tasks.signature import CmsSignatureVerifier, SignedDocument, TrustMaterial, verify_documents
+
+BIN = "050840001233"
+
+
+def rate(fn, seconds: float) -> float:
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        fn()
+        count += 1
+    return count / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=5.0)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        pki = TestPki.create(Path(tmp))
+        issued = pki.issue(name="ТОО «Алатау Импорт»", bin=BIN)
+        signer = CmsSigner(issued.cert_path, issued.key_path, (pki.issuing_cert_path,))
+        declaration = (Path(__file__).resolve().parent.parent / "samples" / "01-green-household-appliances.json").read_bytes()
+        invoice, contract = b"%PDF-1.4 invoice " * 2000, b"%PDF-1.4 contract " * 1000
+        documents = [
+            SignedDocument(f"doc{i}", name, data, signer.sign(data))
+            for i, (name, data) in enumerate([("declaration.json", declaration), ("invoice.pdf", invoice), ("contract.pdf", contract)])
+        ]
+        verifier = CmsSignatureVerifier(TrustMaterial.load(pki.trust_dir, pki.crl_dir))
+        now = utcnow()
+        verdicts = verify_documents(verifier, documents, declarant_ids=[BIN], at=now, now=now)
+        assert all(v.valid for v in verdicts), [v.reasons for v in verdicts]
+
+        full = rate(lambda: verify_documents(verifier, documents, declarant_ids=[BIN], at=now, now=now), args.seconds)
+
+        key = serialization.load_pem_private_key(issued.key_path.read_bytes(), None)
+        public = key.public_key()
+        signatures = [key.sign(d.content, padding.PKCS1v15(), hashes.SHA256()) for d in documents]
+
+        def bare():
+            for d, s in zip(documents, signatures):
+                public.verify(s, d.content, padding.PKCS1v15(), hashes.SHA256())
+
+        physical = rate(bare, args.seconds)
+    sizes = ", ".join(f"{d.filename} {len(d.content)} B" for d in documents)
+    print(f"documents per declaration: 3 ({sizes})")
+    print(f"full verification (CMS + chain + CRL + key usage + signer):  {full:8.1f} declarations/s  ({1000 / full:.2f} ms each)")
+    print(f"bare RSA-2048 verify of the same bytes (cryptography):       {physical:8.1f} declarations/s  ({1000 / physical:.3f} ms each)")
+    print(f"ratio bare/full: {physical / full:.1f}x")
+
+
+if __name__ == "__main__":
+    main()
