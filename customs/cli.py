@@ -278,9 +278,5 @@ def demo(
     run_demo(keep_server=keep_server)
 
 
-def main() -> None:  # pragma: no cover
-    app()
-
-
 if __name__ == "__main__":  # pragma: no cover
     app()

@@ -76,7 +76,7 @@ def run_demo(*, keep_server: bool = True, samples_dir: Path = SAMPLES_DIR) -> li
             _print_result(status, sample["expect"])
 
     typer.echo(f"\nFlow runs: {ui_url(api_url)}/runs  (one flow run per declaration, named by registration number or application id)")
-    typer.echo(f"Status of one declaration: customs status <application id or registration number>")
+    typer.echo("Status of one declaration: customs status <application id or registration number>")
     if keep_server:
         typer.echo("The Prefect server keeps running for the UI; stop it with: customs server stop  (or make stop)")
     else:

@@ -39,23 +39,6 @@ TRANSITIONS: dict[Status | None, frozenset[Status]] = {
     Status.RELEASE_CANCELLED: frozenset(),
 }
 
-# Where a declaration rests until something from outside (an official, a new submission) moves it.
-RESTING = frozenset({Status.REGISTRATION_REFUSED, Status.AWAITING_OFFICIAL, Status.RELEASED, Status.RELEASE_REFUSED, Status.RELEASE_CANCELLED})
-
-# How far along the automatic clearance each status is (a step acts only on its own input status).
-PROGRESS = {
-    Status.SUBMITTED: 0,
-    Status.SIGNATURES_CHECKED: 1,
-    Status.REGISTRATION_REFUSED: 2,
-    Status.REGISTERED: 2,
-    Status.LANE_ASSIGNED: 3,
-    Status.AWAITING_OFFICIAL: 4,
-    Status.RELEASED: 4,
-    Status.RELEASE_REFUSED: 5,
-    Status.RELEASE_CANCELLED: 5,
-}
-
-
 class IllegalTransition(Exception):
     def __init__(self, application_id: str, from_status: Status | None, to_status: Status):
         self.application_id = application_id

@@ -48,7 +48,7 @@ from customs.timeutil import utcnow
 from models.declaration import Attachment, Declaration, Status
 from models.identifiers import is_valid_identifier
 from models.reasons import Reason
-from tasks.common import StepOutcome, lock_declaration, outcome_of, retry_on_database_error
+from tasks.common import DeclarationNotFound, StepOutcome, lock_declaration, outcome_of, retry_on_database_error
 
 log = logging.getLogger(__name__)
 
@@ -515,7 +515,7 @@ def check_signatures(application_id: str, *, now: datetime | None = None) -> Ste
     with transaction() as session:  # read what is to be checked without holding the lock during the crypto
         declaration = session.exec(select(Declaration).where(Declaration.application_id == application_id)).first()
         if declaration is None:
-            lock_declaration(session, application_id)  # raises DeclarationNotFound
+            raise DeclarationNotFound(application_id)
         if declaration.status != Status.SUBMITTED:
             return outcome_of(declaration, acted=False)
         attachments = session.exec(select(Attachment).where(Attachment.declaration_id == declaration.id).order_by(Attachment.position)).all()

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import text
