@@ -133,7 +133,6 @@ def prefect_api(api_url: str) -> Iterator[None]:
     """Record flow runs in ``api_url`` for the duration of the block."""
     from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_ANALYTICS_ENABLED, temporary_settings
 
-    os.environ["PREFECT_API_URL"] = api_url  # for child processes started inside the block
     with temporary_settings(updates={PREFECT_API_URL: api_url, PREFECT_SERVER_ANALYTICS_ENABLED: False}):
         yield
 

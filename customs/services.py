@@ -118,14 +118,13 @@ def submit_declaration(
             raise IntakeError("TOO_LARGE", f"attachment {attachment.filename!r} has {len(attachment.content)} bytes; at most {settings.max_attachment_bytes}", where)
     digest = hashlib.sha256(content).hexdigest()
 
-    existing = find_by_sha256(digest)
-    if existing is not None:
-        return Submission(existing.application_id, existing.submitted_at, str(existing.status), created=False)
-
     now = now or utcnow()
     declarant_id = _text_field(data, "declarant", "bin") or _text_field(data, "declarant", "iin")
     try:
         with transaction() as session:
+            existing = session.exec(select(Declaration).where(Declaration.content_sha256 == digest)).first()
+            if existing is not None:
+                return Submission(existing.application_id, existing.submitted_at, str(existing.status), created=False)
             declaration = Declaration(
                 application_id=new_application_id(now),
                 channel=channel,
@@ -183,7 +182,7 @@ def declaration_status(key: str) -> dict[str, Any]:
         ).all()
         return {
             "application_id": declaration.application_id,
-            "status": str(declaration.status.value if isinstance(declaration.status, Status) else declaration.status),
+            "status": str(declaration.status),
             "channel": declaration.channel,
             "schema": declaration.schema_id,
             "customs_office": declaration.customs_office,

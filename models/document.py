@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from datetime import date
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from functools import lru_cache
 from typing import Annotated, Any, Literal
 
@@ -47,14 +47,11 @@ def _decimal_from_string(value: Any) -> Decimal:
         )
     if isinstance(value, Decimal):
         return value
-    if not isinstance(value, str) or not _DECIMAL_RE.match(value):
+    if not isinstance(value, str) or not _DECIMAL_RE.fullmatch(value):
         raise PydanticCustomError(
             "AMOUNT_INVALID", "'{value}' is not a decimal amount such as \"1250.00\"", {"value": value}
         )
-    try:
-        return Decimal(value)
-    except InvalidOperation:  # pragma: no cover - the pattern already excludes it
-        raise PydanticCustomError("AMOUNT_INVALID", "'{value}' is not a decimal amount", {"value": value})
+    return Decimal(value)
 
 
 def _positive(value: Decimal) -> Decimal:

@@ -43,7 +43,7 @@ def lock_declaration(session: Session, application_id: str) -> Declaration:
 def outcome_of(declaration: Declaration, *, acted: bool) -> StepOutcome:
     return StepOutcome(
         application_id=declaration.application_id,
-        status=str(declaration.status.value if hasattr(declaration.status, "value") else declaration.status),
+        status=str(declaration.status),
         acted=acted,
         registration_number=declaration.registration_number,
         lane=declaration.lane,

@@ -84,12 +84,13 @@ def registration_number(office: str, day: date, serial: int) -> str:
 
 def next_serial(session, office: str, day: date) -> int:
     """Bump the office's counter for the day inside the registering transaction (gapless: a rollback undoes it)."""
-    bumped = session.execute(
+    bump = (
         update(RegistrationCounter)
         .where(RegistrationCounter.office == office, RegistrationCounter.day == day)
         .values(last_value=RegistrationCounter.last_value + 1)
         .returning(RegistrationCounter.last_value)
-    ).scalar_one_or_none()
+    )
+    bumped = session.execute(bump).scalar_one_or_none()
     if bumped is not None:
         return bumped
     dialect = session.get_bind().dialect.name
@@ -98,12 +99,7 @@ def next_serial(session, office: str, day: date) -> int:
     else:
         from sqlalchemy.dialects.sqlite import insert
     session.execute(insert(RegistrationCounter).values(office=office, day=day, last_value=0).on_conflict_do_nothing())
-    return session.execute(
-        update(RegistrationCounter)
-        .where(RegistrationCounter.office == office, RegistrationCounter.day == day)
-        .values(last_value=RegistrationCounter.last_value + 1)
-        .returning(RegistrationCounter.last_value)
-    ).scalar_one()
+    return session.execute(bump).scalar_one()
 
 
 def register_declaration(application_id: str, *, now: datetime | None = None) -> StepOutcome:
