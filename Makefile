@@ -25,6 +25,7 @@ test-postgres: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/signatures.py
+	$(BIN)/python bench/outbox.py
 	$(BIN)/python bench/clearance.py
 
 stop: $(STAMP)

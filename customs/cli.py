@@ -19,7 +19,9 @@ audit_app = typer.Typer(help="The append-only, hash-chained audit trail.", no_ar
 server_app = typer.Typer(help="The local Prefect server that records flow runs.", no_args_is_help=True)
 app.add_typer(pki_app, name="pki")
 app.add_typer(audit_app, name="audit")
+outbox_app = typer.Typer(help="Notices to declarants and the support service (the e-mail outbox).", no_args_is_help=True)
 app.add_typer(server_app, name="server")
+app.add_typer(outbox_app, name="outbox")
 
 
 def _fail(message: str, code: int = 2, *, as_json: bool = False, error: dict | None = None) -> None:
@@ -170,6 +172,62 @@ def schema() -> None:
     from models.document import declaration_json_schema
 
     typer.echo(json.dumps(declaration_json_schema(), ensure_ascii=False, indent=2))
+
+
+@outbox_app.command("list")
+def outbox_list(
+    status: Annotated[Optional[str], typer.Option(help="pending, sent, failed or undeliverable.")] = None,
+    application: Annotated[Optional[str], typer.Option(help="Only the notices of this application id.")] = None,
+    limit: Annotated[int, typer.Option(help="Newest first, at most this many.")] = 50,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """List notices, newest first."""
+    from customs.services import list_notices
+
+    _prepare_database()
+    try:
+        rows = list_notices(status=status, application_id=application, limit=limit)
+    except ValueError as exc:
+        _fail(str(exc), as_json=as_json)
+    if as_json:
+        typer.echo(json.dumps(rows, ensure_ascii=False, indent=2))
+        return
+    for row in rows:
+        line = f"{row['id']:>6}  {row['status']:<13} {row['kind']:<22} {row['application_id']:<20} {row['recipient'] or '-':<32} tries {row['attempts']}"
+        typer.echo(line + (f"  ({row['last_error'][:80]})" if row["last_error"] and row["status"] != "sent" else ""))
+    if not rows:
+        typer.echo("no notices")
+
+
+@outbox_app.command("dispatch")
+def outbox_dispatch_command(limit: Annotated[Optional[int], typer.Option(help="At most this many notices.")] = None) -> None:
+    """Send the notices that are due now (one pass, in this process; the scheduled flow does the same)."""
+    from tasks.outbox import dispatch_due_sync
+
+    _prepare_database()
+    settings = get_settings()
+    report = dispatch_due_sync(limit=limit)
+    where = f"SMTP {settings.smtp_host}:{settings.smtp_port or ''}" if settings.smtp_host else f".eml files in {settings.eml_dir}"
+    typer.echo(f"{report.claimed} due, {report.sent} sent ({where}), {report.outcomes['retry']} to retry, {report.outcomes['failed']} failed")
+    for error in report.errors[:20]:
+        typer.echo(f"  {error}")
+
+
+@outbox_app.command("requeue")
+def outbox_requeue(
+    notice_id: Annotated[int, typer.Argument(help="Notice id (see `customs outbox list`).")],
+    to: Annotated[Optional[str], typer.Option("--to", help="Send to this corrected address instead.")] = None,
+    actor: Annotated[str, typer.Option(help="Who asks (recorded with the attempt).")] = os.environ.get("USER", "operator"),
+) -> None:
+    """Queue a failed or undeliverable notice again."""
+    from customs.services import requeue_notice
+
+    _prepare_database()
+    try:
+        result = requeue_notice(notice_id, actor=actor, recipient=to)
+    except (LookupError, ValueError) as exc:
+        _fail(str(exc))
+    typer.echo(f"notice {result['id']} queued again for {result['recipient']}")
 
 
 @audit_app.command("verify")

@@ -75,7 +75,15 @@ def run_demo(*, keep_server: bool = True, samples_dir: Path = SAMPLES_DIR) -> li
             results.append(status)
             _print_result(status, sample["expect"])
 
-    typer.echo(f"\nFlow runs: {ui_url(api_url)}/runs  (one flow run per declaration, named by registration number or application id)")
+    from customs.services import list_notices
+
+    sent = [n for n in list_notices(limit=10_000) if any(n["application_id"] == r["application_id"] for r in results)]
+    by_status: dict[str, int] = {}
+    for notice in sent:
+        by_status[notice["status"]] = by_status.get(notice["status"], 0) + 1
+    where = f"SMTP {settings.smtp_host}" if settings.smtp_host else f".eml files in {settings.eml_dir}"
+    typer.echo(f"\nNotices to declarants: {', '.join(f'{v} {k}' for k, v in sorted(by_status.items()))} ({where}); list: customs outbox list")
+    typer.echo(f"Flow runs: {ui_url(api_url)}/runs  (one flow run per declaration, named by registration number or application id)")
     typer.echo("Status of one declaration: customs status <application id or registration number>")
     if keep_server:
         typer.echo("The Prefect server keeps running for the UI; stop it with: customs server stop  (or make stop)")

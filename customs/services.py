@@ -212,3 +212,57 @@ def declaration_status(key: str) -> dict[str, Any]:
                 for e in events
             ],
         }
+
+
+# ----------------------------------------------------------------------------------------------
+# The outbox, as operations staff see it
+
+
+def list_notices(*, status: str | None = None, application_id: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+    from models.outbox import Notice, NoticeStatus
+
+    if status is not None and status not in {s.value for s in NoticeStatus}:
+        raise ValueError(f"status must be one of {', '.join(s.value for s in NoticeStatus)}; {status!r} given")
+    with transaction() as session:
+        query = select(Notice).order_by(Notice.id.desc()).limit(limit)
+        if status:
+            query = query.where(Notice.status == status)
+        if application_id:
+            query = query.where(Notice.application_id == application_id)
+        return [
+            {
+                "id": n.id, "application_id": n.application_id, "kind": str(n.kind), "recipient": n.recipient,
+                "language": n.language, "status": str(n.status), "attempts": n.attempts,
+                "created_at_kz": kz_display(n.created_at), "next_attempt_at_kz": kz_display(n.next_attempt_at),
+                "sent_at_kz": kz_display(n.sent_at), "last_error": n.last_error,
+            }
+            for n in session.exec(query)
+        ]
+
+
+def requeue_notice(notice_id: int, *, actor: str, recipient: str | None = None, now: datetime | None = None) -> dict[str, Any]:
+    """Send a failed or undeliverable notice again (after the cause was fixed), optionally to a corrected address."""
+    from models.outbox import DeliveryAttempt, Notice, NoticeStatus, usable_address
+
+    now = now or utcnow()
+    with transaction() as session:
+        notice = session.exec(select(Notice).where(Notice.id == notice_id).with_for_update()).first()
+        if notice is None:
+            raise LookupError(f"no notice with id {notice_id}")
+        if notice.status not in (NoticeStatus.FAILED, NoticeStatus.UNDELIVERABLE):
+            raise ValueError(f"notice {notice_id} is {notice.status}; only failed or undeliverable notices are queued again")
+        if recipient is not None:
+            address = usable_address(recipient)
+            if address is None:
+                raise ValueError(f"{recipient!r} is not a usable e-mail address")
+            notice.recipient = address
+        if notice.recipient is None:
+            raise ValueError(f"notice {notice_id} has no address; give one with --to")
+        session.add(DeliveryAttempt(notice_id=notice.id, attempt=notice.attempts, at=now, outcome="requeued",
+                                    detail=f"queued again by {actor}" + (f" to {notice.recipient}" if recipient else "")))
+        notice.status = NoticeStatus.PENDING
+        notice.attempts = 0
+        notice.next_attempt_at = now
+        notice.last_error = None
+        session.add(notice)
+        return {"id": notice.id, "status": str(notice.status), "recipient": notice.recipient}

@@ -6,7 +6,9 @@ from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from customs import PROJECT_ROOT
@@ -35,12 +37,31 @@ class Settings(BaseSettings):
     registration_deadline: timedelta = Field(timedelta(hours=2), description="EAEU: registration or refusal within 2 hours of submission.")
     release_deadline: timedelta = Field(timedelta(hours=4), description="EAEU art. 119: release within 4 hours of registration.")
 
+    # E-mail (the outbox dispatcher). With no smtp_host the notices are written as .eml files under outbox_dir.
+    smtp_host: str | None = Field(None, description="SMTP server; unset: write notices as .eml files to outbox_dir instead.")
+    smtp_port: int | None = Field(None, description="SMTP port; default 465 for implicit TLS, 587 for STARTTLS, 25 otherwise.")
+    smtp_security: Literal["none", "starttls", "tls"] = Field("none", description="none, starttls (upgrade after connect) or tls (implicit TLS).")
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_timeout: float = Field(15.0, gt=0, description="Seconds to wait for the SMTP server at each step.")
+    smtp_ca_file: Path | None = Field(None, description="CA bundle to verify the SMTP server's certificate (default: the system's).")
+    mail_from: str = Field("Customs clearance <noreply@customs.kgd.gov.kz>", description="From: of every notice (the envelope sender is its address).")
+    mail_domain: str = Field("customs.kgd.gov.kz", description="Right-hand side of the stable Message-IDs of notices.")
+    support_address: str = Field("support@customs.kgd.gov.kz", description="Where reports of system failures go (the support service).")
+    support_language: Literal["kk", "ru", "en"] = Field("ru", description="Language of the reports to the support service.")
+    outbox_dir: Path | None = Field(None, description="Where .eml files go when no SMTP server is configured; default data_dir/outbox.")
+    outbox_batch_size: int = Field(100, gt=0, description="Notices claimed by one dispatcher pass.")
+    outbox_lease: timedelta = Field(timedelta(minutes=10), description="How long a claimed notice is reserved for the dispatcher sending it.")
+    outbox_backoff: timedelta = Field(timedelta(seconds=30), description="Delay after the first temporary failure; doubles each time.")
+    outbox_backoff_cap: timedelta = Field(timedelta(hours=1), description="Longest delay between two attempts.")
+    outbox_max_attempts: int = Field(12, gt=0, description="Attempts before a notice that keeps failing temporarily is marked failed.")
+
     prefect_api_url: str | None = Field(
         None, description="Prefect API to record flow runs in; default: the local server the CLI starts under data_dir."
     )
     prefect_port: int = Field(4200, description="Port of the local Prefect server started by the CLI.")
 
-    @field_validator("data_dir", "reference_dir", "trust_dir", "crl_dir")
+    @field_validator("data_dir", "reference_dir", "trust_dir", "crl_dir", "outbox_dir", "smtp_ca_file")
     @classmethod
     def _absolute(cls, value: Path | None) -> Path | None:
         return value.expanduser().resolve() if value is not None else None
@@ -51,6 +72,10 @@ class Settings(BaseSettings):
         if url.startswith("postgresql://") or url.startswith("postgres://"):
             url = "postgresql+psycopg://" + url.split("://", 1)[1]
         return url
+
+    @property
+    def eml_dir(self) -> Path:
+        return self.outbox_dir or self.data_dir / "outbox"
 
     @property
     def demo_pki_dir(self) -> Path:

@@ -16,11 +16,13 @@ from prefect.client.orchestration import get_client
 from prefect.context import get_run_context
 
 from models.declaration import Status
-from tasks.common import StepOutcome
+from tasks.common import DeclarationNotFound, StepOutcome
+from tasks.outbox import deliver_notices
 from tasks.registration import register
 from tasks.release import release
 from tasks.risk import risk_assessment
 from tasks.signature import signature_check
+from tasks.support import RunLogCapture, describe_error, report_failure
 
 DOCUMENT_TAGS = {"kz.customs/goods-declaration@1": "goods-declaration", "kz.customs/release-statement@1": "release-statement"}
 
@@ -66,23 +68,55 @@ def _summary(outcome: StepOutcome) -> str:
     return "\n".join(lines)
 
 
+def _send_notices(application_id: str) -> None:
+    """Send what the steps queued right away; what cannot go now stays in the outbox for outbox-dispatch."""
+    state = deliver_notices(application_id, return_state=True)
+    if state.is_failed():
+        get_run_logger().warning("notices of %s stay queued for outbox-dispatch: %s", application_id, state.message)
+
+
 @flow(name="clearance", flow_run_name="{application_id}", persist_result=False, log_prints=False)
 def clearance(application_id: str) -> dict:
-    """Clear one declaration from submission to release or to its next resting state."""
+    """Clear one declaration from submission to release or to its next resting state.
+
+    A step that fails beyond its retries is a failure of the information system, not the declarant's:
+    it is reported to the support service (with this run's log and the declaration's state), the
+    declarant is told, and the run fails so that it can be retried.
+    """
     logger = get_run_logger()
     labels: dict = {}
+    flow_run_id = str(get_run_context().flow_run.id)
 
-    outcome = signature_check(application_id)
-    _label_run(outcome, labels)
-    outcome = register(application_id)
-    _label_run(outcome, labels)
-    if outcome.status == Status.REGISTRATION_REFUSED:
-        logger.info("%s refused registration: %s", application_id, ", ".join(r["code"] for r in outcome.reasons))
-    else:
-        outcome = risk_assessment(application_id)
-        _label_run(outcome, labels)
-        outcome = release(application_id)
-        logger.info("%s (%s) is %s, lane %s", application_id, outcome.registration_number, outcome.status, outcome.lane)
+    with RunLogCapture(flow_run_id) as run_log:
+        step = "signature_check"
+        try:
+            outcome = signature_check(application_id)
+            _label_run(outcome, labels)
+            step = "registration"
+            outcome = register(application_id)
+            _label_run(outcome, labels)
+            if outcome.status == Status.REGISTRATION_REFUSED:
+                logger.info("%s refused registration: %s", application_id, ", ".join(r["code"] for r in outcome.reasons))
+            else:
+                step = "risk_assessment"
+                outcome = risk_assessment(application_id)
+                _label_run(outcome, labels)
+                step = "release"
+                outcome = release(application_id)
+                logger.info("%s (%s) is %s, lane %s", application_id, outcome.registration_number, outcome.status, outcome.lane)
+        except DeclarationNotFound:
+            raise  # nothing to report on: the caller named no stored declaration
+        except Exception as exc:
+            logger.error("%s: step %s failed beyond its retries: %s: %s", application_id, step, type(exc).__name__, exc)
+            report = report_failure(application_id, step, describe_error(step, exc), run_log.text(), flow_run_id,
+                                    return_state=True)
+            if report.is_completed():
+                logger.error("%s: reported to the support service as %s", application_id, report.result())
+            else:
+                logger.error("%s: the support report could not be queued: %s", application_id, report.message)
+            _send_notices(application_id)
+            raise
+    _send_notices(application_id)
     create_markdown_artifact(
         key=f"clearance-{application_id.lower()}", markdown=_summary(outcome), description=f"Outcome of {application_id}"
     )

@@ -10,6 +10,7 @@ from sqlalchemy import JSON, Column, LargeBinary, UniqueConstraint
 from sqlmodel import Field, Session, SQLModel
 
 from models.audit import AuditEvent, append_event
+from models.outbox import NOTICE_ON_TRANSITION, Notice, addressee_of, queue_notice
 from models.reasons import Reason
 from models.types import UTCDateTime
 
@@ -121,6 +122,7 @@ class Declaration(SQLModel, table=True):
         self.status = to_status
         self.updated_at = at
         session.add(self)
+        self.queue_transition_notice(session, event)
         return event
 
     def record_submission(self, session: Session, *, actor: str, details: dict[str, Any] | None = None) -> AuditEvent:
@@ -129,7 +131,7 @@ class Declaration(SQLModel, table=True):
         self.status = Status.SUBMITTED
         self.updated_at = self.submitted_at
         session.add(self)
-        return append_event(
+        event = append_event(
             session,
             application_id=self.application_id,
             event="transition",
@@ -138,6 +140,37 @@ class Declaration(SQLModel, table=True):
             actor=actor,
             at=self.submitted_at,
             details=details,
+        )
+        self.queue_transition_notice(session, event)
+        return event
+
+    def queue_transition_notice(self, session: Session, event: AuditEvent) -> Notice | None:
+        """The document the declarant gets for this transition, queued in the same transaction (if any)."""
+        kind = NOTICE_ON_TRANSITION.get(event.to_status or "")
+        if kind is None:
+            return None
+        addressee = addressee_of(self.content)
+        facts = {
+            **event.details,
+            "event_at": event.at.isoformat(),
+            "actor": event.actor,
+            "reasons": event.reasons,
+            "registration_number": self.registration_number,
+            "registered_at": self.registered_at.isoformat() if self.registered_at else None,
+            "decision_code": self.decision_code,
+            "decided_at": self.decided_at.isoformat() if self.decided_at else None,
+            "decided_by": self.decided_by,
+        }
+        return queue_notice(
+            session,
+            application_id=self.application_id,
+            kind=kind,
+            dedup_key=f"{kind}:{self.application_id}:{event.seq}",
+            recipient=addressee["email"],
+            language=addressee["language"],
+            facts=facts,
+            at=event.at,
+            event_seq=event.seq,
         )
 
 

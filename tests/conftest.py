@@ -76,6 +76,30 @@ def unique(document: dict) -> dict:
     return document
 
 
+def run_steps(application_id: str, now=None):
+    """The clearance steps as plain functions, in the flow's order."""
+    from models.declaration import Status
+    from tasks.registration import register_declaration
+    from tasks.release import release_or_hold
+    from tasks.risk import assign_lane
+    from tasks.signature import check_signatures
+
+    check_signatures(application_id, now=now)
+    outcome = register_declaration(application_id, now=now)
+    if outcome.status == Status.REGISTRATION_REFUSED:
+        return outcome
+    assign_lane(application_id, now=now)
+    return release_or_hold(application_id, now=now)
+
+
+def submit_signed(signer, document: dict, attachments=(), **kw):
+    from customs.services import IncomingAttachment, submit_declaration
+
+    content = as_bytes(document)
+    files = [IncomingAttachment(name, data, signer.sign(data)) for name, data in attachments]
+    return submit_declaration(content, signer.sign(content), files, **kw)
+
+
 @pytest.fixture(scope="session")
 def prefect_harness():
     """One Prefect test server for the whole session (it takes ~20 s to start)."""
@@ -118,3 +142,87 @@ def pg_settings(tmp_path, pki):
     with engine.begin() as connection:
         connection.execute(sqlalchemy.text(f'DROP SCHEMA "{schema}" CASCADE'))
     engine.dispose()
+
+
+# ----------------------------------------------------------------------------------------------
+# A real SMTP server on loopback (aiosmtpd) that records what it receives and can refuse on cue.
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class RecordingSmtpHandler:
+    """aiosmtpd handler: keeps every accepted message; ``replies[address]`` lists RCPT answers to give first."""
+
+    def __init__(self):
+        self.received: list[dict] = []
+        self.replies: dict[str, list[str]] = {}
+        self.always: dict[str, str] = {}
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if address in self.always:
+            return self.always[address]
+        queued = self.replies.get(address)
+        if queued:
+            return queued.pop(0)
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        import email
+        from email import policy
+
+        raw = envelope.original_content or envelope.content
+        self.received.append({
+            "mail_from": envelope.mail_from,
+            "rcpt_tos": list(envelope.rcpt_tos),
+            "raw": raw,
+            "message": email.message_from_bytes(raw, policy=policy.default),
+        })
+        return "250 2.0.0 Message accepted for delivery"
+
+
+class SmtpServer:
+    def __init__(self, port: int | None = None):
+        self.port = port or free_port()
+        self.handler = RecordingSmtpHandler()
+        self.controller = None
+
+    def start(self) -> "SmtpServer":
+        from aiosmtpd.controller import Controller
+
+        self.controller = Controller(self.handler, hostname="127.0.0.1", port=self.port)
+        self.controller.start()
+        return self
+
+    def stop(self) -> None:
+        if self.controller is not None:
+            self.controller.stop()
+            self.controller = None
+
+    @property
+    def received(self) -> list[dict]:
+        return self.handler.received
+
+
+@pytest.fixture
+def smtp_server():
+    server = SmtpServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def smtp_settings(tmp_path, pki, smtp_server) -> Settings:
+    """A fresh SQLite database whose notices go to the test SMTP server."""
+    configured = make_settings(tmp_path / "data", pki, smtp_host="127.0.0.1", smtp_port=smtp_server.port, smtp_timeout=5)
+    configure(configured)
+    init_db(configured)
+    yield configured
+    configure(None)
+    dispose_engines()

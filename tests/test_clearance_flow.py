@@ -40,6 +40,13 @@ def test_green_declaration_end_to_end_is_one_named_and_tagged_flow_run(settings,
     assert run.name == result["registration_number"]
     assert {"office:50101", "document:goods-declaration", "lane:green"} <= set(run.tags)
     assert run.state.is_completed()
+    # The run sent its notices at once: acceptance, registration, release (as .eml files: no SMTP configured).
+    from models.outbox import NoticeStatus
+    from test_notices import notices
+
+    sent = notices(application_id)
+    assert [(str(n.kind), n.status) for n in sent] == [(k, NoticeStatus.SENT) for k in ("acceptance", "registration", "release")]
+    assert len(list((settings.data_dir / "outbox").glob(f"*-{application_id}.eml"))) == 3
 
 
 def test_refused_declaration_stops_after_registration(settings, company_signer):
@@ -89,6 +96,22 @@ def test_failed_step_then_rerun_continues_where_the_declaration_stands(settings,
     with pytest.raises(RuntimeError):
         clearance(application_id)
     assert declaration_status(application_id)["status"] == "registered"  # not retried: a retry cannot help
+    # The system failed, not the declarant: the support service got a report, the declarant a notice.
+    from email import message_from_bytes, policy
+
+    from test_notices import attachments, notices, parts
+
+    queued = {str(n.kind): n for n in notices(application_id)}
+    assert queued["support_report"].facts["failed_step"] == "risk_assessment"
+    assert queued["failure_reported"].facts["report_id"] == queued["support_report"].facts["report_id"]
+    (report_file,) = (settings.data_dir / "outbox").glob(f"*-support_report-{application_id}.eml")
+    report = message_from_bytes(report_file.read_bytes(), policy=policy.default)
+    files = attachments(report)
+    assert b"risk profile service unavailable" in files["run-log.txt"]  # the failed run's own log
+    assert b"registered" in files["declaration-state.html"]
+    assert "RuntimeError" in parts(report)["text/plain"]
+    history = declaration_status(application_id)["history"]
+    assert [e["details"]["report_id"] for e in history if e["to"] is None] == [queued["support_report"].facts["report_id"]]
     number = declaration_status(application_id)["registration_number"]
     monkeypatch.undo()
     result = clearance(application_id)
@@ -120,3 +143,39 @@ def test_cli_submit_wait_json(settings, company_signer, tmp_path):
     refused = runner.invoke(app, ["submit", str(bad), "--json"])
     assert refused.exit_code == 2
     assert json.loads(refused.output)["error"]["code"] == "JSON_INVALID"
+
+
+def test_outbox_dispatch_flow_sends_what_is_due_and_cli_requeues_a_failed_notice(settings, company_signer):
+    import asyncio
+
+    from flows.outbox_dispatch import outbox_dispatch
+    from models.outbox import NoticeStatus
+    from test_notices import notices
+
+    bad = unique(sample())
+    bad["declarant"]["email"] = "broker@@alatau"  # kept, but undeliverable
+    application_id = submit(company_signer, unique(sample()))
+    unreachable = submit(company_signer, bad)
+    result = asyncio.run(outbox_dispatch(batch_size=1))
+    assert (result["claimed"], result["sent"]) == (1, 1)
+    assert result["outbox"]["sent"] == 1 and result["outbox"]["undeliverable"] == 1
+    assert notices(application_id)[0].status == NoticeStatus.SENT
+    (stuck,) = notices(unreachable)
+    runner = CliRunner()
+    listed = runner.invoke(app_cli(), ["outbox", "list", "--status", "undeliverable", "--json"])
+    assert [row["id"] for row in json.loads(listed.output)] == [stuck.id]
+    refused = runner.invoke(app_cli(), ["outbox", "requeue", str(stuck.id)])
+    assert refused.exit_code == 2 and "no address" in refused.output
+    requeued = runner.invoke(app_cli(), ["outbox", "requeue", str(stuck.id), "--to", "broker@alatau-import.kz"])
+    assert requeued.exit_code == 0, requeued.output
+    dispatched = runner.invoke(app_cli(), ["outbox", "dispatch"])
+    assert "1 sent" in dispatched.output
+    assert notices(unreachable)[0].status == NoticeStatus.SENT
+    again = runner.invoke(app_cli(), ["outbox", "requeue", str(stuck.id)])
+    assert again.exit_code == 2 and "only failed or undeliverable" in again.output
+
+
+def app_cli():
+    from customs.cli import app
+
+    return app

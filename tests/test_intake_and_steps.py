@@ -10,7 +10,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import func, select
 
-from conftest import as_bytes, sample, unique
+from conftest import as_bytes, run_steps, sample, submit_signed, unique
 from customs.db import get_engine, transaction
 from customs.services import IncomingAttachment, IntakeError, declaration_status, submit_declaration
 from models.audit import AuditEvent, verify_chain
@@ -19,21 +19,6 @@ from tasks.registration import register_declaration
 from tasks.release import release_or_hold
 from tasks.risk import assign_lane
 from tasks.signature import check_signatures
-
-
-def run_steps(application_id: str, now: datetime | None = None):
-    outcome = check_signatures(application_id, now=now)
-    outcome = register_declaration(application_id, now=now)
-    if outcome.status == Status.REGISTRATION_REFUSED:
-        return outcome
-    assign_lane(application_id, now=now)
-    return release_or_hold(application_id, now=now)
-
-
-def submit_signed(signer, document: dict, attachments=(), **kw):
-    content = as_bytes(document)
-    files = [IncomingAttachment(name, data, signer.sign(data)) for name, data in attachments]
-    return submit_declaration(content, signer.sign(content), files, **kw)
 
 
 def counts() -> tuple[int, int]:

@@ -84,3 +84,39 @@ def test_audit_events_are_append_only_on_postgres(pg_settings, company_signer):
             with get_engine().begin() as connection:
                 connection.execute(text(statement))
         assert "append-only" in str(error.value)
+
+
+def test_concurrent_dispatchers_send_each_notice_once(pg_settings, company_signer, smtp_server):
+    """Three dispatchers share one outbox (SKIP LOCKED): every notice reaches the server exactly once."""
+    import threading
+
+    from customs.settings import configure
+    from models.outbox import Notice, NoticeStatus
+    from tasks.outbox import dispatch_due_sync
+
+    configure(pg_settings.model_copy(update={"smtp_host": "127.0.0.1", "smtp_port": smtp_server.port, "outbox_batch_size": 7}))
+    for _ in range(30):
+        content = as_bytes(unique(sample()))
+        submit_declaration(content, company_signer.sign(content))  # each queues its acceptance notice
+    barrier = threading.Barrier(3)
+    errors = []
+
+    def dispatcher():
+        barrier.wait()
+        try:
+            while dispatch_due_sync().claimed:
+                pass
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=dispatcher) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []
+    ids = Counter(m["message"]["Message-ID"] for m in smtp_server.received)
+    assert len(ids) == 30 and set(ids.values()) == {1}
+    with transaction() as session:
+        notices = list(session.exec(select(Notice)))
+    assert {n.status for n in notices} == {NoticeStatus.SENT} and {n.attempts for n in notices} == {1}

@@ -252,3 +252,20 @@ def test_bad_reference_data_is_named(tmp_path):
     with pytest.raises(ReferenceDataError) as error:
         load_reference(tmp_path)
     assert "offices.json" in str(error.value) and "offices.0.code" in str(error.value)
+
+
+@pytest.mark.parametrize("value,expected", [
+    ("broker@alatau-import.kz", "broker@alatau-import.kz"),
+    (" broker@alatau-import.kz ", "broker@alatau-import.kz"),
+    ("broker@@alatau", None),
+    ("broker@localhost", None),
+    ("a@b.kz\r\nBcc: victim@x.kz", None),
+    ("", None),
+    (None, None),
+    (42, None),
+    ("Алатау <broker@alatau-import.kz>", None),
+])
+def test_usable_address(value, expected):
+    from models.outbox import usable_address
+
+    assert usable_address(value) == expected

@@ -1,0 +1,60 @@
+"""outbox-dispatch: send the notices that are due (scheduled; the clearance flow also sends its own at once).
+
+Each pass claims a batch, sends it and records every attempt; the flow repeats passes until nothing is
+due or ``max_notices`` were handled, then publishes what the outbox holds as an artifact.
+"""
+
+from __future__ import annotations
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import acreate_table_artifact
+from sqlalchemy import func
+from sqlmodel import select
+
+from customs.db import transaction
+from models.outbox import Notice, NoticeStatus
+from tasks.outbox import dispatch_due
+
+
+@task(name="dispatch-pass", retries=2, retry_delay_seconds=[2, 5], timeout_seconds=600)
+async def dispatch_pass(limit: int) -> dict:
+    report = await dispatch_due(limit=limit)
+    logger = get_run_logger()
+    for error in report.errors[:10]:
+        logger.warning("delivery: %s", error)
+    return report.as_dict()
+
+
+def outbox_counts() -> dict[str, int]:
+    with transaction() as session:
+        rows = session.exec(select(Notice.status, func.count()).group_by(Notice.status)).all()
+    counts = {str(status): 0 for status in NoticeStatus}
+    counts.update({str(status): count for status, count in rows})
+    return counts
+
+
+@flow(name="outbox-dispatch", persist_result=False)
+async def outbox_dispatch(max_notices: int = 5000, batch_size: int = 200) -> dict:
+    """Send due notices in passes of ``batch_size`` until none is due or ``max_notices`` were handled."""
+    logger = get_run_logger()
+    totals = {"claimed": 0, "sent": 0, "retry": 0, "failed": 0}
+    while totals["claimed"] < max_notices:
+        result = await dispatch_pass(min(batch_size, max_notices - totals["claimed"]))
+        for key in totals:
+            totals[key] += result[key]
+        if result["claimed"] < batch_size or result["sent"] == 0:
+            break  # nothing more is due, or the server refuses everything right now
+    counts = outbox_counts()
+    logger.info("outbox pass: %s; outbox now: %s", totals, counts)
+    await acreate_table_artifact(
+        key="outbox",
+        table=[{"status": status, "notices": count} for status, count in counts.items()],
+        description=f"Outbox after this pass: sent {totals['sent']}, retrying {totals['retry']}, failed {totals['failed']}",
+    )
+    return {**totals, "outbox": counts}
+
+
+if __name__ == "__main__":
+    import asyncio
+
+    print(asyncio.run(outbox_dispatch()))

@@ -1,0 +1,371 @@
+"""Notices to the applicant through the outbox, delivered to a real SMTP server (aiosmtpd on loopback)."""
+
+from __future__ import annotations
+
+import email
+import json
+from datetime import timedelta
+from email import policy
+
+import pytest
+from sqlmodel import select
+
+from conftest import SmtpServer, free_port, make_settings, run_steps, sample, submit_signed, unique
+from customs.db import transaction
+from customs.settings import configure
+from customs.timeutil import utcnow
+from models.audit import AuditEvent, verify_chain
+from models.declaration import Declaration, Status
+from models.outbox import DeliveryAttempt, Notice, NoticeKind, NoticeStatus, queue_notice
+from tasks import outbox
+from tasks.notices import DeclarationFacts, build_message
+from tasks.outbox import backoff, classify_reply, dispatch_due_sync
+from tasks.support import report_system_failure
+
+ADDRESS = "broker@alatau-import.kz"
+
+
+def notices(application_id: str | None = None) -> list[Notice]:
+    with transaction() as session:
+        query = select(Notice).order_by(Notice.id)
+        if application_id:
+            query = query.where(Notice.application_id == application_id)
+        return list(session.exec(query))
+
+
+def attempts_of(notice_id: int) -> list[DeliveryAttempt]:
+    with transaction() as session:
+        return list(session.exec(select(DeliveryAttempt).where(DeliveryAttempt.notice_id == notice_id).order_by(DeliveryAttempt.id)))
+
+
+def parts(message) -> dict[str, str]:
+    found = {}
+    for part in message.walk():
+        if part.get_content_type() in ("text/plain", "text/html") and not part.get_filename():
+            found[part.get_content_type()] = part.get_content()
+    return found
+
+
+def attachments(message) -> dict[str, bytes]:
+    return {part.get_filename(): part.get_payload(decode=True) for part in message.iter_attachments()}
+
+
+def green_declaration(signer, *, language="ru", name=None, address=ADDRESS) -> str:
+    document = unique(sample())
+    document["declarant"]["language"] = language
+    document["declarant"]["email"] = address
+    if name is not None:
+        document["declarant"]["name"] = name
+    return submit_signed(signer, document).application_id
+
+
+# --- What is queued, and when -------------------------------------------------------------------
+
+
+def test_each_transition_queues_its_notice_in_the_same_transaction(settings, company_signer):
+    application_id = green_declaration(company_signer)
+    assert [n.kind for n in notices(application_id)] == [NoticeKind.ACCEPTANCE]
+    outcome = run_steps(application_id)
+    assert outcome.status == Status.RELEASED
+    queued = notices(application_id)
+    assert [n.kind for n in queued] == [NoticeKind.ACCEPTANCE, NoticeKind.REGISTRATION, NoticeKind.RELEASE]
+    assert {n.recipient for n in queued} == {ADDRESS} and {n.status for n in queued} == {NoticeStatus.PENDING}
+    with transaction() as session:
+        events = {e.seq: e for e in session.exec(select(AuditEvent).where(AuditEvent.application_id == application_id))}
+    # Each notice points at the audit event of its transition, written in the same transaction.
+    assert [events[n.event_seq].to_status for n in queued] == ["submitted", "registered", "released"]
+    release = queued[-1]
+    assert release.facts["decision_code"] == "10" and release.facts["automatic"] is True
+    # Re-running the steps queues nothing more.
+    run_steps(application_id)
+    assert len(notices(application_id)) == 3
+
+
+def test_registration_refusal_notice_lists_every_reason(settings, company_signer):
+    document = unique(sample())
+    document["totals"]["items"] = 9
+    document["goods"][0]["net_kg"] = "99999.000"
+    application_id = submit_signed(company_signer, document).application_id
+    run_steps(application_id)
+    refusal = notices(application_id)[-1]
+    assert refusal.kind == NoticeKind.REGISTRATION_REFUSAL
+    assert sorted(r["code"] for r in refusal.facts["reasons"]) == ["NET_EXCEEDS_GROSS", "TOTALS_MISMATCH"]
+
+
+def test_a_declaration_without_a_usable_address_keeps_its_notice_as_undeliverable(settings, company_signer):
+    application_id = green_declaration(company_signer, address="not an address\r\nBcc: x@y.kz")
+    (acceptance,) = notices(application_id)
+    assert acceptance.status == NoticeStatus.UNDELIVERABLE and acceptance.recipient is None
+    assert "no usable e-mail address" in acceptance.last_error
+    assert dispatch_due_sync().claimed == 0
+
+
+# --- Delivery to a real SMTP server ---------------------------------------------------------------
+
+
+def test_green_clearance_delivers_three_notices_once(smtp_settings, smtp_server, company_signer):
+    application_id = green_declaration(company_signer)
+    run_steps(application_id)
+    report = dispatch_due_sync()
+    assert (report.claimed, report.sent) == (3, 3)
+    assert dispatch_due_sync(now=utcnow() + timedelta(days=1)).claimed == 0
+    assert len(smtp_server.received) == 3
+    by_kind = {m["message"]["X-Customs-Notice"].split(";")[0]: m for m in smtp_server.received}
+    release = by_kind["release"]
+    assert release["rcpt_tos"] == [ADDRESS] and release["mail_from"] == "noreply@customs.kgd.gov.kz"
+    with transaction() as session:
+        declaration = session.exec(select(Declaration).where(Declaration.application_id == application_id)).one()
+    decision = json.loads(attachments(release["message"])["decision.json"])
+    assert decision["decision"] == "release" and decision["decision_code"] == "10" and decision["automatic"] is True
+    assert decision["registration_number"] == declaration.registration_number
+    assert decision["declaration_sha256"] == declaration.content_sha256
+    text = parts(release["message"])
+    assert declaration.registration_number in text["text/plain"] and declaration.registration_number in text["text/html"]
+    stored = {n.kind: n for n in notices(application_id)}
+    for kind, received in by_kind.items():
+        assert received["message"]["Message-ID"] == f"<notice-{stored[kind].uid}@customs.kgd.gov.kz>"
+        assert stored[kind].status == NoticeStatus.SENT and stored[kind].server_response.startswith("2.0.0")
+
+
+ALL_KINDS_FACTS = {
+    NoticeKind.ACCEPTANCE: {},
+    NoticeKind.REGISTRATION: {"registration_number": "50101/261126/0000042", "registered_at": "2026-11-26T05:00:00+00:00"},
+    NoticeKind.REGISTRATION_REFUSAL: {"reasons": [
+        {"code": "TOTALS_MISMATCH", "path": "$.totals.items", "message": "box 5 says 9 items but the declaration lists 2"},
+        {"code": "NET_EXCEEDS_GROSS", "path": "$.goods[0].net_kg", "message": "net weight exceeds gross weight"}]},
+    NoticeKind.RELEASE: {"registration_number": "50101/261126/0000042", "decision_code": "11",
+                         "decided_at": "2026-11-26T06:00:00+00:00", "decided_by": "KZ-OF-0007", "automatic": False,
+                         "official_name": "Сейткали Айгерім"},
+    NoticeKind.RELEASE_REFUSAL: {"registration_number": "50101/261126/0000042", "decided_at": "2026-11-26T06:00:00+00:00",
+                                 "decided_by": "KZ-OF-0007", "official_name": "Сейткали Айгерім",
+                                 "grounds": [{"code": "PAYMENTS_NOT_MADE", "title": "customs payments not made or secured"}],
+                                 "grounds_text": "VAT for item 2 unpaid"},
+    NoticeKind.RELEASE_CANCELLATION: {"registration_number": "50101/261126/0000042", "actor": "KZ-OF-0009",
+                                      "official_name": "Жанібеков Ерлан", "decision_code": "10",
+                                      "grounds": [{"code": "CONDITIONS_NOT_MET", "title": "release conditions not met"}],
+                                      "grounds_text": "certificate withdrawn"},
+    NoticeKind.FAILURE_REPORTED: {"report_id": "SR261126-0A1B2C3D", "failed_step": "registration"},
+    NoticeKind.SUPPORT_REPORT: {"report_id": "SR261126-0A1B2C3D", "failed_step": "registration", "flow_run_id": None,
+                                "error_description": "OperationalError: database is locked", "attachments": ["run-log.txt"]},
+    NoticeKind.RELEASE_DEADLINE_ALERT: {"deadline_at": "2026-11-26T09:00:00+00:00", "minutes_left": 60, "lane": "yellow",
+                                        "zone": "ALA-TSW", "recipient_name": "Нурланов Асхат",
+                                        "registered_at": "2026-11-26T05:00:00+00:00", "waiting_reasons": []},
+}
+
+
+@pytest.mark.parametrize("language", ["kk", "ru", "en"])
+def test_every_notice_type_in_every_language_arrives_with_both_parts(smtp_settings, smtp_server, company_signer, language):
+    name = "<b>Алатау</b> & «Импорт» <script>alert(1)</script>"
+    application_id = green_declaration(company_signer, language=language, name=name)
+    now = utcnow()
+    with transaction() as session:
+        for kind, facts in ALL_KINDS_FACTS.items():
+            if kind == NoticeKind.ACCEPTANCE:
+                continue  # queued by intake already
+            queue_notice(session, application_id=application_id, kind=kind, dedup_key=f"test:{kind}:{application_id}",
+                         recipient=ADDRESS, language=language, facts={"event_at": now.isoformat(), **facts}, at=now)
+    report = dispatch_due_sync()
+    assert report.sent == len(ALL_KINDS_FACTS) and not report.errors
+    received = {m["message"]["X-Customs-Notice"].split(";")[0]: m["message"] for m in smtp_server.received}
+    assert set(received) == {str(k) for k in ALL_KINDS_FACTS}
+    subjects = set()
+    for kind, message in received.items():
+        assert message["Content-Language"] == language
+        subject = str(message["Subject"])
+        assert subject and "\n" not in subject
+        subjects.add(subject)
+        body = parts(message)
+        assert set(body) == {"text/plain", "text/html"}, kind
+        assert application_id in body["text/plain"] and application_id in body["text/html"]
+        # A name with markup is text: escaped in HTML, as written in plain text.
+        if kind not in ("support_report", "release_deadline_alert"):
+            assert "&lt;script&gt;alert(1)&lt;/script&gt;" in body["text/html"], kind
+            assert "<script>" not in body["text/html"] and "<b>Алатау</b>" not in body["text/html"]
+            assert name in body["text/plain"], kind
+        files = attachments(message)
+        if kind in ("release", "release_refusal", "release_cancellation"):
+            decision = json.loads(files["decision.json"])
+            assert decision["decision"] == kind and decision["application_id"] == application_id
+        else:
+            assert "decision.json" not in files
+    assert len(subjects) == len(received)  # each kind says what it is
+    text = {k: parts(m)["text/plain"] for k, m in received.items()}
+    assert "50101/261126/0000042" in text["registration"]
+    assert "TOTALS_MISMATCH" in text["registration_refusal"] and "NET_EXCEEDS_GROSS" in text["registration_refusal"]
+    assert "KZ-OF-0007" in text["release"] and "11" in text["release"]
+    assert "PAYMENTS_NOT_MADE" in text["release_refusal"] and "VAT for item 2 unpaid" in text["release_refusal"]
+    assert "CONDITIONS_NOT_MET" in text["release_cancellation"] and "certificate withdrawn" in text["release_cancellation"]
+    assert "SR261126-0A1B2C3D" in text["failure_reported"]
+    scripts = {"kk": "Кеден", "ru": "декларац", "en": "declaration"}
+    assert all(scripts[language].lower() in t.lower() for t in text.values())
+
+
+def test_server_down_then_up_delivers_later_exactly_once(tmp_path, pki, company_signer):
+    port = free_port()
+    settings = make_settings(tmp_path / "data", pki, smtp_host="127.0.0.1", smtp_port=port, smtp_timeout=3)
+    configure(settings)
+    from customs.db import dispose_engines, init_db
+
+    init_db(settings)
+    try:
+        application_id = green_declaration(company_signer)
+        now = utcnow()
+        report = dispatch_due_sync(now=now)
+        assert (report.claimed, report.sent, report.outcomes["retry"]) == (1, 0, 1)
+        (notice,) = notices(application_id)
+        assert notice.status == NoticeStatus.PENDING and notice.attempts == 1
+        assert notice.next_attempt_at == now + settings.outbox_backoff
+        assert "Connect" in notice.last_error or "refused" in notice.last_error.lower()
+        server = SmtpServer(port).start()
+        try:
+            assert dispatch_due_sync(now=now + timedelta(seconds=10)).claimed == 0  # still backing off
+            assert dispatch_due_sync(now=now + timedelta(seconds=31)).sent == 1
+            assert dispatch_due_sync(now=now + timedelta(hours=2)).claimed == 0
+            assert len(server.received) == 1
+            assert server.received[0]["message"]["Message-ID"] == f"<notice-{notice.uid}@customs.kgd.gov.kz>"
+        finally:
+            server.stop()
+        assert [a.outcome for a in attempts_of(notice.id)] == ["temporary", "sent"]
+    finally:
+        configure(None)
+        dispose_engines()
+
+
+def test_permanent_rejection_is_failed_with_the_servers_answer(smtp_settings, smtp_server, company_signer):
+    smtp_server.handler.always["nobody@alatau-import.kz"] = "550 5.1.1 <nobody@alatau-import.kz>: mailbox unavailable"
+    application_id = green_declaration(company_signer, address="nobody@alatau-import.kz")
+    report = dispatch_due_sync()
+    assert report.outcomes["failed"] == 1
+    (notice,) = notices(application_id)
+    assert notice.status == NoticeStatus.FAILED and notice.attempts == 1
+    assert "550" in notice.last_error and "mailbox unavailable" in notice.last_error
+    assert dispatch_due_sync(now=utcnow() + timedelta(days=3)).claimed == 0  # never retried
+    assert smtp_server.received == []
+
+
+def test_temporary_rejection_then_success(smtp_settings, smtp_server, company_signer):
+    smtp_server.handler.replies[ADDRESS] = ["451 4.7.1 greylisted, try again later"]
+    application_id = green_declaration(company_signer)
+    now = utcnow()
+    assert dispatch_due_sync(now=now).outcomes["retry"] == 1
+    (notice,) = notices(application_id)
+    assert notice.status == NoticeStatus.PENDING and "451" in notice.last_error
+    assert dispatch_due_sync(now=now + timedelta(seconds=31)).sent == 1
+    assert len(smtp_server.received) == 1
+    assert [(a.attempt, a.outcome) for a in attempts_of(notice.id)] == [(1, "temporary"), (2, "sent")]
+
+
+def test_temporary_failures_stop_after_the_attempt_limit(tmp_path, pki, company_signer):
+    from customs.db import dispose_engines, init_db
+
+    settings = make_settings(tmp_path / "data", pki, smtp_host="127.0.0.1", smtp_port=free_port(), smtp_timeout=2,
+                             outbox_max_attempts=3)
+    configure(settings)
+    init_db(settings)
+    try:
+        application_id = green_declaration(company_signer)
+        now = utcnow()
+        for hour in range(5):
+            dispatch_due_sync(now=now + timedelta(hours=hour))
+        (notice,) = notices(application_id)
+        assert notice.status == NoticeStatus.FAILED and notice.attempts == 3
+        assert notice.last_error.startswith("gave up after 3 attempts")
+    finally:
+        configure(None)
+        dispose_engines()
+
+
+def test_crash_between_send_and_mark_resends_the_same_message(smtp_settings, smtp_server, company_signer, monkeypatch):
+    application_id = green_declaration(company_signer)
+    real_record = outbox.record_attempt
+
+    def crash(*args, **kwargs):
+        raise SystemExit("dispatcher killed after the server accepted the message")
+
+    monkeypatch.setattr(outbox, "record_attempt", crash)
+    now = utcnow()
+    with pytest.raises(SystemExit):
+        dispatch_due_sync(now=now)
+    monkeypatch.setattr(outbox, "record_attempt", real_record)
+    assert len(smtp_server.received) == 1
+    (notice,) = notices(application_id)
+    assert notice.status == NoticeStatus.PENDING and notice.attempts == 1  # claimed, never marked
+    # While the lease holds, no other pass takes it.
+    assert dispatch_due_sync(now=now + smtp_settings.outbox_lease - timedelta(seconds=1)).claimed == 0
+    assert dispatch_due_sync(now=now + smtp_settings.outbox_lease + timedelta(seconds=1)).sent == 1
+    first, second = smtp_server.received
+    assert first["message"]["Message-ID"] == second["message"]["Message-ID"] == f"<notice-{notice.uid}@customs.kgd.gov.kz>"
+    assert first["raw"] == second["raw"]  # the receiver sees the same message twice, never two different ones
+    assert dispatch_due_sync(now=now + timedelta(days=1)).claimed == 0
+
+
+def test_a_notice_renders_to_the_same_bytes_every_time(settings, company_signer):
+    application_id = green_declaration(company_signer)
+    run_steps(application_id)
+    release = notices(application_id)[-1]
+    with transaction() as session:
+        declaration = DeclarationFacts.of(session.exec(select(Declaration).where(Declaration.application_id == application_id)).one())
+    one = build_message(release, declaration, None, sender="a@b.kz", domain="d.kz").as_bytes()
+    two = build_message(release, declaration, None, sender="a@b.kz", domain="d.kz").as_bytes()
+    assert one == two and b"decision.json" in one
+
+
+def test_without_smtp_notices_are_written_as_eml_files(settings, company_signer):
+    application_id = green_declaration(company_signer)
+    run_steps(application_id)
+    assert dispatch_due_sync().sent == 3
+    files = sorted((settings.data_dir / "outbox").glob("*.eml"))
+    assert [f.name.split("-", 2)[1] for f in files] == ["acceptance", "registration", "release"]
+    message = email.message_from_bytes(files[-1].read_bytes(), policy=policy.default)
+    assert message["To"] == ADDRESS and "decision.json" in attachments(message)
+    assert {n.status for n in notices(application_id)} == {NoticeStatus.SENT}
+
+
+def test_delivery_rules():
+    assert classify_reply(250, "ok").outcome == "sent"
+    assert classify_reply(550, "no such user").outcome == "permanent"
+    assert classify_reply(554, "policy").outcome == "permanent"
+    assert classify_reply(451, "later").outcome == "temporary"
+    assert classify_reply(None, "timeout").outcome == "temporary"
+    base, cap = timedelta(seconds=30), timedelta(hours=1)
+    assert [backoff(n, base, cap).total_seconds() for n in (1, 2, 3, 4, 8, 20)] == [30, 60, 120, 240, 3600, 3600]
+
+
+# --- Support report ---------------------------------------------------------------------------------
+
+
+def test_support_report_carries_all_six_items(smtp_settings, smtp_server, company_signer):
+    application_id = green_declaration(company_signer, name="ТОО «Алатау Импорт»")
+    run_steps(application_id)
+    with transaction() as session:
+        declaration = session.exec(select(Declaration).where(Declaration.application_id == application_id)).one()
+    try:
+        raise ConnectionResetError("the registration service did not answer")
+    except ConnectionResetError as exc:
+        report = report_system_failure(application_id, step="registration", error=exc, run_log="12:00:01 ERROR step failed\n",
+                                       flow_run_id="5f0c6a7e-0000-4000-8000-000000000001")
+    again = report_system_failure(application_id, step="registration", error="again", run_log="",
+                                  flow_run_id="5f0c6a7e-0000-4000-8000-000000000001")
+    assert again.report_id == report.report_id and not again.created
+    dispatch_due_sync()
+    to_support = [m for m in smtp_server.received if m["rcpt_tos"] == ["support@customs.kgd.gov.kz"]]
+    to_applicant = [m for m in smtp_server.received if "failure_reported" in m["message"]["X-Customs-Notice"]]
+    assert len(to_support) == 1 and len(to_applicant) == 1
+    message = to_support[0]["message"]
+    text, html = parts(message)["text/plain"], parts(message)["text/html"]
+    for body in (text, html):
+        assert "Таможенное оформление товаров" in body  # 1. the state service
+        assert declaration.registration_number in body  # 2. the application's registration number
+        assert "050840001233" in body  # 3. IIN/BIN
+        assert "Алатау Импорт" in body  # 4. the applicant's name
+        assert "ConnectionResetError" in body and "did not answer" in body  # 5. the error
+        assert "run-log.txt" in body and "declaration-state.html" in body  # 6. the screenshots' stand-ins
+    files = attachments(message)
+    assert files["run-log.txt"] == b"12:00:01 ERROR step failed\n"
+    assert declaration.registration_number.encode() in files["declaration-state.html"]
+    assert b"released" in files["declaration-state.html"]
+    assert report.report_id in parts(to_applicant[0]["message"])["text/plain"]
+    with transaction() as session:
+        events = list(session.exec(select(AuditEvent).where(AuditEvent.event == "failure_reported")))
+        assert [e.details["report_id"] for e in events] == [report.report_id]
+        assert verify_chain(session).intact
