@@ -369,3 +369,69 @@ def test_support_report_carries_all_six_items(smtp_settings, smtp_server, compan
         events = list(session.exec(select(AuditEvent).where(AuditEvent.event == "failure_reported")))
         assert [e.details["report_id"] for e in events] == [report.report_id]
         assert verify_chain(session).intact
+
+
+# --- TLS ---------------------------------------------------------------------------------------------
+
+
+def _server_certificate(directory):
+    """A self-signed certificate for 127.0.0.1, written as PEM (certificate and key)."""
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = utcnow()
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(hours=1))
+            .not_valid_after(now + timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = directory / "smtp-cert.pem", directory / "smtp-key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+@pytest.mark.parametrize("security", ["starttls", "tls"])
+def test_delivery_over_tls_verifies_the_server_certificate(tmp_path, pki, company_signer, security):
+    import ssl
+
+    from aiosmtpd.controller import Controller
+
+    from conftest import RecordingSmtpHandler
+    from customs.db import dispose_engines, init_db
+
+    cert_path, key_path = _server_certificate(tmp_path)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert_path, key_path)
+    handler, port = RecordingSmtpHandler(), free_port()
+    if security == "starttls":
+        controller = Controller(handler, hostname="127.0.0.1", port=port, tls_context=context, require_starttls=True)
+    else:
+        controller = Controller(handler, hostname="127.0.0.1", port=port, ssl_context=context)
+    controller.start()
+    base = dict(smtp_host="127.0.0.1", smtp_port=port, smtp_security=security, smtp_timeout=5)
+    try:
+        # Not trusting the server's certificate: nothing is sent, the notice waits.
+        settings = make_settings(tmp_path / "data", pki, **base)
+        configure(settings)
+        init_db(settings)
+        application_id = green_declaration(company_signer)
+        now = utcnow()
+        first = dispatch_due_sync(now=now)
+        assert first.outcomes["retry"] == 1 and "CERTIFICATE_VERIFY_FAILED" in first.errors[0]
+        # Trusting it: delivered over TLS.
+        configure(make_settings(tmp_path / "data", pki, smtp_ca_file=cert_path, **base))
+        assert dispatch_due_sync(now=now + timedelta(minutes=1)).sent == 1
+        assert [m["rcpt_tos"] for m in handler.received] == [[ADDRESS]]
+        assert notices(application_id)[0].status == NoticeStatus.SENT
+    finally:
+        controller.stop()
+        configure(None)
+        dispose_engines()
