@@ -45,13 +45,41 @@ def _prepare_database() -> None:
     init_db()
 
 
-def run_clearance(application_id: str) -> dict:
+def run_clearance(application_id: str, *, requested_by: str | None = None, wait_for_official: bool = False) -> dict:
     """Run the clearance flow in this process, recorded in the Prefect server."""
     from customs.prefect_server import ensure_server, prefect_api
     from flows.clearance import clearance
 
     with prefect_api(ensure_server()):
-        return clearance(application_id)
+        return clearance(application_id, requested_by=requested_by, wait_for_official=wait_for_official)
+
+
+def resume_waiting_runs(application_id: str, run_input: dict) -> list[str]:
+    """Give the decision to the flow runs of this declaration that wait for it (if a Prefect server is up)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType, FlowRunFilterTags
+    from prefect.client.schemas.objects import StateType
+    from prefect.flow_runs import resume_flow_run
+
+    from customs.prefect_server import prefect_api, running_api_url
+
+    api_url = running_api_url(get_settings())
+    if api_url is None:
+        return []
+    resumed = []
+    with prefect_api(api_url):
+        with get_client(sync_client=True) as client:
+            runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+                tags=FlowRunFilterTags(all_=["clearance", f"application:{application_id}"]),
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED])),
+            ))
+        for run in runs:
+            try:
+                resume_flow_run(run.id, run_input=run_input)
+                resumed.append(str(run.id))
+            except Exception as exc:  # the decision stands in the database; the run finds it when it wakes
+                typer.secho(f"note: flow run {run.id} could not be resumed ({exc}); it will find the decision when it wakes", err=True)
+    return resumed
 
 
 def _start_clearance_in_background(application_id: str) -> None:
@@ -62,8 +90,39 @@ def _start_clearance_in_background(application_id: str) -> None:
     log_dir = settings.data_dir / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     with open(log_dir / f"clearance-{application_id}.log", "ab") as log:
-        subprocess.Popen([sys.executable, "-m", "flows.clearance", application_id], env=env, stdout=log, stderr=subprocess.STDOUT,
-                         stdin=subprocess.DEVNULL, start_new_session=True)
+        process = subprocess.Popen([sys.executable, "-m", "flows.clearance", application_id], env=env, stdout=log, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL, start_new_session=True)
+    (log_dir / f"clearance-{application_id}.pid").write_text(str(process.pid))
+
+
+def _stop_background_clearances() -> int:
+    """Stop clearance runs started in the background (e.g. waiting for an official) before their server goes."""
+    import signal
+    import time
+
+    def ours(pid: int) -> bool:  # never a process that merely reused the number
+        try:
+            return b"flows.clearance" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return False
+
+    pids = []
+    for pid_file in (get_settings().data_dir / "logs").glob("clearance-*.pid"):
+        try:
+            pid = int(pid_file.read_text())
+        except ValueError:
+            pid = 0
+        pid_file.unlink(missing_ok=True)
+        if pid and ours(pid):
+            os.kill(pid, signal.SIGTERM)  # the run reports itself crashed while the server is still up
+            pids.append(pid)
+    deadline = time.monotonic() + 20
+    while any(ours(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for pid in pids:
+        if ours(pid):
+            os.kill(pid, signal.SIGKILL)
+    return len(pids)
 
 
 def _outcome(application_id: str, created: bool | None = None) -> dict:
@@ -97,8 +156,9 @@ def submit(
     signature: Annotated[Optional[Path], typer.Option("--signature", help="Detached CMS signature of the declaration (DER, PEM or base64).")] = None,
     attach: Annotated[list[Path], typer.Option("--attach", help="A supporting document; repeat for each.")] = [],
     attach_signature: Annotated[list[Path], typer.Option("--attach-signature", help="Detached signature of the --attach at the same position.")] = [],
-    channel: Annotated[str, typer.Option(help="electronic (ASTANA-1) or portal (eGov).")] = "electronic",
-    wait: Annotated[bool, typer.Option("--wait", help="Run the clearance to its next resting state and print the outcome.")] = False,
+    channel: Annotated[str, typer.Option(help="electronic (ASTANA-1), portal (eGov), or paper (entered by an official: --official).")] = "electronic",
+    official: Annotated[Optional[str], typer.Option("--official", help="With --channel paper: the id of the official entering the written declaration.")] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Run the clearance to its next resting state and print the outcome (a declaration awaiting an official is then decided with `customs decide`).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Accept a declaration, fix its submission time and start its clearance."""
@@ -114,7 +174,7 @@ def submit(
     ]
     _prepare_database()
     try:
-        submission = submit_declaration(content, sig, attachments, channel=channel)
+        submission = submit_declaration(content, sig, attachments, channel=channel, official_id=official)
     except IntakeError as exc:
         _fail(f"{declaration}: {exc}", as_json=as_json, error=exc.as_dict())
     if wait:
@@ -129,7 +189,11 @@ def submit(
 
 
 @app.command()
-def clear(application_id: Annotated[str, typer.Argument(help="Application id or registration number.")], as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def clear(
+    application_id: Annotated[str, typer.Argument(help="Application id or registration number.")],
+    wait_for_official: Annotated[bool, typer.Option("--wait-for-official", help="Keep waiting (paused) for an official's decision, as a form in the Prefect UI.")] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
     """Run (or re-run) a declaration's clearance to its next resting state; finished steps are not repeated."""
     from customs.services import declaration_status
     from tasks.common import DeclarationNotFound
@@ -139,7 +203,7 @@ def clear(application_id: Annotated[str, typer.Argument(help="Application id or 
         application_id = declaration_status(application_id)["application_id"]
     except DeclarationNotFound as exc:
         _fail(str(exc), as_json=as_json)
-    run_clearance(application_id)
+    run_clearance(application_id, wait_for_official=wait_for_official)
     result = _outcome(application_id)
     typer.echo(json.dumps(result, ensure_ascii=False)) if as_json else _print_outcome(result)
 
@@ -161,9 +225,189 @@ def status(key: Annotated[str, typer.Argument(help="Application id or registrati
     _print_outcome(result)
     typer.echo("history:")
     for event in result["history"]:
-        typer.echo(f"  {event['at_kz']}  {event['from'] or '-':>20} -> {event['to']:<22} by {event['actor']}")
+        if event["event"] == "transition":
+            typer.echo(f"  {event['at_kz']}  {event['from'] or '-':>20} -> {event['to']:<22} by {event['actor']}")
+        else:
+            typer.echo(f"  {event['at_kz']}  {event['event']:>45} by {event['actor']}")
         for reason in event["reasons"]:
             typer.echo(f"      {reason['code']} at {reason['path']}")
+
+
+# ----------------------------------------------------------------------------------------------
+# Officials
+
+
+def _official_refused(exc, as_json: bool) -> None:
+    _fail(f"{exc.reason.message} [{exc.code}]", as_json=as_json, error=exc.as_dict())
+
+
+@app.command()
+def decide(
+    key: Annotated[str, typer.Argument(help="Application id or registration number.")],
+    decision: Annotated[str, typer.Argument(help="release or refuse")],
+    official: Annotated[str, typer.Option("--official", help="The deciding official's id (reference/officials.json).")],
+    grounds: Annotated[list[str], typer.Option("--grounds", help="For refuse: a ground code (repeat for several), e.g. DOCUMENTS_NOT_PROVIDED.")] = [],
+    text: Annotated[str, typer.Option("--text", help="The official's own words on the decision.")] = "",
+    code: Annotated[Optional[str], typer.Option("--code", help="For release: decision code 10 (default), 11 or 12.")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Release or refuse to release a declaration awaiting an official; the waiting flow run gets the same input."""
+    import uuid
+
+    from tasks.common import DeclarationNotFound
+    from tasks.officials import OfficialActionRefused, ReleaseDecisionInput, decide as decide_release
+    from tasks.outbox import dispatch_due_sync
+
+    if decision not in ("release", "refuse"):
+        _fail(f"the decision is release or refuse; {decision!r} given", as_json=as_json)
+    _prepare_database()
+    run_input = ReleaseDecisionInput(decision=decision, official_id=official, decision_code=(code or "10") if decision == "release" else None,
+                                     grounds=grounds, grounds_text=text, decision_id=uuid.uuid4().hex).model_dump(
+        include={"decision", "official_id", "decision_code", "grounds", "grounds_text", "decision_id"})
+    try:
+        result = decide_release(key, decision=decision, official_id=official, decision_code=run_input["decision_code"], grounds=grounds,
+                                grounds_text=text, decision_id=run_input["decision_id"])
+    except DeclarationNotFound as exc:
+        _fail(str(exc), as_json=as_json)
+    except OfficialActionRefused as exc:
+        _official_refused(exc, as_json)
+    resumed = resume_waiting_runs(result.application_id, run_input)
+    dispatch_due_sync(application_id=result.application_id)
+    outcome = {**_outcome(result.application_id), "decided_by": official, "flow_runs_resumed": resumed}
+    if as_json:
+        typer.echo(json.dumps(outcome, ensure_ascii=False))
+        return
+    _print_outcome(outcome)
+    typer.echo(f"decided by:           {official}" + (f"; flow run {', '.join(resumed)} resumed" if resumed else ""))
+
+
+@app.command("cancel-release")
+def cancel_release_command(
+    key: Annotated[str, typer.Argument(help="Application id or registration number.")],
+    official: Annotated[str, typer.Option("--official", help="The official's id.")],
+    grounds: Annotated[list[str], typer.Option("--grounds", help="A ground code (repeat for several), e.g. DOCUMENTS_INVALID.")] = [],
+    text: Annotated[str, typer.Option("--text", help="The official's own words.")] = "",
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Cancel a release (automatic or by an official) and send the cancellation document."""
+    from tasks.common import DeclarationNotFound
+    from tasks.officials import OfficialActionRefused, cancel_release
+    from tasks.outbox import dispatch_due_sync
+
+    _prepare_database()
+    try:
+        result = cancel_release(key, official_id=official, grounds=grounds, grounds_text=text)
+    except DeclarationNotFound as exc:
+        _fail(str(exc), as_json=as_json)
+    except OfficialActionRefused as exc:
+        _official_refused(exc, as_json)
+    dispatch_due_sync(application_id=result.application_id)
+    outcome = _outcome(result.application_id)
+    typer.echo(json.dumps(outcome, ensure_ascii=False)) if as_json else _print_outcome(outcome)
+
+
+@app.command()
+def marks(
+    zone: Annotated[Optional[str], typer.Option(help="Only this zone of customs control.")] = None,
+    office: Annotated[Optional[str], typer.Option(help="Only this customs office.")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Release marks still to affix after automatic releases, oldest first."""
+    from tasks.officials import open_marks
+
+    _prepare_database()
+    rows = open_marks(zone=zone, office=office)
+    if as_json:
+        typer.echo(json.dumps(rows, ensure_ascii=False, indent=2))
+        return
+    for row in rows:
+        typer.echo(f"{row['registration_number']:<24} zone {row['zone'] or '-':<10} released {row['released_at_kz']}  open {row['open_minutes']} min")
+    if not rows:
+        typer.echo("no open release marks")
+
+
+@app.command()
+def mark(
+    key: Annotated[str, typer.Argument(help="Application id or registration number.")],
+    official: Annotated[str, typer.Option("--official", help="The official affixing the mark (of the zone where the goods were released).")],
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Affix the release mark after an automatic release."""
+    from tasks.common import DeclarationNotFound
+    from tasks.officials import OfficialActionRefused, affix_mark
+
+    _prepare_database()
+    try:
+        result = affix_mark(key, official_id=official)
+    except DeclarationNotFound as exc:
+        _fail(str(exc), as_json=as_json)
+    except OfficialActionRefused as exc:
+        _official_refused(exc, as_json)
+    if as_json:
+        typer.echo(json.dumps(result, ensure_ascii=False))
+    else:
+        typer.echo(f"release mark of {result['registration_number']} affixed by {result['affixed_by']} (zone {result['zone']})")
+
+
+@app.command()
+def rerun(
+    key: Annotated[str, typer.Argument(help="Application id or registration number.")],
+    from_step: Annotated[Optional[str], typer.Option("--from-step", help="signature_check, registration, risk_assessment or release; default: where it stopped.")] = None,
+    requested_by: Annotated[str, typer.Option("--by", help="Who asks (recorded in the audit chain).")] = os.environ.get("USER", "operator"),
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Start the clearance again, as a new flow run, from the step where it failed (steps already done are never redone)."""
+    from tasks.common import DeclarationNotFound
+    from tasks.rerun import RerunRefused, plan_rerun
+
+    _prepare_database()
+    try:
+        plan = plan_rerun(key, from_step)
+    except DeclarationNotFound as exc:
+        _fail(str(exc), as_json=as_json)
+    except RerunRefused as exc:
+        _fail(exc.message + f" [{exc.code}]", as_json=as_json, error={"code": exc.code, "message": exc.message})
+    if not as_json:
+        typer.echo(f"re-running {plan.application_id} from {plan.from_step}, asked by {requested_by}")
+    run_clearance(plan.application_id, requested_by=requested_by)
+    result = _outcome(plan.application_id)
+    typer.echo(json.dumps(result, ensure_ascii=False)) if as_json else _print_outcome(result)
+
+
+@app.command()
+def deadlines(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Check release deadlines now: alert supervisors at 75%, record breaches (the deadline watch does this every minute)."""
+    from tasks.officials import check_release_deadlines
+    from tasks.outbox import dispatch_due_sync
+
+    _prepare_database()
+    report = check_release_deadlines()
+    dispatch_due_sync()
+    if as_json:
+        typer.echo(json.dumps(report.as_dict()))
+    else:
+        typer.echo(f"alerts raised: {len(report.alerted)}; breaches recorded: {len(report.breached)}")
+
+
+@app.command()
+def ops(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Operations summary: declarations by status, waiting for officials with their deadlines, open release marks, the outbox."""
+    from customs.services import operations_summary
+
+    _prepare_database()
+    summary = operations_summary()
+    if as_json:
+        typer.echo(json.dumps(summary, ensure_ascii=False, indent=2))
+        return
+    typer.echo("declarations: " + ", ".join(f"{k} {v}" for k, v in summary["declarations"].items()))
+    typer.echo(f"awaiting an official: {len(summary['awaiting_official'])}")
+    for row in summary["awaiting_official"]:
+        flag = " BREACHED" if row["breached"] else (" alerted" if row["alerted"] else "")
+        typer.echo(f"  {row['registration_number']:<24} zone {row['zone'] or '-':<10} lane {row['lane']:<7} due {row['due_kz']} ({row['minutes_left']} min){flag}")
+    typer.echo(f"release marks open: {summary['marks_open']}; overdue (> {summary['mark_overdue_minutes']} min): {len(summary['marks_overdue'])}")
+    for row in summary["marks_overdue"]:
+        typer.echo(f"  {row['registration_number']:<24} zone {row['zone'] or '-':<10} open {row['open_minutes']} min")
+    typer.echo("outbox: " + ", ".join(f"{k} {v}" for k, v in summary["outbox"].items()))
 
 
 @app.command()
@@ -323,6 +567,9 @@ def server_stop() -> None:
     """Stop the local Prefect server started by this tool."""
     from customs.prefect_server import stop_server
 
+    stopped = _stop_background_clearances()
+    if stopped:
+        typer.echo(f"stopped {stopped} background clearance run(s) (their declarations keep their state; `customs decide` still works)")
     typer.echo("Prefect server stopped" if stop_server() else "no Prefect server of ours was running")
 
 

@@ -68,14 +68,27 @@ def run_demo(*, keep_server: bool = True, samples_dir: Path = SAMPLES_DIR) -> li
                 data = (samples_dir / "attachments" / name).read_bytes()
                 attachments.append(IncomingAttachment(name, data, signer.sign(data)))
             submission = submit_declaration(content, signer.sign(content), attachments, channel="electronic")
-            clearance(submission.application_id)
+            clearance(submission.application_id, wait_for_official=False)
             status = declaration_status(submission.application_id)
             status["sample"] = sample["file"]
             status["created"] = submission.created
             results.append(status)
             _print_result(status, sample["expect"])
 
+    from customs.cli import _start_clearance_in_background
     from customs.services import list_notices
+
+    waiting = [r for r in results if r["status"] == "awaiting_official"]
+    for status in waiting:  # their flow runs wait for the official's decision, as a form in the UI
+        if status["created"]:  # an earlier demo run started theirs already
+            _start_clearance_in_background(status["application_id"])
+    if waiting:
+        typer.echo(f"\n{len(waiting)} declarations wait for an official. Their flow runs are paused with a decision form "
+                   "(Prefect UI: the run, then Resume); or from the command line, e.g.:")
+        for status in waiting:
+            official = _official_for(status)
+            typer.echo(f"  customs decide {status['registration_number']} release --official {official} --code 10")
+        typer.echo("Officials, offices and zones: reference/officials.json. Release marks to affix: customs marks")
 
     sent = [n for n in list_notices(limit=10_000) if any(n["application_id"] == r["application_id"] for r in results)]
     by_status: dict[str, int] = {}
@@ -90,6 +103,14 @@ def run_demo(*, keep_server: bool = True, samples_dir: Path = SAMPLES_DIR) -> li
     else:
         stop_server(settings)
     return results
+
+
+def _official_for(status: dict) -> str:
+    from customs.reference import load_reference
+
+    officials = load_reference(get_settings().reference_dir).officials.values()
+    match = [o.id for o in officials if o.office == status["customs_office"] and o.zone == status["zone"] and o.role == "inspector"]
+    return match[0] if match else "OFFICIAL_ID"
 
 
 def _print_result(status: dict, expect: str) -> None:

@@ -42,6 +42,15 @@ def configured_api_url(settings: Settings) -> str | None:
     return PREFECT_API_URL.value() or os.environ.get("PREFECT_API_URL") or None
 
 
+def running_api_url(settings: Settings) -> str | None:
+    """The Prefect API flow runs are recorded in, if one is up (never starts a server)."""
+    configured = configured_api_url(settings)
+    if configured:
+        return configured
+    local = local_api_url(settings)
+    return local if is_healthy(local) else None
+
+
 def is_healthy(api_url: str, timeout: float = 2.0) -> bool:
     try:
         return httpx.get(f"{api_url.rstrip('/')}/health", timeout=timeout).status_code == 200

@@ -1,4 +1,4 @@
-"""Reference data (offices, zones, risk profiles) loaded from JSON files and validated at start-up."""
+"""Reference data (offices, zones, risk profiles, officials, grounds for refusing or cancelling a release) loaded from JSON files and validated at start-up."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from models.reference import OfficesFile, ReferenceData, RiskProfilesFile
+from models.reference import GroundsFile, OfficesFile, OfficialsFile, ReferenceData, RiskProfilesFile
 
 
 class ReferenceDataError(Exception):
@@ -39,4 +39,29 @@ def load_reference(directory: Path) -> ReferenceData:
     ids = [p.id for p in profiles.profiles]
     if len(ids) != len(set(ids)):
         raise ReferenceDataError(f"{directory / 'risk_profiles.json'}: risk profile ids are not unique")
-    return ReferenceData(offices={o.code: o for o in offices.offices}, risk_profiles=tuple(profiles.profiles))
+    officials = _read(directory / "officials.json", OfficialsFile)
+    grounds = _read(directory / "release_grounds.json", GroundsFile)
+    zones = {o.code: {z.code for z in o.zones} for o in offices.offices}
+    seen: set[str] = set()
+    for official in officials.officials:
+        where = f"{directory / 'officials.json'}: official {official.id}"
+        if official.id in seen:
+            raise ReferenceDataError(f"{where} appears twice")
+        seen.add(official.id)
+        if official.office not in zones:
+            raise ReferenceDataError(f"{where}: office {official.office} is not in offices.json")
+        if official.zone not in zones[official.office]:
+            raise ReferenceDataError(f"{where}: zone {official.zone} is not a zone of office {official.office} ({', '.join(sorted(zones[official.office]))})")
+    codes = [g.code for g in grounds.grounds]
+    if len(codes) != len(set(codes)):
+        raise ReferenceDataError(f"{directory / 'release_grounds.json'}: ground codes are not unique")
+    for ground in grounds.grounds:
+        missing = {"kk", "ru", "en"} - set(ground.title)
+        if missing:
+            raise ReferenceDataError(f"{directory / 'release_grounds.json'}: ground {ground.code} has no title in {', '.join(sorted(missing))}")
+    return ReferenceData(
+        offices={o.code: o for o in offices.offices},
+        risk_profiles=tuple(profiles.profiles),
+        officials={o.id: o for o in officials.officials},
+        grounds={g.code: g for g in grounds.grounds},
+    )

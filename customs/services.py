@@ -19,7 +19,7 @@ from models.audit import AuditEvent
 from models.declaration import Attachment, Declaration, Status
 from tasks.common import DeclarationNotFound
 
-CHANNELS = ("electronic", "portal")
+CHANNELS = ("electronic", "portal", "paper")
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32: no I, L, O, U
 
 
@@ -99,15 +99,25 @@ def submit_declaration(
     channel: str = "electronic",
     now: datetime | None = None,
     actor: str = "declarant",
+    official_id: str | None = None,
 ) -> Submission:
     """Accept a declaration: fix the submission time, store the exact bytes with their SHA-256, audit it.
 
-    Identical bytes submitted again return the existing application, never a second one.
+    Identical bytes submitted again return the existing application, never a second one. A paper
+    declaration is entered by an official of the office it is addressed to (``official_id``), carries
+    no electronic signature, and names that official as the actor in the audit chain.
     """
     settings = get_settings()
     if channel not in CHANNELS:
         raise IntakeError("CHANNEL_UNKNOWN", f"channel must be one of {', '.join(CHANNELS)}; {channel!r} given", "channel")
     data = read_document(content, settings)
+    if channel == "paper":
+        actor = _paper_entry_official(official_id, data, settings)
+        if signature or any(a.signature for a in attachments):
+            raise IntakeError("PAPER_SIGNED", "a paper declaration is entered by an official and carries no electronic signature; "
+                              "submit a signed declaration through the electronic channel instead", "signature")
+    elif official_id is not None:
+        raise IntakeError("OFFICIAL_NOT_EXPECTED", "only paper declarations are entered by an official (--channel paper)", "official")
     if len(attachments) > settings.max_attachments:
         raise IntakeError("TOO_MANY_ATTACHMENTS", f"{len(attachments)} attachments; at most {settings.max_attachments}", "attachments")
     for index, attachment in enumerate(attachments):
@@ -136,6 +146,7 @@ def submit_declaration(
                 schema_id=_text_field(data, "schema"),
                 customs_office=(_text_field(data, "customs_office") or "")[:20] or None,
                 declarant_id=(declarant_id or "")[:20] or None,
+                entered_by=actor if channel == "paper" else None,
             )
             session.add(declaration)
             session.flush()
@@ -157,6 +168,22 @@ def submit_declaration(
             raise
         return Submission(existing.application_id, existing.submitted_at, str(existing.status), created=False)
     return Submission(declaration.application_id, declaration.submitted_at, Status.SUBMITTED.value, created=True)
+
+
+def _paper_entry_official(official_id: str | None, data: dict[str, Any], settings: Settings) -> str:
+    """The official entering a paper declaration must be one of the office the declaration is addressed to."""
+    from customs.reference import load_reference
+
+    if not official_id:
+        raise IntakeError("OFFICIAL_REQUIRED", "a paper declaration is entered by an official: give --official with the official's id", "official")
+    official = load_reference(settings.reference_dir).officials.get(official_id)
+    if official is None:
+        raise IntakeError("OFFICIAL_UNKNOWN", f"{official_id!r} is not an authorized official (reference/officials.json)", "official")
+    office = _text_field(data, "customs_office")
+    if official.office != office:
+        raise IntakeError("OFFICE_MISMATCH", f"official {official.id} is of customs office {official.office}; the declaration is addressed to office {office}",
+                          "customs_office")
+    return official.id
 
 
 def find_by_sha256(digest: str) -> Declaration | None:
@@ -195,6 +222,12 @@ def declaration_status(key: str) -> dict[str, Any]:
             "risk_profiles": declaration.risk_profiles,
             "decision_code": declaration.decision_code,
             "decided_at": declaration.decided_at.isoformat() if declaration.decided_at else None,
+            "decided_by": declaration.decided_by,
+            "zone": declaration.zone,
+            "entered_by": declaration.entered_by,
+            "release_due_at": declaration.release_due_at.isoformat() if declaration.release_due_at else None,
+            "release_due_at_kz": kz_display(declaration.release_due_at) if declaration.release_due_at else None,
+            "release_breached_at": declaration.release_breached_at.isoformat() if declaration.release_breached_at else None,
             "signature_valid": declaration.signature_valid,
             "signers": declaration.signers,
             "reasons": declaration.reasons,
@@ -203,6 +236,7 @@ def declaration_status(key: str) -> dict[str, Any]:
                     "seq": e.seq,
                     "at": e.at.isoformat(),
                     "at_kz": kz_display(e.at),
+                    "event": e.event,
                     "from": e.from_status,
                     "to": e.to_status,
                     "actor": e.actor,
@@ -266,3 +300,37 @@ def requeue_notice(notice_id: int, *, actor: str, recipient: str | None = None, 
         notice.last_error = None
         session.add(notice)
         return {"id": notice.id, "status": str(notice.status), "recipient": notice.recipient}
+
+
+def operations_summary(now: datetime | None = None) -> dict[str, Any]:
+    """What operations staff look at first: where declarations stand, what waits for officials, marks, the outbox."""
+    from sqlalchemy import func
+
+    from models.outbox import Notice, NoticeStatus
+    from tasks.officials import open_marks
+
+    settings = get_settings()
+    now = now or utcnow()
+    with transaction() as session:
+        by_status = dict(session.exec(select(Declaration.status, func.count()).group_by(Declaration.status)).all())
+        waiting = session.exec(
+            select(Declaration).where(Declaration.status == Status.AWAITING_OFFICIAL).order_by(Declaration.release_due_at)
+        ).all()
+        outbox = dict(session.exec(select(Notice.status, func.count()).group_by(Notice.status)).all())
+        awaiting = [
+            {"application_id": d.application_id, "registration_number": d.registration_number, "zone": d.zone, "lane": d.lane,
+             "due_kz": kz_display(d.release_due_at), "minutes_left": int((d.release_due_at - now).total_seconds() // 60) if d.release_due_at else None,
+             "alerted": d.release_alerted_at is not None, "breached": d.release_breached_at is not None}
+            for d in waiting
+        ]
+    marks = open_marks(now=now)
+    overdue_minutes = int(settings.release_mark_overdue.total_seconds() // 60)
+    return {
+        "at_kz": kz_display(now),
+        "declarations": {str(s): by_status.get(s, 0) for s in Status},
+        "awaiting_official": awaiting,
+        "marks_open": len(marks),
+        "mark_overdue_minutes": overdue_minutes,
+        "marks_overdue": [m for m in marks if m["open_minutes"] >= overdue_minutes],
+        "outbox": {str(s): outbox.get(s, 0) for s in NoticeStatus},
+    }

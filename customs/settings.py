@@ -36,6 +36,9 @@ class Settings(BaseSettings):
 
     registration_deadline: timedelta = Field(timedelta(hours=2), description="EAEU: registration or refusal within 2 hours of submission.")
     release_deadline: timedelta = Field(timedelta(hours=4), description="EAEU art. 119: release within 4 hours of registration.")
+    release_alert_fraction: float = Field(0.75, gt=0, lt=1, description="Supervisors are alerted when this share of the release time has passed.")
+    release_mark_overdue: timedelta = Field(timedelta(hours=2), description="A release mark not affixed after this long shows in the operations summary.")
+    decision_poll_seconds: float = Field(5.0, gt=0, description="How often a flow run waiting for an official's decision looks for it.")
 
     # E-mail (the outbox dispatcher). With no smtp_host the notices are written as .eml files under outbox_dir.
     smtp_host: str | None = Field(None, description="SMTP server; unset: write notices as .eml files to outbox_dir instead.")

@@ -8,15 +8,23 @@ re-running a failed or finished flow run continues from where the declaration st
 
 from __future__ import annotations
 
+import hashlib
 import sys
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.client.orchestration import get_client
 from prefect.context import get_run_context
+from prefect.exceptions import FlowPauseTimeout
+from prefect.flow_runs import pause_flow_run, suspend_flow_run
+
+from customs.settings import get_settings
+from customs.timeutil import kz_display, utcnow
 
 from models.declaration import Status
-from tasks.common import DeclarationNotFound, StepOutcome
+from tasks.common import DeclarationNotFound, StepOutcome, current_outcome
+from tasks.officials import ReleaseDecisionInput, apply_official_decision, release_deadlines, waiting_for_official
+from tasks.rerun import record_rerun
 from tasks.outbox import deliver_notices
 from tasks.registration import register
 from tasks.release import release
@@ -29,7 +37,7 @@ DOCUMENT_TAGS = {"kz.customs/goods-declaration@1": "goods-declaration", "kz.cust
 
 def run_labels(outcome: StepOutcome) -> tuple[str, list[str]]:
     """Name (registration number once there is one) and tags that let operations staff find the run."""
-    tags = ["clearance"]
+    tags = ["clearance", f"application:{outcome.application_id}"]
     if outcome.customs_office:
         tags.append(f"office:{outcome.customs_office}")
     tags.append(f"document:{DOCUMENT_TAGS.get(outcome.schema_id or '', 'unknown')}")
@@ -75,17 +83,88 @@ def _send_notices(application_id: str) -> None:
         get_run_logger().warning("notices of %s stay queued for outbox-dispatch: %s", application_id, state.message)
 
 
+class ReleaseDeadlinePassed(Exception):
+    """The legal release deadline passed with no decision: the breach is recorded, supervisors were told."""
+
+
+class DecisionWaitInterrupted(Exception):
+    """Waiting for the decision stopped (the Prefect server went away); the declaration still waits in the database."""
+
+
+def _decision_form(application_id: str, info: dict) -> str:
+    reasons = "\n".join(f"- **{r['code']}** `{r['path']}`: {r['message']}" for r in info["reasons"]) or "- (none recorded)"
+    return (
+        f"## Decision on {info['registration_number']}\n\n"
+        f"Application {application_id}, customs office {info['office']}, zone **{info['zone']}**, lane **{info['lane']}** "
+        f"({', '.join(info['risk_profiles']) or 'no risk profile'}).\n\n"
+        f"Waiting for an official because:\n{reasons}\n\n"
+        f"Legal deadline: **{kz_display(info['release_due_at'])}**.\n\n"
+        "Release: `decision` = release with `decision_code` 10, 11 or 12. Refusal: `decision` = refuse with one or more "
+        "`grounds` (CONDITIONS_NOT_MET, AMENDMENT_NOT_MADE, GOODS_NOT_ARRIVED, PAYMENTS_NOT_MADE, GOODS_NOT_PRESENTED, "
+        "DOCUMENTS_NOT_PROVIDED, PROHIBITIONS_RESTRICTIONS). Only an official of this office and zone may decide."
+    )
+
+
+def _wait_for_decision(description: str, timeout: int) -> ReleaseDecisionInput:
+    """Suspend when the run belongs to a deployment (the process exits; a worker restart loses nothing and
+    the resumed run starts again, its finished steps skipping), else pause in this process."""
+    form = ReleaseDecisionInput.with_initial_data(description=description, decision="release", decision_code="10")
+    if get_run_context().flow_run.deployment_id is not None:
+        return suspend_flow_run(wait_for_input=form, timeout=timeout)
+    return pause_flow_run(wait_for_input=form, timeout=timeout, poll_interval=max(1, int(get_settings().decision_poll_seconds)))
+
+
+def _await_official(application_id: str) -> None:
+    """Wait for an official's decision as run input until the legal deadline; refused input is logged and waited past."""
+    logger = get_run_logger()
+    flow_run_id = str(get_run_context().flow_run.id)
+    asked = 0
+    while True:
+        info = waiting_for_official(application_id)
+        if info["status"] != "awaiting_official":
+            return  # decided meanwhile (e.g. `customs decide` while no run was waiting)
+        remaining = int((info["release_due_at"] - utcnow()).total_seconds()) if info["release_due_at"] else 0
+        if remaining <= 0:
+            release_deadlines(application_id)
+            _send_notices(application_id)
+            raise ReleaseDeadlinePassed(
+                f"{info['registration_number']}: the release deadline passed at {kz_display(info['release_due_at'])} with no decision; "
+                "the breach is recorded in the audit chain and the zone's supervisors were alerted")
+        _send_notices(application_id)
+        logger.info("%s waits for an official of zone %s until %s", info["registration_number"], info["zone"], kz_display(info["release_due_at"]))
+        asked += 1
+        try:
+            decision = _wait_for_decision(_decision_form(application_id, info), remaining)
+        except FlowPauseTimeout:
+            continue
+        except Exception as exc:  # orchestration, not clearance: `customs decide` works without this run
+            raise DecisionWaitInterrupted(f"{info['registration_number']}: stopped waiting for a decision: {type(exc).__name__}: {exc}") from exc
+        given = decision.model_dump(include={"decision", "official_id", "decision_code", "grounds", "grounds_text", "decision_id"})
+        # A form sent from the UI has no id: derive one from this run and wait, so a replay is recognised.
+        given["decision_id"] = given["decision_id"] or hashlib.sha256(f"{flow_run_id}:{asked}".encode()).hexdigest()[:32]
+        result = apply_official_decision(application_id, given)
+        if result["accepted"]:
+            logger.info("%s: %s by %s", info["registration_number"], result["status"], given["official_id"])
+            return
+        logger.warning("%s: decision refused: %s", info["registration_number"], result["reason"]["message"])
+
+
 @flow(name="clearance", flow_run_name="{application_id}", persist_result=False, log_prints=False)
-def clearance(application_id: str) -> dict:
+def clearance(application_id: str, requested_by: str | None = None, wait_for_official: bool = True) -> dict:
     """Clear one declaration from submission to release or to its next resting state.
 
-    A step that fails beyond its retries is a failure of the information system, not the declarant's:
+    A declaration awaiting an official makes the run wait for the decision as run input (a form in the
+    UI; `customs decide` sends the same) until the legal deadline, unless ``wait_for_official`` is off.
+    ``requested_by`` names who asked for a re-run (audited). A step that fails beyond its retries is a failure of the information system, not the declarant's:
     it is reported to the support service (with this run's log and the declaration's state), the
     declarant is told, and the run fails so that it can be retried.
     """
     logger = get_run_logger()
     labels: dict = {}
-    flow_run_id = str(get_run_context().flow_run.id)
+    flow_run = get_run_context().flow_run
+    flow_run_id = str(flow_run.id)
+    if requested_by or flow_run.run_count > 1:  # `customs rerun`, or the UI's Retry of a failed run
+        record_rerun(application_id, requested_by or "prefect-ui-retry", flow_run_id, flow_run.run_count)
 
     with RunLogCapture(flow_run_id) as run_log:
         step = "signature_check"
@@ -104,8 +183,15 @@ def clearance(application_id: str) -> dict:
                 step = "release"
                 outcome = release(application_id)
                 logger.info("%s (%s) is %s, lane %s", application_id, outcome.registration_number, outcome.status, outcome.lane)
+                _label_run(outcome, labels)
+                if outcome.status == Status.AWAITING_OFFICIAL and wait_for_official:
+                    step = "official_decision"
+                    _await_official(application_id)
+                    outcome = current_outcome(application_id)
         except DeclarationNotFound:
             raise  # nothing to report on: the caller named no stored declaration
+        except (ReleaseDeadlinePassed, FlowPauseTimeout, DecisionWaitInterrupted):
+            raise  # not a failure of a clearance step: nobody decided in time, or the wait itself was cut off
         except Exception as exc:
             logger.error("%s: step %s failed beyond its retries: %s: %s", application_id, step, type(exc).__name__, exc)
             report = report_failure(application_id, step, describe_error(step, exc), run_log.text(), flow_run_id,

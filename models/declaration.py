@@ -90,6 +90,14 @@ class Declaration(SQLModel, table=True):
     decision_code: str | None = Field(default=None, max_length=4)
     decided_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     decided_by: str | None = Field(default=None, max_length=60)
+    decision_ref: str | None = Field(default=None, max_length=40, description="Id of the official's decision (replays are recognised).")
+
+    # Where the goods are (zone of customs control) and the legal release deadline, fixed at registration.
+    zone: str | None = Field(default=None, max_length=20, index=True)
+    release_due_at: datetime | None = Field(default=None, sa_type=UTCDateTime, index=True)
+    release_alerted_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    release_breached_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    entered_by: str | None = Field(default=None, max_length=60, description="The official who entered a paper declaration.")
 
     @property
     def reason_objects(self) -> list[Reason]:
@@ -187,6 +195,22 @@ class Attachment(SQLModel, table=True):
     content: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
     content_sha256: str = Field(max_length=64)
     signature: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
+
+
+class ReleaseMark(SQLModel, table=True):
+    """The release mark an official of the zone affixes after an automatic release (one per declaration)."""
+
+    __tablename__ = "release_mark"
+
+    id: int | None = Field(default=None, primary_key=True)
+    application_id: str = Field(unique=True, max_length=40)
+    registration_number: str | None = Field(default=None, max_length=30)
+    office: str | None = Field(default=None, max_length=5, index=True)
+    zone: str | None = Field(default=None, max_length=20, index=True)
+    created_at: datetime = Field(sa_type=UTCDateTime, index=True)
+    affixed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    affixed_by: str | None = Field(default=None, max_length=60)
+    withdrawn_at: datetime | None = Field(default=None, sa_type=UTCDateTime, description="The release was cancelled before the mark.")
 
 
 class RegistrationCounter(SQLModel, table=True):

@@ -213,6 +213,13 @@ class Totals(_Box):
     customs_value: PositiveAmount = Field(description="Box 12: total customs value, the sum of box 45.")
 
 
+class GoodsLocation(_Box):
+    """Box 30: where the goods are, as the zone of customs control of the office (see reference/offices.json)."""
+
+    zone: Annotated[str, Field(min_length=1, max_length=20)] = Field(description="Zone code, e.g. ALA-TSW.")
+    address: Text | None = None
+
+
 class GoodsDeclaration(_Box):
     """Electronic goods declaration or statement for release before the declaration (EAEU CC art. 120)."""
 
@@ -231,6 +238,7 @@ class GoodsDeclaration(_Box):
     documents: list[SupportingDocument] = Field(default_factory=list)
     payments: list[Payment] = Field(default_factory=list)
     totals: Totals
+    goods_location: GoodsLocation | None = Field(None, description="Box 30; default: the first zone of the office.")
 
     @property
     def is_release_statement(self) -> bool:

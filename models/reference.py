@@ -55,9 +55,52 @@ class RiskProfilesFile(BaseModel):
     profiles: list[RiskProfile]
 
 
+class Official(BaseModel):
+    """An authorized official of a customs office, acting in one zone of customs control."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    id: str = Field(pattern=r"^[A-Z0-9-]{3,40}$")
+    name: str = Field(min_length=1)
+    office: str = Field(pattern=r"^\d{5}$")
+    zone: str = Field(min_length=1)
+    role: Literal["inspector", "supervisor"]
+    email: str | None = None
+
+
+class OfficialsFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    comment: str | None = None
+    officials: list[Official] = Field(min_length=1)
+
+
+class Ground(BaseModel):
+    """A ground for refusing or cancelling a release (EAEU Customs Code art. 125, Kazakhstan Code art. 201)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    code: str = Field(pattern=r"^[A-Z_]{3,40}$")
+    title: dict[Literal["kk", "ru", "en"], str]
+    legal_basis: str = ""
+    applies_to: list[Literal["refusal", "cancellation"]] = Field(min_length=1)
+
+
+class GroundsFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    comment: str | None = None
+    grounds: list[Ground] = Field(min_length=1)
+
+
 class ReferenceData(BaseModel):
     """Everything the rules read besides the declaration itself."""
 
     model_config = ConfigDict(frozen=True)
     offices: dict[str, Office]
     risk_profiles: tuple[RiskProfile, ...]
+    officials: dict[str, Official] = Field(default_factory=dict)
+    grounds: dict[str, Ground] = Field(default_factory=dict)
+
+    def zones_of(self, office: str) -> list[str]:
+        found = self.offices.get(office)
+        return [z.code for z in found.zones] if found else []
+
+    def supervisors_of(self, office: str, zone: str | None) -> list[Official]:
+        return [o for o in self.officials.values() if o.role == "supervisor" and o.office == office and (zone is None or o.zone == zone)]

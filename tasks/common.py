@@ -72,3 +72,14 @@ def retry_on_database_error(task, task_run, state) -> bool:
         except Exception as error:  # pragma: no cover - depends on Prefect's result storage
             exc = error
     return is_transient_database_error(exc if isinstance(exc, BaseException) else None)
+
+
+def current_outcome(application_id: str) -> StepOutcome:
+    """Where the declaration stands now (read only)."""
+    from customs.db import transaction
+
+    with transaction() as session:
+        declaration = session.exec(select(Declaration).where(Declaration.application_id == application_id)).first()
+        if declaration is None:
+            raise DeclarationNotFound(application_id)
+        return outcome_of(declaration, acted=False)

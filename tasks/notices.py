@@ -92,6 +92,17 @@ class DeclarationFacts:
         )
 
 
+def _localised_grounds(grounds: list[dict[str, Any]], language: str) -> list[dict[str, Any]]:
+    """Grounds as {code, title} in the notice's language (facts keep every language)."""
+    result = []
+    for ground in grounds:
+        title = ground.get("title")
+        if isinstance(title, dict):
+            title = title.get(language) or title.get("ru") or next(iter(title.values()), "")
+        result.append({"code": ground.get("code"), "title": title or ""})
+    return result
+
+
 def notice_context(notice: Notice, declaration: DeclarationFacts, reference: ReferenceData | None) -> dict[str, Any]:
     """The variables of the notice's templates (see templates/notices/)."""
     facts = dict(notice.facts)
@@ -134,7 +145,7 @@ def notice_context(notice: Notice, declaration: DeclarationFacts, reference: Ref
             decided_at=facts.get("decided_at") or event_at,
             official_id=official_id or facts.get("decided_by"),
             official_name=facts.get("official_name"),
-            grounds=facts.get("grounds", []),
+            grounds=_localised_grounds(facts.get("grounds", []), notice.language),
             grounds_text=facts.get("grounds_text") or "",
         )
     elif kind == NoticeKind.RELEASE_CANCELLATION:
@@ -142,7 +153,7 @@ def notice_context(notice: Notice, declaration: DeclarationFacts, reference: Ref
             cancelled_at=event_at,
             official_id=official_id,
             official_name=facts.get("official_name"),
-            grounds=facts.get("grounds", []),
+            grounds=_localised_grounds(facts.get("grounds", []), notice.language),
             grounds_text=facts.get("grounds_text") or "",
             decision_code=facts.get("decision_code"),
         )
@@ -189,7 +200,7 @@ def decision_document(notice: Notice, context: dict[str, Any]) -> dict[str, Any]
         "decided_at": context.get("decided_at") or context.get("cancelled_at"),
         "automatic": context.get("automatic", False),
         "official_id": context.get("official_id"),
-        "grounds": context.get("grounds", []),
+        "grounds": [{k: g.get(k) for k in ("code", "title", "legal_basis") if k in g} for g in notice.facts.get("grounds", [])],
         "grounds_text": context.get("grounds_text", ""),
         "notice_id": notice.uid,
     }

@@ -43,6 +43,10 @@ def logical_control(doc: GoodsDeclaration, reference: ReferenceData) -> list[Rea
     if doc.customs_office not in reference.offices:
         reasons.append(Reason(code="OFFICE_UNKNOWN", path="$.customs_office",
                               message=f"customs office {doc.customs_office} is not a known office empowered to register declarations"))
+    elif doc.goods_location is not None and doc.goods_location.zone not in reference.zones_of(doc.customs_office):
+        reasons.append(Reason(code="ZONE_UNKNOWN", path="$.goods_location.zone",
+                              message=f"zone {doc.goods_location.zone} is not a zone of customs control of office {doc.customs_office} "
+                                      f"({', '.join(reference.zones_of(doc.customs_office))})"))
     for index, item in enumerate(doc.goods):
         if item.item_no != index + 1:
             reasons.append(Reason(code="ITEM_NUMBERING", path=f"$.goods[{index}].item_no",
@@ -69,6 +73,14 @@ def format_logical_control(content: bytes, reference: ReferenceData) -> tuple[Go
     if doc is None:
         return None, reasons
     return doc, logical_control(doc, reference)
+
+
+def zone_of(doc: GoodsDeclaration, reference: ReferenceData) -> str | None:
+    """Where the goods are: box 30's zone, or the office's first zone when the declaration names none."""
+    if doc.goods_location is not None:
+        return doc.goods_location.zone
+    zones = reference.zones_of(doc.customs_office)
+    return zones[0] if zones else None
 
 
 def registration_number(office: str, day: date, serial: int) -> str:
@@ -122,8 +134,12 @@ def register_declaration(application_id: str, *, now: datetime | None = None) ->
         number = registration_number(doc.customs_office, kz_date(now), serial)
         declaration.registration_number = number
         declaration.registered_at = now
+        declaration.zone = zone_of(doc, reference)
+        declaration.release_due_at = now + settings.release_deadline
         declaration.reasons = []
-        declaration.move_to(session, Status.REGISTERED, actor="system", at=now, details={"registration_number": number})
+        declaration.move_to(session, Status.REGISTERED, actor="system", at=now,
+                            details={"registration_number": number, "zone": declaration.zone,
+                                     "release_due_at": declaration.release_due_at.isoformat()})
         return outcome_of(declaration, acted=True)
 
 

@@ -11,7 +11,7 @@ from customs.db import transaction
 from customs.reference import load_reference
 from customs.settings import get_settings
 from customs.timeutil import utcnow
-from models.declaration import Status
+from models.declaration import ReleaseMark, Status
 from models.document import GoodsDeclaration
 from models.reasons import Reason
 from tasks.common import StepOutcome, lock_declaration, outcome_of, retry_on_database_error
@@ -58,6 +58,9 @@ def release_or_hold(application_id: str, *, now: datetime | None = None) -> Step
             declaration.decided_by = "system"
             declaration.move_to(session, Status.RELEASED, actor="system", at=now,
                                 details={"decision_code": decision.decision_code, "automatic": True})
+            # The zone's officials affix the release mark after an automatic release.
+            session.add(ReleaseMark(application_id=declaration.application_id, registration_number=declaration.registration_number,
+                                    office=declaration.customs_office, zone=declaration.zone, created_at=now))
         else:
             declaration.reasons = [r.model_dump() for r in decision.reasons]
             declaration.move_to(session, Status.AWAITING_OFFICIAL, actor="system", at=now, reasons=decision.reasons,

@@ -179,3 +179,99 @@ def app_cli():
     from customs.cli import app
 
     return app
+
+
+# --- Officials: the flow run waits for the decision as run input ------------------------------------
+
+
+def _wait_until(predicate, what: str, timeout: float = 60.0):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _paused_run(application_id: str):
+    runs = [r for r in flow_run_of(application_id) if r.state and r.state.is_paused()]
+    return runs[0] if runs else None
+
+
+def test_a_waiting_flow_run_takes_its_decision_from_the_ui_form_and_the_cli(settings, company_signer):
+    import contextvars
+    import threading
+
+    from prefect.client.orchestration import get_client
+    from prefect.flow_runs import resume_flow_run
+
+    from customs.settings import configure
+    from test_officials import events, notices
+    from models.outbox import NoticeKind
+
+    configure(settings.model_copy(update={"decision_poll_seconds": 1}))
+    application_id = submit(company_signer, unique(sample("03-unpaid-vat.json")))
+    outcome: dict = {}
+    context = contextvars.copy_context()
+    worker = threading.Thread(target=lambda: outcome.update(result=context.run(clearance, application_id)))
+    worker.start()
+    run = _wait_until(lambda: _paused_run(application_id), "the flow run to pause for a decision")
+    # The UI shows a typed form: the input schema and its description are stored with the paused run.
+    with get_client(sync_client=True) as client:
+        schema = client.read_flow_run_input(key="paused-1-schema", flow_run_id=run.id)
+        description = client.read_flow_run_input(key="paused-1-description", flow_run_id=run.id)
+    assert {"decision", "official_id", "decision_code", "grounds"} <= set(json.loads(schema)["properties"])
+    assert "ALA-TSW" in description and "PAYMENT_NOT_PAID" in description
+    # From the UI, an official of another zone: refused, audited, and the run waits again.
+    resume_flow_run(run.id, run_input={"decision": "release", "official_id": "KZ-OF-0003", "decision_code": "10",
+                                        "grounds": [], "grounds_text": "", "decision_id": None})
+    _wait_until(lambda: events(application_id, "official_action_refused"), "the refused attempt")
+    again = _wait_until(lambda: _paused_run(application_id), "the run to wait again")
+    assert again.id == run.id
+    # From the command line, the right official: the decision is applied and the same input resumes the run.
+    decided = CliRunner().invoke(app_cli(), ["decide", application_id, "release", "--official", "KZ-OF-0001", "--code", "11", "--json"])
+    assert decided.exit_code == 0, decided.output
+    assert json.loads(decided.output)["flow_runs_resumed"] == [str(run.id)]
+    worker.join(60)
+    assert outcome["result"]["status"] == "released"
+    status = declaration_status(application_id)
+    assert (status["decision_code"], status["decided_by"]) == ("11", "KZ-OF-0001")
+    assert [e.reasons[0]["code"] for e in events(application_id, "official_action_refused")] == ["ZONE_MISMATCH"]
+    assert len(notices(application_id, NoticeKind.RELEASE)) == 1
+    finished = [r for r in flow_run_of(application_id) if r.id == run.id][0]
+    assert finished.state.is_completed()
+    # A second decision is refused with a clear error.
+    twice = CliRunner().invoke(app_cli(), ["decide", application_id, "refuse", "--official", "KZ-OF-0001", "--grounds", "CONDITIONS_NOT_MET"])
+    assert twice.exit_code == 2 and "ALREADY_DECIDED" in twice.output
+
+
+def test_cli_rerun_after_a_failed_step_is_audited_and_never_registers_twice(settings, company_signer, monkeypatch):
+    import tasks.risk as risk
+    from models.outbox import NoticeKind
+    from test_officials import events, notices
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("risk profile service unavailable")
+
+    application_id = submit(company_signer, unique(sample()))
+    monkeypatch.setattr(risk, "assess_risk", broken)
+    with pytest.raises(RuntimeError):
+        clearance(application_id)
+    monkeypatch.undo()
+    number = declaration_status(application_id)["registration_number"]
+    runner = CliRunner()
+    refused = runner.invoke(app_cli(), ["rerun", application_id, "--from-step", "registration"])
+    assert refused.exit_code == 2 and "would not register again" in refused.output and number in refused.output
+    rerun = runner.invoke(app_cli(), ["rerun", number, "--from-step", "risk_assessment", "--by", "KZ-OF-0002", "--json"])
+    assert rerun.exit_code == 0, rerun.output
+    result = json.loads(rerun.output.strip().splitlines()[-1])
+    assert (result["status"], result["registration_number"]) == ("released", number)
+    (audited,) = events(application_id, "clearance_rerun")
+    assert audited.actor == "KZ-OF-0002" and audited.details["from_step"] == "risk_assessment"
+    assert len(flow_run_of(application_id)) == 2  # a new flow run, linked by the application tag
+    assert len(notices(application_id, NoticeKind.REGISTRATION)) == 1 and len(notices(application_id, NoticeKind.RELEASE)) == 1
+    nothing = runner.invoke(app_cli(), ["rerun", application_id])
+    assert nothing.exit_code == 2 and "NOTHING_TO_RERUN" in nothing.output

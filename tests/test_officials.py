@@ -1,0 +1,300 @@
+"""Officials in the loop, as plain functions on a real database: decisions, cancellations, release marks,
+deadlines, paper declarations and the re-run rules."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlmodel import select
+
+from conftest import as_bytes, run_steps, sample, submit_signed, unique
+from customs.db import transaction
+from customs.services import IntakeError, declaration_status, operations_summary, submit_declaration
+from customs.timeutil import utcnow
+from models.audit import AuditEvent, verify_chain
+from models.declaration import Declaration, Status
+from models.outbox import Notice, NoticeKind
+from tasks.officials import (
+    OfficialActionRefused,
+    affix_mark,
+    cancel_release,
+    check_release_deadlines,
+    decide,
+    open_marks,
+    release_alert_at,
+)
+from tasks.rerun import rerun_problem
+
+INSPECTOR = "KZ-OF-0001"  # office 50101, zone ALA-TSW
+SUPERVISOR = "KZ-OF-0002"  # office 50101, zone ALA-TSW
+OTHER_ZONE = "KZ-OF-0003"  # office 50101, zone ALA-AIR
+OTHER_OFFICE = "KZ-OF-0005"  # office 62101
+
+
+def awaiting(signer, **changes) -> Declaration:
+    """A declaration of office 50101 with VAT unpaid: registered, green lane, waiting for an official."""
+    document = unique(sample("03-unpaid-vat.json"))
+    document.update(changes)
+    application_id = submit_signed(signer, document).application_id
+    outcome = run_steps(application_id)
+    assert outcome.status == Status.AWAITING_OFFICIAL
+    return stored(application_id)
+
+
+def released(signer) -> Declaration:
+    application_id = submit_signed(signer, unique(sample())).application_id
+    assert run_steps(application_id).status == Status.RELEASED
+    return stored(application_id)
+
+
+def stored(application_id: str) -> Declaration:
+    with transaction() as session:
+        return session.exec(select(Declaration).where(Declaration.application_id == application_id)).one()
+
+
+def events(application_id: str, event: str | None = None) -> list[AuditEvent]:
+    with transaction() as session:
+        query = select(AuditEvent).where(AuditEvent.application_id == application_id).order_by(AuditEvent.seq)
+        if event:
+            query = query.where(AuditEvent.event == event)
+        return list(session.exec(query))
+
+
+def notices(application_id: str, kind: NoticeKind | None = None) -> list[Notice]:
+    with transaction() as session:
+        query = select(Notice).where(Notice.application_id == application_id).order_by(Notice.id)
+        if kind:
+            query = query.where(Notice.kind == kind)
+        return list(session.exec(query))
+
+
+# --- Decisions ----------------------------------------------------------------------------------
+
+
+def test_registration_fixes_the_zone_and_the_release_deadline(settings, company_signer):
+    declaration = awaiting(company_signer)
+    assert declaration.zone == "ALA-TSW"  # no box 30: the office's first zone
+    assert declaration.release_due_at == declaration.registered_at + timedelta(hours=4)
+    red = submit_signed(company_signer, unique(sample("04-red-wine.json"))).application_id
+    run_steps(red)
+    assert stored(red).zone == "KHR-ROAD"  # box 30
+
+
+def test_a_zone_that_is_not_the_offices_is_refused_at_registration(settings, company_signer):
+    document = unique(sample())
+    document["goods_location"] = {"zone": "KHR-ROAD"}
+    application_id = submit_signed(company_signer, document).application_id
+    outcome = run_steps(application_id)
+    assert outcome.status == Status.REGISTRATION_REFUSED
+    assert [(r["code"], r["path"]) for r in outcome.reasons] == [("ZONE_UNKNOWN", "$.goods_location.zone")]
+
+
+def test_release_by_the_right_official(settings, company_signer):
+    declaration = awaiting(company_signer)
+    result = decide(declaration.registration_number, decision="release", official_id=INSPECTOR, decision_code="11", grounds_text="security lodged")
+    assert (result.status, result.replay) == ("released", False)
+    after = stored(declaration.application_id)
+    assert (after.decision_code, after.decided_by, after.decision_ref) == ("11", INSPECTOR, result.decision_id)
+    transition = events(declaration.application_id)[-1]
+    assert (transition.to_status, transition.actor) == ("released", INSPECTOR)
+    assert transition.details["official_name"] == "Сейткали Айгерім Нұрланқызы" and transition.details["grounds_text"] == "security lodged"
+    (notice,) = notices(declaration.application_id, NoticeKind.RELEASE)
+    assert notice.facts["official_id"] == INSPECTOR and notice.facts["automatic"] is False and notice.facts["decision_code"] == "11"
+    assert open_marks() == []  # release marks follow automatic releases only
+
+
+@pytest.mark.parametrize("official,code", [(OTHER_ZONE, "ZONE_MISMATCH"), (OTHER_OFFICE, "OFFICE_MISMATCH"), ("KZ-OF-9999", "OFFICIAL_UNKNOWN")])
+def test_an_official_of_another_zone_or_office_is_refused_and_audited(settings, company_signer, official, code):
+    declaration = awaiting(company_signer)
+    with pytest.raises(OfficialActionRefused) as refused:
+        decide(declaration.application_id, decision="release", official_id=official)
+    assert refused.value.code == code
+    assert stored(declaration.application_id).status == Status.AWAITING_OFFICIAL
+    (attempt,) = events(declaration.application_id, "official_action_refused")
+    assert attempt.actor == official and attempt.reasons[0]["code"] == code and attempt.details["action"] == "decide"
+    assert notices(declaration.application_id, NoticeKind.RELEASE) == []
+
+
+def test_refusal_needs_grounds_from_the_list(settings, company_signer):
+    declaration = awaiting(company_signer)
+    for grounds, code in [([], "GROUNDS_MISSING"), (["NOT_A_GROUND"], "GROUND_UNKNOWN"), (["DOCUMENTS_INVALID"], "GROUND_NOT_APPLICABLE")]:
+        with pytest.raises(OfficialActionRefused) as refused:
+            decide(declaration.application_id, decision="refuse", official_id=INSPECTOR, grounds=grounds)
+        assert refused.value.code == code
+    with pytest.raises(OfficialActionRefused) as refused:
+        decide(declaration.application_id, decision="release", official_id=INSPECTOR, decision_code="99")
+    assert refused.value.code == "DECISION_CODE_INVALID"
+    result = decide(declaration.application_id, decision="refuse", official_id=INSPECTOR,
+                    grounds=["PAYMENTS_NOT_MADE", "DOCUMENTS_NOT_PROVIDED"], grounds_text="VAT of item 3 unpaid")
+    assert result.status == "release_refused"
+    assert [r["code"] for r in stored(declaration.application_id).reasons] == ["PAYMENTS_NOT_MADE", "DOCUMENTS_NOT_PROVIDED"]
+    (notice,) = notices(declaration.application_id, NoticeKind.RELEASE_REFUSAL)
+    assert [g["code"] for g in notice.facts["grounds"]] == ["PAYMENTS_NOT_MADE", "DOCUMENTS_NOT_PROVIDED"]
+    assert notice.facts["grounds"][0]["title"]["ru"].startswith("таможенные платежи не уплачены")
+    assert len(events(declaration.application_id, "official_action_refused")) == 4
+
+
+def test_a_decision_is_given_once_and_a_replay_is_recognised(settings, company_signer):
+    declaration = awaiting(company_signer)
+    first = decide(declaration.application_id, decision="release", official_id=INSPECTOR, decision_id="d-1")
+    count = len(events(declaration.application_id))
+    again = decide(declaration.application_id, decision="release", official_id=INSPECTOR, decision_id="d-1")
+    assert again.replay and again.status == first.status and len(events(declaration.application_id)) == count
+    with pytest.raises(OfficialActionRefused) as refused:
+        decide(declaration.application_id, decision="refuse", official_id=SUPERVISOR, grounds=["CONDITIONS_NOT_MET"])
+    assert refused.value.code == "ALREADY_DECIDED" and INSPECTOR in refused.value.reason.message
+    assert len(notices(declaration.application_id, NoticeKind.RELEASE)) == 1
+
+
+def test_a_decision_after_the_deadline_is_refused_and_the_breach_recorded_once(settings, company_signer):
+    declaration = awaiting(company_signer)
+    late = declaration.release_due_at + timedelta(minutes=1)
+    for _ in range(2):
+        with pytest.raises(OfficialActionRefused) as refused:
+            decide(declaration.application_id, decision="release", official_id=INSPECTOR, now=late)
+        assert refused.value.code == "DEADLINE_PASSED"
+    assert len(events(declaration.application_id, "release_deadline_breached")) == 1
+    assert stored(declaration.application_id).release_breached_at == late
+    alerts = notices(declaration.application_id, NoticeKind.RELEASE_DEADLINE_ALERT)
+    assert [n.recipient for n in alerts] == ["a.nurlanov@kgd.gov.kz"]  # the zone's supervisor
+    assert alerts[0].facts["minutes_left"] < 0
+
+
+def test_deadline_watch_alerts_at_75_percent_and_records_the_breach_at_100(settings, company_signer):
+    declaration = awaiting(company_signer)
+    alert_at = release_alert_at(declaration.registered_at, declaration.release_due_at, 0.75)
+    assert alert_at == declaration.registered_at + timedelta(hours=3)
+    assert check_release_deadlines(now=alert_at - timedelta(seconds=1)).alerted == []
+    assert check_release_deadlines(now=alert_at).alerted == [declaration.application_id]
+    assert check_release_deadlines(now=alert_at + timedelta(minutes=5)).alerted == []  # once
+    (alert,) = notices(declaration.application_id, NoticeKind.RELEASE_DEADLINE_ALERT)
+    assert alert.recipient == "a.nurlanov@kgd.gov.kz" and alert.facts["minutes_left"] == 60
+    assert check_release_deadlines(now=declaration.release_due_at).breached == [declaration.application_id]
+    assert check_release_deadlines(now=declaration.release_due_at + timedelta(hours=1)).breached == []
+    assert [e.event for e in events(declaration.application_id) if e.event.startswith("release_deadline")] == [
+        "release_deadline_alert", "release_deadline_breached"]
+    summary = operations_summary(now=declaration.release_due_at)
+    (row,) = summary["awaiting_official"]
+    assert row["breached"] and row["alerted"]
+    with transaction() as session:
+        assert verify_chain(session).intact
+
+
+# --- Cancellation --------------------------------------------------------------------------------
+
+
+def test_cancellation_of_a_release(settings, company_signer):
+    waiting = awaiting(company_signer)
+    with pytest.raises(OfficialActionRefused) as refused:
+        cancel_release(waiting.application_id, official_id=INSPECTOR, grounds=["DOCUMENTS_INVALID"])
+    assert refused.value.code == "NOT_RELEASED"
+    declaration = released(company_signer)
+    with pytest.raises(OfficialActionRefused) as refused:
+        cancel_release(declaration.application_id, official_id=INSPECTOR, grounds=[])
+    assert refused.value.code == "GROUNDS_MISSING"
+    result = cancel_release(declaration.registration_number, official_id=INSPECTOR, grounds=["DOCUMENTS_INVALID"], grounds_text="certificate of origin forged")
+    assert result.status == "release_cancelled"
+    (notice,) = notices(declaration.application_id, NoticeKind.RELEASE_CANCELLATION)
+    assert notice.facts["official_id"] == INSPECTOR and notice.facts["decision_code"] == "10"
+    assert notice.facts["grounds_text"] == "certificate of origin forged"
+    with pytest.raises(OfficialActionRefused) as refused:
+        cancel_release(declaration.application_id, official_id=INSPECTOR, grounds=["DOCUMENTS_INVALID"])
+    assert refused.value.code == "ALREADY_CANCELLED"
+    assert open_marks() == []  # the cancelled release's mark is withdrawn
+    with pytest.raises(OfficialActionRefused) as refused:
+        affix_mark(declaration.application_id, official_id=INSPECTOR)
+    assert refused.value.code == "RELEASE_CANCELLED"
+
+
+# --- Release marks ----------------------------------------------------------------------------------
+
+
+def test_release_mark_lifecycle(settings, company_signer):
+    first, second = released(company_signer), released(company_signer)
+    assert [m["application_id"] for m in open_marks()] == [first.application_id, second.application_id]  # oldest first
+    assert [m["zone"] for m in open_marks(zone="ALA-TSW")] == ["ALA-TSW", "ALA-TSW"] and open_marks(zone="ALA-AIR") == []
+    with pytest.raises(OfficialActionRefused) as refused:
+        affix_mark(first.application_id, official_id=OTHER_ZONE)
+    assert refused.value.code == "ZONE_MISMATCH"
+    later = utcnow() + timedelta(hours=3)
+    summary = operations_summary(now=later)
+    assert summary["marks_open"] == 2 and len(summary["marks_overdue"]) == 2
+    result = affix_mark(first.registration_number, official_id=INSPECTOR)
+    assert result["affixed_by"] == INSPECTOR
+    (event,) = events(first.application_id, "release_mark_affixed")
+    assert event.actor == INSPECTOR and event.details["zone"] == "ALA-TSW"
+    with pytest.raises(OfficialActionRefused) as refused:
+        affix_mark(first.application_id, official_id=SUPERVISOR)
+    assert refused.value.code == "MARK_ALREADY_AFFIXED"
+    assert [m["application_id"] for m in open_marks()] == [second.application_id]
+    waiting = awaiting(company_signer)
+    with pytest.raises(OfficialActionRefused) as refused:
+        affix_mark(waiting.application_id, official_id=INSPECTOR)
+    assert refused.value.code == "NO_RELEASE_MARK"
+
+
+# --- Paper declarations -------------------------------------------------------------------------------
+
+
+def test_paper_declaration_from_entry_to_release(settings):
+    content = as_bytes(unique(sample()))
+    submission = submit_declaration(content, None, channel="paper", official_id=INSPECTOR)
+    outcome = run_steps(submission.application_id)
+    assert outcome.status == Status.RELEASED and outcome.registration_number.startswith("50101/")
+    declaration = stored(submission.application_id)
+    assert (declaration.channel, declaration.entered_by, declaration.signature_valid) == ("paper", INSPECTOR, None)
+    history = declaration_status(submission.application_id)["history"]
+    assert history[0]["to"] == "submitted" and history[0]["actor"] == INSPECTOR
+    assert [n.kind for n in notices(submission.application_id)] == [NoticeKind.ACCEPTANCE, NoticeKind.REGISTRATION, NoticeKind.RELEASE]
+
+
+def test_paper_declaration_still_meets_the_registration_rules(settings):
+    document = unique(sample())
+    document["totals"]["items"] = 5
+    submission = submit_declaration(as_bytes(document), None, channel="paper", official_id=INSPECTOR)
+    outcome = run_steps(submission.application_id)
+    assert outcome.status == Status.REGISTRATION_REFUSED and [r["code"] for r in outcome.reasons] == ["TOTALS_MISMATCH"]
+
+
+@pytest.mark.parametrize("official,signature,code", [
+    (None, None, "OFFICIAL_REQUIRED"),
+    ("KZ-OF-9999", None, "OFFICIAL_UNKNOWN"),
+    (OTHER_OFFICE, None, "OFFICE_MISMATCH"),
+    (INSPECTOR, b"signature", "PAPER_SIGNED"),
+])
+def test_paper_entry_is_refused_without_the_right_official(settings, official, signature, code):
+    with pytest.raises(IntakeError) as refused:
+        submit_declaration(as_bytes(unique(sample())), signature, channel="paper", official_id=official)
+    assert refused.value.code == code
+    with transaction() as session:
+        assert session.exec(select(Declaration)).all() == []
+
+
+def test_an_official_cannot_enter_an_electronic_declaration(settings, company_signer):
+    content = as_bytes(unique(sample()))
+    with pytest.raises(IntakeError) as refused:
+        submit_declaration(content, company_signer.sign(content), official_id=INSPECTOR)
+    assert refused.value.code == "OFFICIAL_NOT_EXPECTED"
+
+
+# --- Re-run rules -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status,from_step,expected", [
+    (Status.REGISTERED, None, None),
+    (Status.REGISTERED, "risk_assessment", None),
+    (Status.REGISTERED, "registration", "STEP_ALREADY_DONE"),
+    (Status.REGISTERED, "signature_check", "STEP_ALREADY_DONE"),
+    (Status.SIGNATURES_CHECKED, "release", "STEP_NOT_READY"),
+    (Status.SUBMITTED, None, None),
+    (Status.RELEASED, None, "NOTHING_TO_RERUN"),
+    (Status.RELEASED, "release", "NOTHING_TO_RERUN"),
+    (Status.AWAITING_OFFICIAL, None, "AWAITING_OFFICIAL"),
+    (Status.REGISTERED, "inspection", "STEP_UNKNOWN"),
+])
+def test_rerun_rules(status, from_step, expected):
+    problem = rerun_problem(status, from_step, "50101/261126/0000001")
+    assert (problem.code if problem else None) == expected
+    if expected == "STEP_ALREADY_DONE" and from_step == "registration":
+        assert "50101/261126/0000001" in problem.message and "would not register again" in problem.message
