@@ -275,3 +275,37 @@ def test_cli_rerun_after_a_failed_step_is_audited_and_never_registers_twice(sett
     assert len(notices(application_id, NoticeKind.REGISTRATION)) == 1 and len(notices(application_id, NoticeKind.RELEASE)) == 1
     nothing = runner.invoke(app_cli(), ["rerun", application_id])
     assert nothing.exit_code == 2 and "NOTHING_TO_RERUN" in nothing.output
+
+
+def test_retrying_the_failed_flow_run_as_the_ui_does_is_safe_and_audited(settings, company_signer, monkeypatch):
+    """The UI's Retry puts the failed run back to AwaitingRetry and a worker runs the same flow run again."""
+    from prefect.client.orchestration import get_client
+    from prefect.flow_engine import run_flow
+    from prefect.states import AwaitingRetry
+
+    import tasks.release as release_step
+    from models.outbox import NoticeKind
+    from test_officials import events, notices
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("release service unavailable")
+
+    application_id = submit(company_signer, unique(sample()))
+    monkeypatch.setattr(release_step, "decide_release", broken)
+    with pytest.raises(RuntimeError):
+        clearance(application_id)
+    monkeypatch.undo()
+    (failed,) = flow_run_of(application_id)
+    assert failed.state.is_failed() and declaration_status(application_id)["status"] == "lane_assigned"
+    number = declaration_status(application_id)["registration_number"]
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(failed.id, AwaitingRetry(), force=True)
+        again = client.read_flow_run(failed.id)
+    result = run_flow(clearance, flow_run=again, parameters=again.parameters, return_type="result")
+    assert (result["status"], result["registration_number"]) == ("released", number)
+    (retried,) = flow_run_of(application_id)  # the same flow run, run a second time
+    assert retried.id == failed.id and retried.run_count == 2 and retried.state.is_completed()
+    (audited,) = events(application_id, "clearance_rerun")
+    assert audited.actor == "prefect-ui-retry" and audited.details["run_count"] == 2
+    assert len(notices(application_id, NoticeKind.REGISTRATION)) == 1 and len(notices(application_id, NoticeKind.RELEASE)) == 1
+    assert len(notices(application_id, NoticeKind.SUPPORT_REPORT)) == 1  # the first failure, reported once
