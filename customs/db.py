@@ -17,6 +17,7 @@ from sqlmodel import Session, SQLModel, create_engine
 import models.audit  # noqa: F401  (tables are registered on import)
 import models.declaration  # noqa: F401
 import models.outbox  # noqa: F401
+import models.printing  # noqa: F401
 from customs.settings import Settings, get_settings
 from models.audit import APPEND_ONLY_DDL, AuditHead
 

@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     release_deadline: timedelta = Field(timedelta(hours=4), description="EAEU art. 119: release within 4 hours of registration.")
     release_alert_fraction: float = Field(0.75, gt=0, lt=1, description="Supervisors are alerted when this share of the release time has passed.")
     release_mark_overdue: timedelta = Field(timedelta(hours=2), description="A release mark not affixed after this long shows in the operations summary.")
+    print_deadline: timedelta = Field(timedelta(minutes=30), description="A paper copy is printed within this time of the request (2024 order).")
+    print_alert_after: timedelta = Field(timedelta(minutes=20), description="Supervisors are alerted when a request is this old and not printed.")
     decision_poll_seconds: float = Field(5.0, gt=0, description="How often a flow run waiting for an official's decision looks for it.")
 
     # E-mail (the outbox dispatcher). With no smtp_host the notices are written as .eml files under outbox_dir.

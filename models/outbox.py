@@ -35,6 +35,8 @@ class NoticeKind(StrEnum):
     FAILURE_REPORTED = "failure_reported"
     SUPPORT_REPORT = "support_report"
     RELEASE_DEADLINE_ALERT = "release_deadline_alert"
+    PRINT_REQUEST_ACCEPTED = "print_request_accepted"
+    PRINT_DEADLINE_ALERT = "print_deadline_alert"
 
 
 # Notices that carry a decision, and so the decision as a JSON attachment.

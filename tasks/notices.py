@@ -178,6 +178,13 @@ def notice_context(notice: Notice, declaration: DeclarationFacts, reference: Ref
             minutes_left=int(facts["minutes_left"]),
             waiting_reasons=facts.get("waiting_reasons", []),
         )
+    elif kind == NoticeKind.PRINT_REQUEST_ACCEPTED:
+        context.update(request_id=facts["request_id"], requested_at=facts["requested_at"], due_at=facts["due_at"],
+                       requested_by=facts.get("requested_by"), pages_sha256=facts["pdf_sha256"])
+    elif kind == NoticeKind.PRINT_DEADLINE_ALERT:
+        context.update(recipient_name=facts.get("recipient_name") or "", request_id=facts["request_id"],
+                       requested_at=facts["requested_at"], due_at=facts["due_at"], minutes_left=int(facts["minutes_left"]),
+                       stage=facts["stage"])
     return context
 
 

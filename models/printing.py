@@ -1,0 +1,46 @@
+"""Print requests: a paper copy of an electronic declaration, due 30 minutes after the request.
+
+Every time is stored (requested, alert, due, printed), so the deadline machinery holds nothing in
+memory: whatever watches the deadlines can stop and start again and will find the same state.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import Column, Index, LargeBinary
+from sqlmodel import Field, SQLModel
+
+from models.types import UTCDateTime
+
+
+class PrintStatus(StrEnum):
+    PENDING = "pending"  # in the office's print queue
+    PRINTED = "printed"  # printed and handed over (in time or late)
+
+
+class PrintRequest(SQLModel, table=True):
+    __tablename__ = "print_request"
+    __table_args__ = (Index("ix_print_request_queue", "status", "office", "due_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    request_id: str = Field(unique=True, max_length=30)
+    application_id: str = Field(index=True, max_length=40)
+    registration_number: str = Field(max_length=30)
+    office: str = Field(max_length=5, description="The office that registered the declaration: its print queue.")
+    requested_at: datetime = Field(sa_type=UTCDateTime, index=True)
+    requested_by: str | None = Field(default=None, max_length=20, description="IIN or BIN of the applicant who asked.")
+    alert_at: datetime = Field(sa_type=UTCDateTime)
+    due_at: datetime = Field(sa_type=UTCDateTime)
+    status: PrintStatus = Field(default=PrintStatus.PENDING, max_length=10)
+
+    pdf: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    pdf_sha256: str = Field(max_length=64)
+    declaration_sha256: str = Field(max_length=64)
+
+    alerted_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    breached_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    printed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    printed_by: str | None = Field(default=None, max_length=60)
+    late: bool | None = None

@@ -1,0 +1,276 @@
+"""Paper copies within 30 minutes: requests, the PDF copy, the print queue, deadlines and the SLA report.
+Time is controlled (``now``); nothing sleeps."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from pypdf import PdfReader
+from sqlmodel import select
+from typer.testing import CliRunner
+
+from conftest import DECLARANT_BIN, run_steps, sample, submit_signed, unique
+from customs.db import transaction
+from customs.timeutil import kz_date, utcnow
+from models.audit import AuditEvent, verify_chain
+from models.declaration import Declaration
+from models.outbox import Notice, NoticeKind
+from tasks.common import DeclarationNotFound
+from tasks.officials import OfficialActionRefused
+from tasks.printing import (
+    PrintRefused,
+    check_print_deadlines,
+    copy_of,
+    mark_printed,
+    nearest_rank,
+    print_queue,
+    request_print,
+    sla_figures,
+    sla_report,
+)
+
+INSPECTOR = "KZ-OF-0001"  # office 50101
+OTHER_OFFICE = "KZ-OF-0005"  # office 62101
+
+
+def registered(signer, document: dict | None = None) -> Declaration:
+    application_id = submit_signed(signer, document or unique(sample())).application_id
+    run_steps(application_id)
+    with transaction() as session:
+        return session.exec(select(Declaration).where(Declaration.application_id == application_id)).one()
+
+
+def pdf_text(pdf: bytes) -> str:
+    return "\n".join(page.extract_text() for page in PdfReader(io.BytesIO(pdf)).pages)
+
+
+def audit(application_id: str, event: str) -> list[AuditEvent]:
+    with transaction() as session:
+        return list(session.exec(select(AuditEvent).where(AuditEvent.application_id == application_id, AuditEvent.event == event)))
+
+
+def many_items(count: int) -> dict:
+    """Sample 01 with ``count`` goods items of different HS codes (several pages), totals kept right."""
+    document = unique(sample())
+    item = document["goods"][0]
+    goods = []
+    for n in range(count):
+        goods.append({**item, "item_no": n + 1, "hs_code": f"{8450111100 + n * 1013:010d}", "customs_value": f"{1000 + n}.00",
+                      "description": f"Товар {n + 1}: Қазақстан ӘҒҚҢӨҰҮҺІ"})
+    document["goods"] = goods
+    document["totals"]["items"] = count
+    document["totals"]["customs_value"] = f"{sum(Decimal(g['customs_value']) for g in goods):.2f}"
+    return document
+
+
+# --- The copy ---------------------------------------------------------------------------------------
+
+
+def test_the_pdf_copy_carries_number_every_hs_code_and_the_sha256(settings, company_signer):
+    declaration = registered(company_signer, many_items(40))
+    result = request_print(declaration.registration_number, requested_by=DECLARANT_BIN)
+    request, pdf = copy_of(result.request_id)
+    assert pdf.startswith(b"%PDF") and request.pdf_sha256 == hashlib.sha256(pdf).hexdigest()
+    reader = PdfReader(io.BytesIO(pdf))
+    assert len(reader.pages) >= 2
+    text = pdf_text(pdf)
+    assert declaration.registration_number in text
+    assert declaration.content_sha256 in text.replace("\n", "")
+    hs_codes = [g["hs_code"] for g in json.loads(declaration.content)["goods"]]
+    assert len(hs_codes) == 40 and all(code in text for code in hs_codes)
+    assert "Копия электронной декларации" in text
+    assert "ТАУАРЛАРҒА АРНАЛҒАН ДЕКЛАРАЦИЯ" in text and "ӘҒҚҢӨҰҮҺІ" in text  # Kazakh letters come out as text
+    assert "код 10" in text  # the release decision
+    fonts = [font.get_object() for page in reader.pages for font in page["/Resources"]["/Font"].values()]
+    assert {str(f["/BaseFont"]).split("+")[1] for f in fonts} == {"Copy-Sans", "Copy-Sans-Bold", "Copy-Mono"}  # templates/print/fonts
+    # Embedded (a font file in the PDF), not taken from the reader's machine.
+    assert all("/FontFile2" in f["/DescendantFonts"][0].get_object()["/FontDescriptor"].get_object() for f in fonts)
+
+
+# --- Requests -------------------------------------------------------------------------------------------
+
+
+def test_a_request_is_queued_at_the_registering_office_and_the_applicant_told(settings, company_signer):
+    declaration = registered(company_signer)
+    now = utcnow()
+    result = request_print(declaration.application_id, requested_by=DECLARANT_BIN, now=now)
+    assert result.created and result.office == "50101" and result.due_at == now + timedelta(minutes=30)
+    (queued,) = print_queue(office="50101", now=now + timedelta(minutes=4))
+    assert queued["request_id"] == result.request_id and queued["minutes_left"] == 26
+    assert print_queue(office="62101") == []
+    with transaction() as session:
+        notice = session.exec(select(Notice).where(Notice.kind == NoticeKind.PRINT_REQUEST_ACCEPTED)).one()
+    assert notice.facts["request_id"] == result.request_id and notice.recipient == "broker@alatau-import.kz"
+    (event,) = audit(declaration.application_id, "print_requested")
+    assert event.actor == DECLARANT_BIN and event.details["request_id"] == result.request_id
+
+
+def test_two_requests_for_one_declaration(settings, company_signer):
+    declaration = registered(company_signer)
+    now = utcnow()
+    first = request_print(declaration.application_id, now=now)
+    second = request_print(declaration.registration_number, now=now + timedelta(minutes=2))
+    assert not second.created and second.request_id == first.request_id  # still in the queue: the same request
+    assert len(print_queue()) == 1
+    mark_printed(first.request_id, official_id=INSPECTOR, now=now + timedelta(minutes=10))
+    third = request_print(declaration.application_id, now=now + timedelta(hours=1))  # a new copy after the first was handed over
+    assert third.created and third.request_id != first.request_id
+
+
+def test_requests_that_cannot_be_served_get_a_clear_error(settings, company_signer):
+    with pytest.raises(DeclarationNotFound):
+        request_print("50101/010101/0000001")
+    refused_document = unique(sample())
+    refused_document["totals"]["items"] = 9
+    refused = registered(company_signer, refused_document)
+    with pytest.raises(PrintRefused) as error:
+        request_print(refused.application_id)
+    assert error.value.code == "NOT_REGISTERED" and "registration_refused" in error.value.message
+    waiting = submit_signed(company_signer, unique(sample())).application_id  # submitted, not yet registered
+    with pytest.raises(PrintRefused) as error:
+        request_print(waiting)
+    assert error.value.code == "NOT_REGISTERED"
+    declaration = registered(company_signer)
+    with pytest.raises(PrintRefused) as error:
+        request_print(declaration.application_id, requested_by="910312300452")
+    assert error.value.code == "REQUESTER_NOT_APPLICANT"
+    with pytest.raises(PrintRefused) as error:
+        request_print(declaration.application_id, requested_by="050840001234")
+    assert error.value.code == "IIN_BIN_INVALID"
+    assert print_queue() == []
+
+
+# --- Printing and deadlines --------------------------------------------------------------------------------
+
+
+def test_printed_in_time(settings, company_signer):
+    declaration = registered(company_signer)
+    now = utcnow()
+    request = request_print(declaration.application_id, now=now)
+    with pytest.raises(OfficialActionRefused) as refused:
+        mark_printed(request.request_id, official_id=OTHER_OFFICE, now=now + timedelta(minutes=5))
+    assert refused.value.code == "OFFICE_MISMATCH"
+    result = mark_printed(request.request_id, official_id=INSPECTOR, now=now + timedelta(minutes=12))
+    assert result["late"] is False and result["minutes"] == 12.0
+    assert check_print_deadlines(now=now + timedelta(minutes=40)).as_dict() == {"alerted": [], "breached": []}
+    with pytest.raises(OfficialActionRefused) as refused:
+        mark_printed(request.request_id, official_id=INSPECTOR)
+    assert refused.value.code == "ALREADY_PRINTED"
+    figures = sla_report(now=now + timedelta(hours=1))["total"]
+    assert (figures["requests"], figures["printed_in_time"], figures["late"], figures["open"], figures["median_minutes"]) == (1, 1, 0, 0, 12.0)
+    (event,) = audit(declaration.application_id, "copy_printed")
+    assert event.actor == INSPECTOR and event.details["late"] is False
+
+
+def test_never_printed_alerts_at_20_minutes_and_records_the_breach_at_30(settings, company_signer):
+    declaration = registered(company_signer)
+    now = utcnow()
+    request = request_print(declaration.application_id, now=now)
+    assert check_print_deadlines(now=now + timedelta(minutes=19, seconds=59)).alerted == []
+    assert check_print_deadlines(now=now + timedelta(minutes=20)).alerted == [request.request_id]
+    assert check_print_deadlines(now=now + timedelta(minutes=25)).as_dict() == {"alerted": [], "breached": []}
+    assert check_print_deadlines(now=now + timedelta(minutes=30)).breached == [request.request_id]
+    assert check_print_deadlines(now=now + timedelta(minutes=90)).as_dict() == {"alerted": [], "breached": []}
+    with transaction() as session:
+        alerts = list(session.exec(select(Notice).where(Notice.kind == NoticeKind.PRINT_DEADLINE_ALERT).order_by(Notice.id)))
+    assert [(n.recipient, n.facts["stage"], n.facts["minutes_left"]) for n in alerts] == [
+        ("a.nurlanov@kgd.gov.kz", "alert", 10), ("d.abdrakhmanova@kgd.gov.kz", "alert", 10),
+        ("a.nurlanov@kgd.gov.kz", "breach", 0), ("d.abdrakhmanova@kgd.gov.kz", "breach", 0)]  # the office's supervisors
+    assert len(audit(declaration.application_id, "print_deadline_breached")) == 1
+    (row,) = print_queue(now=now + timedelta(minutes=45))
+    assert row["minutes_left"] == -15 and row["breached"]
+    figures = sla_report(now=now + timedelta(minutes=45))["total"]
+    assert (figures["open"], figures["open_overdue"], figures["median_minutes"]) == (1, 1, None)
+
+
+def test_printed_late_is_recorded_as_late(settings, company_signer):
+    declaration = registered(company_signer)
+    now = utcnow()
+    request = request_print(declaration.application_id, now=now)
+    check_print_deadlines(now=now + timedelta(minutes=31))
+    result = mark_printed(request.request_id, official_id=INSPECTOR, now=now + timedelta(minutes=41))
+    assert result["late"] is True and result["minutes"] == 41.0
+    figures = sla_report(now=now + timedelta(hours=1))["total"]
+    assert (figures["printed_in_time"], figures["late"], figures["open"], figures["median_minutes"]) == (0, 1, 0, 41.0)
+    with transaction() as session:
+        assert verify_chain(session).intact
+
+
+def test_sla_report_per_office_and_dates(settings, company_signer):
+    now = utcnow()
+    minutes = [5, 7, 9, 12, 35]
+    for n, taken in enumerate(minutes):
+        document = unique(sample())
+        if n == 4:
+            document["customs_office"] = "62101"
+        declaration = registered(company_signer, document)
+        request = request_print(declaration.application_id, now=now)
+        mark_printed(request.request_id, official_id=INSPECTOR if n < 4 else "KZ-OF-0005", now=now + timedelta(minutes=taken))
+    report = sla_report(date_from=kz_date(now), date_to=kz_date(now), now=now + timedelta(hours=2))
+    by_office = {row["office"]: row for row in report["offices"]}
+    assert by_office["50101"]["requests"] == 4 and by_office["50101"]["printed_in_time"] == 4
+    assert by_office["50101"]["median_minutes"] == 8.0 and by_office["50101"]["p95_minutes"] == 12.0
+    assert by_office["62101"]["late"] == 1
+    assert report["total"]["p95_minutes"] == 35.0
+    assert sla_report(date_from=kz_date(now) + timedelta(days=1), now=now)["total"]["requests"] == 0
+
+
+def test_sla_arithmetic():
+    assert nearest_rank([float(v) for v in range(1, 21)], 0.95) == 19.0
+    assert nearest_rank([3.0], 0.95) == 3.0 and nearest_rank([], 0.95) is None
+    base = utcnow()
+    rows = [{"requested_at": base, "printed_at": None, "late": None, "due_at": base + timedelta(minutes=30)}]
+    assert sla_figures(rows, base + timedelta(minutes=31))["open_overdue"] == 1
+    assert sla_figures(rows, base + timedelta(minutes=29))["open_overdue"] == 0
+
+
+# --- The watcher as a Prefect flow, stopped and started again ------------------------------------------------
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_deadlines_survive_stopping_and_restarting_the_watcher(settings, company_signer):
+    from flows.print_deadlines import print_deadlines
+
+    declaration = registered(company_signer)
+    now = utcnow()
+    request = request_print(declaration.application_id, now=now)
+    first = print_deadlines(now=now + timedelta(minutes=5))
+    assert (first["alerted"], first["breached"]) == ([], [])
+    # The watcher is down from minute 5 to minute 33: no pass runs. It holds nothing in memory, so when
+    # it starts again it finds the stored times and does what was missed, once.
+    after = print_deadlines(now=now + timedelta(minutes=33))
+    assert (after["alerted"], after["breached"]) == ([request.request_id], [request.request_id])
+    again = print_deadlines(now=now + timedelta(minutes=34))
+    assert (again["alerted"], again["breached"]) == ([], [])
+    assert len(audit(declaration.application_id, "print_deadline_alert")) == 1
+    assert len(audit(declaration.application_id, "print_deadline_breached")) == 1
+    assert again["sla"]["open_overdue"] == 1
+
+
+def test_cli_print_request_queue_copy_printed_and_sla(settings, company_signer, tmp_path):
+    from customs.cli import app
+
+    declaration = registered(company_signer)
+    runner = CliRunner()
+    created = runner.invoke(app, ["print-request", declaration.registration_number, "--requested-by", DECLARANT_BIN, "--json"])
+    assert created.exit_code == 0, created.output
+    request_id = json.loads(created.output)["request_id"]
+    queue = runner.invoke(app, ["print-queue", "--office", "50101"])
+    assert request_id in queue.output and "min left" in queue.output
+    copy = runner.invoke(app, ["print-copy", request_id, "-o", str(tmp_path / "copy.pdf")])
+    assert copy.exit_code == 0 and declaration.registration_number in pdf_text((tmp_path / "copy.pdf").read_bytes())
+    wrong = runner.invoke(app, ["printed", request_id, "--official", "KZ-OF-0005"])
+    assert wrong.exit_code == 2 and "OFFICE_MISMATCH" in wrong.output
+    done = runner.invoke(app, ["printed", request_id, "--official", INSPECTOR])
+    assert done.exit_code == 0 and "(in time)" in done.output
+    report = runner.invoke(app, ["sla", "--json"])
+    assert json.loads(report.output)["total"]["printed_in_time"] == 1
+    bad = runner.invoke(app, ["sla", "--from", "26.11.2026"])
+    assert bad.exit_code == 2 and "YYYY-MM-DD" in bad.output
+    missing = runner.invoke(app, ["print-request", "A000000-NOTHING", "--json"])
+    assert missing.exit_code == 2 and json.loads(missing.output)["error"]["code"] == "DECLARATION_UNKNOWN"
