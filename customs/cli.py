@@ -54,32 +54,45 @@ def run_clearance(application_id: str, *, requested_by: str | None = None, wait_
         return clearance(application_id, requested_by=requested_by, wait_for_official=wait_for_official)
 
 
-def resume_waiting_runs(application_id: str, run_input: dict) -> list[str]:
-    """Give the decision to the flow runs of this declaration that wait for it (if a Prefect server is up)."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType, FlowRunFilterTags
-    from prefect.client.schemas.objects import StateType
-    from prefect.flow_runs import resume_flow_run
+def resume_waiting_runs(application_id: str, run_input: dict, *, settle_seconds: float = 10.0) -> list[str]:
+    """Give the decision to the flow runs of this declaration that wait for it, if a Prefect server is up.
 
-    from customs.prefect_server import prefect_api, running_api_url
+    A run still on its way to the wait (running, not yet paused) is given a few seconds to get there.
+    Nothing here can undo the decision, which is already committed: problems are reported, not raised."""
+    import time
 
-    api_url = running_api_url(get_settings())
-    if api_url is None:
+    try:
+        from prefect.client.orchestration import get_client
+        from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType, FlowRunFilterTags
+        from prefect.client.schemas.objects import StateType
+        from prefect.flow_runs import resume_flow_run
+
+        from customs.prefect_server import is_healthy, prefect_api, running_api_url
+
+        api_url = running_api_url(get_settings())
+        if api_url is None or not is_healthy(api_url):
+            return []
+        resumed: list[str] = []
+        deadline = time.monotonic() + settle_seconds
+        with prefect_api(api_url), get_client(sync_client=True) as client:
+            while True:
+                runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+                    tags=FlowRunFilterTags(all_=["clearance", f"application:{application_id}"]),
+                    state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED, StateType.RUNNING])),
+                ))
+                for run in runs:
+                    if run.state.is_paused() and str(run.id) not in resumed:
+                        try:
+                            resume_flow_run(run.id, run_input=run_input)
+                            resumed.append(str(run.id))
+                        except Exception as exc:  # it finds the decision in the database when it next looks
+                            typer.secho(f"note: flow run {run.id} could not be resumed ({exc})", err=True)
+                if not any(r.state.is_running() for r in runs) or time.monotonic() > deadline:
+                    return resumed
+                time.sleep(0.5)
+    except Exception as exc:
+        typer.secho(f"note: the decision is recorded, but waiting flow runs could not be reached ({type(exc).__name__}: {exc})", err=True)
         return []
-    resumed = []
-    with prefect_api(api_url):
-        with get_client(sync_client=True) as client:
-            runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(
-                tags=FlowRunFilterTags(all_=["clearance", f"application:{application_id}"]),
-                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED])),
-            ))
-        for run in runs:
-            try:
-                resume_flow_run(run.id, run_input=run_input)
-                resumed.append(str(run.id))
-            except Exception as exc:  # the decision stands in the database; the run finds it when it wakes
-                typer.secho(f"note: flow run {run.id} could not be resumed ({exc}); it will find the decision when it wakes", err=True)
-    return resumed
 
 
 def _start_clearance_in_background(application_id: str) -> None:
@@ -260,17 +273,21 @@ def decide(
 
     if decision not in ("release", "refuse"):
         _fail(f"the decision is release or refuse; {decision!r} given", as_json=as_json)
+    if decision == "refuse" and code is not None:
+        _fail("--code is the release's decision code; a refusal gives --grounds instead", as_json=as_json)
+    if decision == "release" and grounds:
+        _fail("--grounds are for a refusal; a release gives --code (and --text for remarks)", as_json=as_json)
     _prepare_database()
-    run_input = ReleaseDecisionInput(decision=decision, official_id=official, decision_code=(code or "10") if decision == "release" else None,
-                                     grounds=grounds, grounds_text=text, decision_id=uuid.uuid4().hex).model_dump(
-        include={"decision", "official_id", "decision_code", "grounds", "grounds_text", "decision_id"})
-    try:
+    run_input = {"decision": decision, "official_id": official, "decision_code": (code or "10") if decision == "release" else None,
+                 "grounds": grounds, "grounds_text": text, "decision_id": uuid.uuid4().hex}
+    try:  # the rules check (and audit) everything first; the run input is built from what they accepted
         result = decide_release(key, decision=decision, official_id=official, decision_code=run_input["decision_code"], grounds=grounds,
                                 grounds_text=text, decision_id=run_input["decision_id"])
     except DeclarationNotFound as exc:
         _fail(str(exc), as_json=as_json)
     except OfficialActionRefused as exc:
         _official_refused(exc, as_json)
+    ReleaseDecisionInput.model_validate(run_input)  # what the waiting run will accept
     resumed = resume_waiting_runs(result.application_id, run_input)
     dispatch_due_sync(application_id=result.application_id)
     outcome = {**_outcome(result.application_id), "decided_by": official, "flow_runs_resumed": resumed}
@@ -591,14 +608,31 @@ def outbox_dispatch_command(limit: Annotated[Optional[int], typer.Option(help="A
 
 @outbox_app.command("requeue")
 def outbox_requeue(
-    notice_id: Annotated[int, typer.Argument(help="Notice id (see `customs outbox list`).")],
-    to: Annotated[Optional[str], typer.Option("--to", help="Send to this corrected address instead.")] = None,
+    notice_id: Annotated[Optional[int], typer.Argument(help="Notice id (see `customs outbox list`).")] = None,
+    to: Annotated[Optional[str], typer.Option("--to", help="Send to this corrected address instead (audited).")] = None,
+    all_failed: Annotated[bool, typer.Option("--all-failed", help="Every failed notice (e.g. after fixing the SMTP settings).")] = False,
+    since: Annotated[Optional[str], typer.Option(help="With --all-failed: only those last tried since this ISO time, e.g. 2026-11-26T10:00+05:00.")] = None,
     actor: Annotated[str, typer.Option(help="Who asks (recorded with the attempt).")] = os.environ.get("USER", "operator"),
 ) -> None:
-    """Queue a failed or undeliverable notice again."""
-    from customs.services import requeue_notice
+    """Queue a failed or undeliverable notice again (or every failed one)."""
+    from datetime import datetime
+
+    from customs.services import requeue_failed, requeue_notice
 
     _prepare_database()
+    if all_failed:
+        if notice_id is not None or to is not None:
+            _fail("--all-failed takes no notice id and no --to")
+        try:
+            moment = datetime.fromisoformat(since) if since else None
+        except ValueError:
+            _fail(f"--since must be an ISO time such as 2026-11-26T10:00+05:00; {since!r} given")
+        if moment is not None and moment.tzinfo is None:
+            _fail("--since needs a time zone, e.g. +05:00 for Kazakhstan time")
+        typer.echo(f"{requeue_failed(actor=actor, since=moment)} failed notices queued again")
+        return
+    if notice_id is None:
+        _fail("give a notice id, or --all-failed")
     try:
         result = requeue_notice(notice_id, actor=actor, recipient=to)
     except (LookupError, ValueError) as exc:

@@ -72,10 +72,48 @@ def transaction(settings: Settings | None = None) -> Iterator[Session]:
             yield session
 
 
+class SchemaMismatch(RuntimeError):
+    """The database differs from the models in a way that adding tables and columns cannot fix."""
+
+
+def upgrade_schema(engine: Engine) -> list[str]:
+    """Bring an existing database up to the models: new tables, and new nullable columns on existing ones.
+
+    Alembic compares the live schema with the models; additive differences are applied with Alembic's
+    operations, anything else (a dropped or retyped column, a new NOT NULL column) stops start-up with
+    a message naming it, because it needs a written migration and a decision about existing rows.
+    """
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+    from alembic.operations import Operations
+
+    SQLModel.metadata.create_all(engine)  # new tables (and everything on a fresh database)
+    applied: list[str] = []
+    with engine.begin() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": False})
+        operations = Operations(context)
+        blocking = []
+        for diff in compare_metadata(context, SQLModel.metadata):
+            change = diff[0] if isinstance(diff, tuple) else diff[0][0]
+            if change == "add_column":
+                _, schema, table, column = diff
+                if not column.nullable and column.server_default is None:
+                    blocking.append(f"new column {table}.{column.name} is NOT NULL with no default")
+                    continue
+                operations.add_column(table, column.copy(), schema=schema)
+                applied.append(f"added column {table}.{column.name}")
+            elif change in ("remove_column", "modify_type", "modify_nullable", "modify_default"):
+                blocking.append(f"{change} {diff}")
+            # Indexes, constraints and tables the models no longer name are left as they are, never dropped.
+        if blocking:
+            raise SchemaMismatch("the database needs a migration that cannot be applied automatically: " + "; ".join(blocking))
+    return applied
+
+
 def init_db(settings: Settings | None = None) -> None:
-    """Create the tables, the audit chain head and the append-only guard (idempotent)."""
+    """Create or upgrade the tables, the audit chain head and the append-only guard (idempotent)."""
     engine = get_engine(settings)
-    SQLModel.metadata.create_all(engine)
+    upgrade_schema(engine)
     with Session(engine) as session, session.begin():
         if session.get(AuditHead, 1) is None:
             session.add(AuditHead(id=1))

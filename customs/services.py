@@ -252,6 +252,26 @@ def declaration_status(key: str) -> dict[str, Any]:
 # The outbox, as operations staff see it
 
 
+def requeue_failed(*, actor: str, since: datetime | None = None, now: datetime | None = None) -> int:
+    """Queue every failed notice again (e.g. after a wrong SMTP password failed a batch); undeliverable ones need an address."""
+    from models.outbox import DeliveryAttempt, Notice, NoticeStatus
+
+    now = now or utcnow()
+    with transaction() as session:
+        query = select(Notice).where(Notice.status == NoticeStatus.FAILED).with_for_update()
+        if since is not None:
+            query = query.where(Notice.last_attempt_at >= since)
+        notices = list(session.exec(query))
+        for notice in notices:
+            session.add(DeliveryAttempt(notice_id=notice.id, attempt=notice.attempts, at=now, outcome="requeued", detail=f"queued again by {actor} (all failed)"))
+            notice.status = NoticeStatus.PENDING
+            notice.attempts = 0
+            notice.next_attempt_at = now
+            notice.last_error = None
+            session.add(notice)
+        return len(notices)
+
+
 def list_notices(*, status: str | None = None, application_id: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
     from models.outbox import Notice, NoticeStatus
 
@@ -294,6 +314,11 @@ def requeue_notice(notice_id: int, *, actor: str, recipient: str | None = None, 
             raise ValueError(f"notice {notice_id} has no address; give one with --to")
         session.add(DeliveryAttempt(notice_id=notice.id, attempt=notice.attempts, at=now, outcome="requeued",
                                     detail=f"queued again by {actor}" + (f" to {notice.recipient}" if recipient else "")))
+        if recipient is not None:  # a legal document goes to another address: that is an act to account for
+            from models.audit import append_event
+
+            append_event(session, application_id=notice.application_id, event="notice_redirected", actor=actor[:60], at=now,
+                         details={"notice_id": notice.id, "kind": str(notice.kind), "to": notice.recipient})
         notice.status = NoticeStatus.PENDING
         notice.attempts = 0
         notice.next_attempt_at = now

@@ -40,6 +40,7 @@ class Settings(BaseSettings):
     release_mark_overdue: timedelta = Field(timedelta(hours=2), description="A release mark not affixed after this long shows in the operations summary.")
     print_deadline: timedelta = Field(timedelta(minutes=30), description="A paper copy is printed within this time of the request (2024 order).")
     print_alert_after: timedelta = Field(timedelta(minutes=20), description="Supervisors are alerted when a request is this old and not printed.")
+    decision_wait_after_deadline: timedelta = Field(timedelta(hours=24), description="How long a flow run keeps waiting for a supervisor's late decision after the release deadline.")
     decision_poll_seconds: float = Field(5.0, gt=0, description="How often a flow run waiting for an official's decision looks for it.")
 
     # E-mail (the outbox dispatcher). With no smtp_host the notices are written as .eml files under outbox_dir.

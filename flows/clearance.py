@@ -9,6 +9,7 @@ re-running a failed or finished flow run continues from where the declaration st
 from __future__ import annotations
 
 import hashlib
+import math
 import sys
 
 from prefect import flow, get_run_logger
@@ -17,6 +18,7 @@ from prefect.client.orchestration import get_client
 from prefect.context import get_run_context
 from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run, suspend_flow_run
+from prefect.states import Running
 
 from customs.settings import get_settings
 from customs.timeutil import kz_display, utcnow
@@ -98,8 +100,8 @@ def _decision_form(application_id: str, info: dict) -> str:
         f"Application {application_id}, customs office {info['office']}, zone **{info['zone']}**, lane **{info['lane']}** "
         f"({', '.join(info['risk_profiles']) or 'no risk profile'}).\n\n"
         f"Waiting for an official because:\n{reasons}\n\n"
-        f"Legal deadline: **{kz_display(info['release_due_at'])}**.\n\n"
-        "Release: `decision` = release with `decision_code` 10, 11 or 12. Refusal: `decision` = refuse with one or more "
+        f"Legal deadline: **{kz_display(info['release_due_at'])}** (after it, only a supervisor of the zone may decide; the decision is recorded as late).\n\n"
+        "Choose the `decision`. Release: with `decision_code` 10, 11 or 12. Refusal: `decision` = refuse with one or more "
         "`grounds` (CONDITIONS_NOT_MET, AMENDMENT_NOT_MADE, GOODS_NOT_ARRIVED, PAYMENTS_NOT_MADE, GOODS_NOT_PRESENTED, "
         "DOCUMENTS_NOT_PROVIDED, PROHIBITIONS_RESTRICTIONS). Only an official of this office and zone may decide."
     )
@@ -108,40 +110,57 @@ def _decision_form(application_id: str, info: dict) -> str:
 def _wait_for_decision(description: str, timeout: int) -> ReleaseDecisionInput:
     """Suspend when the run belongs to a deployment (the process exits; a worker restart loses nothing and
     the resumed run starts again, its finished steps skipping), else pause in this process."""
-    form = ReleaseDecisionInput.with_initial_data(description=description, decision="release", decision_code="10")
+    form = ReleaseDecisionInput.with_initial_data(description=description, decision_code="10")
     if get_run_context().flow_run.deployment_id is not None:
         return suspend_flow_run(wait_for_input=form, timeout=timeout)
     return pause_flow_run(wait_for_input=form, timeout=timeout, poll_interval=max(1, int(get_settings().decision_poll_seconds)))
 
 
+def _back_to_running(reason: str) -> None:
+    """After a wait timed out the server still shows the run paused (and would answer any state with
+    "paused and never resumed"): put it back to Running so that what it does next is what it records."""
+    try:
+        with get_client(sync_client=True) as client:
+            client.set_flow_run_state(get_run_context().flow_run.id, Running(message=reason), force=True)
+    except Exception as exc:  # the run's own outcome is what matters; the label is a courtesy
+        get_run_logger().warning("could not mark the run running again: %s", exc)
+
+
 def _await_official(application_id: str) -> None:
-    """Wait for an official's decision as run input until the legal deadline; refused input is logged and waited past."""
+    """Wait for an official's decision as run input: until the legal deadline, then (breach recorded) for a
+    supervisor's late decision until ``decision_wait_after_deadline`` has passed too. Refused input is
+    audited, logged and waited past."""
     logger = get_run_logger()
-    flow_run_id = str(get_run_context().flow_run.id)
+    flow_run = get_run_context().flow_run
+    settings = get_settings()
     asked = 0
     while True:
         info = waiting_for_official(application_id)
         if info["status"] != "awaiting_official":
             return  # decided meanwhile (e.g. `customs decide` while no run was waiting)
-        remaining = int((info["release_due_at"] - utcnow()).total_seconds()) if info["release_due_at"] else 0
-        if remaining <= 0:
-            release_deadlines(application_id)
+        due = info["release_due_at"] or utcnow()
+        give_up_at = due + settings.decision_wait_after_deadline
+        now = utcnow()
+        if now >= due:
+            release_deadlines(application_id, max(now, due))  # records the breach (once) and alerts the supervisors
+        if now >= give_up_at:
             _send_notices(application_id)
             raise ReleaseDeadlinePassed(
-                f"{info['registration_number']}: the release deadline passed at {kz_display(info['release_due_at'])} with no decision; "
-                "the breach is recorded in the audit chain and the zone's supervisors were alerted")
+                f"{info['registration_number']}: no decision by {kz_display(due)} (the legal deadline; the breach is recorded and "
+                f"the zone's supervisors alerted) nor by {kz_display(give_up_at)}; a supervisor can still decide with `customs decide`")
         _send_notices(application_id)
-        logger.info("%s waits for an official of zone %s until %s", info["registration_number"], info["zone"], kz_display(info["release_due_at"]))
+        logger.info("%s waits for an official of zone %s; legal deadline %s", info["registration_number"], info["zone"], kz_display(due))
         asked += 1
         try:
-            decision = _wait_for_decision(_decision_form(application_id, info), remaining)
+            decision = _wait_for_decision(_decision_form(application_id, info), math.ceil((give_up_at - now).total_seconds()))
         except FlowPauseTimeout:
+            _back_to_running("the wait for a decision ran out")
             continue
         except Exception as exc:  # orchestration, not clearance: `customs decide` works without this run
             raise DecisionWaitInterrupted(f"{info['registration_number']}: stopped waiting for a decision: {type(exc).__name__}: {exc}") from exc
         given = decision.model_dump(include={"decision", "official_id", "decision_code", "grounds", "grounds_text", "decision_id"})
-        # A form sent from the UI has no id: derive one from this run and wait, so a replay is recognised.
-        given["decision_id"] = given["decision_id"] or hashlib.sha256(f"{flow_run_id}:{asked}".encode()).hexdigest()[:32]
+        # A form sent from the UI has no id: derive one from this run, its attempt and the wait, so a replay is recognised.
+        given["decision_id"] = given["decision_id"] or hashlib.sha256(f"{flow_run.id}:{flow_run.run_count}:{asked}".encode()).hexdigest()[:32]
         result = apply_official_decision(application_id, given)
         if result["accepted"]:
             logger.info("%s: %s by %s", info["registration_number"], result["status"], given["official_id"])
@@ -163,8 +182,8 @@ def clearance(application_id: str, requested_by: str | None = None, wait_for_off
     labels: dict = {}
     flow_run = get_run_context().flow_run
     flow_run_id = str(flow_run.id)
-    if requested_by or flow_run.run_count > 1:  # `customs rerun`, or the UI's Retry of a failed run
-        record_rerun(application_id, requested_by or "prefect-ui-retry", flow_run_id, flow_run.run_count)
+    if requested_by or flow_run.run_count > 1:  # `customs rerun`, or the same run again (the UI's Retry, a reschedule)
+        record_rerun(application_id, requested_by or "prefect-retry", flow_run_id, flow_run.run_count)
 
     with RunLogCapture(flow_run_id) as run_log:
         step = "signature_check"
@@ -195,7 +214,7 @@ def clearance(application_id: str, requested_by: str | None = None, wait_for_off
         except Exception as exc:
             logger.error("%s: step %s failed beyond its retries: %s: %s", application_id, step, type(exc).__name__, exc)
             report = report_failure(application_id, step, describe_error(step, exc), run_log.text(), flow_run_id,
-                                    return_state=True)
+                                    flow_run.run_count, return_state=True)
             if report.is_completed():
                 logger.error("%s: reported to the support service as %s", application_id, report.result())
             else:

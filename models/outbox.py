@@ -146,6 +146,8 @@ def addressee_of(content: bytes) -> dict[str, Any]:
     declarant = declarant if isinstance(declarant, dict) else {}
     language = declarant.get("language")
     name = declarant.get("name")
+    if isinstance(name, str):  # one line of text: a name cannot forge lines in a plain-text notice
+        name = " ".join(_CONTROL.sub(" ", name).split())
     identifier = declarant.get("bin") or declarant.get("iin")
     return {
         "email": usable_address(declarant.get("email")),

@@ -114,8 +114,8 @@ def notice_context(notice: Notice, declaration: DeclarationFacts, reference: Ref
         "kind": str(notice.kind),
         "service_name": SERVICE_NAMES[notice.language],
         "application_id": declaration.application_id,
-        # The number at the time of the event, else the one the declaration has now (registration happens once).
-        "registration_number": facts.get("registration_number") or declaration.registration_number,
+        # The number as it was when the notice was queued: a resend is the same message.
+        "registration_number": facts["registration_number"] if "registration_number" in facts else declaration.registration_number,
         "declarant_name": who["name"] or "",
         "declarant_id": who["id"],
         "customs_office": declaration.customs_office,
@@ -177,6 +177,7 @@ def notice_context(notice: Notice, declaration: DeclarationFacts, reference: Ref
             deadline_at=facts["deadline_at"],
             minutes_left=int(facts["minutes_left"]),
             waiting_reasons=facts.get("waiting_reasons", []),
+            stage=facts.get("stage") or ("breach" if int(facts["minutes_left"]) <= 0 else "alert"),
         )
     elif kind == NoticeKind.PRINT_REQUEST_ACCEPTED:
         context.update(request_id=facts["request_id"], requested_at=facts["requested_at"], due_at=facts["due_at"],

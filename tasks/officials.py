@@ -146,7 +146,7 @@ def _alert_supervisors(session: Session, declaration: Declaration, reference: Re
             session, application_id=declaration.application_id, kind=NoticeKind.RELEASE_DEADLINE_ALERT,
             dedup_key=f"release_deadline_{stage}:{declaration.application_id}:{supervisor.id}",
             recipient=supervisor.email, language="ru", at=now, event_seq=event_seq,
-            facts={"event_at": now.isoformat(), "recipient_name": supervisor.name, "zone": declaration.zone, "lane": declaration.lane,
+            facts={"event_at": now.isoformat(), "stage": stage, "recipient_name": supervisor.name, "zone": declaration.zone, "lane": declaration.lane,
                    "registered_at": declaration.registered_at.isoformat() if declaration.registered_at else None,
                    "deadline_at": declaration.release_due_at.isoformat(), "minutes_left": minutes_left,
                    "waiting_reasons": list(declaration.reasons), "registration_number": declaration.registration_number},
@@ -203,11 +203,14 @@ def decide(
             problem = Reason(code="NOT_AWAITING_OFFICIAL", path="$",
                              message=f"declaration {declaration.registration_number or declaration.application_id} is {declaration.status}; "
                                      "only a declaration awaiting an official is decided")
-        elif problem is None and declaration.release_due_at is not None and now > declaration.release_due_at:
+        late = problem is None and declaration.release_due_at is not None and now > declaration.release_due_at
+        if late:
             record_release_breach(session, declaration, now, reference)
-            problem = Reason(code="DEADLINE_PASSED", path="$",
-                             message=f"the legal deadline for release or refusal of {declaration.registration_number} passed at "
-                                     f"{kz_display(declaration.release_due_at)}; the breach is recorded and the supervisors were told")
+            if official.role != "supervisor":
+                problem = Reason(code="DEADLINE_PASSED", path="$",
+                                 message=f"the legal deadline for release or refusal of {declaration.registration_number} passed at "
+                                         f"{kz_display(declaration.release_due_at)}; the breach is recorded and the zone's supervisors "
+                                         "were told; only a supervisor of the zone may decide now (recorded as a late decision)")
         if problem is None:
             problems = decision_problems(decision, decision_code, grounds, reference)
             problem = problems[0] if len(problems) == 1 else (
@@ -219,7 +222,7 @@ def decide(
             declaration.decided_by = official.id
             declaration.decision_ref = decision_id
             common = {"official_id": official.id, "official_name": official.name, "decision_id": decision_id,
-                      "grounds_text": grounds_text[:2000], "automatic": False}
+                      "grounds_text": grounds_text[:2000], "automatic": False, "late": late}
             if decision == "release":
                 declaration.decision_code = decision_code
                 declaration.reasons = []  # why it waited stays in the audit chain
@@ -398,8 +401,8 @@ def apply_official_decision(application_id: str, decision: dict[str, Any]) -> di
 
 
 @task(name="release-deadlines", retries=3, retry_delay_seconds=[1, 2, 4], retry_condition_fn=retry_on_database_error, timeout_seconds=300)
-def release_deadlines(application_id: str | None = None) -> dict[str, Any]:
-    return check_release_deadlines(application_id=application_id).as_dict()
+def release_deadlines(application_id: str | None = None, now: datetime | None = None) -> dict[str, Any]:
+    return check_release_deadlines(application_id=application_id, now=now).as_dict()
 
 
 def waiting_for_official(application_id: str) -> dict[str, Any]:
@@ -426,7 +429,7 @@ from pydantic import Field  # noqa: E402
 class ReleaseDecisionInput(RunInput):
     """An official's decision on a declaration awaiting one (yellow or red lane, or payments pending)."""
 
-    decision: Literal["release", "refuse"] = Field(description="release the goods, or refuse to release them")
+    decision: Literal["release", "refuse"] = Field(description="release the goods, or refuse to release them (no default: choose)")
     official_id: str = Field(min_length=3, max_length=40, description="your official id, e.g. KZ-OF-0001 (reference/officials.json)")
     decision_code: Literal["10", "11", "12"] | None = Field(
         "10", description="for a release: 10 release permitted, 11 release against security, 12 release under EAEU CC art. 121")

@@ -50,6 +50,7 @@ SENT, TEMPORARY, PERMANENT = "sent", "temporary", "permanent"
 class SendResult:
     outcome: str  # sent, temporary or permanent
     detail: str
+    server_wide: bool = False  # the server refused the session (login, greeting, sender): no notice of this pass can go
 
 
 def classify_reply(code: int | None, message: str) -> SendResult:
@@ -126,6 +127,8 @@ class SmtpTransport:
         return self.client
 
     async def send(self, message: EmailMessage, sender: str, recipient: str, name: str) -> SendResult:
+        """Only a refusal of this recipient or of this message's data is a verdict on the notice (5xx: permanent).
+        A refused greeting, login, STARTTLS or sender concerns the whole session: temporary, and the pass stops."""
         try:
             client = await self._connected()
             _, response = await client.send_message(message, sender=sender, recipients=[recipient])
@@ -133,10 +136,11 @@ class SmtpTransport:
         except aiosmtplib.SMTPRecipientsRefused as exc:
             refused = exc.recipients[0]
             return classify_reply(refused.code, f"{refused.message} (recipient {refused.recipient})")
-        except aiosmtplib.SMTPResponseException as exc:  # sender refused, data refused, any other reply
-            if isinstance(exc, aiosmtplib.SMTPServerDisconnected):
-                await self._drop()
-            return classify_reply(exc.code, exc.message)
+        except aiosmtplib.SMTPDataError as exc:
+            return classify_reply(exc.code, f"message refused: {exc.message}")
+        except aiosmtplib.SMTPResponseException as exc:  # greeting, EHLO, STARTTLS, AUTH, MAIL FROM
+            await self._drop()
+            return SendResult(TEMPORARY, f"the server refused the session: {exc.code} {exc.message} ({type(exc).__name__})", server_wide=True)
         except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as exc:
             await self._drop()
             return SendResult(TEMPORARY, f"{type(exc).__name__}: {exc or 'no answer'}")
@@ -176,7 +180,7 @@ class Claimed:
 @dataclass
 class DispatchReport:
     claimed: int = 0
-    outcomes: Counter = field(default_factory=Counter)  # sent / retry / failed
+    outcomes: Counter = field(default_factory=Counter)  # sent / retry / failed / stale / put_back
     errors: list[str] = field(default_factory=list)
 
     @property
@@ -184,7 +188,8 @@ class DispatchReport:
         return self.outcomes["sent"]
 
     def as_dict(self) -> dict[str, Any]:
-        return {"claimed": self.claimed, **{k: self.outcomes[k] for k in ("sent", "retry", "failed")}, "errors": self.errors[:20]}
+        return {"claimed": self.claimed, **{k: self.outcomes[k] for k in ("sent", "retry", "failed", "stale", "put_back")},
+                "errors": self.errors[:20]}
 
 
 def claim_due(settings: Settings, now: datetime, limit: int, application_id: str | None = None) -> list[Claimed]:
@@ -196,7 +201,14 @@ def claim_due(settings: Settings, now: datetime, limit: int, application_id: str
         query = query.order_by(Notice.next_attempt_at, Notice.id).limit(limit)
         if session.get_bind().dialect.name == "postgresql":
             query = query.with_for_update(skip_locked=True)
-        notices = list(session.exec(query).all())
+        notices = []
+        for notice in session.exec(query).all():
+            if notice.attempts >= settings.outbox_max_attempts:  # its last passes died before recording anything
+                notice.status = NoticeStatus.FAILED
+                notice.last_error = f"gave up after {notice.attempts} attempts; the dispatcher stopped during the last one ({notice.last_error or 'no answer recorded'})"[:2000]
+                session.add(notice)
+                continue
+            notices.append(notice)
         if not notices:
             return []
         for notice in notices:
@@ -222,7 +234,10 @@ def record_attempt(settings: Settings, notice_id: int, attempt: int, result: Sen
         notice = session.exec(select(Notice).where(Notice.id == notice_id).with_for_update()).one()
         session.add(DeliveryAttempt(notice_id=notice_id, attempt=attempt, at=now, outcome=result.outcome, detail=result.detail[:2000]))
         if notice.status != NoticeStatus.PENDING or notice.attempts != attempt:
-            return "stale"  # another pass took the notice over after this one's lease ran out
+            if result.outcome == SENT and notice.status == NoticeStatus.PENDING:
+                pass  # another pass took it over after this one's lease ran out, but this one delivered it: it is sent
+            else:
+                return "stale"
         if result.outcome == SENT:
             notice.status = NoticeStatus.SENT
             notice.sent_at = now
@@ -243,6 +258,34 @@ def record_attempt(settings: Settings, notice_id: int, attempt: int, result: Sen
             verdict = "retry"
         session.add(notice)
         return verdict
+
+
+def renew_claims(settings: Settings, claims: list[tuple[int, int]], now: datetime) -> set[int]:
+    """Extend this pass's lease on the notices it has still to send; returns those it still holds."""
+    held: set[int] = set()
+    with transaction(settings) as session:
+        for notice_id, attempt in claims:
+            notice = session.exec(select(Notice).where(Notice.id == notice_id).with_for_update()).one()
+            if notice.status == NoticeStatus.PENDING and notice.attempts == attempt:
+                notice.next_attempt_at = now + settings.outbox_lease
+                session.add(notice)
+                held.add(notice_id)
+    return held
+
+
+def put_back(settings: Settings, claims: list[tuple[int, int]], now: datetime, why: str) -> int:
+    """Release notices this pass claimed but did not try: the attempt is not counted; they wait one backoff."""
+    count = 0
+    with transaction(settings) as session:
+        for notice_id, attempt in claims:
+            notice = session.exec(select(Notice).where(Notice.id == notice_id).with_for_update()).one()
+            if notice.status == NoticeStatus.PENDING and notice.attempts == attempt:
+                notice.attempts -= 1
+                notice.next_attempt_at = now + settings.outbox_backoff
+                notice.last_error = f"not tried: {why}"[:2000]
+                session.add(notice)
+                count += 1
+    return count
 
 
 def eml_name(notice: Notice) -> str:
@@ -270,9 +313,25 @@ async def dispatch_due(
     except ReferenceDataError:
         reference = None  # office names are a courtesy; the notice goes without them
     sender = parseaddr(settings.mail_from)[1] or settings.mail_from
-    transport = transport or transport_for(settings)
+    claimed_at = clock()
+    pending = list(claimed)
     try:
-        for item in claimed:
+        transport = transport or transport_for(settings)
+    except Exception as exc:
+        log.error("outbox: no transport (%s); %d notices put back", exc, len(pending))
+        report.outcomes["put_back"] += put_back(settings, [(c.notice.id, c.notice.attempts) for c in pending], clock(), str(exc))
+        report.errors.append(f"no transport: {exc}")
+        return report
+    try:
+        while pending:
+            if clock() - claimed_at > settings.outbox_lease / 3:  # a slow pass renews its lease before it can run out
+                held = renew_claims(settings, [(c.notice.id, c.notice.attempts) for c in pending], clock())
+                report.outcomes["stale"] += len(pending) - len(held)
+                pending = [c for c in pending if c.notice.id in held]
+                claimed_at = clock()
+                if not pending:
+                    break
+            item = pending.pop(0)
             notice = item.notice
             try:
                 if item.declaration is None:
@@ -283,11 +342,19 @@ async def dispatch_due(
                 log.exception("notice %s (%s) cannot be rendered", notice.id, notice.kind)
                 result = SendResult(PERMANENT, f"cannot be rendered: {type(exc).__name__}: {exc}")
             else:
-                result = await transport.send(message, sender, notice.recipient, eml_name(notice))
+                try:
+                    result = await transport.send(message, sender, notice.recipient, eml_name(notice))
+                except Exception as exc:  # whatever it was, the notice waits for its next attempt
+                    log.exception("notice %s: the transport failed", notice.id)
+                    result = SendResult(TEMPORARY, f"{type(exc).__name__}: {exc}")
             verdict = record_attempt(settings, notice.id, notice.attempts, result, clock())
             report.outcomes[verdict] += 1
             if result.outcome != SENT:
                 report.errors.append(f"notice {notice.id} to {notice.recipient}: {result.detail}")
+            if result.server_wide and pending:
+                log.error("outbox: %s; %d notices put back for the next pass", result.detail, len(pending))
+                report.outcomes["put_back"] += put_back(settings, [(c.notice.id, c.notice.attempts) for c in pending], clock(), result.detail)
+                pending = []
     finally:
         await transport.close()
     return report

@@ -113,13 +113,14 @@ def report_system_failure(
     error: BaseException | str,
     run_log: str,
     flow_run_id: str | None = None,
+    run_count: int = 1,
     now: datetime | None = None,
     settings: Settings | None = None,
 ) -> FailureReport:
     """Queue the support report and the applicant's notice, and audit the failure: one transaction, once per run and step."""
     settings = settings or get_settings()
     now = now or utcnow()
-    dedup = f"support_report:{application_id}:{flow_run_id or now.isoformat()}:{step}"
+    dedup = f"support_report:{application_id}:{flow_run_id or now.isoformat()}:{run_count}:{step}"
     with transaction(settings) as session:
         existing = session.exec(select(Notice).where(Notice.dedup_key == dedup)).first()
         if existing is not None:
@@ -146,6 +147,7 @@ def report_system_failure(
         )
         facts = {
             "event_at": now.isoformat(),
+            "registration_number": declaration.registration_number,
             "report_id": report_id,
             "failed_step": step,
             "flow_run_id": flow_run_id,
@@ -159,12 +161,14 @@ def report_system_failure(
                      at=now, event_seq=event.seq, attachments=attachments)
         queue_notice(session, application_id=application_id, kind=NoticeKind.FAILURE_REPORTED,
                      dedup_key=f"failure_reported:{application_id}:{report_id}", recipient=who["email"],
-                     language=who["language"], facts={"event_at": now.isoformat(), "report_id": report_id, "failed_step": step},
+                     language=who["language"], facts={"event_at": now.isoformat(), "report_id": report_id, "failed_step": step,
+                                                      "registration_number": declaration.registration_number},
                      at=now, event_seq=event.seq)
         return FailureReport(report_id, created=True)
 
 
 @task(name="report-failure", retries=3, retry_delay_seconds=[1, 2, 4], timeout_seconds=60)
-def report_failure(application_id: str, step: str, error: str, run_log: str, flow_run_id: str | None) -> str:
-    """Prefect task around report_system_failure (the error comes as its formatted text)."""
-    return report_system_failure(application_id, step=step, error=error, run_log=run_log, flow_run_id=flow_run_id).report_id
+def report_failure(application_id: str, step: str, error: str, run_log: str, flow_run_id: str | None, run_count: int = 1) -> str:
+    """Prefect task around report_system_failure (the error comes as its formatted text); once per run attempt and step."""
+    return report_system_failure(application_id, step=step, error=error, run_log=run_log, flow_run_id=flow_run_id,
+                                 run_count=run_count).report_id

@@ -306,6 +306,29 @@ def test_retrying_the_failed_flow_run_as_the_ui_does_is_safe_and_audited(setting
     (retried,) = flow_run_of(application_id)  # the same flow run, run a second time
     assert retried.id == failed.id and retried.run_count == 2 and retried.state.is_completed()
     (audited,) = events(application_id, "clearance_rerun")
-    assert audited.actor == "prefect-ui-retry" and audited.details["run_count"] == 2
+    assert audited.actor == "prefect-retry" and audited.details["run_count"] == 2
     assert len(notices(application_id, NoticeKind.REGISTRATION)) == 1 and len(notices(application_id, NoticeKind.RELEASE)) == 1
     assert len(notices(application_id, NoticeKind.SUPPORT_REPORT)) == 1  # the first failure, reported once
+
+
+def test_a_waiting_run_whose_deadline_passes_records_the_breach_and_says_so(settings, company_signer):
+    from datetime import timedelta
+
+    from customs.settings import configure
+    from flows.clearance import ReleaseDeadlinePassed
+    from test_officials import events
+
+    configure(settings.model_copy(update={"release_deadline": timedelta(seconds=3), "decision_wait_after_deadline": timedelta(seconds=2),
+                                          "decision_poll_seconds": 1}))
+    application_id = submit(company_signer, unique(sample("03-unpaid-vat.json")))
+    with pytest.raises(ReleaseDeadlinePassed) as passed:
+        clearance(application_id)
+    assert "the breach is recorded" in str(passed.value)
+    assert len(events(application_id, "release_deadline_breached")) == 1
+    assert declaration_status(application_id)["release_breached_at"] is not None
+    (run,) = flow_run_of(application_id)
+    assert run.state.is_failed() and "no decision by" in (run.state.message or "")
+    # The supervisor can still decide afterwards, with no run waiting.
+    late = CliRunner().invoke(app_cli(), ["decide", application_id, "release", "--official", "KZ-OF-0002", "--json"])
+    assert late.exit_code == 0, late.output
+    assert json.loads(late.output)["status"] == "released"

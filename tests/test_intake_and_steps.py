@@ -233,3 +233,19 @@ def test_audit_events_are_append_only(settings, company_signer):
             with get_engine().begin() as connection:
                 connection.execute(text(statement))
         assert "append-only" in str(error.value)
+
+
+def test_an_older_database_gets_the_new_columns_at_start_up(settings, company_signer):
+    """A database made before a column existed is upgraded in place, its rows kept (Alembic's comparison)."""
+    from customs.db import init_db
+
+    application_id = submit_signed(company_signer, unique(sample())).application_id
+    with get_engine().begin() as connection:
+        connection.execute(text("ALTER TABLE declaration DROP COLUMN entered_by"))
+        connection.execute(text("DROP INDEX ix_declaration_release_due_at"))
+        connection.execute(text("ALTER TABLE declaration DROP COLUMN release_due_at"))
+    init_db(settings)
+    with get_engine().connect() as connection:
+        columns = {row[1] for row in connection.execute(text("PRAGMA table_info(declaration)"))}
+    assert {"entered_by", "release_due_at"} <= columns
+    assert declaration_status(application_id)["status"] == "submitted"

@@ -178,10 +178,12 @@ def test_every_notice_type_in_every_language_arrives_with_both_parts(smtp_settin
         assert set(body) == {"text/plain", "text/html"}, kind
         assert application_id in body["text/plain"] and application_id in body["text/html"]
         # A name with markup is text: escaped in HTML, as written in plain text.
-        if kind not in ("support_report", "release_deadline_alert"):
+        assert "<script>" not in body["text/html"] and "<b>Алатау</b>" not in body["text/html"], kind
+        if "Алатау" in body["text/plain"]:  # every notice that names the declarant names it as text
             assert "&lt;script&gt;alert(1)&lt;/script&gt;" in body["text/html"], kind
-            assert "<script>" not in body["text/html"] and "<b>Алатау</b>" not in body["text/html"]
             assert name in body["text/plain"], kind
+        else:
+            assert kind == "release_deadline_alert"  # addressed to a supervisor, about the declaration not the declarant
         files = attachments(message)
         if kind in ("release", "release_refusal", "release_cancellation"):
             decision = json.loads(files["decision.json"])
@@ -299,15 +301,20 @@ def test_crash_between_send_and_mark_resends_the_same_message(smtp_settings, smt
     assert dispatch_due_sync(now=now + timedelta(days=1)).claimed == 0
 
 
-def test_a_notice_renders_to_the_same_bytes_every_time(settings, company_signer):
+def test_a_notice_renders_to_the_same_bytes_whatever_happened_since(settings, company_signer):
+    def facts_now():
+        with transaction() as session:
+            return DeclarationFacts.of(session.exec(select(Declaration).where(Declaration.application_id == application_id)).one())
+
     application_id = green_declaration(company_signer)
-    run_steps(application_id)
+    (acceptance,) = notices(application_id)
+    before = build_message(acceptance, facts_now(), None, sender="a@b.kz", domain="d.kz").as_bytes()
+    run_steps(application_id)  # registered and released meanwhile: the acceptance notice must not change
+    after = build_message(acceptance, facts_now(), None, sender="a@b.kz", domain="d.kz").as_bytes()
+    assert before == after and facts_now().registration_number is not None
     release = notices(application_id)[-1]
-    with transaction() as session:
-        declaration = DeclarationFacts.of(session.exec(select(Declaration).where(Declaration.application_id == application_id)).one())
-    one = build_message(release, declaration, None, sender="a@b.kz", domain="d.kz").as_bytes()
-    two = build_message(release, declaration, None, sender="a@b.kz", domain="d.kz").as_bytes()
-    assert one == two and b"decision.json" in one
+    one = build_message(release, facts_now(), None, sender="a@b.kz", domain="d.kz").as_bytes()
+    assert one == build_message(release, facts_now(), None, sender="a@b.kz", domain="d.kz").as_bytes() and b"decision.json" in one
 
 
 def test_without_smtp_notices_are_written_as_eml_files(settings, company_signer):
@@ -435,3 +442,65 @@ def test_delivery_over_tls_verifies_the_server_certificate(tmp_path, pki, compan
         controller.stop()
         configure(None)
         dispose_engines()
+
+
+# --- Review fixes: what the server refuses for the whole session, lost leases, dead passes -----------------
+
+
+def test_a_refused_session_fails_no_notice_and_puts_the_batch_back(smtp_settings, smtp_server, company_signer):
+    """530 at MAIL FROM (e.g. a wrong or missing login) says nothing about the notices: they wait, untried ones uncounted."""
+
+    async def refuse_mail(server, session, envelope, address, mail_options):
+        return "530 5.7.0 Authentication required"
+
+    smtp_server.handler.handle_MAIL = refuse_mail
+    ids = [green_declaration(company_signer) for _ in range(3)]
+    now = utcnow()
+    report = dispatch_due_sync(now=now)
+    assert (report.outcomes["retry"], report.outcomes["put_back"], report.outcomes["failed"]) == (1, 2, 0)
+    queued = [n for a in ids for n in notices(a)]
+    assert {n.status for n in queued} == {NoticeStatus.PENDING}
+    assert sorted(n.attempts for n in queued) == [0, 0, 1]
+    assert all("530" in n.last_error for n in queued)
+    del smtp_server.handler.handle_MAIL  # the login is fixed
+    assert dispatch_due_sync(now=now + timedelta(minutes=1)).sent == 3
+    assert len(smtp_server.received) == 3
+
+
+def test_a_delivery_by_a_pass_whose_lease_ran_out_still_counts(smtp_settings, smtp_server, company_signer):
+    application_id = green_declaration(company_signer)
+    (notice,) = notices(application_id)
+    now = utcnow()
+    outbox.claim_due(smtp_settings, now, 10)  # pass 1 claims (attempt 1) and stalls
+    outbox.claim_due(smtp_settings, now + smtp_settings.outbox_lease + timedelta(seconds=1), 10)  # pass 2 takes over (attempt 2)
+    verdict = outbox.record_attempt(smtp_settings, notice.id, 1, outbox.SendResult("sent", "250 ok"), now + timedelta(minutes=11))
+    assert verdict == "sent"
+    (after,) = notices(application_id)
+    assert after.status == NoticeStatus.SENT  # pass 2 will not send it a third time
+    assert outbox.record_attempt(smtp_settings, notice.id, 2, outbox.SendResult("temporary", "451"), now + timedelta(minutes=12)) == "stale"
+
+
+def test_notices_whose_passes_kept_dying_end_as_failed(smtp_settings, smtp_server, company_signer):
+    application_id = green_declaration(company_signer)
+    now = utcnow()
+    for attempt in range(smtp_settings.outbox_max_attempts):  # each pass claims and dies before recording
+        outbox.claim_due(smtp_settings, now + attempt * smtp_settings.outbox_lease * 2, 10)
+    assert dispatch_due_sync(now=now + timedelta(days=1)).claimed == 0
+    (notice,) = notices(application_id)
+    assert notice.status == NoticeStatus.FAILED and "dispatcher stopped" in notice.last_error
+    assert smtp_server.received == []
+
+
+def test_a_transport_that_raises_leaves_the_notice_for_later(smtp_settings, company_signer):
+    class Broken:
+        async def send(self, *args):
+            raise RuntimeError("disk full")
+
+        async def close(self):
+            return None
+
+    application_id = green_declaration(company_signer)
+    report = outbox.dispatch_due_sync(transport=Broken())
+    assert report.outcomes["retry"] == 1
+    (notice,) = notices(application_id)
+    assert notice.status == NoticeStatus.PENDING and "disk full" in notice.last_error

@@ -147,7 +147,7 @@ def test_a_decision_is_given_once_and_a_replay_is_recognised(settings, company_s
     assert len(notices(declaration.application_id, NoticeKind.RELEASE)) == 1
 
 
-def test_a_decision_after_the_deadline_is_refused_and_the_breach_recorded_once(settings, company_signer):
+def test_after_the_deadline_an_inspector_is_refused_a_supervisor_decides_late(settings, company_signer):
     declaration = awaiting(company_signer)
     late = declaration.release_due_at + timedelta(minutes=1)
     for _ in range(2):
@@ -158,7 +158,13 @@ def test_a_decision_after_the_deadline_is_refused_and_the_breach_recorded_once(s
     assert stored(declaration.application_id).release_breached_at == late
     alerts = notices(declaration.application_id, NoticeKind.RELEASE_DEADLINE_ALERT)
     assert [n.recipient for n in alerts] == ["a.nurlanov@kgd.gov.kz"]  # the zone's supervisor
-    assert alerts[0].facts["minutes_left"] < 0
+    assert alerts[0].facts["minutes_left"] < 0 and alerts[0].facts["stage"] == "breach"
+    # The goods are not stuck: the zone's supervisor may still decide, and the decision is recorded as late.
+    result = decide(declaration.application_id, decision="release", official_id=SUPERVISOR, now=late + timedelta(minutes=5))
+    assert result.status == "released"
+    transition = events(declaration.application_id)[-1]
+    assert transition.actor == SUPERVISOR and transition.details["late"] is True
+    assert len(events(declaration.application_id, "release_deadline_breached")) == 1
 
 
 def test_deadline_watch_alerts_at_75_percent_and_records_the_breach_at_100(settings, company_signer):
