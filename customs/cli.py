@@ -17,6 +17,8 @@ app = typer.Typer(help="Customs clearance back office (Kazakhstan state revenue 
 pki_app = typer.Typer(help="A test PKI shaped like NCA RK's (for tests, the demo and integration testing).", no_args_is_help=True)
 audit_app = typer.Typer(help="The append-only, hash-chained audit trail.", no_args_is_help=True)
 server_app = typer.Typer(help="The local Prefect server that records flow runs.", no_args_is_help=True)
+crl_app = typer.Typer(help="Certificate revocation lists of the trusted CAs.", no_args_is_help=True)
+app.add_typer(crl_app, name="crl")
 app.add_typer(pki_app, name="pki")
 app.add_typer(audit_app, name="audit")
 outbox_app = typer.Typer(help="Notices to declarants and the support service (the e-mail outbox).", no_args_is_help=True)
@@ -417,6 +419,10 @@ def ops(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
         typer.echo(json.dumps(summary, ensure_ascii=False, indent=2))
         return
     typer.echo("declarations: " + ", ".join(f"{k} {v}" for k, v in summary["declarations"].items()))
+    typer.echo("lanes (registered): " + (", ".join(f"{k} {v}" for k, v in summary["lanes"].items()) or "none"))
+    if summary["oldest_in_progress"]:
+        oldest = summary["oldest_in_progress"]
+        typer.echo(f"oldest in progress: {oldest['application_id']} at {oldest['status']} for {oldest['resting_minutes']} min")
     typer.echo(f"awaiting an official: {len(summary['awaiting_official'])}")
     for row in summary["awaiting_official"]:
         flag = " BREACHED" if row["breached"] else (" alerted" if row["alerted"] else "")
@@ -424,6 +430,15 @@ def ops(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     typer.echo(f"release marks open: {summary['marks_open']}; overdue (> {summary['mark_overdue_minutes']} min): {len(summary['marks_overdue'])}")
     for row in summary["marks_overdue"]:
         typer.echo(f"  {row['registration_number']:<24} zone {row['zone'] or '-':<10} open {row['open_minutes']} min")
+    typer.echo(f"print requests open: {len(summary['print_requests_open'])}")
+    for row in summary["print_requests_open"]:
+        typer.echo(f"  {row['request_id']:<20} {row['registration_number']:<24} office {row['office']}  {row['minutes_left']} min left")
+    if summary["failed_runs"] is None:
+        typer.echo("failed clearance runs: unknown (no Prefect server answers)")
+    else:
+        typer.echo(f"failed clearance runs (24 h): {len(summary['failed_runs'])}")
+        for run in summary["failed_runs"][:20]:
+            typer.echo(f"  {run['flow_run']:<24} {run['state']:<8} {run['message'][:90]}")
     typer.echo("outbox: " + ", ".join(f"{k} {v}" for k, v in summary["outbox"].items()))
 
 
@@ -557,6 +572,82 @@ def sla(
         fmt = lambda v: "-" if v is None else v  # noqa: E731
         typer.echo(f"{row['office']:<8}{row['requests']:>9}{row['printed_in_time']:>9}{row['late']:>6}{row['open']:>6}{row['open_overdue']:>9}"
                    f"{fmt(row['median_minutes']):>8}{fmt(row['p95_minutes']):>7}")
+
+
+# ----------------------------------------------------------------------------------------------
+# Running as a service
+
+
+@app.command("serve")
+def serve_command(
+    port: Annotated[Optional[int], typer.Option(help="Port of the intake API (default CUSTOMS_API_PORT, 8080).")] = None,
+) -> None:
+    """Run it all: the Prefect server (or PREFECT_API_URL), the deployments of prefect.yaml, the worker, the intake API."""
+    from customs.serve import serve
+    from customs.settings import configure
+
+    settings = get_settings()
+    if port is not None:
+        settings = settings.model_copy(update={"api_port": port})
+        configure(settings)
+    try:
+        serve(settings, echo=typer.echo)
+    except (RuntimeError, ValueError) as exc:
+        _fail(str(exc))
+
+
+@app.command()
+def recheck(
+    restart: Annotated[bool, typer.Option("--restart/--report-only", help="Start a clearance run for each stuck declaration (needs `customs serve`).")] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """What batch-recheck does, now: stuck declarations, passed release deadlines, signers revoked since (current CRLs)."""
+    from tasks.recheck import batch_recheck_run
+
+    _prepare_database()
+    starter = None
+    if restart:
+        from customs.prefect_server import prefect_api, running_api_url
+
+        api_url = running_api_url(get_settings())
+        if api_url is None:
+            _fail("--restart needs a running Prefect server with the clearance deployment (customs serve)")
+
+        def starter(application_id: str) -> None:
+            from prefect.deployments import run_deployment
+
+            with prefect_api(api_url):
+                run_deployment("clearance/clearance", parameters={"application_id": application_id, "requested_by": "batch-recheck"},
+                               timeout=0, as_subflow=False, flow_run_name=application_id)
+    result = batch_recheck_run(restart=starter)
+    if as_json:
+        typer.echo(json.dumps(result, ensure_ascii=False, indent=2, default=str))
+        return
+    typer.echo(f"read {result['scanned']} declarations; " + (", ".join(f"{k}: {v}" for k, v in result["counts"].items()) or "nothing found"))
+    for finding in result["findings"][:50]:
+        typer.echo(f"  {finding['application_id']:<20} {finding['status']:<20} {finding['finding']:<34} {finding['action']:<16} {finding['detail']}")
+
+
+@crl_app.command("refresh")
+def crl_refresh_command(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Download the CRLs of CUSTOMS_CRL_URLS into CUSTOMS_CRL_DIR, each checked against its issuer first (what crl-refresh does hourly)."""
+    from tasks.crl_refresh import CrlRefreshNotConfigured, PROBLEM_OUTCOMES, refresh_crls
+
+    try:
+        report = refresh_crls()
+    except CrlRefreshNotConfigured as exc:
+        _fail(str(exc), as_json=as_json)
+    rows = report.as_dicts()
+    if as_json:
+        typer.echo(json.dumps(rows, ensure_ascii=False, indent=2))
+    else:
+        for row in rows:
+            typer.echo(f"{row['outcome']:<16} {row.get('code') or '':<24} {row.get('issuer') or '-':<40} no. {row.get('crl_number') or '-':<12} "
+                       f"next {row.get('next_update') or '-'}  {row.get('file') or ''}  {row.get('message') or ''}")
+        if not rows:
+            typer.echo("no CRL URLs configured (CUSTOMS_CRL_URLS)")
+    if any(row["outcome"] in PROBLEM_OUTCOMES for row in rows):
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -18,6 +18,7 @@ import models.audit  # noqa: F401  (tables are registered on import)
 import models.declaration  # noqa: F401
 import models.outbox  # noqa: F401
 import models.printing  # noqa: F401
+import models.api_client  # noqa: F401
 from customs.settings import Settings, get_settings
 from models.audit import APPEND_ONLY_DDL, AuditHead
 

@@ -209,14 +209,17 @@ class TestPki:
         (self.dir / "ca" / "state.json").write_text(json.dumps({"revoked": {str(k): v for k, v in self.revoked.items()}}))
         self.write_crl(now=now, next_update=next_update)
 
-    def build_crl(self, *, now: datetime | None = None, next_update: datetime | None = None, signing_key=None) -> x509.CertificateRevocationList:
+    def build_crl(
+        self, *, now: datetime | None = None, next_update: datetime | None = None, signing_key=None, crl_number: int | None = None
+    ) -> x509.CertificateRevocationList:
+        """The issuing CA's CRL as of ``now``; its CRL Number is ``crl_number``, by default ``now`` in Unix seconds."""
         now = now or utcnow()
         builder = (
             x509.CertificateRevocationListBuilder()
             .issuer_name(self.issuing_cert.subject)
             .last_update(now - timedelta(minutes=1))
             .next_update(next_update or now + timedelta(days=1))
-            .add_extension(x509.CRLNumber(int(now.timestamp())), critical=False)
+            .add_extension(x509.CRLNumber(int(now.timestamp()) if crl_number is None else crl_number), critical=False)
         )
         for serial, when in sorted(self.revoked.items()):
             builder = builder.add_revoked_certificate(
@@ -228,8 +231,8 @@ class TestPki:
             )
         return builder.sign(signing_key or self.issuing_key, hashes.SHA256())
 
-    def write_crl(self, *, now: datetime | None = None, next_update: datetime | None = None, signing_key=None) -> Path:
-        crl = self.build_crl(now=now, next_update=next_update, signing_key=signing_key)
+    def write_crl(self, *, now: datetime | None = None, next_update: datetime | None = None, signing_key=None, crl_number: int | None = None) -> Path:
+        crl = self.build_crl(now=now, next_update=next_update, signing_key=signing_key, crl_number=crl_number)
         path = self.crl_dir / "issuing-ca.crl"
         path.write_bytes(crl.public_bytes(serialization.Encoding.DER))
         return path

@@ -338,6 +338,11 @@ def operations_summary(now: datetime | None = None) -> dict[str, Any]:
     now = now or utcnow()
     with transaction() as session:
         by_status = dict(session.exec(select(Declaration.status, func.count()).group_by(Declaration.status)).all())
+        by_lane = {lane or "none": count for lane, count in session.exec(
+            select(Declaration.lane, func.count()).where(Declaration.registration_number.is_not(None)).group_by(Declaration.lane)).all()}
+        oldest_passing = session.exec(
+            select(Declaration).where(Declaration.status.in_((Status.SUBMITTED, Status.SIGNATURES_CHECKED, Status.REGISTERED, Status.LANE_ASSIGNED)))
+            .order_by(Declaration.updated_at).limit(1)).first()
         waiting = session.exec(
             select(Declaration).where(Declaration.status == Status.AWAITING_OFFICIAL).order_by(Declaration.release_due_at)
         ).all()
@@ -350,12 +355,51 @@ def operations_summary(now: datetime | None = None) -> dict[str, Any]:
         ]
     marks = open_marks(now=now)
     overdue_minutes = int(settings.release_mark_overdue.total_seconds() // 60)
+    from models.printing import PrintRequest, PrintStatus
+
+    with transaction() as session:
+        prints_open = session.exec(select(PrintRequest).where(PrintRequest.status == PrintStatus.PENDING).order_by(PrintRequest.due_at)).all()
+        print_rows = [{"request_id": p.request_id, "registration_number": p.registration_number, "office": p.office,
+                       "minutes_left": int((p.due_at - now).total_seconds() // 60)} for p in prints_open]
+    oldest = None
+    candidates = [(d["minutes_left"], "awaiting official", d["registration_number"]) for d in awaiting if d["minutes_left"] is not None]
+    if oldest_passing is not None:
+        oldest = {"application_id": oldest_passing.application_id, "status": str(oldest_passing.status),
+                  "resting_minutes": int((now - oldest_passing.updated_at).total_seconds() // 60)}
     return {
         "at_kz": kz_display(now),
         "declarations": {str(s): by_status.get(s, 0) for s in Status},
+        "lanes": by_lane,
+        "oldest_in_progress": oldest,
+        "most_urgent_decision": min(candidates) if candidates else None,
+        "print_requests_open": print_rows,
+        "failed_runs": _failed_clearance_runs(now),
         "awaiting_official": awaiting,
         "marks_open": len(marks),
         "mark_overdue_minutes": overdue_minutes,
         "marks_overdue": [m for m in marks if m["open_minutes"] >= overdue_minutes],
         "outbox": {str(s): outbox.get(s, 0) for s in NoticeStatus},
     }
+
+
+def _failed_clearance_runs(now: datetime, hours: int = 24) -> list[dict[str, Any]] | None:
+    """Clearance flow runs that failed or crashed in the last ``hours`` (None when no Prefect server answers)."""
+    from datetime import timedelta
+
+    from customs.prefect_server import is_healthy, prefect_api, running_api_url
+
+    api_url = running_api_url(get_settings())
+    if api_url is None or not is_healthy(api_url):
+        return None
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterStartTime, FlowRunFilterState, FlowRunFilterStateType, FlowRunFilterTags
+    from prefect.client.schemas.objects import StateType
+
+    with prefect_api(api_url), get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+            tags=FlowRunFilterTags(all_=["clearance"]),
+            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.FAILED, StateType.CRASHED])),
+            start_time=FlowRunFilterStartTime(after_=now - timedelta(hours=hours)),
+        ), limit=100)
+    return [{"flow_run": r.name, "id": str(r.id), "state": r.state.name if r.state else "", "message": (r.state.message or "")[:200] if r.state else ""}
+            for r in runs]

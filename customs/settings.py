@@ -62,6 +62,18 @@ class Settings(BaseSettings):
     outbox_backoff_cap: timedelta = Field(timedelta(hours=1), description="Longest delay between two attempts.")
     outbox_max_attempts: int = Field(12, gt=0, description="Attempts before a notice that keeps failing temporarily is marked failed.")
 
+    # Running as a service (customs serve)
+    api_host: str = Field("127.0.0.1", description="Address the intake HTTP API listens on.")
+    api_port: int = Field(8080, description="Port of the intake HTTP API.")
+    api_max_request_bytes: int = Field(64 * 1024 * 1024, gt=0, description="Largest HTTP request body accepted (413 above).")
+    worker_concurrency: int = Field(4, gt=0, description="Clearance flow runs executed at once by the in-process worker.")
+    worker_poll_seconds: float = Field(0.5, gt=0, description="How often the worker looks for clearance runs to execute.")
+    recheck_stuck_after: timedelta = Field(timedelta(minutes=10), description="A declaration resting this long in a passing status is stuck.")
+    recheck_batch_size: int = Field(5000, gt=0, description="Declarations read per batch by batch-recheck.")
+    registration_alert_fraction: float = Field(0.75, gt=0, lt=1, description="Operations are alerted when this share of the registration time has passed.")
+    crl_urls: list[str] = Field(default_factory=list, description="CRLs to download into crl_dir every hour (JSON list of http(s) URLs).")
+    crl_download_timeout: float = Field(30.0, gt=0, description="Seconds to wait for one CRL download.")
+
     prefect_api_url: str | None = Field(
         None, description="Prefect API to record flow runs in; default: the local server the CLI starts under data_dir."
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import math
 import sys
+import time
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
@@ -61,7 +62,7 @@ def _label_run(outcome: StepOutcome, current: dict) -> None:
         get_run_logger().warning("could not label the flow run %s: %s", flow_run.id, exc)
 
 
-def _summary(outcome: StepOutcome) -> str:
+def _summary(outcome: StepOutcome, timings: dict[str, float] | None = None) -> str:
     lines = [
         f"# Clearance of {outcome.application_id}",
         "",
@@ -72,6 +73,9 @@ def _summary(outcome: StepOutcome) -> str:
         f"| Customs office | {outcome.customs_office or '-'} |",
         f"| Lane | {outcome.lane or '-'} |",
     ]
+    if timings:
+        lines += ["", "## Steps", "", "| Step | Seconds |", "|---|---|"]
+        lines += [f"| {step} | {seconds:.3f} |" for step, seconds in timings.items()]
     if outcome.reasons:
         lines += ["", "## Reasons", "", "| Code | Where | Message |", "|---|---|---|"]
         lines += [f"| {r['code']} | `{r['path']}` | {r['message'].replace('|', '/')} |" for r in outcome.reasons]
@@ -185,27 +189,36 @@ def clearance(application_id: str, requested_by: str | None = None, wait_for_off
     if requested_by or flow_run.run_count > 1:  # `customs rerun`, or the same run again (the UI's Retry, a reschedule)
         record_rerun(application_id, requested_by or "prefect-retry", flow_run_id, flow_run.run_count)
 
+    timings: dict[str, float] = {}
+
+    def timed(name: str, call, *args):
+        started = time.perf_counter()
+        try:
+            return call(*args)
+        finally:
+            timings[name] = timings.get(name, 0.0) + time.perf_counter() - started
+
     with RunLogCapture(flow_run_id) as run_log:
         step = "signature_check"
         try:
-            outcome = signature_check(application_id)
+            outcome = timed(step, signature_check, application_id)
             _label_run(outcome, labels)
             step = "registration"
-            outcome = register(application_id)
+            outcome = timed(step, register, application_id)
             _label_run(outcome, labels)
             if outcome.status == Status.REGISTRATION_REFUSED:
                 logger.info("%s refused registration: %s", application_id, ", ".join(r["code"] for r in outcome.reasons))
             else:
                 step = "risk_assessment"
-                outcome = risk_assessment(application_id)
+                outcome = timed(step, risk_assessment, application_id)
                 _label_run(outcome, labels)
                 step = "release"
-                outcome = release(application_id)
+                outcome = timed(step, release, application_id)
                 logger.info("%s (%s) is %s, lane %s", application_id, outcome.registration_number, outcome.status, outcome.lane)
                 _label_run(outcome, labels)
                 if outcome.status == Status.AWAITING_OFFICIAL and wait_for_official:
                     step = "official_decision"
-                    _await_official(application_id)
+                    timed(step, _await_official, application_id)
                     outcome = current_outcome(application_id)
         except DeclarationNotFound:
             raise  # nothing to report on: the caller named no stored declaration
@@ -221,9 +234,9 @@ def clearance(application_id: str, requested_by: str | None = None, wait_for_off
                 logger.error("%s: the support report could not be queued: %s", application_id, report.message)
             _send_notices(application_id)
             raise
-    _send_notices(application_id)
+    timed("notices", _send_notices, application_id)
     create_markdown_artifact(
-        key=f"clearance-{application_id.lower()}", markdown=_summary(outcome), description=f"Outcome of {application_id}"
+        key=f"clearance-{application_id.lower()}", markdown=_summary(outcome, timings), description=f"Outcome of {application_id}"
     )
     return outcome.model_dump()
 

@@ -98,6 +98,8 @@ class Declaration(SQLModel, table=True):
     release_alerted_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     release_breached_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     entered_by: str | None = Field(default=None, max_length=60, description="The official who entered a paper declaration.")
+    registration_alerted_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    registration_breached_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
     @property
     def reason_objects(self) -> list[Reason]:

@@ -37,6 +37,7 @@ class NoticeKind(StrEnum):
     RELEASE_DEADLINE_ALERT = "release_deadline_alert"
     PRINT_REQUEST_ACCEPTED = "print_request_accepted"
     PRINT_DEADLINE_ALERT = "print_deadline_alert"
+    REGISTRATION_DEADLINE_ALERT = "registration_deadline_alert"
 
 
 # Notices that carry a decision, and so the decision as a JSON attachment.

@@ -179,6 +179,9 @@ def notice_context(notice: Notice, declaration: DeclarationFacts, reference: Ref
             waiting_reasons=facts.get("waiting_reasons", []),
             stage=facts.get("stage") or ("breach" if int(facts["minutes_left"]) <= 0 else "alert"),
         )
+    elif kind == NoticeKind.REGISTRATION_DEADLINE_ALERT:
+        context.update(status=facts["status"], deadline_at=facts["deadline_at"], minutes_left=int(facts["minutes_left"]),
+                       stage=facts["stage"])
     elif kind == NoticeKind.PRINT_REQUEST_ACCEPTED:
         context.update(request_id=facts["request_id"], requested_at=facts["requested_at"], due_at=facts["due_at"],
                        requested_by=facts.get("requested_by"), pages_sha256=facts["pdf_sha256"])

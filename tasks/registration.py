@@ -147,3 +147,50 @@ def register_declaration(application_id: str, *, now: datetime | None = None) ->
 def register(application_id: str) -> StepOutcome:
     """Format and logic control; registration number or refusal with every reason."""
     return register_declaration(application_id)
+
+
+# ----------------------------------------------------------------------------------------------
+# The registration deadline (registration is automatic: a late one is a failure of the system)
+
+
+def check_registration_deadlines(*, now: datetime | None = None, settings=None) -> dict[str, list[str]]:
+    """Alert the support service at 75% of the registration time, record the breach at 100%; each once."""
+    from sqlmodel import select
+
+    from models.audit import append_event
+    from models.declaration import Declaration
+    from models.outbox import NoticeKind, queue_notice
+
+    settings = settings or get_settings()
+    now = now or utcnow()
+    report: dict[str, list[str]] = {"alerted": [], "breached": []}
+    alert_after = settings.registration_deadline * settings.registration_alert_fraction
+    with transaction(settings) as session:
+        query = select(Declaration).where(
+            Declaration.status.in_((Status.SUBMITTED, Status.SIGNATURES_CHECKED)),
+            Declaration.registration_breached_at.is_(None),
+            Declaration.submitted_at <= now - alert_after,
+        )
+        if session.get_bind().dialect.name == "postgresql":
+            query = query.with_for_update(skip_locked=True)
+        for declaration in session.exec(query):
+            due = declaration.submitted_at + settings.registration_deadline
+            stage = "breach" if now >= due else "alert"
+            if stage == "alert" and declaration.registration_alerted_at is not None:
+                continue
+            if stage == "breach":
+                declaration.registration_breached_at = now
+                report["breached"].append(declaration.application_id)
+            else:
+                declaration.registration_alerted_at = now
+                report["alerted"].append(declaration.application_id)
+            session.add(declaration)
+            event = append_event(session, application_id=declaration.application_id, actor="system", at=now,
+                                 event="registration_deadline_breached" if stage == "breach" else "registration_deadline_alert",
+                                 details={"due_at": due.isoformat(), "status": str(declaration.status)})
+            queue_notice(session, application_id=declaration.application_id, kind=NoticeKind.REGISTRATION_DEADLINE_ALERT,
+                         dedup_key=f"registration_deadline_{stage}:{declaration.application_id}", recipient=settings.support_address,
+                         language=settings.support_language, at=now, event_seq=event.seq,
+                         facts={"event_at": now.isoformat(), "status": str(declaration.status), "deadline_at": due.isoformat(),
+                                "minutes_left": int((due - now).total_seconds() // 60), "stage": stage, "registration_number": None})
+    return report

@@ -289,6 +289,15 @@ class TrustMaterial:
         good = [e for e in entries if e.signed_by(issuer)]
         return good, [e for e in entries if e not in good]
 
+    def newest_crls(self) -> dict[str, x509.CertificateRevocationList]:
+        """The newest CRL signed by each known CA, keyed by the CA's name as signer summaries write it."""
+        newest: dict[str, x509.CertificateRevocationList] = {}
+        for ca in self.roots + self.intermediates:
+            entries, _ = self.crls_of(ca)
+            if entries:
+                newest[ca.subject.rfc4514_string(_NAME_LABELS)] = max(entries, key=lambda e: e.crl.last_update_utc).crl
+        return newest
+
     def revocation_problem(self, cert: x509.Certificate, issuer: x509.Certificate, *, at: datetime, now: datetime, required: bool) -> tuple[str, str] | None:
         """Revocation status of ``cert`` (issued by ``issuer``) at the submission time ``at``, using CRLs current at ``now``."""
         issuer_name = issuer.subject.rfc4514_string(_NAME_LABELS)

@@ -1,0 +1,259 @@
+"""`customs serve`: the Prefect server, the deployments of prefect.yaml, a worker that runs them, and the intake API.
+
+The worker runs flow runs *in this process*, several at once (threads), instead of a new Python
+process per run (Prefect's process worker and ``serve()`` spend about 5 s starting each one). It picks
+up the scheduled runs of the deployments registered from prefect.yaml: intake's clearance runs, the
+schedules (batch-recheck, deadline-watch, outbox-dispatch, print-deadlines, crl-refresh), a run
+started from the UI, a failed run retried from the UI, a suspended run that was resumed. It claims each
+run by moving it to Pending through Prefect's orchestration, which accepts that once, so two workers
+never execute the same run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import yaml
+
+from customs import PROJECT_ROOT
+from customs.settings import Settings, get_settings
+from customs.timeutil import utcnow
+
+log = logging.getLogger("customs.serve")
+PREFECT_YAML = PROJECT_ROOT / "prefect.yaml"
+
+
+@dataclass(frozen=True)
+class DeploymentSpec:
+    name: str
+    entrypoint: str
+    description: str
+    tags: tuple[str, ...]
+    parameters: dict[str, Any]
+    schedules: tuple[dict[str, Any], ...]
+
+
+def read_deployments(path: Path = PREFECT_YAML) -> list[DeploymentSpec]:
+    """The deployments of prefect.yaml, checked for what `customs serve` needs."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise ValueError(f"{path}: cannot read the deployments: {exc}") from None
+    specs = []
+    for index, item in enumerate(data.get("deployments") or []):
+        where = f"{path}: deployments[{index}]"
+        if not isinstance(item, dict) or not item.get("name") or not item.get("entrypoint"):
+            raise ValueError(f"{where}: each deployment needs a name and an entrypoint")
+        specs.append(DeploymentSpec(
+            name=item["name"], entrypoint=item["entrypoint"], description=" ".join(str(item.get("description", "")).split()),
+            tags=tuple(item.get("tags") or ()), parameters=dict(item.get("parameters") or {}),
+            schedules=tuple(item.get("schedules") or ()),
+        ))
+    if not specs:
+        raise ValueError(f"{path}: no deployments")
+    return specs
+
+
+def register_deployments(specs: list[DeploymentSpec]) -> dict[str, tuple[UUID, Any]]:
+    """Create or update each deployment on the Prefect server; returns name -> (deployment id, flow)."""
+    from prefect.flows import load_flow_from_entrypoint
+    from prefect.schedules import Cron
+
+    registered = {}
+    for spec in specs:
+        flow = load_flow_from_entrypoint(str(PROJECT_ROOT / spec.entrypoint))
+        schedules = [Cron(s["cron"], timezone=s.get("timezone")) for s in spec.schedules if "cron" in s]
+        deployment = flow.to_deployment(name=spec.name, description=spec.description, tags=list(spec.tags),
+                                        parameters=spec.parameters, schedules=schedules or None)
+        registered[spec.name] = (deployment.apply(), flow)
+    return registered
+
+
+@dataclass
+class InProcessWorker:
+    """Executes scheduled runs of the given deployments in this process, ``limits[name]`` at a time each."""
+
+    deployments: dict[str, tuple[UUID, Any]]
+    limits: dict[str, int]
+    poll_seconds: float = 0.5
+    stop_event: threading.Event = field(default_factory=threading.Event)
+    running: dict[str, int] = field(default_factory=dict)
+    executed: int = 0
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=sum(self.limits.get(n, 1) for n in self.deployments), thread_name_prefix="flow-run")
+        self._context = contextvars.copy_context()  # Prefect's API settings reach the threads through it
+
+    def _claim(self, client, name: str, deployment_id: UUID, free: int) -> list:
+        from prefect.client.schemas.filters import (
+            DeploymentFilter, DeploymentFilterId, FlowRunFilter, FlowRunFilterNextScheduledStartTime, FlowRunFilterState,
+            FlowRunFilterStateType)
+        from prefect.client.schemas.objects import StateType
+        from prefect.client.schemas.sorting import FlowRunSort
+        from prefect.states import Pending
+
+        runs = client.read_flow_runs(
+            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])),
+            flow_run_filter=FlowRunFilter(
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.SCHEDULED])),
+                next_scheduled_start_time=FlowRunFilterNextScheduledStartTime(before_=utcnow()),
+            ),
+            sort=FlowRunSort.NEXT_SCHEDULED_START_TIME_ASC, limit=free,
+        )
+        claimed = []
+        for run in runs:
+            try:
+                result = client.set_flow_run_state(run.id, Pending())
+            except Exception as exc:  # another worker got there, or the run changed meanwhile
+                log.debug("could not claim %s: %s", run.id, exc)
+                continue
+            if result.state is not None and result.state.is_pending():
+                claimed.append(client.read_flow_run(run.id))
+        return claimed
+
+    def _execute(self, name: str, flow, flow_run) -> None:
+        from prefect.flow_engine import run_flow
+
+        try:
+            if flow.isasync:
+                asyncio.run(run_flow(flow, flow_run=flow_run, return_type="state"))
+            else:
+                run_flow(flow, flow_run=flow_run, return_type="state")
+        except BaseException as exc:  # the run's state in Prefect says what happened; the worker carries on
+            log.debug("flow run %s ended with %s", flow_run.id, type(exc).__name__)
+        finally:
+            with self._lock:
+                self.running[name] -= 1
+                self.executed += 1
+
+    def poll_once(self) -> int:
+        from prefect.client.orchestration import get_client
+
+        started = 0
+        with get_client(sync_client=True) as client:
+            for name, (deployment_id, flow) in self.deployments.items():
+                with self._lock:
+                    free = self.limits.get(name, 1) - self.running.get(name, 0)
+                if free <= 0:
+                    continue
+                for flow_run in self._claim(client, name, deployment_id, free):
+                    with self._lock:
+                        self.running[name] = self.running.get(name, 0) + 1
+                    self._pool.submit(self._context.run, self._execute, name, flow, flow_run)
+                    started += 1
+        return started
+
+    def run(self) -> None:
+        while not self.stop_event.is_set():
+            try:
+                busy = self.poll_once()
+            except Exception as exc:  # the server restarting, a network hiccup: try again shortly
+                log.warning("worker: cannot reach the Prefect API (%s); retrying", exc)
+                busy = 0
+            if not busy:
+                self.stop_event.wait(self.poll_seconds)
+
+    def stop(self, wait_seconds: float = 30.0) -> None:
+        self.stop_event.set()
+        deadline = time.monotonic() + wait_seconds
+        while sum(self.running.values()) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def clearance_starter(deployment_id: UUID):
+    """What intake calls after committing a declaration: a clearance run of the deployment, now."""
+    from prefect.client.orchestration import get_client
+
+    def start(application_id: str) -> None:
+        with get_client(sync_client=True) as client:
+            client.create_flow_run_from_deployment(
+                deployment_id, parameters={"application_id": application_id}, name=application_id,
+                tags=["clearance", f"application:{application_id}"], idempotency_key=f"intake:{application_id}",
+            )
+
+    return start
+
+
+def port_free(host: str, port: int) -> bool:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def serve(settings: Settings | None = None, *, ready: threading.Event | None = None, stop: threading.Event | None = None,
+          echo=print) -> None:
+    """Start everything and block until ``stop`` is set (or Ctrl-C)."""
+    import uvicorn
+
+    from customs.api import create_app
+    from customs.db import init_db
+    from customs.prefect_server import ensure_server, prefect_api, ui_url
+
+    settings = settings or get_settings()
+    if not port_free(settings.api_host, settings.api_port):
+        raise SystemExit(f"port {settings.api_port} on {settings.api_host} is taken: the intake API cannot start "
+                         "(set CUSTOMS_API_PORT, or stop what listens there)")
+    init_db(settings)
+    api_url = ensure_server(settings)
+    stop = stop or threading.Event()
+    with prefect_api(api_url):
+        specs = read_deployments()
+        deployments = register_deployments(specs)
+        limits = {name: 1 for name in deployments} | {"clearance": settings.worker_concurrency}
+        worker = InProcessWorker(deployments, limits, poll_seconds=settings.worker_poll_seconds, stop_event=stop)
+        app = create_app()
+        app.state.start_clearance = clearance_starter(deployments["clearance"][0])
+        app.state.decision_given = _decision_given
+        config = uvicorn.Config(app, host=settings.api_host, port=settings.api_port, log_level="warning", lifespan="on")
+        server = uvicorn.Server(config)
+        server.install_signal_handlers = lambda: None  # Ctrl-C is ours: stop the worker and the API together
+        api_thread = threading.Thread(target=contextvars.copy_context().run, args=(server.run,), name="intake-api", daemon=True)
+        worker_thread = threading.Thread(target=contextvars.copy_context().run, args=(worker.run,), name="worker", daemon=True)
+        api_thread.start()
+        worker_thread.start()
+        for _ in range(100):
+            if server.started:
+                break
+            time.sleep(0.1)
+        echo(f"Prefect UI:   {ui_url(api_url)}/runs")
+        echo(f"Prefect API:  {api_url}")
+        echo(f"Intake API:   http://{settings.api_host}:{settings.api_port}/v1  (OpenAPI: /docs, /openapi.json)")
+        echo(f"Deployments:  {', '.join(deployments)}; worker runs up to {settings.worker_concurrency} clearances at once in this process")
+        echo("Ctrl-C stops the API and the worker (the Prefect server keeps running: customs server stop)")
+        if ready is not None:
+            ready.set()
+        try:
+            while not stop.is_set():
+                stop.wait(0.5)
+        except KeyboardInterrupt:
+            echo("stopping...")
+        finally:
+            stop.set()
+            server.should_exit = True
+            worker.stop()
+            api_thread.join(10)
+            worker_thread.join(10)
+
+
+def _decision_given(application_id: str, run_input: dict) -> None:
+    """The API recorded an official's decision: give it to the flow run waiting for it, if any."""
+    from customs.cli import resume_waiting_runs
+
+    resume_waiting_runs(application_id, run_input, settle_seconds=2.0)

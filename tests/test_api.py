@@ -1,0 +1,443 @@
+"""The intake HTTP API in-process (FastAPI's TestClient over httpx), on a fresh SQLite database per test:
+submissions (multipart and JSON), who may see and do what, authentication, size limits, error shapes,
+officials' acts, print requests, the hooks, the clients CLI, and a schemathesis run of the OpenAPI document."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+
+import pytest
+import schemathesis
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, settings as hypothesis_settings
+from sqlmodel import select
+from typer.testing import CliRunner
+
+from conftest import DECLARANT_BIN, SAMPLES, as_bytes, run_steps, sample, unique
+from customs.api import create_app
+from customs.api_cli import clients_app
+from customs.api_clients import authenticate, create_client, list_clients, revoke_client
+from customs.db import transaction
+from customs.settings import configure
+from models.audit import AuditEvent, verify_chain
+from models.declaration import Attachment, Declaration, Status
+from models.identifiers import with_check_digit
+
+OTHER_BIN = with_check_digit("99044000123")  # a valid BIN that is not the samples' declarant
+INSPECTOR = "KZ-OF-0001"  # office 50101, zone ALA-TSW
+OTHER_ZONE = "KZ-OF-0003"  # office 50101, zone ALA-AIR
+OTHER_OFFICE = "KZ-OF-0005"  # office 62101
+
+
+class Hooks:
+    def __init__(self):
+        self.started: list[str] = []
+        self.decisions: list[tuple[str, dict]] = []
+
+    def start_clearance(self, application_id: str) -> None:
+        self.started.append(application_id)
+
+    def decision_given(self, application_id: str, run_input: dict) -> None:
+        self.decisions.append((application_id, run_input))
+
+
+@pytest.fixture
+def hooks() -> Hooks:
+    return Hooks()
+
+
+@pytest.fixture
+def app(settings, hooks):
+    return create_app(start_clearance=hooks.start_clearance, decision_given=hooks.decision_given)
+
+
+@pytest.fixture
+def http(app):
+    with TestClient(app) as client:
+        yield client
+
+
+def bearer(kind: str = "declarant", ids=(DECLARANT_BIN,), official: str | None = None, name: str | None = None) -> dict[str, str]:
+    name = name or f"{kind}-{official or '-'.join(ids) or 'any'}"
+    _, token = create_client(name, kind, ids if kind == "declarant" else (), official)
+    return {"Authorization": f"Bearer {token}"}
+
+
+def multipart(content: bytes, signature: bytes | None, attachments=()) -> list:
+    files = [("declaration", ("declaration.json", content, "application/json"))]
+    if signature is not None:
+        files.append(("signature", ("declaration.json.p7s", signature, "application/pkcs7-signature")))
+    for name, data, sig in attachments:
+        files.append(("attachments", (name, data, "text/plain")))
+        files.append(("attachment_signatures", (f"{name}.p7s", sig, "application/pkcs7-signature")))
+    return files
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def stored(application_id: str) -> Declaration:
+    with transaction() as session:
+        return session.exec(select(Declaration).where(Declaration.application_id == application_id)).one()
+
+
+def declaration_count() -> int:
+    with transaction() as session:
+        return len(session.exec(select(Declaration.id)).all())
+
+
+def assert_error(response, status: int, code: str, path: str | None = None) -> dict:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    body = response.json()
+    assert set(body) == {"error"} and set(body["error"]) == {"code", "path", "message"}, body
+    assert body["error"]["code"] == code, body
+    if path is not None:
+        assert body["error"]["path"] == path, body
+    assert body["error"]["message"]
+    return body["error"]
+
+
+# --- Submissions ----------------------------------------------------------------------------------
+
+
+def test_multipart_submission_by_a_declarant_then_the_same_bytes_again(http, hooks, company_signer):
+    headers = bearer()
+    content = as_bytes(unique(sample()))
+    invoice = (SAMPLES / "attachments" / "invoice-INV-2026-1187.txt").read_bytes() + b"\r\n--not-a-boundary\r\n\x00\xff binary tail\r"
+    files = multipart(content, company_signer.sign(content), [("invoice.txt", invoice, company_signer.sign(invoice))])
+
+    first = http.post("/v1/declarations", files=files, headers=headers)
+    assert first.status_code == 202, first.text
+    body = first.json()
+    assert set(body) == {"application_id", "submitted_at", "status", "status_url"}
+    assert body["status"] == "submitted"
+    assert first.headers["location"] == body["status_url"] == f"/v1/declarations/{body['application_id']}"
+    assert hooks.started == [body["application_id"]]
+
+    declaration = stored(body["application_id"])
+    assert declaration.content == content and declaration.channel == "electronic"  # the exact bytes
+    with transaction() as session:
+        attachment = session.exec(select(Attachment).where(Attachment.declaration_id == declaration.id)).one()
+    assert attachment.filename == "invoice.txt" and attachment.content == invoice
+
+    again = http.post("/v1/declarations", files=files, headers=headers)
+    assert again.status_code == 200 and again.json()["application_id"] == body["application_id"]
+    assert "location" not in again.headers and hooks.started == [body["application_id"]]  # no second clearance
+
+    status = http.get(body["status_url"], headers=headers)
+    assert status.status_code == 200 and status.json()["application_id"] == body["application_id"]
+    assert status.json()["history"][0]["actor"] == "api:declarant-050840001233"  # which client submitted, in the audit chain
+
+    run_steps(body["application_id"])  # signatures (incl. the attachment's) check out: registered and released
+    number = stored(body["application_id"]).registration_number
+    by_number = http.get(f"/v1/declarations/{number}", headers=headers)  # registration numbers contain slashes
+    assert by_number.status_code == 200, by_number.text
+    assert by_number.json()["registration_number"] == number and by_number.json()["status"] == "released"
+
+
+def test_json_submission_by_a_declarant(http, hooks, company_signer):
+    headers = bearer()
+    content = as_bytes(unique(sample()))
+    attachment = b"contract text"
+    envelope = {"declaration": b64(content), "signature": b64(company_signer.sign(content)),
+                "attachments": [{"filename": "contract.txt", "content": b64(attachment), "signature": b64(company_signer.sign(attachment))}]}
+
+    first = http.post("/v1/declarations", json=envelope, headers=headers)
+    assert first.status_code == 202, first.text
+    application_id = first.json()["application_id"]
+    assert first.headers["location"] == f"/v1/declarations/{application_id}"
+    assert stored(application_id).content == content
+    assert http.post("/v1/declarations", json=envelope, headers=headers).status_code == 200
+    assert http.get(first.headers["location"], headers=headers).json()["status"] == "submitted"
+    assert hooks.started == [application_id]
+
+
+def test_a_declarant_may_not_submit_for_another_declarant(http, company_signer):
+    headers = bearer(ids=(OTHER_BIN,))
+    content = as_bytes(unique(sample()))
+    response = http.post("/v1/declarations", files=multipart(content, company_signer.sign(content)), headers=headers)
+    assert_error(response, 403, "DECLARANT_NOT_YOURS", "$.declarant")
+    assert declaration_count() == 0
+
+
+def test_a_declarant_reads_only_its_own_declarations_the_portal_all(http, company_signer):
+    mine, theirs, portal = bearer(), bearer(ids=(OTHER_BIN,)), bearer("portal")
+    content = as_bytes(unique(sample()))
+    url = http.post("/v1/declarations", files=multipart(content, company_signer.sign(content)), headers=mine).headers["location"]
+
+    assert http.get(url, headers=mine).status_code == 200
+    assert_error(http.get(url, headers=theirs), 403, "NOT_YOURS")
+    assert http.get(url, headers=portal).status_code == 200
+    assert_error(http.get("/v1/declarations/A000000-UNKNOWN", headers=mine), 404, "DECLARATION_NOT_FOUND")
+
+
+def test_portal_submission(http, company_signer):
+    headers = bearer("portal")
+    content = as_bytes(unique(sample()))
+    response = http.post("/v1/declarations", json={"declaration": b64(content), "signature": b64(company_signer.sign(content))}, headers=headers)
+    assert response.status_code == 202, response.text
+    assert stored(response.json()["application_id"]).channel == "portal"
+
+
+def test_signature_required_for_declarant_and_portal_clients(http):
+    content = as_bytes(unique(sample()))
+    for headers in (bearer(), bearer("portal")):
+        assert_error(http.post("/v1/declarations", files=multipart(content, None), headers=headers), 400, "SIGNATURE_MISSING", "signature")
+    assert_error(http.post("/v1/declarations", json={"declaration": b64(content), "signature": b64(b"sig"),
+                                                       "attachments": [{"filename": "a.txt", "content": b64(b"a")}]}, headers=bearer("portal", name="p2")),
+                 400, "SIGNATURE_MISSING", "attachments[0].signature")
+    assert declaration_count() == 0
+
+
+def test_bad_bodies_get_errors_in_the_api_shape(http, company_signer):
+    headers = {**bearer(), "Content-Type": "application/json"}
+    assert_error(http.post("/v1/declarations", content=b'{"declaration": "e30=", ', headers=headers), 422, "REQUEST_INVALID", "$")
+    assert_error(http.post("/v1/declarations", json={"declaration": "not base64!", "signature": "c2ln"}, headers=headers),
+                 422, "REQUEST_INVALID", "$.declaration")
+    assert_error(http.post("/v1/declarations", json={"declaration": "e30=", "extra": 1}, headers=headers), 422, "REQUEST_INVALID", "$.extra")
+    # the envelope is fine, the declaration inside is not JSON: intake's own code
+    assert_error(http.post("/v1/declarations", json={"declaration": b64(b"{oops"), "signature": b64(b"sig")}, headers=headers),
+                 400, "JSON_INVALID")
+    assert_error(http.post("/v1/declarations", content=b"declaration", headers={**headers, "Content-Type": "text/plain"}),
+                 415, "UNSUPPORTED_MEDIA_TYPE")
+    form = {"Content-Type": "multipart/form-data; boundary=xyz", "Authorization": headers["Authorization"]}
+    assert_error(http.post("/v1/declarations", content=b"--xyz\r\nContent-Disposition: form-data; name=\"declaration\"\r\n\r\n{}",
+                           headers=form), 422, "REQUEST_INVALID")
+    content = as_bytes(unique(sample()))
+    unknown = multipart(content, company_signer.sign(content)) + [("comment", ("c.txt", b"hi", "text/plain"))]
+    assert_error(http.post("/v1/declarations", files=unknown, headers={"Authorization": headers["Authorization"]}), 422, "REQUEST_INVALID", "comment")
+    # a FastAPI-validated body: malformed JSON, a wrong value
+    official = bearer("official", official=INSPECTOR)
+    assert_error(http.post("/v1/declarations/X/decision", content=b"{", headers={**official, "Content-Type": "application/json"}),
+                 422, "REQUEST_INVALID")
+    assert_error(http.post("/v1/declarations/X/decision", json={"decision": "maybe"}, headers=official), 422, "REQUEST_INVALID", "$.decision")
+    assert_error(http.get("/v1/nothing-here"), 404, "NOT_FOUND")
+    assert declaration_count() == 0
+
+
+# --- Authentication and size ------------------------------------------------------------------------
+
+
+def test_missing_bad_and_revoked_tokens_get_401(http):
+    assert http.get("/v1/health").json() == {"status": "ok"}  # no authentication
+    for headers in ({}, {"Authorization": "Bearer not-a-token"}, {"Authorization": "Basic dXNlcjpwYXNz"}):
+        error = assert_error(http.get("/v1/declarations/A1", headers=headers), 401, "UNAUTHENTICATED")
+        assert error["path"] == "Authorization"
+        assert http.get("/v1/declarations/A1", headers=headers).headers["www-authenticate"].startswith("Bearer")
+    headers = bearer(name="soon-revoked")
+    assert_error(http.get("/v1/declarations/A1", headers=headers), 404, "DECLARATION_NOT_FOUND")
+    revoke_client("soon-revoked")
+    response = http.post("/v1/declarations", json={"declaration": "e30="}, headers=headers)
+    assert_error(response, 401, "UNAUTHENTICATED")
+    assert response.headers["www-authenticate"] == 'Bearer error="invalid_token"'
+
+
+def test_oversized_bodies_get_413_json(settings, app, company_signer):
+    configure(settings.model_copy(update={"api_max_request_bytes": 4096, "max_declaration_bytes": 1000}))
+    headers = bearer()
+    big = b"x" * 5000
+    with TestClient(app) as http:
+        assert_error(http.post("/v1/declarations", content=big, headers={**headers, "Content-Type": "application/json"}), 413, "TOO_LARGE")
+
+        def chunks():  # no Content-Length: counted as it streams
+            for _ in range(5):
+                yield b"x" * 1000
+
+        assert_error(http.post("/v1/declarations", content=chunks(), headers={**headers, "Content-Type": "application/json"}), 413, "TOO_LARGE")
+        official = bearer("official", official=INSPECTOR)
+        streamed = (part for part in (b'{"decision": "release", "grounds_text": "', b"y" * 5000, b'"}'))
+        assert_error(http.post("/v1/declarations/X/decision", content=streamed, headers={**official, "Content-Type": "application/json"}),
+                     413, "TOO_LARGE")
+        # under the request limit, over the declaration limit: intake's TOO_LARGE, at the declaration
+        content = as_bytes(unique(sample()))
+        assert len(content) > 1000
+        error = assert_error(http.post("/v1/declarations", json={"declaration": b64(content[:2000]), "signature": b64(b"s")}, headers=headers),
+                             413, "TOO_LARGE")
+        assert "1000" in error["message"]
+    assert declaration_count() == 0
+
+
+# --- Officials ------------------------------------------------------------------------------------------
+
+
+def test_paper_entry_by_an_official(http, company_signer):
+    headers = bearer("official", official=INSPECTOR)
+    content = as_bytes(unique(sample()))
+    response = http.post("/v1/declarations", files=multipart(content, None), headers=headers)
+    assert response.status_code == 202, response.text
+    declaration = stored(response.json()["application_id"])
+    assert declaration.channel == "paper" and declaration.entered_by == INSPECTOR
+    signed = as_bytes(unique(sample()))
+    assert_error(http.post("/v1/declarations", files=multipart(signed, company_signer.sign(signed)), headers=headers), 400, "PAPER_SIGNED")
+    assert_error(http.post("/v1/declarations", files=multipart(as_bytes(unique(sample())), None), headers=bearer("official", official=OTHER_OFFICE)),
+                 400, "OFFICE_MISMATCH")
+
+
+def test_a_decision_through_the_api(http, hooks, company_signer):
+    declarant = bearer()
+    content = as_bytes(unique(sample("03-unpaid-vat.json")))
+    application_id = http.post("/v1/declarations", files=multipart(content, company_signer.sign(content)), headers=declarant).json()["application_id"]
+    assert run_steps(application_id).status == Status.AWAITING_OFFICIAL
+    url = f"/v1/declarations/{application_id}"
+    inspector, other_zone, other_office = (bearer("official", official=o) for o in (INSPECTOR, OTHER_ZONE, OTHER_OFFICE))
+
+    assert_error(http.post(f"{url}/decision", json={"decision": "release"}, headers=declarant), 403, "NOT_AN_OFFICIAL")
+    assert_error(http.post(f"{url}/decision", json={"decision": "release"}, headers=other_zone), 403, "ZONE_MISMATCH")
+    assert_error(http.get(url, headers=other_office), 403, "OFFICE_MISMATCH")
+    assert http.get(url, headers=inspector).json()["status"] == "awaiting_official"
+    assert_error(http.post(f"{url}/decision", json={"decision": "refuse", "grounds": []}, headers=inspector), 400, "GROUNDS_MISSING")
+    assert hooks.decisions == []
+
+    decided = http.post(f"{url}/decision", json={"decision": "release", "decision_code": "11", "grounds_text": "security given"}, headers=inspector)
+    assert decided.status_code == 200, decided.text
+    body = decided.json()
+    assert body["status"] == "released" and body["application_id"] == application_id
+    assert hooks.decisions == [(application_id, {"decision": "release", "official_id": INSPECTOR, "decision_code": "11", "grounds": [],
+                                                 "grounds_text": "security given", "decision_id": body["decision_id"]})]
+    declaration = stored(application_id)
+    assert declaration.decided_by == INSPECTOR and declaration.decision_ref == body["decision_id"] and declaration.decision_code == "11"
+    assert_error(http.post(f"{url}/decision", json={"decision": "release"}, headers=inspector), 409, "ALREADY_DECIDED")
+    with transaction() as session:
+        refused = session.exec(select(AuditEvent).where(AuditEvent.event == "official_action_refused")).all()
+        assert {r.reasons[0]["code"] for r in refused} == {"ZONE_MISMATCH", "GROUNDS_MISSING", "ALREADY_DECIDED"}  # audited
+        assert verify_chain(session).intact
+
+
+def test_release_mark_cancellation_print_request_and_queue(http, company_signer):
+    declarant, portal, inspector = bearer(), bearer("portal"), bearer("official", official=INSPECTOR)
+    content = as_bytes(unique(sample()))
+    application_id = http.post("/v1/declarations", files=multipart(content, company_signer.sign(content)), headers=declarant).json()["application_id"]
+    url = f"/v1/declarations/{application_id}"
+    assert_error(http.post(f"{url}/print-requests", json={}, headers=declarant), 409, "NOT_REGISTERED")
+    assert run_steps(application_id).status == Status.RELEASED
+
+    asked = http.post(f"{url}/print-requests", headers=declarant)  # no body at all
+    assert asked.status_code == 202, asked.text
+    request_id = asked.json()["request_id"]
+    assert asked.json()["created"] is True and asked.json()["office"] == "50101"
+    again = http.post(f"{url}/print-requests", json={"requested_by": DECLARANT_BIN}, headers=portal)
+    assert again.status_code == 200 and again.json()["request_id"] == request_id
+    assert_error(http.post(f"{url}/print-requests", json={"requested_by": "123"}, headers=portal), 400, "IIN_BIN_INVALID", "requested_by")
+    assert_error(http.post(f"{url}/print-requests", json={}, headers=inspector), 403, "CLIENT_KIND_NOT_ALLOWED")
+    assert_error(http.post(f"{url}/print-requests", json={}, headers=bearer(ids=(OTHER_BIN,))), 403, "NOT_YOURS")
+    queue = http.get("/v1/print-queue", headers=inspector)
+    assert queue.status_code == 200 and [r["request_id"] for r in queue.json()] == [request_id]
+    assert http.get("/v1/print-queue", headers=bearer("official", official=OTHER_OFFICE)).json() == []
+    assert_error(http.get("/v1/print-queue", headers=portal), 403, "NOT_AN_OFFICIAL")
+
+    mark = http.post(f"{url}/release-mark", json={}, headers=inspector)
+    assert mark.status_code == 200 and mark.json()["affixed_by"] == INSPECTOR
+    assert_error(http.post(f"{url}/release-mark", headers=inspector), 409, "MARK_ALREADY_AFFIXED")
+    assert_error(http.post(f"{url}/release-cancellation", json={"grounds": ["GOODS_NOT_ARRIVED"]}, headers=inspector), 400, "GROUND_NOT_APPLICABLE")
+    cancelled = http.post(f"{url}/release-cancellation", json={"grounds": ["DOCUMENTS_INVALID"], "grounds_text": "forged"}, headers=inspector)
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "release_cancelled"
+    assert_error(http.post(f"{url}/release-cancellation", json={"grounds": ["DOCUMENTS_INVALID"]}, headers=inspector), 409, "ALREADY_CANCELLED")
+
+
+# --- Hooks ----------------------------------------------------------------------------------------------
+
+
+def test_a_failing_start_hook_still_gives_202_and_the_declaration_is_stored(app, http, company_signer, caplog):
+    def broken(application_id: str) -> None:
+        raise ConnectionError("Prefect is down")
+
+    app.state.start_clearance = broken
+    content = as_bytes(unique(sample()))
+    with caplog.at_level(logging.WARNING, logger="customs.api"):
+        response = http.post("/v1/declarations", files=multipart(content, company_signer.sign(content)), headers=bearer())
+    assert response.status_code == 202, response.text
+    assert stored(response.json()["application_id"]).content == content
+    assert "batch-recheck" in caplog.text and "Prefect is down" in caplog.text
+
+
+def test_async_hooks_are_awaited(app, http, company_signer):
+    seen = []
+
+    async def start(application_id: str) -> None:
+        seen.append(application_id)
+
+    app.state.start_clearance = start
+    content = as_bytes(unique(sample()))
+    response = http.post("/v1/declarations", files=multipart(content, company_signer.sign(content)), headers=bearer())
+    assert seen == [response.json()["application_id"]]
+
+
+# --- Clients ---------------------------------------------------------------------------------------------
+
+
+def test_clients_are_validated_and_tokens_stored_hashed(settings):
+    with pytest.raises(ValueError, match="check digit"):
+        create_client("bad", "declarant", ["050840001234"])
+    with pytest.raises(ValueError, match="at least one"):
+        create_client("none", "declarant")
+    with pytest.raises(ValueError, match="not an authorized official"):
+        create_client("ghost", "official", official_id="KZ-OF-9999")
+    with pytest.raises(ValueError, match="kind must be"):
+        create_client("x", "robot")
+    with pytest.raises(ValueError, match="takes no --id"):
+        create_client("p", "portal", [DECLARANT_BIN])
+    client, token = create_client("alatau", "declarant", [DECLARANT_BIN, DECLARANT_BIN])
+    assert client.identifiers == [DECLARANT_BIN] and len(token) >= 43
+    assert token not in client.token_sha256 and authenticate(token).name == "alatau"
+    with pytest.raises(ValueError, match="exists already"):
+        create_client("alatau", "portal")
+    revoke_client("alatau")
+    assert authenticate(token) is None and list_clients()[0].revoked_at is not None
+
+
+def test_clients_cli(settings):
+    runner = CliRunner()
+    added = runner.invoke(clients_app, ["add", "alatau", "--kind", "declarant", "--id", DECLARANT_BIN, "--json"])
+    assert added.exit_code == 0, added.output
+    token = json.loads(added.stdout.splitlines()[0])["token"]
+    assert "not stored" in added.stderr and authenticate(token) is not None
+    assert runner.invoke(clients_app, ["add", "kgd", "--kind", "official", "--official", INSPECTOR]).exit_code == 0
+    refused = runner.invoke(clients_app, ["add", "bad", "--kind", "official"])
+    assert refused.exit_code == 2 and "--official" in refused.stderr
+    listed = runner.invoke(clients_app, ["list"])
+    assert "alatau" in listed.stdout and INSPECTOR in listed.stdout and token not in listed.stdout
+    assert runner.invoke(clients_app, ["revoke", "alatau"]).exit_code == 0
+    assert authenticate(token) is None
+    assert "already revoked" in runner.invoke(clients_app, ["revoke", "alatau"]).stdout
+    assert runner.invoke(clients_app, ["revoke", "nobody"]).exit_code == 2
+
+
+# --- The OpenAPI document, checked by schemathesis against the app --------------------------------------
+
+
+def test_openapi_document_declares_bearer_auth_and_error_responses(app):
+    document = app.openapi()
+    assert document["info"] == {"title": "Customs clearance intake API", "version": "1", "description": document["info"]["description"]}
+    assert document["components"]["securitySchemes"]["bearer"] == {"type": "http", "scheme": "bearer", "description": document["components"]["securitySchemes"]["bearer"]["description"]}
+    submit = document["paths"]["/v1/declarations"]["post"]
+    assert set(submit["requestBody"]["content"]) == {"multipart/form-data", "application/json"}
+    assert {"200", "202", "401", "403", "413", "422"} <= set(submit["responses"])
+    assert "security" not in document["paths"]["/v1/health"]["get"]
+
+
+SCHEMA = schemathesis.openapi.from_asgi("/openapi.json", create_app())  # the document needs no database
+SCHEMA.config.generation.update(max_examples=15, deterministic=True)
+
+
+@pytest.fixture(params=["declarant", "official"])
+def token_headers(request, settings, company_signer) -> dict[str, str]:
+    """A valid token of each kind that has operations of its own, and one declaration stored (some lookups find it)."""
+    from customs.services import submit_declaration
+
+    content = as_bytes(unique(sample()))
+    submit_declaration(content, company_signer.sign(content))
+    return bearer(request.param, official=INSPECTOR if request.param == "official" else None)
+
+
+@SCHEMA.parametrize()
+@hypothesis_settings(deadline=None, suppress_health_check=list(HealthCheck))
+def test_the_api_keeps_to_its_openapi_document(case, token_headers):
+    from schemathesis.checks import not_a_server_error
+    from schemathesis.specs.openapi.checks import content_type_conformance, response_schema_conformance, status_code_conformance
+
+    case.call_and_validate(headers=token_headers,
+                           checks=[not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance])

@@ -1,0 +1,126 @@
+"""batch-recheck and deadline-watch on a database seeded with stuck and healthy declarations."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlmodel import select
+
+from conftest import DECLARANT_BIN, make_settings, run_steps, sample, submit_signed, unique
+from customs.db import dispose_engines, init_db, transaction
+from customs.pki import CmsSigner, TestPki
+from customs.settings import configure
+from customs.timeutil import utcnow
+from models.audit import AuditEvent
+from models.declaration import Declaration, Status
+from models.outbox import Notice, NoticeKind
+from tasks.recheck import batch_recheck_run
+from tasks.registration import check_registration_deadlines, register_declaration
+from tasks.signature import check_signatures
+
+
+@pytest.fixture
+def own_pki(tmp_path):
+    """A PKI of this test's own: it revokes certificates."""
+    pki = TestPki.create(tmp_path / "pki", now=utcnow() - timedelta(hours=1))
+    configured = make_settings(tmp_path / "data", pki)
+    configure(configured)
+    init_db(configured)
+    yield pki, configured
+    configure(None)
+    dispose_engines()
+
+
+def signer_of(pki: TestPki, label: str) -> CmsSigner:
+    issued = pki.issue(name="ТОО «Алатау Импорт»", bin=DECLARANT_BIN, label=label)
+    return CmsSigner(issued.cert_path, issued.key_path, (pki.issuing_cert_path,))
+
+
+def status_of(application_id: str) -> Declaration:
+    with transaction() as session:
+        return session.exec(select(Declaration).where(Declaration.application_id == application_id)).one()
+
+
+def test_batch_recheck_restarts_the_stuck_reports_revoked_signers_and_leaves_the_healthy_alone(own_pki):
+    pki, settings = own_pki
+    signer = signer_of(pki, "main")
+    healthy = submit_signed(signer, unique(sample())).application_id
+    run_steps(healthy)
+    never_started = submit_signed(signer, unique(sample())).application_id
+    stopped = submit_signed(signer, unique(sample())).application_id
+    check_signatures(stopped)
+    register_declaration(stopped)
+    waiting = submit_signed(signer, unique(sample("03-unpaid-vat.json"))).application_id
+    run_steps(waiting)
+    revoked_signer = signer_of(pki, "revoked-later")
+    revoked_case = submit_signed(revoked_signer, unique(sample("03-unpaid-vat.json"))).application_id
+    run_steps(revoked_case)
+    assert status_of(revoked_case).status == Status.AWAITING_OFFICIAL and status_of(revoked_case).signature_valid
+    pki.revoke(int(status_of(revoked_case).signers[0]["signer"]["serial"], 16), at=utcnow() + timedelta(minutes=1))
+
+    restarted: list[str] = []
+    later = utcnow() + timedelta(hours=5)  # past the stuck threshold and the release deadlines
+    result = batch_recheck_run(restart=restarted.append, now=later, batch_size=2)
+    assert result["scanned"] == 4  # every declaration not finished, read two at a time
+    assert sorted(restarted) == sorted([never_started, stopped])
+    by_case = {}
+    for finding in result["findings"]:
+        by_case.setdefault(finding["application_id"], []).append((finding["finding"], finding["action"]))
+    assert healthy not in by_case
+    assert by_case[never_started] == [("stuck", "restarted")]
+    assert by_case[stopped] == [("stuck", "restarted")]
+    assert ("release_deadline_passed", "breach_recorded") in by_case[waiting]
+    assert ("signer_revoked_since", "reported") in by_case[revoked_case]
+    assert status_of(waiting).release_breached_at is not None
+    # Run again: the revocation was reported already, the breach is not recorded twice.
+    again = batch_recheck_run(restart=None, now=later + timedelta(minutes=15))
+    assert ("signer_revoked_since", "already_reported") in [(f["finding"], f["action"]) for f in again["findings"] if f["application_id"] == revoked_case]
+    assert not [f for f in again["findings"] if f["finding"] == "release_deadline_passed"]
+    with transaction() as session:
+        audited = session.exec(select(AuditEvent).where(AuditEvent.event == "recheck_finding")).all()
+    assert [e.application_id for e in audited] == [revoked_case]
+
+
+def test_a_restart_that_fails_is_reported_and_tried_again_next_time(own_pki):
+    pki, settings = own_pki
+    application_id = submit_signed(signer_of(pki, "s"), unique(sample())).application_id
+
+    def prefect_down(_):
+        raise ConnectionError("Prefect API unreachable")
+
+    result = batch_recheck_run(restart=prefect_down, now=utcnow() + timedelta(minutes=11))
+    (finding,) = result["findings"]
+    assert (finding["application_id"], finding["action"]) == (application_id, "restart_failed") and "unreachable" in finding["detail"]
+    restarted: list[str] = []
+    batch_recheck_run(restart=restarted.append, now=utcnow() + timedelta(minutes=26))
+    assert restarted == [application_id]
+    assert batch_recheck_run(restart=restarted.append, now=utcnow() + timedelta(minutes=5))["findings"] == []  # not yet stuck
+
+
+def test_registration_deadline_alerts_at_75_percent_and_records_the_breach(settings, company_signer):
+    application_id = submit_signed(company_signer, unique(sample())).application_id
+    submitted = status_of(application_id).submitted_at
+    assert check_registration_deadlines(now=submitted + timedelta(minutes=89)) == {"alerted": [], "breached": []}
+    assert check_registration_deadlines(now=submitted + timedelta(minutes=90))["alerted"] == [application_id]
+    assert check_registration_deadlines(now=submitted + timedelta(minutes=100)) == {"alerted": [], "breached": []}
+    assert check_registration_deadlines(now=submitted + timedelta(hours=2))["breached"] == [application_id]
+    assert check_registration_deadlines(now=submitted + timedelta(hours=3)) == {"alerted": [], "breached": []}
+    with transaction() as session:
+        alerts = session.exec(select(Notice).where(Notice.kind == NoticeKind.REGISTRATION_DEADLINE_ALERT).order_by(Notice.id)).all()
+        events = [e.event for e in session.exec(select(AuditEvent).where(AuditEvent.application_id == application_id).order_by(AuditEvent.seq))]
+    assert [(n.recipient, n.facts["stage"]) for n in alerts] == [("support@customs.kgd.gov.kz", "alert"), ("support@customs.kgd.gov.kz", "breach")]
+    assert events == ["transition", "registration_deadline_alert", "registration_deadline_breached"]
+    run_steps(application_id)  # registered at last: nothing more to watch
+    assert check_registration_deadlines(now=submitted + timedelta(hours=4)) == {"alerted": [], "breached": []}
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_the_batch_recheck_flow_without_a_clearance_deployment_reports_restart_failed(settings, company_signer):
+    from flows.batch_recheck import batch_recheck
+
+    configure(settings.model_copy(update={"recheck_stuck_after": timedelta(seconds=0)}))
+    application_id = submit_signed(company_signer, unique(sample())).application_id
+    result = batch_recheck(restart=True)
+    assert result["scanned"] == 1 and result["counts"] == {"stuck/restart_failed": 1}
+    assert status_of(application_id).status == Status.SUBMITTED  # nothing lost: the next recheck tries again
