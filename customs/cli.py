@@ -19,6 +19,15 @@ audit_app = typer.Typer(help="The append-only, hash-chained audit trail.", no_ar
 server_app = typer.Typer(help="The local Prefect server that records flow runs.", no_args_is_help=True)
 crl_app = typer.Typer(help="Certificate revocation lists of the trusted CAs.", no_args_is_help=True)
 app.add_typer(crl_app, name="crl")
+
+
+def _clients_app() -> typer.Typer:
+    from customs.api_cli import clients_app
+
+    return clients_app
+
+
+app.add_typer(_clients_app(), name="clients")
 app.add_typer(pki_app, name="pki")
 app.add_typer(audit_app, name="audit")
 outbox_app = typer.Typer(help="Notices to declarants and the support service (the e-mail outbox).", no_args_is_help=True)

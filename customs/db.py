@@ -101,7 +101,7 @@ def upgrade_schema(engine: Engine) -> list[str]:
                 if not column.nullable and column.server_default is None:
                     blocking.append(f"new column {table}.{column.name} is NOT NULL with no default")
                     continue
-                operations.add_column(table, column.copy(), schema=schema)
+                operations.add_column(table, column._copy(), schema=schema)
                 applied.append(f"added column {table}.{column.name}")
             elif change in ("remove_column", "modify_type", "modify_nullable", "modify_default"):
                 blocking.append(f"{change} {diff}")

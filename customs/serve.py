@@ -171,6 +171,27 @@ class InProcessWorker:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
+class _OnceFilter(logging.Filter):
+    """Prefect warns at every task run in a worker thread that its timeout cannot interrupt blocking work.
+    True (and said in the README); once per process is enough for operations staff."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "Timeouts in worker threads" not in str(record.msg):
+            return True
+        first, self.seen = not self.seen, True
+        return first
+
+
+def quiet_thread_timeout_warnings() -> None:
+    once = _OnceFilter()
+    for name in ("prefect.task_runs", "prefect.flow_runs"):
+        logging.getLogger(name).addFilter(once)
+
+
 def clearance_starter(deployment_id: UUID):
     """What intake calls after committing a declaration: a clearance run of the deployment, now."""
     from prefect.client.orchestration import get_client
@@ -211,6 +232,7 @@ def serve(settings: Settings | None = None, *, ready: threading.Event | None = N
         raise SystemExit(f"port {settings.api_port} on {settings.api_host} is taken: the intake API cannot start "
                          "(set CUSTOMS_API_PORT, or stop what listens there)")
     init_db(settings)
+    quiet_thread_timeout_warnings()
     api_url = ensure_server(settings)
     stop = stop or threading.Event()
     with prefect_api(api_url):

@@ -7,13 +7,18 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import re
+import warnings
 
 import pytest
 import schemathesis
-from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings as hypothesis_settings
 from sqlmodel import select
 from typer.testing import CliRunner
+
+with warnings.catch_warnings():  # Starlette 1.x suggests httpx2 for its TestClient; httpx is what this project has
+    warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient` is deprecated")
+    from fastapi.testclient import TestClient
 
 from conftest import DECLARANT_BIN, SAMPLES, as_bytes, run_steps, sample, unique
 from customs.api import create_app
@@ -29,6 +34,9 @@ OTHER_BIN = with_check_digit("99044000123")  # a valid BIN that is not the sampl
 INSPECTOR = "KZ-OF-0001"  # office 50101, zone ALA-TSW
 OTHER_ZONE = "KZ-OF-0003"  # office 50101, zone ALA-AIR
 OTHER_OFFICE = "KZ-OF-0005"  # office 62101
+
+SCHEMA = schemathesis.openapi.from_asgi("/openapi.json", create_app())  # the document needs no database
+SCHEMA.config.generation.update(max_examples=15, deterministic=True)
 
 
 class Hooks:
@@ -53,9 +61,41 @@ def app(settings, hooks):
     return create_app(start_clearance=hooks.start_clearance, decision_given=hooks.decision_given)
 
 
+_ACTS = re.compile(r"^/v1/declarations/.+/(decision|print-requests|release-cancellation|release-mark)$")
+
+
+def documented_operation(method: str, path: str) -> str | None:
+    """The OpenAPI path template a concrete request path belongs to (registration numbers contain slashes)."""
+    if path in ("/v1/health", "/v1/declarations", "/v1/print-queue"):
+        return path
+    if method == "POST" and (match := _ACTS.match(path)):
+        return f"/v1/declarations/{{key}}/{match.group(1)}"
+    if method == "GET" and path.startswith("/v1/declarations/"):
+        return "/v1/declarations/{key}"
+    return None
+
+
+def check_against_document(response) -> None:
+    """Every response the tests see has a status the document lists, and a body of the schema it gives."""
+    response.read()
+    method = response.request.method
+    template = documented_operation(method, response.request.url.path)
+    if template is None:
+        return
+    assert str(response.status_code) in SCHEMA.raw_schema["paths"][template][method.lower()]["responses"], \
+        f"{method} {template} answered {response.status_code}, which its OpenAPI document does not list"
+    SCHEMA[template][method].validate_response(response)
+
+
+def api_client(app) -> TestClient:
+    client = TestClient(app)
+    client.event_hooks = {"response": [check_against_document]}
+    return client
+
+
 @pytest.fixture
 def http(app):
-    with TestClient(app) as client:
+    with api_client(app) as client:
         yield client
 
 
@@ -240,7 +280,7 @@ def test_oversized_bodies_get_413_json(settings, app, company_signer):
     configure(settings.model_copy(update={"api_max_request_bytes": 4096, "max_declaration_bytes": 1000}))
     headers = bearer()
     big = b"x" * 5000
-    with TestClient(app) as http:
+    with api_client(app) as http:
         assert_error(http.post("/v1/declarations", content=big, headers={**headers, "Content-Type": "application/json"}), 413, "TOO_LARGE")
 
         def chunks():  # no Content-Length: counted as it streams
@@ -419,8 +459,6 @@ def test_openapi_document_declares_bearer_auth_and_error_responses(app):
     assert "security" not in document["paths"]["/v1/health"]["get"]
 
 
-SCHEMA = schemathesis.openapi.from_asgi("/openapi.json", create_app())  # the document needs no database
-SCHEMA.config.generation.update(max_examples=15, deterministic=True)
 
 
 @pytest.fixture(params=["declarant", "official"])

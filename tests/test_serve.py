@@ -1,0 +1,160 @@
+"""Running it for real: `customs serve` as a process on free ports, prefect.yaml deployed to a Prefect
+server, and intake while Prefect is down."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import ROOT, as_bytes, free_port, sample, unique
+
+CUSTOMS = str(Path(sys.executable).with_name("customs"))
+
+
+def _wait(predicate, what: str, timeout: float):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.3)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@pytest.fixture
+def served(tmp_path, pki):
+    """`customs serve` in its own process: its own data directory, Prefect server and ports."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API", "CUSTOMS_"))}
+    env.update(CUSTOMS_DATA_DIR=str(tmp_path / "data"), CUSTOMS_PREFECT_PORT=str(free_port()), CUSTOMS_API_PORT=str(free_port()),
+               CUSTOMS_TRUST_DIR=str(pki.trust_dir), CUSTOMS_CRL_DIR=str(pki.crl_dir), CUSTOMS_WORKER_POLL_SECONDS="0.3",
+               PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    log = open(tmp_path / "serve.log", "wb")
+    process = subprocess.Popen([CUSTOMS, "serve"], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    api = f"http://127.0.0.1:{env['CUSTOMS_API_PORT']}"
+    try:
+        _wait(lambda: _healthy(f"{api}/v1/health") or process.poll() is not None, "customs serve to answer", 150)
+        assert process.poll() is None, (tmp_path / "serve.log").read_text()
+        yield {"process": process, "env": env, "api": api, "prefect": f"http://127.0.0.1:{env['CUSTOMS_PREFECT_PORT']}/api",
+               "log": tmp_path / "serve.log"}
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(40)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        subprocess.run([CUSTOMS, "server", "stop"], env=env, cwd=ROOT, capture_output=True, timeout=60)
+        log.close()
+
+
+def test_customs_serve_clears_a_declaration_submitted_through_the_api(served, company_signer):
+    env, api = served["env"], served["api"]
+    added = subprocess.run([CUSTOMS, "clients", "add", "alatau", "--kind", "declarant", "--id", "050840001233"],
+                           env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert added.returncode == 0, added.stderr
+    token = next(line.split()[-1] for line in added.stdout.splitlines() if line.startswith("token:"))
+    content = as_bytes(unique(sample()))
+    headers = {"Authorization": f"Bearer {token}"}
+    response = httpx.post(f"{api}/v1/declarations", headers=headers, timeout=30,
+                          files={"declaration": ("declaration.json", content), "signature": ("declaration.json.p7s", company_signer.sign(content))})
+    assert response.status_code == 202, response.text
+    status_url = api + response.json()["status_url"]
+
+    def released():
+        body = httpx.get(status_url, headers=headers, timeout=10).json()
+        return body if body["status"] == "released" else None
+
+    body = _wait(released, "the declaration to be released by the served clearance deployment", 60)
+    assert body["registration_number"].startswith("50101/")
+    # It ran as a run of the `clearance` deployment, named by its registration number.
+    runs = httpx.post(f"{served['prefect']}/flow_runs/filter", json={"flow_runs": {"tags": {"all_": [f"application:{body['application_id']}"]}}},
+                      timeout=10).json()
+    assert len(runs) == 1 and runs[0]["deployment_id"] and runs[0]["name"] == body["registration_number"]
+    deployments = {d["name"] for d in httpx.post(f"{served['prefect']}/deployments/filter", json={}, timeout=10).json()}
+    assert deployments == {"clearance", "batch-recheck", "deadline-watch", "outbox-dispatch", "print-deadlines", "crl-refresh"}
+    # The same bytes again: the same application.
+    again = httpx.post(f"{api}/v1/declarations", headers=headers, timeout=30,
+                       files={"declaration": ("declaration.json", content), "signature": ("declaration.json.p7s", company_signer.sign(content))})
+    assert again.status_code == 200 and again.json()["application_id"] == body["application_id"]
+    # A second `customs serve` on the same API port refuses to start, saying why.
+    clash = subprocess.run([CUSTOMS, "serve"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert clash.returncode != 0 and "is taken" in (clash.stdout + clash.stderr)
+    # Ctrl-C stops it cleanly.
+    served["process"].send_signal(signal.SIGINT)
+    assert served["process"].wait(40) == 0
+    assert "stopping" in served["log"].read_text()
+
+
+def test_intake_while_prefect_is_down_keeps_the_declaration_for_batch_recheck(settings, company_signer):
+    """The start of the clearance fails (nothing listens where Prefect should be): 202 all the same, and the
+    declaration, committed before the answer, is what batch-recheck restarts later."""
+    import uuid
+    from datetime import timedelta
+
+    from fastapi.testclient import TestClient
+
+    from customs.api import create_app
+    from customs.api_clients import create_client
+    from customs.prefect_server import prefect_api
+    from customs.serve import clearance_starter
+    from customs.services import declaration_status
+    from customs.timeutil import utcnow
+    from tasks.recheck import batch_recheck_run
+
+    _, token = create_client("alatau", "declarant", identifiers=["050840001233"])
+    app = create_app()
+    starter = clearance_starter(uuid.uuid4())
+    dead = f"http://127.0.0.1:{free_port()}/api"
+
+    def start(application_id: str) -> None:
+        with prefect_api(dead):
+            starter(application_id)
+
+    app.state.start_clearance = start
+    content = as_bytes(unique(sample()))
+    with TestClient(app) as client:
+        response = client.post("/v1/declarations", headers={"Authorization": f"Bearer {token}"},
+                               files={"declaration": ("d.json", content), "signature": ("d.p7s", company_signer.sign(content))})
+    assert response.status_code == 202, response.text
+    application_id = response.json()["application_id"]
+    assert declaration_status(application_id)["status"] == "submitted"
+    restarted: list[str] = []
+    batch_recheck_run(restart=restarted.append, now=utcnow() + timedelta(minutes=11))
+    assert restarted == [application_id]
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_prefect_yaml_is_accepted_by_prefect_deploy(tmp_path):
+    from prefect.settings import PREFECT_API_URL
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CUSTOMS_")}
+    env.update(PREFECT_API_URL=PREFECT_API_URL.value(), CUSTOMS_PROJECT_DIR=str(ROOT), PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    prefect = str(Path(sys.executable).with_name("prefect"))
+    pool = subprocess.run([prefect, "work-pool", "create", "customs", "--type", "process", "--overwrite"], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert pool.returncode == 0, pool.stdout + pool.stderr
+    deployed = subprocess.run([prefect, "--no-prompt", "deploy", "--all"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        deployments = {d.name: d for d in client.read_deployments()}
+    assert {"clearance", "batch-recheck", "deadline-watch", "outbox-dispatch", "print-deadlines", "crl-refresh"} <= set(deployments)
+    assert deployments["batch-recheck"].schedules[0].schedule.cron == "*/15 * * * *"
+    assert deployments["deadline-watch"].work_pool_name == "customs"
+    assert all(deployments[name].description for name in ("clearance", "batch-recheck", "crl-refresh"))
