@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import email.message
 import inspect
 import json
 import logging
@@ -555,63 +554,26 @@ def _form_invalid(message: str, path: str = "$") -> ApiError:
     return ApiError(422, "REQUEST_INVALID", message, path)
 
 
-def parse_multipart(body: bytes, content_type: str) -> list[_Part]:
-    """multipart/form-data (RFC 7578), buffered; every part's bytes exactly as sent (signatures cover them)."""
-    header = email.message.Message()
-    header["content-type"] = content_type
-    boundary = header.get_param("boundary")
-    if not isinstance(boundary, str) or not 1 <= len(boundary) <= 200:
-        raise _form_invalid("multipart/form-data needs a boundary parameter (1 to 200 characters) in Content-Type", "Content-Type")
-    delimiter = b"--" + boundary.encode("latin-1", "replace")
-    separator = b"\r\n" + delimiter
-    if body.startswith(delimiter):
-        position = len(delimiter)
-    else:
-        found = body.find(separator)
-        if found < 0:
-            raise _form_invalid("the multipart body has no part with the boundary of its Content-Type")
-        position = found + len(separator)
+async def parts_from_form(request: Request, settings) -> list[_Part]:
+    """multipart/form-data read by Starlette (python-multipart): each file part's bytes exactly as sent."""
+    from starlette.datastructures import UploadFile as FormFile
+
+    limit = 2 * settings.max_attachments + 4
+    try:
+        form = await request.form(max_files=limit, max_fields=limit)
+    except Exception as exc:  # malformed body, too many parts
+        raise _form_invalid(f"the multipart/form-data body cannot be read: {getattr(exc, 'detail', None) or exc}") from None
     parts: list[_Part] = []
-    while True:
-        if body.startswith(b"--", position):
-            return parts  # the close delimiter; an epilogue after it is ignored
-        line_end = body.find(b"\r\n", position)
-        if line_end < 0 or body[position:line_end].strip(b" \t"):
-            raise _form_invalid("the multipart body is malformed after a boundary line")
-        start = line_end + 2
-        end = body.find(separator, start)
-        if end < 0:
-            raise _form_invalid("the multipart body ends without its closing boundary")
-        parts.append(_parse_part(body[start:end], len(parts)))
-        position = end + len(separator)
-
-
-def _parse_part(raw: bytes, index: int) -> _Part:
-    if raw.startswith(b"\r\n"):
-        head, content = b"", raw[2:]
-    else:
-        split = raw.find(b"\r\n\r\n")
-        if split < 0:
-            raise _form_invalid(f"part {index + 1} of the multipart body has no blank line after its headers")
-        head, content = raw[:split], raw[split + 4:]
-    headers = email.message.Message()
-    for line in head.decode("utf-8", "replace").split("\r\n"):
-        name, colon, value = line.partition(":")
-        if not colon:
-            raise _form_invalid(f"part {index + 1} of the multipart body has a malformed header line {line[:60]!r}")
-        headers[name.strip()] = value.strip()
-    if headers.get("content-disposition") is None or headers.get_content_disposition() != "form-data":
-        raise _form_invalid(f"part {index + 1} of the multipart body has no 'Content-Disposition: form-data' header")
-    name = headers.get_param("name", header="content-disposition")
-    if not isinstance(name, str) or not name:
-        raise _form_invalid(f"part {index + 1} of the multipart body has no field name")
-    encoding = (headers.get("content-transfer-encoding") or "binary").strip().lower()
-    if encoding not in ("binary", "8bit", "7bit"):
-        raise _form_invalid(f"field {name!r} uses Content-Transfer-Encoding {encoding}; send the bytes as they are (binary)", name)
-    filename = headers.get_filename()
-    if filename is not None:
-        filename = filename.replace("\\", "/").rsplit("/", 1)[-1]  # some browsers send the whole local path
-    return _Part(name, filename, content)
+    try:
+        for name, value in form.multi_items():
+            if isinstance(value, FormFile):
+                filename = (value.filename or "").replace("\\", "/").rsplit("/", 1)[-1]  # some browsers send the local path
+                parts.append(_Part(name, filename, await value.read()))
+            else:
+                parts.append(_Part(name, None, value.encode("utf-8")))
+    finally:
+        await form.close()
+    return parts
 
 
 @dataclass
@@ -695,6 +657,15 @@ def _submit(client: ApiClient, upload: _Upload, settings: Settings):
 # The application
 
 
+def call_hook_sync(hook: Callable[..., Any], *args: Any) -> None:
+    """Call a hook from a sync endpoint (which runs in a worker thread); an async hook gets its own loop."""
+    result = hook(*args)
+    if inspect.isawaitable(result):
+        import asyncio
+
+        asyncio.run(result)
+
+
 def create_app(*, start_clearance: Callable[[str], Any] | None = None,
                decision_given: Callable[[str, dict[str, Any]], Any] | None = None) -> FastAPI:
     """The intake API. The hooks may also be set later on ``app.state`` (sync or async callables)."""
@@ -707,6 +678,7 @@ def create_app(*, start_clearance: Callable[[str], Any] | None = None,
     )
     app.state.start_clearance = start_clearance or _no_hook
     app.state.decision_given = decision_given or _no_hook
+    app.state.print_requested = _no_hook  # (request_id, alert_at, due_at): `customs serve` schedules the deadline timers
     app.add_middleware(BodySizeLimit)
     _install_error_handlers(app)
 
@@ -738,7 +710,7 @@ def create_app(*, start_clearance: Callable[[str], Any] | None = None,
         settings = get_settings()
         media_type = _media_type(request.headers.get("content-type"))
         if media_type == "multipart/form-data":
-            upload = upload_from_form(parse_multipart(await request.body(), request.headers["content-type"]))
+            upload = upload_from_form(await parts_from_form(request, settings))
         elif media_type == "application/json" or media_type.endswith("+json"):
             upload = upload_from_json(await request.body())
         else:
@@ -771,7 +743,7 @@ def create_app(*, start_clearance: Callable[[str], Any] | None = None,
               responses={202: {"description": "A new request in the office's print queue."},
                          200: {"model": PrintRequestOut, "description": "A request for this declaration was already waiting."},
                          **errors(400, 401, 403, 404, 409, 413, 422)})
-    def ask_for_print(key: DeclarationKey, client: Client, response: Response,
+    def ask_for_print(key: DeclarationKey, client: Client, response: Response, request: Request,
                       body: Annotated[PrintRequestIn | None, Body()] = None) -> PrintRequestOut:
         settings = get_settings()
         require_kind(client, ClientKind.DECLARANT, ClientKind.PORTAL)
@@ -783,6 +755,12 @@ def create_app(*, start_clearance: Callable[[str], Any] | None = None,
         result = request_print(key, requested_by=requested_by)
         if not result.created:
             response.status_code = 200
+        else:
+            try:  # precise deadline timers; the every-minute print-deadlines pass covers a failure here
+                call_hook_sync(request.app.state.print_requested, result.request_id, result.requested_at + settings.print_alert_after, result.due_at)
+            except Exception:
+                logger.warning("print request %s: its deadline timers could not be scheduled; print-deadlines watches it", result.request_id,
+                               exc_info=True)
         return PrintRequestOut(request_id=result.request_id, application_id=result.application_id,
                                registration_number=result.registration_number, office=result.office, requested_at=result.requested_at,
                                due_at=result.due_at, due_at_kz=kz_display(result.due_at), created=result.created)

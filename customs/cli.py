@@ -476,6 +476,19 @@ def print_request_command(
     dispatch_due_sync(application_id=result.application_id)
     from customs.timeutil import kz_display
 
+    if result.created:  # the precise deadline timers, when `customs serve` runs; print-deadlines watches either way
+        from customs.prefect_server import is_healthy, prefect_api, running_api_url
+
+        api_url = running_api_url(get_settings())
+        if api_url is not None and is_healthy(api_url):
+            try:
+                from flows.print_deadlines import schedule_print_timers
+
+                with prefect_api(api_url):
+                    schedule_print_timers(result.request_id, result.requested_at + get_settings().print_alert_after, result.due_at)
+            except Exception as exc:
+                typer.secho(f"note: deadline timers not scheduled ({type(exc).__name__}); the every-minute print-deadlines pass covers it", err=True)
+
     out = {"request_id": result.request_id, "application_id": result.application_id, "registration_number": result.registration_number,
            "office": result.office, "requested_at_kz": kz_display(result.requested_at), "due_at_kz": kz_display(result.due_at),
            "created": result.created}

@@ -243,6 +243,7 @@ def serve(settings: Settings | None = None, *, ready: threading.Event | None = N
         app = create_app()
         app.state.start_clearance = clearance_starter(deployments["clearance"][0])
         app.state.decision_given = _decision_given
+        app.state.print_requested = _schedule_print_timers
         config = uvicorn.Config(app, host=settings.api_host, port=settings.api_port, log_level="warning", lifespan="on")
         server = uvicorn.Server(config)
         server.install_signal_handlers = lambda: None  # Ctrl-C is ours: stop the worker and the API together
@@ -272,6 +273,12 @@ def serve(settings: Settings | None = None, *, ready: threading.Event | None = N
             worker.stop()
             api_thread.join(10)
             worker_thread.join(10)
+
+
+def _schedule_print_timers(request_id: str, alert_at, due_at) -> None:
+    from flows.print_deadlines import schedule_print_timers
+
+    schedule_print_timers(request_id, alert_at, due_at)
 
 
 def _decision_given(application_id: str, run_input: dict) -> None:

@@ -36,5 +36,32 @@ def print_deadlines(now: datetime | None = None) -> dict:
     return {**report, "sla": sla["total"]}
 
 
+@flow(name="print-deadline-timer", flow_run_name="{request_id}-{stage}", persist_result=False)
+def print_deadline_timer(request_id: str, stage: str) -> dict:
+    """Scheduled for the very moment a request reaches 20 minutes (stage alert) or 30 (breach): one deadline
+    pass then, so the alert and the breach come within about a second instead of up to a minute late.
+    The every-minute print-deadlines pass stays as the safety net (a timer that could not be scheduled)."""
+    report = print_deadline_check(utcnow())
+    if report["alerted"] or report["breached"]:
+        deliver_notices(return_state=True)
+    return {"request_id": request_id, "stage": stage, **report}
+
+
+def schedule_print_timers(request_id: str, alert_at: datetime, due_at: datetime) -> list[str]:
+    """Create the two timer runs of a print request on the `print-deadline-timer` deployment."""
+    from prefect.client.orchestration import get_client
+    from prefect.states import Scheduled
+
+    created = []
+    with get_client(sync_client=True) as client:
+        deployment = client.read_deployment_by_name("print-deadline-timer/print-deadline-timer")
+        for stage, moment in (("alert", alert_at), ("breach", due_at)):
+            run = client.create_flow_run_from_deployment(
+                deployment.id, parameters={"request_id": request_id, "stage": stage}, state=Scheduled(scheduled_time=moment),
+                name=f"{request_id}-{stage}", tags=["printing", f"print-request:{request_id}"], idempotency_key=f"print-timer:{request_id}:{stage}")
+            created.append(str(run.id))
+    return created
+
+
 if __name__ == "__main__":
     print(print_deadlines())

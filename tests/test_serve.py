@@ -86,11 +86,19 @@ def test_customs_serve_clears_a_declaration_submitted_through_the_api(served, co
                       timeout=10).json()
     assert len(runs) == 1 and runs[0]["deployment_id"] and runs[0]["name"] == body["registration_number"]
     deployments = {d["name"] for d in httpx.post(f"{served['prefect']}/deployments/filter", json={}, timeout=10).json()}
-    assert deployments == {"clearance", "batch-recheck", "deadline-watch", "outbox-dispatch", "print-deadlines", "crl-refresh"}
+    assert deployments == {"clearance", "batch-recheck", "deadline-watch", "outbox-dispatch", "print-deadlines", "print-deadline-timer", "crl-refresh"}
     # The same bytes again: the same application.
     again = httpx.post(f"{api}/v1/declarations", headers=headers, timeout=30,
                        files={"declaration": ("declaration.json", content), "signature": ("declaration.json.p7s", company_signer.sign(content))})
     assert again.status_code == 200 and again.json()["application_id"] == body["application_id"]
+    # A paper copy: the request is queued and its two deadline timers are scheduled runs of print-deadline-timer.
+    asked = httpx.post(f"{status_url}/print-requests", headers=headers, json={}, timeout=30)
+    assert asked.status_code == 202, asked.text
+    request_id = asked.json()["request_id"]
+    timers = httpx.post(f"{served['prefect']}/flow_runs/filter", json={"flow_runs": {"tags": {"all_": [f"print-request:{request_id}"]}}},
+                        timeout=10).json()
+    assert sorted(r["name"] for r in timers) == [f"{request_id}-alert", f"{request_id}-breach"]
+    assert {r["state"]["type"] for r in timers} == {"SCHEDULED"}
     # A second `customs serve` on the same API port refuses to start, saying why.
     clash = subprocess.run([CUSTOMS, "serve"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert clash.returncode != 0 and "is taken" in (clash.stdout + clash.stderr)
