@@ -77,6 +77,8 @@ def server_environment(settings: Settings) -> dict[str, str]:
         PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE=os.environ.get("PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE", "100"),
         PREFECT_SERVER_SERVICES_EVENT_PERSISTER_BATCH_SIZE=os.environ.get("PREFECT_SERVER_SERVICES_EVENT_PERSISTER_BATCH_SIZE", "100"),
     )
+    if settings.prefect_database_url:  # Prefect's own database on PostgreSQL instead of SQLite under PREFECT_HOME
+        env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = settings.prefect_sqlalchemy_url
     return env
 
 

@@ -78,6 +78,8 @@ class Settings(BaseSettings):
         None, description="Prefect API to record flow runs in; default: the local server the CLI starts under data_dir."
     )
     prefect_port: int = Field(4200, description="Port of the local Prefect server started by the CLI.")
+    prefect_database_url: str | None = Field(
+        None, description="Database of the local Prefect server; default SQLite under data_dir/prefect. postgresql://user@host/db uses asyncpg.")
 
     @field_validator("data_dir", "reference_dir", "trust_dir", "crl_dir", "outbox_dir", "smtp_ca_file")
     @classmethod
@@ -89,6 +91,13 @@ class Settings(BaseSettings):
         url = self.database_url or f"sqlite:///{self.data_dir / 'customs.db'}"
         if url.startswith("postgresql://") or url.startswith("postgres://"):
             url = "postgresql+psycopg://" + url.split("://", 1)[1]
+        return url
+
+    @property
+    def prefect_sqlalchemy_url(self) -> str | None:
+        url = self.prefect_database_url
+        if url and (url.startswith("postgresql://") or url.startswith("postgres://")):
+            url = "postgresql+asyncpg://" + url.split("://", 1)[1]
         return url
 
     @property
