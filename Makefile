@@ -29,6 +29,7 @@ test-postgres: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/signatures.py
 	$(BIN)/python bench/outbox.py
+	$(BIN)/python bench/recheck.py
 	$(BIN)/python bench/clearance.py
 
 stop: $(STAMP)

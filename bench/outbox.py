@@ -55,6 +55,15 @@ def run(n: int, batch: int, database_url: str | None, smtp: bool) -> None:
         controller.start()
         values.update(smtp_host="127.0.0.1", smtp_port=port)
     settings = Settings(**values)
+    schema = None
+    if database_url and database_url.startswith("postgres"):  # a schema of its own, dropped at the end
+        import sqlalchemy
+
+        schema = f"bench_outbox_{uuid.uuid4().hex[:8]}"
+        admin = sqlalchemy.create_engine(settings.sqlalchemy_url)
+        with admin.begin() as connection:
+            connection.execute(sqlalchemy.text(f'CREATE SCHEMA "{schema}"'))
+        settings = settings.model_copy(update={"database_url": f"{settings.sqlalchemy_url}?options=-csearch_path%3D{schema}"})
     configure(settings)
     init_db(settings)
     try:
@@ -91,6 +100,10 @@ def run(n: int, batch: int, database_url: str | None, smtp: bool) -> None:
             controller.stop()
         configure(None)
         dispose_engines()
+        if schema is not None:
+            with admin.begin() as connection:
+                connection.execute(sqlalchemy.text(f'DROP SCHEMA "{schema}" CASCADE'))
+            admin.dispose()
 
 
 def main() -> None:

@@ -45,6 +45,7 @@ def main() -> None:
         pki.revoke(int(serial, 16), at=utcnow() - timedelta(hours=1))
     issuer = pki.issuing_cert.subject.rfc4514_string(_NAME_LABELS)
     settings = Settings(data_dir=data, trust_dir=pki.trust_dir, crl_dir=pki.crl_dir, database_url=args.database_url)
+    cleanup = None
     if args.database_url and args.database_url.startswith("postgres"):
         import sqlalchemy
 
@@ -53,6 +54,13 @@ def main() -> None:
         with engine.begin() as connection:
             connection.execute(sqlalchemy.text(f'CREATE SCHEMA "{schema}"'))
         settings = settings.model_copy(update={"database_url": f"{settings.sqlalchemy_url}?options=-csearch_path%3D{schema}"})
+
+        def cleanup():
+            from customs.db import dispose_engines
+
+            dispose_engines()
+            with engine.begin() as connection:
+                connection.execute(sqlalchemy.text(f'DROP SCHEMA "{schema}" CASCADE'))
     configure(settings)
     init_db(settings)
 
@@ -92,6 +100,8 @@ def main() -> None:
     elapsed = time.perf_counter() - started
     print(f"recheck of {result['scanned']:,} not-finished declarations (of {args.n:,}) in {elapsed:.1f} s: {result['counts']}")
     print(f"  {result['scanned'] / elapsed:,.0f} declarations/s; restarted {len(restarted):,}")
+    if cleanup is not None:
+        cleanup()
 
 
 if __name__ == "__main__":
