@@ -133,16 +133,16 @@ def test_cli_submit_wait_json(settings, company_signer, tmp_path):
     result = runner.invoke(app, ["submit", str(declaration), "--signature", str(tmp_path / "declaration.json.p7s"),
                                  "--attach", str(invoice), "--attach-signature", str(tmp_path / "invoice.pdf.p7s"), "--wait", "--json"])
     assert result.exit_code == 0, result.output
-    outcome = json.loads(result.output.strip().splitlines()[-1])
+    outcome = json.loads(result.stdout.strip().splitlines()[-1])
     assert outcome["status"] == "released" and outcome["lane"] == "green" and outcome["reasons"] == []
     assert set(outcome) >= {"application_id", "status", "submitted_at", "registration_number", "lane", "reasons"}
     status = runner.invoke(app, ["status", outcome["registration_number"], "--json"])
-    assert json.loads(status.output)["application_id"] == outcome["application_id"]
+    assert json.loads(status.stdout)["application_id"] == outcome["application_id"]
     bad = tmp_path / "bad.json"
     bad.write_bytes(b"{\"schema\": ")
     refused = runner.invoke(app, ["submit", str(bad), "--json"])
     assert refused.exit_code == 2
-    assert json.loads(refused.output)["error"]["code"] == "JSON_INVALID"
+    assert json.loads(refused.stdout)["error"]["code"] == "JSON_INVALID"
 
 
 def test_outbox_dispatch_flow_sends_what_is_due_and_cli_requeues_a_failed_notice(settings, company_signer):
@@ -163,7 +163,7 @@ def test_outbox_dispatch_flow_sends_what_is_due_and_cli_requeues_a_failed_notice
     (stuck,) = notices(unreachable)
     runner = CliRunner()
     listed = runner.invoke(app_cli(), ["outbox", "list", "--status", "undeliverable", "--json"])
-    assert [row["id"] for row in json.loads(listed.output)] == [stuck.id]
+    assert [row["id"] for row in json.loads(listed.stdout)] == [stuck.id]
     refused = runner.invoke(app_cli(), ["outbox", "requeue", str(stuck.id)])
     assert refused.exit_code == 2 and "no address" in refused.output
     requeued = runner.invoke(app_cli(), ["outbox", "requeue", str(stuck.id), "--to", "broker@alatau-import.kz"])
@@ -234,7 +234,7 @@ def test_a_waiting_flow_run_takes_its_decision_from_the_ui_form_and_the_cli(sett
     # From the command line, the right official: the decision is applied and the same input resumes the run.
     decided = CliRunner().invoke(app_cli(), ["decide", application_id, "release", "--official", "KZ-OF-0001", "--code", "11", "--json"])
     assert decided.exit_code == 0, decided.output
-    assert json.loads(decided.output)["flow_runs_resumed"] == [str(run.id)]
+    assert json.loads(decided.stdout)["flow_runs_resumed"] == [str(run.id)]
     worker.join(60)
     assert outcome["result"]["status"] == "released"
     status = declaration_status(application_id)
@@ -267,7 +267,7 @@ def test_cli_rerun_after_a_failed_step_is_audited_and_never_registers_twice(sett
     assert refused.exit_code == 2 and "would not register again" in refused.output and number in refused.output
     rerun = runner.invoke(app_cli(), ["rerun", number, "--from-step", "risk_assessment", "--by", "KZ-OF-0002", "--json"])
     assert rerun.exit_code == 0, rerun.output
-    result = json.loads(rerun.output.strip().splitlines()[-1])
+    result = json.loads(rerun.stdout.strip().splitlines()[-1])
     assert (result["status"], result["registration_number"]) == ("released", number)
     (audited,) = events(application_id, "clearance_rerun")
     assert audited.actor == "KZ-OF-0002" and audited.details["from_step"] == "risk_assessment"
@@ -331,4 +331,4 @@ def test_a_waiting_run_whose_deadline_passes_records_the_breach_and_says_so(sett
     # The supervisor can still decide afterwards, with no run waiting.
     late = CliRunner().invoke(app_cli(), ["decide", application_id, "release", "--official", "KZ-OF-0002", "--json"])
     assert late.exit_code == 0, late.output
-    assert json.loads(late.output)["status"] == "released"
+    assert json.loads(late.stdout)["status"] == "released"

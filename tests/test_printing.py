@@ -259,7 +259,7 @@ def test_cli_print_request_queue_copy_printed_and_sla(settings, company_signer, 
     runner = CliRunner()
     created = runner.invoke(app, ["print-request", declaration.registration_number, "--requested-by", DECLARANT_BIN, "--json"])
     assert created.exit_code == 0, created.output
-    request_id = json.loads(created.output)["request_id"]
+    request_id = json.loads(created.stdout.strip().splitlines()[-1])["request_id"]
     queue = runner.invoke(app, ["print-queue", "--office", "50101"])
     assert request_id in queue.output and "min left" in queue.output
     copy = runner.invoke(app, ["print-copy", request_id, "-o", str(tmp_path / "copy.pdf")])
@@ -269,8 +269,8 @@ def test_cli_print_request_queue_copy_printed_and_sla(settings, company_signer, 
     done = runner.invoke(app, ["printed", request_id, "--official", INSPECTOR])
     assert done.exit_code == 0 and "(in time)" in done.output
     report = runner.invoke(app, ["sla", "--json"])
-    assert json.loads(report.output)["total"]["printed_in_time"] == 1
+    assert json.loads(report.stdout)["total"]["printed_in_time"] == 1
     bad = runner.invoke(app, ["sla", "--from", "26.11.2026"])
     assert bad.exit_code == 2 and "YYYY-MM-DD" in bad.output
     missing = runner.invoke(app, ["print-request", "A000000-NOTHING", "--json"])
-    assert missing.exit_code == 2 and json.loads(missing.output)["error"]["code"] == "DECLARATION_UNKNOWN"
+    assert missing.exit_code == 2 and json.loads(missing.stdout)["error"]["code"] == "DECLARATION_UNKNOWN"
