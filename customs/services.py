@@ -403,3 +403,31 @@ def _failed_clearance_runs(now: datetime, hours: int = 24) -> list[dict[str, Any
         ), limit=100)
     return [{"flow_run": r.name, "id": str(r.id), "state": r.state.name if r.state else "", "message": (r.state.message or "")[:200] if r.state else ""}
             for r in runs]
+
+
+def operations_summary_markdown(summary: dict[str, Any]) -> str:
+    """The operations summary as the markdown artifact `operations-summary` (the same figures as `customs ops`)."""
+    lines = [f"# Operations summary, {summary['at_kz']}", "", "## Declarations by status", "", "| status | count |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in summary["declarations"].items()]
+    lines += ["", "## Registered declarations by lane", "", "| lane | count |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in summary["lanes"].items()] or ["| - | 0 |"]
+    oldest = summary["oldest_in_progress"]
+    lines += ["", f"Oldest declaration in progress: {oldest['application_id']} at {oldest['status']} for {oldest['resting_minutes']} min"
+              if oldest else "No declaration in progress."]
+    lines += ["", f"## Awaiting an official: {len(summary['awaiting_official'])}", ""]
+    if summary["awaiting_official"]:
+        lines += ["| registration number | zone | lane | due | minutes left | |", "|---|---|---|---|---|---|"]
+        lines += [f"| {d['registration_number']} | {d['zone'] or '-'} | {d['lane']} | {d['due_kz']} | {d['minutes_left']} | "
+                  f"{'BREACHED' if d['breached'] else ('alerted' if d['alerted'] else '')} |" for d in summary["awaiting_official"][:100]]
+    lines += ["", f"## Paper copies open: {len(summary['print_requests_open'])}", ""]
+    if summary["print_requests_open"]:
+        lines += ["| request | registration number | office | minutes left |", "|---|---|---|---|"]
+        lines += [f"| {p['request_id']} | {p['registration_number']} | {p['office']} | {p['minutes_left']} |" for p in summary["print_requests_open"][:100]]
+    failed = summary["failed_runs"]
+    lines += ["", "## Failed clearance runs (24 h): " + ("unknown" if failed is None else str(len(failed))), ""]
+    if failed:
+        lines += ["| flow run | state | message |", "|---|---|---|"]
+        lines += [f"| {r['flow_run']} | {r['state']} | {r['message'][:120].replace('|', '/')} |" for r in failed[:50]]
+    lines += ["", f"Release marks open: {summary['marks_open']}; overdue (over {summary['mark_overdue_minutes']} min): {len(summary['marks_overdue'])}",
+              "", "Outbox: " + ", ".join(f"{k} {v}" for k, v in summary["outbox"].items())]
+    return "\n".join(lines)

@@ -33,7 +33,19 @@ def deadline_watch() -> dict:
             logger.warning("%s deadlines: %d alerted at 75%%, %d breached", what, len(report["alerted"]), len(report["breached"]))
     if any(r["alerted"] or r["breached"] for r in (registration, release)):
         deliver_notices(return_state=True)
+    publish_operations_summary()
     return {"registration": registration, "release": release}
+
+
+@task(name="operations-summary", timeout_seconds=120)
+def publish_operations_summary() -> None:
+    """Every minute, the figures of `customs ops` as the `operations-summary` artifact in the UI."""
+    from prefect.artifacts import create_markdown_artifact
+
+    from customs.services import operations_summary, operations_summary_markdown
+
+    create_markdown_artifact(key="operations-summary", markdown=operations_summary_markdown(operations_summary()),
+                             description="Declarations, deadlines, paper copies, failed runs, release marks, outbox")
 
 
 if __name__ == "__main__":

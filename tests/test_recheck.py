@@ -124,3 +124,19 @@ def test_the_batch_recheck_flow_without_a_clearance_deployment_reports_restart_f
     result = batch_recheck(restart=True)
     assert result["scanned"] == 1 and result["counts"] == {"stuck/restart_failed": 1}
     assert status_of(application_id).status == Status.SUBMITTED  # nothing lost: the next recheck tries again
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_deadline_watch_publishes_the_operations_summary(settings, company_signer):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    from flows.deadline_watch import deadline_watch
+
+    waiting = submit_signed(company_signer, unique(sample("03-unpaid-vat.json"))).application_id
+    run_steps(waiting)
+    result = deadline_watch()
+    assert result["release"] == {"alerted": [], "breached": []}
+    with get_client(sync_client=True) as client:
+        (artifact,) = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["operations-summary"])), limit=1)
+    assert "Awaiting an official: 1" in artifact.data and status_of(waiting).registration_number in artifact.data
