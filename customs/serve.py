@@ -94,7 +94,8 @@ class InProcessWorker:
         self._pool = ThreadPoolExecutor(max_workers=sum(self.limits.get(n, 1) for n in self.deployments), thread_name_prefix="flow-run")
         self._context = contextvars.copy_context()  # Prefect's API settings reach the threads through it
 
-    def _claim(self, client, name: str, deployment_id: UUID, free: int) -> list:
+    def _claim(self, client, wanted: dict[UUID, int]) -> list:
+        """Claim due scheduled runs of the deployments in ``wanted`` (deployment id -> free slots): one query for all."""
         from prefect.client.schemas.filters import (
             DeploymentFilter, DeploymentFilterId, FlowRunFilter, FlowRunFilterNextScheduledStartTime, FlowRunFilterState,
             FlowRunFilterStateType)
@@ -103,22 +104,25 @@ class InProcessWorker:
         from prefect.states import Pending
 
         runs = client.read_flow_runs(
-            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])),
+            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=list(wanted))),
             flow_run_filter=FlowRunFilter(
                 state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.SCHEDULED])),
                 next_scheduled_start_time=FlowRunFilterNextScheduledStartTime(before_=utcnow()),
             ),
-            sort=FlowRunSort.NEXT_SCHEDULED_START_TIME_ASC, limit=free,
+            sort=FlowRunSort.NEXT_SCHEDULED_START_TIME_ASC, limit=sum(wanted.values()),
         )
         claimed = []
         for run in runs:
+            if wanted.get(run.deployment_id, 0) <= 0:
+                continue
             try:
                 result = client.set_flow_run_state(run.id, Pending())
             except Exception as exc:  # another worker got there, or the run changed meanwhile
                 log.debug("could not claim %s: %s", run.id, exc)
                 continue
             if result.state is not None and result.state.is_pending():
-                claimed.append(client.read_flow_run(run.id))
+                wanted[run.deployment_id] -= 1
+                claimed.append(run.model_copy(update={"state": result.state}))
         return claimed
 
     def _execute(self, name: str, flow, flow_run) -> None:
@@ -139,18 +143,21 @@ class InProcessWorker:
     def poll_once(self) -> int:
         from prefect.client.orchestration import get_client
 
+        by_id = {deployment_id: (name, flow) for name, (deployment_id, flow) in self.deployments.items()}
+        with self._lock:
+            wanted = {deployment_id: self.limits.get(name, 1) - self.running.get(name, 0) for deployment_id, (name, _) in by_id.items()}
+        wanted = {k: v for k, v in wanted.items() if v > 0}
+        if not wanted:
+            return 0
         started = 0
         with get_client(sync_client=True) as client:
-            for name, (deployment_id, flow) in self.deployments.items():
+            for flow_run in self._claim(client, wanted):
+                name, flow = by_id[flow_run.deployment_id]
                 with self._lock:
-                    free = self.limits.get(name, 1) - self.running.get(name, 0)
-                if free <= 0:
-                    continue
-                for flow_run in self._claim(client, name, deployment_id, free):
-                    with self._lock:
-                        self.running[name] = self.running.get(name, 0) + 1
-                    self._pool.submit(self._context.run, self._execute, name, flow, flow_run)
-                    started += 1
+                    self.running[name] = self.running.get(name, 0) + 1
+                # A context can be entered by one thread at a time: each run gets its own copy.
+                self._pool.submit(self._context.copy().run, self._execute, name, flow, flow_run)
+                started += 1
         return started
 
     def run(self) -> None:

@@ -166,3 +166,35 @@ def test_prefect_yaml_is_accepted_by_prefect_deploy(tmp_path):
     assert deployments["batch-recheck"].schedules[0].schedule.cron == "*/15 * * * *"
     assert deployments["deadline-watch"].work_pool_name == "customs"
     assert all(deployments[name].description for name in ("clearance", "batch-recheck", "crl-refresh"))
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_the_in_process_worker_runs_several_clearances_at_once(settings, company_signer):
+    """Runs claimed together are executed together (each in its own copy of the Prefect context)."""
+    import threading
+
+    from prefect.client.orchestration import get_client
+
+    from customs.serve import InProcessWorker, clearance_starter, read_deployments, register_deployments
+    from customs.services import declaration_status
+    from conftest import submit_signed
+
+    specs = [s for s in read_deployments() if s.name == "clearance"]
+    deployments = register_deployments(specs)
+    start = clearance_starter(deployments["clearance"][0])
+    ids = [submit_signed(company_signer, unique(sample())).application_id for _ in range(4)]
+    for application_id in ids:
+        start(application_id)
+    worker = InProcessWorker(deployments, {"clearance": 4}, poll_seconds=0.2)
+    thread = threading.Thread(target=__import__("contextvars").copy_context().run, args=(worker.run,), daemon=True)
+    thread.start()
+    try:
+        _wait(lambda: all(declaration_status(a)["status"] == "released" for a in ids), "four releases", 60)
+    finally:
+        worker.stop(30)
+    with get_client(sync_client=True) as client:
+        runs = [r for r in client.read_flow_runs() if r.deployment_id == deployments["clearance"][0]]
+    assert len(runs) == 4 and all(r.state.is_completed() for r in runs)
+    starts = sorted(r.start_time for r in runs)
+    ends = sorted(r.end_time for r in runs)
+    assert starts[-1] < ends[0]  # all four were running at the same moment
