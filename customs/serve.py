@@ -141,7 +141,7 @@ class InProcessWorker:
                 self.executed += 1
 
     def poll_once(self) -> int:
-        from prefect.client.orchestration import get_client
+        from customs.prefect_server import shared_client
 
         by_id = {deployment_id: (name, flow) for name, (deployment_id, flow) in self.deployments.items()}
         with self._lock:
@@ -150,14 +150,13 @@ class InProcessWorker:
         if not wanted:
             return 0
         started = 0
-        with get_client(sync_client=True) as client:
-            for flow_run in self._claim(client, wanted):
-                name, flow = by_id[flow_run.deployment_id]
-                with self._lock:
-                    self.running[name] = self.running.get(name, 0) + 1
-                # A context can be entered by one thread at a time: each run gets its own copy.
-                self._pool.submit(self._context.copy().run, self._execute, name, flow, flow_run)
-                started += 1
+        for flow_run in self._claim(shared_client(), wanted):
+            name, flow = by_id[flow_run.deployment_id]
+            with self._lock:
+                self.running[name] = self.running.get(name, 0) + 1
+            # A context can be entered by one thread at a time: each run gets its own copy.
+            self._pool.submit(self._context.copy().run, self._execute, name, flow, flow_run)
+            started += 1
         return started
 
     def run(self) -> None:
@@ -201,14 +200,13 @@ def quiet_thread_timeout_warnings() -> None:
 
 def clearance_starter(deployment_id: UUID):
     """What intake calls after committing a declaration: a clearance run of the deployment, now."""
-    from prefect.client.orchestration import get_client
+    from customs.prefect_server import shared_client
 
     def start(application_id: str) -> None:
-        with get_client(sync_client=True) as client:
-            client.create_flow_run_from_deployment(
-                deployment_id, parameters={"application_id": application_id}, name=application_id,
-                tags=["clearance", f"application:{application_id}"], idempotency_key=f"intake:{application_id}",
-            )
+        shared_client().create_flow_run_from_deployment(
+            deployment_id, parameters={"application_id": application_id}, name=application_id,
+            tags=["clearance", f"application:{application_id}"], idempotency_key=f"intake:{application_id}",
+        )
 
     return start
 

@@ -15,12 +15,12 @@ import time
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
-from prefect.client.orchestration import get_client
 from prefect.context import get_run_context
 from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run, suspend_flow_run
 from prefect.states import Running
 
+from customs.prefect_server import shared_client
 from customs.settings import get_settings
 from customs.timeutil import kz_display, utcnow
 
@@ -55,8 +55,7 @@ def _label_run(outcome: StepOutcome, current: dict) -> None:
         return
     flow_run = get_run_context().flow_run
     try:
-        with get_client(sync_client=True) as client:
-            client.update_flow_run(flow_run.id, name=name, tags=sorted(set(flow_run.tags) | set(tags)))
+        shared_client().update_flow_run(flow_run.id, name=name, tags=sorted(set(flow_run.tags) | set(tags)))
         current.update(name=name, tags=tags)
     except Exception as exc:  # labels help people find runs; they never stop a clearance
         get_run_logger().warning("could not label the flow run %s: %s", flow_run.id, exc)
@@ -124,8 +123,7 @@ def _back_to_running(reason: str) -> None:
     """After a wait timed out the server still shows the run paused (and would answer any state with
     "paused and never resumed"): put it back to Running so that what it does next is what it records."""
     try:
-        with get_client(sync_client=True) as client:
-            client.set_flow_run_state(get_run_context().flow_run.id, Running(message=reason), force=True)
+        shared_client().set_flow_run_state(get_run_context().flow_run.id, Running(message=reason), force=True)
     except Exception as exc:  # the run's own outcome is what matters; the label is a courtesy
         get_run_logger().warning("could not mark the run running again: %s", exc)
 

@@ -49,17 +49,18 @@ def print_deadline_timer(request_id: str, stage: str) -> dict:
 
 def schedule_print_timers(request_id: str, alert_at: datetime, due_at: datetime) -> list[str]:
     """Create the two timer runs of a print request on the `print-deadline-timer` deployment."""
-    from prefect.client.orchestration import get_client
     from prefect.states import Scheduled
 
+    from customs.prefect_server import shared_client
+
     created = []
-    with get_client(sync_client=True) as client:
-        deployment = client.read_deployment_by_name("print-deadline-timer/print-deadline-timer")
-        for stage, moment in (("alert", alert_at), ("breach", due_at)):
-            run = client.create_flow_run_from_deployment(
-                deployment.id, parameters={"request_id": request_id, "stage": stage}, state=Scheduled(scheduled_time=moment),
-                name=f"{request_id}-{stage}", tags=["printing", f"print-request:{request_id}"], idempotency_key=f"print-timer:{request_id}:{stage}")
-            created.append(str(run.id))
+    client = shared_client()  # one long-lived client (see customs.prefect_server.shared_client)
+    deployment = client.read_deployment_by_name("print-deadline-timer/print-deadline-timer")
+    for stage, moment in (("alert", alert_at), ("breach", due_at)):
+        run = client.create_flow_run_from_deployment(
+            deployment.id, parameters={"request_id": request_id, "stage": stage}, state=Scheduled(scheduled_time=moment),
+            name=f"{request_id}-{stage}", tags=["printing", f"print-request:{request_id}"], idempotency_key=f"print-timer:{request_id}:{stage}")
+        created.append(str(run.id))
     return created
 
 
