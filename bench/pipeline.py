@@ -179,6 +179,7 @@ def main() -> None:
         threading.Thread(target=meter.run, daemon=True).start()
 
         accepted: dict[str, float] = {}
+        failures: list[str] = []
         lock = threading.Lock()
         http = httpx.Client(headers={"Authorization": f"Bearer {token}"}, timeout=60)
 
@@ -187,11 +188,17 @@ def main() -> None:
             files = [("declaration", ("declaration.json", content)), ("signature", ("declaration.json.p7s", signature))]
             for name, data_, sig in attachments:
                 files += [("attachments", (name, data_)), ("attachment_signatures", (name + ".p7s", sig))]
-            response = http.post(f"{api}/v1/declarations", files=files)
-            if response.status_code != 202:
-                raise RuntimeError(f"{response.status_code}: {response.text[:300]}")
+            try:
+                response = http.post(f"{api}/v1/declarations", files=files)
+            except httpx.HTTPError as exc:
+                with lock:
+                    failures.append(f"{type(exc).__name__}: {exc}")
+                return
             with lock:
-                accepted[response.json()["application_id"]] = time.time()
+                if response.status_code == 202:
+                    accepted[response.json()["application_id"]] = time.time()
+                else:
+                    failures.append(f"{response.status_code}: {response.text[:200]}")
 
         t0 = time.time()
         with ThreadPoolExecutor(max_workers=16 if args.rate <= 0 else 8) as pool:
@@ -214,7 +221,7 @@ def main() -> None:
         while time.time() < deadline:
             with engine.connect() as connection:
                 done = connection.execute(text(f"SELECT count(*) FROM declaration WHERE status IN {final_sql}")).scalar()
-            if done >= args.n:
+            if done >= len(accepted):
                 break
             time.sleep(0.5)
         finished = time.time()
@@ -259,6 +266,8 @@ def main() -> None:
              "registered -> lane": ("registered", "lane_assigned"), "lane -> released": ("lane_assigned", "released")}
     first = min(accepted.values())
     span = finished - first
+    if failures:
+        print(f"{len(failures)} submissions failed, e.g. {failures[0]}")
     print(f"\n{len(ours)} declarations submitted in {submitted_in:.1f} s ({len(ours) / submitted_in:.1f}/s offered); all final after {span:.1f} s")
     print(f"throughput: {len(ours) / span:.2f} declarations/s (submission of the first to the final state of the last)")
     print(f"final states: " + ", ".join(f"{s} {sum(1 for a in ours if statuses.get(a) == s)}" for s in final))

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Callable, Literal
 
-from fastapi import Body, Depends, FastAPI, Path, Request, Response
+from fastapi import BackgroundTasks, Body, Depends, FastAPI, Path, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -352,6 +352,14 @@ async def call_hook(hook: Callable, *args: Any) -> None:
     result = hook(*args) if inspect.iscoroutinefunction(hook) else await run_in_threadpool(hook, *args)
     if inspect.isawaitable(result):
         await result
+
+
+async def _start_clearance(app, application_id: str) -> None:
+    try:
+        await call_hook(app.state.start_clearance, application_id)
+    except Exception:
+        logger.warning("declaration %s is stored, but starting its clearance failed; batch-recheck will pick it up",
+                       application_id, exc_info=True)
 
 
 def _no_hook(*args: Any) -> None:
@@ -703,7 +711,7 @@ def create_app(*, start_clearance: Callable[[str], Any] | None = None,
             "application/json": {"schema": {"$ref": "#/components/schemas/DeclarationSubmission"}},
         }}},
     )
-    async def submit(request: Request, response: Response, client: Client) -> SubmissionOut:
+    async def submit(request: Request, response: Response, client: Client, background: BackgroundTasks) -> SubmissionOut:
         """Declarant clients submit through the electronic channel, and only for the IIN/BIN they act for (403
         DECLARANT_NOT_YOURS); portal clients through the portal channel for anyone; official clients enter paper
         declarations of their office (no signature). The bytes are stored exactly as received."""
@@ -720,11 +728,8 @@ def create_app(*, start_clearance: Callable[[str], Any] | None = None,
         status_url = _status_url(request, submission.application_id)
         if submission.created:
             response.headers["Location"] = status_url
-            try:
-                await call_hook(request.app.state.start_clearance, submission.application_id)
-            except Exception:
-                logger.warning("declaration %s is stored, but starting its clearance failed; batch-recheck will pick it up",
-                               submission.application_id, exc_info=True)
+            # After the answer: the declaration is committed; a slow or unavailable Prefect must not hold the 202 back.
+            background.add_task(_start_clearance, request.app, submission.application_id)
         else:
             response.status_code = 200
         return SubmissionOut(application_id=submission.application_id, submitted_at=submission.submitted_at,
