@@ -198,3 +198,34 @@ def test_the_in_process_worker_runs_several_clearances_at_once(settings, company
     starts = sorted(r.start_time for r in runs)
     ends = sorted(r.end_time for r in runs)
     assert starts[-1] < ends[0]  # all four were running at the same moment
+
+
+def test_a_served_run_suspends_for_the_official_and_resumes_with_the_decision(served, company_signer):
+    """Under a deployment the waiting run suspends (its thread is free); the decision through the API resumes it."""
+    env, api = served["env"], served["api"]
+
+    def token_for(*args):
+        added = subprocess.run([CUSTOMS, "clients", "add", *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert added.returncode == 0, added.stderr
+        return next(line.split()[-1] for line in added.stdout.splitlines() if line.startswith("token:"))
+
+    declarant = {"Authorization": f"Bearer {token_for('alatau', '--kind', 'declarant', '--id', '050840001233')}"}
+    official = {"Authorization": f"Bearer {token_for('inspector', '--kind', 'official', '--official', 'KZ-OF-0001')}"}
+    content = as_bytes(unique(sample("03-unpaid-vat.json")))
+    response = httpx.post(f"{api}/v1/declarations", headers=declarant, timeout=30,
+                          files={"declaration": ("d.json", content), "signature": ("d.p7s", company_signer.sign(content))})
+    assert response.status_code == 202, response.text
+    application_id = response.json()["application_id"]
+
+    def runs():
+        return httpx.post(f"{served['prefect']}/flow_runs/filter", json={"flow_runs": {"tags": {"all_": [f"application:{application_id}"]}}},
+                          timeout=10).json()
+
+    suspended = _wait(lambda: [r for r in runs() if r["state"]["name"] == "Suspended"], "the run to suspend for a decision", 60)
+    decided = httpx.post(f"{api}/v1/declarations/{application_id}/decision", headers=official, timeout=60,
+                         json={"decision": "release", "decision_code": "10", "grounds": [], "grounds_text": "VAT paid at the post"})
+    assert decided.status_code == 200, decided.text
+    _wait(lambda: [r for r in runs() if r["id"] == suspended[0]["id"] and r["state"]["type"] == "COMPLETED"], "the resumed run to complete", 60)
+    status = httpx.get(f"{api}/v1/declarations/{application_id}", headers=declarant, timeout=10).json()
+    assert (status["status"], status["decided_by"]) == ("released", "KZ-OF-0001")
+    assert len(runs()) == 1  # the same flow run, resumed: not a second one
