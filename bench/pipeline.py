@@ -257,7 +257,6 @@ def main() -> None:
     for application_id, to_status, moment in events:
         at.setdefault(application_id, {})[str(to_status).lower()] = ts(moment)
     notices = [(a, str(k).lower(), c) for a, k, c in notices]
-    events = events
     release_notice = {a: ts(c) for a, k, c in notices if k == "release"}
     statuses = {a: str(s).lower() for a, _, s in numbers}
     ours = [a for a in accepted]
@@ -270,11 +269,10 @@ def main() -> None:
         print(f"{len(failures)} submissions failed, e.g. {failures[0]}")
     print(f"\n{len(ours)} declarations submitted in {submitted_in:.1f} s ({len(ours) / submitted_in:.1f}/s offered); all final after {span:.1f} s")
     print(f"throughput: {len(ours) / span:.2f} declarations/s (submission of the first to the final state of the last)")
-    print(f"final states: " + ", ".join(f"{s} {sum(1 for a in ours if statuses.get(a) == s)}" for s in final))
+    print("final states: " + ", ".join(f"{s} {sum(1 for a in ours if statuses.get(a) == s)}" for s in final))
     if end_to_end:
         print(f"202 -> release notice in the outbox: p50 {pct(end_to_end, .5):.2f} s, p95 {pct(end_to_end, .95):.2f} s, p99 {pct(end_to_end, .99):.2f} s"
               f" ({len(end_to_end)} released)")
-    first_step = [at[a]["submitted"] for a in ours if "submitted" in at.get(a, {})]
     waits = [at[a]["signatures_checked"] - accepted[a] for a in ours if "signatures_checked" in at.get(a, {})]
     if waits:
         print(f"  202 -> first step done: p50 {pct(waits, .5):.2f} s, p95 {pct(waits, .95):.2f} s")

@@ -413,12 +413,6 @@ def waiting_for_official(application_id: str) -> dict[str, Any]:
                 "office": declaration.customs_office, "zone": declaration.zone, "lane": declaration.lane,
                 "risk_profiles": list(declaration.risk_profiles), "reasons": list(declaration.reasons),
                 "release_due_at": declaration.release_due_at, "registered_at": declaration.registered_at}
-
-
-def overdue_marks(now: datetime, older_than: timedelta) -> list[dict[str, Any]]:
-    return [m for m in open_marks(now=now) if m["open_minutes"] >= older_than.total_seconds() // 60]
-
-
 # ----------------------------------------------------------------------------------------------
 # The decision as Prefect run input: the form the UI shows, and what `customs decide` sends.
 

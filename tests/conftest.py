@@ -226,3 +226,16 @@ def smtp_settings(tmp_path, pki, smtp_server) -> Settings:
     yield configured
     configure(None)
     dispose_engines()
+
+
+def wait_until(predicate, what: str, timeout: float = 60.0):
+    """Poll ``predicate`` until it returns something true (returned), or fail naming what never happened."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.3)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")

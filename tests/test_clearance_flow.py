@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy.exc import OperationalError
 from typer.testing import CliRunner
 
-from conftest import as_bytes, sample, unique
+from conftest import as_bytes, sample, unique, wait_until
 from customs.services import declaration_status, submit_declaration
 from flows.clearance import clearance
 
@@ -184,16 +184,6 @@ def app_cli():
 # --- Officials: the flow run waits for the decision as run input ------------------------------------
 
 
-def _wait_until(predicate, what: str, timeout: float = 60.0):
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _paused_run(application_id: str):
@@ -218,7 +208,7 @@ def test_a_waiting_flow_run_takes_its_decision_from_the_ui_form_and_the_cli(sett
     context = contextvars.copy_context()
     worker = threading.Thread(target=lambda: outcome.update(result=context.run(clearance, application_id)))
     worker.start()
-    run = _wait_until(lambda: _paused_run(application_id), "the flow run to pause for a decision")
+    run = wait_until(lambda: _paused_run(application_id), "the flow run to pause for a decision")
     # The UI shows a typed form: the input schema and its description are stored with the paused run.
     with get_client(sync_client=True) as client:
         schema = client.read_flow_run_input(key="paused-1-schema", flow_run_id=run.id)
@@ -228,8 +218,8 @@ def test_a_waiting_flow_run_takes_its_decision_from_the_ui_form_and_the_cli(sett
     # From the UI, an official of another zone: refused, audited, and the run waits again.
     resume_flow_run(run.id, run_input={"decision": "release", "official_id": "KZ-OF-0003", "decision_code": "10",
                                         "grounds": [], "grounds_text": "", "decision_id": None})
-    _wait_until(lambda: events(application_id, "official_action_refused"), "the refused attempt")
-    again = _wait_until(lambda: _paused_run(application_id), "the run to wait again")
+    wait_until(lambda: events(application_id, "official_action_refused"), "the refused attempt")
+    again = wait_until(lambda: _paused_run(application_id), "the run to wait again")
     assert again.id == run.id
     # From the command line, the right official: the decision is applied and the same input resumes the run.
     decided = CliRunner().invoke(app_cli(), ["decide", application_id, "release", "--official", "KZ-OF-0001", "--code", "11", "--json"])

@@ -14,19 +14,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import ROOT, as_bytes, free_port, sample, unique
+from conftest import ROOT, as_bytes, free_port, sample, unique, wait_until
 
 CUSTOMS = str(Path(sys.executable).with_name("customs"))
 
 
-def _wait(predicate, what: str, timeout: float):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def _healthy(url: str) -> bool:
@@ -47,7 +39,7 @@ def served(tmp_path, pki):
     process = subprocess.Popen([CUSTOMS, "serve"], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     api = f"http://127.0.0.1:{env['CUSTOMS_API_PORT']}"
     try:
-        _wait(lambda: _healthy(f"{api}/v1/health") or process.poll() is not None, "customs serve to answer", 150)
+        wait_until(lambda: _healthy(f"{api}/v1/health") or process.poll() is not None, "customs serve to answer", 150)
         assert process.poll() is None, (tmp_path / "serve.log").read_text()
         yield {"process": process, "env": env, "api": api, "prefect": f"http://127.0.0.1:{env['CUSTOMS_PREFECT_PORT']}/api",
                "log": tmp_path / "serve.log"}
@@ -79,7 +71,7 @@ def test_customs_serve_clears_a_declaration_submitted_through_the_api(served, co
         body = httpx.get(status_url, headers=headers, timeout=10).json()
         return body if body["status"] == "released" else None
 
-    body = _wait(released, "the declaration to be released by the served clearance deployment", 60)
+    body = wait_until(released, "the declaration to be released by the served clearance deployment", 60)
     assert body["registration_number"].startswith("50101/")
     # It ran as a run of the `clearance` deployment, named by its registration number.
     runs = httpx.post(f"{served['prefect']}/flow_runs/filter", json={"flow_runs": {"tags": {"all_": [f"application:{body['application_id']}"]}}},
@@ -189,7 +181,7 @@ def test_the_in_process_worker_runs_several_clearances_at_once(settings, company
     thread = threading.Thread(target=__import__("contextvars").copy_context().run, args=(worker.run,), daemon=True)
     thread.start()
     try:
-        _wait(lambda: all(declaration_status(a)["status"] == "released" for a in ids), "four releases", 60)
+        wait_until(lambda: all(declaration_status(a)["status"] == "released" for a in ids), "four releases", 60)
     finally:
         worker.stop(30)
     with get_client(sync_client=True) as client:
@@ -221,11 +213,11 @@ def test_a_served_run_suspends_for_the_official_and_resumes_with_the_decision(se
         return httpx.post(f"{served['prefect']}/flow_runs/filter", json={"flow_runs": {"tags": {"all_": [f"application:{application_id}"]}}},
                           timeout=10).json()
 
-    suspended = _wait(lambda: [r for r in runs() if r["state"]["name"] == "Suspended"], "the run to suspend for a decision", 60)
+    suspended = wait_until(lambda: [r for r in runs() if r["state"]["name"] == "Suspended"], "the run to suspend for a decision", 60)
     decided = httpx.post(f"{api}/v1/declarations/{application_id}/decision", headers=official, timeout=60,
                          json={"decision": "release", "decision_code": "10", "grounds": [], "grounds_text": "VAT paid at the post"})
     assert decided.status_code == 200, decided.text
-    _wait(lambda: [r for r in runs() if r["id"] == suspended[0]["id"] and r["state"]["type"] == "COMPLETED"], "the resumed run to complete", 60)
+    wait_until(lambda: [r for r in runs() if r["id"] == suspended[0]["id"] and r["state"]["type"] == "COMPLETED"], "the resumed run to complete", 60)
     status = httpx.get(f"{api}/v1/declarations/{application_id}", headers=declarant, timeout=10).json()
     assert (status["status"], status["decided_by"]) == ("released", "KZ-OF-0001")
     assert len(runs()) == 1  # the same flow run, resumed: not a second one
