@@ -27,6 +27,7 @@ test-postgres: $(STAMP)
 		$(BIN)/python -m pytest -m postgres $(PYTEST_ARGS)
 
 bench: $(STAMP)
+	$(BIN)/pip install --quiet -e '.[test,bench]'
 	$(BIN)/python bench/signatures.py
 	$(BIN)/python bench/outbox.py
 	$(BIN)/python bench/recheck.py

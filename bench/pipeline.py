@@ -7,7 +7,7 @@ same work done without orchestration (the steps called directly) in the same run
 orchestrated to bare throughput is printed. It checks at the end that every declaration reached its
 final state exactly once (one registration number, one release notice).
 
-    python bench/pipeline.py [--db sqlite|postgres] [-n 200] [--rate 0] [--concurrency 8] [--mix]
+    python bench/pipeline.py [--db sqlite|postgres] [-n 200] [--rate 0] [--concurrency 16] [--mix] [--minutes M]
 
 --rate 0 submits as fast as the API takes them (16 submitting threads); --rate R submits R per second.
 --mix adds yellow and red lanes (they end waiting for an official: their runs suspend).
@@ -89,6 +89,13 @@ class Meter:
         self.peak_rss = {name: 0 for name in pids}
         self.stop = threading.Event()
         self.cpu0 = self.cpu()
+        self.machine0 = self.machine()
+
+    @staticmethod
+    def machine() -> float:
+        """Busy CPU seconds of the whole machine: PostgreSQL's backends come and go, so they are counted this way."""
+        t = psutil.cpu_times()
+        return t.user + t.nice + t.system + getattr(t, "irq", 0) + getattr(t, "softirq", 0)
 
     def tree(self, name):
         proc = self.procs[name]
@@ -127,11 +134,16 @@ def main() -> None:
     parser.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
     parser.add_argument("-n", type=int, default=200)
     parser.add_argument("--rate", type=float, default=0.0)
-    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--mix", action="store_true")
     parser.add_argument("--postgres-url", default="postgresql://postgres@127.0.0.1:5432")
     parser.add_argument("--bare", type=int, default=100, help="declarations for the run without orchestration")
+    parser.add_argument("--minutes", type=float, default=0.0, help="with --rate: submit for this long (n = rate x minutes), e.g. the 10-minute memory run")
     args = parser.parse_args()
+    if args.minutes:
+        if args.rate <= 0:
+            parser.error("--minutes needs --rate")
+        args.n = int(args.rate * args.minutes * 60)
 
     from customs.pki import CmsSigner, TestPki
     from customs.timeutil import utcnow
@@ -227,6 +239,7 @@ def main() -> None:
         finished = time.time()
         meter.stop.set()
         cpu = meter.cpu()
+        machine = Meter.machine() - meter.machine0
         with engine.connect() as connection:
             events = connection.execute(text("SELECT application_id, to_status, at FROM audit_event WHERE event = 'transition'")).all()
             notices = connection.execute(text("SELECT application_id, kind, created_at FROM notice")).all()
@@ -280,9 +293,16 @@ def main() -> None:
         values = [at[a][b_] - at[a][a_] for a in ours if a_ in at.get(a, {}) and b_ in at.get(a, {})]
         if values:
             print(f"  {label}: p50 {pct(values, .5) * 1000:.0f} ms, p95 {pct(values, .95) * 1000:.0f} ms")
+    measured = 0.0
     for name in meter.procs:
         used = cpu[name] - meter.cpu0[name]
-        print(f"{name}: {used:.1f} CPU s ({used / span * 100:.0f}% of one core), peak resident {meter.peak_rss[name] / 2**20:.0f} MiB")
+        measured += used
+        print(f"{name}: {used:.1f} CPU s ({used / span * 100:.0f}% of one core, {used / len(ours) * 1000:.0f} ms per declaration), "
+              f"peak resident {meter.peak_rss[name] / 2**20:.0f} MiB")
+    rest = machine - measured
+    print(f"the rest of the machine (PostgreSQL, this benchmark's client): {rest:.1f} CPU s ({rest / len(ours) * 1000:.0f} ms per declaration)")
+    print(f"whole machine: {machine / len(ours) * 1000:.0f} ms of CPU per declaration -> at most "
+          f"{psutil.cpu_count() / (machine / len(ours)):.1f} declarations/s on its {psutil.cpu_count()} cores at this cost")
     print(f"together: peak resident {sum(meter.peak_rss.values()) / 2**20:.0f} MiB")
     registrations = [n for a, n, _ in numbers if a in accepted and n]
     lost = [a for a in ours if statuses.get(a) not in final]

@@ -16,6 +16,7 @@ import contextvars
 import logging
 import threading
 import time
+from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,6 +79,117 @@ def register_deployments(specs: list[DeploymentSpec]) -> dict[str, tuple[UUID, A
     return registered
 
 
+class SharedSuspensionObserver:
+    """One watcher of "this flow run was suspended from outside" (the UI's Suspend) for all runs of the process.
+
+    For every run of a deployment Prefect 3.9's engine starts a thread with its own event loop, API client
+    and events websocket to notice that (``prefect._flow_run_suspension.observe_flow_run_suspension``):
+    a sixth of the in-process worker's CPU, and a websocket subscription per run on the server. This is
+    the same observer (Prefect's ``FlowRunSuspendingObserver``, which watches any number of runs) run once:
+    each flow run is added to it when it starts and removed when it ends, and a suspension reaches the
+    run the way Prefect's own observer delivers it.
+    """
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._observer = None
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._closing: asyncio.Event | None = None
+        self._requests: dict[UUID, Any] = {}
+        self._requests_lock = threading.Lock()
+        self._original = None
+        self.error: BaseException | None = None
+
+    def _on_suspended(self, flow_run_id: UUID, state) -> None:
+        from prefect._flow_run_suspension import mark_flow_run_suspension_requested
+
+        if not mark_flow_run_suspension_requested(flow_run_id, state):
+            with self._requests_lock:
+                request = self._requests.get(flow_run_id)
+            if request is not None:
+                request.mark_requested(state)
+
+    async def _main(self) -> None:
+        from prefect._internal.observers import FlowRunSuspendingObserver
+
+        self._closing = asyncio.Event()
+        try:
+            async with FlowRunSuspendingObserver(on_suspended=self._on_suspended) as observer:
+                self._observer = observer
+                self._ready.set()
+                await self._closing.wait()
+        except BaseException as exc:  # without it, runs still execute; only an outside Suspend goes unnoticed
+            self.error = exc
+            log.warning("worker: the suspension observer stopped: %s", exc)
+        finally:
+            self._observer = None
+            self._ready.set()
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Start in the calling context (it carries the Prefect API settings)."""
+        context = contextvars.copy_context()
+
+        def thread_main() -> None:
+            self._loop = asyncio.new_event_loop()
+            try:
+                context.run(self._loop.run_until_complete, self._main())
+            finally:
+                self._loop.close()
+
+        self._thread = threading.Thread(target=thread_main, name="suspension-observer", daemon=True)
+        self._thread.start()
+        self._ready.wait(timeout)
+
+    @property
+    def running(self) -> bool:
+        return self._observer is not None
+
+    @contextmanager
+    def observe(self, flow_run_id: UUID, suspension_request, polling_interval: float = 10):
+        """Drop-in for Prefect's per-run ``observe_flow_run_suspension``."""
+        if not self.running or self._loop is None:
+            with self._original(flow_run_id, suspension_request, polling_interval):  # type: ignore[misc]
+                yield
+            return
+        with self._requests_lock:
+            self._requests[flow_run_id] = suspension_request
+        self._loop.call_soon_threadsafe(self._add, flow_run_id)
+        try:
+            yield
+        finally:
+            with self._requests_lock:
+                self._requests.pop(flow_run_id, None)
+            if self._loop.is_running():
+                self._loop.call_soon_threadsafe(self._remove, flow_run_id)
+
+    def _add(self, flow_run_id: UUID) -> None:
+        if self._observer is not None:
+            self._observer.add_in_flight_flow_run_id(flow_run_id)
+
+    def _remove(self, flow_run_id: UUID) -> None:
+        if self._observer is not None:
+            self._observer.remove_in_flight_flow_run_id(flow_run_id)
+
+    def install(self) -> None:
+        """Make the flow engine of this process use this observer."""
+        import prefect.flow_engine as engine
+
+        if self._original is None:
+            self._original = engine.observe_flow_run_suspension
+            engine.observe_flow_run_suspension = self.observe
+
+    def stop(self) -> None:
+        import prefect.flow_engine as engine
+
+        if self._original is not None and engine.observe_flow_run_suspension == self.observe:
+            engine.observe_flow_run_suspension = self._original
+        if self._loop is not None and self._closing is not None and self._loop.is_running():
+            self._loop.call_soon_threadsafe(self._closing.set)
+        if self._thread is not None:
+            self._thread.join(5)
+
+
 @dataclass
 class InProcessWorker:
     """Executes scheduled runs of the given deployments in this process, ``limits[name]`` at a time each."""
@@ -93,6 +205,35 @@ class InProcessWorker:
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=sum(self.limits.get(n, 1) for n in self.deployments), thread_name_prefix="flow-run")
         self._context = contextvars.copy_context()  # Prefect's API settings reach the threads through it
+        self._client_context = None
+        self._observer: SharedSuspensionObserver | None = None
+
+    def start_runtime(self) -> None:
+        """What every flow run of this worker shares instead of building its own (see README, throughput):
+
+        - one Prefect API client: the engine takes the client of the ``SyncClientContext`` it finds, and
+          builds one (with an SSL context: about 20 ms of CPU) only when there is none;
+        - one observer of external suspension (one events subscription for all runs), in place of
+          the thread, event loop, client and websocket Prefect starts for every deployment run.
+        """
+        from prefect.context import SyncClientContext
+
+        def enter():
+            self._client_context = SyncClientContext()
+            self._client_context.__enter__()
+
+        self._context.run(enter)
+        self._observer = SharedSuspensionObserver()
+        self._context.run(self._observer.start)
+        self._observer.install()
+
+    def stop_runtime(self) -> None:
+        if self._observer is not None:
+            self._observer.stop()
+            self._observer = None
+        if self._client_context is not None:
+            self._context.run(self._client_context.__exit__, None, None, None)
+            self._client_context = None
 
     def _claim(self, client, wanted: dict[UUID, int]) -> list:
         """Claim due scheduled runs of the deployments in ``wanted`` (deployment id -> free slots): one query for all."""
@@ -160,6 +301,8 @@ class InProcessWorker:
         return started
 
     def run(self) -> None:
+        if self._client_context is None:
+            self.start_runtime()
         while not self.stop_event.is_set():
             try:
                 busy = self.poll_once()
@@ -175,6 +318,7 @@ class InProcessWorker:
         while sum(self.running.values()) and time.monotonic() < deadline:
             time.sleep(0.2)
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self.stop_runtime()
 
 
 class _OnceFilter(logging.Filter):

@@ -221,3 +221,39 @@ def test_a_served_run_suspends_for_the_official_and_resumes_with_the_decision(se
     status = httpx.get(f"{api}/v1/declarations/{application_id}", headers=declarant, timeout=10).json()
     assert (status["status"], status["decided_by"]) == ("released", "KZ-OF-0001")
     assert len(runs()) == 1  # the same flow run, resumed: not a second one
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_run_suspended_from_outside_stops_at_its_next_step_under_the_shared_observer():
+    """The worker replaces Prefect's per-run suspension observer with one for the process: suspending a
+    running run from outside (the UI's Suspend) must still stop it at its next task, leaving it suspended."""
+    import threading
+
+    import prefect.flow_engine as engine
+    from prefect.client.orchestration import get_client
+    from prefect.states import Suspended
+
+    from customs.serve import DeploymentSpec, InProcessWorker, register_deployments
+
+    original = engine.observe_flow_run_suspension
+    deployments = register_deployments([DeploymentSpec("ticking", "tests/suspendable_flow.py:ticking", "", (), {}, ())])
+    worker = InProcessWorker(deployments, {"ticking": 1}, poll_seconds=0.2)
+    thread = threading.Thread(target=__import__("contextvars").copy_context().run, args=(worker.run,), daemon=True)
+    thread.start()
+    try:
+        with get_client(sync_client=True) as client:
+            run = client.create_flow_run_from_deployment(deployments["ticking"][0], parameters={"seconds": 60})
+            wait_until(lambda: client.read_flow_run(run.id).state.is_running(), "the run to start", 60)
+            assert engine.observe_flow_run_suspension == worker._observer.observe  # the shared one is in place
+            wait_until(lambda: len(client.read_task_runs()) >= 2, "a few ticks", 30)
+            client.set_flow_run_state(run.id, Suspended(timeout_seconds=300), force=True)
+            wait_until(lambda: worker.executed == 1, "the suspended run to stop executing", 20)
+            state = client.read_flow_run(run.id).state
+            assert state.is_paused() and state.name == "Suspended"
+            ticks = len(client.read_task_runs())
+            time.sleep(1.0)
+            assert len(client.read_task_runs()) == ticks  # it stopped ticking
+    finally:
+        worker.stop(10)
+        thread.join(10)
+    assert engine.observe_flow_run_suspension is original  # stopping the worker gives Prefect its own back

@@ -1,0 +1,142 @@
+"""What a flow run costs Prefect itself, with no customs work in it: the floor under bench/pipeline.py.
+
+Starts a Prefect server the way `customs serve` does (SQLite, or PostgreSQL with --db postgres),
+registers deployments of empty flows (0 tasks, and --tasks more with that many empty tasks), creates
+N runs of each from its deployment (as intake does) and executes them with the same in-process worker
+`customs serve` uses. Prints, per flow run: CPU seconds of the Prefect server, of this process (the
+client: creating runs, claiming them, the engine) and of the rest of the machine (PostgreSQL), and the runs per second.
+
+    python bench/prefect_floor.py [--db sqlite|postgres] [-n 200] [--tasks 5] [--concurrency 16]
+
+Two cores' worth of CPU divided by the sum of the three is the most flow runs per second this design
+can reach on this machine before a single customs rule runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextvars
+import os
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import psutil
+from prefect import flow, task
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+@task(name="empty-step")
+def empty_step(i: int) -> int:
+    return i
+
+
+@flow(name="floor-0-tasks", persist_result=False)
+def floor_0(i: int = 0) -> int:
+    return i
+
+
+@flow(name="floor-with-tasks", persist_result=False)
+def floor_tasks(i: int = 0, tasks: int = 5) -> int:
+    for k in range(tasks):
+        empty_step(k)
+    return i
+
+
+def machine_cpu() -> float:
+    """CPU seconds the whole machine spent busy (PostgreSQL's backends come and go: count them this way)."""
+    t = psutil.cpu_times()
+    return t.user + t.nice + t.system + getattr(t, "irq", 0) + getattr(t, "softirq", 0)
+
+
+def tree_cpu(pid: int) -> float:
+    total = 0.0
+    root = psutil.Process(pid)
+    for proc in [root] + root.children(recursive=True):
+        try:
+            t = proc.cpu_times()
+            total += t.user + t.system
+        except psutil.Error:
+            pass
+    return total
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument("-n", type=int, default=200)
+    parser.add_argument("--tasks", type=int, default=5)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--postgres-url", default="postgresql://postgres@127.0.0.1:5432")
+    args = parser.parse_args()
+
+    os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    from customs.prefect_server import ensure_server, prefect_api, stop_server
+    from customs.serve import DeploymentSpec, InProcessWorker, quiet_thread_timeout_warnings, register_deployments
+    from customs.settings import Settings
+
+    data = Path(tempfile.mkdtemp(prefix="customs-bench-floor-"))
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    prefect_db = None
+    if args.db == "postgres":
+        import sqlalchemy
+
+        prefect_db = f"bench_floor_{uuid.uuid4().hex[:8]}"
+        admin = sqlalchemy.create_engine(f"{args.postgres_url.replace('postgresql://', 'postgresql+psycopg://')}/postgres", isolation_level="AUTOCOMMIT")
+        with admin.connect() as connection:
+            connection.execute(sqlalchemy.text(f"CREATE DATABASE {prefect_db}"))
+    settings = Settings(data_dir=data, prefect_port=port,
+                        prefect_database_url=f"{args.postgres_url}/{prefect_db}" if prefect_db else None)
+    quiet_thread_timeout_warnings()
+    started = time.perf_counter()
+    api_url = ensure_server(settings)
+    server_pid = int((data / "prefect" / "server.pid").read_text())
+    print(f"Prefect server ({args.db}) ready in {time.perf_counter() - started:.1f} s")
+    try:
+        with prefect_api(api_url):
+            specs = [DeploymentSpec("floor-0", "bench/prefect_floor.py:floor_0", "", (), {}, ()),
+                     DeploymentSpec("floor-tasks", "bench/prefect_floor.py:floor_tasks", "", (), {"tasks": args.tasks}, ())]
+            deployments = register_deployments(specs)
+            from customs.prefect_server import shared_client
+
+            for name, label in (("floor-0", "empty flow, 0 tasks"), ("floor-tasks", f"empty flow, {args.tasks} empty tasks")):
+                deployment_id, _ = deployments[name]
+                worker = InProcessWorker({name: deployments[name]}, {name: args.concurrency}, poll_seconds=0.2)
+                worker.start_runtime()
+                thread = threading.Thread(target=contextvars.copy_context().run, args=(worker.run,), daemon=True)
+                cpu_server, cpu_client, cpu_machine = tree_cpu(server_pid), time.process_time(), machine_cpu()
+                t0 = time.perf_counter()
+                thread.start()
+                client = shared_client()
+                for i in range(args.n):
+                    client.create_flow_run_from_deployment(deployment_id, parameters={"i": i}, name=f"{name}-{i}")
+                while worker.executed < args.n:
+                    time.sleep(0.1)
+                wall = time.perf_counter() - t0
+                worker.stop()
+                thread.join(10)
+                server = tree_cpu(server_pid) - cpu_server
+                own = time.process_time() - cpu_client
+                machine = machine_cpu() - cpu_machine
+                per = lambda v: v / args.n * 1000  # noqa: E731
+                print(f"{label}: {args.n} runs in {wall:.1f} s = {args.n / wall:.1f} runs/s; CPU per run: "
+                      f"server {per(server):.0f} ms, client {per(own):.0f} ms, the rest of the machine (PostgreSQL) {per(machine - server - own):.0f} ms, "
+                      f"whole machine {per(machine):.0f} ms -> at most {psutil.cpu_count() / (machine / args.n):.1f} runs/s on {psutil.cpu_count()} cores")
+    finally:
+        stop_server(settings)
+        if prefect_db:
+            with admin.connect() as connection:
+                connection.execute(sqlalchemy.text(f"DROP DATABASE IF EXISTS {prefect_db} WITH (FORCE)"))
+
+
+if __name__ == "__main__":
+    main()
