@@ -342,17 +342,89 @@ def quiet_thread_timeout_warnings() -> None:
         logging.getLogger(name).addFilter(once)
 
 
-def clearance_starter(deployment_id: UUID):
-    """What intake calls after committing a declaration: a clearance run of the deployment, now."""
-    from customs.prefect_server import shared_client
+class ClearanceStarter:
+    """What intake calls after committing a declaration: a clearance run of the deployment, now.
 
-    def start(application_id: str) -> None:
+    When the Prefect server cannot take the run (restarting; on SQLite it answers 503 "database is
+    locked" under load, after the client's own retries), the start is retried here with backoff
+    instead of waiting for the next batch-recheck (every 15 minutes). The idempotency key makes a
+    retry after an ambiguous failure (the run was created, the answer lost) return the same run.
+    After the last delay the declaration is left to batch-recheck, which restarts stuck ones.
+    """
+
+    def __init__(self, deployment_id: UUID, delays: tuple[float, ...] = (1, 2, 4, 8, 15, 30, 60, 120)):
+        self.deployment_id = deployment_id
+        self.delays = delays
+        self.retried = 0
+        self.given_up: list[str] = []
+        self._due: list[tuple[float, str, int]] = []
+        self._cv = threading.Condition()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+
+    def create(self, application_id: str) -> None:
+        from customs.prefect_server import shared_client
+
         shared_client().create_flow_run_from_deployment(
-            deployment_id, parameters={"application_id": application_id}, name=application_id,
+            self.deployment_id, parameters={"application_id": application_id}, name=application_id,
             tags=["clearance", f"application:{application_id}"], idempotency_key=f"intake:{application_id}",
         )
 
-    return start
+    def __call__(self, application_id: str) -> None:
+        try:
+            self.create(application_id)
+        except Exception as exc:
+            log.warning("clearance of %s not started (%s); retrying in %s s", application_id, exc, self.delays[0])
+            self._defer(application_id, 0)
+
+    @property
+    def waiting(self) -> int:
+        with self._cv:
+            return len(self._due)
+
+    def _defer(self, application_id: str, attempt: int) -> None:
+        import heapq
+
+        with self._cv:
+            if self._thread is None:
+                self._thread = threading.Thread(target=contextvars.copy_context().run, args=(self._retry_loop,),
+                                                name="clearance-starter", daemon=True)
+                self._thread.start()
+            heapq.heappush(self._due, (time.monotonic() + self.delays[attempt], application_id, attempt))
+            self._cv.notify()
+
+    def _retry_loop(self) -> None:
+        import heapq
+
+        while True:
+            with self._cv:
+                while not self._stopping and (not self._due or self._due[0][0] > time.monotonic()):
+                    self._cv.wait(None if not self._due else max(0.0, self._due[0][0] - time.monotonic()))
+                if self._stopping:
+                    return
+                _, application_id, attempt = heapq.heappop(self._due)
+            self.retried += 1
+            try:
+                self.create(application_id)
+                log.info("clearance of %s started on retry %d", application_id, attempt + 1)
+            except Exception as exc:
+                if attempt + 1 < len(self.delays):
+                    self._defer(application_id, attempt + 1)
+                else:
+                    self.given_up.append(application_id)
+                    log.error("clearance of %s could not be started (%s); batch-recheck will start it", application_id, exc)
+
+    def stop(self) -> None:
+        """Stop retrying; what is still waiting is in the database as submitted, for batch-recheck."""
+        with self._cv:
+            self._stopping = True
+            self._cv.notify_all()
+        if self._thread is not None:
+            self._thread.join(5)
+
+
+def clearance_starter(deployment_id: UUID) -> ClearanceStarter:
+    return ClearanceStarter(deployment_id)
 
 
 def port_free(host: str, port: int) -> bool:
@@ -390,7 +462,8 @@ def serve(settings: Settings | None = None, *, ready: threading.Event | None = N
         limits = {name: 1 for name in deployments} | {"clearance": settings.worker_concurrency}
         worker = InProcessWorker(deployments, limits, poll_seconds=settings.worker_poll_seconds, stop_event=stop)
         app = create_app()
-        app.state.start_clearance = clearance_starter(deployments["clearance"][0])
+        starter = clearance_starter(deployments["clearance"][0])
+        app.state.start_clearance = starter
         app.state.decision_given = _decision_given
         app.state.print_requested = _schedule_print_timers
         config = uvicorn.Config(app, host=settings.api_host, port=settings.api_port, log_level="warning", lifespan="on")
@@ -420,6 +493,7 @@ def serve(settings: Settings | None = None, *, ready: threading.Event | None = N
             stop.set()
             server.should_exit = True
             worker.stop()
+            starter.stop()
             api_thread.join(10)
             worker_thread.join(10)
 

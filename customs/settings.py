@@ -66,7 +66,7 @@ class Settings(BaseSettings):
     api_host: str = Field("127.0.0.1", description="Address the intake HTTP API listens on.")
     api_port: int = Field(8080, description="Port of the intake HTTP API.")
     api_max_request_bytes: int = Field(64 * 1024 * 1024, gt=0, description="Largest HTTP request body accepted (413 above).")
-    worker_concurrency: int = Field(4, gt=0, description="Clearance flow runs executed at once by the in-process worker.")
+    worker_concurrency: int = Field(16, gt=0, description="Clearance flow runs executed at once by the in-process worker (threads; each holds its slot about a second after its last step while Prefect stops the run's heartbeat thread).")
     worker_poll_seconds: float = Field(0.5, gt=0, description="How often the worker looks for clearance runs to execute.")
     recheck_stuck_after: timedelta = Field(timedelta(minutes=10), description="A declaration resting this long in a passing status is stuck.")
     recheck_batch_size: int = Field(5000, gt=0, description="Declarations read per batch by batch-recheck.")

@@ -257,3 +257,37 @@ def test_a_run_suspended_from_outside_stops_at_its_next_step_under_the_shared_ob
         worker.stop(10)
         thread.join(10)
     assert engine.observe_flow_run_suspension is original  # stopping the worker gives Prefect its own back
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_clearance_start_the_server_refused_is_retried_with_backoff_and_never_doubled():
+    """Intake's start of a clearance run is retried when the Prefect server refuses it (503 under load on
+    SQLite), not left for the next batch-recheck; the idempotency key keeps one run per declaration."""
+    from prefect.client.orchestration import get_client
+
+    from customs.serve import ClearanceStarter, DeploymentSpec, register_deployments
+
+    deployment_id, _ = register_deployments([DeploymentSpec("ticking-starts", "tests/suspendable_flow.py:ticking", "", (), {}, ())])["ticking-starts"]
+
+    class Flaky(ClearanceStarter):
+        refusals = {"A-FLAKY": 2, "A-DOWN": 99}
+
+        def create(self, application_id):
+            if self.refusals.get(application_id, 0) > 0:
+                self.refusals[application_id] -= 1
+                raise RuntimeError("503 Service Unavailable: database is locked")
+            super().create(application_id)
+
+    starter = Flaky(deployment_id, delays=(0.1, 0.2, 0.3))
+    try:
+        starter("A-FLAKY")  # refused twice, created on the second retry
+        starter("A-DOWN")  # refused every time: given up after the last delay
+        starter("A-OK")
+        starter("A-OK")  # intake called twice for one declaration: still one run
+        wait_until(lambda: starter.waiting == 0 and starter.given_up, "the retries to run out", 10)
+    finally:
+        starter.stop()
+    assert starter.given_up == ["A-DOWN"]
+    with get_client(sync_client=True) as client:
+        names = sorted(r.name for r in client.read_flow_runs() if r.deployment_id == deployment_id)
+    assert names == ["A-FLAKY", "A-OK"]
