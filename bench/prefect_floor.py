@@ -4,7 +4,7 @@ Starts a Prefect server the way `customs serve` does (SQLite, or PostgreSQL with
 registers deployments of empty flows (0 tasks, and --tasks more with that many empty tasks), creates
 N runs of each from its deployment (as intake does) and executes them with the same in-process worker
 `customs serve` uses. Prints, per flow run: CPU seconds of the Prefect server, of this process (the
-client: creating runs, claiming them, the engine) and of the rest of the machine (PostgreSQL), and the runs per second.
+client: creating runs, claiming them, the engine) and of PostgreSQL, and the runs per second.
 
     python bench/prefect_floor.py [--db sqlite|postgres] [-n 200] [--tasks 5] [--concurrency 16]
 
@@ -27,6 +27,8 @@ from pathlib import Path
 import psutil
 from prefect import flow, task
 
+from cpu import PostgresCpu, tree_cpu
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -48,22 +50,6 @@ def floor_tasks(i: int = 0, tasks: int = 5) -> int:
     return i
 
 
-def machine_cpu() -> float:
-    """CPU seconds the whole machine spent busy (PostgreSQL's backends come and go: count them this way)."""
-    t = psutil.cpu_times()
-    return t.user + t.nice + t.system + getattr(t, "irq", 0) + getattr(t, "softirq", 0)
-
-
-def tree_cpu(pid: int) -> float:
-    total = 0.0
-    root = psutil.Process(pid)
-    for proc in [root] + root.children(recursive=True):
-        try:
-            t = proc.cpu_times()
-            total += t.user + t.system
-        except psutil.Error:
-            pass
-    return total
 
 
 def main() -> None:
@@ -113,24 +99,26 @@ def main() -> None:
                 worker = InProcessWorker({name: deployments[name]}, {name: args.concurrency}, poll_seconds=0.2)
                 worker.start_runtime()
                 thread = threading.Thread(target=contextvars.copy_context().run, args=(worker.run,), daemon=True)
-                cpu_server, cpu_client, cpu_machine = tree_cpu(server_pid), time.process_time(), machine_cpu()
+                cpu_server, cpu_client, postgres = tree_cpu(server_pid), time.process_time(), PostgresCpu()
                 t0 = time.perf_counter()
                 thread.start()
                 client = shared_client()
                 for i in range(args.n):
                     client.create_flow_run_from_deployment(deployment_id, parameters={"i": i}, name=f"{name}-{i}")
                 while worker.executed < args.n:
-                    time.sleep(0.1)
+                    time.sleep(0.5)
+                    postgres.sample()
                 wall = time.perf_counter() - t0
                 worker.stop()
                 thread.join(10)
                 server = tree_cpu(server_pid) - cpu_server
                 own = time.process_time() - cpu_client
-                machine = machine_cpu() - cpu_machine
+                pg = postgres.used() if args.db == "postgres" else 0.0
+                machine = server + own + pg
                 per = lambda v: v / args.n * 1000  # noqa: E731
                 print(f"{label}: {args.n} runs in {wall:.1f} s = {args.n / wall:.1f} runs/s; CPU per run: "
-                      f"server {per(server):.0f} ms, client {per(own):.0f} ms, the rest of the machine (PostgreSQL) {per(machine - server - own):.0f} ms, "
-                      f"whole machine {per(machine):.0f} ms -> at most {psutil.cpu_count() / (machine / args.n):.1f} runs/s on {psutil.cpu_count()} cores")
+                      f"server {per(server):.0f} ms, client {per(own):.0f} ms, PostgreSQL {per(pg):.0f} ms, "
+                      f"together {per(machine):.0f} ms -> at most {psutil.cpu_count() / (machine / args.n):.1f} runs/s on {psutil.cpu_count()} cores")
     finally:
         stop_server(settings)
         if prefect_db:
