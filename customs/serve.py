@@ -440,8 +440,12 @@ def port_free(host: str, port: int) -> bool:
 
 
 def serve(settings: Settings | None = None, *, ready: threading.Event | None = None, stop: threading.Event | None = None,
-          echo=print) -> None:
+          echo=None, shutdown_seconds: float = 45.0) -> None:
     """Start everything and block until ``stop`` is set (or Ctrl-C)."""
+    if echo is None:
+        def echo(*args):  # stdout may be a file: flushed at once, so the log shows where it stands
+            print(*args, flush=True)
+
     import uvicorn
 
     from customs.api import create_app
@@ -481,7 +485,20 @@ def serve(settings: Settings | None = None, *, ready: threading.Event | None = N
         echo(f"Prefect API:  {api_url}")
         echo(f"Intake API:   http://{settings.api_host}:{settings.api_port}/v1  (OpenAPI: /docs, /openapi.json)")
         echo(f"Deployments:  {', '.join(deployments)}; worker runs up to {settings.worker_concurrency} clearances at once in this process")
-        echo("Ctrl-C stops the API and the worker (the Prefect server keeps running: customs server stop)")
+        echo("Ctrl-C (or SIGTERM) stops the API and the worker (the Prefect server keeps running: customs server stop)")
+        previous = {}
+        if threading.current_thread() is threading.main_thread():
+            # Our own handlers: a process started in the background by a non-interactive shell inherits SIGINT
+            # ignored (Python then never raises KeyboardInterrupt), and service managers stop with SIGTERM.
+            import signal
+
+            def on_signal(signum, frame):
+                if not stop.is_set():
+                    echo(f"stopping ({signal.Signals(signum).name})...")
+                stop.set()
+
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                previous[signum] = signal.signal(signum, on_signal)
         if ready is not None:
             ready.set()
         try:
@@ -490,12 +507,21 @@ def serve(settings: Settings | None = None, *, ready: threading.Event | None = N
         except KeyboardInterrupt:
             echo("stopping...")
         finally:
+            for signum, handler in previous.items():
+                __import__("signal").signal(signum, handler)
+            # Shutting down must end: if it (or the interpreter's exit after it) hangs, the stacks of all
+            # threads go to the log, which says where, and the process exits.
+            import faulthandler
+            import sys
+
+            faulthandler.dump_traceback_later(shutdown_seconds, exit=True, file=sys.stderr)
             stop.set()
             server.should_exit = True
-            worker.stop()
+            worker.stop(wait_seconds=min(20.0, shutdown_seconds / 3))
             starter.stop()
-            api_thread.join(10)
-            worker_thread.join(10)
+            api_thread.join(5)
+            worker_thread.join(5)
+            echo("stopped")
 
 
 def _schedule_print_timers(request_id: str, alert_at, due_at) -> None:
