@@ -67,6 +67,7 @@ def declarations(n: int, mix: bool, signer) -> list[tuple[bytes, bytes, list]]:
         roll = rng.random()
         if mix and roll < 0.15:
             document = json.loads(json.dumps(yellow))
+            document["declarant"] = dict(base["declarant"])  # the sample's own declarant is a person; the benchmark signs for the company
         elif mix and roll < 0.2:
             document = json.loads(json.dumps(red))
         else:
