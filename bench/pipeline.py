@@ -34,7 +34,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from cpu import PostgresCpu
+from cpu import PostgresCpu, tree_cpu
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -102,17 +102,7 @@ class Meter:
             return []
 
     def cpu(self) -> dict[str, float]:
-        out = {}
-        for name in self.procs:
-            total = 0.0
-            for p in self.tree(name):
-                try:
-                    t = p.cpu_times()
-                    total += t.user + t.system
-                except psutil.NoSuchProcess:
-                    pass
-            out[name] = total
-        return out
+        return {name: tree_cpu(proc.pid) for name, proc in self.procs.items()}
 
     def run(self):
         while not self.stop.wait(1.0):

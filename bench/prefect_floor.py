@@ -50,8 +50,6 @@ def floor_tasks(i: int = 0, tasks: int = 5) -> int:
     return i
 
 
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
