@@ -614,7 +614,7 @@ def serve_command(
         settings = settings.model_copy(update={"api_port": port})
         configure(settings)
     try:
-        serve(settings, echo=typer.echo)
+        serve(settings, echo=typer.echo, exit_watchdog_seconds=45.0)
     except (RuntimeError, ValueError) as exc:
         _fail(str(exc))
 

@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import faulthandler
 import logging
+import signal
+import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -99,7 +102,6 @@ class SharedSuspensionObserver:
         self._requests: dict[UUID, Any] = {}
         self._requests_lock = threading.Lock()
         self._original = None
-        self.error: BaseException | None = None
 
     def _on_suspended(self, flow_run_id: UUID, state) -> None:
         from prefect._flow_run_suspension import mark_flow_run_suspension_requested
@@ -120,7 +122,6 @@ class SharedSuspensionObserver:
                 self._ready.set()
                 await self._closing.wait()
         except BaseException as exc:  # without it, runs still execute; only an outside Suspend goes unnoticed
-            self.error = exc
             log.warning("worker: the suspension observer stopped: %s", exc)
         finally:
             self._observer = None
@@ -355,7 +356,6 @@ class ClearanceStarter:
     def __init__(self, deployment_id: UUID, delays: tuple[float, ...] = (1, 2, 4, 8, 15, 30, 60, 120)):
         self.deployment_id = deployment_id
         self.delays = delays
-        self.retried = 0
         self.given_up: list[str] = []
         self._due: list[tuple[float, str, int]] = []
         self._cv = threading.Condition()
@@ -403,7 +403,6 @@ class ClearanceStarter:
                 if self._stopping:
                     return
                 _, application_id, attempt = heapq.heappop(self._due)
-            self.retried += 1
             try:
                 self.create(application_id)
                 log.info("clearance of %s started on retry %d", application_id, attempt + 1)
@@ -423,10 +422,6 @@ class ClearanceStarter:
             self._thread.join(5)
 
 
-def clearance_starter(deployment_id: UUID) -> ClearanceStarter:
-    return ClearanceStarter(deployment_id)
-
-
 def port_free(host: str, port: int) -> bool:
     import socket
 
@@ -440,8 +435,11 @@ def port_free(host: str, port: int) -> bool:
 
 
 def serve(settings: Settings | None = None, *, ready: threading.Event | None = None, stop: threading.Event | None = None,
-          echo=None, shutdown_seconds: float = 45.0) -> None:
-    """Start everything and block until ``stop`` is set (or Ctrl-C)."""
+          echo=None, exit_watchdog_seconds: float | None = None) -> None:
+    """Start everything and block until ``stop`` is set (or Ctrl-C, or SIGTERM).
+
+    ``exit_watchdog_seconds`` (the CLI's, which owns the process): once stopping has begun, a shutdown or
+    interpreter exit that hangs that long writes the stacks of all threads to stderr and ends the process."""
     if echo is None:
         def echo(*args):  # stdout may be a file: flushed at once, so the log shows where it stands
             print(*args, flush=True)
@@ -466,7 +464,7 @@ def serve(settings: Settings | None = None, *, ready: threading.Event | None = N
         limits = {name: 1 for name in deployments} | {"clearance": settings.worker_concurrency}
         worker = InProcessWorker(deployments, limits, poll_seconds=settings.worker_poll_seconds, stop_event=stop)
         app = create_app()
-        starter = clearance_starter(deployments["clearance"][0])
+        starter = ClearanceStarter(deployments["clearance"][0])
         app.state.start_clearance = starter
         app.state.decision_given = _decision_given
         app.state.print_requested = _schedule_print_timers
@@ -490,8 +488,6 @@ def serve(settings: Settings | None = None, *, ready: threading.Event | None = N
         if threading.current_thread() is threading.main_thread():
             # Our own handlers: a process started in the background by a non-interactive shell inherits SIGINT
             # ignored (Python then never raises KeyboardInterrupt), and service managers stop with SIGTERM.
-            import signal
-
             def on_signal(signum, frame):
                 if not stop.is_set():
                     echo(f"stopping ({signal.Signals(signum).name})...")
@@ -504,20 +500,14 @@ def serve(settings: Settings | None = None, *, ready: threading.Event | None = N
         try:
             while not stop.is_set():
                 stop.wait(0.5)
-        except KeyboardInterrupt:
-            echo("stopping...")
         finally:
             for signum, handler in previous.items():
-                __import__("signal").signal(signum, handler)
-            # Shutting down must end: if it (or the interpreter's exit after it) hangs, the stacks of all
-            # threads go to the log, which says where, and the process exits.
-            import faulthandler
-            import sys
-
-            faulthandler.dump_traceback_later(shutdown_seconds, exit=True, file=sys.stderr)
+                signal.signal(signum, handler)
+            if exit_watchdog_seconds:
+                faulthandler.dump_traceback_later(exit_watchdog_seconds, exit=True, file=sys.stderr)
             stop.set()
             server.should_exit = True
-            worker.stop(wait_seconds=min(20.0, shutdown_seconds / 3))
+            worker.stop(wait_seconds=15.0)
             starter.stop()
             api_thread.join(5)
             worker_thread.join(5)

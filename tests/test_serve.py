@@ -111,14 +111,14 @@ def test_intake_while_prefect_is_down_keeps_the_declaration_for_batch_recheck(se
     from customs.api import create_app
     from customs.api_clients import create_client
     from customs.prefect_server import prefect_api
-    from customs.serve import clearance_starter
+    from customs.serve import ClearanceStarter
     from customs.services import declaration_status
     from customs.timeutil import utcnow
     from tasks.recheck import batch_recheck_run
 
     _, token = create_client("alatau", "declarant", identifiers=["050840001233"])
     app = create_app()
-    starter = clearance_starter(uuid.uuid4())
+    starter = ClearanceStarter(uuid.uuid4())
     dead = f"http://127.0.0.1:{free_port()}/api"
 
     def start(application_id: str) -> None:
@@ -136,6 +136,7 @@ def test_intake_while_prefect_is_down_keeps_the_declaration_for_batch_recheck(se
     restarted: list[str] = []
     batch_recheck_run(restart=restarted.append, now=utcnow() + timedelta(minutes=11))
     assert restarted == [application_id]
+    starter.stop()  # it was retrying the start meanwhile; this test's Prefect server stays dead
 
 
 @pytest.mark.usefixtures("prefect_harness")
@@ -167,13 +168,13 @@ def test_the_in_process_worker_runs_several_clearances_at_once(settings, company
 
     from prefect.client.orchestration import get_client
 
-    from customs.serve import InProcessWorker, clearance_starter, read_deployments, register_deployments
+    from customs.serve import ClearanceStarter, InProcessWorker, read_deployments, register_deployments
     from customs.services import declaration_status
     from conftest import submit_signed
 
     specs = [s for s in read_deployments() if s.name == "clearance"]
     deployments = register_deployments(specs)
-    start = clearance_starter(deployments["clearance"][0])
+    start = ClearanceStarter(deployments["clearance"][0])
     ids = [submit_signed(company_signer, unique(sample())).application_id for _ in range(4)]
     for application_id in ids:
         start(application_id)
