@@ -29,11 +29,11 @@ def main() -> None:
     parser.add_argument("--database-url", default=None, help="application database (default: SQLite in a temporary directory)")
     args = parser.parse_args()
 
-    from customs.db import init_db
-    from customs.pki import CmsSigner, TestPki
-    from customs.prefect_server import ensure_server, prefect_api, stop_server
-    from customs.services import IncomingAttachment, submit_declaration
-    from customs.settings import Settings, configure
+    from customs.core.db import init_db
+    from customs.pki.testing import CmsSigner, TestPki
+    from customs.orchestration.server import ensure_server, prefect_api, stop_server
+    from customs.services.intake import IncomingAttachment, submit_declaration
+    from customs.core.settings import Settings, configure
     from flows.clearance import clearance
 
     data = Path(tempfile.mkdtemp(prefix="customs-bench-"))

@@ -31,13 +31,13 @@ class Counting:
 def run(n: int, batch: int, database_url: str | None, smtp: bool) -> None:
     from sqlmodel import select
 
-    from customs.db import dispose_engines, init_db, transaction
-    from customs.services import submit_declaration
-    from customs.settings import Settings, configure
-    from customs.timeutil import utcnow
+    from customs.core.db import dispose_engines, init_db, transaction
+    from customs.services.intake import submit_declaration
+    from customs.core.settings import Settings, configure
+    from customs.core.clock import utcnow
     from models.declaration import Declaration
     from models.outbox import NoticeKind, queue_notice
-    from tasks.outbox import dispatch_due_sync
+    from customs.services.outbox import dispatch_due_sync
 
     data = Path(tempfile.mkdtemp(prefix="customs-bench-outbox-"))
     controller = None

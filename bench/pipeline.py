@@ -133,8 +133,8 @@ def main() -> None:
             parser.error("--minutes needs --rate")
         args.n = int(args.rate * args.minutes * 60)
 
-    from customs.pki import CmsSigner, TestPki
-    from customs.timeutil import utcnow
+    from customs.pki.testing import CmsSigner, TestPki
+    from customs.core.clock import utcnow
 
     data = Path(tempfile.mkdtemp(prefix="customs-bench-pipeline-"))
     pki = TestPki.create(data / "pki", now=utcnow() - timedelta(hours=1))
@@ -309,14 +309,14 @@ def main() -> None:
 
 def bare(args, pki, signer, work, orchestrated: float) -> None:
     """The same steps called directly, one after the other, on a fresh database of the same kind."""
-    from customs.db import dispose_engines, init_db
-    from customs.services import IncomingAttachment, submit_declaration
-    from customs.settings import Settings, configure
-    from tasks.outbox import dispatch_due_sync
-    from tasks.registration import register_declaration
-    from tasks.release import release_or_hold
-    from tasks.risk import assign_lane
-    from tasks.signature import check_signatures
+    from customs.core.db import dispose_engines, init_db
+    from customs.services.intake import IncomingAttachment, submit_declaration
+    from customs.core.settings import Settings, configure
+    from customs.services.outbox import dispatch_due_sync
+    from customs.services.steps import register_declaration
+    from customs.services.steps import release_or_hold
+    from customs.services.steps import assign_lane
+    from customs.services.steps import check_signatures
 
     data = Path(tempfile.mkdtemp(prefix="customs-bench-bare-"))
     url = None

@@ -60,9 +60,10 @@ def main() -> None:
     args = parser.parse_args()
 
     os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
-    from customs.prefect_server import ensure_server, prefect_api, stop_server
-    from customs.serve import DeploymentSpec, InProcessWorker, quiet_thread_timeout_warnings, register_deployments
-    from customs.settings import Settings
+    from customs.orchestration.server import ensure_server, prefect_api, stop_server
+    from customs.orchestration.deployments import DeploymentSpec, register_deployments
+    from customs.orchestration.worker import InProcessWorker, quiet_thread_timeout_warnings
+    from customs.core.settings import Settings
 
     data = Path(tempfile.mkdtemp(prefix="customs-bench-floor-"))
     import socket
@@ -90,7 +91,7 @@ def main() -> None:
             specs = [DeploymentSpec("floor-0", "bench/prefect_floor.py:floor_0", "", (), {}, ()),
                      DeploymentSpec("floor-tasks", "bench/prefect_floor.py:floor_tasks", "", (), {"tasks": args.tasks}, ())]
             deployments = register_deployments(specs)
-            from customs.prefect_server import shared_client
+            from customs.orchestration.server import shared_client
 
             for name, label in (("floor-0", "empty flow, 0 tasks"), ("floor-tasks", f"empty flow, {args.tasks} empty tasks")):
                 deployment_id, _ = deployments[name]

@@ -27,11 +27,11 @@ ROOT = Path(__file__).resolve().parent.parent
 def phase(design: str, args, api_url: str, registered: dict, settings) -> list[tuple[float, float]]:
     from sqlmodel import select
 
-    from customs.db import transaction
-    from customs.serve import InProcessWorker
-    from flows.print_deadlines import schedule_print_timers
+    from customs.core.db import transaction
+    from customs.orchestration.worker import InProcessWorker
+    from customs.orchestration.timers import schedule_print_timers
     from models.printing import PrintRequest
-    from tasks.printing import request_print
+    from customs.services.printing import request_print
 
     name = "print-deadlines" if design == "watcher" else "print-deadline-timer"
     worker = InProcessWorker({name: registered[name]}, {name: 4}, poll_seconds=0.5)
@@ -67,15 +67,15 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=4292)
     args = parser.parse_args()
 
-    from customs.db import init_db
-    from customs.pki import CmsSigner, TestPki
-    from customs.prefect_server import ensure_server, prefect_api, stop_server
-    from customs.serve import read_deployments, register_deployments
-    from customs.services import submit_declaration
-    from customs.settings import Settings, configure
-    from customs.timeutil import utcnow
-    from tasks.registration import register_declaration
-    from tasks.signature import check_signatures
+    from customs.core.db import init_db
+    from customs.pki.testing import CmsSigner, TestPki
+    from customs.orchestration.server import ensure_server, prefect_api, stop_server
+    from customs.orchestration.deployments import read_deployments, register_deployments
+    from customs.services.intake import submit_declaration
+    from customs.core.settings import Settings, configure
+    from customs.core.clock import utcnow
+    from customs.services.steps import register_declaration
+    from customs.services.steps import check_signatures
 
     data = Path(tempfile.mkdtemp(prefix="customs-bench-print-"))
     pki = TestPki.create(data / "pki", now=utcnow() - timedelta(hours=1))

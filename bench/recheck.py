@@ -26,10 +26,10 @@ def main() -> None:
 
     from sqlalchemy import insert
 
-    from customs.db import get_engine, init_db
-    from customs.pki import TestPki
-    from customs.settings import Settings, configure
-    from customs.timeutil import utcnow
+    from customs.core.db import get_engine, init_db
+    from customs.pki.testing import TestPki
+    from customs.core.settings import Settings, configure
+    from customs.core.clock import utcnow
     from models.declaration import Declaration, Status
     from tasks.recheck import batch_recheck_run
 
@@ -38,12 +38,12 @@ def main() -> None:
     issued = [pki.issue(name=f"Signer {i}", bin="050840001233", label=f"s{i}") for i in range(20)]
     from cryptography import x509
 
-    from tasks.signature import _NAME_LABELS
+    from customs.pki.certificates import NAME_LABELS
 
     serials = [format(x509.load_pem_x509_certificate(i.cert_path.read_bytes()).serial_number, "x") for i in issued]
     for serial in serials[:2]:
         pki.revoke(int(serial, 16), at=utcnow() - timedelta(hours=1))
-    issuer = pki.issuing_cert.subject.rfc4514_string(_NAME_LABELS)
+    issuer = pki.issuing_cert.subject.rfc4514_string(NAME_LABELS)
     settings = Settings(data_dir=data, trust_dir=pki.trust_dir, crl_dir=pki.crl_dir, database_url=args.database_url)
     cleanup = None
     if args.database_url and args.database_url.startswith("postgres"):
@@ -56,7 +56,7 @@ def main() -> None:
         settings = settings.model_copy(update={"database_url": f"{settings.sqlalchemy_url}?options=-csearch_path%3D{schema}"})
 
         def cleanup():
-            from customs.db import dispose_engines
+            from customs.core.db import dispose_engines
 
             dispose_engines()
             with engine.begin() as connection:

@@ -15,9 +15,10 @@ from pathlib import Path
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding
 
-from customs.pki import CmsSigner, TestPki
-from customs.timeutil import utcnow
-from tasks.signature import CmsSignatureVerifier, SignedDocument, TrustMaterial, verify_documents
+from customs.pki.testing import CmsSigner, TestPki
+from customs.core.clock import utcnow
+from customs.pki.trust import TrustMaterial
+from customs.pki.verify import CmsSignatureVerifier, SignedDocument, verify_documents
 
 BIN = "050840001233"
 

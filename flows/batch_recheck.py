@@ -11,12 +11,19 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
+from customs.core.clock import utcnow
+from flows.clearance import start_clearance
 from tasks.recheck import recheck
+
+
+def restart_clearance(application_id: str) -> None:
+    """A new clearance run for a stuck declaration (one per declaration and minute, however often it is asked)."""
+    start_clearance(application_id, requested_by="batch-recheck", idempotency_key=f"recheck:{application_id}:{utcnow():%Y%m%d%H%M}")
 
 
 @flow(name="batch-recheck", persist_result=False)
 def batch_recheck(restart: bool = True, batch_size: int | None = None) -> dict:
-    result = recheck(restart, batch_size)
+    result = recheck(restart_clearance if restart else None, batch_size)
     logger = get_run_logger()
     logger.info("rechecked %d declarations: %s", result["scanned"], result["counts"] or "nothing to do")
     rows = [{k: f[k] for k in ("application_id", "registration_number", "status", "finding", "action", "detail")} for f in result["findings"][:500]]

@@ -12,28 +12,32 @@ import hashlib
 import math
 import sys
 import time
+from typing import Literal
+from uuid import UUID
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
+from prefect.client.orchestration import SyncPrefectClient, get_client
+from prefect.client.schemas.objects import FlowRun
 from prefect.context import get_run_context
 from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run, suspend_flow_run
+from prefect.input import RunInput
 from prefect.states import Running
+from pydantic import Field
 
-from customs.prefect_server import shared_client
-from customs.settings import get_settings
-from customs.timeutil import kz_display, utcnow
-
+from customs.core.clock import kz_display, utcnow
+from customs.core.db import DeclarationNotFound
+from customs.core.settings import get_settings
+from customs.services.officials import waiting_for_official
+from customs.services.steps import StepOutcome, current_outcome
+from customs.services.support import RunLogCapture, describe_error
 from models.declaration import Status
-from tasks.common import DeclarationNotFound, StepOutcome, current_outcome
-from tasks.officials import ReleaseDecisionInput, apply_official_decision, release_deadlines, waiting_for_official
-from tasks.rerun import record_rerun
-from tasks.outbox import deliver_notices
-from tasks.registration import register
-from tasks.release import release
-from tasks.risk import risk_assessment
-from tasks.signature import signature_check
-from tasks.support import RunLogCapture, describe_error, report_failure
+from tasks.clearance import record_rerun, register, release, report_failure, risk_assessment, signature_check
+from tasks.notices import deliver_notices
+from tasks.officials import apply_official_decision, release_deadlines
+
+CLEARANCE_DEPLOYMENT = "clearance/clearance"
 
 DOCUMENT_TAGS = {"kz.customs/goods-declaration@1": "goods-declaration", "kz.customs/release-statement@1": "release-statement"}
 
@@ -53,9 +57,10 @@ def _label_run(outcome: StepOutcome, current: dict) -> None:
     name, tags = run_labels(outcome)
     if (name, tags) == (current.get("name"), current.get("tags")):
         return
-    flow_run = get_run_context().flow_run
+    context = get_run_context()
+    flow_run = context.flow_run
     try:
-        shared_client().update_flow_run(flow_run.id, name=name, tags=sorted(set(flow_run.tags) | set(tags)))
+        context.client.update_flow_run(flow_run.id, name=name, tags=sorted(set(flow_run.tags) | set(tags)))
         current.update(name=name, tags=tags)
     except Exception as exc:  # labels help people find runs; they never stop a clearance
         get_run_logger().warning("could not label the flow run %s: %s", flow_run.id, exc)
@@ -96,6 +101,20 @@ class DecisionWaitInterrupted(Exception):
     """Waiting for the decision stopped (the Prefect server went away); the declaration still waits in the database."""
 
 
+class ReleaseDecisionInput(RunInput):
+    """An official's decision on a declaration awaiting one (yellow or red lane, or payments pending): the form
+    the Prefect UI shows for a waiting run, and what `customs decide` and the API give the run."""
+
+    decision: Literal["release", "refuse"] = Field(description="release the goods, or refuse to release them (no default: choose)")
+    official_id: str = Field(min_length=3, max_length=40, description="your official id, e.g. KZ-OF-0001 (reference/officials.json)")
+    decision_code: Literal["10", "11", "12"] | None = Field(
+        "10", description="for a release: 10 release permitted, 11 release against security, 12 release under EAEU CC art. 121"
+    )
+    grounds: list[str] = Field(default_factory=list, description="for a refusal: one or more ground codes, e.g. DOCUMENTS_NOT_PROVIDED")
+    grounds_text: str = Field("", max_length=2000, description="the official's own words on the decision")
+    decision_id: str | None = Field(None, max_length=40, description="set by `customs decide`; leave empty in the UI")
+
+
 def _decision_form(application_id: str, info: dict) -> str:
     reasons = "\n".join(f"- **{r['code']}** `{r['path']}`: {r['message']}" for r in info["reasons"]) or "- (none recorded)"
     return (
@@ -123,7 +142,8 @@ def _back_to_running(reason: str) -> None:
     """After a wait timed out the server still shows the run paused (and would answer any state with
     "paused and never resumed"): put it back to Running so that what it does next is what it records."""
     try:
-        shared_client().set_flow_run_state(get_run_context().flow_run.id, Running(message=reason), force=True)
+        context = get_run_context()
+        context.client.set_flow_run_state(context.flow_run.id, Running(message=reason), force=True)
     except Exception as exc:  # the run's own outcome is what matters; the label is a courtesy
         get_run_logger().warning("could not mark the run running again: %s", exc)
 
@@ -240,6 +260,33 @@ def clearance(application_id: str, requested_by: str | None = None, wait_for_off
         key=f"clearance-{application_id.lower()}", markdown=_summary(outcome, timings), description=f"Outcome of {application_id}"
     )
     return outcome.model_dump()
+
+
+def start_clearance(
+    application_id: str,
+    *,
+    requested_by: str | None = None,
+    idempotency_key: str | None = None,
+    deployment_id: UUID | None = None,
+    client: SyncPrefectClient | None = None,
+) -> FlowRun:
+    """Create a run of the clearance deployment for one declaration: the one way every caller starts one
+    (intake through customs serve, batch-recheck, `customs recheck --restart`).
+
+    The idempotency key (default ``intake:<application id>``) makes a retried call after an ambiguous
+    failure (the run was created, the answer lost) return the same run instead of a second one.
+    """
+    if client is None:
+        with get_client(sync_client=True) as client:  # inside a flow run: the run's own client
+            return start_clearance(application_id, requested_by=requested_by, idempotency_key=idempotency_key,
+                                   deployment_id=deployment_id, client=client)
+    if deployment_id is None:
+        deployment_id = client.read_deployment_by_name(CLEARANCE_DEPLOYMENT).id
+    parameters = {"application_id": application_id} | ({"requested_by": requested_by} if requested_by else {})
+    return client.create_flow_run_from_deployment(
+        deployment_id, parameters=parameters, name=application_id, tags=["clearance", f"application:{application_id}"],
+        idempotency_key=idempotency_key or f"intake:{application_id}",
+    )
 
 
 if __name__ == "__main__":  # python -m flows.clearance APPLICATION_ID (used by `customs submit` without --wait)

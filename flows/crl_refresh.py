@@ -13,8 +13,9 @@ from datetime import datetime
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
-from customs.settings import get_settings
-from tasks.crl_refresh import PROBLEM_OUTCOMES, refresh_crls_task, task_timeout
+from customs.core.settings import get_settings
+from customs.pki.crl_refresh import PROBLEM_OUTCOMES, task_timeout
+from tasks.crl import refresh_crls_task
 
 _COLUMNS = ("url", "outcome", "code", "issuer", "crl_number", "this_update", "next_update", "file", "message")
 

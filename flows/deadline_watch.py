@@ -9,17 +9,9 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 
-from prefect import task
-
-from tasks.common import retry_on_database_error
-from tasks.officials import release_deadlines
-from tasks.outbox import deliver_notices
-from tasks.registration import check_registration_deadlines
-
-
-@task(name="registration-deadlines", retries=3, retry_delay_seconds=[1, 2, 4], retry_condition_fn=retry_on_database_error, timeout_seconds=300)
-def registration_deadlines() -> dict:
-    return check_registration_deadlines()
+from tasks.notices import deliver_notices
+from tasks.officials import registration_deadlines, release_deadlines
+from tasks.operations import publish_operations_summary
 
 
 @flow(name="deadline-watch", persist_result=False)
@@ -35,17 +27,6 @@ def deadline_watch() -> dict:
         deliver_notices(return_state=True)
     publish_operations_summary()
     return {"registration": registration, "release": release}
-
-
-@task(name="operations-summary", timeout_seconds=120)
-def publish_operations_summary() -> None:
-    """Every minute, the figures of `customs ops` as the `operations-summary` artifact in the UI."""
-    from prefect.artifacts import create_markdown_artifact
-
-    from customs.services import operations_summary, operations_summary_markdown
-
-    create_markdown_artifact(key="operations-summary", markdown=operations_summary_markdown(operations_summary()),
-                             description="Declarations, deadlines, paper copies, failed runs, release marks, outbox")
 
 
 if __name__ == "__main__":

@@ -6,31 +6,11 @@ due or ``max_notices`` were handled, then publishes what the outbox holds as an 
 
 from __future__ import annotations
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger
 from prefect.artifacts import acreate_table_artifact
-from sqlalchemy import func
-from sqlmodel import select
 
-from customs.db import transaction
-from models.outbox import Notice, NoticeStatus
-from tasks.outbox import dispatch_due
-
-
-@task(name="dispatch-pass", retries=2, retry_delay_seconds=[2, 5], timeout_seconds=600)
-async def dispatch_pass(limit: int) -> dict:
-    report = await dispatch_due(limit=limit)
-    logger = get_run_logger()
-    for error in report.errors[:10]:
-        logger.warning("delivery: %s", error)
-    return report.as_dict()
-
-
-def outbox_counts() -> dict[str, int]:
-    with transaction() as session:
-        rows = session.exec(select(Notice.status, func.count()).group_by(Notice.status)).all()
-    counts = {str(status): 0 for status in NoticeStatus}
-    counts.update({str(status): count for status, count in rows})
-    return counts
+from customs.services.outbox import outbox_counts
+from tasks.notices import dispatch_pass
 
 
 @flow(name="outbox-dispatch", persist_result=False)

@@ -13,9 +13,10 @@ from datetime import datetime
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
-from customs.timeutil import kz_date, utcnow
-from tasks.outbox import deliver_notices
-from tasks.printing import print_deadline_check, sla_report
+from customs.core.clock import kz_date, utcnow
+from customs.services.printing import sla_report
+from tasks.notices import deliver_notices
+from tasks.printing import print_deadline_check
 
 
 @flow(name="print-deadlines", persist_result=False)
@@ -45,23 +46,6 @@ def print_deadline_timer(request_id: str, stage: str) -> dict:
     if report["alerted"] or report["breached"]:
         deliver_notices(return_state=True)
     return {"request_id": request_id, "stage": stage, **report}
-
-
-def schedule_print_timers(request_id: str, alert_at: datetime, due_at: datetime) -> list[str]:
-    """Create the two timer runs of a print request on the `print-deadline-timer` deployment."""
-    from prefect.states import Scheduled
-
-    from customs.prefect_server import shared_client
-
-    created = []
-    client = shared_client()  # one long-lived client (see customs.prefect_server.shared_client)
-    deployment = client.read_deployment_by_name("print-deadline-timer/print-deadline-timer")
-    for stage, moment in (("alert", alert_at), ("breach", due_at)):
-        run = client.create_flow_run_from_deployment(
-            deployment.id, parameters={"request_id": request_id, "stage": stage}, state=Scheduled(scheduled_time=moment),
-            name=f"{request_id}-{stage}", tags=["printing", f"print-request:{request_id}"], idempotency_key=f"print-timer:{request_id}:{stage}")
-        created.append(str(run.id))
-    return created
 
 
 if __name__ == "__main__":

@@ -3,12 +3,14 @@
 Field-level rules (identifier check digits, HS codes, country and currency codes, amounts written as
 decimal strings, positive values) are validators with stable error codes, so pydantic reports all of
 them in one pass. Rules across fields (totals, net against gross, known office) live in
-``tasks/registration.py``.
+``customs/rules/registration.py``.
 """
 
 from __future__ import annotations
 
+import json
 import re
+from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 from functools import lru_cache
@@ -28,7 +30,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from models.identifiers import identifier_problem
+from models.identifiers import identifier_problem, is_valid_identifier
 from models.reasons import Reason, json_path
 
 GOODS_DECLARATION = "kz.customs/goods-declaration@1"
@@ -294,3 +296,56 @@ def declaration_json_schema() -> dict[str, Any]:
     schema["$id"] = "https://customs.kgd.gov.kz/schemas/goods-declaration-1.json"
     schema["title"] = "Goods declaration / release statement, version 1"
     return schema
+
+
+# ----------------------------------------------------------------------------------------------
+# The declarant as the stored bytes name it, read leniently: intake, signatures, notices, access checks
+# and print requests need it before (or without) the document passing format control.
+
+
+def decoded_object(content: bytes) -> dict[str, Any] | None:
+    """The stored bytes as a JSON object, or ``None`` when they are not one."""
+    try:
+        data = json.loads(content.decode("utf-8-sig"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+@dataclass(frozen=True)
+class WrittenDeclarant:
+    """Box 14 as written: each field only when it is a string, nothing validated (that is registration's)."""
+
+    iin: str | None = None
+    bin: str | None = None
+    name: str | None = None
+    email: str | None = None
+    language: str | None = None
+
+    @property
+    def identifier(self) -> str | None:
+        """Who the declarant is: a legal entity by its BIN, a person by the IIN."""
+        return self.bin or self.iin
+
+    @property
+    def ids(self) -> frozenset[str]:
+        return frozenset(x for x in (self.iin, self.bin) if x)
+
+    @property
+    def valid_ids(self) -> frozenset[str]:
+        """The IIN and BIN that have valid check digits."""
+        return frozenset(x for x in self.ids if is_valid_identifier(x))
+
+
+def written_declarant(document: bytes | dict[str, Any] | None) -> WrittenDeclarant:
+    """The declarant named by a document (its stored bytes or the decoded object)."""
+    data = decoded_object(document) if isinstance(document, bytes) else document
+    declarant = data.get("declarant") if isinstance(data, dict) else None
+    if not isinstance(declarant, dict):
+        return WrittenDeclarant()
+
+    def text(key: str) -> str | None:
+        value = declarant.get(key)
+        return value if isinstance(value, str) and value else None
+
+    return WrittenDeclarant(iin=text("iin"), bin=text("bin"), name=text("name"), email=text("email"), language=text("language"))

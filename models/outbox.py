@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy import JSON, Column, Index, LargeBinary
 from sqlmodel import Field, Session, SQLModel
 
+from models.document import written_declarant
 from models.types import UTCDateTime
 
 
@@ -139,22 +140,15 @@ def usable_address(value: Any) -> str | None:
 
 def addressee_of(content: bytes) -> dict[str, Any]:
     """E-mail, language, name and IIN/BIN of the declarant named in the stored document."""
-    try:
-        data = json.loads(content.decode("utf-8-sig"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        data = None
-    declarant = data.get("declarant") if isinstance(data, dict) else None
-    declarant = declarant if isinstance(declarant, dict) else {}
-    language = declarant.get("language")
-    name = declarant.get("name")
-    if isinstance(name, str):  # one line of text: a name cannot forge lines in a plain-text notice
+    declarant = written_declarant(content)
+    name = declarant.name
+    if name is not None:  # one line of text: a name cannot forge lines in a plain-text notice
         name = " ".join(_CONTROL.sub(" ", name).split())
-    identifier = declarant.get("bin") or declarant.get("iin")
     return {
-        "email": usable_address(declarant.get("email")),
-        "language": language if language in LANGUAGES else "ru",
-        "name": name[:300] if isinstance(name, str) else None,
-        "id": identifier[:20] if isinstance(identifier, str) else None,
+        "email": usable_address(declarant.email),
+        "language": declarant.language if declarant.language in LANGUAGES else "ru",
+        "name": name[:300] if name is not None else None,
+        "id": declarant.identifier[:20] if declarant.identifier else None,
     }
 
 

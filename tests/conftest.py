@@ -12,10 +12,10 @@ import pytest
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
-from customs.db import dispose_engines, init_db  # noqa: E402
-from customs.pki import CmsSigner, TestPki  # noqa: E402
-from customs.settings import Settings, configure  # noqa: E402
-from customs.timeutil import utcnow  # noqa: E402
+from customs.core.db import dispose_engines, init_db  # noqa: E402
+from customs.pki.testing import CmsSigner, TestPki  # noqa: E402
+from customs.core.settings import Settings, configure  # noqa: E402
+from customs.core.clock import utcnow  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "samples"
@@ -79,10 +79,10 @@ def unique(document: dict) -> dict:
 def run_steps(application_id: str, now=None):
     """The clearance steps as plain functions, in the flow's order."""
     from models.declaration import Status
-    from tasks.registration import register_declaration
-    from tasks.release import release_or_hold
-    from tasks.risk import assign_lane
-    from tasks.signature import check_signatures
+    from customs.services.steps import register_declaration
+    from customs.services.steps import release_or_hold
+    from customs.services.steps import assign_lane
+    from customs.services.steps import check_signatures
 
     check_signatures(application_id, now=now)
     outcome = register_declaration(application_id, now=now)
@@ -93,7 +93,7 @@ def run_steps(application_id: str, now=None):
 
 
 def submit_signed(signer, document: dict, attachments=(), **kw):
-    from customs.services import IncomingAttachment, submit_declaration
+    from customs.services.intake import IncomingAttachment, submit_declaration
 
     content = as_bytes(document)
     files = [IncomingAttachment(name, data, signer.sign(data)) for name, data in attachments]

@@ -7,8 +7,8 @@ import json
 import random
 import sys
 
-from tasks.registration import register_declaration
-from tasks.signature import check_signatures
+from customs.services.steps import register_declaration
+from customs.services.steps import check_signatures
 
 ids = json.loads(open(sys.argv[1]).read())
 random.Random(int(sys.argv[2])).shuffle(ids)

@@ -22,10 +22,10 @@ with warnings.catch_warnings():  # Starlette 1.x suggests httpx2 for its TestCli
 
 from conftest import DECLARANT_BIN, SAMPLES, as_bytes, run_steps, sample, unique
 from customs.api import create_app
-from customs.api_cli import clients_app
-from customs.api_clients import authenticate, create_client, list_clients, revoke_client
-from customs.db import transaction
-from customs.settings import configure
+from customs.cli.clients import clients_app
+from customs.services.clients import authenticate, create_client, list_clients, revoke_client
+from customs.core.db import transaction
+from customs.core.settings import configure
 from models.audit import AuditEvent, verify_chain
 from models.declaration import Attachment, Declaration, Status
 from models.identifiers import with_check_digit
@@ -464,7 +464,7 @@ def test_openapi_document_declares_bearer_auth_and_error_responses(app):
 @pytest.fixture(params=["declarant", "official"])
 def token_headers(request, settings, company_signer) -> dict[str, str]:
     """A valid token of each kind that has operations of its own, and one declaration stored (some lookups find it)."""
-    from customs.services import submit_declaration
+    from customs.services.intake import submit_declaration
 
     content = as_bytes(unique(sample()))
     submit_declaration(content, company_signer.sign(content))

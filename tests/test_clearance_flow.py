@@ -10,7 +10,8 @@ from sqlalchemy.exc import OperationalError
 from typer.testing import CliRunner
 
 from conftest import as_bytes, sample, unique, wait_until
-from customs.services import declaration_status, submit_declaration
+from customs.services.intake import submit_declaration
+from customs.services.queries import declaration_status
 from flows.clearance import clearance
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -68,7 +69,7 @@ def test_running_the_flow_twice_registers_and_releases_once(settings, company_si
 
 
 def test_database_error_is_retried_and_registers_once(settings, company_signer, monkeypatch):
-    import tasks.registration as registration
+    import customs.services.steps as registration
 
     real = registration.next_serial
     calls = {"n": 0}
@@ -86,7 +87,7 @@ def test_database_error_is_retried_and_registers_once(settings, company_signer, 
 
 
 def test_failed_step_then_rerun_continues_where_the_declaration_stands(settings, company_signer, monkeypatch):
-    import tasks.risk as risk
+    import customs.services.steps as risk
 
     def broken(*args, **kwargs):
         raise RuntimeError("risk profile service unavailable")
@@ -198,7 +199,7 @@ def test_a_waiting_flow_run_takes_its_decision_from_the_ui_form_and_the_cli(sett
     from prefect.client.orchestration import get_client
     from prefect.flow_runs import resume_flow_run
 
-    from customs.settings import configure
+    from customs.core.settings import configure
     from test_officials import events, notices
     from models.outbox import NoticeKind
 
@@ -239,7 +240,7 @@ def test_a_waiting_flow_run_takes_its_decision_from_the_ui_form_and_the_cli(sett
 
 
 def test_cli_rerun_after_a_failed_step_is_audited_and_never_registers_twice(settings, company_signer, monkeypatch):
-    import tasks.risk as risk
+    import customs.services.steps as risk
     from models.outbox import NoticeKind
     from test_officials import events, notices
 
@@ -273,7 +274,7 @@ def test_retrying_the_failed_flow_run_as_the_ui_does_is_safe_and_audited(setting
     from prefect.flow_engine import run_flow
     from prefect.states import AwaitingRetry
 
-    import tasks.release as release_step
+    import customs.services.steps as release_step
     from models.outbox import NoticeKind
     from test_officials import events, notices
 
@@ -304,7 +305,7 @@ def test_retrying_the_failed_flow_run_as_the_ui_does_is_safe_and_audited(setting
 def test_a_waiting_run_whose_deadline_passes_records_the_breach_and_says_so(settings, company_signer):
     from datetime import timedelta
 
-    from customs.settings import configure
+    from customs.core.settings import configure
     from flows.clearance import ReleaseDeadlinePassed
     from test_officials import events
 

@@ -14,18 +14,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
 from conftest import DECLARANT_BIN, free_port, make_settings
-from customs.pki import CmsSigner, TestPki, _key
-from customs.settings import configure
-from customs.timeutil import utcnow
-from tasks.crl_refresh import (
-    CrlRefreshNotConfigured,
-    check_crl,
-    crl_file_name,
-    crl_number,
-    download_crl,
-    refresh_crls,
-)
-from tasks.signature import SignedDocument, _fingerprint, configured_verifier
+from customs.pki.testing import CmsSigner, TestPki, new_key
+from customs.core.settings import configure
+from customs.core.clock import utcnow
+from customs.pki.crl_refresh import CrlRefreshNotConfigured, check_crl, crl_file_name, crl_number, download_crl, refresh_crls
+from customs.pki.verify import SignedDocument, configured_verifier, directory_fingerprint
 
 DER = serialization.Encoding.DER
 PEM = serialization.Encoding.PEM
@@ -159,7 +152,7 @@ def test_a_newer_crl_replaces_the_old_one_and_signature_checks_see_the_revocatio
 def test_a_crl_signed_by_another_key_is_rejected_and_the_old_file_stays(tmp_path, server, pki):
     settings = settings_for(tmp_path, pki, [server.url("/forged.crl")])
     old, old_stat = issuing_file(settings).read_bytes(), issuing_file(settings).stat()
-    server.serve("/forged.crl", der(pki.build_crl(crl_number=current_number(settings) + 1, signing_key=_key("rsa2048"))))
+    server.serve("/forged.crl", der(pki.build_crl(crl_number=current_number(settings) + 1, signing_key=new_key("rsa2048"))))
     result = only(refresh_crls(settings))
     assert (result.outcome, result.code) == ("rejected", "CRL_SIGNATURE_INVALID")
     assert "does not verify" in result.message and "kept issuing-ca.crl" in result.message
@@ -276,12 +269,12 @@ def test_a_same_size_replacement_still_changes_the_fingerprint_the_verifier_watc
     assert len(newer) == len(old)  # same entries, number of the same length
     future = (utcnow() + timedelta(days=1)).timestamp()
     os.utime(issuing_file(settings), (future, future))  # as if the old file's mtime were the clock tick of the new one (or later)
-    before = _fingerprint(settings.crl_dir)
+    before = directory_fingerprint(settings.crl_dir)
     server.serve("/nca_rsa.crl", newer)
     assert only(refresh_crls(settings)).outcome == "replaced"
     assert issuing_file(settings).read_bytes() == newer
     assert issuing_file(settings).stat().st_mtime_ns > int(future * 1e9)
-    assert _fingerprint(settings.crl_dir) != before
+    assert directory_fingerprint(settings.crl_dir) != before
 
 
 def test_a_pem_file_is_replaced_by_pem(tmp_path, server, pki):
@@ -300,7 +293,7 @@ def test_a_pem_file_is_replaced_by_pem(tmp_path, server, pki):
 
 def test_a_forged_file_in_crl_dir_is_replaced_by_a_verified_crl(tmp_path, server, pki):
     settings = settings_for(tmp_path, pki, [server.url("/nca_rsa.crl")])
-    forged = pki.build_crl(crl_number=current_number(settings) + 100, signing_key=_key("rsa2048"))
+    forged = pki.build_crl(crl_number=current_number(settings) + 100, signing_key=new_key("rsa2048"))
     issuing_file(settings).write_bytes(der(forged))
     good = der(pki.build_crl(crl_number=1))  # the forged number does not hold the real CRL back
     server.serve("/nca_rsa.crl", good)
@@ -378,7 +371,7 @@ def test_rules_without_network(pki):
     )
     assert decide(delta).code == "CRL_UNSUPPORTED"
     # a certificate with the CA's name that is not a CA certificate does not make its CRLs acceptable
-    impostor_key = _key("rsa2048")
+    impostor_key = new_key("rsa2048")
     impostor = (
         x509.CertificateBuilder()
         .subject_name(pki.issuing_cert.subject)

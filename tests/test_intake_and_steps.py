@@ -11,14 +11,16 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import func, select
 
 from conftest import as_bytes, run_steps, sample, submit_signed, unique
-from customs.db import get_engine, transaction
-from customs.services import IncomingAttachment, IntakeError, declaration_status, submit_declaration
+from customs.core.db import get_engine, transaction
+from customs.rules import Refused
+from customs.services.intake import IncomingAttachment, submit_declaration
+from customs.services.queries import declaration_status
 from models.audit import AuditEvent, verify_chain
 from models.declaration import Declaration, IllegalTransition, Status
-from tasks.registration import register_declaration
-from tasks.release import release_or_hold
-from tasks.risk import assign_lane
-from tasks.signature import check_signatures
+from customs.services.steps import register_declaration
+from customs.services.steps import release_or_hold
+from customs.services.steps import assign_lane
+from customs.services.steps import check_signatures
 
 
 def counts() -> tuple[int, int]:
@@ -62,25 +64,25 @@ def test_identical_bytes_return_the_existing_application(settings, company_signe
     ],
 )
 def test_bad_bytes_are_refused_at_intake_and_nothing_is_stored(settings, content, code):
-    with pytest.raises(IntakeError) as error:
+    with pytest.raises(Refused) as error:
         submit_declaration(content, b"sig")
     assert error.value.code == code
     assert counts() == (0, 0)
 
 
 def test_oversized_declaration(settings, company_signer):
-    from customs.settings import configure
+    from customs.core.settings import configure
 
     configure(settings.model_copy(update={"max_declaration_bytes": 1000}))
     content = as_bytes(sample())
-    with pytest.raises(IntakeError) as error:
+    with pytest.raises(Refused) as error:
         submit_declaration(content, None)
     assert error.value.code == "TOO_LARGE" and str(len(content)) in error.value.message
     assert counts() == (0, 0)
 
 
 def test_unknown_channel(settings):
-    with pytest.raises(IntakeError) as error:
+    with pytest.raises(Refused) as error:
         submit_declaration(as_bytes(sample()), None, channel="fax")
     assert error.value.code == "CHANNEL_UNKNOWN"
 
@@ -111,7 +113,7 @@ def test_refusal_lists_every_reason_and_keeps_everything(settings, company_signe
     document["goods"][1]["net_kg"] = "1000.000"
     document["totals"]["customs_value"] = "1.00"
     other = pki.issue(name="ТОО «Другая»", bin="120303400058")
-    from customs.pki import CmsSigner
+    from customs.pki.testing import CmsSigner
 
     stranger = CmsSigner(other.cert_path, other.key_path, (pki.issuing_cert_path,))
     content = as_bytes(document)
@@ -170,7 +172,7 @@ def test_registration_numbers_are_sequential_per_office_and_day(settings, compan
 
 
 def test_a_failed_registration_leaves_no_gap(settings, company_signer, monkeypatch):
-    import tasks.registration as registration
+    import customs.services.steps as registration
 
     first = submit_signed(company_signer, unique(sample()))
     check_signatures(first.application_id)
@@ -237,7 +239,7 @@ def test_audit_events_are_append_only(settings, company_signer):
 
 def test_an_older_database_gets_the_new_columns_at_start_up(settings, company_signer):
     """A database made before a column existed is upgraded in place, its rows kept (Alembic's comparison)."""
-    from customs.db import init_db
+    from customs.core.db import init_db
 
     application_id = submit_signed(company_signer, unique(sample())).application_id
     with get_engine().begin() as connection:

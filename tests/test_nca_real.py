@@ -12,7 +12,9 @@ import pytest
 from cryptography import x509
 
 from conftest import NCA_REAL
-from tasks.signature import CmsSignatureVerifier, TrustMaterial, key_algorithm_problem, key_usage_problem, signer_identity
+from customs.pki.certificates import key_algorithm_problem, key_usage_problem, signer_identity
+from customs.pki.trust import TrustMaterial
+from customs.pki.verify import CmsSignatureVerifier
 
 pytestmark = pytest.mark.skipif(not NCA_REAL.is_dir(), reason=f"real NCA fixtures not found at {NCA_REAL} (shared/fixtures/nca-real)")
 

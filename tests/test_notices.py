@@ -11,16 +11,17 @@ import pytest
 from sqlmodel import select
 
 from conftest import SmtpServer, free_port, make_settings, run_steps, sample, submit_signed, unique
-from customs.db import transaction
-from customs.settings import configure
-from customs.timeutil import utcnow
+from customs.core.db import transaction
+from customs.core.settings import configure
+from customs.core.clock import utcnow
 from models.audit import AuditEvent, verify_chain
 from models.declaration import Declaration, Status
 from models.outbox import DeliveryAttempt, Notice, NoticeKind, NoticeStatus, queue_notice
-from tasks import outbox
-from tasks.notices import DeclarationFacts, build_message
-from tasks.outbox import backoff, classify_reply, dispatch_due_sync
-from tasks.support import report_system_failure
+from customs.services import outbox
+from customs.notices.render import DeclarationFacts, build_message
+from customs.notices.delivery import backoff, classify_reply
+from customs.services.outbox import dispatch_due_sync
+from customs.services.support import report_system_failure
 
 ADDRESS = "broker@alatau-import.kz"
 
@@ -206,7 +207,7 @@ def test_server_down_then_up_delivers_later_exactly_once(tmp_path, pki, company_
     port = free_port()
     settings = make_settings(tmp_path / "data", pki, smtp_host="127.0.0.1", smtp_port=port, smtp_timeout=3)
     configure(settings)
-    from customs.db import dispose_engines, init_db
+    from customs.core.db import dispose_engines, init_db
 
     init_db(settings)
     try:
@@ -258,7 +259,7 @@ def test_temporary_rejection_then_success(smtp_settings, smtp_server, company_si
 
 
 def test_temporary_failures_stop_after_the_attempt_limit(tmp_path, pki, company_signer):
-    from customs.db import dispose_engines, init_db
+    from customs.core.db import dispose_engines, init_db
 
     settings = make_settings(tmp_path / "data", pki, smtp_host="127.0.0.1", smtp_port=free_port(), smtp_timeout=2,
                              outbox_max_attempts=3)
@@ -412,7 +413,7 @@ def test_delivery_over_tls_verifies_the_server_certificate(tmp_path, pki, compan
     from aiosmtpd.controller import Controller
 
     from conftest import RecordingSmtpHandler
-    from customs.db import dispose_engines, init_db
+    from customs.core.db import dispose_engines, init_db
 
     cert_path, key_path = _server_certificate(tmp_path)
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)

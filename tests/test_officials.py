@@ -9,22 +9,19 @@ import pytest
 from sqlmodel import select
 
 from conftest import as_bytes, run_steps, sample, submit_signed, unique
-from customs.db import transaction
-from customs.services import IntakeError, declaration_status, operations_summary, submit_declaration
-from customs.timeutil import utcnow
+from customs.core.db import transaction
+from customs.rules import Refused
+from customs.services.intake import submit_declaration
+from customs.services.queries import declaration_status, operations_summary
+from customs.core.clock import utcnow
 from models.audit import AuditEvent, verify_chain
 from models.declaration import Declaration, Status
 from models.outbox import Notice, NoticeKind
-from tasks.officials import (
-    OfficialActionRefused,
-    affix_mark,
-    cancel_release,
-    check_release_deadlines,
-    decide,
-    open_marks,
-    release_alert_at,
-)
-from tasks.rerun import rerun_problem
+from customs.rules import Refused
+from customs.rules.officials import release_alert_at
+from customs.services.deadlines import check_release_deadlines
+from customs.services.officials import affix_mark, cancel_release, decide, open_marks
+from customs.rules.rerun import rerun_problem
 
 INSPECTOR = "KZ-OF-0001"  # office 50101, zone ALA-TSW
 SUPERVISOR = "KZ-OF-0002"  # office 50101, zone ALA-TSW
@@ -107,7 +104,7 @@ def test_release_by_the_right_official(settings, company_signer):
 @pytest.mark.parametrize("official,code", [(OTHER_ZONE, "ZONE_MISMATCH"), (OTHER_OFFICE, "OFFICE_MISMATCH"), ("KZ-OF-9999", "OFFICIAL_UNKNOWN")])
 def test_an_official_of_another_zone_or_office_is_refused_and_audited(settings, company_signer, official, code):
     declaration = awaiting(company_signer)
-    with pytest.raises(OfficialActionRefused) as refused:
+    with pytest.raises(Refused) as refused:
         decide(declaration.application_id, decision="release", official_id=official)
     assert refused.value.code == code
     assert stored(declaration.application_id).status == Status.AWAITING_OFFICIAL
@@ -119,10 +116,10 @@ def test_an_official_of_another_zone_or_office_is_refused_and_audited(settings, 
 def test_refusal_needs_grounds_from_the_list(settings, company_signer):
     declaration = awaiting(company_signer)
     for grounds, code in [([], "GROUNDS_MISSING"), (["NOT_A_GROUND"], "GROUND_UNKNOWN"), (["DOCUMENTS_INVALID"], "GROUND_NOT_APPLICABLE")]:
-        with pytest.raises(OfficialActionRefused) as refused:
+        with pytest.raises(Refused) as refused:
             decide(declaration.application_id, decision="refuse", official_id=INSPECTOR, grounds=grounds)
         assert refused.value.code == code
-    with pytest.raises(OfficialActionRefused) as refused:
+    with pytest.raises(Refused) as refused:
         decide(declaration.application_id, decision="release", official_id=INSPECTOR, decision_code="99")
     assert refused.value.code == "DECISION_CODE_INVALID"
     result = decide(declaration.application_id, decision="refuse", official_id=INSPECTOR,
@@ -141,7 +138,7 @@ def test_a_decision_is_given_once_and_a_replay_is_recognised(settings, company_s
     count = len(events(declaration.application_id))
     again = decide(declaration.application_id, decision="release", official_id=INSPECTOR, decision_id="d-1")
     assert again.replay and again.status == first.status and len(events(declaration.application_id)) == count
-    with pytest.raises(OfficialActionRefused) as refused:
+    with pytest.raises(Refused) as refused:
         decide(declaration.application_id, decision="refuse", official_id=SUPERVISOR, grounds=["CONDITIONS_NOT_MET"])
     assert refused.value.code == "ALREADY_DECIDED" and INSPECTOR in refused.value.reason.message
     assert len(notices(declaration.application_id, NoticeKind.RELEASE)) == 1
@@ -151,7 +148,7 @@ def test_after_the_deadline_an_inspector_is_refused_a_supervisor_decides_late(se
     declaration = awaiting(company_signer)
     late = declaration.release_due_at + timedelta(minutes=1)
     for _ in range(2):
-        with pytest.raises(OfficialActionRefused) as refused:
+        with pytest.raises(Refused) as refused:
             decide(declaration.application_id, decision="release", official_id=INSPECTOR, now=late)
         assert refused.value.code == "DEADLINE_PASSED"
     assert len(events(declaration.application_id, "release_deadline_breached")) == 1
@@ -192,11 +189,11 @@ def test_deadline_watch_alerts_at_75_percent_and_records_the_breach_at_100(setti
 
 def test_cancellation_of_a_release(settings, company_signer):
     waiting = awaiting(company_signer)
-    with pytest.raises(OfficialActionRefused) as refused:
+    with pytest.raises(Refused) as refused:
         cancel_release(waiting.application_id, official_id=INSPECTOR, grounds=["DOCUMENTS_INVALID"])
     assert refused.value.code == "NOT_RELEASED"
     declaration = released(company_signer)
-    with pytest.raises(OfficialActionRefused) as refused:
+    with pytest.raises(Refused) as refused:
         cancel_release(declaration.application_id, official_id=INSPECTOR, grounds=[])
     assert refused.value.code == "GROUNDS_MISSING"
     result = cancel_release(declaration.registration_number, official_id=INSPECTOR, grounds=["DOCUMENTS_INVALID"], grounds_text="certificate of origin forged")
@@ -204,11 +201,11 @@ def test_cancellation_of_a_release(settings, company_signer):
     (notice,) = notices(declaration.application_id, NoticeKind.RELEASE_CANCELLATION)
     assert notice.facts["official_id"] == INSPECTOR and notice.facts["decision_code"] == "10"
     assert notice.facts["grounds_text"] == "certificate of origin forged"
-    with pytest.raises(OfficialActionRefused) as refused:
+    with pytest.raises(Refused) as refused:
         cancel_release(declaration.application_id, official_id=INSPECTOR, grounds=["DOCUMENTS_INVALID"])
     assert refused.value.code == "ALREADY_CANCELLED"
     assert open_marks() == []  # the cancelled release's mark is withdrawn
-    with pytest.raises(OfficialActionRefused) as refused:
+    with pytest.raises(Refused) as refused:
         affix_mark(declaration.application_id, official_id=INSPECTOR)
     assert refused.value.code == "RELEASE_CANCELLED"
 
@@ -220,7 +217,7 @@ def test_release_mark_lifecycle(settings, company_signer):
     first, second = released(company_signer), released(company_signer)
     assert [m["application_id"] for m in open_marks()] == [first.application_id, second.application_id]  # oldest first
     assert [m["zone"] for m in open_marks(zone="ALA-TSW")] == ["ALA-TSW", "ALA-TSW"] and open_marks(zone="ALA-AIR") == []
-    with pytest.raises(OfficialActionRefused) as refused:
+    with pytest.raises(Refused) as refused:
         affix_mark(first.application_id, official_id=OTHER_ZONE)
     assert refused.value.code == "ZONE_MISMATCH"
     later = utcnow() + timedelta(hours=3)
@@ -230,12 +227,12 @@ def test_release_mark_lifecycle(settings, company_signer):
     assert result["affixed_by"] == INSPECTOR
     (event,) = events(first.application_id, "release_mark_affixed")
     assert event.actor == INSPECTOR and event.details["zone"] == "ALA-TSW"
-    with pytest.raises(OfficialActionRefused) as refused:
+    with pytest.raises(Refused) as refused:
         affix_mark(first.application_id, official_id=SUPERVISOR)
     assert refused.value.code == "MARK_ALREADY_AFFIXED"
     assert [m["application_id"] for m in open_marks()] == [second.application_id]
     waiting = awaiting(company_signer)
-    with pytest.raises(OfficialActionRefused) as refused:
+    with pytest.raises(Refused) as refused:
         affix_mark(waiting.application_id, official_id=INSPECTOR)
     assert refused.value.code == "NO_RELEASE_MARK"
 
@@ -270,7 +267,7 @@ def test_paper_declaration_still_meets_the_registration_rules(settings):
     (INSPECTOR, b"signature", "PAPER_SIGNED"),
 ])
 def test_paper_entry_is_refused_without_the_right_official(settings, official, signature, code):
-    with pytest.raises(IntakeError) as refused:
+    with pytest.raises(Refused) as refused:
         submit_declaration(as_bytes(unique(sample())), signature, channel="paper", official_id=official)
     assert refused.value.code == code
     with transaction() as session:
@@ -279,7 +276,7 @@ def test_paper_entry_is_refused_without_the_right_official(settings, official, s
 
 def test_an_official_cannot_enter_an_electronic_declaration(settings, company_signer):
     content = as_bytes(unique(sample()))
-    with pytest.raises(IntakeError) as refused:
+    with pytest.raises(Refused) as refused:
         submit_declaration(content, company_signer.sign(content), official_id=INSPECTOR)
     assert refused.value.code == "OFFICIAL_NOT_EXPECTED"
 

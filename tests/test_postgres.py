@@ -16,8 +16,8 @@ import pytest
 from sqlmodel import select
 
 from conftest import as_bytes, sample, unique
-from customs.db import transaction
-from customs.services import submit_declaration
+from customs.core.db import transaction
+from customs.services.intake import submit_declaration
 from models.audit import verify_chain
 from models.declaration import Declaration
 
@@ -75,7 +75,7 @@ def test_audit_events_are_append_only_on_postgres(pg_settings, company_signer):
     from sqlalchemy import text
     from sqlalchemy.exc import DBAPIError
 
-    from customs.db import get_engine
+    from customs.core.db import get_engine
 
     content = as_bytes(unique(sample()))
     submit_declaration(content, company_signer.sign(content))
@@ -90,9 +90,9 @@ def test_concurrent_dispatchers_send_each_notice_once(pg_settings, company_signe
     """Three dispatchers share one outbox (SKIP LOCKED): every notice reaches the server exactly once."""
     import threading
 
-    from customs.settings import configure
+    from customs.core.settings import configure
     from models.outbox import Notice, NoticeStatus
-    from tasks.outbox import dispatch_due_sync
+    from customs.services.outbox import dispatch_due_sync
 
     configure(pg_settings.model_copy(update={"smtp_host": "127.0.0.1", "smtp_port": smtp_server.port, "outbox_batch_size": 7}))
     for _ in range(30):

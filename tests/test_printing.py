@@ -15,24 +15,16 @@ from sqlmodel import select
 from typer.testing import CliRunner
 
 from conftest import DECLARANT_BIN, run_steps, sample, submit_signed, unique
-from customs.db import transaction
-from customs.timeutil import kz_date, utcnow
+from customs.core.db import transaction
+from customs.core.clock import kz_date, utcnow
 from models.audit import AuditEvent, verify_chain
 from models.declaration import Declaration
 from models.outbox import Notice, NoticeKind
-from tasks.common import DeclarationNotFound
-from tasks.officials import OfficialActionRefused
-from tasks.printing import (
-    PrintRefused,
-    check_print_deadlines,
-    copy_of,
-    mark_printed,
-    nearest_rank,
-    print_queue,
-    request_print,
-    sla_figures,
-    sla_report,
-)
+from customs.core.db import DeclarationNotFound
+from customs.rules import Refused
+from customs.rules import Refused
+from customs.rules.printing import nearest_rank, sla_figures
+from customs.services.printing import check_print_deadlines, copy_of, mark_printed, print_queue, request_print, sla_report
 
 INSPECTOR = "KZ-OF-0001"  # office 50101
 OTHER_OFFICE = "KZ-OF-0005"  # office 62101
@@ -128,18 +120,18 @@ def test_requests_that_cannot_be_served_get_a_clear_error(settings, company_sign
     refused_document = unique(sample())
     refused_document["totals"]["items"] = 9
     refused = registered(company_signer, refused_document)
-    with pytest.raises(PrintRefused) as error:
+    with pytest.raises(Refused) as error:
         request_print(refused.application_id)
     assert error.value.code == "NOT_REGISTERED" and "registration_refused" in error.value.message
     waiting = submit_signed(company_signer, unique(sample())).application_id  # submitted, not yet registered
-    with pytest.raises(PrintRefused) as error:
+    with pytest.raises(Refused) as error:
         request_print(waiting)
     assert error.value.code == "NOT_REGISTERED"
     declaration = registered(company_signer)
-    with pytest.raises(PrintRefused) as error:
+    with pytest.raises(Refused) as error:
         request_print(declaration.application_id, requested_by="910312300452")
     assert error.value.code == "REQUESTER_NOT_APPLICANT"
-    with pytest.raises(PrintRefused) as error:
+    with pytest.raises(Refused) as error:
         request_print(declaration.application_id, requested_by="050840001234")
     assert error.value.code == "IIN_BIN_INVALID"
     assert print_queue() == []
@@ -152,13 +144,13 @@ def test_printed_in_time(settings, company_signer):
     declaration = registered(company_signer)
     now = utcnow()
     request = request_print(declaration.application_id, now=now)
-    with pytest.raises(OfficialActionRefused) as refused:
+    with pytest.raises(Refused) as refused:
         mark_printed(request.request_id, official_id=OTHER_OFFICE, now=now + timedelta(minutes=5))
     assert refused.value.code == "OFFICE_MISMATCH"
     result = mark_printed(request.request_id, official_id=INSPECTOR, now=now + timedelta(minutes=12))
     assert result["late"] is False and result["minutes"] == 12.0
     assert check_print_deadlines(now=now + timedelta(minutes=40)).as_dict() == {"alerted": [], "breached": []}
-    with pytest.raises(OfficialActionRefused) as refused:
+    with pytest.raises(Refused) as refused:
         mark_printed(request.request_id, official_id=INSPECTOR)
     assert refused.value.code == "ALREADY_PRINTED"
     figures = sla_report(now=now + timedelta(hours=1))["total"]

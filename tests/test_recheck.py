@@ -8,16 +8,17 @@ import pytest
 from sqlmodel import select
 
 from conftest import DECLARANT_BIN, make_settings, run_steps, sample, submit_signed, unique
-from customs.db import dispose_engines, init_db, transaction
-from customs.pki import CmsSigner, TestPki
-from customs.settings import configure
-from customs.timeutil import utcnow
+from customs.core.db import dispose_engines, init_db, transaction
+from customs.pki.testing import CmsSigner, TestPki
+from customs.core.settings import configure
+from customs.core.clock import utcnow
 from models.audit import AuditEvent
 from models.declaration import Declaration, Status
 from models.outbox import Notice, NoticeKind
 from tasks.recheck import batch_recheck_run
-from tasks.registration import check_registration_deadlines, register_declaration
-from tasks.signature import check_signatures
+from customs.services.deadlines import check_registration_deadlines
+from customs.services.steps import register_declaration
+from customs.services.steps import check_signatures
 
 
 @pytest.fixture

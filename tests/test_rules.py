@@ -8,14 +8,14 @@ from decimal import Decimal
 import pytest
 
 from conftest import ROOT, sample
-from customs.reference import ReferenceDataError, load_reference
-from customs.timeutil import kz_date
+from customs.core.reference import ReferenceDataError, load_reference
+from customs.core.clock import kz_date
 from models.document import declaration_json_schema, parse_declaration
 from models.identifiers import check_digit, identifier_problem, with_check_digit
 from models.reference import RiskConditions, RiskProfile
-from tasks.registration import format_logical_control, logical_control, registration_number
-from tasks.release import decide_release
-from tasks.risk import assess_risk
+from customs.rules.registration import format_logical_control, logical_control, registration_number
+from customs.rules.release import decide_release
+from customs.rules.risk import assess_risk
 
 REFERENCE = load_reference(ROOT / "reference")
 

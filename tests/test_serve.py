@@ -109,11 +109,11 @@ def test_intake_while_prefect_is_down_keeps_the_declaration_for_batch_recheck(se
     from fastapi.testclient import TestClient
 
     from customs.api import create_app
-    from customs.api_clients import create_client
-    from customs.prefect_server import prefect_api
-    from customs.serve import ClearanceStarter
-    from customs.services import declaration_status
-    from customs.timeutil import utcnow
+    from customs.services.clients import create_client
+    from customs.orchestration.server import prefect_api
+    from customs.orchestration.starting import ClearanceStarter
+    from customs.services.queries import declaration_status
+    from customs.core.clock import utcnow
     from tasks.recheck import batch_recheck_run
 
     _, token = create_client("alatau", "declarant", identifiers=["050840001233"])
@@ -168,8 +168,10 @@ def test_the_in_process_worker_runs_several_clearances_at_once(settings, company
 
     from prefect.client.orchestration import get_client
 
-    from customs.serve import ClearanceStarter, InProcessWorker, read_deployments, register_deployments
-    from customs.services import declaration_status
+    from customs.orchestration.deployments import read_deployments, register_deployments
+    from customs.orchestration.starting import ClearanceStarter
+    from customs.orchestration.worker import InProcessWorker
+    from customs.services.queries import declaration_status
     from conftest import submit_signed
 
     specs = [s for s in read_deployments() if s.name == "clearance"]
@@ -234,7 +236,8 @@ def test_a_run_suspended_from_outside_stops_at_its_next_step_under_the_shared_ob
     from prefect.client.orchestration import get_client
     from prefect.states import Suspended
 
-    from customs.serve import DeploymentSpec, InProcessWorker, register_deployments
+    from customs.orchestration.deployments import DeploymentSpec, register_deployments
+    from customs.orchestration.worker import InProcessWorker
 
     original = engine.observe_flow_run_suspension
     deployments = register_deployments([DeploymentSpec("ticking", "tests/suspendable_flow.py:ticking", "", (), {}, ())])
@@ -266,7 +269,8 @@ def test_a_clearance_start_the_server_refused_is_retried_with_backoff_and_never_
     SQLite), not left for the next batch-recheck; the idempotency key keeps one run per declaration."""
     from prefect.client.orchestration import get_client
 
-    from customs.serve import ClearanceStarter, DeploymentSpec, register_deployments
+    from customs.orchestration.deployments import DeploymentSpec, register_deployments
+    from customs.orchestration.starting import ClearanceStarter
 
     deployment_id, _ = register_deployments([DeploymentSpec("ticking-starts", "tests/suspendable_flow.py:ticking", "", (), {}, ())])["ticking-starts"]
 

@@ -10,15 +10,10 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from conftest import DECLARANT_BIN, DECLARANT_IIN
-from customs.pki import CmsSigner, TestPki, _key
-from customs.timeutil import utcnow
-from tasks.signature import (
-    CmsSignatureVerifier,
-    SignedDocument,
-    TrustMaterial,
-    configured_verifier,
-    verify_documents,
-)
+from customs.pki.testing import CmsSigner, TestPki, new_key
+from customs.core.clock import utcnow
+from customs.pki.trust import TrustMaterial
+from customs.pki.verify import CmsSignatureVerifier, SignedDocument, configured_verifier, verify_documents
 
 DATA = "Декларация на товары / Тауарларға арналған декларация".encode() * 20
 INVOICE = b"%PDF-1.4 invoice INV-2026-1187 ..." * 30
@@ -174,7 +169,7 @@ def test_crl_signed_by_the_wrong_key(tmp_path):
     pki = TestPki.create(tmp_path / "forged")
     issued = pki.issue(name="ТОО «Алатау Импорт»", bin=DECLARANT_BIN)
     signer = CmsSigner(issued.cert_path, issued.key_path, (pki.issuing_cert_path,))
-    pki.write_crl(signing_key=_key("rsa2048"))  # right issuer name, wrong key
+    pki.write_crl(signing_key=new_key("rsa2048"))  # right issuer name, wrong key
     codes, verdict = check(pki, DATA, signer.sign(DATA))
     assert codes == ["CRL_INVALID"]
     assert "not signed by its key" in verdict.reasons[0].message

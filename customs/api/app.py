@@ -1,0 +1,62 @@
+"""The intake HTTP API: submissions, status, print requests and officials' acts over HTTPS + bearer tokens.
+
+``create_app()`` builds the FastAPI application; ``customs serve`` runs it under uvicorn. Everything
+the API does is a use case of ``customs.services``: the same functions the CLI calls, so the rules, the
+audit chain and the notices are the same whichever way a declaration comes in. Who may do what:
+``customs.api.auth``; what runs the clearance afterwards: the hooks of ``customs.api.hooks``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import FastAPI
+
+from customs.api.errors import install_error_handlers
+from customs.api.hooks import no_hook
+from customs.api.limits import BodySizeLimit
+from customs.api.routers import declarations, officials, service
+from customs.api.schemas import SUBMISSION_FORM_SCHEMA, SubmissionIn
+
+API_TITLE = "Customs clearance intake API"
+API_VERSION = "1"
+
+
+def create_app(
+    *, start_clearance: Callable[[str], Any] | None = None, decision_given: Callable[[str, dict[str, Any]], Any] | None = None
+) -> FastAPI:
+    """The intake API. The hooks may also be set later on ``app.state`` (sync or async callables)."""
+    app = FastAPI(
+        title=API_TITLE,
+        version=API_VERSION,
+        description="Submission of customs declarations (electronic, portal, paper entry), their status, paper copies, "
+        "and officials' decisions. Authenticate with `Authorization: Bearer <token>` (tokens from `customs clients add`). "
+        'Every error is `{"error": {"code", "path", "message"}}`.',
+    )
+    app.state.start_clearance = start_clearance or no_hook
+    app.state.decision_given = decision_given or no_hook
+    app.state.print_requested = no_hook  # (request_id, alert_at, due_at): `customs serve` schedules the deadline timers
+    app.add_middleware(BodySizeLimit)
+    install_error_handlers(app)
+    for router in (service.router, declarations.router, officials.router):
+        app.include_router(router)
+    document_submission_schemas(app)
+    return app
+
+
+def document_submission_schemas(app: FastAPI) -> None:
+    """The two bodies of POST /v1/declarations are read by hand (one endpoint, two media types): name their schemas."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = generate()
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        if "DeclarationSubmission" not in components:
+            submission = SubmissionIn.model_json_schema(ref_template="#/components/schemas/{model}")
+            components.update(submission.pop("$defs", {}))
+            components["DeclarationSubmission"] = submission
+            components["DeclarationSubmissionForm"] = SUBMISSION_FORM_SCHEMA
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

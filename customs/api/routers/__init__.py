@@ -1,0 +1,1 @@
+"""One router per resource: the service itself, declarations, officials' acts."""

@@ -1,0 +1,191 @@
+"""What the API reads and answers: the request and response models (and so the OpenAPI document)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import Path
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
+
+from models.declaration import Status
+
+
+DeclarationKey = Annotated[str, Path(min_length=1, max_length=40, description="Application id (A261126-…) or registration number (50101/261126/0000001).")]
+
+
+def _decode_base64(value: str) -> bytes:
+    compact = "".join(value.split())  # line breaks, as in PEM bodies and NCALayer output
+    if "=" not in compact:
+        compact += "=" * (-len(compact) % 4)
+    try:
+        return base64.b64decode(compact, altchars=b"-_" if ("-" in compact or "_" in compact) else None, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("is not base64") from None
+
+
+Base64Bytes = Annotated[str, AfterValidator(_decode_base64), WithJsonSchema({"type": "string", "format": "byte", "description": "base64"})]
+
+
+class AttachmentIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    filename: str = Field(min_length=1, max_length=255)
+    content: Base64Bytes = Field(description="The attachment's exact bytes, base64.")
+    signature: Base64Bytes | None = Field(None, description="Detached CMS signature of the attachment (DER, PEM or base64), base64; "
+                                          "required for declarant and portal clients.")
+
+
+class SubmissionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", title="DeclarationSubmission")
+    declaration: Base64Bytes = Field(description="The declaration document (JSON, UTF-8), its exact bytes, base64.")
+    signature: Base64Bytes | None = Field(None, description="Detached CMS signature of the declaration (DER, PEM or base64), base64; "
+                                          "required for declarant and portal clients, absent for paper entry by officials.")
+    attachments: list[AttachmentIn] = Field(default_factory=list)
+
+
+SUBMISSION_FORM_SCHEMA = {
+    "title": "DeclarationSubmissionForm",
+    "type": "object",
+    "properties": {
+        "declaration": {"type": "string", "format": "binary", "description": "The declaration document (JSON, UTF-8)."},
+        "signature": {"type": "string", "format": "binary", "description": "Detached CMS signature of the declaration; required for "
+                      "declarant and portal clients, absent for paper entry by officials."},
+        "attachments": {"type": "array", "items": {"type": "string", "format": "binary"}, "description": "Supporting documents (repeat the field)."},
+        "attachment_signatures": {"type": "array", "items": {"type": "string", "format": "binary"},
+                                  "description": "Detached signature of each attachment, in the same order."},
+    },
+    "required": ["declaration"],
+    "additionalProperties": False,
+}
+
+
+class SubmissionOut(BaseModel):
+    application_id: str
+    submitted_at: datetime = Field(description="The submission time fixed at intake (UTC).")
+    status: Status
+    status_url: str = Field(description="Where the declaration's status is read (also the Location header of a 202).")
+
+
+class ReasonOut(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    code: str
+    path: str
+    message: str
+
+
+class HistoryEventOut(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+    seq: int
+    at: datetime
+    at_kz: str
+    event: str
+    from_status: Status | None = Field(None, alias="from")
+    to_status: Status | None = Field(None, alias="to")
+    actor: str
+    reasons: list[ReasonOut]
+    details: dict[str, Any]
+
+
+class DeclarationStatusOut(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+    application_id: str
+    status: Status
+    channel: str
+    schema_id: str | None = Field(None, alias="schema")
+    customs_office: str | None
+    submitted_at: datetime
+    submitted_at_kz: str
+    sha256: str
+    registration_number: str | None
+    registered_at: datetime | None
+    lane: str | None
+    risk_profiles: list[str]
+    decision_code: str | None
+    decided_at: datetime | None
+    decided_by: str | None
+    zone: str | None
+    entered_by: str | None
+    release_due_at: datetime | None
+    release_due_at_kz: str | None
+    release_breached_at: datetime | None
+    signature_valid: bool | None
+    signers: list[dict[str, Any]]
+    reasons: list[ReasonOut]
+    history: list[HistoryEventOut]
+
+
+class PrintRequestIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    requested_by: str | None = Field(None, description="IIN or BIN of the applicant asking (the declarant or a signer); "
+                                     "for declarant clients, default: the client's identifier that is the declarant's.")
+
+
+class PrintRequestOut(BaseModel):
+    request_id: str
+    application_id: str
+    registration_number: str
+    office: str
+    requested_at: datetime
+    due_at: datetime
+    due_at_kz: str
+    created: bool = Field(description="False: a request for this declaration was already waiting in the office's queue.")
+
+
+class DecisionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    decision: Literal["release", "refuse"]
+    decision_code: Literal["10", "11", "12"] | None = Field(None, description="For a release: 10 (default) release permitted, "
+                                                             "11 against security, 12 under EAEU CC art. 121.")
+    grounds: list[Annotated[str, Field(max_length=40)]] = Field(default_factory=list, max_length=50,
+                                                                description="For a refusal: ground codes (reference/release_grounds.json).")
+    grounds_text: str = Field("", max_length=2000, description="The official's own words on the decision.")
+
+
+class DecisionOut(BaseModel):
+    application_id: str
+    registration_number: str | None
+    status: Status
+    decision_id: str
+
+
+class CancellationIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    grounds: list[Annotated[str, Field(max_length=40)]] = Field(default_factory=list, max_length=50,
+                                                                description="Cancellation ground codes (reference/release_grounds.json).")
+    grounds_text: str = Field("", max_length=2000)
+
+
+class CancellationOut(BaseModel):
+    application_id: str
+    registration_number: str | None
+    status: Status
+
+
+class MarkIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class MarkOut(BaseModel):
+    application_id: str
+    registration_number: str | None
+    zone: str
+    affixed_at: datetime
+    affixed_by: str
+
+
+class PrintQueueItem(BaseModel):
+    request_id: str
+    registration_number: str
+    application_id: str
+    office: str
+    requested_at_kz: str
+    due_at_kz: str
+    minutes_left: int = Field(description="Negative: overdue.")
+    alerted: bool
+    breached: bool
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok"]

@@ -1,0 +1,128 @@
+"""Submissions as they arrive: multipart/form-data or JSON with base64, read into the exact bytes of the
+declaration, its signature and its attachments; then the rules of the client's kind, then intake."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import Request
+from pydantic import ValidationError
+
+from customs.api.errors import ApiError, validation_error_body
+from customs.api.schemas import SubmissionIn
+from customs.core.settings import Settings
+from customs.services.intake import IncomingAttachment, Submission, read_document, submit_declaration
+from models.api_client import ApiClient, ClientKind
+from models.document import written_declarant
+
+
+
+class Part:
+    __slots__ = ("name", "filename", "content")
+
+    def __init__(self, name: str, filename: str | None, content: bytes):
+        self.name, self.filename, self.content = name, filename, content
+
+
+def _form_invalid(message: str, path: str = "$") -> ApiError:
+    return ApiError(422, "REQUEST_INVALID", message, path)
+
+
+async def parts_from_form(request: Request, settings) -> list[Part]:
+    """multipart/form-data read by Starlette (python-multipart): each file part's bytes exactly as sent."""
+    from starlette.datastructures import UploadFile as FormFile
+
+    limit = 2 * settings.max_attachments + 4
+    try:
+        form = await request.form(max_files=limit, max_fields=limit)
+    except Exception as exc:  # malformed body, too many parts
+        raise _form_invalid(f"the multipart/form-data body cannot be read: {getattr(exc, 'detail', None) or exc}") from None
+    parts: list[Part] = []
+    try:
+        for name, value in form.multi_items():
+            if isinstance(value, FormFile):
+                filename = (value.filename or "").replace("\\", "/").rsplit("/", 1)[-1]  # some browsers send the local path
+                parts.append(Part(name, filename, await value.read()))
+            else:
+                parts.append(Part(name, None, value.encode("utf-8")))
+    finally:
+        await form.close()
+    return parts
+
+
+@dataclass
+class Upload:
+    content: bytes
+    signature: bytes | None
+    attachments: list[IncomingAttachment]
+
+
+def upload_from_form(parts: list[Part]) -> Upload:
+    declaration: list[Part] = []
+    signature: list[Part] = []
+    attachments: list[Part] = []
+    attachment_signatures: list[Part] = []
+    fields = {"declaration": declaration, "signature": signature, "attachments": attachments, "attachment_signatures": attachment_signatures}
+    for part in parts:
+        if part.name not in fields:
+            raise _form_invalid(f"unknown form field {part.name!r}; the fields are {', '.join(fields)}", part.name)
+        if part.filename == "" and not part.content:
+            continue  # a file input left empty in a browser form
+        fields[part.name].append(part)
+    if not declaration:
+        raise _form_invalid("the form has no 'declaration' file", "declaration")
+    for name, found in (("declaration", declaration), ("signature", signature)):
+        if len(found) > 1:
+            raise _form_invalid(f"the form field {name!r} is given {len(found)} times; it is given once", name)
+    if attachment_signatures and len(attachment_signatures) != len(attachments):
+        raise ApiError(400, "ATTACHMENT_SIGNATURES_MISMATCH", f"{len(attachments)} attachments and {len(attachment_signatures)} "
+                       "attachment_signatures: each attachment has its signature, in the same order", "attachment_signatures")
+    return Upload(
+        content=declaration[0].content,
+        signature=signature[0].content if signature else None,
+        attachments=[IncomingAttachment(part.filename or f"attachment-{i + 1}", part.content,
+                                        attachment_signatures[i].content if attachment_signatures else None)
+                     for i, part in enumerate(attachments)],
+    )
+
+
+def upload_from_json(body: bytes) -> Upload:
+    try:
+        envelope = SubmissionIn.model_validate_json(body)
+    except ValidationError as exc:
+        raise ApiError(422, "REQUEST_INVALID", **_first(validation_error_body(exc.errors(), in_body=True))) from None
+    return Upload(envelope.declaration, envelope.signature,
+                   [IncomingAttachment(a.filename, a.content, a.signature) for a in envelope.attachments])
+
+
+def _first(body: dict[str, Any]) -> dict[str, str]:
+    return {"message": body["error"]["message"], "path": body["error"]["path"]}
+
+
+def media_type(content_type: str | None) -> str:
+    return (content_type or "").split(";", 1)[0].strip().lower()
+
+
+def status_url(request: Request, application_id: str) -> str:
+    return f"{request.scope.get('root_path', '').rstrip('/')}/v1/declarations/{application_id}"
+
+
+def submit_for(client: ApiClient, upload: Upload, settings: Settings) -> Submission:
+    """The rules of the client's kind, then intake itself (which stores the exact bytes or nothing)."""
+    if client.kind == ClientKind.OFFICIAL:
+        return submit_declaration(upload.content, upload.signature, upload.attachments, channel="paper", official_id=client.official_id)
+    if not upload.signature:
+        raise ApiError(400, "SIGNATURE_MISSING", "a declaration submitted electronically carries the declarant's detached CMS signature", "signature")
+    for index, attachment in enumerate(upload.attachments):
+        if not attachment.signature:
+            raise ApiError(400, "SIGNATURE_MISSING", f"attachment {attachment.filename!r} has no signature; each attachment is signed",
+                           f"attachments[{index}].signature")
+    if client.kind == ClientKind.DECLARANT:
+        document = read_document(upload.content, settings)  # intake's own checks first (EMPTY, TOO_LARGE, JSON_INVALID, ...)
+        named = written_declarant(document).ids
+        if not named & set(client.identifiers):
+            raise ApiError(403, "DECLARANT_NOT_YOURS", f"the declaration's declarant ({', '.join(sorted(named)) or 'none given'}) is not one "
+                           f"client {client.name!r} acts for ({', '.join(client.identifiers)})", "$.declarant")
+    channel = "electronic" if client.kind == ClientKind.DECLARANT else "portal"
+    return submit_declaration(upload.content, upload.signature, upload.attachments, channel=channel, actor=f"api:{client.name}"[:60])

@@ -1,0 +1,131 @@
+"""The main job on the embedded default: the bundled sample declarations, signed with a fresh test PKI,
+cleared end to end through the Prefect server, one flow run each."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from customs.cli.root import app
+from customs.core.db import init_db
+from customs.core.paths import SAMPLES_DIR
+from customs.core.reference import load_reference
+from customs.core.settings import Settings, configure, get_settings
+from customs.orchestration.server import ensure_server, prefect_api, stop_server, ui_url
+from customs.orchestration.starting import start_in_background
+from customs.pki.testing import CmsSigner, TestPki
+from customs.services.intake import IncomingAttachment, submit_declaration
+from customs.services.outbox import list_notices
+from customs.services.queries import declaration_status
+from flows.clearance import clearance
+
+
+def demo_settings(base: Settings) -> Settings:
+    """The demo trusts its own fresh test PKI unless trust and CRL directories were configured."""
+    if base.trust_dir and base.crl_dir:
+        return base
+    return base.model_copy(update={"trust_dir": base.demo_pki_dir / "trust", "crl_dir": base.demo_pki_dir / "crl"})
+
+
+def run_demo(*, keep_server: bool = True, samples_dir: Path = SAMPLES_DIR) -> list[dict]:
+    settings = demo_settings(get_settings())
+    configure(settings)
+    typer.echo(f"data directory: {settings.data_dir}")
+    init_db(settings)
+    typer.echo(f"database:       {settings.sqlalchemy_url}")
+
+    if settings.trust_dir == settings.demo_pki_dir / "trust":
+        shutil.rmtree(settings.demo_pki_dir, ignore_errors=True)
+        pki = TestPki.create(settings.demo_pki_dir)
+        typer.echo(f"test PKI:       {settings.demo_pki_dir} (fresh root, issuing CA and CRL)")
+    else:
+        pki = None
+        typer.echo(f"trust:          {settings.trust_dir}, CRLs {settings.crl_dir}")
+
+    started = time.monotonic()
+    api_url = ensure_server(settings)
+    typer.echo(f"Prefect API:    {api_url} (ready in {time.monotonic() - started:.1f} s)\n")
+
+    manifest = json.loads((samples_dir / "manifest.json").read_text(encoding="utf-8"))
+    signers: dict[tuple, CmsSigner] = {}
+    results = []
+    with prefect_api(api_url):
+        for sample in manifest["samples"]:
+            content = (samples_dir / sample["file"]).read_bytes()
+            who = sample["signer"]
+            key = (who.get("iin"), who.get("bin"))
+            if pki is None:
+                raise SystemExit("the demo signs the samples with its own test PKI; unset CUSTOMS_TRUST_DIR/CUSTOMS_CRL_DIR")
+            if key not in signers:
+                issued = pki.issue(name=who["name"], iin=who.get("iin"), bin=who.get("bin"))
+                signers[key] = CmsSigner(issued.cert_path, issued.key_path, (pki.issuing_cert_path,))
+            signer = signers[key]
+            attachments = []
+            for name in sample["attachments"]:
+                data = (samples_dir / "attachments" / name).read_bytes()
+                attachments.append(IncomingAttachment(name, data, signer.sign(data)))
+            submission = submit_declaration(content, signer.sign(content), attachments, channel="electronic")
+            clearance(submission.application_id, wait_for_official=False)
+            status = declaration_status(submission.application_id)
+            status["sample"] = sample["file"]
+            status["created"] = submission.created
+            results.append(status)
+            _print_result(status, sample["expect"])
+
+    waiting = [r for r in results if r["status"] == "awaiting_official"]
+    for status in waiting:  # their flow runs wait for the official's decision, as a form in the UI
+        if status["created"]:  # an earlier demo run started theirs already
+            start_in_background(status["application_id"])
+    if waiting:
+        typer.echo(f"\n{len(waiting)} declarations wait for an official. Their flow runs are paused with a decision form "
+                   "(Prefect UI: the run, then Resume); or from the command line, e.g.:")
+        for status in waiting:
+            official = _official_for(status)
+            typer.echo(f"  customs decide {status['registration_number']} release --official {official} --code 10")
+        typer.echo("Officials, offices and zones: reference/officials.json. Release marks to affix: customs marks")
+
+    sent = [n for n in list_notices(limit=10_000) if any(n["application_id"] == r["application_id"] for r in results)]
+    by_status: dict[str, int] = {}
+    for notice in sent:
+        by_status[notice["status"]] = by_status.get(notice["status"], 0) + 1
+    where = f"SMTP {settings.smtp_host}" if settings.smtp_host else f".eml files in {settings.eml_dir}"
+    typer.echo(f"\nNotices to declarants: {', '.join(f'{v} {k}' for k, v in sorted(by_status.items()))} ({where}); list: customs outbox list")
+    typer.echo(f"Flow runs: {ui_url(api_url)}/runs  (one flow run per declaration, named by registration number or application id)")
+    typer.echo("Status of one declaration: customs status <application id or registration number>")
+    if keep_server:
+        typer.echo("The Prefect server keeps running for the UI; stop it with: customs server stop  (or make stop)")
+    else:
+        stop_server(settings)
+    return results
+
+
+def _official_for(status: dict) -> str:
+    officials = load_reference(get_settings().reference_dir).officials.values()
+    match = [o.id for o in officials if o.office == status["customs_office"] and o.zone == status["zone"] and o.role == "inspector"]
+    return match[0] if match else "OFFICIAL_ID"
+
+
+def _print_result(status: dict, expect: str) -> None:
+    note = "" if status["created"] else "  [same bytes as an earlier run: existing application]"
+    typer.secho(f"{status['sample']}{note}", bold=True)
+    typer.echo(f"  expected:            {expect}")
+    typer.echo(f"  application id:      {status['application_id']}   submitted {status['submitted_at_kz']}")
+    if status["registration_number"]:
+        typer.echo(f"  registration number: {status['registration_number']}")
+    lane = f"   lane: {status['lane']}" + (f" ({', '.join(status['risk_profiles'])})" if status["risk_profiles"] else "") if status["lane"] else ""
+    typer.echo(f"  status:              {status['status']}{lane}")
+    for reason in status["reasons"]:
+        typer.echo(f"    - {reason['code']} at {reason['path']}: {reason['message']}")
+
+
+@app.command()
+def demo(
+    keep_server: Annotated[bool, typer.Option(help="Leave the Prefect server running so the UI shows the runs.")] = True,
+) -> None:
+    """The main job on the embedded default: sign the bundled samples with a fresh test PKI and clear them end to end."""
+    run_demo(keep_server=keep_server)

@@ -1,0 +1,129 @@
+"""Officials: decisions, cancellation of release, release marks, release deadlines."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Annotated, Optional
+
+import typer
+
+from customs.cli.root import app, fail, outcome, prepare_database, print_outcome, refused
+from customs.core.db import DeclarationNotFound
+from customs.orchestration.decisions import resume_waiting_runs
+from customs.rules import Refused
+from customs.services.deadlines import check_release_deadlines
+from customs.services.officials import affix_mark, cancel_release, open_marks
+from customs.services.officials import decide as decide_release
+from customs.services.outbox import dispatch_due_sync
+
+
+@app.command()
+def decide(
+    key: Annotated[str, typer.Argument(help="Application id or registration number.")],
+    decision: Annotated[str, typer.Argument(help="release or refuse")],
+    official: Annotated[str, typer.Option("--official", help="The deciding official's id (reference/officials.json).")],
+    grounds: Annotated[list[str], typer.Option("--grounds", help="For refuse: a ground code (repeat for several), e.g. DOCUMENTS_NOT_PROVIDED.")] = [],
+    text: Annotated[str, typer.Option("--text", help="The official's own words on the decision.")] = "",
+    code: Annotated[Optional[str], typer.Option("--code", help="For release: decision code 10 (default), 11 or 12.")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Release or refuse to release a declaration awaiting an official; the waiting flow run gets the same input."""
+    if decision not in ("release", "refuse"):
+        fail(f"the decision is release or refuse; {decision!r} given", as_json=as_json)
+    if decision == "refuse" and code is not None:
+        fail("--code is the release's decision code; a refusal gives --grounds instead", as_json=as_json)
+    if decision == "release" and grounds:
+        fail("--grounds are for a refusal; a release gives --code (and --text for remarks)", as_json=as_json)
+    prepare_database()
+    run_input = {"decision": decision, "official_id": official, "decision_code": (code or "10") if decision == "release" else None,
+                 "grounds": grounds, "grounds_text": text, "decision_id": uuid.uuid4().hex}
+    try:  # the rules check (and audit) everything first; the run input is built from what they accepted
+        result = decide_release(key, decision=decision, official_id=official, decision_code=run_input["decision_code"], grounds=grounds,
+                                grounds_text=text, decision_id=run_input["decision_id"])
+    except DeclarationNotFound as exc:
+        fail(str(exc), as_json=as_json)
+    except Refused as exc:
+        refused(exc, as_json)
+    resumed = resume_waiting_runs(result.application_id, run_input)
+    for note in resumed.notes:
+        typer.secho(f"note: {note}", err=True)
+    resumed = resumed.flow_runs
+    dispatch_due_sync(application_id=result.application_id)
+    answer = {**outcome(result.application_id), "decided_by": official, "flow_runs_resumed": resumed}
+    if as_json:
+        typer.echo(json.dumps(answer, ensure_ascii=False))
+        return
+    print_outcome(answer)
+    typer.echo(f"decided by:           {official}" + (f"; flow run {', '.join(resumed)} resumed" if resumed else ""))
+
+
+@app.command("cancel-release")
+def cancel_release_command(
+    key: Annotated[str, typer.Argument(help="Application id or registration number.")],
+    official: Annotated[str, typer.Option("--official", help="The official's id.")],
+    grounds: Annotated[list[str], typer.Option("--grounds", help="A ground code (repeat for several), e.g. DOCUMENTS_INVALID.")] = [],
+    text: Annotated[str, typer.Option("--text", help="The official's own words.")] = "",
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Cancel a release (automatic or by an official) and send the cancellation document."""
+    prepare_database()
+    try:
+        result = cancel_release(key, official_id=official, grounds=grounds, grounds_text=text)
+    except DeclarationNotFound as exc:
+        fail(str(exc), as_json=as_json)
+    except Refused as exc:
+        refused(exc, as_json)
+    dispatch_due_sync(application_id=result.application_id)
+    answer = outcome(result.application_id)
+    typer.echo(json.dumps(answer, ensure_ascii=False)) if as_json else print_outcome(answer)
+
+
+@app.command()
+def marks(
+    zone: Annotated[Optional[str], typer.Option(help="Only this zone of customs control.")] = None,
+    office: Annotated[Optional[str], typer.Option(help="Only this customs office.")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Release marks still to affix after automatic releases, oldest first."""
+    prepare_database()
+    rows = open_marks(zone=zone, office=office)
+    if as_json:
+        typer.echo(json.dumps(rows, ensure_ascii=False, indent=2))
+        return
+    for row in rows:
+        typer.echo(f"{row['registration_number']:<24} zone {row['zone'] or '-':<10} released {row['released_at_kz']}  open {row['open_minutes']} min")
+    if not rows:
+        typer.echo("no open release marks")
+
+
+@app.command()
+def mark(
+    key: Annotated[str, typer.Argument(help="Application id or registration number.")],
+    official: Annotated[str, typer.Option("--official", help="The official affixing the mark (of the zone where the goods were released).")],
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Affix the release mark after an automatic release."""
+    prepare_database()
+    try:
+        result = affix_mark(key, official_id=official)
+    except DeclarationNotFound as exc:
+        fail(str(exc), as_json=as_json)
+    except Refused as exc:
+        refused(exc, as_json)
+    if as_json:
+        typer.echo(json.dumps(result, ensure_ascii=False))
+    else:
+        typer.echo(f"release mark of {result['registration_number']} affixed by {result['affixed_by']} (zone {result['zone']})")
+
+
+@app.command()
+def deadlines(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Check release deadlines now: alert supervisors at 75%, record breaches (the deadline watch does this every minute)."""
+    prepare_database()
+    report = check_release_deadlines()
+    dispatch_due_sync()
+    if as_json:
+        typer.echo(json.dumps(report.as_dict()))
+    else:
+        typer.echo(f"alerts raised: {len(report.alerted)}; breaches recorded: {len(report.breached)}")

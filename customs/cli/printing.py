@@ -1,0 +1,133 @@
+"""Paper copies: the request, the office's print queue, the copy itself, printed and handed over, the SLA."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from customs.cli.root import app, fail, prepare_database, refused
+from customs.core.clock import kz_display
+from customs.core.db import DeclarationNotFound
+from customs.core.settings import get_settings
+from customs.orchestration.timers import schedule_print_timers_if_served
+from customs.rules import Refused
+from customs.services.outbox import dispatch_due_sync
+from customs.services.printing import copy_of, mark_printed, print_queue, request_print, sla_report
+
+
+@app.command("print-request")
+def print_request_command(
+    key: Annotated[str, typer.Argument(help="Application id or registration number.")],
+    requested_by: Annotated[Optional[str], typer.Option("--requested-by", help="IIN or BIN of the applicant asking (the declarant's or a signer's).")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Record the applicant's request for a paper copy: the copy is rendered and queued at the office, due in 30 minutes."""
+    prepare_database()
+    try:
+        result = request_print(key, requested_by=requested_by)
+    except DeclarationNotFound as exc:
+        fail(str(exc), as_json=as_json, error={"code": "DECLARATION_UNKNOWN", "path": "$", "message": str(exc)})
+    except Refused as exc:
+        refused(exc, as_json)
+    dispatch_due_sync(application_id=result.application_id)
+    if result.created:  # the precise deadline timers, when `customs serve` runs; print-deadlines watches either way
+        note = schedule_print_timers_if_served(result.request_id, result.requested_at + get_settings().print_alert_after, result.due_at)
+        if note:
+            typer.secho(f"note: {note}", err=True)
+
+    out = {"request_id": result.request_id, "application_id": result.application_id, "registration_number": result.registration_number,
+           "office": result.office, "requested_at_kz": kz_display(result.requested_at), "due_at_kz": kz_display(result.due_at),
+           "created": result.created}
+    if as_json:
+        typer.echo(json.dumps(out, ensure_ascii=False))
+        return
+    note = "" if result.created else "  (already in the queue: the existing request)"
+    typer.echo(f"print request {result.request_id} for {result.registration_number}{note}")
+    typer.echo(f"  queued at office {result.office}; requested {out['requested_at_kz']}; due {out['due_at_kz']}")
+
+
+@app.command("print-queue")
+def print_queue_command(
+    office: Annotated[Optional[str], typer.Option(help="Only this customs office.")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Pending print requests, most urgent first, with the minutes left."""
+    prepare_database()
+    rows = print_queue(office=office)
+    if as_json:
+        typer.echo(json.dumps(rows, ensure_ascii=False, indent=2))
+        return
+    for row in rows:
+        left = f"{row['minutes_left']} min left" if row["minutes_left"] >= 0 else f"OVERDUE by {-row['minutes_left']} min"
+        typer.echo(f"{row['request_id']:<20} {row['registration_number']:<24} office {row['office']}  due {row['due_at_kz']}  {left}")
+    if not rows:
+        typer.echo("no pending print requests")
+
+
+@app.command("print-copy")
+def print_copy_command(
+    request_id: Annotated[str, typer.Argument(help="Print request id.")],
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Where to write the PDF (default: REQUEST_ID.pdf).")] = None,
+) -> None:
+    """Write the rendered copy (PDF) of a print request, to print it."""
+    prepare_database()
+    try:
+        request, pdf = copy_of(request_id)
+    except Refused as exc:
+        fail(f"{exc.message} [{exc.code}]")
+    target = output or Path(f"{request_id}.pdf")
+    target.write_bytes(pdf)
+    typer.echo(f"{target}: copy of {request.registration_number}, {len(pdf)} bytes, SHA-256 {request.pdf_sha256}")
+
+
+@app.command()
+def printed(
+    request_id: Annotated[str, typer.Argument(help="Print request id.")],
+    official: Annotated[str, typer.Option("--official", help="The official of the office who printed and handed over the copy.")],
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Record that the copy was printed and handed over (after the 30 minutes it is recorded as late)."""
+    prepare_database()
+    try:
+        result = mark_printed(request_id, official_id=official)
+    except Refused as exc:
+        refused(exc, as_json)
+    if as_json:
+        typer.echo(json.dumps(result, ensure_ascii=False))
+    else:
+        typer.echo(f"{request_id} printed by {result['printed_by']} after {result['minutes']} min" + (" (LATE: over 30 minutes)" if result["late"] else " (in time)"))
+
+
+@app.command()
+def sla(
+    date_from: Annotated[Optional[str], typer.Option("--from", help="First day, YYYY-MM-DD (Kazakhstan date).")] = None,
+    date_to: Annotated[Optional[str], typer.Option("--to", help="Last day, YYYY-MM-DD (inclusive).")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Paper copies per office: requests, printed in time, late, open, median and 95th-percentile minutes to print."""
+    def day(value: Optional[str], option: str):
+        if value is None:
+            return None
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            fail(f"{option} must be a date YYYY-MM-DD; {value!r} given", as_json=as_json)
+
+    first, last = day(date_from, "--from"), day(date_to, "--to")
+    if first and last and first > last:
+        fail(f"--from {first} is after --to {last}", as_json=as_json)
+    prepare_database()
+    report = sla_report(date_from=first, date_to=last)
+    if as_json:
+        typer.echo(json.dumps(report, ensure_ascii=False, indent=2))
+        return
+    header = f"{'office':<8}{'requests':>9}{'in time':>9}{'late':>6}{'open':>6}{'overdue':>9}{'median':>8}{'p95':>7}"
+    typer.echo(header)
+    for row in report["offices"] + [{"office": "all", **report["total"]}]:
+        fmt = lambda v: "-" if v is None else v  # noqa: E731
+        typer.echo(f"{row['office']:<8}{row['requests']:>9}{row['printed_in_time']:>9}{row['late']:>6}{row['open']:>6}{row['open_overdue']:>9}"
+                   f"{fmt(row['median_minutes']):>8}{fmt(row['p95_minutes']):>7}")

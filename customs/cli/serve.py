@@ -1,0 +1,113 @@
+"""`customs serve`: the Prefect server, the deployments of prefect.yaml, the worker that runs them, and the
+intake API, in one process (the composition root: the one place that wires the API to orchestration)."""
+
+from __future__ import annotations
+
+import contextvars
+import faulthandler
+import signal
+import socket
+import sys
+import threading
+import time
+
+import uvicorn
+
+from customs.api import create_app
+from customs.core.db import init_db
+from customs.core.settings import Settings, get_settings
+from customs.orchestration.decisions import resume_waiting_runs
+from customs.orchestration.deployments import read_deployments, register_deployments
+from customs.orchestration.server import ensure_server, prefect_api, ui_url
+from customs.orchestration.starting import ClearanceStarter
+from customs.orchestration.timers import schedule_print_timers
+from customs.orchestration.worker import InProcessWorker, quiet_thread_timeout_warnings
+
+
+def port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def serve(settings: Settings | None = None, *, ready: threading.Event | None = None, stop: threading.Event | None = None,
+          echo=None, exit_watchdog_seconds: float | None = None) -> None:
+    """Start everything and block until ``stop`` is set (or Ctrl-C, or SIGTERM).
+
+    ``exit_watchdog_seconds`` (the CLI's, which owns the process): once stopping has begun, a shutdown or
+    interpreter exit that hangs that long writes the stacks of all threads to stderr and ends the process."""
+    if echo is None:
+        def echo(*args):  # stdout may be a file: flushed at once, so the log shows where it stands
+            print(*args, flush=True)
+
+    settings = settings or get_settings()
+    if not port_free(settings.api_host, settings.api_port):
+        raise SystemExit(f"port {settings.api_port} on {settings.api_host} is taken: the intake API cannot start "
+                         "(set CUSTOMS_API_PORT, or stop what listens there)")
+    init_db(settings)
+    quiet_thread_timeout_warnings()
+    api_url = ensure_server(settings)
+    stop = stop or threading.Event()
+    with prefect_api(api_url):
+        specs = read_deployments()
+        deployments = register_deployments(specs)
+        limits = {name: 1 for name in deployments} | {"clearance": settings.worker_concurrency}
+        worker = InProcessWorker(deployments, limits, poll_seconds=settings.worker_poll_seconds, stop_event=stop)
+        app = create_app()
+        starter = ClearanceStarter(deployments["clearance"][0])
+        app.state.start_clearance = starter
+        app.state.decision_given = _decision_given
+        app.state.print_requested = schedule_print_timers
+        config = uvicorn.Config(app, host=settings.api_host, port=settings.api_port, log_level="warning", lifespan="on")
+        server = uvicorn.Server(config)
+        server.install_signal_handlers = lambda: None  # Ctrl-C is ours: stop the worker and the API together
+        api_thread = threading.Thread(target=contextvars.copy_context().run, args=(server.run,), name="intake-api", daemon=True)
+        worker_thread = threading.Thread(target=contextvars.copy_context().run, args=(worker.run,), name="worker", daemon=True)
+        api_thread.start()
+        worker_thread.start()
+        for _ in range(100):
+            if server.started:
+                break
+            time.sleep(0.1)
+        echo(f"Prefect UI:   {ui_url(api_url)}/runs")
+        echo(f"Prefect API:  {api_url}")
+        echo(f"Intake API:   http://{settings.api_host}:{settings.api_port}/v1  (OpenAPI: /docs, /openapi.json)")
+        echo(f"Deployments:  {', '.join(deployments)}; worker runs up to {settings.worker_concurrency} clearances at once in this process")
+        echo("Ctrl-C (or SIGTERM) stops the API and the worker (the Prefect server keeps running: customs server stop)")
+        previous = {}
+        if threading.current_thread() is threading.main_thread():
+            # Our own handlers: a process started in the background by a non-interactive shell inherits SIGINT
+            # ignored (Python then never raises KeyboardInterrupt), and service managers stop with SIGTERM.
+            def on_signal(signum, frame):
+                if not stop.is_set():
+                    echo(f"stopping ({signal.Signals(signum).name})...")
+                stop.set()
+
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                previous[signum] = signal.signal(signum, on_signal)
+        if ready is not None:
+            ready.set()
+        try:
+            while not stop.is_set():
+                stop.wait(0.5)
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+            if exit_watchdog_seconds:
+                faulthandler.dump_traceback_later(exit_watchdog_seconds, exit=True, file=sys.stderr)
+            stop.set()
+            server.should_exit = True
+            worker.stop(wait_seconds=15.0)
+            starter.stop()
+            api_thread.join(5)
+            worker_thread.join(5)
+            echo("stopped")
+
+
+def _decision_given(application_id: str, run_input: dict) -> None:
+    """The API recorded an official's decision: give it to the flow run waiting for it, if any."""
+    resume_waiting_runs(application_id, run_input, settle_seconds=2.0)

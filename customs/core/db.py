@@ -1,0 +1,155 @@
+"""The application database: one engine per URL, transactions, schema creation, finding a declaration.
+
+SQLite (the embedded default) runs in WAL mode and opens every transaction with BEGIN IMMEDIATE, so
+writers queue on the database lock instead of failing half-way; PostgreSQL uses row locks
+(SELECT ... FOR UPDATE) taken by the steps.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from alembic.operations import Operations
+from sqlalchemy import event, or_, text
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlmodel import Session, SQLModel, create_engine, select
+
+import models.api_client  # noqa: F401  (tables are registered on import)
+import models.outbox  # noqa: F401
+import models.printing  # noqa: F401
+from customs.core.settings import Settings, get_settings
+from models.audit import APPEND_ONLY_DDL, AuditHead
+from models.declaration import Declaration
+
+_engines: dict[str, Engine] = {}
+
+
+def _sqlite_engine(url: str) -> Engine:
+    engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record):
+        dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=60000")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection):
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+def get_engine(settings: Settings | None = None) -> Engine:
+    settings = settings or get_settings()
+    url = settings.sqlalchemy_url
+    engine = _engines.get(url)
+    if engine is None:
+        if url.startswith("sqlite"):
+            settings.data_dir.mkdir(parents=True, exist_ok=True)
+            engine = _sqlite_engine(url)
+        else:
+            engine = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+        _engines[url] = engine
+    return engine
+
+
+def dispose_engines() -> None:
+    for engine in _engines.values():
+        engine.dispose()
+    _engines.clear()
+
+
+@contextmanager
+def transaction(settings: Settings | None = None) -> Iterator[Session]:
+    """One unit of work: commits when the block ends, rolls back on any error."""
+    with Session(get_engine(settings), expire_on_commit=False) as session:
+        with session.begin():
+            yield session
+
+
+class SchemaMismatch(RuntimeError):
+    """The database differs from the models in a way that adding tables and columns cannot fix."""
+
+
+def upgrade_schema(engine: Engine) -> list[str]:
+    """Bring an existing database up to the models: new tables, and new nullable columns on existing ones.
+
+    Alembic compares the live schema with the models; additive differences are applied with Alembic's
+    operations, anything else (a dropped or retyped column, a new NOT NULL column) stops start-up with
+    a message naming it, because it needs a written migration and a decision about existing rows.
+    """
+    SQLModel.metadata.create_all(engine)  # new tables (and everything on a fresh database)
+    applied: list[str] = []
+    with engine.begin() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": False})
+        operations = Operations(context)
+        blocking = []
+        for diff in compare_metadata(context, SQLModel.metadata):
+            change = diff[0] if isinstance(diff, tuple) else diff[0][0]
+            if change == "add_column":
+                _, schema, table, column = diff
+                if not column.nullable and column.server_default is None:
+                    blocking.append(f"new column {table}.{column.name} is NOT NULL with no default")
+                    continue
+                operations.add_column(table, column._copy(), schema=schema)
+                applied.append(f"added column {table}.{column.name}")
+            elif change in ("remove_column", "modify_type", "modify_nullable", "modify_default"):
+                blocking.append(f"{change} {diff}")
+            # Indexes, constraints and tables the models no longer name are left as they are, never dropped.
+        if blocking:
+            raise SchemaMismatch("the database needs a migration that cannot be applied automatically: " + "; ".join(blocking))
+    return applied
+
+
+def init_db(settings: Settings | None = None) -> None:
+    """Create or upgrade the tables, the audit chain head and the append-only guard (idempotent)."""
+    engine = get_engine(settings)
+    upgrade_schema(engine)
+    with Session(engine) as session, session.begin():
+        if session.get(AuditHead, 1) is None:
+            session.add(AuditHead(id=1))
+        for statement in APPEND_ONLY_DDL.get(engine.dialect.name, []):
+            session.execute(text(statement))
+
+
+def is_transient_database_error(exc: BaseException | None) -> bool:
+    """Errors a retry can cure: lost connections, lock time-outs, serialisation failures, deadlocks."""
+    if isinstance(exc, OperationalError):
+        return True
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    pgcode = getattr(getattr(exc, "orig", None), "sqlstate", None)
+    return pgcode in {"40001", "40P01", "55P03"}
+
+
+# ----------------------------------------------------------------------------------------------
+# Finding a declaration: by application id or registration number, the one way every caller does it
+
+
+class DeclarationNotFound(LookupError):
+    def __init__(self, key: str):
+        super().__init__(f"no declaration with application id or registration number {key!r}")
+        self.key = key
+
+
+def find_declaration(session: Session, key: str, *, lock: bool = False) -> Declaration:
+    """The declaration whose application id or registration number is ``key``.
+
+    ``lock``: read it with a row lock held until the transaction ends (PostgreSQL FOR UPDATE; SQLite's
+    BEGIN IMMEDIATE already holds the database's write lock), as every step and official act does before
+    it changes the declaration.
+    """
+    query = select(Declaration).where(or_(Declaration.application_id == key, Declaration.registration_number == key))
+    declaration = session.exec(query.with_for_update() if lock else query).first()
+    if declaration is None:
+        raise DeclarationNotFound(key)
+    return declaration

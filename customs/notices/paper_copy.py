@@ -1,0 +1,65 @@
+"""The paper copy of an electronic declaration: a Jinja2 HTML template (templates/print/) rendered to PDF
+by WeasyPrint with an embedded DejaVu font (Cyrillic and the Kazakh letters Ә Ғ Қ Ң Ө Ұ Ү Һ І)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime
+from typing import Any
+
+from customs.core.clock import kz_display
+from customs.core.paths import TEMPLATES_DIR
+from customs.notices.render import template_environment
+from models.declaration import Declaration, ReleaseMark
+from models.reference import ReferenceData
+
+
+def copy_context(declaration: Declaration, mark: ReleaseMark | None, reference: ReferenceData, request_id: str, requested_at: datetime) -> dict[str, Any]:
+    document = json.loads(declaration.content.decode("utf-8-sig"))
+    office = reference.offices.get(declaration.customs_office or "")
+    return {
+        "d": document,
+        "request_id": request_id,
+        "requested_at_kz": kz_display(requested_at),
+        "application_id": declaration.application_id,
+        "registration_number": declaration.registration_number,
+        "office_name": office.name if office else "",
+        "zone": declaration.zone,
+        "channel": declaration.channel,
+        "status": str(declaration.status),
+        "submitted_at_kz": kz_display(declaration.submitted_at),
+        "registered_at_kz": kz_display(declaration.registered_at),
+        "decision_code": declaration.decision_code,
+        "decided_at_kz": kz_display(declaration.decided_at) if declaration.decided_at else "",
+        "decided_by": declaration.decided_by,
+        "mark": None if mark is None else {
+            "affixed_at_kz": kz_display(mark.affixed_at) if mark.affixed_at else "",
+            "affixed_by": mark.affixed_by, "zone": mark.zone, "withdrawn": mark.withdrawn_at is not None},
+        "sha256": declaration.content_sha256,
+        "signers": declaration.signers,
+    }
+
+
+class _HarfBuzzSubsetNotice(logging.Filter):
+    """WeasyPrint warns on every page when the system's HarfBuzz lacks its subsetter; it falls back to
+    fontTools, which embeds the same glyphs. Once is enough for operations staff."""
+
+    seen = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "HarfBuzz-Subset" not in record.getMessage():
+            return True
+        first, _HarfBuzzSubsetNotice.seen = not _HarfBuzzSubsetNotice.seen, True
+        return first
+
+
+logging.getLogger("weasyprint").addFilter(_HarfBuzzSubsetNotice())
+
+
+def render_copy_pdf(context: dict[str, Any]) -> bytes:
+    """The copy as PDF: Jinja2 HTML (templates/print/declaration_copy.html.j2) through WeasyPrint."""
+    from weasyprint import HTML
+
+    html = template_environment().get_template("print/declaration_copy.html.j2").render(**context)
+    return HTML(string=html, base_url=str(TEMPLATES_DIR / "print") + "/").write_pdf()

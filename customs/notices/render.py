@@ -1,0 +1,276 @@
+"""Notices as e-mails: the template context of a notice, and the message built from it.
+
+Pure functions of data: a notice, the declaration it is about, and the reference data give the same
+message, byte for byte, every time (Date from the notice's creation, Message-ID from its uid, MIME
+boundaries from its uid), so a notice sent again after a crash is the same e-mail.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from email.message import EmailMessage
+from email.utils import format_datetime
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+
+from customs.core.clock import kz_local
+from customs.core.paths import TEMPLATES_DIR
+from models.outbox import DECISION_KINDS, Notice, NoticeKind, addressee_of
+from models.reference import ReferenceData
+
+DECISION_SCHEMA = "kz.customs/decision@1"
+
+SERVICE_NAMES = {
+    "kk": "Тауарларды кедендік ресімдеу",
+    "ru": "Таможенное оформление товаров",
+    "en": "Customs clearance of goods",
+}
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(str(value))
+
+
+def kz_time(value: Any) -> str:
+    moment = _parse_time(value)
+    return "" if moment is None else kz_local(moment).strftime("%d.%m.%Y %H:%M (UTC+5)")
+
+
+def kz_day(value: Any) -> str:
+    moment = _parse_time(value)
+    return "" if moment is None else kz_local(moment).strftime("%d.%m.%Y")
+
+
+@lru_cache(maxsize=4)
+def template_environment(directory: Path = TEMPLATES_DIR) -> Environment:
+    """HTML templates (``*.html.j2``) autoescape; plain-text ones do not. Unknown variables are errors."""
+    env = Environment(
+        loader=FileSystemLoader(str(directory)),
+        autoescape=select_autoescape(enabled_extensions=("html.j2",), default_for_string=False),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.filters["kz_time"] = kz_time
+    env.filters["kz_date"] = kz_day
+    return env
+
+
+@dataclass(frozen=True)
+class DeclarationFacts:
+    """What a notice may say about its declaration: fields that never change once written."""
+
+    application_id: str
+    channel: str
+    submitted_at: datetime
+    sha256: str
+    customs_office: str | None
+    registration_number: str | None
+    content: bytes
+
+    @classmethod
+    def of(cls, declaration) -> DeclarationFacts:
+        return cls(
+            application_id=declaration.application_id,
+            channel=declaration.channel,
+            submitted_at=declaration.submitted_at,
+            sha256=declaration.content_sha256,
+            customs_office=declaration.customs_office,
+            registration_number=declaration.registration_number,
+            content=declaration.content,
+        )
+
+
+def _localised_grounds(grounds: list[dict[str, Any]], language: str) -> list[dict[str, Any]]:
+    """Grounds as {code, title} in the notice's language (facts keep every language)."""
+    result = []
+    for ground in grounds:
+        title = ground.get("title")
+        if isinstance(title, dict):
+            title = title.get(language) or title.get("ru") or next(iter(title.values()), "")
+        result.append({"code": ground.get("code"), "title": title or ""})
+    return result
+
+
+def notice_context(notice: Notice, declaration: DeclarationFacts, reference: ReferenceData | None) -> dict[str, Any]:
+    """The variables of the notice's templates (see templates/notices/)."""
+    facts = dict(notice.facts)
+    who = addressee_of(declaration.content)
+    office = reference.offices.get(declaration.customs_office) if reference and declaration.customs_office else None
+    event_at = facts.get("event_at") or notice.created_at.isoformat()
+    context: dict[str, Any] = {
+        "lang": notice.language,
+        "kind": str(notice.kind),
+        "service_name": SERVICE_NAMES[notice.language],
+        "application_id": declaration.application_id,
+        # The number as it was when the notice was queued: a resend is the same message.
+        "registration_number": facts["registration_number"] if "registration_number" in facts else declaration.registration_number,
+        "declarant_name": who["name"] or "",
+        "declarant_id": who["id"],
+        "customs_office": declaration.customs_office,
+        "office_name": office.name if office else None,
+        "channel": declaration.channel,
+        "submitted_at": declaration.submitted_at.isoformat(),
+        "sha256": declaration.sha256,
+        "event_at": event_at,
+    }
+    official_id = facts.get("official_id") or (facts.get("actor") if facts.get("actor") not in (None, "system") else None)
+    kind = NoticeKind(notice.kind)
+    if kind == NoticeKind.REGISTRATION:
+        context["registered_at"] = facts.get("registered_at") or event_at
+    elif kind == NoticeKind.REGISTRATION_REFUSAL:
+        context.update(reasons=facts.get("reasons", []), refused_at=event_at)
+    elif kind == NoticeKind.RELEASE:
+        automatic = bool(facts.get("automatic", facts.get("decided_by") == "system"))
+        context.update(
+            decision_code=facts.get("decision_code"),
+            decided_at=facts.get("decided_at") or event_at,
+            automatic=automatic,
+            official_id=None if automatic else official_id or facts.get("decided_by"),
+            official_name=None if automatic else facts.get("official_name"),
+        )
+    elif kind == NoticeKind.RELEASE_REFUSAL:
+        context.update(
+            decided_at=facts.get("decided_at") or event_at,
+            official_id=official_id or facts.get("decided_by"),
+            official_name=facts.get("official_name"),
+            grounds=_localised_grounds(facts.get("grounds", []), notice.language),
+            grounds_text=facts.get("grounds_text") or "",
+        )
+    elif kind == NoticeKind.RELEASE_CANCELLATION:
+        context.update(
+            cancelled_at=event_at,
+            official_id=official_id,
+            official_name=facts.get("official_name"),
+            grounds=_localised_grounds(facts.get("grounds", []), notice.language),
+            grounds_text=facts.get("grounds_text") or "",
+            decision_code=facts.get("decision_code"),
+        )
+    elif kind == NoticeKind.FAILURE_REPORTED:
+        context.update(report_id=facts["report_id"], failed_step=facts["failed_step"])
+    elif kind == NoticeKind.SUPPORT_REPORT:
+        context.update(
+            report_id=facts["report_id"],
+            failed_step=facts["failed_step"],
+            flow_run_id=facts.get("flow_run_id"),
+            occurred_at=facts.get("occurred_at") or event_at,
+            error_description=facts["error_description"],
+            attachments=list(facts.get("attachments", [])),
+        )
+    elif kind == NoticeKind.RELEASE_DEADLINE_ALERT:
+        context.update(
+            recipient_name=facts.get("recipient_name") or "",
+            zone=facts.get("zone"),
+            lane=facts.get("lane"),
+            registered_at=facts.get("registered_at"),
+            deadline_at=facts["deadline_at"],
+            minutes_left=int(facts["minutes_left"]),
+            waiting_reasons=facts.get("waiting_reasons", []),
+            stage=facts.get("stage") or ("breach" if int(facts["minutes_left"]) <= 0 else "alert"),
+        )
+    elif kind == NoticeKind.REGISTRATION_DEADLINE_ALERT:
+        context.update(status=facts["status"], deadline_at=facts["deadline_at"], minutes_left=int(facts["minutes_left"]),
+                       stage=facts["stage"])
+    elif kind == NoticeKind.PRINT_REQUEST_ACCEPTED:
+        context.update(request_id=facts["request_id"], requested_at=facts["requested_at"], due_at=facts["due_at"],
+                       requested_by=facts.get("requested_by"), pages_sha256=facts["pdf_sha256"])
+    elif kind == NoticeKind.PRINT_DEADLINE_ALERT:
+        context.update(recipient_name=facts.get("recipient_name") or "", request_id=facts["request_id"],
+                       requested_at=facts["requested_at"], due_at=facts["due_at"], minutes_left=int(facts["minutes_left"]),
+                       stage=facts["stage"])
+    return context
+
+
+def decision_document(notice: Notice, context: dict[str, Any]) -> dict[str, Any]:
+    """The decision as a machine-readable JSON attachment (release, refusal to release, cancellation)."""
+    kind = NoticeKind(notice.kind)
+    return {
+        "schema": DECISION_SCHEMA,
+        "decision": {
+            NoticeKind.RELEASE: "release",
+            NoticeKind.RELEASE_REFUSAL: "release_refusal",
+            NoticeKind.RELEASE_CANCELLATION: "release_cancellation",
+        }[kind],
+        "application_id": context["application_id"],
+        "registration_number": context["registration_number"],
+        "customs_office": context["customs_office"],
+        "declarant_id": context["declarant_id"],
+        "declaration_sha256": context["sha256"],
+        "decision_code": context.get("decision_code"),
+        "decided_at": context.get("decided_at") or context.get("cancelled_at"),
+        "automatic": context.get("automatic", False),
+        "official_id": context.get("official_id"),
+        "grounds": [{k: g.get(k) for k in ("code", "title", "legal_basis") if k in g} for g in notice.facts.get("grounds", [])],
+        "grounds_text": context.get("grounds_text", ""),
+        "notice_id": notice.uid,
+    }
+
+
+@dataclass(frozen=True)
+class RenderedNotice:
+    subject: str
+    text: str
+    html: str
+
+
+def render_notice(context: dict[str, Any], env: Environment | None = None) -> RenderedNotice:
+    env = env or template_environment()
+    base = f"notices/{context['lang']}/{context['kind']}"
+    text_template = env.get_template(f"{base}.txt.j2")
+    subject = "".join(text_template.blocks["subject"](text_template.new_context(context))).strip()
+    subject = " ".join(subject.split())  # one header line, whatever the template's whitespace
+    return RenderedNotice(
+        subject=subject,
+        text=text_template.render(context),
+        html=env.get_template(f"{base}.html.j2").render(context),
+    )
+
+
+def message_id(notice: Notice, domain: str) -> str:
+    return f"<{notice.message_id_local}@{domain}>"
+
+
+def build_message(
+    notice: Notice,
+    declaration: DeclarationFacts,
+    reference: ReferenceData | None,
+    *,
+    sender: str,
+    domain: str,
+    attachments: list[tuple[str, str, bytes]] = (),
+) -> EmailMessage:
+    """The whole e-mail of a notice: the same bytes for the same notice, every time."""
+    context = notice_context(notice, declaration, reference)
+    rendered = render_notice(context)
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = notice.recipient
+    message["Subject"] = rendered.subject
+    message["Date"] = format_datetime(notice.created_at)
+    message["Message-ID"] = message_id(notice, domain)
+    message["Auto-Submitted"] = "auto-generated"
+    message["X-Customs-Application-Id"] = declaration.application_id
+    message["X-Customs-Notice"] = f"{notice.kind}; id={notice.uid}"
+    message.set_content(rendered.text)
+    message.add_alternative(rendered.html, subtype="html")
+    if notice.kind in DECISION_KINDS:
+        body = json.dumps(decision_document(notice, context), ensure_ascii=False, indent=2).encode("utf-8")
+        message.add_attachment(body, maintype="application", subtype="json", filename="decision.json")
+    for filename, content_type, content in attachments:
+        maintype, _, subtype = content_type.partition("/")
+        message.add_attachment(content, maintype=maintype, subtype=subtype or "octet-stream", filename=filename)
+    message["Content-Language"] = notice.language  # after the parts: set_content() drops Content-* headers
+    for index, part in enumerate(message.walk()):
+        if part.is_multipart():
+            part.set_boundary(f"=_{notice.uid}_{index}")
+    return message

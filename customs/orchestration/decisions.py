@@ -1,0 +1,63 @@
+"""An official's decision, once committed, given to the flow run that waits for it (as its run input)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType, FlowRunFilterTags
+from prefect.client.schemas.objects import StateType
+from prefect.flow_runs import resume_flow_run
+
+from customs.core.settings import get_settings
+from customs.orchestration.server import is_healthy, prefect_api, running_api_url
+from flows.clearance import ReleaseDecisionInput
+
+log = logging.getLogger("customs.decisions")
+
+
+@dataclass
+class Resumed:
+    """The flow runs given the decision, and what went wrong on the way (the decision stands either way)."""
+
+    flow_runs: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def resume_waiting_runs(application_id: str, run_input: dict, *, settle_seconds: float = 10.0) -> Resumed:
+    """Give the decision to the flow runs of this declaration that wait for it, if a Prefect server is up.
+
+    A run still on its way to the wait (running, not yet paused) is given a few seconds to get there.
+    Nothing here can undo the decision, which is already committed: problems are noted, not raised."""
+    ReleaseDecisionInput.model_validate(run_input)  # what the waiting run will accept
+    result = Resumed()
+    try:
+        api_url = running_api_url(get_settings())
+        if api_url is None or not is_healthy(api_url):
+            return result
+        deadline = time.monotonic() + settle_seconds
+        with prefect_api(api_url), get_client(sync_client=True) as client:
+            while True:
+                runs = client.read_flow_runs(
+                    flow_run_filter=FlowRunFilter(
+                        tags=FlowRunFilterTags(all_=["clearance", f"application:{application_id}"]),
+                        state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED, StateType.RUNNING])),
+                    )
+                )
+                for run in runs:
+                    if run.state.is_paused() and str(run.id) not in result.flow_runs:
+                        try:
+                            resume_flow_run(run.id, run_input=run_input)
+                            result.flow_runs.append(str(run.id))
+                        except Exception as exc:  # it finds the decision in the database when it next looks
+                            result.notes.append(f"flow run {run.id} could not be resumed ({exc})")
+                if not any(r.state.is_running() for r in runs) or time.monotonic() > deadline:
+                    break
+                time.sleep(0.5)
+    except Exception as exc:
+        result.notes.append(f"the decision is recorded, but waiting flow runs could not be reached ({type(exc).__name__}: {exc})")
+    for note in result.notes:
+        log.warning("%s: %s", application_id, note)
+    return result

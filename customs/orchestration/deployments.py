@@ -1,0 +1,57 @@
+"""The deployments of prefect.yaml: read and checked, and registered with the Prefect server."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import yaml
+from prefect.flows import load_flow_from_entrypoint
+from prefect.schedules import Cron
+
+from customs.core.paths import PREFECT_YAML, PROJECT_ROOT
+
+
+@dataclass(frozen=True)
+class DeploymentSpec:
+    name: str
+    entrypoint: str
+    description: str
+    tags: tuple[str, ...]
+    parameters: dict[str, Any]
+    schedules: tuple[dict[str, Any], ...]
+
+
+def read_deployments(path: Path = PREFECT_YAML) -> list[DeploymentSpec]:
+    """The deployments of prefect.yaml, checked for what `customs serve` needs."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise ValueError(f"{path}: cannot read the deployments: {exc}") from None
+    specs = []
+    for index, item in enumerate(data.get("deployments") or []):
+        where = f"{path}: deployments[{index}]"
+        if not isinstance(item, dict) or not item.get("name") or not item.get("entrypoint"):
+            raise ValueError(f"{where}: each deployment needs a name and an entrypoint")
+        specs.append(DeploymentSpec(
+            name=item["name"], entrypoint=item["entrypoint"], description=" ".join(str(item.get("description", "")).split()),
+            tags=tuple(item.get("tags") or ()), parameters=dict(item.get("parameters") or {}),
+            schedules=tuple(item.get("schedules") or ()),
+        ))
+    if not specs:
+        raise ValueError(f"{path}: no deployments")
+    return specs
+
+
+def register_deployments(specs: list[DeploymentSpec]) -> dict[str, tuple[UUID, Any]]:
+    """Create or update each deployment on the Prefect server; returns name -> (deployment id, flow)."""
+    registered = {}
+    for spec in specs:
+        flow = load_flow_from_entrypoint(str(PROJECT_ROOT / spec.entrypoint))
+        schedules = [Cron(s["cron"], timezone=s.get("timezone")) for s in spec.schedules if "cron" in s]
+        deployment = flow.to_deployment(name=spec.name, description=spec.description, tags=list(spec.tags),
+                                        parameters=spec.parameters, schedules=schedules or None)
+        registered[spec.name] = (deployment.apply(), flow)
+    return registered

@@ -1,0 +1,270 @@
+"""Electronic digital signatures: detached CMS (CAdES-BES, as NCALayer makes them) on the declaration
+and on every supporting document.
+
+The verifier is an interface (``SignatureVerifier``); ``CmsSignatureVerifier`` implements it with
+pyHanko (CMS parsing and the signature integrity check), pyhanko-certvalidator (path building and
+validation at the submission time) and ``cryptography`` (CRL signatures and look-ups). A Kalkan-based
+verifier for GOST 34.310 can be plugged in behind the same interface.
+
+Checks, each failure with a stable reason code:
+  SIGNATURE_MISSING, SIGNATURE_INVALID (not CMS, not detached, or the signature value does not
+  verify), DIGEST_MISMATCH, SIGNER_CERT_MISSING, SIGNATURE_ALGORITHM_UNSUPPORTED (GOST),
+  WEAK_KEY, CERT_UNTRUSTED, CERT_EXPIRED, CERT_NOT_YET_VALID, CRL_MISSING, CRL_INVALID, CRL_STALE,
+  CERT_REVOKED, KEY_USAGE, SIGNER_NOT_DECLARANT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Protocol
+
+from asn1crypto import cms as asn1_cms
+from asn1crypto import x509 as asn1_x509
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from pyhanko.sign.validation.generic_cms import extract_certs_for_validation, extract_signer_info, validate_sig_integrity
+from pyhanko_certvalidator import CertificateValidator, ValidationContext
+from pyhanko_certvalidator import errors as cv_errors
+
+from customs.pki.certificates import (
+    NAME_LABELS,
+    SignerIdentity,
+    decode_signature,
+    key_algorithm_problem,
+    key_usage_problem,
+    signer_identity,
+)
+from customs.pki.trust import TrustMaterial
+from models.reasons import Reason
+
+log = logging.getLogger(__name__)
+
+_SHA256 = hashes.SHA256()
+
+
+# ----------------------------------------------------------------------------------------------
+# Data in and out
+
+
+@dataclass(frozen=True)
+class SignedDocument:
+    """Bytes exactly as received and their detached signature (``None`` when none was given)."""
+
+    label: str  # where it sits: "declaration" or "attachments[0]"
+    filename: str
+    content: bytes = field(repr=False)
+    signature: bytes | None = field(repr=False)
+
+
+
+@dataclass(frozen=True)
+class DocumentVerdict:
+    document: SignedDocument
+    signer: SignerIdentity | None
+    reasons: tuple[Reason, ...]
+
+    @property
+    def valid(self) -> bool:
+        return not self.reasons
+
+    def summary(self) -> dict:
+        return {
+            "document": self.document.label,
+            "filename": self.document.filename,
+            "sha256": hashlib.sha256(self.document.content).hexdigest(),
+            "valid": self.valid,
+            "signer": None
+            if self.signer is None
+            else {
+                "subject": self.signer.subject,
+                "serial": self.signer.serial_hex,
+                "issuer": self.signer.issuer,
+                "iin": self.signer.iin,
+                "bin": self.signer.bin,
+            },
+        }
+
+
+class SignatureVerifier(Protocol):
+    """Verifies one signed document for a declarant, as of the submission time."""
+
+    def verify(self, document: SignedDocument, *, declarant_ids: Sequence[str], at: datetime, now: datetime) -> DocumentVerdict: ...
+
+
+# ----------------------------------------------------------------------------------------------
+# The verifier
+
+
+class CmsSignatureVerifier:
+    """Detached CMS verification with pyHanko and pyhanko-certvalidator."""
+
+    def __init__(self, trust: TrustMaterial, *, require_non_repudiation: bool = True, require_crl: bool = True):
+        self.trust = trust
+        self.require_non_repudiation = require_non_repudiation
+        self.require_crl = require_crl
+        self._roots = trust.asn1_roots()
+        self._intermediates = trust.asn1_intermediates()
+        self._chain_cache: dict[tuple, list[tuple[str, str]]] = {}
+
+    def verify(self, document: SignedDocument, *, declarant_ids: Sequence[str], at: datetime, now: datetime) -> DocumentVerdict:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(self.averify(document, declarant_ids=declarant_ids, at=at, now=now))
+        raise RuntimeError("inside an event loop: await averify() instead")
+
+    async def averify(self, document: SignedDocument, *, declarant_ids: Sequence[str], at: datetime, now: datetime) -> DocumentVerdict:
+        where = f"{document.label} ({document.filename})"
+
+        def reason(code: str, message: str, signer: SignerIdentity | None = None) -> Reason:
+            about = f"; {signer.describe()}" if signer else ""
+            return Reason(code=code, path=document.label, message=f"signature of {document.filename}: {message}{about}")
+
+        if not document.signature:
+            return DocumentVerdict(document, None, (reason("SIGNATURE_MISSING", "no signature was given; every document must be signed by the declarant"),))
+
+        # 1. The CMS parses and is a detached SignedData with one signer.
+        try:
+            info = asn1_cms.ContentInfo.load(decode_signature(document.signature))
+            if info["content_type"].native != "signed_data":
+                raise ValueError(f"content type is {info['content_type'].native}, not signed_data")
+            signed_data = info["content"]
+            signer_info = extract_signer_info(signed_data)
+            encapsulated = signed_data["encap_content_info"]["content"]
+            certs = extract_certs_for_validation(signed_data)
+        except Exception as exc:  # asn1crypto raises many types on garbage
+            return DocumentVerdict(document, None, (reason("SIGNATURE_INVALID", f"not a readable CMS SignedData signature ({exc.__class__.__name__}: {exc})"),))
+        if encapsulated.native is not None:
+            return DocumentVerdict(document, None, (reason("SIGNATURE_INVALID", "the CMS carries its own content; a detached signature over the document is required"),))
+        signer_asn1 = certs.signer_cert
+        if signer_asn1 is None:
+            return DocumentVerdict(document, None, (reason("SIGNER_CERT_MISSING", "the signer's certificate is not included in the CMS"),))
+        cert = x509.load_der_x509_certificate(signer_asn1.dump())
+        signer = signer_identity(cert)
+
+        # 2. Algorithm and key strength: GOST is refused as unsupported, weak keys as weak.
+        problem = key_algorithm_problem(cert)
+        if problem:
+            return DocumentVerdict(document, signer, (reason(*problem, signer=signer),))
+
+        reasons: list[Reason] = []
+        # 3. The signature covers exactly these bytes.
+        digest_name = signer_info["digest_algorithm"]["algorithm"].native
+        try:
+            digest = hashlib.new(digest_name, document.content).digest()
+        except (ValueError, TypeError):
+            return DocumentVerdict(document, signer, (reason("SIGNATURE_ALGORITHM_UNSUPPORTED", f"digest algorithm {digest_name} is not supported", signer),))
+        try:
+            intact, valid = validate_sig_integrity(signer_info, signer_asn1, expected_content_type="data", actual_digest=digest)
+        except Exception as exc:
+            intact, valid = True, False
+            log.info("%s: signature integrity check raised %r", where, exc)
+        if not intact:
+            reasons.append(reason("DIGEST_MISMATCH", "the signature was made over other bytes than the document received (message digest differs)", signer))
+        elif not valid:
+            reasons.append(reason("SIGNATURE_INVALID", "the signature value does not verify with the signer's public key", signer))
+
+        # 4. Key usage allows signing.
+        usage = key_usage_problem(cert, require_non_repudiation=self.require_non_repudiation)
+        if usage:
+            reasons.append(reason("KEY_USAGE", usage, signer))
+
+        # 5. The signer is the declarant.
+        ids = {i for i in declarant_ids if i}
+        if not ids:
+            reasons.append(reason("SIGNER_NOT_DECLARANT", "the declaration names no valid declarant IIN/BIN to compare the signer with", signer))
+        elif not ({signer.iin, signer.bin} & ids):
+            who = ", ".join(f"{k} {v}" for k, v in (("IIN", signer.iin), ("BIN", signer.bin)) if v) or "no IIN or BIN"
+            reasons.append(reason("SIGNER_NOT_DECLARANT", f"signed by {who}, not by the declarant ({', '.join(sorted(ids))})", signer))
+
+        # 6. Chain to a trust anchor, valid at the submission time, and not revoked then.
+        for code, message in await self.chain_problems(cert, at=at, now=now, embedded=certs.other_certs):
+            reasons.append(reason(code, message, signer))
+        return DocumentVerdict(document, signer, tuple(reasons))
+
+    async def chain_problems(self, cert: x509.Certificate, *, at: datetime, now: datetime, embedded: Sequence = ()) -> list[tuple[str, str]]:
+        """(code, message) for a certificate that does not chain to a trust anchor at ``at`` or was revoked by then.
+
+        The answer depends only on the certificate, the certificates the CMS carried and the two times,
+        so it is remembered: a declaration and its attachments signed by one certificate cost one
+        path validation, not three.
+        """
+        key = (cert.fingerprint(_SHA256), tuple(c.dump() for c in embedded), at, now)
+        cached = self._chain_cache.get(key)
+        if cached is None:
+            cached = await self._chain_problems(cert, at=at, now=now, embedded=embedded)
+            if len(self._chain_cache) >= 1024:
+                self._chain_cache.clear()
+            self._chain_cache[key] = cached
+        return list(cached)
+
+    async def _chain_problems(self, cert: x509.Certificate, *, at: datetime, now: datetime, embedded: Sequence = ()) -> list[tuple[str, str]]:
+        signer_asn1 = asn1_x509.Certificate.load(cert.public_bytes(serialization.Encoding.DER))
+        issuer = cert.issuer.rfc4514_string(NAME_LABELS)
+        context = ValidationContext(
+            trust_roots=self._roots,
+            other_certs=list(self._intermediates) + list(embedded),
+            moment=at,
+            allow_fetching=False,
+            revocation_mode="soft-fail",
+        )
+        validator = CertificateValidator(signer_asn1, intermediate_certs=list(embedded), validation_context=context)
+        try:
+            path = await validator.async_validate_path()
+        except cv_errors.PathBuildingError as exc:
+            return [("CERT_UNTRUSTED", f"no chain to a trusted root: issuer {issuer!r} or its CA chain is not among the trusted certificates ({exc})")]
+        except cv_errors.ExpiredError as exc:
+            return [("CERT_EXPIRED", f"expired before the submission at {at.isoformat()} ({exc})")]
+        except cv_errors.NotYetValidError as exc:
+            return [("CERT_NOT_YET_VALID", f"not yet valid at the submission at {at.isoformat()} ({exc})")]
+        except (cv_errors.PathValidationError, cv_errors.InvalidCertificateError) as exc:
+            return [("CERT_UNTRUSTED", f"the certificate chain does not validate ({exc})")]
+        chain = [x509.load_der_x509_certificate(c.dump()) for c in path.iter_certs(include_root=True)]
+        # the chain runs from the trust anchor to the signer; each non-root certificate is checked against its issuer's CRL
+        for issuer_cert, subject in zip(chain, chain[1:]):
+            is_signer = subject is chain[-1]
+            problem = self.trust.revocation_problem(subject, issuer_cert, at=at, now=now, required=self.require_crl and is_signer)
+            if problem:
+                code, message = problem
+                if not is_signer:
+                    message = f"CA certificate {subject.subject.rfc4514_string(NAME_LABELS)!r}: {message}"
+                return [(code, message)]
+        return []
+
+
+# ----------------------------------------------------------------------------------------------
+# Configured verifier (cached per trust material on disk)
+
+_cache_lock = threading.Lock()
+_cache: dict[tuple, CmsSignatureVerifier] = {}
+
+
+def directory_fingerprint(directory: Path | None) -> tuple:
+    if directory is None or not Path(directory).is_dir():
+        return (str(directory), None)
+    return (str(directory),) + tuple(sorted((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in Path(directory).iterdir() if p.is_file()))
+
+
+def configured_verifier(trust_dir: Path | None, crl_dir: Path | None, *, require_non_repudiation: bool, require_crl: bool) -> CmsSignatureVerifier:
+    """The verifier for these directories; reloaded only when a file in them changes."""
+    key = (directory_fingerprint(trust_dir), directory_fingerprint(crl_dir), require_non_repudiation, require_crl)
+    with _cache_lock:
+        verifier = _cache.get(key)
+        if verifier is None:
+            verifier = CmsSignatureVerifier(TrustMaterial.load(trust_dir, crl_dir), require_non_repudiation=require_non_repudiation, require_crl=require_crl)
+            _cache.clear()
+            _cache[key] = verifier
+        return verifier
+
+
+def verify_documents(verifier: SignatureVerifier, documents: Sequence[SignedDocument], *, declarant_ids: Sequence[str], at: datetime, now: datetime) -> list[DocumentVerdict]:
+    """Verify the declaration and each attachment; every document gets its own verdict."""
+    return [verifier.verify(doc, declarant_ids=declarant_ids, at=at, now=now) for doc in documents]
+

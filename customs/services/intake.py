@@ -1,0 +1,198 @@
+"""Intake: a declaration is accepted, its submission time fixed and its exact bytes stored, or nothing is."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import select
+
+from customs.core.clock import kz_local, utcnow
+from customs.core.db import transaction
+from customs.core.reference import load_reference
+from customs.core.settings import Settings, get_settings
+from customs.rules import Refused
+from models.declaration import Attachment, Declaration, Status
+from models.document import written_declarant
+
+CHANNELS = ("electronic", "portal", "paper")
+_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32: no I, L, O, U
+
+
+@dataclass(frozen=True)
+class IncomingAttachment:
+    filename: str
+    content: bytes
+    signature: bytes | None
+
+
+@dataclass(frozen=True)
+class Submission:
+    application_id: str
+    submitted_at: datetime
+    status: str
+    created: bool  # False when identical bytes had been submitted before
+
+
+def new_application_id(now: datetime) -> str:
+    token = "".join(secrets.choice(_ALPHABET) for _ in range(10))
+    return f"A{kz_local(now):%y%m%d}-{token}"
+
+
+def _refused(code: str, message: str, path: str = "$") -> Refused:
+    return Refused.because(code, message, path, kind="too_large" if code == "TOO_LARGE" else "invalid")
+
+
+def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise _refused("DUPLICATE_KEY", f"the key {key!r} appears twice in one object; which value counts would be ambiguous")
+        seen[key] = value
+    return seen
+
+
+def read_document(content: bytes, settings: Settings) -> dict[str, Any]:
+    """Intake's own checks: size, UTF-8, JSON, an object. Raises Refused; stores nothing."""
+    if not content:
+        raise _refused("EMPTY", "the declaration is empty")
+    if len(content) > settings.max_declaration_bytes:
+        raise _refused("TOO_LARGE", f"the declaration has {len(content)} bytes; at most {settings.max_declaration_bytes} are accepted")
+    try:
+        text = content.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise _refused(
+            "NOT_UTF8", f"the declaration is not UTF-8 text: byte {exc.object[exc.start]:#04x} at offset {exc.start} is invalid"
+        ) from None
+    try:
+        data = json.loads(text, object_pairs_hook=_reject_duplicate_keys)
+    except json.JSONDecodeError as exc:
+        raise _refused("JSON_INVALID", f"the declaration is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}") from None
+    if not isinstance(data, dict):
+        raise _refused("OBJECT_EXPECTED", f"the declaration must be a JSON object, not a {type(data).__name__}")
+    return data
+
+
+def _text_field(data: dict[str, Any], key: str, length: int) -> str | None:
+    value = data.get(key)
+    return value[:length] if isinstance(value, str) and value else None
+
+
+def submit_declaration(
+    content: bytes,
+    signature: bytes | None,
+    attachments: list[IncomingAttachment] | tuple = (),
+    *,
+    channel: str = "electronic",
+    now: datetime | None = None,
+    actor: str = "declarant",
+    official_id: str | None = None,
+) -> Submission:
+    """Accept a declaration: fix the submission time, store the exact bytes with their SHA-256, audit it.
+
+    Identical bytes submitted again return the existing application, never a second one. A paper
+    declaration is entered by an official of the office it is addressed to (``official_id``), carries
+    no electronic signature, and names that official as the actor in the audit chain.
+    """
+    settings = get_settings()
+    if channel not in CHANNELS:
+        raise _refused("CHANNEL_UNKNOWN", f"channel must be one of {', '.join(CHANNELS)}; {channel!r} given", "channel")
+    data = read_document(content, settings)
+    if channel == "paper":
+        actor = _paper_entry_official(official_id, data, settings)
+        if signature or any(a.signature for a in attachments):
+            raise _refused(
+                "PAPER_SIGNED",
+                "a paper declaration is entered by an official and carries no electronic signature; "
+                "submit a signed declaration through the electronic channel instead",
+                "signature",
+            )
+    elif official_id is not None:
+        raise _refused("OFFICIAL_NOT_EXPECTED", "only paper declarations are entered by an official (--channel paper)", "official")
+    if len(attachments) > settings.max_attachments:
+        raise _refused("TOO_MANY_ATTACHMENTS", f"{len(attachments)} attachments; at most {settings.max_attachments}", "attachments")
+    for index, attachment in enumerate(attachments):
+        where = f"attachments[{index}]"
+        if not attachment.content:
+            raise _refused("EMPTY", f"attachment {attachment.filename!r} is empty", where)
+        if len(attachment.content) > settings.max_attachment_bytes:
+            raise _refused(
+                "TOO_LARGE",
+                f"attachment {attachment.filename!r} has {len(attachment.content)} bytes; at most {settings.max_attachment_bytes}",
+                where,
+            )
+    digest = hashlib.sha256(content).hexdigest()
+
+    now = now or utcnow()
+    declarant_id = written_declarant(data).identifier
+    try:
+        with transaction() as session:
+            existing = session.exec(select(Declaration).where(Declaration.content_sha256 == digest)).first()
+            if existing is not None:
+                return Submission(existing.application_id, existing.submitted_at, str(existing.status), created=False)
+            declaration = Declaration(
+                application_id=new_application_id(now),
+                channel=channel,
+                submitted_at=now,
+                updated_at=now,
+                content=content,
+                content_sha256=digest,
+                signature=signature or None,
+                schema_id=_text_field(data, "schema", 80),
+                customs_office=_text_field(data, "customs_office", 20),
+                declarant_id=declarant_id[:20] if declarant_id else None,
+                entered_by=actor if channel == "paper" else None,
+            )
+            session.add(declaration)
+            session.flush()
+            for position, attachment in enumerate(attachments):
+                session.add(
+                    Attachment(
+                        declaration_id=declaration.id,
+                        position=position,
+                        filename=attachment.filename[:255],
+                        content=attachment.content,
+                        content_sha256=hashlib.sha256(attachment.content).hexdigest(),
+                        signature=attachment.signature or None,
+                    )
+                )
+            declaration.record_submission(
+                session,
+                actor=actor,
+                details={"channel": channel, "sha256": digest, "bytes": len(content), "attachments": len(attachments)},
+            )
+    except IntegrityError:
+        existing = find_by_sha256(digest)  # the same bytes raced in from elsewhere
+        if existing is None:
+            raise
+        return Submission(existing.application_id, existing.submitted_at, str(existing.status), created=False)
+    return Submission(declaration.application_id, declaration.submitted_at, Status.SUBMITTED.value, created=True)
+
+
+def _paper_entry_official(official_id: str | None, data: dict[str, Any], settings: Settings) -> str:
+    """The official entering a paper declaration must be one of the office the declaration is addressed to."""
+    if not official_id:
+        raise _refused(
+            "OFFICIAL_REQUIRED", "a paper declaration is entered by an official: give --official with the official's id", "official"
+        )
+    official = load_reference(settings.reference_dir).officials.get(official_id)
+    if official is None:
+        raise _refused("OFFICIAL_UNKNOWN", f"{official_id!r} is not an authorized official (reference/officials.json)", "official")
+    office = _text_field(data, "customs_office", 80)
+    if official.office != office:
+        raise _refused(
+            "OFFICE_MISMATCH",
+            f"official {official.id} is of customs office {official.office}; the declaration is addressed to office {office}",
+            "customs_office",
+        )
+    return official.id
+
+
+def find_by_sha256(digest: str) -> Declaration | None:
+    with transaction() as session:
+        return session.exec(select(Declaration).where(Declaration.content_sha256 == digest)).first()

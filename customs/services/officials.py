@@ -1,0 +1,334 @@
+"""Officials in the loop: decisions on declarations awaiting one, cancellation of release, release marks.
+
+The rules (customs.rules.officials) decide who may act where and what a decision must carry; the use
+cases apply them to a stored declaration under its row lock in one transaction. A refused act is
+written to the audit chain as ``official_action_refused`` (who, what, why) and then raised as
+``Refused``, so refused attempts leave a trace too.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlmodel import Session, select
+
+from customs.core.clock import kz_display, utcnow
+from customs.core.db import find_declaration, transaction
+from customs.core.reference import load_reference
+from customs.core.settings import Settings, get_settings
+from customs.rules import Refused, combined
+from customs.rules.officials import (
+    DECIDED,
+    RELEASE_CODES,
+    authority_problem,
+    decision_problems,
+    ground_facts,
+    grounds_problems,
+    official_refusal,
+)
+from customs.services.deadlines import record_release_breach
+from models.audit import append_event
+from models.declaration import ReleaseMark, Status
+from models.reasons import Reason
+
+
+def refuse_official_act(
+    session: Session, application_id: str, official_id: str, action: str, reason: Reason, at: datetime, details: dict[str, Any] | None = None
+) -> Refused:
+    """Audit a refused act (who, what, why) in the caller's transaction; returns the refusal to raise after commit."""
+    append_event(
+        session,
+        application_id=application_id,
+        event="official_action_refused",
+        actor=official_id[:60],
+        at=at,
+        reasons=[reason],
+        details={"action": action, **(details or {})},
+    )
+    return official_refusal(reason)
+
+
+# ----------------------------------------------------------------------------------------------
+# Decisions on declarations awaiting an official
+
+
+@dataclass(frozen=True)
+class DecisionResult:
+    application_id: str
+    registration_number: str | None
+    status: str
+    decision_id: str
+    replay: bool  # the same decision was already applied (e.g. by the CLI before it resumed the flow run)
+
+
+def decide(
+    key: str,
+    *,
+    decision: str,
+    official_id: str,
+    decision_code: str | None = None,
+    grounds: Iterable[str] = (),
+    grounds_text: str = "",
+    decision_id: str | None = None,
+    now: datetime | None = None,
+    settings: Settings | None = None,
+) -> DecisionResult:
+    """Release (with a decision code) or refuse to release (with grounds) a declaration awaiting an official."""
+    settings = settings or get_settings()
+    reference = load_reference(settings.reference_dir)
+    now = now or utcnow()
+    grounds = list(grounds)
+    decision_id = decision_id or uuid.uuid4().hex
+    if decision == "release" and decision_code is None:
+        decision_code = "10"
+    refused: Refused | None = None
+    attempt = {"decision": decision, "decision_code": decision_code, "grounds": grounds, "decision_id": decision_id}
+    with transaction(settings) as session:
+        declaration = find_declaration(session, key, lock=True)
+        if declaration.decision_ref == decision_id:
+            return DecisionResult(
+                declaration.application_id, declaration.registration_number, str(declaration.status), decision_id, replay=True
+            )
+        official = reference.officials.get(official_id)
+        problem = authority_problem(official, official_id, office=declaration.customs_office, zone=declaration.zone)
+        if problem is None and declaration.status in DECIDED:
+            problem = Reason(
+                code="ALREADY_DECIDED",
+                path="$",
+                message=f"declaration {declaration.registration_number} was already decided: {declaration.status} by "
+                f"{declaration.decided_by} at {kz_display(declaration.decided_at)}; a decision is given once",
+            )
+        elif problem is None and declaration.status != Status.AWAITING_OFFICIAL:
+            problem = Reason(
+                code="NOT_AWAITING_OFFICIAL",
+                path="$",
+                message=f"declaration {declaration.registration_number or declaration.application_id} is {declaration.status}; "
+                "only a declaration awaiting an official is decided",
+            )
+        late = problem is None and declaration.release_due_at is not None and now > declaration.release_due_at
+        if late:
+            record_release_breach(session, declaration, now, reference)
+            if official.role != "supervisor":
+                problem = Reason(
+                    code="DEADLINE_PASSED",
+                    path="$",
+                    message=f"the legal deadline for release or refusal of {declaration.registration_number} passed at "
+                    f"{kz_display(declaration.release_due_at)}; the breach is recorded and the zone's supervisors "
+                    "were told; only a supervisor of the zone may decide now (recorded as a late decision)",
+                )
+        if problem is None:
+            problem = combined(decision_problems(decision, decision_code, grounds, reference))
+        if problem is not None:
+            refused = refuse_official_act(session, declaration.application_id, official_id, "decide", problem, now, attempt)
+        else:
+            declaration.decided_at = now
+            declaration.decided_by = official.id
+            declaration.decision_ref = decision_id
+            common = {
+                "official_id": official.id,
+                "official_name": official.name,
+                "decision_id": decision_id,
+                "grounds_text": grounds_text[:2000],
+                "automatic": False,
+                "late": late,
+            }
+            if decision == "release":
+                declaration.decision_code = decision_code
+                declaration.reasons = []  # why it waited stays in the audit chain
+                declaration.move_to(
+                    session,
+                    Status.RELEASED,
+                    actor=official.id,
+                    at=now,
+                    details={**common, "decision_code": decision_code, "decision": RELEASE_CODES[decision_code]},
+                )
+            else:
+                facts = ground_facts(grounds, reference)
+                declaration.reasons = [Reason(code=g["code"], path="$", message=g["title"]["en"]).model_dump() for g in facts]
+                declaration.move_to(
+                    session,
+                    Status.RELEASE_REFUSED,
+                    actor=official.id,
+                    at=now,
+                    reasons=[Reason(**r) for r in declaration.reasons],
+                    details={**common, "grounds": facts},
+                )
+            result = DecisionResult(
+                declaration.application_id, declaration.registration_number, str(declaration.status), decision_id, replay=False
+            )
+    if refused is not None:
+        raise refused
+    return result
+
+
+def waiting_for_official(application_id: str) -> dict[str, Any]:
+    """What the waiting flow shows the official, and until when it waits."""
+    with transaction() as session:
+        declaration = find_declaration(session, application_id)
+        return {
+            "status": str(declaration.status),
+            "registration_number": declaration.registration_number,
+            "office": declaration.customs_office,
+            "zone": declaration.zone,
+            "lane": declaration.lane,
+            "risk_profiles": list(declaration.risk_profiles),
+            "reasons": list(declaration.reasons),
+            "release_due_at": declaration.release_due_at,
+            "registered_at": declaration.registered_at,
+        }
+
+
+# ----------------------------------------------------------------------------------------------
+# Cancellation of release
+
+
+def cancel_release(
+    key: str,
+    *,
+    official_id: str,
+    grounds: Iterable[str],
+    grounds_text: str = "",
+    now: datetime | None = None,
+    settings: Settings | None = None,
+) -> DecisionResult:
+    """Cancel a release (automatic or by an official); the declarant gets the cancellation document."""
+    settings = settings or get_settings()
+    reference = load_reference(settings.reference_dir)
+    now = now or utcnow()
+    grounds = list(grounds)
+    refused: Refused | None = None
+    with transaction(settings) as session:
+        declaration = find_declaration(session, key, lock=True)
+        official = reference.officials.get(official_id)
+        problem = authority_problem(official, official_id, office=declaration.customs_office, zone=declaration.zone)
+        if problem is None and declaration.status == Status.RELEASE_CANCELLED:
+            problem = Reason(code="ALREADY_CANCELLED", path="$", message=f"the release of {declaration.registration_number} was already cancelled")
+        elif problem is None and declaration.status != Status.RELEASED:
+            problem = Reason(
+                code="NOT_RELEASED",
+                path="$",
+                message="only a released declaration can be cancelled; "
+                f"{declaration.registration_number or declaration.application_id} is {declaration.status}",
+            )
+        if problem is None:
+            problem = combined(grounds_problems(grounds, reference, "cancellation"))
+        if problem is not None:
+            refused = refuse_official_act(
+                session, declaration.application_id, official_id, "cancel_release", problem, now, {"grounds": grounds}
+            )
+        else:
+            facts = ground_facts(grounds, reference)
+            declaration.move_to(
+                session,
+                Status.RELEASE_CANCELLED,
+                actor=official.id,
+                at=now,
+                reasons=[Reason(code=g["code"], path="$", message=g["title"]["en"]) for g in facts],
+                details={
+                    "official_id": official.id,
+                    "official_name": official.name,
+                    "grounds": facts,
+                    "grounds_text": grounds_text[:2000],
+                    "decision_code": declaration.decision_code,
+                    "released_at": declaration.decided_at.isoformat() if declaration.decided_at else None,
+                },
+            )
+            mark = session.exec(select(ReleaseMark).where(ReleaseMark.application_id == declaration.application_id)).first()
+            if mark is not None and mark.affixed_at is None:
+                mark.withdrawn_at = now
+                session.add(mark)
+            result = DecisionResult(declaration.application_id, declaration.registration_number, str(declaration.status), "", replay=False)
+    if refused is not None:
+        raise refused
+    return result
+
+
+# ----------------------------------------------------------------------------------------------
+# Release marks
+
+
+def open_marks(*, zone: str | None = None, office: str | None = None, now: datetime | None = None) -> list[dict[str, Any]]:
+    """Release marks still to affix, oldest first, with how long each has been waiting."""
+    now = now or utcnow()
+    with transaction() as session:
+        query = (
+            select(ReleaseMark)
+            .where(ReleaseMark.affixed_at.is_(None), ReleaseMark.withdrawn_at.is_(None))
+            .order_by(ReleaseMark.created_at, ReleaseMark.id)
+        )
+        if zone:
+            query = query.where(ReleaseMark.zone == zone)
+        if office:
+            query = query.where(ReleaseMark.office == office)
+        return [
+            {
+                "application_id": m.application_id,
+                "registration_number": m.registration_number,
+                "office": m.office,
+                "zone": m.zone,
+                "released_at": m.created_at.isoformat(),
+                "released_at_kz": kz_display(m.created_at),
+                "open_minutes": int((now - m.created_at).total_seconds() // 60),
+            }
+            for m in session.exec(query)
+        ]
+
+
+def affix_mark(key: str, *, official_id: str, now: datetime | None = None, settings: Settings | None = None) -> dict[str, Any]:
+    """An official of the zone affixes the release mark after an automatic release."""
+    settings = settings or get_settings()
+    reference = load_reference(settings.reference_dir)
+    now = now or utcnow()
+    refused: Refused | None = None
+    with transaction(settings) as session:
+        declaration = find_declaration(session, key, lock=True)
+        mark = session.exec(
+            select(ReleaseMark).where(ReleaseMark.application_id == declaration.application_id).with_for_update()
+        ).first()
+        official = reference.officials.get(official_id)
+        problem = authority_problem(official, official_id, office=declaration.customs_office, zone=mark.zone if mark else declaration.zone)
+        if problem is None and mark is None:
+            problem = Reason(
+                code="NO_RELEASE_MARK",
+                path="$",
+                message=f"{declaration.registration_number or declaration.application_id} has no release mark to affix "
+                "(marks follow automatic releases)",
+            )
+        elif problem is None and mark.affixed_at is not None:
+            problem = Reason(
+                code="MARK_ALREADY_AFFIXED",
+                path="$",
+                message=f"the release mark of {declaration.registration_number} was affixed by {mark.affixed_by} at {kz_display(mark.affixed_at)}",
+            )
+        elif problem is None and mark.withdrawn_at is not None:
+            problem = Reason(
+                code="RELEASE_CANCELLED", path="$", message=f"the release of {declaration.registration_number} was cancelled; no mark is affixed"
+            )
+        if problem is not None:
+            refused = refuse_official_act(session, declaration.application_id, official_id, "affix_release_mark", problem, now)
+        else:
+            mark.affixed_at = now
+            mark.affixed_by = official.id
+            session.add(mark)
+            append_event(
+                session,
+                application_id=declaration.application_id,
+                event="release_mark_affixed",
+                actor=official.id,
+                at=now,
+                details={"zone": mark.zone, "official_name": official.name, "released_at": mark.created_at.isoformat()},
+            )
+            result = {
+                "application_id": declaration.application_id,
+                "registration_number": declaration.registration_number,
+                "zone": mark.zone,
+                "affixed_at": now.isoformat(),
+                "affixed_by": official.id,
+            }
+    if refused is not None:
+        raise refused
+    return result

@@ -1,0 +1,325 @@
+"""The outbox dispatcher: claim due notices, send them (customs.notices.delivery), record each attempt; and
+the outbox as operations staff handle it (list, requeue).
+
+Delivery is at least once. A pass first *claims* its notices in a short transaction (attempt counted,
+next attempt pushed a lease ahead, so no other dispatcher takes them), then sends, then marks each
+notice in its own transaction right after the server accepted it. A crash between the server's
+acceptance and the mark leaves the notice claimed; when the lease runs out it is sent again, as the
+same message with the same Message-ID (see customs.notices.render).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Awaitable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from email.utils import parseaddr
+from typing import Any, TypeVar
+
+from sqlalchemy import func
+from sqlmodel import select
+
+from customs.core.clock import kz_display, utcnow
+from customs.core.db import transaction
+from customs.core.reference import ReferenceDataError, load_reference
+from customs.core.settings import Settings, get_settings
+from customs.notices.delivery import PERMANENT, SENT, TEMPORARY, SendResult, Transport, backoff, transport_for
+from customs.notices.render import DeclarationFacts, build_message
+from models.audit import append_event
+from models.declaration import Declaration
+from models.outbox import DeliveryAttempt, Notice, NoticeAttachment, NoticeStatus, usable_address
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+# ----------------------------------------------------------------------------------------------
+# A pass of the dispatcher
+
+
+@dataclass
+class Claimed:
+    notice: Notice
+    declaration: DeclarationFacts | None
+    attachments: list[tuple[str, str, bytes]]
+
+
+@dataclass
+class DispatchReport:
+    claimed: int = 0
+    outcomes: Counter = field(default_factory=Counter)  # sent / retry / failed / stale / put_back
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def sent(self) -> int:
+        return self.outcomes["sent"]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"claimed": self.claimed, **{k: self.outcomes[k] for k in ("sent", "retry", "failed", "stale", "put_back")},
+                "errors": self.errors[:20]}
+
+
+def claim_due(settings: Settings, now: datetime, limit: int, application_id: str | None = None) -> list[Claimed]:
+    """Reserve up to ``limit`` due notices for this pass (PostgreSQL: SKIP LOCKED lets dispatchers share the work)."""
+    with transaction(settings) as session:
+        query = select(Notice).where(Notice.status == NoticeStatus.PENDING, Notice.next_attempt_at <= now)
+        if application_id is not None:
+            query = query.where(Notice.application_id == application_id)
+        query = query.order_by(Notice.next_attempt_at, Notice.id).limit(limit)
+        if session.get_bind().dialect.name == "postgresql":
+            query = query.with_for_update(skip_locked=True)
+        notices = []
+        for notice in session.exec(query).all():
+            if notice.attempts >= settings.outbox_max_attempts:  # its last passes died before recording anything
+                notice.status = NoticeStatus.FAILED
+                notice.last_error = f"gave up after {notice.attempts} attempts; the dispatcher stopped during the last one ({notice.last_error or 'no answer recorded'})"[:2000]
+                session.add(notice)
+                continue
+            notices.append(notice)
+        if not notices:
+            return []
+        for notice in notices:
+            notice.attempts += 1
+            notice.last_attempt_at = now
+            notice.next_attempt_at = now + settings.outbox_lease
+            session.add(notice)
+        ids = [n.id for n in notices]
+        declarations = {
+            d.application_id: DeclarationFacts.of(d)
+            for d in session.exec(select(Declaration).where(Declaration.application_id.in_({n.application_id for n in notices})))
+        }
+        files: dict[int, list[tuple[str, str, bytes]]] = {}
+        for attachment in session.exec(select(NoticeAttachment).where(NoticeAttachment.notice_id.in_(ids)).order_by(NoticeAttachment.id)):
+            files.setdefault(attachment.notice_id, []).append((attachment.filename, attachment.content_type, attachment.content))
+        session.flush()
+        return [Claimed(n, declarations.get(n.application_id), files.get(n.id, [])) for n in notices]
+
+
+def record_attempt(settings: Settings, notice_id: int, attempt: int, result: SendResult, now: datetime) -> str:
+    """Write what came of one attempt; returns sent, retry or failed."""
+    with transaction(settings) as session:
+        notice = session.exec(select(Notice).where(Notice.id == notice_id).with_for_update()).one()
+        session.add(DeliveryAttempt(notice_id=notice_id, attempt=attempt, at=now, outcome=result.outcome, detail=result.detail[:2000]))
+        if notice.status != NoticeStatus.PENDING or notice.attempts != attempt:
+            if result.outcome == SENT and notice.status == NoticeStatus.PENDING:
+                pass  # another pass took it over after this one's lease ran out, but this one delivered it: it is sent
+            else:
+                return "stale"
+        if result.outcome == SENT:
+            notice.status = NoticeStatus.SENT
+            notice.sent_at = now
+            notice.server_response = result.detail[:2000]
+            notice.last_error = None
+            verdict = "sent"
+        elif result.outcome == PERMANENT:
+            notice.status = NoticeStatus.FAILED
+            notice.last_error = f"refused permanently: {result.detail}"[:2000]
+            verdict = "failed"
+        elif notice.attempts >= settings.outbox_max_attempts:
+            notice.status = NoticeStatus.FAILED
+            notice.last_error = f"gave up after {notice.attempts} attempts; last: {result.detail}"[:2000]
+            verdict = "failed"
+        else:
+            notice.next_attempt_at = now + backoff(notice.attempts, settings.outbox_backoff, settings.outbox_backoff_cap)
+            notice.last_error = result.detail[:2000]
+            verdict = "retry"
+        session.add(notice)
+        return verdict
+
+
+def renew_claims(settings: Settings, claims: list[tuple[int, int]], now: datetime) -> set[int]:
+    """Extend this pass's lease on the notices it has still to send; returns those it still holds."""
+    held: set[int] = set()
+    with transaction(settings) as session:
+        for notice_id, attempt in claims:
+            notice = session.exec(select(Notice).where(Notice.id == notice_id).with_for_update()).one()
+            if notice.status == NoticeStatus.PENDING and notice.attempts == attempt:
+                notice.next_attempt_at = now + settings.outbox_lease
+                session.add(notice)
+                held.add(notice_id)
+    return held
+
+
+def put_back(settings: Settings, claims: list[tuple[int, int]], now: datetime, why: str) -> int:
+    """Release notices this pass claimed but did not try: the attempt is not counted; they wait one backoff."""
+    count = 0
+    with transaction(settings) as session:
+        for notice_id, attempt in claims:
+            notice = session.exec(select(Notice).where(Notice.id == notice_id).with_for_update()).one()
+            if notice.status == NoticeStatus.PENDING and notice.attempts == attempt:
+                notice.attempts -= 1
+                notice.next_attempt_at = now + settings.outbox_backoff
+                notice.last_error = f"not tried: {why}"[:2000]
+                session.add(notice)
+                count += 1
+    return count
+
+
+def eml_name(notice: Notice) -> str:
+    return f"{notice.id:07d}-{notice.kind}-{notice.application_id}"
+
+
+async def dispatch_due(
+    *,
+    settings: Settings | None = None,
+    now: datetime | None = None,
+    limit: int | None = None,
+    application_id: str | None = None,
+    transport: Transport | None = None,
+) -> DispatchReport:
+    """One pass: claim what is due, send it, record every attempt. Never raises for a delivery problem."""
+    settings = settings or get_settings()
+    clock = (lambda: now) if now is not None else utcnow  # tests hold the clock still
+    report = DispatchReport()
+    claimed = claim_due(settings, clock(), limit or settings.outbox_batch_size, application_id)
+    report.claimed = len(claimed)
+    if not claimed:
+        return report
+    try:
+        reference = load_reference(settings.reference_dir)
+    except ReferenceDataError:
+        reference = None  # office names are a courtesy; the notice goes without them
+    sender = parseaddr(settings.mail_from)[1] or settings.mail_from
+    claimed_at = clock()
+    pending = list(claimed)
+    try:
+        transport = transport or transport_for(settings)
+    except Exception as exc:
+        log.error("outbox: no transport (%s); %d notices put back", exc, len(pending))
+        report.outcomes["put_back"] += put_back(settings, [(c.notice.id, c.notice.attempts) for c in pending], clock(), str(exc))
+        report.errors.append(f"no transport: {exc}")
+        return report
+    try:
+        while pending:
+            if clock() - claimed_at > settings.outbox_lease / 3:  # a slow pass renews its lease before it can run out
+                held = renew_claims(settings, [(c.notice.id, c.notice.attempts) for c in pending], clock())
+                report.outcomes["stale"] += len(pending) - len(held)
+                pending = [c for c in pending if c.notice.id in held]
+                claimed_at = clock()
+                if not pending:
+                    break
+            item = pending.pop(0)
+            notice = item.notice
+            try:
+                if item.declaration is None:
+                    raise LookupError(f"declaration {notice.application_id} of notice {notice.id} is missing")
+                message = build_message(notice, item.declaration, reference, sender=settings.mail_from,
+                                        domain=settings.mail_domain, attachments=item.attachments)
+            except Exception as exc:  # a template or data defect: retrying will not cure it
+                log.exception("notice %s (%s) cannot be rendered", notice.id, notice.kind)
+                result = SendResult(PERMANENT, f"cannot be rendered: {type(exc).__name__}: {exc}")
+            else:
+                try:
+                    result = await transport.send(message, sender, notice.recipient, eml_name(notice))
+                except Exception as exc:  # whatever it was, the notice waits for its next attempt
+                    log.exception("notice %s: the transport failed", notice.id)
+                    result = SendResult(TEMPORARY, f"{type(exc).__name__}: {exc}")
+            verdict = record_attempt(settings, notice.id, notice.attempts, result, clock())
+            report.outcomes[verdict] += 1
+            if result.outcome != SENT:
+                report.errors.append(f"notice {notice.id} to {notice.recipient}: {result.detail}")
+            if result.server_wide and pending:
+                log.error("outbox: %s; %d notices put back for the next pass", result.detail, len(pending))
+                report.outcomes["put_back"] += put_back(settings, [(c.notice.id, c.notice.attempts) for c in pending], clock(), result.detail)
+                pending = []
+    finally:
+        await transport.close()
+    return report
+
+
+def run_sync(coroutine: Awaitable[T]) -> T:
+    """Run a coroutine from synchronous code, also from a thread that already runs an event loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
+
+
+def dispatch_due_sync(**kwargs) -> DispatchReport:
+    return run_sync(dispatch_due(**kwargs))
+
+
+# ----------------------------------------------------------------------------------------------
+# The outbox as operations staff handle it
+
+
+def requeue_failed(*, actor: str, since: datetime | None = None, now: datetime | None = None) -> int:
+    """Queue every failed notice again (e.g. after a wrong SMTP password failed a batch); undeliverable ones need an address."""
+    now = now or utcnow()
+    with transaction() as session:
+        query = select(Notice).where(Notice.status == NoticeStatus.FAILED).with_for_update()
+        if since is not None:
+            query = query.where(Notice.last_attempt_at >= since)
+        notices = list(session.exec(query))
+        for notice in notices:
+            session.add(DeliveryAttempt(notice_id=notice.id, attempt=notice.attempts, at=now, outcome="requeued", detail=f"queued again by {actor} (all failed)"))
+            notice.status = NoticeStatus.PENDING
+            notice.attempts = 0
+            notice.next_attempt_at = now
+            notice.last_error = None
+            session.add(notice)
+        return len(notices)
+
+
+def list_notices(*, status: str | None = None, application_id: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+    if status is not None and status not in {s.value for s in NoticeStatus}:
+        raise ValueError(f"status must be one of {', '.join(s.value for s in NoticeStatus)}; {status!r} given")
+    with transaction() as session:
+        query = select(Notice).order_by(Notice.id.desc()).limit(limit)
+        if status:
+            query = query.where(Notice.status == status)
+        if application_id:
+            query = query.where(Notice.application_id == application_id)
+        return [
+            {
+                "id": n.id, "application_id": n.application_id, "kind": str(n.kind), "recipient": n.recipient,
+                "language": n.language, "status": str(n.status), "attempts": n.attempts,
+                "created_at_kz": kz_display(n.created_at), "next_attempt_at_kz": kz_display(n.next_attempt_at),
+                "sent_at_kz": kz_display(n.sent_at), "last_error": n.last_error,
+            }
+            for n in session.exec(query)
+        ]
+
+
+def requeue_notice(notice_id: int, *, actor: str, recipient: str | None = None, now: datetime | None = None) -> dict[str, Any]:
+    """Send a failed or undeliverable notice again (after the cause was fixed), optionally to a corrected address."""
+    now = now or utcnow()
+    with transaction() as session:
+        notice = session.exec(select(Notice).where(Notice.id == notice_id).with_for_update()).first()
+        if notice is None:
+            raise LookupError(f"no notice with id {notice_id}")
+        if notice.status not in (NoticeStatus.FAILED, NoticeStatus.UNDELIVERABLE):
+            raise ValueError(f"notice {notice_id} is {notice.status}; only failed or undeliverable notices are queued again")
+        if recipient is not None:
+            address = usable_address(recipient)
+            if address is None:
+                raise ValueError(f"{recipient!r} is not a usable e-mail address")
+            notice.recipient = address
+        if notice.recipient is None:
+            raise ValueError(f"notice {notice_id} has no address; give one with --to")
+        session.add(DeliveryAttempt(notice_id=notice.id, attempt=notice.attempts, at=now, outcome="requeued",
+                                    detail=f"queued again by {actor}" + (f" to {notice.recipient}" if recipient else "")))
+        if recipient is not None:  # a legal document goes to another address: that is an act to account for
+            append_event(session, application_id=notice.application_id, event="notice_redirected", actor=actor[:60], at=now,
+                         details={"notice_id": notice.id, "kind": str(notice.kind), "to": notice.recipient})
+        notice.status = NoticeStatus.PENDING
+        notice.attempts = 0
+        notice.next_attempt_at = now
+        notice.last_error = None
+        session.add(notice)
+        return {"id": notice.id, "status": str(notice.status), "recipient": notice.recipient}
+
+
+def outbox_counts() -> dict[str, int]:
+    """Notices by status (every status, zero included)."""
+    with transaction() as session:
+        rows = session.exec(select(Notice.status, func.count()).group_by(Notice.status)).all()
+    counts = {str(status): 0 for status in NoticeStatus}
+    counts.update({str(status): count for status, count in rows})
+    return counts

@@ -1,0 +1,152 @@
+"""What people read: a declaration's status and history, the operations summary, the audit chain's check."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func
+from sqlmodel import select
+
+from customs.core.clock import kz_display, utcnow
+from customs.core.db import find_declaration, transaction
+from customs.core.settings import get_settings
+from customs.services.officials import open_marks
+from models.audit import AuditEvent, ChainCheck, verify_chain
+from models.declaration import Declaration, Status
+from models.outbox import Notice, NoticeStatus
+from models.printing import PrintRequest, PrintStatus
+
+
+def declaration_status(key: str) -> dict[str, Any]:
+    """What a declarant or an official sees: status, number, lane, reasons and the history of transitions."""
+    with transaction() as session:
+        declaration = find_declaration(session, key)
+        events = session.exec(
+            select(AuditEvent).where(AuditEvent.application_id == declaration.application_id).order_by(AuditEvent.seq)
+        ).all()
+        return {
+            "application_id": declaration.application_id,
+            "status": str(declaration.status),
+            "channel": declaration.channel,
+            "schema": declaration.schema_id,
+            "customs_office": declaration.customs_office,
+            "submitted_at": declaration.submitted_at.isoformat(),
+            "submitted_at_kz": kz_display(declaration.submitted_at),
+            "sha256": declaration.content_sha256,
+            "registration_number": declaration.registration_number,
+            "registered_at": declaration.registered_at.isoformat() if declaration.registered_at else None,
+            "lane": declaration.lane,
+            "risk_profiles": declaration.risk_profiles,
+            "decision_code": declaration.decision_code,
+            "decided_at": declaration.decided_at.isoformat() if declaration.decided_at else None,
+            "decided_by": declaration.decided_by,
+            "zone": declaration.zone,
+            "entered_by": declaration.entered_by,
+            "release_due_at": declaration.release_due_at.isoformat() if declaration.release_due_at else None,
+            "release_due_at_kz": kz_display(declaration.release_due_at) if declaration.release_due_at else None,
+            "release_breached_at": declaration.release_breached_at.isoformat() if declaration.release_breached_at else None,
+            "signature_valid": declaration.signature_valid,
+            "signers": declaration.signers,
+            "reasons": declaration.reasons,
+            "history": [
+                {
+                    "seq": e.seq,
+                    "at": e.at.isoformat(),
+                    "at_kz": kz_display(e.at),
+                    "event": e.event,
+                    "from": e.from_status,
+                    "to": e.to_status,
+                    "actor": e.actor,
+                    "reasons": e.reasons,
+                    "details": e.details,
+                }
+                for e in events
+            ],
+        }
+
+
+def operations_summary(now: datetime | None = None, *, failed_runs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """What operations staff look at first: where declarations stand, what waits for officials, marks, the outbox.
+
+    ``failed_runs``: the clearance flow runs that failed lately, as the caller read them from Prefect
+    (``None``: unknown, no Prefect server answered).
+    """
+    settings = get_settings()
+    now = now or utcnow()
+    with transaction() as session:
+        by_status = dict(session.exec(select(Declaration.status, func.count()).group_by(Declaration.status)).all())
+        by_lane = {lane or "none": count for lane, count in session.exec(
+            select(Declaration.lane, func.count()).where(Declaration.registration_number.is_not(None)).group_by(Declaration.lane)).all()}
+        oldest_passing = session.exec(
+            select(Declaration).where(Declaration.status.in_((Status.SUBMITTED, Status.SIGNATURES_CHECKED, Status.REGISTERED, Status.LANE_ASSIGNED)))
+            .order_by(Declaration.updated_at).limit(1)).first()
+        waiting = session.exec(
+            select(Declaration).where(Declaration.status == Status.AWAITING_OFFICIAL).order_by(Declaration.release_due_at)
+        ).all()
+        outbox = dict(session.exec(select(Notice.status, func.count()).group_by(Notice.status)).all())
+        awaiting = [
+            {"application_id": d.application_id, "registration_number": d.registration_number, "zone": d.zone, "lane": d.lane,
+             "due_kz": kz_display(d.release_due_at), "minutes_left": int((d.release_due_at - now).total_seconds() // 60) if d.release_due_at else None,
+             "alerted": d.release_alerted_at is not None, "breached": d.release_breached_at is not None}
+            for d in waiting
+        ]
+    marks = open_marks(now=now)
+    overdue_minutes = int(settings.release_mark_overdue.total_seconds() // 60)
+    with transaction() as session:
+        prints_open = session.exec(select(PrintRequest).where(PrintRequest.status == PrintStatus.PENDING).order_by(PrintRequest.due_at)).all()
+        print_rows = [{"request_id": p.request_id, "registration_number": p.registration_number, "office": p.office,
+                       "minutes_left": int((p.due_at - now).total_seconds() // 60)} for p in prints_open]
+    oldest = None
+    candidates = [(d["minutes_left"], "awaiting official", d["registration_number"]) for d in awaiting if d["minutes_left"] is not None]
+    if oldest_passing is not None:
+        oldest = {"application_id": oldest_passing.application_id, "status": str(oldest_passing.status),
+                  "resting_minutes": int((now - oldest_passing.updated_at).total_seconds() // 60)}
+    return {
+        "at_kz": kz_display(now),
+        "declarations": {str(s): by_status.get(s, 0) for s in Status},
+        "lanes": by_lane,
+        "oldest_in_progress": oldest,
+        "most_urgent_decision": min(candidates) if candidates else None,
+        "print_requests_open": print_rows,
+        "failed_runs": failed_runs,
+        "awaiting_official": awaiting,
+        "marks_open": len(marks),
+        "mark_overdue_minutes": overdue_minutes,
+        "marks_overdue": [m for m in marks if m["open_minutes"] >= overdue_minutes],
+        "outbox": {str(s): outbox.get(s, 0) for s in NoticeStatus},
+    }
+
+
+def operations_summary_markdown(summary: dict[str, Any]) -> str:
+    """The operations summary as the markdown artifact `operations-summary` (the same figures as `customs ops`)."""
+    lines = [f"# Operations summary, {summary['at_kz']}", "", "## Declarations by status", "", "| status | count |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in summary["declarations"].items()]
+    lines += ["", "## Registered declarations by lane", "", "| lane | count |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in summary["lanes"].items()] or ["| - | 0 |"]
+    oldest = summary["oldest_in_progress"]
+    lines += ["", f"Oldest declaration in progress: {oldest['application_id']} at {oldest['status']} for {oldest['resting_minutes']} min"
+              if oldest else "No declaration in progress."]
+    lines += ["", f"## Awaiting an official: {len(summary['awaiting_official'])}", ""]
+    if summary["awaiting_official"]:
+        lines += ["| registration number | zone | lane | due | minutes left | |", "|---|---|---|---|---|---|"]
+        lines += [f"| {d['registration_number']} | {d['zone'] or '-'} | {d['lane']} | {d['due_kz']} | {d['minutes_left']} | "
+                  f"{'BREACHED' if d['breached'] else ('alerted' if d['alerted'] else '')} |" for d in summary["awaiting_official"][:100]]
+    lines += ["", f"## Paper copies open: {len(summary['print_requests_open'])}", ""]
+    if summary["print_requests_open"]:
+        lines += ["| request | registration number | office | minutes left |", "|---|---|---|---|"]
+        lines += [f"| {p['request_id']} | {p['registration_number']} | {p['office']} | {p['minutes_left']} |" for p in summary["print_requests_open"][:100]]
+    failed = summary["failed_runs"]
+    lines += ["", "## Failed clearance runs (24 h): " + ("unknown" if failed is None else str(len(failed))), ""]
+    if failed:
+        lines += ["| flow run | state | message |", "|---|---|---|"]
+        lines += [f"| {r['flow_run']} | {r['state']} | {r['message'][:120].replace('|', '/')} |" for r in failed[:50]]
+    lines += ["", f"Release marks open: {summary['marks_open']}; overdue (over {summary['mark_overdue_minutes']} min): {len(summary['marks_overdue'])}",
+              "", "Outbox: " + ", ".join(f"{k} {v}" for k, v in summary["outbox"].items())]
+    return "\n".join(lines)
+
+
+def verify_audit_chain() -> ChainCheck:
+    """Recompute the audit hash chain; the result names the first broken event."""
+    with transaction() as session:
+        return verify_chain(session)

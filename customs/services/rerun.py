@@ -1,0 +1,36 @@
+"""Re-running a declaration's clearance: the plan (from which step, refused when the rules say so) and the
+audit event that records who asked."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from customs.core.clock import utcnow
+from customs.core.db import find_declaration, transaction
+from customs.rules.rerun import NEXT_STEP, rerun_problem
+from models.audit import append_event
+from models.declaration import Status
+
+
+@dataclass(frozen=True)
+class RerunPlan:
+    application_id: str
+    from_step: str
+
+
+def plan_rerun(key: str, from_step: str | None = None) -> RerunPlan:
+    with transaction() as session:
+        declaration = find_declaration(session, key)
+        problem = rerun_problem(Status(declaration.status), from_step, declaration.registration_number)
+        if problem is not None:
+            raise problem
+        return RerunPlan(declaration.application_id, NEXT_STEP[Status(declaration.status)])
+
+
+def record_rerun_event(application_id: str, actor: str, flow_run_id: str, run_count: int, now: datetime | None = None) -> None:
+    with transaction() as session:
+        declaration = find_declaration(session, application_id)
+        append_event(session, application_id=application_id, event="clearance_rerun", actor=actor[:60], at=now or utcnow(),
+                     details={"flow_run_id": flow_run_id, "run_count": run_count, "status": str(declaration.status),
+                              "from_step": NEXT_STEP.get(Status(declaration.status))})

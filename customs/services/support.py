@@ -1,0 +1,137 @@
+"""Reports to the support service when the information system fails (not the declarant).
+
+The rules require the report to carry: the name of the state service, the application's registration
+number, the applicant's IIN or BIN, the applicant's name, a description of the error, and screenshots.
+Here the screenshots are the failed run's log and a rendering of the declaration's state at the time
+of the failure. The report goes to the support address through the outbox, and the applicant is told
+that the failure was reported, in the same transaction as the audit event that records it.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import traceback
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlmodel import select
+
+from customs.core.clock import kz_local, utcnow
+from customs.core.db import find_declaration, transaction
+from customs.core.settings import Settings, get_settings
+from customs.notices.render import SERVICE_NAMES
+from customs.notices.reports import render_state, state_snapshot
+from models.audit import AuditEvent, append_event
+from models.outbox import Notice, NoticeKind, addressee_of, queue_notice
+
+LOG_FORMAT = "%(asctime)s %(levelname)-8s %(name)s | %(message)s"
+MAX_LOG_BYTES = 2 * 1024 * 1024
+
+
+class RunLogCapture(logging.Handler):
+    """Keeps the log records of one flow run (its own and its task runs') for the support report."""
+
+    LOGGERS = ("prefect.flow_runs", "prefect.task_runs")
+
+    def __init__(self, flow_run_id: str | None):
+        super().__init__(level=logging.DEBUG)
+        self.flow_run_id = flow_run_id
+        self.lines: list[str] = []
+        self.setFormatter(logging.Formatter(LOG_FORMAT))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.flow_run_id is not None and str(getattr(record, "flow_run_id", "")) != self.flow_run_id:
+            return
+        try:
+            self.lines.append(self.format(record))
+        except Exception:  # pragma: no cover - a log line must never break the run
+            pass
+
+    def text(self) -> str:
+        return "\n".join(self.lines) + "\n"
+
+    def __enter__(self) -> RunLogCapture:
+        for name in self.LOGGERS:
+            logging.getLogger(name).addHandler(self)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        for name in self.LOGGERS:
+            logging.getLogger(name).removeHandler(self)
+
+
+def describe_error(step: str, error: BaseException | str) -> str:
+    if isinstance(error, BaseException):
+        trace = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+        return f"The clearance step '{step}' failed after its retries.\n\n{type(error).__name__}: {error}\n\n{trace}"
+    return error  # already described by the caller
+
+
+def new_report_id(now: datetime) -> str:
+    return f"SR{kz_local(now):%y%m%d}-{secrets.token_hex(4).upper()}"
+
+
+@dataclass(frozen=True)
+class FailureReport:
+    report_id: str
+    created: bool  # False when this failure had been reported already
+
+
+def report_system_failure(
+    application_id: str,
+    *,
+    step: str,
+    error: BaseException | str,
+    run_log: str,
+    flow_run_id: str | None = None,
+    run_count: int = 1,
+    now: datetime | None = None,
+    settings: Settings | None = None,
+) -> FailureReport:
+    """Queue the support report and the applicant's notice, and audit the failure: one transaction, once per run and step."""
+    settings = settings or get_settings()
+    now = now or utcnow()
+    dedup = f"support_report:{application_id}:{flow_run_id or now.isoformat()}:{run_count}:{step}"
+    with transaction(settings) as session:
+        existing = session.exec(select(Notice).where(Notice.dedup_key == dedup)).first()
+        if existing is not None:
+            return FailureReport(existing.facts["report_id"], created=False)
+        declaration = find_declaration(session, application_id)
+        events = list(session.exec(select(AuditEvent).where(AuditEvent.application_id == application_id).order_by(AuditEvent.seq)))
+        report_id = new_report_id(now)
+        who = addressee_of(declaration.content)
+        log_bytes = run_log.encode("utf-8")[-MAX_LOG_BYTES:]
+        attachments = [
+            ("run-log.txt", "text/plain", log_bytes),
+            ("declaration-state.html", "text/html", render_state(state_snapshot(declaration, events), report_id).encode("utf-8")),
+        ]
+        event = append_event(
+            session,
+            application_id=application_id,
+            event="failure_reported",
+            actor="system",
+            at=now,
+            details={"report_id": report_id, "step": step, "flow_run_id": flow_run_id,
+                     "error": type(error).__name__ if isinstance(error, BaseException) else "error"},
+        )
+        facts = {
+            "event_at": now.isoformat(),
+            "registration_number": declaration.registration_number,
+            "report_id": report_id,
+            "failed_step": step,
+            "flow_run_id": flow_run_id,
+            "occurred_at": now.isoformat(),
+            "error_description": describe_error(step, error)[:20000],
+            "attachments": [name for name, _, _ in attachments],
+            "service_name": SERVICE_NAMES[settings.support_language],
+        }
+        queue_notice(session, application_id=application_id, kind=NoticeKind.SUPPORT_REPORT, dedup_key=dedup,
+                     recipient=settings.support_address, language=settings.support_language, facts=facts,
+                     at=now, event_seq=event.seq, attachments=attachments)
+        queue_notice(session, application_id=application_id, kind=NoticeKind.FAILURE_REPORTED,
+                     dedup_key=f"failure_reported:{application_id}:{report_id}", recipient=who["email"],
+                     language=who["language"], facts={"event_at": now.isoformat(), "report_id": report_id, "failed_step": step,
+                                                      "registration_number": declaration.registration_number},
+                     at=now, event_seq=event.seq)
+        return FailureReport(report_id, created=True)

@@ -1,0 +1,16 @@
+"""CRL refresh as a Prefect task."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from prefect import task
+
+from customs.pki.crl_refresh import refresh_crls
+
+
+@task(name="refresh-crls", timeout_seconds=3600)
+def refresh_crls_task(now: datetime | None = None) -> list[dict]:
+    """The CRLs of ``CUSTOMS_CRL_URLS`` into ``CUSTOMS_CRL_DIR``. No retries: a URL that fails keeps its old
+    CRL and is reported; the next hourly run is the retry (CRLs are valid for hours to days)."""
+    return refresh_crls(now=now).as_dicts()
