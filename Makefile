@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: run serve test test-postgres bench stop clean
+.PHONY: run serve test lint test-postgres bench stop clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,8 +19,14 @@ run: $(STAMP)
 serve: $(STAMP)
 	$(BIN)/customs serve
 
-test: $(STAMP)
+test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The code's own checks: lint, format, and the import-linter layer contracts (pyproject.toml).
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 test-postgres: $(STAMP)
 	CUSTOMS_TEST_POSTGRES_URL=$${CUSTOMS_TEST_POSTGRES_URL:-postgresql://postgres@127.0.0.1:5432/test} CUSTOMS_REQUIRE_POSTGRES=1 \

@@ -30,22 +30,27 @@ def main() -> None:
     args = parser.parse_args()
 
     from customs.core.db import init_db
-    from customs.pki.testing import CmsSigner, TestPki
-    from customs.orchestration.server import ensure_server, prefect_api, stop_server
-    from customs.services.intake import IncomingAttachment, submit_declaration
     from customs.core.settings import Settings, configure
+    from customs.orchestration.server import ensure_server, prefect_api, stop_server
+    from customs.pki.testing import CmsSigner, TestPki
+    from customs.services.intake import IncomingAttachment, submit_declaration
     from flows.clearance import clearance
 
     data = Path(tempfile.mkdtemp(prefix="customs-bench-"))
     pki = TestPki.create(data / "pki")
-    settings = Settings(data_dir=data, trust_dir=pki.trust_dir, crl_dir=pki.crl_dir, prefect_port=args.port, database_url=args.database_url)
+    settings = Settings(
+        data_dir=data, trust_dir=pki.trust_dir, crl_dir=pki.crl_dir, prefect_port=args.port, database_url=args.database_url
+    )
     configure(settings)
     init_db(settings)
     issued = pki.issue(name="ТОО «Алатау Импорт»", bin="050840001233")
     signer = CmsSigner(issued.cert_path, issued.key_path, (pki.issuing_cert_path,))
     template = json.loads((ROOT / "samples" / "01-green-household-appliances.json").read_text(encoding="utf-8"))
     invoice, contract = b"%PDF-1.4 invoice " * 2000, b"%PDF-1.4 contract " * 1000
-    attachments = [IncomingAttachment("invoice.pdf", invoice, signer.sign(invoice)), IncomingAttachment("contract.pdf", contract, signer.sign(contract))]
+    attachments = [
+        IncomingAttachment("invoice.pdf", invoice, signer.sign(invoice)),
+        IncomingAttachment("contract.pdf", contract, signer.sign(contract)),
+    ]
     payloads = []
     for _ in range(args.n):
         template["documents"][0]["number"] = f"INV-{uuid.uuid4().hex[:12]}"
@@ -76,8 +81,13 @@ def main() -> None:
         stop_server(settings)
     latencies = sorted(r[0] for r in results)
     statuses = {s: sum(1 for r in results if r[1] == s) for s in {r[1] for r in results}}
-    p = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))]
-    print(f"declarations: {len(results)} ({statuses}), workers: {args.workers}, database: {settings.sqlalchemy_url.split('://')[0]}")
+
+    def p(q):
+        return latencies[min(len(latencies) - 1, int(q * len(latencies)))]
+
+    print(
+        f"declarations: {len(results)} ({statuses}), workers: {args.workers}, database: {settings.sqlalchemy_url.split('://')[0]}"
+    )
     print(f"throughput:   {len(results) / elapsed:.2f} declarations/s ({elapsed:.1f} s)")
     print(f"submission -> release: p50 {statistics.median(latencies):.3f} s, p95 {p(0.95):.3f} s, max {latencies[-1]:.3f} s")
 

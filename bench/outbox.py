@@ -31,22 +31,22 @@ class Counting:
 def run(n: int, batch: int, database_url: str | None, smtp: bool) -> None:
     from sqlmodel import select
 
-    from customs.core.db import dispose_engines, init_db, transaction
-    from customs.services.intake import submit_declaration
-    from customs.core.settings import Settings, configure
     from customs.core.clock import utcnow
+    from customs.core.db import dispose_engines, init_db, transaction
+    from customs.core.settings import Settings, configure
+    from customs.services.intake import submit_declaration
+    from customs.services.outbox import dispatch_due_sync
     from models.declaration import Declaration
     from models.outbox import NoticeKind, queue_notice
-    from customs.services.outbox import dispatch_due_sync
 
     data = Path(tempfile.mkdtemp(prefix="customs-bench-outbox-"))
     controller = None
     values: dict = dict(data_dir=data, database_url=database_url, outbox_batch_size=batch)
     handler = Counting()
     if smtp:
-        from aiosmtpd.controller import Controller
-
         import socket
+
+        from aiosmtpd.controller import Controller
 
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
@@ -74,10 +74,23 @@ def run(n: int, batch: int, database_url: str | None, smtp: bool) -> None:
         with transaction() as session:
             declaration = session.exec(select(Declaration).where(Declaration.application_id == application_id)).one()
             for i in range(n):
-                queue_notice(session, application_id=application_id, kind=NoticeKind.RELEASE, dedup_key=f"bench:{i}:{uuid.uuid4().hex}",
-                             recipient="broker@alatau-import.kz", language=("kk", "ru", "en")[i % 3],
-                             facts={"event_at": now.isoformat(), "decision_code": "10", "automatic": True, "decided_by": "system",
-                                    "decided_at": now.isoformat(), "registration_number": "50101/261126/0000001"}, at=now)
+                queue_notice(
+                    session,
+                    application_id=application_id,
+                    kind=NoticeKind.RELEASE,
+                    dedup_key=f"bench:{i}:{uuid.uuid4().hex}",
+                    recipient="broker@alatau-import.kz",
+                    language=("kk", "ru", "en")[i % 3],
+                    facts={
+                        "event_at": now.isoformat(),
+                        "decision_code": "10",
+                        "automatic": True,
+                        "decided_by": "system",
+                        "decided_at": now.isoformat(),
+                        "registration_number": "50101/261126/0000001",
+                    },
+                    at=now,
+                )
             del declaration
         started = time.perf_counter()
         sent = 0
@@ -89,8 +102,10 @@ def run(n: int, batch: int, database_url: str | None, smtp: bool) -> None:
         elapsed = time.perf_counter() - started
         total = n + 1  # the acceptance notice too
         where = "aiosmtpd on loopback" if smtp else ".eml files"
-        print(f"{where:<22} {sent}/{total} notices in {elapsed:.2f} s: {sent / elapsed:,.0f} notices/s "
-              f"({elapsed / max(sent, 1) * 1000:.2f} ms each, batches of {batch})")
+        print(
+            f"{where:<22} {sent}/{total} notices in {elapsed:.2f} s: {sent / elapsed:,.0f} notices/s "
+            f"({elapsed / max(sent, 1) * 1000:.2f} ms each, batches of {batch})"
+        )
         if smtp:
             assert handler.count == sent == total, (handler.count, sent, total)
         else:

@@ -20,7 +20,6 @@ import json
 import os
 import random
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -33,7 +32,6 @@ from pathlib import Path
 
 import httpx
 import psutil
-
 from cpu import PostgresCpu, tree_cpu
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -63,19 +61,28 @@ def declarations(n: int, mix: bool, signer) -> list[tuple[bytes, bytes, list]]:
     invoice, contract = b"%PDF-1.4 invoice " * 2000, b"%PDF-1.4 contract " * 1000
     attachments = [("invoice.pdf", invoice, signer.sign(invoice)), ("contract.pdf", contract, signer.sign(contract))]
     out = []
-    for i in range(n):
+    for _ in range(n):
         roll = rng.random()
         if mix and roll < 0.15:
             document = json.loads(json.dumps(yellow))
-            document["declarant"] = dict(base["declarant"])  # the sample's own declarant is a person; the benchmark signs for the company
+            document["declarant"] = dict(
+                base["declarant"]
+            )  # the sample's own declarant is a person; the benchmark signs for the company
         elif mix and roll < 0.2:
             document = json.loads(json.dumps(red))
         else:
             document = json.loads(json.dumps(base))
             items = rng.randint(1, 5)
             item = document["goods"][0]
-            document["goods"] = [{**item, "item_no": k + 1, "hs_code": rng.choice(HS_CODES), "customs_value": f"{rng.randint(100_000, 900_000)}.00"}
-                                 for k in range(items)]
+            document["goods"] = [
+                {
+                    **item,
+                    "item_no": k + 1,
+                    "hs_code": rng.choice(HS_CODES),
+                    "customs_value": f"{rng.randint(100_000, 900_000)}.00",
+                }
+                for k in range(items)
+            ]
             document["totals"]["items"] = items
             document["totals"]["customs_value"] = f"{sum(int(g['customs_value'][:-3]) for g in document['goods'])}.00"
         document["documents"][0]["number"] = f"INV-{uuid.uuid4().hex[:12]}"
@@ -89,7 +96,7 @@ class Meter:
 
     def __init__(self, pids: dict[str, int]):
         self.procs = {name: psutil.Process(pid) for name, pid in pids.items()}
-        self.peak_rss = {name: 0 for name in pids}
+        self.peak_rss = dict.fromkeys(pids, 0)
         self.stop = threading.Event()
         self.cpu0 = self.cpu()
         self.postgres = PostgresCpu()
@@ -126,35 +133,52 @@ def main() -> None:
     parser.add_argument("--mix", action="store_true")
     parser.add_argument("--postgres-url", default="postgresql://postgres@127.0.0.1:5432")
     parser.add_argument("--bare", type=int, default=100, help="declarations for the run without orchestration")
-    parser.add_argument("--minutes", type=float, default=0.0, help="with --rate: submit for this long (n = rate x minutes), e.g. the 10-minute memory run")
+    parser.add_argument(
+        "--minutes",
+        type=float,
+        default=0.0,
+        help="with --rate: submit for this long (n = rate x minutes), e.g. the 10-minute memory run",
+    )
     args = parser.parse_args()
     if args.minutes:
         if args.rate <= 0:
             parser.error("--minutes needs --rate")
         args.n = int(args.rate * args.minutes * 60)
 
-    from customs.pki.testing import CmsSigner, TestPki
     from customs.core.clock import utcnow
+    from customs.pki.testing import CmsSigner, TestPki
 
     data = Path(tempfile.mkdtemp(prefix="customs-bench-pipeline-"))
     pki = TestPki.create(data / "pki", now=utcnow() - timedelta(hours=1))
     issued = pki.issue(name="ТОО «Алатау Импорт»", bin="050840001233")
     signer = CmsSigner(issued.cert_path, issued.key_path, (pki.issuing_cert_path,))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API", "CUSTOMS_"))}
-    env.update(CUSTOMS_DATA_DIR=str(data / "data"), CUSTOMS_TRUST_DIR=str(pki.trust_dir), CUSTOMS_CRL_DIR=str(pki.crl_dir),
-               CUSTOMS_PREFECT_PORT=str(free_port()), CUSTOMS_API_PORT=str(free_port()), CUSTOMS_WORKER_CONCURRENCY=str(args.concurrency),
-               CUSTOMS_WORKER_POLL_SECONDS="0.2", PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    env.update(
+        CUSTOMS_DATA_DIR=str(data / "data"),
+        CUSTOMS_TRUST_DIR=str(pki.trust_dir),
+        CUSTOMS_CRL_DIR=str(pki.crl_dir),
+        CUSTOMS_PREFECT_PORT=str(free_port()),
+        CUSTOMS_API_PORT=str(free_port()),
+        CUSTOMS_WORKER_CONCURRENCY=str(args.concurrency),
+        CUSTOMS_WORKER_POLL_SECONDS="0.2",
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+    )
     cleanup_sql = []
     if args.db == "postgres":
         import sqlalchemy
 
         suffix = uuid.uuid4().hex[:8]
-        admin = sqlalchemy.create_engine(f"{args.postgres_url.replace('postgresql://', 'postgresql+psycopg://')}/postgres", isolation_level="AUTOCOMMIT")
+        admin = sqlalchemy.create_engine(
+            f"{args.postgres_url.replace('postgresql://', 'postgresql+psycopg://')}/postgres", isolation_level="AUTOCOMMIT"
+        )
         with admin.connect() as connection:
             for db in (f"bench_app_{suffix}", f"bench_prefect_{suffix}"):
                 connection.execute(sqlalchemy.text(f"CREATE DATABASE {db}"))
                 cleanup_sql.append(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
-        env.update(CUSTOMS_DATABASE_URL=f"{args.postgres_url}/bench_app_{suffix}", CUSTOMS_PREFECT_DATABASE_URL=f"{args.postgres_url}/bench_prefect_{suffix}")
+        env.update(
+            CUSTOMS_DATABASE_URL=f"{args.postgres_url}/bench_app_{suffix}",
+            CUSTOMS_PREFECT_DATABASE_URL=f"{args.postgres_url}/bench_prefect_{suffix}",
+        )
     api = f"http://127.0.0.1:{env['CUSTOMS_API_PORT']}"
     log = open(data / "serve.log", "wb")
     started = time.perf_counter()
@@ -169,9 +193,18 @@ def main() -> None:
             if serve.poll() is not None or time.perf_counter() - started > 180:
                 raise SystemExit(f"customs serve did not start; see {data / 'serve.log'}")
             time.sleep(0.5)
-        print(f"customs serve ready in {time.perf_counter() - started:.1f} s ({args.db}; worker concurrency {args.concurrency}); data in {data}")
-        added = subprocess.run([str(BIN / "customs"), "clients", "add", "bench", "--kind", "declarant", "--id", "050840001233"],
-                               env=env, cwd=ROOT, capture_output=True, text=True, check=True)
+        print(
+            f"customs serve ready in {time.perf_counter() - started:.1f} s "
+            f"({args.db}; worker concurrency {args.concurrency}); data in {data}"
+        )
+        added = subprocess.run(
+            [str(BIN / "customs"), "clients", "add", "bench", "--kind", "declarant", "--id", "050840001233"],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         token = next(line.split()[-1] for line in added.stdout.splitlines() if line.startswith("token:"))
         work = declarations(args.n, args.mix, signer)
         server_pid = int((data / "data" / "prefect" / "server.pid").read_text())
@@ -213,7 +246,9 @@ def main() -> None:
 
         from sqlalchemy import create_engine, text
 
-        app_url = env.get("CUSTOMS_DATABASE_URL", f"sqlite:///{data / 'data' / 'customs.db'}").replace("postgresql://", "postgresql+psycopg://")
+        app_url = env.get("CUSTOMS_DATABASE_URL", f"sqlite:///{data / 'data' / 'customs.db'}").replace(
+            "postgresql://", "postgresql+psycopg://"
+        )
         engine = create_engine(app_url)
         final = ("released", "awaiting_official", "registration_refused", "release_refused")
         final_sql = tuple(f.upper() for f in final)  # SQLAlchemy stores the enum's names
@@ -229,7 +264,9 @@ def main() -> None:
         cpu = meter.cpu()
         postgres = meter.postgres.used()
         with engine.connect() as connection:
-            events = connection.execute(text("SELECT application_id, to_status, at FROM audit_event WHERE event = 'transition'")).all()
+            events = connection.execute(
+                text("SELECT application_id, to_status, at FROM audit_event WHERE event = 'transition'")
+            ).all()
             notices = connection.execute(text("SELECT application_id, kind, created_at FROM notice")).all()
             numbers = connection.execute(text("SELECT application_id, registration_number, status FROM declaration")).all()
         engine.dispose()
@@ -260,45 +297,64 @@ def main() -> None:
     notices = [(a, str(k).lower(), c) for a, k, c in notices]
     release_notice = {a: ts(c) for a, k, c in notices if k == "release"}
     statuses = {a: str(s).lower() for a, _, s in numbers}
-    ours = [a for a in accepted]
+    ours = list(accepted)
     end_to_end = [release_notice[a] - accepted[a] for a in ours if a in release_notice]
-    steps = {"202 -> signatures checked": ("submitted", "signatures_checked"), "signatures -> registered": ("signatures_checked", "registered"),
-             "registered -> lane": ("registered", "lane_assigned"), "lane -> released": ("lane_assigned", "released")}
+    steps = {
+        "202 -> signatures checked": ("submitted", "signatures_checked"),
+        "signatures -> registered": ("signatures_checked", "registered"),
+        "registered -> lane": ("registered", "lane_assigned"),
+        "lane -> released": ("lane_assigned", "released"),
+    }
     first = min(accepted.values())
     span = finished - first
     if failures:
         print(f"{len(failures)} submissions failed, e.g. {failures[0]}")
-    print(f"\n{len(ours)} declarations submitted in {submitted_in:.1f} s ({len(ours) / submitted_in:.1f}/s offered); all final after {span:.1f} s")
+    print(
+        f"\n{len(ours)} declarations submitted in {submitted_in:.1f} s ({len(ours) / submitted_in:.1f}/s offered); "
+        f"all final after {span:.1f} s"
+    )
     print(f"throughput: {len(ours) / span:.2f} declarations/s (submission of the first to the final state of the last)")
     print("final states: " + ", ".join(f"{s} {sum(1 for a in ours if statuses.get(a) == s)}" for s in final))
     if end_to_end:
-        print(f"202 -> release notice in the outbox: p50 {pct(end_to_end, .5):.2f} s, p95 {pct(end_to_end, .95):.2f} s, p99 {pct(end_to_end, .99):.2f} s"
-              f" ({len(end_to_end)} released)")
+        print(
+            f"202 -> release notice in the outbox: p50 {pct(end_to_end, 0.5):.2f} s, p95 {pct(end_to_end, 0.95):.2f} s, "
+            f"p99 {pct(end_to_end, 0.99):.2f} s"
+            f" ({len(end_to_end)} released)"
+        )
     waits = [at[a]["signatures_checked"] - accepted[a] for a in ours if "signatures_checked" in at.get(a, {})]
     if waits:
-        print(f"  202 -> first step done: p50 {pct(waits, .5):.2f} s, p95 {pct(waits, .95):.2f} s")
+        print(f"  202 -> first step done: p50 {pct(waits, 0.5):.2f} s, p95 {pct(waits, 0.95):.2f} s")
     for label, (a_, b_) in list(steps.items())[1:]:
         values = [at[a][b_] - at[a][a_] for a in ours if a_ in at.get(a, {}) and b_ in at.get(a, {})]
         if values:
-            print(f"  {label}: p50 {pct(values, .5) * 1000:.0f} ms, p95 {pct(values, .95) * 1000:.0f} ms")
+            print(f"  {label}: p50 {pct(values, 0.5) * 1000:.0f} ms, p95 {pct(values, 0.95) * 1000:.0f} ms")
     measured = 0.0
     for name in meter.procs:
         used = cpu[name] - meter.cpu0[name]
         measured += used
-        print(f"{name}: {used:.1f} CPU s ({used / span * 100:.0f}% of one core, {used / len(ours) * 1000:.0f} ms per declaration), "
-              f"peak resident {meter.peak_rss[name] / 2**20:.0f} MiB")
+        print(
+            f"{name}: {used:.1f} CPU s ({used / span * 100:.0f}% of one core, {used / len(ours) * 1000:.0f} ms per declaration), "
+            f"peak resident {meter.peak_rss[name] / 2**20:.0f} MiB"
+        )
     if args.db == "postgres":
-        print(f"PostgreSQL (application and Prefect databases): {postgres:.1f} CPU s ({postgres / len(ours) * 1000:.0f} ms per declaration)")
+        print(
+            f"PostgreSQL (application and Prefect databases): {postgres:.1f} CPU s "
+            f"({postgres / len(ours) * 1000:.0f} ms per declaration)"
+        )
         measured += postgres
-    print(f"serving side together: {measured / len(ours) * 1000:.0f} ms of CPU per declaration "
-          f"({measured / span * 100:.0f}% of one core; the machine has {psutil.cpu_count()})")
+    print(
+        f"serving side together: {measured / len(ours) * 1000:.0f} ms of CPU per declaration "
+        f"({measured / span * 100:.0f}% of one core; the machine has {psutil.cpu_count()})"
+    )
     print(f"together: peak resident {sum(meter.peak_rss.values()) / 2**20:.0f} MiB")
     registrations = [n for a, n, _ in numbers if a in accepted and n]
     lost = [a for a in ours if statuses.get(a) not in final]
     doubled = len(registrations) - len(set(registrations))
     releases = [a for a, k, _ in notices if k == "release"]
-    print(f"check: {len(lost)} not final, {doubled} duplicate registration numbers, "
-          f"{len(releases) - len(set(releases))} declarations with more than one release notice")
+    print(
+        f"check: {len(lost)} not final, {doubled} duplicate registration numbers, "
+        f"{len(releases) - len(set(releases))} declarations with more than one release notice"
+    )
 
     bare(args, pki, signer, work[: args.bare], len(ours) / span)
     if cleanup_sql:
@@ -310,13 +366,10 @@ def main() -> None:
 def bare(args, pki, signer, work, orchestrated: float) -> None:
     """The same steps called directly, one after the other, on a fresh database of the same kind."""
     from customs.core.db import dispose_engines, init_db
-    from customs.services.intake import IncomingAttachment, submit_declaration
     from customs.core.settings import Settings, configure
+    from customs.services.intake import IncomingAttachment, submit_declaration
     from customs.services.outbox import dispatch_due_sync
-    from customs.services.steps import register_declaration
-    from customs.services.steps import release_or_hold
-    from customs.services.steps import assign_lane
-    from customs.services.steps import check_signatures
+    from customs.services.steps import assign_lane, check_signatures, register_declaration, release_or_hold
 
     data = Path(tempfile.mkdtemp(prefix="customs-bench-bare-"))
     url = None
@@ -333,7 +386,9 @@ def bare(args, pki, signer, work, orchestrated: float) -> None:
     init_db(settings)
     started = time.perf_counter()
     for content, signature, attachments in work:
-        application_id = submit_declaration(content, signature, [IncomingAttachment(n, d, s) for n, d, s in attachments]).application_id
+        application_id = submit_declaration(
+            content, signature, [IncomingAttachment(n, d, s) for n, d, s in attachments]
+        ).application_id
         check_signatures(application_id)
         if register_declaration(application_id).status == "registered":
             assign_lane(application_id)
@@ -346,8 +401,10 @@ def bare(args, pki, signer, work, orchestrated: float) -> None:
         with admin.begin() as connection:
             connection.execute(sqlalchemy.text(f'DROP SCHEMA "{schema}" CASCADE'))
     rate = len(work) / elapsed
-    print(f"without orchestration (same steps, same database kind, one at a time): {rate:.1f} declarations/s; "
-          f"orchestrated/bare = {orchestrated / rate:.2f}")
+    print(
+        f"without orchestration (same steps, same database kind, one at a time): {rate:.1f} declarations/s; "
+        f"orchestrated/bare = {orchestrated / rate:.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -25,9 +25,8 @@ import uuid
 from pathlib import Path
 
 import psutil
-from prefect import flow, task
-
 from cpu import PostgresCpu, tree_cpu
+from prefect import flow, task
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -60,10 +59,10 @@ def main() -> None:
     args = parser.parse_args()
 
     os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
-    from customs.orchestration.server import ensure_server, prefect_api, stop_server
-    from customs.orchestration.deployments import DeploymentSpec, register_deployments
-    from customs.orchestration.worker import InProcessWorker, quiet_thread_timeout_warnings
     from customs.core.settings import Settings
+    from customs.orchestration.deployments import DeploymentSpec, register_deployments
+    from customs.orchestration.server import ensure_server, prefect_api, stop_server
+    from customs.orchestration.worker import InProcessWorker, quiet_thread_timeout_warnings
 
     data = Path(tempfile.mkdtemp(prefix="customs-bench-floor-"))
     import socket
@@ -76,11 +75,14 @@ def main() -> None:
         import sqlalchemy
 
         prefect_db = f"bench_floor_{uuid.uuid4().hex[:8]}"
-        admin = sqlalchemy.create_engine(f"{args.postgres_url.replace('postgresql://', 'postgresql+psycopg://')}/postgres", isolation_level="AUTOCOMMIT")
+        admin = sqlalchemy.create_engine(
+            f"{args.postgres_url.replace('postgresql://', 'postgresql+psycopg://')}/postgres", isolation_level="AUTOCOMMIT"
+        )
         with admin.connect() as connection:
             connection.execute(sqlalchemy.text(f"CREATE DATABASE {prefect_db}"))
-    settings = Settings(data_dir=data, prefect_port=port,
-                        prefect_database_url=f"{args.postgres_url}/{prefect_db}" if prefect_db else None)
+    settings = Settings(
+        data_dir=data, prefect_port=port, prefect_database_url=f"{args.postgres_url}/{prefect_db}" if prefect_db else None
+    )
     quiet_thread_timeout_warnings()
     started = time.perf_counter()
     api_url = ensure_server(settings)
@@ -88,8 +90,10 @@ def main() -> None:
     print(f"Prefect server ({args.db}) ready in {time.perf_counter() - started:.1f} s")
     try:
         with prefect_api(api_url):
-            specs = [DeploymentSpec("floor-0", "bench/prefect_floor.py:floor_0", "", (), {}, ()),
-                     DeploymentSpec("floor-tasks", "bench/prefect_floor.py:floor_tasks", "", (), {"tasks": args.tasks}, ())]
+            specs = [
+                DeploymentSpec("floor-0", "bench/prefect_floor.py:floor_0", "", (), {}, ()),
+                DeploymentSpec("floor-tasks", "bench/prefect_floor.py:floor_tasks", "", (), {"tasks": args.tasks}, ()),
+            ]
             deployments = register_deployments(specs)
             from customs.orchestration.server import shared_client
 
@@ -115,9 +119,12 @@ def main() -> None:
                 pg = postgres.used() if args.db == "postgres" else 0.0
                 machine = server + own + pg
                 per = lambda v: v / args.n * 1000  # noqa: E731
-                print(f"{label}: {args.n} runs in {wall:.1f} s = {args.n / wall:.1f} runs/s; CPU per run: "
-                      f"server {per(server):.0f} ms, client {per(own):.0f} ms, PostgreSQL {per(pg):.0f} ms, "
-                      f"together {per(machine):.0f} ms -> at most {psutil.cpu_count() / (machine / args.n):.1f} runs/s on {psutil.cpu_count()} cores")
+                print(
+                    f"{label}: {args.n} runs in {wall:.1f} s = {args.n / wall:.1f} runs/s; CPU per run: "
+                    f"server {per(server):.0f} ms, client {per(own):.0f} ms, PostgreSQL {per(pg):.0f} ms, "
+                    f"together {per(machine):.0f} ms -> "
+                    f"at most {psutil.cpu_count() / (machine / args.n):.1f} runs/s on {psutil.cpu_count()} cores"
+                )
     finally:
         stop_server(settings)
         if prefect_db:

@@ -28,10 +28,10 @@ def phase(design: str, args, api_url: str, registered: dict, settings) -> list[t
     from sqlmodel import select
 
     from customs.core.db import transaction
-    from customs.orchestration.worker import InProcessWorker
     from customs.orchestration.timers import schedule_print_timers
-    from models.printing import PrintRequest
+    from customs.orchestration.worker import InProcessWorker
     from customs.services.printing import request_print
+    from models.printing import PrintRequest
 
     name = "print-deadlines" if design == "watcher" else "print-deadline-timer"
     worker = InProcessWorker({name: registered[name]}, {name: 4}, poll_seconds=0.5)
@@ -47,15 +47,22 @@ def phase(design: str, args, api_url: str, registered: dict, settings) -> list[t
     deadline = time.monotonic() + args.due + 150
     while time.monotonic() < deadline:
         with transaction() as session:
-            done = session.exec(select(PrintRequest).where(PrintRequest.request_id.in_(ids), PrintRequest.breached_at.is_not(None))).all()
+            done = session.exec(
+                select(PrintRequest).where(PrintRequest.request_id.in_(ids), PrintRequest.breached_at.is_not(None))
+            ).all()
         if len(done) == len(ids):
             break
         time.sleep(1)
     worker.stop(5)
     with transaction() as session:
         rows = session.exec(select(PrintRequest).where(PrintRequest.request_id.in_(ids))).all()
-    return [((r.alerted_at - r.alert_at).total_seconds() if r.alerted_at else float("nan"),
-             (r.breached_at - r.due_at).total_seconds() if r.breached_at else float("nan")) for r in rows]
+    return [
+        (
+            (r.alerted_at - r.alert_at).total_seconds() if r.alerted_at else float("nan"),
+            (r.breached_at - r.due_at).total_seconds() if r.breached_at else float("nan"),
+        )
+        for r in rows
+    ]
 
 
 def main() -> None:
@@ -67,20 +74,25 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=4292)
     args = parser.parse_args()
 
-    from customs.core.db import init_db
-    from customs.pki.testing import CmsSigner, TestPki
-    from customs.orchestration.server import ensure_server, prefect_api, stop_server
-    from customs.orchestration.deployments import read_deployments, register_deployments
-    from customs.services.intake import submit_declaration
-    from customs.core.settings import Settings, configure
     from customs.core.clock import utcnow
-    from customs.services.steps import register_declaration
-    from customs.services.steps import check_signatures
+    from customs.core.db import init_db
+    from customs.core.settings import Settings, configure
+    from customs.orchestration.deployments import read_deployments, register_deployments
+    from customs.orchestration.server import ensure_server, prefect_api, stop_server
+    from customs.pki.testing import CmsSigner, TestPki
+    from customs.services.intake import submit_declaration
+    from customs.services.steps import check_signatures, register_declaration
 
     data = Path(tempfile.mkdtemp(prefix="customs-bench-print-"))
     pki = TestPki.create(data / "pki", now=utcnow() - timedelta(hours=1))
-    settings = Settings(data_dir=data, trust_dir=pki.trust_dir, crl_dir=pki.crl_dir, prefect_port=args.port,
-                        print_deadline=timedelta(seconds=args.due), print_alert_after=timedelta(seconds=args.alert))
+    settings = Settings(
+        data_dir=data,
+        trust_dir=pki.trust_dir,
+        crl_dir=pki.crl_dir,
+        prefect_port=args.port,
+        print_deadline=timedelta(seconds=args.due),
+        print_alert_after=timedelta(seconds=args.alert),
+    )
     configure(settings)
     init_db(settings)
     issued = pki.issue(name="ТОО «Алатау Импорт»", bin="050840001233")
@@ -104,10 +116,17 @@ def main() -> None:
                 lateness = phase(design, args, api_url, registered, {"applications": applications})
                 alerts = [a for a, _ in lateness]
                 breaches = [b for _, b in lateness]
-                what = "watcher every minute (print-deadlines)" if design == "watcher" else "a run scheduled at each deadline (print-deadline-timer)"
+                what = (
+                    "watcher every minute (print-deadlines)"
+                    if design == "watcher"
+                    else "a run scheduled at each deadline (print-deadline-timer)"
+                )
                 print(f"{what}: {len(lateness)} requests")
                 for label, values in (("alert", alerts), ("breach", breaches)):
-                    print(f"  {label:<6} recorded late by: median {statistics.median(values):5.1f} s, max {max(values):5.1f} s, min {min(values):5.1f} s")
+                    print(
+                        f"  {label:<6} recorded late by: median {statistics.median(values):5.1f} s, "
+                        f"max {max(values):5.1f} s, min {min(values):5.1f} s"
+                    )
     finally:
         stop_server(settings)
 

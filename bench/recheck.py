@@ -26,10 +26,10 @@ def main() -> None:
 
     from sqlalchemy import insert
 
-    from customs.core.db import get_engine, init_db
-    from customs.pki.testing import TestPki
-    from customs.core.settings import Settings, configure
     from customs.core.clock import utcnow
+    from customs.core.db import get_engine, init_db
+    from customs.core.settings import Settings, configure
+    from customs.pki.testing import TestPki
     from models.declaration import Declaration, Status
     from tasks.recheck import batch_recheck_run
 
@@ -61,6 +61,7 @@ def main() -> None:
             dispose_engines()
             with engine.begin() as connection:
                 connection.execute(sqlalchemy.text(f'DROP SCHEMA "{schema}" CASCADE'))
+
     configure(settings)
     init_db(settings)
 
@@ -76,17 +77,38 @@ def main() -> None:
             content = f'{{"n": {i}}}'.encode()
             late = (i // len(statuses)) % 100 == 0
             submitted = now - (timedelta(hours=6) if late else timedelta(minutes=1 + i % 9))
-            rows.append({
-                "application_id": f"B{i:09d}", "channel": "electronic", "submitted_at": submitted, "content": content,
-                "content_sha256": hashlib.sha256(content).hexdigest(), "status": status, "updated_at": submitted,
-                "signature_reasons": [], "reasons": [], "risk_profiles": [],
-                "signers": [{"document": "declaration", "filename": "declaration.json",
-                             "signer": {"serial": serials[(i // len(statuses)) % len(serials)], "issuer": issuer, "subject": "Signer", "iin": None, "bin": "050840001233"}}],
-                "registration_number": None if status == Status.SUBMITTED else f"50101/261126/{i:07d}",
-                "registered_at": None if status == Status.SUBMITTED else submitted,
-                "release_due_at": submitted + timedelta(hours=4) if status == Status.AWAITING_OFFICIAL else None,
-                "customs_office": "50101", "zone": "ALA-TSW",
-            })
+            rows.append(
+                {
+                    "application_id": f"B{i:09d}",
+                    "channel": "electronic",
+                    "submitted_at": submitted,
+                    "content": content,
+                    "content_sha256": hashlib.sha256(content).hexdigest(),
+                    "status": status,
+                    "updated_at": submitted,
+                    "signature_reasons": [],
+                    "reasons": [],
+                    "risk_profiles": [],
+                    "signers": [
+                        {
+                            "document": "declaration",
+                            "filename": "declaration.json",
+                            "signer": {
+                                "serial": serials[(i // len(statuses)) % len(serials)],
+                                "issuer": issuer,
+                                "subject": "Signer",
+                                "iin": None,
+                                "bin": "050840001233",
+                            },
+                        }
+                    ],
+                    "registration_number": None if status == Status.SUBMITTED else f"50101/261126/{i:07d}",
+                    "registered_at": None if status == Status.SUBMITTED else submitted,
+                    "release_due_at": submitted + timedelta(hours=4) if status == Status.AWAITING_OFFICIAL else None,
+                    "customs_office": "50101",
+                    "zone": "ALA-TSW",
+                }
+            )
             if len(rows) == 5000:
                 connection.execute(insert(Declaration), rows)
                 rows = []

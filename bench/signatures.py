@@ -15,8 +15,8 @@ from pathlib import Path
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding
 
-from customs.pki.testing import CmsSigner, TestPki
 from customs.core.clock import utcnow
+from customs.pki.testing import CmsSigner, TestPki
 from customs.pki.trust import TrustMaterial
 from customs.pki.verify import CmsSignatureVerifier, SignedDocument, verify_documents
 
@@ -43,7 +43,9 @@ def main() -> None:
         invoice, contract = b"%PDF-1.4 invoice " * 2000, b"%PDF-1.4 contract " * 1000
         documents = [
             SignedDocument(f"doc{i}", name, data, signer.sign(data))
-            for i, (name, data) in enumerate([("declaration.json", declaration), ("invoice.pdf", invoice), ("contract.pdf", contract)])
+            for i, (name, data) in enumerate(
+                [("declaration.json", declaration), ("invoice.pdf", invoice), ("contract.pdf", contract)]
+            )
         ]
         verifier = CmsSignatureVerifier(TrustMaterial.load(pki.trust_dir, pki.crl_dir))
         now = utcnow()
@@ -57,14 +59,17 @@ def main() -> None:
         signatures = [key.sign(d.content, padding.PKCS1v15(), hashes.SHA256()) for d in documents]
 
         def bare():
-            for d, s in zip(documents, signatures):
+            for d, s in zip(documents, signatures, strict=True):
                 public.verify(s, d.content, padding.PKCS1v15(), hashes.SHA256())
 
         physical = rate(bare, args.seconds)
     sizes = ", ".join(f"{d.filename} {len(d.content)} B" for d in documents)
     print(f"documents per declaration: 3 ({sizes})")
     print(f"full verification (CMS + chain + CRL + key usage + signer):  {full:8.1f} declarations/s  ({1000 / full:.2f} ms each)")
-    print(f"bare RSA-2048 verify of the same bytes (cryptography):       {physical:8.1f} declarations/s  ({1000 / physical:.3f} ms each)")
+    print(
+        f"bare RSA-2048 verify of the same bytes (cryptography):       {physical:8.1f} declarations/s  "
+        f"({1000 / physical:.3f} ms each)"
+    )
     print(f"ratio bare/full: {physical / full:.1f}x")
 
 

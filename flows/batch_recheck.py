@@ -18,7 +18,9 @@ from tasks.recheck import recheck
 
 def restart_clearance(application_id: str) -> None:
     """A new clearance run for a stuck declaration (one per declaration and minute, however often it is asked)."""
-    start_clearance(application_id, requested_by="batch-recheck", idempotency_key=f"recheck:{application_id}:{utcnow():%Y%m%d%H%M}")
+    start_clearance(
+        application_id, requested_by="batch-recheck", idempotency_key=f"recheck:{application_id}:{utcnow():%Y%m%d%H%M}"
+    )
 
 
 @flow(name="batch-recheck", persist_result=False)
@@ -26,11 +28,15 @@ def batch_recheck(restart: bool = True, batch_size: int | None = None) -> dict:
     result = recheck(restart_clearance if restart else None, batch_size)
     logger = get_run_logger()
     logger.info("rechecked %d declarations: %s", result["scanned"], result["counts"] or "nothing to do")
-    rows = [{k: f[k] for k in ("application_id", "registration_number", "status", "finding", "action", "detail")} for f in result["findings"][:500]]
+    rows = [
+        {k: f[k] for k in ("application_id", "registration_number", "status", "finding", "action", "detail")}
+        for f in result["findings"][:500]
+    ]
     create_table_artifact(
         key="batch-recheck",
         table=rows or [{"application_id": "-", "finding": "nothing stuck, no revoked signer", "action": "-"}],
-        description=f"Batch recheck: {result['scanned']} declarations read; " + (", ".join(f"{k}: {v}" for k, v in result["counts"].items()) or "nothing found"),
+        description=f"Batch recheck: {result['scanned']} declarations read; "
+        + (", ".join(f"{k}: {v}" for k, v in result["counts"].items()) or "nothing found"),
     )
     return {"scanned": result["scanned"], "counts": result["counts"]}
 

@@ -105,12 +105,18 @@ class ReleaseDecisionInput(RunInput):
     """An official's decision on a declaration awaiting one (yellow or red lane, or payments pending): the form
     the Prefect UI shows for a waiting run, and what `customs decide` and the API give the run."""
 
-    decision: Literal["release", "refuse"] = Field(description="release the goods, or refuse to release them (no default: choose)")
-    official_id: str = Field(min_length=3, max_length=40, description="your official id, e.g. KZ-OF-0001 (reference/officials.json)")
+    decision: Literal["release", "refuse"] = Field(
+        description="release the goods, or refuse to release them (no default: choose)"
+    )
+    official_id: str = Field(
+        min_length=3, max_length=40, description="your official id, e.g. KZ-OF-0001 (reference/officials.json)"
+    )
     decision_code: Literal["10", "11", "12"] | None = Field(
         "10", description="for a release: 10 release permitted, 11 release against security, 12 release under EAEU CC art. 121"
     )
-    grounds: list[str] = Field(default_factory=list, description="for a refusal: one or more ground codes, e.g. DOCUMENTS_NOT_PROVIDED")
+    grounds: list[str] = Field(
+        default_factory=list, description="for a refusal: one or more ground codes, e.g. DOCUMENTS_NOT_PROVIDED"
+    )
     grounds_text: str = Field("", max_length=2000, description="the official's own words on the decision")
     decision_id: str | None = Field(None, max_length=40, description="set by `customs decide`; leave empty in the UI")
 
@@ -122,7 +128,8 @@ def _decision_form(application_id: str, info: dict) -> str:
         f"Application {application_id}, customs office {info['office']}, zone **{info['zone']}**, lane **{info['lane']}** "
         f"({', '.join(info['risk_profiles']) or 'no risk profile'}).\n\n"
         f"Waiting for an official because:\n{reasons}\n\n"
-        f"Legal deadline: **{kz_display(info['release_due_at'])}** (after it, only a supervisor of the zone may decide; the decision is recorded as late).\n\n"
+        f"Legal deadline: **{kz_display(info['release_due_at'])}** "
+        "(after it, only a supervisor of the zone may decide; the decision is recorded as late).\n\n"
         "Choose the `decision`. Release: with `decision_code` 10, 11 or 12. Refusal: `decision` = refuse with one or more "
         "`grounds` (CONDITIONS_NOT_MET, AMENDMENT_NOT_MADE, GOODS_NOT_ARRIVED, PAYMENTS_NOT_MADE, GOODS_NOT_PRESENTED, "
         "DOCUMENTS_NOT_PROVIDED, PROHIBITIONS_RESTRICTIONS). Only an official of this office and zone may decide."
@@ -168,10 +175,14 @@ def _await_official(application_id: str) -> None:
         if now >= give_up_at:
             _send_notices(application_id)
             raise ReleaseDeadlinePassed(
-                f"{info['registration_number']}: no decision by {kz_display(due)} (the legal deadline; the breach is recorded and "
-                f"the zone's supervisors alerted) nor by {kz_display(give_up_at)}; a supervisor can still decide with `customs decide`")
+                f"{info['registration_number']}: no decision by {kz_display(due)} "
+                "(the legal deadline; the breach is recorded and the zone's supervisors alerted) "
+                f"nor by {kz_display(give_up_at)}; a supervisor can still decide with `customs decide`"
+            )
         _send_notices(application_id)
-        logger.info("%s waits for an official of zone %s; legal deadline %s", info["registration_number"], info["zone"], kz_display(due))
+        logger.info(
+            "%s waits for an official of zone %s; legal deadline %s", info["registration_number"], info["zone"], kz_display(due)
+        )
         asked += 1
         try:
             decision = _wait_for_decision(_decision_form(application_id, info), math.ceil((give_up_at - now).total_seconds()))
@@ -179,10 +190,16 @@ def _await_official(application_id: str) -> None:
             _back_to_running("the wait for a decision ran out")
             continue
         except Exception as exc:  # orchestration, not clearance: `customs decide` works without this run
-            raise DecisionWaitInterrupted(f"{info['registration_number']}: stopped waiting for a decision: {type(exc).__name__}: {exc}") from exc
-        given = decision.model_dump(include={"decision", "official_id", "decision_code", "grounds", "grounds_text", "decision_id"})
+            raise DecisionWaitInterrupted(
+                f"{info['registration_number']}: stopped waiting for a decision: {type(exc).__name__}: {exc}"
+            ) from exc
+        given = decision.model_dump(
+            include={"decision", "official_id", "decision_code", "grounds", "grounds_text", "decision_id"}
+        )
         # A form sent from the UI has no id: derive one from this run, its attempt and the wait, so a replay is recognised.
-        given["decision_id"] = given["decision_id"] or hashlib.sha256(f"{flow_run.id}:{flow_run.run_count}:{asked}".encode()).hexdigest()[:32]
+        given["decision_id"] = (
+            given["decision_id"] or hashlib.sha256(f"{flow_run.id}:{flow_run.run_count}:{asked}".encode()).hexdigest()[:32]
+        )
         result = apply_official_decision(application_id, given)
         if result["accepted"]:
             logger.info("%s: %s by %s", info["registration_number"], result["status"], given["official_id"])
@@ -196,9 +213,10 @@ def clearance(application_id: str, requested_by: str | None = None, wait_for_off
 
     A declaration awaiting an official makes the run wait for the decision as run input (a form in the
     UI; `customs decide` sends the same) until the legal deadline, unless ``wait_for_official`` is off.
-    ``requested_by`` names who asked for a re-run (audited). A step that fails beyond its retries is a failure of the information system, not the declarant's:
-    it is reported to the support service (with this run's log and the declaration's state), the
-    declarant is told, and the run fails so that it can be retried.
+    ``requested_by`` names who asked for a re-run (audited). A step that fails beyond its retries is a
+    failure of the information system, not the declarant's: it is reported to the support service (with
+    this run's log and the declaration's state), the declarant is told, and the run fails so that it
+    can be retried.
     """
     logger = get_run_logger()
     labels: dict = {}
@@ -247,8 +265,15 @@ def clearance(application_id: str, requested_by: str | None = None, wait_for_off
                 _label_run(current_outcome(application_id), labels)
             except Exception:  # the database may be what failed
                 pass
-            report = report_failure(application_id, step, describe_error(step, exc), run_log.text(), flow_run_id,
-                                    flow_run.run_count, return_state=True)
+            report = report_failure(
+                application_id,
+                step,
+                describe_error(step, exc),
+                run_log.text(),
+                flow_run_id,
+                flow_run.run_count,
+                return_state=True,
+            )
             if report.is_completed():
                 logger.error("%s: reported to the support service as %s", application_id, report.result())
             else:
@@ -278,13 +303,21 @@ def start_clearance(
     """
     if client is None:
         with get_client(sync_client=True) as client:  # inside a flow run: the run's own client
-            return start_clearance(application_id, requested_by=requested_by, idempotency_key=idempotency_key,
-                                   deployment_id=deployment_id, client=client)
+            return start_clearance(
+                application_id,
+                requested_by=requested_by,
+                idempotency_key=idempotency_key,
+                deployment_id=deployment_id,
+                client=client,
+            )
     if deployment_id is None:
         deployment_id = client.read_deployment_by_name(CLEARANCE_DEPLOYMENT).id
     parameters = {"application_id": application_id} | ({"requested_by": requested_by} if requested_by else {})
     return client.create_flow_run_from_deployment(
-        deployment_id, parameters=parameters, name=application_id, tags=["clearance", f"application:{application_id}"],
+        deployment_id,
+        parameters=parameters,
+        name=application_id,
+        tags=["clearance", f"application:{application_id}"],
         idempotency_key=idempotency_key or f"intake:{application_id}",
     )
 

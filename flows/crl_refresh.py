@@ -26,7 +26,10 @@ def crl_refresh(now: datetime | None = None) -> list[dict]:
     logger = get_run_logger()
     settings = get_settings()
     if not settings.crl_urls:
-        logger.warning("no CRL URLs configured (CUSTOMS_CRL_URLS): nothing refreshed; the CRLs in %s age until they are stale", settings.crl_dir)
+        logger.warning(
+            "no CRL URLs configured (CUSTOMS_CRL_URLS): nothing refreshed; the CRLs in %s age until they are stale",
+            settings.crl_dir,
+        )
     rows = refresh_crls_task.with_options(timeout_seconds=task_timeout(settings))(now)
     counts: dict[str, int] = {}
     for row in rows:
@@ -39,7 +42,8 @@ def crl_refresh(now: datetime | None = None) -> list[dict]:
     logger.info("CRL refresh: %s", summary)
     create_table_artifact(
         key="crl-refresh",
-        table=[{column: row[column] for column in _COLUMNS} for row in rows] or [{"url": "-", "outcome": "no CRL URL configured (CUSTOMS_CRL_URLS)"}],
+        table=[{column: row[column] for column in _COLUMNS} for row in rows]
+        or [{"url": "-", "outcome": "no CRL URL configured (CUSTOMS_CRL_URLS)"}],
         description=f"CRLs downloaded into the CRL directory: {summary}",
     )
     return rows

@@ -16,7 +16,8 @@ from tasks.operations import publish_operations_summary
 
 @flow(name="deadline-watch", persist_result=False)
 def deadline_watch() -> dict:
-    """Registration deadlines (alert to the support service: registration is automatic) and release deadlines (the zone's supervisors)."""
+    """Registration deadlines (alert to the support service: registration is automatic) and release
+    deadlines (the zone's supervisors)."""
     logger = get_run_logger()
     registration = registration_deadlines()
     release = release_deadlines()

@@ -25,14 +25,18 @@ def print_deadlines(now: datetime | None = None) -> dict:
     moment = now or utcnow()
     report = print_deadline_check(moment)
     if report["alerted"] or report["breached"]:
-        get_run_logger().warning("print requests: %d alerted at 20 min, %d breached at 30 min", len(report["alerted"]), len(report["breached"]))
+        get_run_logger().warning(
+            "print requests: %d alerted at 20 min, %d breached at 30 min", len(report["alerted"]), len(report["breached"])
+        )
         deliver_notices(return_state=True)
     today = kz_date(moment)
     sla = sla_report(date_from=today, date_to=today, now=moment)
     create_table_artifact(
         key="print-sla-today",
-        table=[{"office": row["office"], **{k: v for k, v in row.items() if k != "office"}} for row in sla["offices"]] or [{"office": "-", "requests": 0}],
-        description=f"Paper copies requested on {today:%d.%m.%Y} (Kazakhstan time), per office: printed within 30 minutes, late, open; minutes to print",
+        table=[{"office": row["office"], **{k: v for k, v in row.items() if k != "office"}} for row in sla["offices"]]
+        or [{"office": "-", "requests": 0}],
+        description=f"Paper copies requested on {today:%d.%m.%Y} (Kazakhstan time), "
+        "per office: printed within 30 minutes, late, open; minutes to print",
     )
     return {**report, "sla": sla["total"]}
 

@@ -29,10 +29,17 @@ class ApiClient(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(unique=True, max_length=80)
     kind: ClientKind = Field(max_length=20)
-    token_sha256: str = Field(unique=True, max_length=64, description="SHA-256 (hex) of the bearer token; the token itself is never stored.")
-    identifiers: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False),
-                                   description="IIN/BIN a declarant client may act for; empty for portal and official clients.")
-    official_id: str | None = Field(default=None, max_length=40, description="For official clients: an id from reference/officials.json.")
+    token_sha256: str = Field(
+        unique=True, max_length=64, description="SHA-256 (hex) of the bearer token; the token itself is never stored."
+    )
+    identifiers: list[str] = Field(
+        default_factory=list,
+        sa_column=Column(JSON, nullable=False),
+        description="IIN/BIN a declarant client may act for; empty for portal and official clients.",
+    )
+    official_id: str | None = Field(
+        default=None, max_length=40, description="For official clients: an id from reference/officials.json."
+    )
     created_at: datetime = Field(sa_type=UTCDateTime)
     revoked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Iterable
+from typing import Any
 
 from sqlalchemy import JSON, Column, update
 from sqlmodel import Field, Session, SQLModel, select
@@ -144,7 +145,9 @@ def verify_chain(session: Session, batch: int = 5000) -> ChainCheck:
             if ev.seq != expected_seq:
                 return ChainCheck(count, ev.seq, ev.application_id, f"event {expected_seq} is missing (next is {ev.seq})")
             if ev.prev_hash != expected_prev:
-                return ChainCheck(count, ev.seq, ev.application_id, "its prev_hash does not match the hash of the event before it")
+                return ChainCheck(
+                    count, ev.seq, ev.application_id, "its prev_hash does not match the hash of the event before it"
+                )
             recomputed = event_hash(
                 seq=ev.seq,
                 application_id=ev.application_id,
@@ -164,7 +167,12 @@ def verify_chain(session: Session, batch: int = 5000) -> ChainCheck:
             last_seq = ev.seq
     head = session.get(AuditHead, 1)
     if head is not None and (head.seq != last_seq or head.last_hash != expected_prev):
-        return ChainCheck(count, last_seq + 1, None, f"the chain head says {head.seq} events but {last_seq} are stored (events were removed from the end)")
+        return ChainCheck(
+            count,
+            last_seq + 1,
+            None,
+            f"the chain head says {head.seq} events but {last_seq} are stored (events were removed from the end)",
+        )
     return ChainCheck(count)
 
 

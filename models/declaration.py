@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import date, datetime
 from enum import StrEnum
-from typing import Any, Iterable
+from typing import Any
 
 from sqlalchemy import JSON, Column, LargeBinary, UniqueConstraint
 from sqlmodel import Field, Session, SQLModel
@@ -39,6 +40,7 @@ TRANSITIONS: dict[Status | None, frozenset[Status]] = {
     Status.RELEASE_REFUSED: frozenset(),
     Status.RELEASE_CANCELLED: frozenset(),
 }
+
 
 class IllegalTransition(Exception):
     def __init__(self, application_id: str, from_status: Status | None, to_status: Status):
@@ -90,7 +92,9 @@ class Declaration(SQLModel, table=True):
     decision_code: str | None = Field(default=None, max_length=4)
     decided_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     decided_by: str | None = Field(default=None, max_length=60)
-    decision_ref: str | None = Field(default=None, max_length=40, description="Id of the official's decision (replays are recognised).")
+    decision_ref: str | None = Field(
+        default=None, max_length=40, description="Id of the official's decision (replays are recognised)."
+    )
 
     # Where the goods are (zone of customs control) and the legal release deadline, fixed at registration.
     zone: str | None = Field(default=None, max_length=20, index=True)
@@ -212,7 +216,9 @@ class ReleaseMark(SQLModel, table=True):
     created_at: datetime = Field(sa_type=UTCDateTime, index=True)
     affixed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     affixed_by: str | None = Field(default=None, max_length=60)
-    withdrawn_at: datetime | None = Field(default=None, sa_type=UTCDateTime, description="The release was cancelled before the mark.")
+    withdrawn_at: datetime | None = Field(
+        default=None, sa_type=UTCDateTime, description="The release was cancelled before the mark."
+    )
 
 
 class RegistrationCounter(SQLModel, table=True):

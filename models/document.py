@@ -41,18 +41,16 @@ _DECIMAL_RE = re.compile(r"^-?\d{1,18}(\.\d{1,6})?$")
 
 
 def _decimal_from_string(value: Any) -> Decimal:
-    if isinstance(value, bool) or isinstance(value, (int, float)):
+    if isinstance(value, (bool, int, float)):
         raise PydanticCustomError(
             "AMOUNT_NOT_STRING",
-            "amounts are decimals written as JSON strings, e.g. \"1250.00\"; the number {value} was given",
+            'amounts are decimals written as JSON strings, e.g. "1250.00"; the number {value} was given',
             {"value": value},
         )
     if isinstance(value, Decimal):
         return value
     if not isinstance(value, str) or not _DECIMAL_RE.fullmatch(value):
-        raise PydanticCustomError(
-            "AMOUNT_INVALID", "'{value}' is not a decimal amount such as \"1250.00\"", {"value": value}
-        )
+        raise PydanticCustomError("AMOUNT_INVALID", "'{value}' is not a decimal amount such as \"1250.00\"", {"value": value})
     return Decimal(value)
 
 
@@ -122,16 +120,52 @@ def _string_schema(pattern: str, description: str) -> WithJsonSchema:
     return WithJsonSchema({"type": "string", "pattern": f"^{pattern}$", "description": description})
 
 
-CountryCode = Annotated[str, AfterValidator(_country), WithJsonSchema({"type": "string", "pattern": "^[A-Z]{2}$", "description": "ISO 3166-1 alpha-2"})]
-CurrencyCode = Annotated[str, AfterValidator(_currency), WithJsonSchema({"type": "string", "pattern": "^[A-Z]{3}$", "description": "ISO 4217"})]
-Identifier = Annotated[str, AfterValidator(_identifier), _string_schema(r"\d{12}", "IIN or BIN: 12 digits with a valid check digit")]
-HsCode = Annotated[str, _pattern("HS_CODE_INVALID", r"\d{10}", "a 10-digit commodity code of the EAEU TN VED"), _string_schema(r"\d{10}", "HS code, 10 digits (box 33)")]
-OfficeCode = Annotated[str, _pattern("OFFICE_CODE_INVALID", r"\d{5}", "a 5-digit customs office code"), _string_schema(r"\d{5}", "customs office code, 5 digits")]
-ProcedureCode = Annotated[str, _pattern("PROCEDURE_CODE_INVALID", r"\d{2}", "a 2-digit customs procedure code (e.g. 40, 10)"), _string_schema(r"\d{2}", "customs procedure code (box 1/37)")]
-UnitCode = Annotated[str, _pattern("UNIT_CODE_INVALID", r"\d{3}", "a 3-digit EAEU unit of measure code (e.g. 796 pieces, 166 kg)"), _string_schema(r"\d{3}", "EAEU unit of measure code")]
-DocumentCode = Annotated[str, _pattern("DOCUMENT_CODE_INVALID", r"\d{5}", "a 5-digit EAEU document type code (e.g. 04021 invoice)"), _string_schema(r"\d{5}", "EAEU classifier of document types")]
-PaymentCode = Annotated[str, _pattern("PAYMENT_CODE_INVALID", r"\d{4}", "a 4-digit payment type code (e.g. 1010 customs fee, 2010 import duty, 5010 VAT)"), _string_schema(r"\d{4}", "payment type code")]
-Email = Annotated[str, _pattern("EMAIL_INVALID", r"[^@\s]+@[^@\s]+\.[^@\s]+", "an e-mail address"), WithJsonSchema({"type": "string", "format": "email"})]
+CountryCode = Annotated[
+    str,
+    AfterValidator(_country),
+    WithJsonSchema({"type": "string", "pattern": "^[A-Z]{2}$", "description": "ISO 3166-1 alpha-2"}),
+]
+CurrencyCode = Annotated[
+    str, AfterValidator(_currency), WithJsonSchema({"type": "string", "pattern": "^[A-Z]{3}$", "description": "ISO 4217"})
+]
+Identifier = Annotated[
+    str, AfterValidator(_identifier), _string_schema(r"\d{12}", "IIN or BIN: 12 digits with a valid check digit")
+]
+HsCode = Annotated[
+    str,
+    _pattern("HS_CODE_INVALID", r"\d{10}", "a 10-digit commodity code of the EAEU TN VED"),
+    _string_schema(r"\d{10}", "HS code, 10 digits (box 33)"),
+]
+OfficeCode = Annotated[
+    str,
+    _pattern("OFFICE_CODE_INVALID", r"\d{5}", "a 5-digit customs office code"),
+    _string_schema(r"\d{5}", "customs office code, 5 digits"),
+]
+ProcedureCode = Annotated[
+    str,
+    _pattern("PROCEDURE_CODE_INVALID", r"\d{2}", "a 2-digit customs procedure code (e.g. 40, 10)"),
+    _string_schema(r"\d{2}", "customs procedure code (box 1/37)"),
+]
+UnitCode = Annotated[
+    str,
+    _pattern("UNIT_CODE_INVALID", r"\d{3}", "a 3-digit EAEU unit of measure code (e.g. 796 pieces, 166 kg)"),
+    _string_schema(r"\d{3}", "EAEU unit of measure code"),
+]
+DocumentCode = Annotated[
+    str,
+    _pattern("DOCUMENT_CODE_INVALID", r"\d{5}", "a 5-digit EAEU document type code (e.g. 04021 invoice)"),
+    _string_schema(r"\d{5}", "EAEU classifier of document types"),
+]
+PaymentCode = Annotated[
+    str,
+    _pattern("PAYMENT_CODE_INVALID", r"\d{4}", "a 4-digit payment type code (e.g. 1010 customs fee, 2010 import duty, 5010 VAT)"),
+    _string_schema(r"\d{4}", "payment type code"),
+]
+Email = Annotated[
+    str,
+    _pattern("EMAIL_INVALID", r"[^@\s]+@[^@\s]+\.[^@\s]+", "an e-mail address"),
+    WithJsonSchema({"type": "string", "format": "email"}),
+]
 Text = Annotated[str, Field(min_length=1, max_length=2000)]
 
 

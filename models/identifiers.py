@@ -9,9 +9,9 @@ _SECOND_WEIGHTS = (3, 4, 5, 6, 7, 8, 9, 10, 11, 1, 2)
 def check_digit(first_eleven: str) -> int | None:
     """The check digit for 11 digits, or ``None`` when the number cannot have one (10 twice)."""
     digits = [int(c) for c in first_eleven]
-    value = sum(d * w for d, w in zip(digits, _FIRST_WEIGHTS)) % 11
+    value = sum(d * w for d, w in zip(digits, _FIRST_WEIGHTS, strict=False)) % 11
     if value == 10:
-        value = sum(d * w for d, w in zip(digits, _SECOND_WEIGHTS)) % 11
+        value = sum(d * w for d, w in zip(digits, _SECOND_WEIGHTS, strict=False)) % 11
         if value == 10:
             return None
     return value

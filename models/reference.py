@@ -103,4 +103,8 @@ class ReferenceData(BaseModel):
         return [z.code for z in found.zones] if found else []
 
     def supervisors_of(self, office: str, zone: str | None) -> list[Official]:
-        return [o for o in self.officials.values() if o.role == "supervisor" and o.office == office and (zone is None or o.zone == zone)]
+        return [
+            o
+            for o in self.officials.values()
+            if o.role == "supervisor" and o.office == office and (zone is None or o.zone == zone)
+        ]

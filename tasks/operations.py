@@ -24,7 +24,9 @@ from customs.services.queries import operations_summary, operations_summary_mark
 FAILED_RUNS_WINDOW = timedelta(hours=24)
 
 
-def failed_clearance_runs(client: SyncPrefectClient, now: datetime, window: timedelta = FAILED_RUNS_WINDOW) -> list[dict[str, Any]]:
+def failed_clearance_runs(
+    client: SyncPrefectClient, now: datetime, window: timedelta = FAILED_RUNS_WINDOW
+) -> list[dict[str, Any]]:
     """Clearance flow runs that failed or crashed in the last ``window`` (at most 100, newest first)."""
     runs = client.read_flow_runs(
         flow_run_filter=FlowRunFilter(

@@ -12,8 +12,14 @@ from customs.services.recheck import batch_recheck_run
 from tasks.policy import retry_on_database_error
 
 
-@task(name="recheck", retries=2, retry_delay_seconds=[5, 15], retry_condition_fn=retry_on_database_error, timeout_seconds=1800,
-      cache_policy=NO_CACHE)
+@task(
+    name="recheck",
+    retries=2,
+    retry_delay_seconds=[5, 15],
+    retry_condition_fn=retry_on_database_error,
+    timeout_seconds=1800,
+    cache_policy=NO_CACHE,
+)
 def recheck(restart: Callable[[str], None] | None, batch_size: int | None = None) -> dict[str, Any]:
     """Stuck declarations (each restarted with ``restart`` when given), passed release deadlines, revoked signers."""
     return batch_recheck_run(restart=restart, batch_size=batch_size)

@@ -27,19 +27,31 @@ from models.api_client import ApiClient, ClientKind
 from models.document import written_declarant
 from models.reference import Official
 
-
-bearer = HTTPBearer(scheme_name="bearer", auto_error=False,
-                    description="A client token from `customs clients add` (shown once when the client is created).")
+bearer = HTTPBearer(
+    scheme_name="bearer",
+    auto_error=False,
+    description="A client token from `customs clients add` (shown once when the client is created).",
+)
 
 
 def current_client(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> ApiClient:
     if credentials is None:
-        raise ApiError(401, "UNAUTHENTICATED", "send the client's token as 'Authorization: Bearer <token>'", "Authorization",
-                       {"WWW-Authenticate": "Bearer"})
+        raise ApiError(
+            401,
+            "UNAUTHENTICATED",
+            "send the client's token as 'Authorization: Bearer <token>'",
+            "Authorization",
+            {"WWW-Authenticate": "Bearer"},
+        )
     client = authenticate(credentials.credentials)
     if client is None:
-        raise ApiError(401, "UNAUTHENTICATED", "the bearer token is unknown or was revoked", "Authorization",
-                       {"WWW-Authenticate": 'Bearer error="invalid_token"'})
+        raise ApiError(
+            401,
+            "UNAUTHENTICATED",
+            "the bearer token is unknown or was revoked",
+            "Authorization",
+            {"WWW-Authenticate": 'Bearer error="invalid_token"'},
+        )
     return client
 
 
@@ -49,16 +61,26 @@ Client = Annotated[ApiClient, Depends(current_client)]
 def require_kind(client: ApiClient, *kinds: ClientKind) -> None:
     if client.kind not in kinds:
         if kinds == (ClientKind.OFFICIAL,):
-            raise ApiError(403, "NOT_AN_OFFICIAL", f"client {client.name!r} is a {client.kind} client; only official clients do this")
-        raise ApiError(403, "CLIENT_KIND_NOT_ALLOWED",
-                       f"client {client.name!r} is a {client.kind} client; this is for {' and '.join(k.value for k in kinds)} clients")
+            raise ApiError(
+                403, "NOT_AN_OFFICIAL", f"client {client.name!r} is a {client.kind} client; only official clients do this"
+            )
+        raise ApiError(
+            403,
+            "CLIENT_KIND_NOT_ALLOWED",
+            f"client {client.name!r} is a {client.kind} client; this is for {' and '.join(k.value for k in kinds)} clients",
+        )
 
 
 def official_of(client: ApiClient, settings: Settings) -> Official:
     official = load_reference(settings.reference_dir).officials.get(client.official_id or "")
     if official is None:
-        raise ApiError(403, "OFFICIAL_UNKNOWN", f"client {client.name!r} acts as {client.official_id!r}, who is no longer an authorized "
-                       "official (reference/officials.json)", "official")
+        raise ApiError(
+            403,
+            "OFFICIAL_UNKNOWN",
+            f"client {client.name!r} acts as {client.official_id!r}, who is no longer an authorized "
+            "official (reference/officials.json)",
+            "official",
+        )
     return official
 
 
@@ -76,16 +98,28 @@ def scope_of(key: str) -> DeclarationScope:
         declaration = find_declaration(session, key)
         ids = {declaration.declarant_id} if declaration.declarant_id else set()
         ids |= written_declarant(declaration.content).ids
-        return DeclarationScope(declaration.application_id, declaration.registration_number, declaration.customs_office, frozenset(ids))
+        return DeclarationScope(
+            declaration.application_id, declaration.registration_number, declaration.customs_office, frozenset(ids)
+        )
 
 
 def check_access(client: ApiClient, scope: DeclarationScope, settings: Settings) -> None:
     """Declarant clients see their own declarations; officials those of their office; the portal all."""
     if client.kind == ClientKind.DECLARANT and not scope.declarant_ids & set(client.identifiers):
-        raise ApiError(403, "NOT_YOURS", f"declaration {scope.application_id} is not of a declarant client {client.name!r} acts for "
-                       f"({', '.join(client.identifiers)})", "key")
+        raise ApiError(
+            403,
+            "NOT_YOURS",
+            f"declaration {scope.application_id} is not of a declarant client {client.name!r} acts for "
+            f"({', '.join(client.identifiers)})",
+            "key",
+        )
     if client.kind == ClientKind.OFFICIAL:
         official = official_of(client, settings)
         if official.office != scope.office:
-            raise ApiError(403, "OFFICE_MISMATCH", f"official {official.id} acts for customs office {official.office}; "
-                           f"declaration {scope.application_id} is of office {scope.office}", "key")
+            raise ApiError(
+                403,
+                "OFFICE_MISMATCH",
+                f"official {official.id} acts for customs office {official.office}; "
+                f"declaration {scope.application_id} is of office {scope.office}",
+                "key",
+            )

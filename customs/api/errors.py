@@ -16,10 +16,11 @@ from customs.rules import Refused
 from models.reasons import json_path
 
 
-
 class ErrorDetail(BaseModel):
     code: str = Field(description="Stable, machine-readable code, e.g. UNAUTHENTICATED, DECLARANT_NOT_YOURS, JSON_INVALID.")
-    path: str = Field(description="Where the problem is: a JSON path, a form field or a parameter; '$' for the request as a whole.")
+    path: str = Field(
+        description="Where the problem is: a JSON path, a form field or a parameter; '$' for the request as a whole."
+    )
     message: str = Field(description="What is wrong, for a person.")
 
 
@@ -52,8 +53,16 @@ def error_response(status: int, code: str, message: str, path: str = "$", header
     return JSONResponse({"error": {"code": code, "path": path, "message": message}}, status_code=status, headers=headers)
 
 
-_HTTP_CODES = {400: "BAD_REQUEST", 401: "UNAUTHENTICATED", 403: "FORBIDDEN", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED",
-               406: "NOT_ACCEPTABLE", 413: "TOO_LARGE", 415: "UNSUPPORTED_MEDIA_TYPE"}
+_HTTP_CODES = {
+    400: "BAD_REQUEST",
+    401: "UNAUTHENTICATED",
+    403: "FORBIDDEN",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    406: "NOT_ACCEPTABLE",
+    413: "TOO_LARGE",
+    415: "UNSUPPORTED_MEDIA_TYPE",
+}
 
 # A refusal of the rules, by what it is about (customs.rules.Refused.kind).
 REFUSAL_STATUS = {"invalid": 400, "forbidden": 403, "conflict": 409, "too_large": 413}
@@ -83,7 +92,13 @@ def validation_error_body(errors: list[dict[str, Any]], *, in_body: bool = False
             reason = error.get("msg", "invalid")
         first_path = first_path or path
         problems.append(f"{path}: {reason}")
-    return {"error": {"code": "REQUEST_INVALID", "path": first_path or "$", "message": "; ".join(problems) or "the request is invalid"}}
+    return {
+        "error": {
+            "code": "REQUEST_INVALID",
+            "path": first_path or "$",
+            "message": "; ".join(problems) or "the request is invalid",
+        }
+    }
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -97,7 +112,9 @@ def install_error_handlers(app: FastAPI) -> None:
         message = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail, ensure_ascii=False)
         if exc.status_code == 404 and message == "Not Found":
             message = f"no endpoint {request.url.path}; the API lives under /v1 (see /docs)"
-        elif exc.status_code == 400 and message == "There was an error parsing the body":  # FastAPI's, e.g. JSON that is not UTF-8
+        elif (
+            exc.status_code == 400 and message == "There was an error parsing the body"
+        ):  # FastAPI's, e.g. JSON that is not UTF-8
             code, message = "REQUEST_INVALID", "the body could not be read as JSON (UTF-8 JSON is expected)"
         headers = dict(exc.headers or {})
         if exc.status_code == 401:
@@ -114,12 +131,18 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(DeclarationNotFound)
     async def _not_found(request: Request, exc: DeclarationNotFound) -> JSONResponse:
-        return error_response(404, "DECLARATION_NOT_FOUND", f"no declaration with application id or registration number {exc.key!r}", "key")
+        return error_response(
+            404, "DECLARATION_NOT_FOUND", f"no declaration with application id or registration number {exc.key!r}", "key"
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:  # logged (with the traceback) by the server
-        return error_response(500, "INTERNAL_ERROR", "the server failed to handle the request; it was logged, nothing was half-done "
-                              "(every act is one transaction): try again, or report it with the time of the request")
+        return error_response(
+            500,
+            "INTERNAL_ERROR",
+            "the server failed to handle the request; it was logged, nothing was half-done "
+            "(every act is one transaction): try again, or report it with the time of the request",
+        )
 
 
 _DESCRIPTIONS = {

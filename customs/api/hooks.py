@@ -31,8 +31,11 @@ async def start_clearance_after_answer(app, application_id: str) -> None:
     try:
         await call_hook(app.state.start_clearance, application_id)
     except Exception:
-        logger.warning("declaration %s is stored, but starting its clearance failed; batch-recheck will pick it up",
-                       application_id, exc_info=True)
+        logger.warning(
+            "declaration %s is stored, but starting its clearance failed; batch-recheck will pick it up",
+            application_id,
+            exc_info=True,
+        )
 
 
 def no_hook(*args: Any) -> None:

@@ -9,7 +9,6 @@ from customs.api.errors import RequestTooLarge
 from customs.core.settings import get_settings
 
 
-
 class BodySizeLimit:
     """413 when Content-Length says the body is too large; otherwise counts the body as it streams in.
 
@@ -65,7 +64,15 @@ class BodySizeLimit:
     @staticmethod
     async def _refuse(send: Callable, status: int, code: str, message: str) -> None:
         body = json.dumps({"error": {"code": code, "path": "$", "message": message}}, ensure_ascii=False).encode("utf-8")
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                                (b"connection", b"close")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})

@@ -12,8 +12,10 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchem
 
 from models.declaration import Status
 
-
-DeclarationKey = Annotated[str, Path(min_length=1, max_length=40, description="Application id (A261126-…) or registration number (50101/261126/0000001).")]
+DeclarationKey = Annotated[
+    str,
+    Path(min_length=1, max_length=40, description="Application id (A261126-…) or registration number (50101/261126/0000001)."),
+]
 
 
 def _decode_base64(value: str) -> bytes:
@@ -26,22 +28,30 @@ def _decode_base64(value: str) -> bytes:
         raise ValueError("is not base64") from None
 
 
-Base64Bytes = Annotated[str, AfterValidator(_decode_base64), WithJsonSchema({"type": "string", "format": "byte", "description": "base64"})]
+Base64Bytes = Annotated[
+    str, AfterValidator(_decode_base64), WithJsonSchema({"type": "string", "format": "byte", "description": "base64"})
+]
 
 
 class AttachmentIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     filename: str = Field(min_length=1, max_length=255)
     content: Base64Bytes = Field(description="The attachment's exact bytes, base64.")
-    signature: Base64Bytes | None = Field(None, description="Detached CMS signature of the attachment (DER, PEM or base64), base64; "
-                                          "required for declarant and portal clients.")
+    signature: Base64Bytes | None = Field(
+        None,
+        description="Detached CMS signature of the attachment (DER, PEM or base64), base64; "
+        "required for declarant and portal clients.",
+    )
 
 
 class SubmissionIn(BaseModel):
     model_config = ConfigDict(extra="forbid", title="DeclarationSubmission")
     declaration: Base64Bytes = Field(description="The declaration document (JSON, UTF-8), its exact bytes, base64.")
-    signature: Base64Bytes | None = Field(None, description="Detached CMS signature of the declaration (DER, PEM or base64), base64; "
-                                          "required for declarant and portal clients, absent for paper entry by officials.")
+    signature: Base64Bytes | None = Field(
+        None,
+        description="Detached CMS signature of the declaration (DER, PEM or base64), base64; "
+        "required for declarant and portal clients, absent for paper entry by officials.",
+    )
     attachments: list[AttachmentIn] = Field(default_factory=list)
 
 
@@ -50,11 +60,22 @@ SUBMISSION_FORM_SCHEMA = {
     "type": "object",
     "properties": {
         "declaration": {"type": "string", "format": "binary", "description": "The declaration document (JSON, UTF-8)."},
-        "signature": {"type": "string", "format": "binary", "description": "Detached CMS signature of the declaration; required for "
-                      "declarant and portal clients, absent for paper entry by officials."},
-        "attachments": {"type": "array", "items": {"type": "string", "format": "binary"}, "description": "Supporting documents (repeat the field)."},
-        "attachment_signatures": {"type": "array", "items": {"type": "string", "format": "binary"},
-                                  "description": "Detached signature of each attachment, in the same order."},
+        "signature": {
+            "type": "string",
+            "format": "binary",
+            "description": "Detached CMS signature of the declaration; required for "
+            "declarant and portal clients, absent for paper entry by officials.",
+        },
+        "attachments": {
+            "type": "array",
+            "items": {"type": "string", "format": "binary"},
+            "description": "Supporting documents (repeat the field).",
+        },
+        "attachment_signatures": {
+            "type": "array",
+            "items": {"type": "string", "format": "binary"},
+            "description": "Detached signature of each attachment, in the same order.",
+        },
     },
     "required": ["declaration"],
     "additionalProperties": False,
@@ -118,8 +139,11 @@ class DeclarationStatusOut(BaseModel):
 
 class PrintRequestIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    requested_by: str | None = Field(None, description="IIN or BIN of the applicant asking (the declarant or a signer); "
-                                     "for declarant clients, default: the client's identifier that is the declarant's.")
+    requested_by: str | None = Field(
+        None,
+        description="IIN or BIN of the applicant asking (the declarant or a signer); "
+        "for declarant clients, default: the client's identifier that is the declarant's.",
+    )
 
 
 class PrintRequestOut(BaseModel):
@@ -136,10 +160,12 @@ class PrintRequestOut(BaseModel):
 class DecisionIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     decision: Literal["release", "refuse"]
-    decision_code: Literal["10", "11", "12"] | None = Field(None, description="For a release: 10 (default) release permitted, "
-                                                             "11 against security, 12 under EAEU CC art. 121.")
-    grounds: list[Annotated[str, Field(max_length=40)]] = Field(default_factory=list, max_length=50,
-                                                                description="For a refusal: ground codes (reference/release_grounds.json).")
+    decision_code: Literal["10", "11", "12"] | None = Field(
+        None, description="For a release: 10 (default) release permitted, 11 against security, 12 under EAEU CC art. 121."
+    )
+    grounds: list[Annotated[str, Field(max_length=40)]] = Field(
+        default_factory=list, max_length=50, description="For a refusal: ground codes (reference/release_grounds.json)."
+    )
     grounds_text: str = Field("", max_length=2000, description="The official's own words on the decision.")
 
 
@@ -152,8 +178,9 @@ class DecisionOut(BaseModel):
 
 class CancellationIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    grounds: list[Annotated[str, Field(max_length=40)]] = Field(default_factory=list, max_length=50,
-                                                                description="Cancellation ground codes (reference/release_grounds.json).")
+    grounds: list[Annotated[str, Field(max_length=40)]] = Field(
+        default_factory=list, max_length=50, description="Cancellation ground codes (reference/release_grounds.json)."
+    )
     grounds_text: str = Field("", max_length=2000)
 
 

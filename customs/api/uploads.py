@@ -17,9 +17,8 @@ from models.api_client import ApiClient, ClientKind
 from models.document import written_declarant
 
 
-
 class Part:
-    __slots__ = ("name", "filename", "content")
+    __slots__ = ("content", "filename", "name")
 
     def __init__(self, name: str, filename: str | None, content: bytes):
         self.name, self.filename, self.content = name, filename, content
@@ -63,7 +62,12 @@ def upload_from_form(parts: list[Part]) -> Upload:
     signature: list[Part] = []
     attachments: list[Part] = []
     attachment_signatures: list[Part] = []
-    fields = {"declaration": declaration, "signature": signature, "attachments": attachments, "attachment_signatures": attachment_signatures}
+    fields = {
+        "declaration": declaration,
+        "signature": signature,
+        "attachments": attachments,
+        "attachment_signatures": attachment_signatures,
+    }
     for part in parts:
         if part.name not in fields:
             raise _form_invalid(f"unknown form field {part.name!r}; the fields are {', '.join(fields)}", part.name)
@@ -76,14 +80,24 @@ def upload_from_form(parts: list[Part]) -> Upload:
         if len(found) > 1:
             raise _form_invalid(f"the form field {name!r} is given {len(found)} times; it is given once", name)
     if attachment_signatures and len(attachment_signatures) != len(attachments):
-        raise ApiError(400, "ATTACHMENT_SIGNATURES_MISMATCH", f"{len(attachments)} attachments and {len(attachment_signatures)} "
-                       "attachment_signatures: each attachment has its signature, in the same order", "attachment_signatures")
+        raise ApiError(
+            400,
+            "ATTACHMENT_SIGNATURES_MISMATCH",
+            f"{len(attachments)} attachments and {len(attachment_signatures)} "
+            "attachment_signatures: each attachment has its signature, in the same order",
+            "attachment_signatures",
+        )
     return Upload(
         content=declaration[0].content,
         signature=signature[0].content if signature else None,
-        attachments=[IncomingAttachment(part.filename or f"attachment-{i + 1}", part.content,
-                                        attachment_signatures[i].content if attachment_signatures else None)
-                     for i, part in enumerate(attachments)],
+        attachments=[
+            IncomingAttachment(
+                part.filename or f"attachment-{i + 1}",
+                part.content,
+                attachment_signatures[i].content if attachment_signatures else None,
+            )
+            for i, part in enumerate(attachments)
+        ],
     )
 
 
@@ -92,8 +106,11 @@ def upload_from_json(body: bytes) -> Upload:
         envelope = SubmissionIn.model_validate_json(body)
     except ValidationError as exc:
         raise ApiError(422, "REQUEST_INVALID", **_first(validation_error_body(exc.errors(), in_body=True))) from None
-    return Upload(envelope.declaration, envelope.signature,
-                   [IncomingAttachment(a.filename, a.content, a.signature) for a in envelope.attachments])
+    return Upload(
+        envelope.declaration,
+        envelope.signature,
+        [IncomingAttachment(a.filename, a.content, a.signature) for a in envelope.attachments],
+    )
 
 
 def _first(body: dict[str, Any]) -> dict[str, str]:
@@ -111,18 +128,36 @@ def status_url(request: Request, application_id: str) -> str:
 def submit_for(client: ApiClient, upload: Upload, settings: Settings) -> Submission:
     """The rules of the client's kind, then intake itself (which stores the exact bytes or nothing)."""
     if client.kind == ClientKind.OFFICIAL:
-        return submit_declaration(upload.content, upload.signature, upload.attachments, channel="paper", official_id=client.official_id)
+        return submit_declaration(
+            upload.content, upload.signature, upload.attachments, channel="paper", official_id=client.official_id
+        )
     if not upload.signature:
-        raise ApiError(400, "SIGNATURE_MISSING", "a declaration submitted electronically carries the declarant's detached CMS signature", "signature")
+        raise ApiError(
+            400,
+            "SIGNATURE_MISSING",
+            "a declaration submitted electronically carries the declarant's detached CMS signature",
+            "signature",
+        )
     for index, attachment in enumerate(upload.attachments):
         if not attachment.signature:
-            raise ApiError(400, "SIGNATURE_MISSING", f"attachment {attachment.filename!r} has no signature; each attachment is signed",
-                           f"attachments[{index}].signature")
+            raise ApiError(
+                400,
+                "SIGNATURE_MISSING",
+                f"attachment {attachment.filename!r} has no signature; each attachment is signed",
+                f"attachments[{index}].signature",
+            )
     if client.kind == ClientKind.DECLARANT:
         document = read_document(upload.content, settings)  # intake's own checks first (EMPTY, TOO_LARGE, JSON_INVALID, ...)
         named = written_declarant(document).ids
         if not named & set(client.identifiers):
-            raise ApiError(403, "DECLARANT_NOT_YOURS", f"the declaration's declarant ({', '.join(sorted(named)) or 'none given'}) is not one "
-                           f"client {client.name!r} acts for ({', '.join(client.identifiers)})", "$.declarant")
+            raise ApiError(
+                403,
+                "DECLARANT_NOT_YOURS",
+                f"the declaration's declarant ({', '.join(sorted(named)) or 'none given'}) is not one "
+                f"client {client.name!r} acts for ({', '.join(client.identifiers)})",
+                "$.declarant",
+            )
     channel = "electronic" if client.kind == ClientKind.DECLARANT else "portal"
-    return submit_declaration(upload.content, upload.signature, upload.attachments, channel=channel, actor=f"api:{client.name}"[:60])
+    return submit_declaration(
+        upload.content, upload.signature, upload.attachments, channel=channel, actor=f"api:{client.name}"[:60]
+    )

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import typer
 
-from customs.cli.root import app, fail, prepare_database
+from customs.cli.root import fail, prepare_database
 from customs.services.queries import verify_audit_chain
 
+commands = typer.Typer()  # registered with the root app by customs.cli.root.COMMANDS
+
 audit_app = typer.Typer(help="The append-only, hash-chained audit trail.", no_args_is_help=True)
-app.add_typer(audit_app, name="audit")
+commands.add_typer(audit_app, name="audit")
 
 
 @audit_app.command("verify")
@@ -19,4 +21,7 @@ def audit_verify() -> None:
     if check.intact:
         typer.echo(f"audit chain intact: {check.events} events")
         return
-    fail(f"audit chain broken at event {check.broken_seq} (declaration {check.broken_application_id or '?'}): {check.problem}", code=1)
+    fail(
+        f"audit chain broken at event {check.broken_seq} (declaration {check.broken_application_id or '?'}): {check.problem}",
+        code=1,
+    )

@@ -7,20 +7,29 @@ from typing import Annotated, Optional
 
 import typer
 
-from customs.cli.root import app, prepare_database
+from customs.cli.root import fail, prepare_database
 from customs.core.clock import kz_display, utcnow
 from customs.services.clients import create_client, list_clients, revoke_client
 
+commands = typer.Typer()  # registered with the root app by customs.cli.root.COMMANDS
+
 clients_app = typer.Typer(help="Clients of the intake HTTP API and their bearer tokens.", no_args_is_help=True)
-app.add_typer(clients_app, name="clients")
+commands.add_typer(clients_app, name="clients")
 
 
 @clients_app.command("add")
 def add(
     name: Annotated[str, typer.Argument(help="A unique name for the client, e.g. alatau-import or egov-portal.")],
-    kind: Annotated[str, typer.Option("--kind", help="declarant (acts for its --id only), portal (any declarant) or official (as --official).")],
-    ids: Annotated[list[str], typer.Option("--id", help="For declarant clients: an IIN or BIN it acts for (repeat for several).")] = [],
-    official: Annotated[Optional[str], typer.Option("--official", help="For official clients: the official's id (reference/officials.json).")] = None,
+    kind: Annotated[
+        str,
+        typer.Option("--kind", help="declarant (acts for its --id only), portal (any declarant) or official (as --official)."),
+    ],
+    ids: Annotated[
+        list[str], typer.Option("--id", help="For declarant clients: an IIN or BIN it acts for (repeat for several).")
+    ] = [],
+    official: Annotated[
+        Optional[str], typer.Option("--official", help="For official clients: the official's id (reference/officials.json).")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object (with the token).")] = False,
 ) -> None:
     """Register a client and print its bearer token, once."""
@@ -28,20 +37,22 @@ def add(
     try:
         client, token = create_client(name, kind, ids, official)
     except ValueError as exc:
-        if as_json:
-            typer.echo(json.dumps({"error": {"code": "CLIENT_INVALID", "path": "$", "message": str(exc)}}, ensure_ascii=False))
-        else:
-            typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(2)
+        fail(str(exc), as_json=as_json, error={"code": "CLIENT_INVALID", "path": "$", "message": str(exc)})
     if as_json:
         typer.echo(json.dumps({**client.summary(), "token": token}, ensure_ascii=False))
     else:
-        typer.echo(f"client:  {client.name} ({client.kind})" + (f" for {', '.join(client.identifiers)}" if client.identifiers else "")
-                   + (f" as official {client.official_id}" if client.official_id else ""))
+        typer.echo(
+            f"client:  {client.name} ({client.kind})"
+            + (f" for {', '.join(client.identifiers)}" if client.identifiers else "")
+            + (f" as official {client.official_id}" if client.official_id else "")
+        )
         typer.echo(f"token:   {token}")
-    typer.secho("warning: the token is shown only now and is not stored (only its SHA-256 is); "
-                "give it to the client's operator over a secure channel. Lost: revoke the client and add a new one.",
-                fg=typer.colors.YELLOW, err=True)
+    typer.secho(
+        "warning: the token is shown only now and is not stored (only its SHA-256 is); "
+        "give it to the client's operator over a secure channel. Lost: revoke the client and add a new one.",
+        fg=typer.colors.YELLOW,
+        err=True,
+    )
 
 
 @clients_app.command("list")
@@ -72,8 +83,7 @@ def revoke(name: Annotated[str, typer.Argument(help="The client's name.")]) -> N
     try:
         client = revoke_client(name, now=now)
     except ValueError as exc:
-        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(2)
+        fail(str(exc))
     if client.revoked_at != now:
         typer.echo(f"{client.name} was already revoked ({kz_display(client.revoked_at)})")
     else:

@@ -1,4 +1,4 @@
-"""Declarations: submit, clear, status, rerun, and the document's JSON Schema."""
+"""Declarations: submit, clear (run the clearance here), rerun."""
 
 from __future__ import annotations
 
@@ -9,34 +9,58 @@ from typing import Annotated, Optional
 
 import typer
 
-from customs.cli.root import app, fail, outcome, prepare_database, print_outcome, read_file
+from customs.cli.root import fail, outcome, prepare_database, print_outcome, read_file
 from customs.core.db import DeclarationNotFound
 from customs.orchestration.starting import run_clearance_here, start_in_background
 from customs.rules import Refused
 from customs.services.intake import IncomingAttachment, submit_declaration
 from customs.services.queries import declaration_status
 from customs.services.rerun import plan_rerun
-from models.document import declaration_json_schema
+
+commands = typer.Typer()  # registered with the root app by customs.cli.root.COMMANDS
 
 
-@app.command()
+@commands.command()
 def submit(
     declaration: Annotated[Path, typer.Argument(help="The declaration document (JSON, UTF-8).")],
-    signature: Annotated[Optional[Path], typer.Option("--signature", help="Detached CMS signature of the declaration (DER, PEM or base64).")] = None,
+    signature: Annotated[
+        Optional[Path], typer.Option("--signature", help="Detached CMS signature of the declaration (DER, PEM or base64).")
+    ] = None,
     attach: Annotated[list[Path], typer.Option("--attach", help="A supporting document; repeat for each.")] = [],
-    attach_signature: Annotated[list[Path], typer.Option("--attach-signature", help="Detached signature of the --attach at the same position.")] = [],
-    channel: Annotated[str, typer.Option(help="electronic (ASTANA-1), portal (eGov), or paper (entered by an official: --official).")] = "electronic",
-    official: Annotated[Optional[str], typer.Option("--official", help="With --channel paper: the id of the official entering the written declaration.")] = None,
-    wait: Annotated[bool, typer.Option("--wait", help="Run the clearance to its next resting state and print the outcome (a declaration awaiting an official is then decided with `customs decide`).")] = False,
+    attach_signature: Annotated[
+        list[Path], typer.Option("--attach-signature", help="Detached signature of the --attach at the same position.")
+    ] = [],
+    channel: Annotated[
+        str, typer.Option(help="electronic (ASTANA-1), portal (eGov), or paper (entered by an official: --official).")
+    ] = "electronic",
+    official: Annotated[
+        Optional[str],
+        typer.Option("--official", help="With --channel paper: the id of the official entering the written declaration."),
+    ] = None,
+    wait: Annotated[
+        bool,
+        typer.Option(
+            "--wait",
+            help="Run the clearance to its next resting state and print the outcome "
+            "(a declaration awaiting an official is then decided with `customs decide`).",
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Accept a declaration, fix its submission time and start its clearance."""
     if len(attach_signature) > len(attach):
-        fail(f"{len(attach_signature)} --attach-signature for {len(attach)} --attach: each signature follows its attachment", as_json=as_json)
+        fail(
+            f"{len(attach_signature)} --attach-signature for {len(attach)} --attach: each signature follows its attachment",
+            as_json=as_json,
+        )
     content = read_file(declaration, "declaration")
     sig = read_file(signature, "signature") if signature else None
     attachments = [
-        IncomingAttachment(path.name, read_file(path, "attachment"), read_file(attach_signature[i], "attachment signature") if i < len(attach_signature) else None)
+        IncomingAttachment(
+            path.name,
+            read_file(path, "attachment"),
+            read_file(attach_signature[i], "attachment signature") if i < len(attach_signature) else None,
+        )
         for i, path in enumerate(attach)
     ]
     prepare_database()
@@ -55,10 +79,15 @@ def submit(
         print_outcome(result)
 
 
-@app.command()
+@commands.command()
 def clear(
     application_id: Annotated[str, typer.Argument(help="Application id or registration number.")],
-    wait_for_official: Annotated[bool, typer.Option("--wait-for-official", help="Keep waiting (paused) for an official's decision, as a form in the Prefect UI.")] = False,
+    wait_for_official: Annotated[
+        bool,
+        typer.Option(
+            "--wait-for-official", help="Keep waiting (paused) for an official's decision, as a form in the Prefect UI."
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Run (or re-run) a declaration's clearance to its next resting state; finished steps are not repeated."""
@@ -72,33 +101,16 @@ def clear(
     typer.echo(json.dumps(result, ensure_ascii=False)) if as_json else print_outcome(result)
 
 
-@app.command()
-def status(key: Annotated[str, typer.Argument(help="Application id or registration number.")], as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Status of a declaration with the history of its transitions."""
-    prepare_database()
-    try:
-        result = declaration_status(key)
-    except DeclarationNotFound as exc:
-        fail(str(exc), as_json=as_json)
-    if as_json:
-        typer.echo(json.dumps(result, ensure_ascii=False))
-        return
-    print_outcome(result)
-    typer.echo("history:")
-    for event in result["history"]:
-        if event["event"] == "transition":
-            typer.echo(f"  {event['at_kz']}  {event['from'] or '-':>20} -> {event['to']:<22} by {event['actor']}")
-        else:
-            typer.echo(f"  {event['at_kz']}  {event['event']:>45} by {event['actor']}")
-        for reason in event["reasons"]:
-            typer.echo(f"      {reason['code']} at {reason['path']}")
-
-
-@app.command()
+@commands.command()
 def rerun(
     key: Annotated[str, typer.Argument(help="Application id or registration number.")],
-    from_step: Annotated[Optional[str], typer.Option("--from-step", help="signature_check, registration, risk_assessment or release; default: where it stopped.")] = None,
-    requested_by: Annotated[str, typer.Option("--by", help="Who asks (recorded in the audit chain).")] = os.environ.get("USER", "operator"),
+    from_step: Annotated[
+        Optional[str],
+        typer.Option("--from-step", help="signature_check, registration, risk_assessment or release; default: where it stopped."),
+    ] = None,
+    requested_by: Annotated[str, typer.Option("--by", help="Who asks (recorded in the audit chain).")] = os.environ.get(
+        "USER", "operator"
+    ),
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Start the clearance again, as a new flow run, from the step where it failed (steps already done are never redone)."""
@@ -114,9 +126,3 @@ def rerun(
     run_clearance_here(plan.application_id, requested_by=requested_by)
     result = outcome(plan.application_id)
     typer.echo(json.dumps(result, ensure_ascii=False)) if as_json else print_outcome(result)
-
-
-@app.command()
-def schema() -> None:
-    """Print the JSON Schema of the declaration document (generated from the models)."""
-    typer.echo(json.dumps(declaration_json_schema(), ensure_ascii=False, indent=2))

@@ -11,7 +11,6 @@ from typing import Annotated
 
 import typer
 
-from customs.cli.root import app
 from customs.core.db import init_db
 from customs.core.paths import SAMPLES_DIR
 from customs.core.reference import load_reference
@@ -23,6 +22,8 @@ from customs.services.intake import IncomingAttachment, submit_declaration
 from customs.services.outbox import list_notices
 from customs.services.queries import declaration_status
 from flows.clearance import clearance
+
+commands = typer.Typer()  # registered with the root app by customs.cli.root.COMMANDS
 
 
 def demo_settings(base: Settings) -> Settings:
@@ -82,8 +83,10 @@ def run_demo(*, keep_server: bool = True, samples_dir: Path = SAMPLES_DIR) -> li
         if status["created"]:  # an earlier demo run started theirs already
             start_in_background(status["application_id"])
     if waiting:
-        typer.echo(f"\n{len(waiting)} declarations wait for an official. Their flow runs are paused with a decision form "
-                   "(Prefect UI: the run, then Resume); or from the command line, e.g.:")
+        typer.echo(
+            f"\n{len(waiting)} declarations wait for an official. Their flow runs are paused with a decision form "
+            "(Prefect UI: the run, then Resume); or from the command line, e.g.:"
+        )
         for status in waiting:
             official = _official_for(status)
             typer.echo(f"  customs decide {status['registration_number']} release --official {official} --code 10")
@@ -94,8 +97,13 @@ def run_demo(*, keep_server: bool = True, samples_dir: Path = SAMPLES_DIR) -> li
     for notice in sent:
         by_status[notice["status"]] = by_status.get(notice["status"], 0) + 1
     where = f"SMTP {settings.smtp_host}" if settings.smtp_host else f".eml files in {settings.eml_dir}"
-    typer.echo(f"\nNotices to declarants: {', '.join(f'{v} {k}' for k, v in sorted(by_status.items()))} ({where}); list: customs outbox list")
-    typer.echo(f"Flow runs: {ui_url(api_url)}/runs  (one flow run per declaration, named by registration number or application id)")
+    typer.echo(
+        f"\nNotices to declarants: {', '.join(f'{v} {k}' for k, v in sorted(by_status.items()))} ({where}); "
+        "list: customs outbox list"
+    )
+    typer.echo(
+        f"Flow runs: {ui_url(api_url)}/runs  (one flow run per declaration, named by registration number or application id)"
+    )
     typer.echo("Status of one declaration: customs status <application id or registration number>")
     if keep_server:
         typer.echo("The Prefect server keeps running for the UI; stop it with: customs server stop  (or make stop)")
@@ -106,7 +114,9 @@ def run_demo(*, keep_server: bool = True, samples_dir: Path = SAMPLES_DIR) -> li
 
 def _official_for(status: dict) -> str:
     officials = load_reference(get_settings().reference_dir).officials.values()
-    match = [o.id for o in officials if o.office == status["customs_office"] and o.zone == status["zone"] and o.role == "inspector"]
+    match = [
+        o.id for o in officials if o.office == status["customs_office"] and o.zone == status["zone"] and o.role == "inspector"
+    ]
     return match[0] if match else "OFFICIAL_ID"
 
 
@@ -117,13 +127,17 @@ def _print_result(status: dict, expect: str) -> None:
     typer.echo(f"  application id:      {status['application_id']}   submitted {status['submitted_at_kz']}")
     if status["registration_number"]:
         typer.echo(f"  registration number: {status['registration_number']}")
-    lane = f"   lane: {status['lane']}" + (f" ({', '.join(status['risk_profiles'])})" if status["risk_profiles"] else "") if status["lane"] else ""
+    lane = (
+        f"   lane: {status['lane']}" + (f" ({', '.join(status['risk_profiles'])})" if status["risk_profiles"] else "")
+        if status["lane"]
+        else ""
+    )
     typer.echo(f"  status:              {status['status']}{lane}")
     for reason in status["reasons"]:
         typer.echo(f"    - {reason['code']} at {reason['path']}: {reason['message']}")
 
 
-@app.command()
+@commands.command()
 def demo(
     keep_server: Annotated[bool, typer.Option(help="Leave the Prefect server running so the UI shows the runs.")] = True,
 ) -> None:

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from customs.cli.root import app, fail, outcome, prepare_database, print_outcome, refused
+from customs.cli.root import fail, outcome, prepare_database, print_outcome, refused
 from customs.core.db import DeclarationNotFound
 from customs.orchestration.decisions import resume_waiting_runs
 from customs.rules import Refused
@@ -17,13 +17,17 @@ from customs.services.officials import affix_mark, cancel_release, open_marks
 from customs.services.officials import decide as decide_release
 from customs.services.outbox import dispatch_due_sync
 
+commands = typer.Typer()  # registered with the root app by customs.cli.root.COMMANDS
 
-@app.command()
+
+@commands.command()
 def decide(
     key: Annotated[str, typer.Argument(help="Application id or registration number.")],
     decision: Annotated[str, typer.Argument(help="release or refuse")],
     official: Annotated[str, typer.Option("--official", help="The deciding official's id (reference/officials.json).")],
-    grounds: Annotated[list[str], typer.Option("--grounds", help="For refuse: a ground code (repeat for several), e.g. DOCUMENTS_NOT_PROVIDED.")] = [],
+    grounds: Annotated[
+        list[str], typer.Option("--grounds", help="For refuse: a ground code (repeat for several), e.g. DOCUMENTS_NOT_PROVIDED.")
+    ] = [],
     text: Annotated[str, typer.Option("--text", help="The official's own words on the decision.")] = "",
     code: Annotated[Optional[str], typer.Option("--code", help="For release: decision code 10 (default), 11 or 12.")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
@@ -36,11 +40,24 @@ def decide(
     if decision == "release" and grounds:
         fail("--grounds are for a refusal; a release gives --code (and --text for remarks)", as_json=as_json)
     prepare_database()
-    run_input = {"decision": decision, "official_id": official, "decision_code": (code or "10") if decision == "release" else None,
-                 "grounds": grounds, "grounds_text": text, "decision_id": uuid.uuid4().hex}
+    run_input = {
+        "decision": decision,
+        "official_id": official,
+        "decision_code": (code or "10") if decision == "release" else None,
+        "grounds": grounds,
+        "grounds_text": text,
+        "decision_id": uuid.uuid4().hex,
+    }
     try:  # the rules check (and audit) everything first; the run input is built from what they accepted
-        result = decide_release(key, decision=decision, official_id=official, decision_code=run_input["decision_code"], grounds=grounds,
-                                grounds_text=text, decision_id=run_input["decision_id"])
+        result = decide_release(
+            key,
+            decision=decision,
+            official_id=official,
+            decision_code=run_input["decision_code"],
+            grounds=grounds,
+            grounds_text=text,
+            decision_id=run_input["decision_id"],
+        )
     except DeclarationNotFound as exc:
         fail(str(exc), as_json=as_json)
     except Refused as exc:
@@ -58,11 +75,13 @@ def decide(
     typer.echo(f"decided by:           {official}" + (f"; flow run {', '.join(resumed)} resumed" if resumed else ""))
 
 
-@app.command("cancel-release")
+@commands.command("cancel-release")
 def cancel_release_command(
     key: Annotated[str, typer.Argument(help="Application id or registration number.")],
     official: Annotated[str, typer.Option("--official", help="The official's id.")],
-    grounds: Annotated[list[str], typer.Option("--grounds", help="A ground code (repeat for several), e.g. DOCUMENTS_INVALID.")] = [],
+    grounds: Annotated[
+        list[str], typer.Option("--grounds", help="A ground code (repeat for several), e.g. DOCUMENTS_INVALID.")
+    ] = [],
     text: Annotated[str, typer.Option("--text", help="The official's own words.")] = "",
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
@@ -79,7 +98,7 @@ def cancel_release_command(
     typer.echo(json.dumps(answer, ensure_ascii=False)) if as_json else print_outcome(answer)
 
 
-@app.command()
+@commands.command()
 def marks(
     zone: Annotated[Optional[str], typer.Option(help="Only this zone of customs control.")] = None,
     office: Annotated[Optional[str], typer.Option(help="Only this customs office.")] = None,
@@ -92,15 +111,20 @@ def marks(
         typer.echo(json.dumps(rows, ensure_ascii=False, indent=2))
         return
     for row in rows:
-        typer.echo(f"{row['registration_number']:<24} zone {row['zone'] or '-':<10} released {row['released_at_kz']}  open {row['open_minutes']} min")
+        typer.echo(
+            f"{row['registration_number']:<24} zone {row['zone'] or '-':<10} released {row['released_at_kz']}  "
+            f"open {row['open_minutes']} min"
+        )
     if not rows:
         typer.echo("no open release marks")
 
 
-@app.command()
+@commands.command()
 def mark(
     key: Annotated[str, typer.Argument(help="Application id or registration number.")],
-    official: Annotated[str, typer.Option("--official", help="The official affixing the mark (of the zone where the goods were released).")],
+    official: Annotated[
+        str, typer.Option("--official", help="The official affixing the mark (of the zone where the goods were released).")
+    ],
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Affix the release mark after an automatic release."""
@@ -117,7 +141,7 @@ def mark(
         typer.echo(f"release mark of {result['registration_number']} affixed by {result['affixed_by']} (zone {result['zone']})")
 
 
-@app.command()
+@commands.command()
 def deadlines(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Check release deadlines now: alert supervisors at 75%, record breaches (the deadline watch does this every minute)."""
     prepare_database()

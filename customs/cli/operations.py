@@ -7,15 +7,17 @@ from typing import Annotated
 
 import typer
 
-from customs.cli.root import app, fail, prepare_database
+from customs.cli.root import fail, prepare_database
 from customs.core.settings import get_settings
 from customs.orchestration.operations import operations_view
 from customs.orchestration.server import running_api_url
 from customs.orchestration.starting import restart_with
 from customs.services.recheck import batch_recheck_run
 
+commands = typer.Typer()  # registered with the root app by customs.cli.root.COMMANDS
 
-@app.command()
+
+@commands.command()
 def ops(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Operations summary: declarations by status, waiting for officials with their deadlines, open release marks, the outbox."""
     prepare_database()
@@ -31,13 +33,21 @@ def ops(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     typer.echo(f"awaiting an official: {len(summary['awaiting_official'])}")
     for row in summary["awaiting_official"]:
         flag = " BREACHED" if row["breached"] else (" alerted" if row["alerted"] else "")
-        typer.echo(f"  {row['registration_number']:<24} zone {row['zone'] or '-':<10} lane {row['lane']:<7} due {row['due_kz']} ({row['minutes_left']} min){flag}")
-    typer.echo(f"release marks open: {summary['marks_open']}; overdue (> {summary['mark_overdue_minutes']} min): {len(summary['marks_overdue'])}")
+        typer.echo(
+            f"  {row['registration_number']:<24} zone {row['zone'] or '-':<10} lane {row['lane']:<7} "
+            f"due {row['due_kz']} ({row['minutes_left']} min){flag}"
+        )
+    typer.echo(
+        f"release marks open: {summary['marks_open']}; "
+        f"overdue (> {summary['mark_overdue_minutes']} min): {len(summary['marks_overdue'])}"
+    )
     for row in summary["marks_overdue"]:
         typer.echo(f"  {row['registration_number']:<24} zone {row['zone'] or '-':<10} open {row['open_minutes']} min")
     typer.echo(f"print requests open: {len(summary['print_requests_open'])}")
     for row in summary["print_requests_open"]:
-        typer.echo(f"  {row['request_id']:<20} {row['registration_number']:<24} office {row['office']}  {row['minutes_left']} min left")
+        typer.echo(
+            f"  {row['request_id']:<20} {row['registration_number']:<24} office {row['office']}  {row['minutes_left']} min left"
+        )
     if summary["failed_runs"] is None:
         typer.echo("failed clearance runs: unknown (no Prefect server answers)")
     else:
@@ -47,9 +57,12 @@ def ops(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     typer.echo("outbox: " + ", ".join(f"{k} {v}" for k, v in summary["outbox"].items()))
 
 
-@app.command()
+@commands.command()
 def recheck(
-    restart: Annotated[bool, typer.Option("--restart/--report-only", help="Start a clearance run for each stuck declaration (needs `customs serve`).")] = False,
+    restart: Annotated[
+        bool,
+        typer.Option("--restart/--report-only", help="Start a clearance run for each stuck declaration (needs `customs serve`)."),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """What batch-recheck does, now: stuck declarations, passed release deadlines, signers revoked since (current CRLs)."""
@@ -64,6 +77,12 @@ def recheck(
     if as_json:
         typer.echo(json.dumps(result, ensure_ascii=False, indent=2, default=str))
         return
-    typer.echo(f"read {result['scanned']} declarations; " + (", ".join(f"{k}: {v}" for k, v in result["counts"].items()) or "nothing found"))
+    typer.echo(
+        f"read {result['scanned']} declarations; "
+        + (", ".join(f"{k}: {v}" for k, v in result["counts"].items()) or "nothing found")
+    )
     for finding in result["findings"][:50]:
-        typer.echo(f"  {finding['application_id']:<20} {finding['status']:<20} {finding['finding']:<34} {finding['action']:<16} {finding['detail']}")
+        typer.echo(
+            f"  {finding['application_id']:<20} {finding['status']:<20} {finding['finding']:<34} "
+            f"{finding['action']:<16} {finding['detail']}"
+        )

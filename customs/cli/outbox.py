@@ -9,12 +9,14 @@ from typing import Annotated, Optional
 
 import typer
 
-from customs.cli.root import app, fail, prepare_database
+from customs.cli.root import fail, prepare_database
 from customs.core.settings import get_settings
 from customs.services.outbox import dispatch_due_sync, list_notices, requeue_failed, requeue_notice
 
+commands = typer.Typer()  # registered with the root app by customs.cli.root.COMMANDS
+
 outbox_app = typer.Typer(help="Notices to declarants and the support service (the e-mail outbox).", no_args_is_help=True)
-app.add_typer(outbox_app, name="outbox")
+commands.add_typer(outbox_app, name="outbox")
 
 
 @outbox_app.command("list")
@@ -34,7 +36,10 @@ def outbox_list(
         typer.echo(json.dumps(rows, ensure_ascii=False, indent=2))
         return
     for row in rows:
-        line = f"{row['id']:>6}  {row['status']:<13} {row['kind']:<22} {row['application_id']:<20} {row['recipient'] or '-':<32} tries {row['attempts']}"
+        line = (
+            f"{row['id']:>6}  {row['status']:<13} {row['kind']:<22} {row['application_id']:<20} "
+            f"{row['recipient'] or '-':<32} tries {row['attempts']}"
+        )
         typer.echo(line + (f"  ({row['last_error'][:80]})" if row["last_error"] and row["status"] != "sent" else ""))
     if not rows:
         typer.echo("no notices")
@@ -47,7 +52,10 @@ def outbox_dispatch_command(limit: Annotated[Optional[int], typer.Option(help="A
     settings = get_settings()
     report = dispatch_due_sync(limit=limit)
     where = f"SMTP {settings.smtp_host}:{settings.smtp_port or ''}" if settings.smtp_host else f".eml files in {settings.eml_dir}"
-    typer.echo(f"{report.claimed} due, {report.sent} sent ({where}), {report.outcomes['retry']} to retry, {report.outcomes['failed']} failed")
+    typer.echo(
+        f"{report.claimed} due, {report.sent} sent ({where}), "
+        f"{report.outcomes['retry']} to retry, {report.outcomes['failed']} failed"
+    )
     for error in report.errors[:20]:
         typer.echo(f"  {error}")
 
@@ -56,8 +64,13 @@ def outbox_dispatch_command(limit: Annotated[Optional[int], typer.Option(help="A
 def outbox_requeue(
     notice_id: Annotated[Optional[int], typer.Argument(help="Notice id (see `customs outbox list`).")] = None,
     to: Annotated[Optional[str], typer.Option("--to", help="Send to this corrected address instead (audited).")] = None,
-    all_failed: Annotated[bool, typer.Option("--all-failed", help="Every failed notice (e.g. after fixing the SMTP settings).")] = False,
-    since: Annotated[Optional[str], typer.Option(help="With --all-failed: only those last tried since this ISO time, e.g. 2026-11-26T10:00+05:00.")] = None,
+    all_failed: Annotated[
+        bool, typer.Option("--all-failed", help="Every failed notice (e.g. after fixing the SMTP settings).")
+    ] = False,
+    since: Annotated[
+        Optional[str],
+        typer.Option(help="With --all-failed: only those last tried since this ISO time, e.g. 2026-11-26T10:00+05:00."),
+    ] = None,
     actor: Annotated[str, typer.Option(help="Who asks (recorded with the attempt).")] = os.environ.get("USER", "operator"),
 ) -> None:
     """Queue a failed or undeliverable notice again (or every failed one)."""

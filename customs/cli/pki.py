@@ -8,12 +8,14 @@ from typing import Annotated, Optional
 
 import typer
 
-from customs.cli.root import app, fail
+from customs.cli.root import fail
 from customs.core.clock import utcnow
 from customs.pki.testing import TestPki, sign_file
 
+commands = typer.Typer()  # registered with the root app by customs.cli.root.COMMANDS
+
 pki_app = typer.Typer(help="A test PKI shaped like NCA RK's (for tests, the demo and integration testing).", no_args_is_help=True)
-app.add_typer(pki_app, name="pki")
+commands.add_typer(pki_app, name="pki")
 
 
 @pki_app.command("init")
@@ -52,13 +54,15 @@ def pki_issue(
     typer.echo(f"serial:      {signer.serial:x}")
 
 
-@app.command()
+@commands.command()
 def sign(
     file: Path,
     key: Annotated[Path, typer.Option(help="Signer's private key (PEM).")],
     cert: Annotated[Path, typer.Option(help="Signer's certificate (PEM).")],
     chain: Annotated[list[Path], typer.Option(help="CA certificates to include (PEM).")] = [],
-    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Where to write the signature; default FILE.p7s.")] = None,
+    output: Annotated[
+        Optional[Path], typer.Option("-o", "--output", help="Where to write the signature; default FILE.p7s.")
+    ] = None,
 ) -> None:
     """Write a detached CMS signature of FILE, as NCALayer would."""
     for path, what in [(file, "file"), (key, "key"), (cert, "certificate"), *[(c, "chain certificate") for c in chain]]:

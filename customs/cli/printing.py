@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from customs.cli.root import app, fail, prepare_database, refused
+from customs.cli.root import fail, prepare_database, refused
 from customs.core.clock import kz_display
 from customs.core.db import DeclarationNotFound
 from customs.core.settings import get_settings
@@ -18,11 +18,15 @@ from customs.rules import Refused
 from customs.services.outbox import dispatch_due_sync
 from customs.services.printing import copy_of, mark_printed, print_queue, request_print, sla_report
 
+commands = typer.Typer()  # registered with the root app by customs.cli.root.COMMANDS
 
-@app.command("print-request")
+
+@commands.command("print-request")
 def print_request_command(
     key: Annotated[str, typer.Argument(help="Application id or registration number.")],
-    requested_by: Annotated[Optional[str], typer.Option("--requested-by", help="IIN or BIN of the applicant asking (the declarant's or a signer's).")] = None,
+    requested_by: Annotated[
+        Optional[str], typer.Option("--requested-by", help="IIN or BIN of the applicant asking (the declarant's or a signer's).")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Record the applicant's request for a paper copy: the copy is rendered and queued at the office, due in 30 minutes."""
@@ -35,13 +39,21 @@ def print_request_command(
         refused(exc, as_json)
     dispatch_due_sync(application_id=result.application_id)
     if result.created:  # the precise deadline timers, when `customs serve` runs; print-deadlines watches either way
-        note = schedule_print_timers_if_served(result.request_id, result.requested_at + get_settings().print_alert_after, result.due_at)
+        note = schedule_print_timers_if_served(
+            result.request_id, result.requested_at + get_settings().print_alert_after, result.due_at
+        )
         if note:
             typer.secho(f"note: {note}", err=True)
 
-    out = {"request_id": result.request_id, "application_id": result.application_id, "registration_number": result.registration_number,
-           "office": result.office, "requested_at_kz": kz_display(result.requested_at), "due_at_kz": kz_display(result.due_at),
-           "created": result.created}
+    out = {
+        "request_id": result.request_id,
+        "application_id": result.application_id,
+        "registration_number": result.registration_number,
+        "office": result.office,
+        "requested_at_kz": kz_display(result.requested_at),
+        "due_at_kz": kz_display(result.due_at),
+        "created": result.created,
+    }
     if as_json:
         typer.echo(json.dumps(out, ensure_ascii=False))
         return
@@ -50,7 +62,7 @@ def print_request_command(
     typer.echo(f"  queued at office {result.office}; requested {out['requested_at_kz']}; due {out['due_at_kz']}")
 
 
-@app.command("print-queue")
+@commands.command("print-queue")
 def print_queue_command(
     office: Annotated[Optional[str], typer.Option(help="Only this customs office.")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
@@ -63,15 +75,19 @@ def print_queue_command(
         return
     for row in rows:
         left = f"{row['minutes_left']} min left" if row["minutes_left"] >= 0 else f"OVERDUE by {-row['minutes_left']} min"
-        typer.echo(f"{row['request_id']:<20} {row['registration_number']:<24} office {row['office']}  due {row['due_at_kz']}  {left}")
+        typer.echo(
+            f"{row['request_id']:<20} {row['registration_number']:<24} office {row['office']}  due {row['due_at_kz']}  {left}"
+        )
     if not rows:
         typer.echo("no pending print requests")
 
 
-@app.command("print-copy")
+@commands.command("print-copy")
 def print_copy_command(
     request_id: Annotated[str, typer.Argument(help="Print request id.")],
-    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Where to write the PDF (default: REQUEST_ID.pdf).")] = None,
+    output: Annotated[
+        Optional[Path], typer.Option("-o", "--output", help="Where to write the PDF (default: REQUEST_ID.pdf).")
+    ] = None,
 ) -> None:
     """Write the rendered copy (PDF) of a print request, to print it."""
     prepare_database()
@@ -84,7 +100,7 @@ def print_copy_command(
     typer.echo(f"{target}: copy of {request.registration_number}, {len(pdf)} bytes, SHA-256 {request.pdf_sha256}")
 
 
-@app.command()
+@commands.command()
 def printed(
     request_id: Annotated[str, typer.Argument(help="Print request id.")],
     official: Annotated[str, typer.Option("--official", help="The official of the office who printed and handed over the copy.")],
@@ -99,16 +115,20 @@ def printed(
     if as_json:
         typer.echo(json.dumps(result, ensure_ascii=False))
     else:
-        typer.echo(f"{request_id} printed by {result['printed_by']} after {result['minutes']} min" + (" (LATE: over 30 minutes)" if result["late"] else " (in time)"))
+        typer.echo(
+            f"{request_id} printed by {result['printed_by']} after {result['minutes']} min"
+            + (" (LATE: over 30 minutes)" if result["late"] else " (in time)")
+        )
 
 
-@app.command()
+@commands.command()
 def sla(
     date_from: Annotated[Optional[str], typer.Option("--from", help="First day, YYYY-MM-DD (Kazakhstan date).")] = None,
     date_to: Annotated[Optional[str], typer.Option("--to", help="Last day, YYYY-MM-DD (inclusive).")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Paper copies per office: requests, printed in time, late, open, median and 95th-percentile minutes to print."""
+
     def day(value: Optional[str], option: str):
         if value is None:
             return None
@@ -129,5 +149,7 @@ def sla(
     typer.echo(header)
     for row in report["offices"] + [{"office": "all", **report["total"]}]:
         fmt = lambda v: "-" if v is None else v  # noqa: E731
-        typer.echo(f"{row['office']:<8}{row['requests']:>9}{row['printed_in_time']:>9}{row['late']:>6}{row['open']:>6}{row['open_overdue']:>9}"
-                   f"{fmt(row['median_minutes']):>8}{fmt(row['p95_minutes']):>7}")
+        typer.echo(
+            f"{row['office']:<8}{row['requests']:>9}{row['printed_in_time']:>9}{row['late']:>6}{row['open']:>6}{row['open_overdue']:>9}"
+            f"{fmt(row['median_minutes']):>8}{fmt(row['p95_minutes']):>7}"
+        )

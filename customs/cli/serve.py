@@ -34,20 +34,29 @@ def port_free(host: str, port: int) -> bool:
     return True
 
 
-def serve(settings: Settings | None = None, *, ready: threading.Event | None = None, stop: threading.Event | None = None,
-          echo=None, exit_watchdog_seconds: float | None = None) -> None:
+def serve(
+    settings: Settings | None = None,
+    *,
+    ready: threading.Event | None = None,
+    stop: threading.Event | None = None,
+    echo=None,
+    exit_watchdog_seconds: float | None = None,
+) -> None:
     """Start everything and block until ``stop`` is set (or Ctrl-C, or SIGTERM).
 
     ``exit_watchdog_seconds`` (the CLI's, which owns the process): once stopping has begun, a shutdown or
     interpreter exit that hangs that long writes the stacks of all threads to stderr and ends the process."""
     if echo is None:
+
         def echo(*args):  # stdout may be a file: flushed at once, so the log shows where it stands
             print(*args, flush=True)
 
     settings = settings or get_settings()
     if not port_free(settings.api_host, settings.api_port):
-        raise SystemExit(f"port {settings.api_port} on {settings.api_host} is taken: the intake API cannot start "
-                         "(set CUSTOMS_API_PORT, or stop what listens there)")
+        raise SystemExit(
+            f"port {settings.api_port} on {settings.api_host} is taken: the intake API cannot start "
+            "(set CUSTOMS_API_PORT, or stop what listens there)"
+        )
     init_db(settings)
     quiet_thread_timeout_warnings()
     api_url = ensure_server(settings)
@@ -55,7 +64,7 @@ def serve(settings: Settings | None = None, *, ready: threading.Event | None = N
     with prefect_api(api_url):
         specs = read_deployments()
         deployments = register_deployments(specs)
-        limits = {name: 1 for name in deployments} | {"clearance": settings.worker_concurrency}
+        limits = dict.fromkeys(deployments, 1) | {"clearance": settings.worker_concurrency}
         worker = InProcessWorker(deployments, limits, poll_seconds=settings.worker_poll_seconds, stop_event=stop)
         app = create_app()
         starter = ClearanceStarter(deployments["clearance"][0])
@@ -76,7 +85,10 @@ def serve(settings: Settings | None = None, *, ready: threading.Event | None = N
         echo(f"Prefect UI:   {ui_url(api_url)}/runs")
         echo(f"Prefect API:  {api_url}")
         echo(f"Intake API:   http://{settings.api_host}:{settings.api_port}/v1  (OpenAPI: /docs, /openapi.json)")
-        echo(f"Deployments:  {', '.join(deployments)}; worker runs up to {settings.worker_concurrency} clearances at once in this process")
+        echo(
+            f"Deployments:  {', '.join(deployments)}; "
+            f"worker runs up to {settings.worker_concurrency} clearances at once in this process"
+        )
         echo("Ctrl-C (or SIGTERM) stops the API and the worker (the Prefect server keeps running: customs server stop)")
         previous = {}
         if threading.current_thread() is threading.main_thread():

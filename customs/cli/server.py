@@ -6,17 +6,19 @@ from typing import Annotated, Optional
 
 import typer
 
-from customs.cli.root import app, fail
+from customs.cli.root import fail
 from customs.cli.serve import serve
 from customs.core.settings import configure, get_settings
 from customs.orchestration.server import PrefectServerError, ensure_server, stop_server, ui_url
 from customs.orchestration.starting import stop_background_clearances
 
+commands = typer.Typer()  # registered with the root app by customs.cli.root.COMMANDS
+
 server_app = typer.Typer(help="The local Prefect server that records flow runs.", no_args_is_help=True)
-app.add_typer(server_app, name="server")
+commands.add_typer(server_app, name="server")
 
 
-@app.command("serve")
+@commands.command("serve")
 def serve_command(
     port: Annotated[Optional[int], typer.Option(help="Port of the intake API (default CUSTOMS_API_PORT, 8080).")] = None,
 ) -> None:
@@ -46,5 +48,7 @@ def server_stop() -> None:
     """Stop the local Prefect server started by this tool."""
     stopped = stop_background_clearances()
     if stopped:
-        typer.echo(f"stopped {stopped} background clearance run(s) (their declarations keep their state; `customs decide` still works)")
+        typer.echo(
+            f"stopped {stopped} background clearance run(s) (their declarations keep their state; `customs decide` still works)"
+        )
     typer.echo("Prefect server stopped" if stop_server() else "no Prefect server of ours was running")

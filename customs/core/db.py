@@ -7,8 +7,8 @@ writers queue on the database lock instead of failing half-way; PostgreSQL uses 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -18,8 +18,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlmodel import Session, SQLModel, create_engine, select
 
-import models.api_client  # noqa: F401  (tables are registered on import)
-import models.outbox  # noqa: F401
+import models.api_client
+import models.outbox
 import models.printing  # noqa: F401
 from customs.core.settings import Settings, get_settings
 from models.audit import APPEND_ONLY_DDL, AuditHead
@@ -71,9 +71,8 @@ def dispose_engines() -> None:
 @contextmanager
 def transaction(settings: Settings | None = None) -> Iterator[Session]:
     """One unit of work: commits when the block ends, rolls back on any error."""
-    with Session(get_engine(settings), expire_on_commit=False) as session:
-        with session.begin():
-            yield session
+    with Session(get_engine(settings), expire_on_commit=False) as session, session.begin():
+        yield session
 
 
 class SchemaMismatch(RuntimeError):

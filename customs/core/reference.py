@@ -1,4 +1,5 @@
-"""Reference data (offices, zones, risk profiles, officials, grounds for refusing or cancelling a release) loaded from JSON files and validated at start-up."""
+"""Reference data loaded from JSON files and validated at start-up: offices and zones, risk profiles,
+officials, grounds for refusing or cancelling a release."""
 
 from __future__ import annotations
 
@@ -51,14 +52,19 @@ def load_reference(directory: Path) -> ReferenceData:
         if official.office not in zones:
             raise ReferenceDataError(f"{where}: office {official.office} is not in offices.json")
         if official.zone not in zones[official.office]:
-            raise ReferenceDataError(f"{where}: zone {official.zone} is not a zone of office {official.office} ({', '.join(sorted(zones[official.office]))})")
+            raise ReferenceDataError(
+                f"{where}: zone {official.zone} is not a zone of office {official.office} "
+                f"({', '.join(sorted(zones[official.office]))})"
+            )
     codes = [g.code for g in grounds.grounds]
     if len(codes) != len(set(codes)):
         raise ReferenceDataError(f"{directory / 'release_grounds.json'}: ground codes are not unique")
     for ground in grounds.grounds:
         missing = {"kk", "ru", "en"} - set(ground.title)
         if missing:
-            raise ReferenceDataError(f"{directory / 'release_grounds.json'}: ground {ground.code} has no title in {', '.join(sorted(missing))}")
+            raise ReferenceDataError(
+                f"{directory / 'release_grounds.json'}: ground {ground.code} has no title in {', '.join(sorted(missing))}"
+            )
     return ReferenceData(
         offices={o.code: o for o in offices.offices},
         risk_profiles=tuple(profiles.profiles),

@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
-
 from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
@@ -27,51 +26,96 @@ class Settings(BaseSettings):
 
     trust_dir: Path | None = Field(None, description="Directory of trusted root and intermediate CA certificates (PEM or DER).")
     crl_dir: Path | None = Field(None, description="Directory of CRLs (PEM or DER) of the trusted CAs.")
-    require_non_repudiation: bool = Field(True, description="Require nonRepudiation in the signer's keyUsage (NCA SIGN certificates).")
+    require_non_repudiation: bool = Field(
+        True, description="Require nonRepudiation in the signer's keyUsage (NCA SIGN certificates)."
+    )
     require_crl: bool = Field(True, description="Refuse a signature whose issuing CA has no CRL in crl_dir (fail closed).")
 
     max_declaration_bytes: int = Field(5 * 1024 * 1024, gt=0)
     max_attachment_bytes: int = Field(20 * 1024 * 1024, gt=0)
     max_attachments: int = Field(50, gt=0)
 
-    registration_deadline: timedelta = Field(timedelta(hours=2), description="EAEU: registration or refusal within 2 hours of submission.")
+    registration_deadline: timedelta = Field(
+        timedelta(hours=2), description="EAEU: registration or refusal within 2 hours of submission."
+    )
     release_deadline: timedelta = Field(timedelta(hours=4), description="EAEU art. 119: release within 4 hours of registration.")
-    release_alert_fraction: float = Field(0.75, gt=0, lt=1, description="Supervisors are alerted when this share of the release time has passed.")
-    release_mark_overdue: timedelta = Field(timedelta(hours=2), description="A release mark not affixed after this long shows in the operations summary.")
-    print_deadline: timedelta = Field(timedelta(minutes=30), description="A paper copy is printed within this time of the request (2024 order).")
-    print_alert_after: timedelta = Field(timedelta(minutes=20), description="Supervisors are alerted when a request is this old and not printed.")
-    decision_wait_after_deadline: timedelta = Field(timedelta(hours=24), description="How long a flow run keeps waiting for a supervisor's late decision after the release deadline.")
-    decision_poll_seconds: float = Field(5.0, gt=0, description="How often a flow run waiting for an official's decision looks for it.")
+    release_alert_fraction: float = Field(
+        0.75, gt=0, lt=1, description="Supervisors are alerted when this share of the release time has passed."
+    )
+    release_mark_overdue: timedelta = Field(
+        timedelta(hours=2), description="A release mark not affixed after this long shows in the operations summary."
+    )
+    print_deadline: timedelta = Field(
+        timedelta(minutes=30), description="A paper copy is printed within this time of the request (2024 order)."
+    )
+    print_alert_after: timedelta = Field(
+        timedelta(minutes=20), description="Supervisors are alerted when a request is this old and not printed."
+    )
+    decision_wait_after_deadline: timedelta = Field(
+        timedelta(hours=24),
+        description="How long a flow run keeps waiting for a supervisor's late decision after the release deadline.",
+    )
+    decision_poll_seconds: float = Field(
+        5.0, gt=0, description="How often a flow run waiting for an official's decision looks for it."
+    )
 
     # E-mail (the outbox dispatcher). With no smtp_host the notices are written as .eml files under outbox_dir.
     smtp_host: str | None = Field(None, description="SMTP server; unset: write notices as .eml files to outbox_dir instead.")
     smtp_port: int | None = Field(None, description="SMTP port; default 465 for implicit TLS, 587 for STARTTLS, 25 otherwise.")
-    smtp_security: Literal["none", "starttls", "tls"] = Field("none", description="none, starttls (upgrade after connect) or tls (implicit TLS).")
+    smtp_security: Literal["none", "starttls", "tls"] = Field(
+        "none", description="none, starttls (upgrade after connect) or tls (implicit TLS)."
+    )
     smtp_username: str | None = None
     smtp_password: SecretStr | None = None
     smtp_timeout: float = Field(15.0, gt=0, description="Seconds to wait for the SMTP server at each step.")
-    smtp_ca_file: Path | None = Field(None, description="CA bundle to verify the SMTP server's certificate (default: the system's).")
-    mail_from: str = Field("Customs clearance <noreply@customs.kgd.gov.kz>", description="From: of every notice (the envelope sender is its address).")
+    smtp_ca_file: Path | None = Field(
+        None, description="CA bundle to verify the SMTP server's certificate (default: the system's)."
+    )
+    mail_from: str = Field(
+        "Customs clearance <noreply@customs.kgd.gov.kz>",
+        description="From: of every notice (the envelope sender is its address).",
+    )
     mail_domain: str = Field("customs.kgd.gov.kz", description="Right-hand side of the stable Message-IDs of notices.")
-    support_address: str = Field("support@customs.kgd.gov.kz", description="Where reports of system failures go (the support service).")
+    support_address: str = Field(
+        "support@customs.kgd.gov.kz", description="Where reports of system failures go (the support service)."
+    )
     support_language: Literal["kk", "ru", "en"] = Field("ru", description="Language of the reports to the support service.")
-    outbox_dir: Path | None = Field(None, description="Where .eml files go when no SMTP server is configured; default data_dir/outbox.")
+    outbox_dir: Path | None = Field(
+        None, description="Where .eml files go when no SMTP server is configured; default data_dir/outbox."
+    )
     outbox_batch_size: int = Field(100, gt=0, description="Notices claimed by one dispatcher pass.")
-    outbox_lease: timedelta = Field(timedelta(minutes=10), description="How long a claimed notice is reserved for the dispatcher sending it.")
-    outbox_backoff: timedelta = Field(timedelta(seconds=30), description="Delay after the first temporary failure; doubles each time.")
+    outbox_lease: timedelta = Field(
+        timedelta(minutes=10), description="How long a claimed notice is reserved for the dispatcher sending it."
+    )
+    outbox_backoff: timedelta = Field(
+        timedelta(seconds=30), description="Delay after the first temporary failure; doubles each time."
+    )
     outbox_backoff_cap: timedelta = Field(timedelta(hours=1), description="Longest delay between two attempts.")
-    outbox_max_attempts: int = Field(12, gt=0, description="Attempts before a notice that keeps failing temporarily is marked failed.")
+    outbox_max_attempts: int = Field(
+        12, gt=0, description="Attempts before a notice that keeps failing temporarily is marked failed."
+    )
 
     # Running as a service (customs serve)
     api_host: str = Field("127.0.0.1", description="Address the intake HTTP API listens on.")
     api_port: int = Field(8080, description="Port of the intake HTTP API.")
     api_max_request_bytes: int = Field(64 * 1024 * 1024, gt=0, description="Largest HTTP request body accepted (413 above).")
-    worker_concurrency: int = Field(16, gt=0, description="Clearance flow runs executed at once by the in-process worker (threads; each holds its slot about a second after its last step while Prefect stops the run's heartbeat thread).")
+    worker_concurrency: int = Field(
+        16,
+        gt=0,
+        description="Clearance flow runs executed at once by the in-process worker "
+        "(threads; each holds its slot about a second after its last step while Prefect stops the run's heartbeat thread).",
+    )
     worker_poll_seconds: float = Field(0.5, gt=0, description="How often the worker looks for clearance runs to execute.")
-    recheck_stuck_after: timedelta = Field(timedelta(minutes=10), description="A declaration resting this long in a passing status is stuck.")
+    recheck_stuck_after: timedelta = Field(
+        timedelta(minutes=10), description="A declaration resting this long in a passing status is stuck."
+    )
     recheck_batch_size: int = Field(5000, gt=0, description="Declarations read per batch by batch-recheck.")
-    registration_alert_fraction: float = Field(0.75, gt=0, lt=1, description="Operations are alerted when this share of the registration time has passed.")
-    crl_urls: list[str] = Field(default_factory=list, description="CRLs to download into crl_dir every hour (JSON list of http(s) URLs).")
+    registration_alert_fraction: float = Field(
+        0.75, gt=0, lt=1, description="Operations are alerted when this share of the registration time has passed."
+    )
+    crl_urls: list[str] = Field(
+        default_factory=list, description="CRLs to download into crl_dir every hour (JSON list of http(s) URLs)."
+    )
     crl_download_timeout: float = Field(30.0, gt=0, description="Seconds to wait for one CRL download.")
 
     prefect_api_url: str | None = Field(
@@ -79,7 +123,10 @@ class Settings(BaseSettings):
     )
     prefect_port: int = Field(4200, description="Port of the local Prefect server started by the CLI.")
     prefect_database_url: str | None = Field(
-        None, description="Database of the local Prefect server; default SQLite under data_dir/prefect. postgresql://user@host/db uses asyncpg.")
+        None,
+        description="Database of the local Prefect server; default SQLite under data_dir/prefect. "
+        "postgresql://user@host/db uses asyncpg.",
+    )
 
     @field_validator("data_dir", "reference_dir", "trust_dir", "crl_dir", "outbox_dir", "smtp_ca_file")
     @classmethod

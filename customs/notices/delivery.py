@@ -9,7 +9,6 @@ answer means for a notice (sent, a temporary failure to retry with backoff, a pe
 
 from __future__ import annotations
 
-import asyncio
 import os
 import tempfile
 from dataclasses import dataclass
@@ -119,8 +118,10 @@ class SmtpTransport:
             return classify_reply(exc.code, f"message refused: {exc.message}")
         except aiosmtplib.SMTPResponseException as exc:  # greeting, EHLO, STARTTLS, AUTH, MAIL FROM
             await self._drop()
-            return SendResult(TEMPORARY, f"the server refused the session: {exc.code} {exc.message} ({type(exc).__name__})", server_wide=True)
-        except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as exc:
+            return SendResult(
+                TEMPORARY, f"the server refused the session: {exc.code} {exc.message} ({type(exc).__name__})", server_wide=True
+            )
+        except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
             await self._drop()
             return SendResult(TEMPORARY, f"{type(exc).__name__}: {exc or 'no answer'}")
 

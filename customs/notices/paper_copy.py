@@ -15,7 +15,9 @@ from models.declaration import Declaration, ReleaseMark
 from models.reference import ReferenceData
 
 
-def copy_context(declaration: Declaration, mark: ReleaseMark | None, reference: ReferenceData, request_id: str, requested_at: datetime) -> dict[str, Any]:
+def copy_context(
+    declaration: Declaration, mark: ReleaseMark | None, reference: ReferenceData, request_id: str, requested_at: datetime
+) -> dict[str, Any]:
     document = json.loads(declaration.content.decode("utf-8-sig"))
     office = reference.offices.get(declaration.customs_office or "")
     return {
@@ -33,9 +35,14 @@ def copy_context(declaration: Declaration, mark: ReleaseMark | None, reference: 
         "decision_code": declaration.decision_code,
         "decided_at_kz": kz_display(declaration.decided_at) if declaration.decided_at else "",
         "decided_by": declaration.decided_by,
-        "mark": None if mark is None else {
+        "mark": None
+        if mark is None
+        else {
             "affixed_at_kz": kz_display(mark.affixed_at) if mark.affixed_at else "",
-            "affixed_by": mark.affixed_by, "zone": mark.zone, "withdrawn": mark.withdrawn_at is not None},
+            "affixed_by": mark.affixed_by,
+            "zone": mark.zone,
+            "withdrawn": mark.withdrawn_at is not None,
+        },
         "sha256": declaration.content_sha256,
         "signers": declaration.signers,
     }

@@ -114,7 +114,7 @@ def notice_context(notice: Notice, declaration: DeclarationFacts, reference: Ref
         "service_name": SERVICE_NAMES[notice.language],
         "application_id": declaration.application_id,
         # The number as it was when the notice was queued: a resend is the same message.
-        "registration_number": facts["registration_number"] if "registration_number" in facts else declaration.registration_number,
+        "registration_number": facts.get("registration_number", declaration.registration_number),
         "declarant_name": who["name"] or "",
         "declarant_id": who["id"],
         "customs_office": declaration.customs_office,
@@ -179,15 +179,29 @@ def notice_context(notice: Notice, declaration: DeclarationFacts, reference: Ref
             stage=facts.get("stage") or ("breach" if int(facts["minutes_left"]) <= 0 else "alert"),
         )
     elif kind == NoticeKind.REGISTRATION_DEADLINE_ALERT:
-        context.update(status=facts["status"], deadline_at=facts["deadline_at"], minutes_left=int(facts["minutes_left"]),
-                       stage=facts["stage"])
+        context.update(
+            status=facts["status"],
+            deadline_at=facts["deadline_at"],
+            minutes_left=int(facts["minutes_left"]),
+            stage=facts["stage"],
+        )
     elif kind == NoticeKind.PRINT_REQUEST_ACCEPTED:
-        context.update(request_id=facts["request_id"], requested_at=facts["requested_at"], due_at=facts["due_at"],
-                       requested_by=facts.get("requested_by"), pages_sha256=facts["pdf_sha256"])
+        context.update(
+            request_id=facts["request_id"],
+            requested_at=facts["requested_at"],
+            due_at=facts["due_at"],
+            requested_by=facts.get("requested_by"),
+            pages_sha256=facts["pdf_sha256"],
+        )
     elif kind == NoticeKind.PRINT_DEADLINE_ALERT:
-        context.update(recipient_name=facts.get("recipient_name") or "", request_id=facts["request_id"],
-                       requested_at=facts["requested_at"], due_at=facts["due_at"], minutes_left=int(facts["minutes_left"]),
-                       stage=facts["stage"])
+        context.update(
+            recipient_name=facts.get("recipient_name") or "",
+            request_id=facts["request_id"],
+            requested_at=facts["requested_at"],
+            due_at=facts["due_at"],
+            minutes_left=int(facts["minutes_left"]),
+            stage=facts["stage"],
+        )
     return context
 
 

@@ -35,11 +35,16 @@ def read_deployments(path: Path = PREFECT_YAML) -> list[DeploymentSpec]:
         where = f"{path}: deployments[{index}]"
         if not isinstance(item, dict) or not item.get("name") or not item.get("entrypoint"):
             raise ValueError(f"{where}: each deployment needs a name and an entrypoint")
-        specs.append(DeploymentSpec(
-            name=item["name"], entrypoint=item["entrypoint"], description=" ".join(str(item.get("description", "")).split()),
-            tags=tuple(item.get("tags") or ()), parameters=dict(item.get("parameters") or {}),
-            schedules=tuple(item.get("schedules") or ()),
-        ))
+        specs.append(
+            DeploymentSpec(
+                name=item["name"],
+                entrypoint=item["entrypoint"],
+                description=" ".join(str(item.get("description", "")).split()),
+                tags=tuple(item.get("tags") or ()),
+                parameters=dict(item.get("parameters") or {}),
+                schedules=tuple(item.get("schedules") or ()),
+            )
+        )
     if not specs:
         raise ValueError(f"{path}: no deployments")
     return specs
@@ -51,7 +56,12 @@ def register_deployments(specs: list[DeploymentSpec]) -> dict[str, tuple[UUID, A
     for spec in specs:
         flow = load_flow_from_entrypoint(str(PROJECT_ROOT / spec.entrypoint))
         schedules = [Cron(s["cron"], timezone=s.get("timezone")) for s in spec.schedules if "cron" in s]
-        deployment = flow.to_deployment(name=spec.name, description=spec.description, tags=list(spec.tags),
-                                        parameters=spec.parameters, schedules=schedules or None)
+        deployment = flow.to_deployment(
+            name=spec.name,
+            description=spec.description,
+            tags=list(spec.tags),
+            parameters=spec.parameters,
+            schedules=schedules or None,
+        )
         registered[spec.name] = (deployment.apply(), flow)
     return registered

@@ -9,15 +9,18 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import threading
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
+from prefect.client.orchestration import get_client
+from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_ANALYTICS_ENABLED, temporary_settings
 
 from customs.core.settings import Settings, get_settings
 
@@ -38,8 +41,6 @@ def configured_api_url(settings: Settings) -> str | None:
     """CUSTOMS_PREFECT_API_URL, else Prefect's own PREFECT_API_URL (environment, profile or test harness)."""
     if settings.prefect_api_url:
         return settings.prefect_api_url
-    from prefect.settings import PREFECT_API_URL
-
     return PREFECT_API_URL.value() or os.environ.get("PREFECT_API_URL") or None
 
 
@@ -75,8 +76,12 @@ def server_environment(settings: Settings) -> dict[str, str]:
         PREFECT_API_URL=local_api_url(settings),
         PREFECT_UI_API_URL=local_api_url(settings),
         # the recorder writes task runs in larger batches: the UI keeps up with a busy clearance
-        PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE=os.environ.get("PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE", "100"),
-        PREFECT_SERVER_SERVICES_EVENT_PERSISTER_BATCH_SIZE=os.environ.get("PREFECT_SERVER_SERVICES_EVENT_PERSISTER_BATCH_SIZE", "100"),
+        PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE=os.environ.get(
+            "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE", "100"
+        ),
+        PREFECT_SERVER_SERVICES_EVENT_PERSISTER_BATCH_SIZE=os.environ.get(
+            "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_BATCH_SIZE", "100"
+        ),
     )
     if settings.prefect_database_url:  # Prefect's own database on PostgreSQL instead of SQLite under PREFECT_HOME
         env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = settings.prefect_sqlalchemy_url
@@ -104,8 +109,14 @@ def ensure_server(settings: Settings | None = None, *, wait_seconds: float = 90.
     prefect_bin = Path(sys.executable).with_name("prefect")
     command = [str(prefect_bin), "server", "start", "--host", "127.0.0.1", "--port", str(settings.prefect_port)]
     log_file = open(home / "server.log", "ab")
-    process = subprocess.Popen(command, env=server_environment(settings), stdout=log_file, stderr=subprocess.STDOUT,
-                               stdin=subprocess.DEVNULL, start_new_session=True)
+    process = subprocess.Popen(
+        command,
+        env=server_environment(settings),
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     (home / "server.pid").write_text(str(process.pid))
     deadline = time.monotonic() + wait_seconds
     while time.monotonic() < deadline:
@@ -143,8 +154,6 @@ def stop_server(settings: Settings | None = None) -> bool:
 @contextmanager
 def prefect_api(api_url: str) -> Iterator[None]:
     """Record flow runs in ``api_url`` for the duration of the block."""
-    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_ANALYTICS_ENABLED, temporary_settings
-
     with temporary_settings(updates={PREFECT_API_URL: api_url, PREFECT_SERVER_ANALYTICS_ENABLED: False}):
         yield
 
@@ -164,9 +173,6 @@ def shared_client():
     CA certificates): about 20 ms of CPU, which dominated the in-process worker's profile when it was
     done for every poll, every intake and every run label.
     """
-    from prefect.client.orchestration import get_client
-    from prefect.settings import PREFECT_API_URL
-
     url = PREFECT_API_URL.value() or ""
     client = _clients.get(url)
     if client is None:

@@ -72,8 +72,9 @@ class ClearanceStarter:
     def _defer(self, application_id: str, attempt: int) -> None:
         with self._cv:
             if self._thread is None:
-                self._thread = threading.Thread(target=contextvars.copy_context().run, args=(self._retry_loop,),
-                                                name="clearance-starter", daemon=True)
+                self._thread = threading.Thread(
+                    target=contextvars.copy_context().run, args=(self._retry_loop,), name="clearance-starter", daemon=True
+                )
                 self._thread.start()
             heapq.heappush(self._due, (time.monotonic() + self.delays[attempt], application_id, attempt))
             self._cv.notify()
@@ -110,13 +111,16 @@ def restart_with(api_url: str) -> Callable[[str], None]:
 
     def restart(application_id: str) -> None:
         with prefect_api(api_url):
-            start_clearance(application_id, requested_by="batch-recheck",
-                            idempotency_key=f"recheck:{application_id}:{utcnow():%Y%m%d%H%M}")
+            start_clearance(
+                application_id, requested_by="batch-recheck", idempotency_key=f"recheck:{application_id}:{utcnow():%Y%m%d%H%M}"
+            )
 
     return restart
 
 
-def run_clearance_here(application_id: str, *, requested_by: str | None = None, wait_for_official: bool = False) -> dict[str, Any]:
+def run_clearance_here(
+    application_id: str, *, requested_by: str | None = None, wait_for_official: bool = False
+) -> dict[str, Any]:
     """Run the clearance flow in this process, recorded in the Prefect server (started if need be)."""
     with prefect_api(ensure_server()):
         return clearance(application_id, requested_by=requested_by, wait_for_official=wait_for_official)

@@ -157,7 +157,9 @@ class InProcessWorker:
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
-        self._pool = ThreadPoolExecutor(max_workers=sum(self.limits.get(n, 1) for n in self.deployments), thread_name_prefix="flow-run")
+        self._pool = ThreadPoolExecutor(
+            max_workers=sum(self.limits.get(n, 1) for n in self.deployments), thread_name_prefix="flow-run"
+        )
         self._context = contextvars.copy_context()  # Prefect's API settings reach the threads through it
         self._client_context = None
         self._observer: SharedSuspensionObserver | None = None
@@ -170,6 +172,7 @@ class InProcessWorker:
         - one observer of external suspension (one events subscription for all runs), in place of
           the thread, event loop, client and websocket Prefect starts for every deployment run.
         """
+
         def enter():
             self._client_context = SyncClientContext()
             self._client_context.__enter__()
@@ -195,7 +198,8 @@ class InProcessWorker:
                 state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.SCHEDULED])),
                 next_scheduled_start_time=FlowRunFilterNextScheduledStartTime(before_=utcnow()),
             ),
-            sort=FlowRunSort.NEXT_SCHEDULED_START_TIME_ASC, limit=sum(wanted.values()),
+            sort=FlowRunSort.NEXT_SCHEDULED_START_TIME_ASC,
+            limit=sum(wanted.values()),
         )
         claimed = []
         for run in runs:
@@ -227,7 +231,9 @@ class InProcessWorker:
     def poll_once(self) -> int:
         by_id = {deployment_id: (name, flow) for name, (deployment_id, flow) in self.deployments.items()}
         with self._lock:
-            wanted = {deployment_id: self.limits.get(name, 1) - self.running.get(name, 0) for deployment_id, (name, _) in by_id.items()}
+            wanted = {
+                deployment_id: self.limits.get(name, 1) - self.running.get(name, 0) for deployment_id, (name, _) in by_id.items()
+            }
         wanted = {k: v for k, v in wanted.items() if v > 0}
         if not wanted:
             return 0

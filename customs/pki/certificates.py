@@ -25,7 +25,14 @@ GOST_PREFIXES = ("1.2.398.3.10.", "1.2.643.")
 RSA_MIN_BITS = 2048
 # How names are written in messages and signer summaries (NCA's SERIALNUMBER, G and SN attributes by name).
 NAME_LABELS = {NameOID.SERIAL_NUMBER: "SERIALNUMBER", NameOID.GIVEN_NAME: "G", NameOID.SURNAME: "SN"}
-EC_CURVES = {"secp256r1": 256, "secp384r1": 384, "secp521r1": 521, "brainpoolP256r1": 256, "brainpoolP384r1": 384, "brainpoolP512r1": 512}
+EC_CURVES = {
+    "secp256r1": 256,
+    "secp384r1": 384,
+    "secp521r1": 521,
+    "brainpoolP256r1": 256,
+    "brainpoolP384r1": 384,
+    "brainpoolP512r1": 512,
+}
 
 
 def describe_name(name: x509.Name) -> str:
@@ -44,8 +51,6 @@ class SignerIdentity:
 
     def describe(self) -> str:
         return f"certificate {self.subject!r} (serial {self.serial_hex})"
-
-
 
 
 def signer_identity(cert: x509.Certificate) -> SignerIdentity:
@@ -75,7 +80,9 @@ def key_algorithm_problem(cert: x509.Certificate) -> tuple[str, str] | None:
     try:
         key = cert.public_key()
     except (UnsupportedAlgorithm, ValueError):
-        oid = asn1_x509.Certificate.load(cert.public_bytes(serialization.Encoding.DER)).public_key["algorithm"]["algorithm"].dotted
+        oid = (
+            asn1_x509.Certificate.load(cert.public_bytes(serialization.Encoding.DER)).public_key["algorithm"]["algorithm"].dotted
+        )
         family = "GOST 34.310" if oid.startswith(GOST_PREFIXES) else "an unsupported"
         return (
             "SIGNATURE_ALGORITHM_UNSUPPORTED",
@@ -105,7 +112,11 @@ def key_usage_problem(cert: x509.Certificate, *, require_non_repudiation: bool) 
     if require_non_repudiation and not usage.content_commitment:
         missing.append("nonRepudiation")
     if missing:
-        hint = " (an AUTH certificate cannot sign a declaration; use the SIGN certificate)" if "nonRepudiation" in missing and usage.digital_signature else ""
+        hint = (
+            " (an AUTH certificate cannot sign a declaration; use the SIGN certificate)"
+            if "nonRepudiation" in missing and usage.digital_signature
+            else ""
+        )
         return f"keyUsage lacks {' and '.join(missing)}{hint}"
     return None
 
@@ -139,7 +150,6 @@ def decode_signature(blob: bytes) -> bytes:
         except binascii.Error:
             return blob
     return blob
-
 
 
 def crl_signed_by(crl: x509.CertificateRevocationList, ca: x509.Certificate) -> bool:

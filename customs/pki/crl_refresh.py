@@ -40,16 +40,17 @@ import stat
 import tempfile
 import time
 import urllib.parse
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
 
 import httpx
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
+
 from customs.core.clock import utcnow
 from customs.core.settings import Settings, get_settings
 from customs.pki.certificates import crl_signed_by, describe_name, load_crl
@@ -81,7 +82,14 @@ CRL_OLDER_THAN_CURRENT = "CRL_OLDER_THAN_CURRENT"
 CRL_WRITE_FAILED = "CRL_WRITE_FAILED"
 CRL_REFRESH_ERROR = "CRL_REFRESH_ERROR"
 
-REPLACED, ADDED, UNCHANGED, REJECTED, DOWNLOAD_FAILED, ERROR = "replaced", "added", "unchanged", "rejected", "download_failed", "error"
+REPLACED, ADDED, UNCHANGED, REJECTED, DOWNLOAD_FAILED, ERROR = (
+    "replaced",
+    "added",
+    "unchanged",
+    "rejected",
+    "download_failed",
+    "error",
+)
 PROBLEM_OUTCOMES = frozenset({REJECTED, DOWNLOAD_FAILED, ERROR})
 
 
@@ -129,13 +137,11 @@ def parse_crl(blob: bytes) -> x509.CertificateRevocationList:
         raise ValueError("empty")
     crl = load_crl(blob)
     crl.issuer.public_bytes()
-    crl.last_update_utc
-    crl.next_update_utc
+    _ = (crl.last_update_utc, crl.next_update_utc)
     for _ in crl.extensions:
         pass
     for revoked in crl:
-        revoked.serial_number
-        revoked.revocation_date_utc
+        _ = (revoked.serial_number, revoked.revocation_date_utc)
         for _ in revoked.extensions:
             pass
     return crl
@@ -201,7 +207,12 @@ def check_crl(
     candidates = [c for c in named if is_crl_issuer(c)]
     if not candidates:
         if named:
-            return _reject(CRL_ISSUER_UNKNOWN, f"issuer {issuer_name!r} is in the trust directory but not as a CA allowed to sign CRLs (basicConstraints cA, keyUsage cRLSign)", crl)
+            return _reject(
+                CRL_ISSUER_UNKNOWN,
+                f"issuer {issuer_name!r} is in the trust directory but not as a CA allowed to sign CRLs "
+                "(basicConstraints cA, keyUsage cRLSign)",
+                crl,
+            )
         return _reject(CRL_ISSUER_UNKNOWN, f"issuer {issuer_name!r} is not a CA certificate of the trust directory", crl)
 
     # The signature, with that CA's key.
@@ -214,8 +225,17 @@ def check_crl(
             except (UnsupportedAlgorithm, ValueError):
                 unsupported.append(c)
         if len(unsupported) == len(candidates):
-            return _reject(CRL_SIGNATURE_INVALID, f"the key of {issuer_name!r} is of an algorithm this system cannot verify (GOST 34.310?); the CRL cannot be checked", crl)
-        return _reject(CRL_SIGNATURE_INVALID, f"the CRL names {issuer_name!r} as issuer but its signature does not verify with that CA's key", crl)
+            return _reject(
+                CRL_SIGNATURE_INVALID,
+                f"the key of {issuer_name!r} is of an algorithm this system cannot verify (GOST 34.310?); "
+                "the CRL cannot be checked",
+                crl,
+            )
+        return _reject(
+            CRL_SIGNATURE_INVALID,
+            f"the CRL names {issuer_name!r} as issuer but its signature does not verify with that CA's key",
+            crl,
+        )
 
     scope = _scope_problem(crl)
     if scope:
@@ -224,12 +244,25 @@ def check_crl(
     # Its validity period, as of now.
     this_update, next_update = crl.last_update_utc, crl.next_update_utc
     previous = (current or {}).get(issuer_der)
-    same_as_current = previous is not None and previous.public_bytes(serialization.Encoding.DER) == crl.public_bytes(serialization.Encoding.DER)
+    same_as_current = previous is not None and previous.public_bytes(serialization.Encoding.DER) == crl.public_bytes(
+        serialization.Encoding.DER
+    )
     if next_update is not None and next_update < now:
         note = " (it is the CRL already in the CRL directory: the CA has published no newer one)" if same_as_current else ""
-        return _reject(CRL_EXPIRED, f"CRL of {issuer_name!r} expired at {next_update.isoformat()} (nextUpdate), before {now.isoformat()}{note}", crl, signer)
+        return _reject(
+            CRL_EXPIRED,
+            f"CRL of {issuer_name!r} expired at {next_update.isoformat()} (nextUpdate), before {now.isoformat()}{note}",
+            crl,
+            signer,
+        )
     if this_update > now + skew:
-        return _reject(CRL_NOT_YET_VALID, f"CRL of {issuer_name!r} is dated {this_update.isoformat()} (thisUpdate), more than {int(skew.total_seconds())} s after {now.isoformat()}", crl, signer)
+        return _reject(
+            CRL_NOT_YET_VALID,
+            f"CRL of {issuer_name!r} is dated {this_update.isoformat()} (thisUpdate), "
+            f"more than {int(skew.total_seconds())} s after {now.isoformat()}",
+            crl,
+            signer,
+        )
 
     # Against the current CRL of that issuer.
     if previous is None:
@@ -239,14 +272,35 @@ def check_crl(
     number, current_number = crl_number(crl), crl_number(previous)
     if number is not None and current_number is not None:
         if number < current_number:
-            return _reject(CRL_OLDER_THAN_CURRENT, f"CRL Number {number} is lower than the current CRL's ({current_number})", crl, signer)
+            return _reject(
+                CRL_OLDER_THAN_CURRENT, f"CRL Number {number} is lower than the current CRL's ({current_number})", crl, signer
+            )
         if number == current_number:
-            return _reject(CRL_OLDER_THAN_CURRENT, f"CRL Number {number} is the current CRL's but its content differs; a CA issues each number once", crl, signer)
+            return _reject(
+                CRL_OLDER_THAN_CURRENT,
+                f"CRL Number {number} is the current CRL's but its content differs; a CA issues each number once",
+                crl,
+                signer,
+            )
     if this_update < previous.last_update_utc:
-        return _reject(CRL_OLDER_THAN_CURRENT, f"thisUpdate {this_update.isoformat()} is earlier than the current CRL's ({previous.last_update_utc.isoformat()})", crl, signer)
+        return _reject(
+            CRL_OLDER_THAN_CURRENT,
+            f"thisUpdate {this_update.isoformat()} is earlier than the current CRL's ({previous.last_update_utc.isoformat()})",
+            crl,
+            signer,
+        )
     if (number is None or current_number is None) and this_update == previous.last_update_utc:
-        return _reject(CRL_OLDER_THAN_CURRENT, f"thisUpdate {this_update.isoformat()} is the current CRL's and there is no higher CRL Number: not newer", crl, signer)
-    newer = f"CRL Number {current_number} -> {number}" if number is not None and current_number is not None else f"thisUpdate {previous.last_update_utc.isoformat()} -> {this_update.isoformat()}"
+        return _reject(
+            CRL_OLDER_THAN_CURRENT,
+            f"thisUpdate {this_update.isoformat()} is the current CRL's and there is no higher CRL Number: not newer",
+            crl,
+            signer,
+        )
+    newer = (
+        f"CRL Number {current_number} -> {number}"
+        if number is not None and current_number is not None
+        else f"thisUpdate {previous.last_update_utc.isoformat()} -> {this_update.isoformat()}"
+    )
     return CrlDecision("accept", None, f"newer CRL of {issuer_name!r} ({newer})", crl, signer)
 
 
@@ -289,7 +343,12 @@ def download_crl(url: str, *, timeout: float, max_bytes: int = MAX_CRL_BYTES, cl
     deadline = time.monotonic() + timeout
     own = client is None
     if own:
-        client = httpx.Client(timeout=timeout, follow_redirects=True, max_redirects=MAX_REDIRECTS, headers={"User-Agent": USER_AGENT, "Accept": "application/pkix-crl, application/x-pkcs7-crl, */*"})
+        client = httpx.Client(
+            timeout=timeout,
+            follow_redirects=True,
+            max_redirects=MAX_REDIRECTS,
+            headers={"User-Agent": USER_AGENT, "Accept": "application/pkix-crl, application/x-pkcs7-crl, */*"},
+        )
     try:
         with client.stream("GET", url) as response:
             final = str(response.url)
@@ -297,17 +356,31 @@ def download_crl(url: str, *, timeout: float, max_bytes: int = MAX_CRL_BYTES, cl
                 return Download(url, error=f"redirected to {final}, not http(s)", final_url=final)
             if response.status_code != 200:
                 where = f" (after redirects, from {final})" if final != url else ""
-                return Download(url, error=f"HTTP {response.status_code} {response.reason_phrase}{where}", status_code=response.status_code, final_url=final)
+                return Download(
+                    url,
+                    error=f"HTTP {response.status_code} {response.reason_phrase}{where}",
+                    status_code=response.status_code,
+                    final_url=final,
+                )
             declared = response.headers.get("content-length")
             if declared and declared.isdigit() and int(declared) > max_bytes:
-                return Download(url, error=f"the CRL is {int(declared)} bytes (Content-Length), more than the {max_bytes} allowed", status_code=200, final_url=final)
+                return Download(
+                    url,
+                    error=f"the CRL is {int(declared)} bytes (Content-Length), more than the {max_bytes} allowed",
+                    status_code=200,
+                    final_url=final,
+                )
             chunks, size = [], 0
             for chunk in response.iter_bytes():
                 size += len(chunk)
                 if size > max_bytes:
-                    return Download(url, error=f"more than {max_bytes} bytes; download abandoned", status_code=200, final_url=final)
+                    return Download(
+                        url, error=f"more than {max_bytes} bytes; download abandoned", status_code=200, final_url=final
+                    )
                 if time.monotonic() > deadline:
-                    return Download(url, error=f"not complete after {timeout:g} s; download abandoned", status_code=200, final_url=final)
+                    return Download(
+                        url, error=f"not complete after {timeout:g} s; download abandoned", status_code=200, final_url=final
+                    )
                 chunks.append(chunk)
             return Download(url, content=b"".join(chunks), status_code=200, final_url=final)
     except httpx.TimeoutException as exc:
@@ -465,7 +538,14 @@ class CrlRefreshReport:
         return [r.as_dict() for r in self.results]
 
 
-def _result(url: str, outcome: str, code: str | None, message: str, crl: x509.CertificateRevocationList | None = None, file: Path | None = None) -> CrlUrlResult:
+def _result(
+    url: str,
+    outcome: str,
+    code: str | None,
+    message: str,
+    crl: x509.CertificateRevocationList | None = None,
+    file: Path | None = None,
+) -> CrlUrlResult:
     return CrlUrlResult(
         url=url,
         outcome=outcome,
@@ -479,11 +559,21 @@ def _result(url: str, outcome: str, code: str | None, message: str, crl: x509.Ce
     )
 
 
-def _refresh_one(url: str, *, settings: Settings, crl_dir: Path, certificates: Sequence[x509.Certificate], current: dict[bytes, CurrentCrl], now: datetime) -> CrlUrlResult:
+def _refresh_one(
+    url: str,
+    *,
+    settings: Settings,
+    crl_dir: Path,
+    certificates: Sequence[x509.Certificate],
+    current: dict[bytes, CurrentCrl],
+    now: datetime,
+) -> CrlUrlResult:
     download = download_crl(url, timeout=settings.crl_download_timeout)
     if not download.ok:
         return _result(url, DOWNLOAD_FAILED, CRL_DOWNLOAD_FAILED, f"{url}: {download.error}")
-    decision = check_crl(download.content, certificates=certificates, current={k: v.crl for k, v in current.items() if v.valid}, now=now)
+    decision = check_crl(
+        download.content, certificates=certificates, current={k: v.crl for k, v in current.items() if v.valid}, now=now
+    )
     issuer_der = decision.crl.issuer.public_bytes() if decision.crl is not None else None
     existing = current.get(issuer_der) if issuer_der is not None else None
     if decision.verdict == "reject":
@@ -499,10 +589,21 @@ def _refresh_one(url: str, *, settings: Settings, crl_dir: Path, certificates: S
     try:
         atomic_write(target, data)
     except OSError as exc:
-        return _result(url, ERROR, CRL_WRITE_FAILED, f"{decision.message}, but writing {target} failed: {exc}", crl, existing.path if existing else None)
-    note = "" if existing is None or existing.valid else f" (the file held a CRL not signed by {describe_name(crl.issuer)!r}'s key)"
+        return _result(
+            url,
+            ERROR,
+            CRL_WRITE_FAILED,
+            f"{decision.message}, but writing {target} failed: {exc}",
+            crl,
+            existing.path if existing else None,
+        )
+    note = (
+        "" if existing is None or existing.valid else f" (the file held a CRL not signed by {describe_name(crl.issuer)!r}'s key)"
+    )
     current[issuer_der] = CurrentCrl(target, crl, pem, True)
-    return _result(url, REPLACED if existing is not None else ADDED, None, f"{decision.message}; wrote {target.name}{note}", crl, target)
+    return _result(
+        url, REPLACED if existing is not None else ADDED, None, f"{decision.message}; wrote {target.name}{note}", crl, target
+    )
 
 
 def refresh_crls(settings: Settings | None = None, now: datetime | None = None) -> CrlRefreshReport:
@@ -518,7 +619,10 @@ def refresh_crls(settings: Settings | None = None, now: datetime | None = None) 
     if not urls:
         return report
     if settings.trust_dir is None or settings.crl_dir is None:
-        raise CrlRefreshNotConfigured("CUSTOMS_CRL_URLS is set but CUSTOMS_TRUST_DIR and CUSTOMS_CRL_DIR are both needed: CRLs are verified against trust_dir and written to crl_dir")
+        raise CrlRefreshNotConfigured(
+            "CUSTOMS_CRL_URLS is set but CUSTOMS_TRUST_DIR and CUSTOMS_CRL_DIR are both needed: "
+            "CRLs are verified against trust_dir and written to crl_dir"
+        )
     crl_dir = Path(settings.crl_dir)
     crl_dir.mkdir(parents=True, exist_ok=True)
     material = TrustMaterial.load(settings.trust_dir, None)
@@ -530,11 +634,20 @@ def refresh_crls(settings: Settings | None = None, now: datetime | None = None) 
         current = current_crls(crl_dir, certificates)
         for url in urls:
             try:
-                result = _refresh_one(url, settings=settings, crl_dir=crl_dir, certificates=certificates, current=current, now=now or utcnow())
+                result = _refresh_one(
+                    url, settings=settings, crl_dir=crl_dir, certificates=certificates, current=current, now=now or utcnow()
+                )
             except Exception as exc:  # one URL never stops the others
                 log.exception("CRL refresh of %s failed unexpectedly", url)
                 result = _result(url, ERROR, CRL_REFRESH_ERROR, f"{url}: unexpected {type(exc).__name__}: {exc}")
-            log.log(logging.WARNING if result.problem else logging.INFO, "CRL %s: %s %s %s", url, result.outcome, result.code or "", result.message)
+            log.log(
+                logging.WARNING if result.problem else logging.INFO,
+                "CRL %s: %s %s %s",
+                url,
+                result.outcome,
+                result.code or "",
+                result.message,
+            )
             report.results.append(result)
     return report
 
@@ -542,4 +655,3 @@ def refresh_crls(settings: Settings | None = None, now: datetime | None = None) 
 def task_timeout(settings: Settings) -> float:
     """Enough for every URL to use its whole download time, plus a minute of checking and writing."""
     return len(settings.crl_urls) * (settings.crl_download_timeout + 5) + 60
-

@@ -58,7 +58,15 @@ def _ca_name(common_name: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COUNTRY_NAME, "KZ"), x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
 
 
-def _ca_cert(subject: x509.Name, issuer: x509.Name, public_key, signing_key, not_before: datetime, not_after: datetime, path_length: int | None):
+def _ca_cert(
+    subject: x509.Name,
+    issuer: x509.Name,
+    public_key,
+    signing_key,
+    not_before: datetime,
+    not_after: datetime,
+    path_length: int | None,
+):
     return (
         x509.CertificateBuilder()
         .subject_name(subject)
@@ -68,9 +76,7 @@ def _ca_cert(subject: x509.Name, issuer: x509.Name, public_key, signing_key, not
         .not_valid_before(not_before)
         .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
-        .add_extension(
-            x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
-        )
+        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
         .sign(signing_key, hashes.SHA256())
     )
@@ -114,7 +120,9 @@ class TestPki:
         return self.trust_dir / "issuing-ca.pem"
 
     @classmethod
-    def create(cls, directory: Path, *, now: datetime | None = None, root_name: str = ROOT_NAME, issuing_name: str = ISSUING_NAME) -> TestPki:
+    def create(
+        cls, directory: Path, *, now: datetime | None = None, root_name: str = ROOT_NAME, issuing_name: str = ISSUING_NAME
+    ) -> TestPki:
         now = now or utcnow()
         directory = Path(directory)
         for sub in ("trust", "crl", "ca", "signers"):
@@ -122,8 +130,18 @@ class TestPki:
         root_key = new_key("rsa2048")
         issuing_key = new_key("rsa2048")
         root_subject = _ca_name(root_name)
-        root = _ca_cert(root_subject, root_subject, root_key.public_key(), root_key, now - timedelta(days=3650), now + timedelta(days=3650), 1)
-        issuing = _ca_cert(_ca_name(issuing_name), root_subject, issuing_key.public_key(), root_key, now - timedelta(days=1825), now + timedelta(days=1825), 0)
+        root = _ca_cert(
+            root_subject, root_subject, root_key.public_key(), root_key, now - timedelta(days=3650), now + timedelta(days=3650), 1
+        )
+        issuing = _ca_cert(
+            _ca_name(issuing_name),
+            root_subject,
+            issuing_key.public_key(),
+            root_key,
+            now - timedelta(days=1825),
+            now + timedelta(days=1825),
+            0,
+        )
         (directory / "trust" / "root.pem").write_bytes(_pem_cert(root))
         (directory / "trust" / "issuing-ca.pem").write_bytes(_pem_cert(issuing))
         (directory / "ca" / "root.key").write_bytes(_pem_key(root_key))
@@ -190,9 +208,7 @@ class TestPki:
             .add_extension(usage, critical=True)
             .add_extension(x509.ExtendedKeyUsage(eku), critical=False)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_cert.public_key()), critical=False
-            )
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_cert.public_key()), critical=False)
             .sign(issuer_key, hashes.SHA256())
         )
         label = label or f"{iin or bin or 'signer'}-{cert.serial_number:x}"[:60]
@@ -203,7 +219,9 @@ class TestPki:
         (folder / "key.pem").chmod(0o600)
         return IssuedSigner(folder / "cert.pem", folder / "key.pem", cert)
 
-    def revoke(self, serial: int, *, at: datetime | None = None, now: datetime | None = None, next_update: datetime | None = None) -> None:
+    def revoke(
+        self, serial: int, *, at: datetime | None = None, now: datetime | None = None, next_update: datetime | None = None
+    ) -> None:
         """Revoke a certificate of the issuing CA as of ``at`` and publish a new CRL."""
         self.revoked[serial] = (at or utcnow()).isoformat()
         (self.dir / "ca" / "state.json").write_text(json.dumps({"revoked": {str(k): v for k, v in self.revoked.items()}}))
@@ -231,7 +249,9 @@ class TestPki:
             )
         return builder.sign(signing_key or self.issuing_key, hashes.SHA256())
 
-    def write_crl(self, *, now: datetime | None = None, next_update: datetime | None = None, signing_key=None, crl_number: int | None = None) -> Path:
+    def write_crl(
+        self, *, now: datetime | None = None, next_update: datetime | None = None, signing_key=None, crl_number: int | None = None
+    ) -> Path:
         crl = self.build_crl(now=now, next_update=next_update, signing_key=signing_key, crl_number=crl_number)
         path = self.crl_dir / "issuing-ca.crl"
         path.write_bytes(crl.public_bytes(serialization.Encoding.DER))
@@ -255,7 +275,9 @@ class CmsSigner:
     """Makes detached CMS (CAdES-BES) signatures with pyHanko, as NCALayer's createCMSSignatureFromBase64 does."""
 
     def __init__(self, cert_path: Path, key_path: Path, chain_paths: tuple[Path, ...] = ()):
-        cert = asn1_x509.Certificate.load(x509.load_pem_x509_certificate(Path(cert_path).read_bytes()).public_bytes(serialization.Encoding.DER))
+        cert = asn1_x509.Certificate.load(
+            x509.load_pem_x509_certificate(Path(cert_path).read_bytes()).public_bytes(serialization.Encoding.DER)
+        )
         key = serialization.load_pem_private_key(Path(key_path).read_bytes(), None)
         key_info = asn1_keys.PrivateKeyInfo.load(
             key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())

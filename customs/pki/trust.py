@@ -92,7 +92,9 @@ class TrustMaterial:
                 newest[ca.subject.rfc4514_string(NAME_LABELS)] = max(entries, key=lambda e: e.crl.last_update_utc).crl
         return newest
 
-    def revocation_problem(self, cert: x509.Certificate, issuer: x509.Certificate, *, at: datetime, now: datetime, required: bool) -> tuple[str, str] | None:
+    def revocation_problem(
+        self, cert: x509.Certificate, issuer: x509.Certificate, *, at: datetime, now: datetime, required: bool
+    ) -> tuple[str, str] | None:
         """Revocation status of ``cert`` (issued by ``issuer``) at the submission time ``at``, using CRLs current at ``now``."""
         issuer_name = issuer.subject.rfc4514_string(NAME_LABELS)
         entries, bad = self.crls_of(issuer)
@@ -115,6 +117,8 @@ class TrustMaterial:
                 why = revoked.extensions.get_extension_for_class(x509.CRLReason).value.reason.value
             except x509.ExtensionNotFound:
                 why = "unspecified"
-            return "CERT_REVOKED", f"revoked at {revoked.revocation_date_utc.isoformat()} (reason {why}), before the submission at {at.isoformat()}"
+            return (
+                "CERT_REVOKED",
+                f"revoked at {revoked.revocation_date_utc.isoformat()} (reason {why}), before the submission at {at.isoformat()}",
+            )
         return None
-

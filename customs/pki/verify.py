@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import logging
 import threading
 from collections.abc import Sequence
@@ -63,7 +64,6 @@ class SignedDocument:
     signature: bytes | None = field(repr=False)
 
 
-
 @dataclass(frozen=True)
 class DocumentVerdict:
     document: SignedDocument
@@ -95,7 +95,9 @@ class DocumentVerdict:
 class SignatureVerifier(Protocol):
     """Verifies one signed document for a declarant, as of the submission time."""
 
-    def verify(self, document: SignedDocument, *, declarant_ids: Sequence[str], at: datetime, now: datetime) -> DocumentVerdict: ...
+    def verify(
+        self, document: SignedDocument, *, declarant_ids: Sequence[str], at: datetime, now: datetime
+    ) -> DocumentVerdict: ...
 
 
 # ----------------------------------------------------------------------------------------------
@@ -120,7 +122,9 @@ class CmsSignatureVerifier:
             return asyncio.run(self.averify(document, declarant_ids=declarant_ids, at=at, now=now))
         raise RuntimeError("inside an event loop: await averify() instead")
 
-    async def averify(self, document: SignedDocument, *, declarant_ids: Sequence[str], at: datetime, now: datetime) -> DocumentVerdict:
+    async def averify(
+        self, document: SignedDocument, *, declarant_ids: Sequence[str], at: datetime, now: datetime
+    ) -> DocumentVerdict:
         where = f"{document.label} ({document.filename})"
 
         def reason(code: str, message: str, signer: SignerIdentity | None = None) -> Reason:
@@ -128,7 +132,11 @@ class CmsSignatureVerifier:
             return Reason(code=code, path=document.label, message=f"signature of {document.filename}: {message}{about}")
 
         if not document.signature:
-            return DocumentVerdict(document, None, (reason("SIGNATURE_MISSING", "no signature was given; every document must be signed by the declarant"),))
+            return DocumentVerdict(
+                document,
+                None,
+                (reason("SIGNATURE_MISSING", "no signature was given; every document must be signed by the declarant"),),
+            )
 
         # 1. The CMS parses and is a detached SignedData with one signer.
         try:
@@ -140,12 +148,26 @@ class CmsSignatureVerifier:
             encapsulated = signed_data["encap_content_info"]["content"]
             certs = extract_certs_for_validation(signed_data)
         except Exception as exc:  # asn1crypto raises many types on garbage
-            return DocumentVerdict(document, None, (reason("SIGNATURE_INVALID", f"not a readable CMS SignedData signature ({exc.__class__.__name__}: {exc})"),))
+            return DocumentVerdict(
+                document,
+                None,
+                (reason("SIGNATURE_INVALID", f"not a readable CMS SignedData signature ({exc.__class__.__name__}: {exc})"),),
+            )
         if encapsulated.native is not None:
-            return DocumentVerdict(document, None, (reason("SIGNATURE_INVALID", "the CMS carries its own content; a detached signature over the document is required"),))
+            return DocumentVerdict(
+                document,
+                None,
+                (
+                    reason(
+                        "SIGNATURE_INVALID", "the CMS carries its own content; a detached signature over the document is required"
+                    ),
+                ),
+            )
         signer_asn1 = certs.signer_cert
         if signer_asn1 is None:
-            return DocumentVerdict(document, None, (reason("SIGNER_CERT_MISSING", "the signer's certificate is not included in the CMS"),))
+            return DocumentVerdict(
+                document, None, (reason("SIGNER_CERT_MISSING", "the signer's certificate is not included in the CMS"),)
+            )
         cert = x509.load_der_x509_certificate(signer_asn1.dump())
         signer = signer_identity(cert)
 
@@ -160,16 +182,28 @@ class CmsSignatureVerifier:
         try:
             digest = hashlib.new(digest_name, document.content).digest()
         except (ValueError, TypeError):
-            return DocumentVerdict(document, signer, (reason("SIGNATURE_ALGORITHM_UNSUPPORTED", f"digest algorithm {digest_name} is not supported", signer),))
+            return DocumentVerdict(
+                document,
+                signer,
+                (reason("SIGNATURE_ALGORITHM_UNSUPPORTED", f"digest algorithm {digest_name} is not supported", signer),),
+            )
         try:
             intact, valid = validate_sig_integrity(signer_info, signer_asn1, expected_content_type="data", actual_digest=digest)
         except Exception as exc:
             intact, valid = True, False
             log.info("%s: signature integrity check raised %r", where, exc)
         if not intact:
-            reasons.append(reason("DIGEST_MISMATCH", "the signature was made over other bytes than the document received (message digest differs)", signer))
+            reasons.append(
+                reason(
+                    "DIGEST_MISMATCH",
+                    "the signature was made over other bytes than the document received (message digest differs)",
+                    signer,
+                )
+            )
         elif not valid:
-            reasons.append(reason("SIGNATURE_INVALID", "the signature value does not verify with the signer's public key", signer))
+            reasons.append(
+                reason("SIGNATURE_INVALID", "the signature value does not verify with the signer's public key", signer)
+            )
 
         # 4. Key usage allows signing.
         usage = key_usage_problem(cert, require_non_repudiation=self.require_non_repudiation)
@@ -179,17 +213,25 @@ class CmsSignatureVerifier:
         # 5. The signer is the declarant.
         ids = {i for i in declarant_ids if i}
         if not ids:
-            reasons.append(reason("SIGNER_NOT_DECLARANT", "the declaration names no valid declarant IIN/BIN to compare the signer with", signer))
+            reasons.append(
+                reason(
+                    "SIGNER_NOT_DECLARANT", "the declaration names no valid declarant IIN/BIN to compare the signer with", signer
+                )
+            )
         elif not ({signer.iin, signer.bin} & ids):
             who = ", ".join(f"{k} {v}" for k, v in (("IIN", signer.iin), ("BIN", signer.bin)) if v) or "no IIN or BIN"
-            reasons.append(reason("SIGNER_NOT_DECLARANT", f"signed by {who}, not by the declarant ({', '.join(sorted(ids))})", signer))
+            reasons.append(
+                reason("SIGNER_NOT_DECLARANT", f"signed by {who}, not by the declarant ({', '.join(sorted(ids))})", signer)
+            )
 
         # 6. Chain to a trust anchor, valid at the submission time, and not revoked then.
         for code, message in await self.chain_problems(cert, at=at, now=now, embedded=certs.other_certs):
             reasons.append(reason(code, message, signer))
         return DocumentVerdict(document, signer, tuple(reasons))
 
-    async def chain_problems(self, cert: x509.Certificate, *, at: datetime, now: datetime, embedded: Sequence = ()) -> list[tuple[str, str]]:
+    async def chain_problems(
+        self, cert: x509.Certificate, *, at: datetime, now: datetime, embedded: Sequence = ()
+    ) -> list[tuple[str, str]]:
         """(code, message) for a certificate that does not chain to a trust anchor at ``at`` or was revoked by then.
 
         The answer depends only on the certificate, the certificates the CMS carried and the two times,
@@ -205,7 +247,9 @@ class CmsSignatureVerifier:
             self._chain_cache[key] = cached
         return list(cached)
 
-    async def _chain_problems(self, cert: x509.Certificate, *, at: datetime, now: datetime, embedded: Sequence = ()) -> list[tuple[str, str]]:
+    async def _chain_problems(
+        self, cert: x509.Certificate, *, at: datetime, now: datetime, embedded: Sequence = ()
+    ) -> list[tuple[str, str]]:
         signer_asn1 = asn1_x509.Certificate.load(cert.public_bytes(serialization.Encoding.DER))
         issuer = cert.issuer.rfc4514_string(NAME_LABELS)
         context = ValidationContext(
@@ -219,7 +263,13 @@ class CmsSignatureVerifier:
         try:
             path = await validator.async_validate_path()
         except cv_errors.PathBuildingError as exc:
-            return [("CERT_UNTRUSTED", f"no chain to a trusted root: issuer {issuer!r} or its CA chain is not among the trusted certificates ({exc})")]
+            return [
+                (
+                    "CERT_UNTRUSTED",
+                    f"no chain to a trusted root: issuer {issuer!r} or its CA chain "
+                    f"is not among the trusted certificates ({exc})",
+                )
+            ]
         except cv_errors.ExpiredError as exc:
             return [("CERT_EXPIRED", f"expired before the submission at {at.isoformat()} ({exc})")]
         except cv_errors.NotYetValidError as exc:
@@ -228,7 +278,7 @@ class CmsSignatureVerifier:
             return [("CERT_UNTRUSTED", f"the certificate chain does not validate ({exc})")]
         chain = [x509.load_der_x509_certificate(c.dump()) for c in path.iter_certs(include_root=True)]
         # the chain runs from the trust anchor to the signer; each non-root certificate is checked against its issuer's CRL
-        for issuer_cert, subject in zip(chain, chain[1:]):
+        for issuer_cert, subject in itertools.pairwise(chain):
             is_signer = subject is chain[-1]
             problem = self.trust.revocation_problem(subject, issuer_cert, at=at, now=now, required=self.require_crl and is_signer)
             if problem:
@@ -249,22 +299,29 @@ _cache: dict[tuple, CmsSignatureVerifier] = {}
 def directory_fingerprint(directory: Path | None) -> tuple:
     if directory is None or not Path(directory).is_dir():
         return (str(directory), None)
-    return (str(directory),) + tuple(sorted((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in Path(directory).iterdir() if p.is_file()))
+    return (str(directory),) + tuple(
+        sorted((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in Path(directory).iterdir() if p.is_file())
+    )
 
 
-def configured_verifier(trust_dir: Path | None, crl_dir: Path | None, *, require_non_repudiation: bool, require_crl: bool) -> CmsSignatureVerifier:
+def configured_verifier(
+    trust_dir: Path | None, crl_dir: Path | None, *, require_non_repudiation: bool, require_crl: bool
+) -> CmsSignatureVerifier:
     """The verifier for these directories; reloaded only when a file in them changes."""
     key = (directory_fingerprint(trust_dir), directory_fingerprint(crl_dir), require_non_repudiation, require_crl)
     with _cache_lock:
         verifier = _cache.get(key)
         if verifier is None:
-            verifier = CmsSignatureVerifier(TrustMaterial.load(trust_dir, crl_dir), require_non_repudiation=require_non_repudiation, require_crl=require_crl)
+            verifier = CmsSignatureVerifier(
+                TrustMaterial.load(trust_dir, crl_dir), require_non_repudiation=require_non_repudiation, require_crl=require_crl
+            )
             _cache.clear()
             _cache[key] = verifier
         return verifier
 
 
-def verify_documents(verifier: SignatureVerifier, documents: Sequence[SignedDocument], *, declarant_ids: Sequence[str], at: datetime, now: datetime) -> list[DocumentVerdict]:
+def verify_documents(
+    verifier: SignatureVerifier, documents: Sequence[SignedDocument], *, declarant_ids: Sequence[str], at: datetime, now: datetime
+) -> list[DocumentVerdict]:
     """Verify the declaration and each attachment; every document gets its own verdict."""
     return [verifier.verify(doc, declarant_ids=declarant_ids, at=at, now=now) for doc in documents]
-

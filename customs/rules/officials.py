@@ -51,7 +51,9 @@ def authority_problem(official: Official | None, official_id: str, *, office: st
     """An official acts only on declarations of its own office and zone of customs control."""
     if official is None:
         return Reason(
-            code="OFFICIAL_UNKNOWN", path="official", message=f"{official_id!r} is not an authorized official (reference/officials.json)"
+            code="OFFICIAL_UNKNOWN",
+            path="official",
+            message=f"{official_id!r} is not an authorized official (reference/officials.json)",
         )
     if official.office != office:
         return Reason(
@@ -61,7 +63,9 @@ def authority_problem(official: Official | None, official_id: str, *, office: st
         )
     if zone is not None and official.zone != zone:
         return Reason(
-            code="ZONE_MISMATCH", path="official", message=f"official {official.id} acts in zone {official.zone}; the goods are in zone {zone}"
+            code="ZONE_MISMATCH",
+            path="official",
+            message=f"official {official.id} acts in zone {official.zone}; the goods are in zone {zone}",
         )
     return None
 
@@ -76,10 +80,16 @@ def grounds_problems(codes: Iterable[str], reference: ReferenceData, use: Litera
         ground = reference.grounds.get(code)
         if ground is None:
             problems.append(
-                Reason(code="GROUND_UNKNOWN", path=f"grounds[{index}]", message=f"{code!r} is not a ground in reference/release_grounds.json")
+                Reason(
+                    code="GROUND_UNKNOWN",
+                    path=f"grounds[{index}]",
+                    message=f"{code!r} is not a ground in reference/release_grounds.json",
+                )
             )
         elif use not in ground.applies_to:
-            problems.append(Reason(code="GROUND_NOT_APPLICABLE", path=f"grounds[{index}]", message=f"ground {code} is not a ground for {use}"))
+            problems.append(
+                Reason(code="GROUND_NOT_APPLICABLE", path=f"grounds[{index}]", message=f"ground {code} is not a ground for {use}")
+            )
     if len(set(codes)) != len(codes):
         problems.append(Reason(code="GROUND_REPEATED", path="grounds", message="a ground is given twice"))
     return problems
@@ -91,7 +101,9 @@ def decision_problems(decision: str, decision_code: str | None, grounds: list[st
             codes = ", ".join(f"{k} ({v})" for k, v in RELEASE_CODES.items())
             return [
                 Reason(
-                    code="DECISION_CODE_INVALID", path="decision_code", message=f"release needs a decision code: {codes}; {decision_code!r} given"
+                    code="DECISION_CODE_INVALID",
+                    path="decision_code",
+                    message=f"release needs a decision code: {codes}; {decision_code!r} given",
                 )
             ]
         return []
@@ -106,4 +118,6 @@ def release_alert_at(registered_at: datetime, due_at: datetime, fraction: float)
 
 
 def ground_facts(codes: Iterable[str], reference: ReferenceData) -> list[dict[str, Any]]:
-    return [{"code": c, "title": dict(reference.grounds[c].title), "legal_basis": reference.grounds[c].legal_basis} for c in codes]
+    return [
+        {"code": c, "title": dict(reference.grounds[c].title), "legal_basis": reference.grounds[c].legal_basis} for c in codes
+    ]

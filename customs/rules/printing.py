@@ -61,7 +61,8 @@ def requester_problem(requested_by: str | None, declarant_ids: set[str]) -> Refu
     if requested_by not in declarant_ids:
         return Refused.because(
             "REQUESTER_NOT_APPLICANT",
-            f"{requested_by} is neither the declarant nor a signer of this declaration; only the applicant may ask for its paper copy",
+            f"{requested_by} is neither the declarant nor a signer of this declaration; "
+            "only the applicant may ask for its paper copy",
             "requested_by",
         )
     return None

@@ -51,9 +51,10 @@ def revocation_findings(row: dict[str, Any], crls: dict[str, x509.CertificateRev
                 row["registration_number"],
                 str(row["status"]),
                 "signer_revoked_before_submission" if before else "signer_revoked_since",
-                f"{summary.get('filename') or summary.get('document')}: certificate {signer['serial']} of {signer.get('subject')} "
-                f"revoked at {revoked.revocation_date_utc.isoformat()} ({'before' if before else 'after'} the submission at {row['submitted_at'].isoformat()})",
+                f"{summary.get('filename') or summary.get('document')}: "
+                f"certificate {signer['serial']} of {signer.get('subject')} "
+                f"revoked at {revoked.revocation_date_utc.isoformat()} "
+                f"({'before' if before else 'after'} the submission at {row['submitted_at'].isoformat()})",
             )
         )
     return findings
-

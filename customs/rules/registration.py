@@ -72,7 +72,8 @@ def logical_control(doc: GoodsDeclaration, reference: ReferenceData) -> list[Rea
             Reason(
                 code="TOTALS_MISMATCH",
                 path="$.totals.customs_value",
-                message=f"box 12 says {doc.totals.customs_value} but the customs values of the items (box 45) add up to {value_sum}",
+                message=f"box 12 says {doc.totals.customs_value} "
+                f"but the customs values of the items (box 45) add up to {value_sum}",
             )
         )
     return reasons

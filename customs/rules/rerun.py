@@ -48,5 +48,9 @@ def rerun_problem(status: Status, from_step: str | None, registration_number: st
             "signature_check": "the signatures were checked and recorded; their verdict stands",
             "risk_assessment": "the lane is assigned and recorded",
         }.get(from_step, f"{from_step} is done")
-        return Refused.because("STEP_ALREADY_DONE", f"{done}; the clearance continues from {pending}", "from_step", kind="conflict")
-    return Refused.because("STEP_NOT_READY", f"cannot start from {from_step}: {pending} has not been done yet", "from_step", kind="conflict")
+        return Refused.because(
+            "STEP_ALREADY_DONE", f"{done}; the clearance continues from {pending}", "from_step", kind="conflict"
+        )
+    return Refused.because(
+        "STEP_NOT_READY", f"cannot start from {from_step}: {pending} has not been done yet", "from_step", kind="conflict"
+    )

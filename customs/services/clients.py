@@ -10,8 +10,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import Iterable
 from datetime import datetime
-from typing import Iterable
 
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
@@ -82,12 +82,20 @@ def create_client(
         raise ValueError(f"only official clients name an official; a {kind} client takes no --official")
 
     token = secrets.token_urlsafe(32)
-    client = ApiClient(name=name, kind=ClientKind(kind), token_sha256=token_hash(token), identifiers=ids,
-                       official_id=official_id, created_at=now or utcnow())
+    client = ApiClient(
+        name=name,
+        kind=ClientKind(kind),
+        token_sha256=token_hash(token),
+        identifiers=ids,
+        official_id=official_id,
+        created_at=now or utcnow(),
+    )
     try:
         with transaction(settings) as session:
             if session.exec(select(ApiClient).where(ApiClient.name == name)).first() is not None:
-                raise ValueError(f"a client named {name!r} exists already (names stay taken after revocation); choose another name")
+                raise ValueError(
+                    f"a client named {name!r} exists already (names stay taken after revocation); choose another name"
+                )
             session.add(client)
     except IntegrityError:  # the same name created at the same moment elsewhere
         raise ValueError(f"a client named {name!r} exists already; choose another name") from None

@@ -62,7 +62,9 @@ def read_document(content: bytes, settings: Settings) -> dict[str, Any]:
     if not content:
         raise _refused("EMPTY", "the declaration is empty")
     if len(content) > settings.max_declaration_bytes:
-        raise _refused("TOO_LARGE", f"the declaration has {len(content)} bytes; at most {settings.max_declaration_bytes} are accepted")
+        raise _refused(
+            "TOO_LARGE", f"the declaration has {len(content)} bytes; at most {settings.max_declaration_bytes} are accepted"
+        )
     try:
         text = content.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -72,7 +74,9 @@ def read_document(content: bytes, settings: Settings) -> dict[str, Any]:
     try:
         data = json.loads(text, object_pairs_hook=_reject_duplicate_keys)
     except json.JSONDecodeError as exc:
-        raise _refused("JSON_INVALID", f"the declaration is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}") from None
+        raise _refused(
+            "JSON_INVALID", f"the declaration is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"
+        ) from None
     if not isinstance(data, dict):
         raise _refused("OBJECT_EXPECTED", f"the declaration must be a JSON object, not a {type(data).__name__}")
     return data
@@ -113,9 +117,13 @@ def submit_declaration(
                 "signature",
             )
     elif official_id is not None:
-        raise _refused("OFFICIAL_NOT_EXPECTED", "only paper declarations are entered by an official (--channel paper)", "official")
+        raise _refused(
+            "OFFICIAL_NOT_EXPECTED", "only paper declarations are entered by an official (--channel paper)", "official"
+        )
     if len(attachments) > settings.max_attachments:
-        raise _refused("TOO_MANY_ATTACHMENTS", f"{len(attachments)} attachments; at most {settings.max_attachments}", "attachments")
+        raise _refused(
+            "TOO_MANY_ATTACHMENTS", f"{len(attachments)} attachments; at most {settings.max_attachments}", "attachments"
+        )
     for index, attachment in enumerate(attachments):
         where = f"attachments[{index}]"
         if not attachment.content:
@@ -123,7 +131,8 @@ def submit_declaration(
         if len(attachment.content) > settings.max_attachment_bytes:
             raise _refused(
                 "TOO_LARGE",
-                f"attachment {attachment.filename!r} has {len(attachment.content)} bytes; at most {settings.max_attachment_bytes}",
+                f"attachment {attachment.filename!r} has {len(attachment.content)} bytes; "
+                f"at most {settings.max_attachment_bytes}",
                 where,
             )
     digest = hashlib.sha256(content).hexdigest()
@@ -178,11 +187,15 @@ def _paper_entry_official(official_id: str | None, data: dict[str, Any], setting
     """The official entering a paper declaration must be one of the office the declaration is addressed to."""
     if not official_id:
         raise _refused(
-            "OFFICIAL_REQUIRED", "a paper declaration is entered by an official: give --official with the official's id", "official"
+            "OFFICIAL_REQUIRED",
+            "a paper declaration is entered by an official: give --official with the official's id",
+            "official",
         )
     official = load_reference(settings.reference_dir).officials.get(official_id)
     if official is None:
-        raise _refused("OFFICIAL_UNKNOWN", f"{official_id!r} is not an authorized official (reference/officials.json)", "official")
+        raise _refused(
+            "OFFICIAL_UNKNOWN", f"{official_id!r} is not an authorized official (reference/officials.json)", "official"
+        )
     office = _text_field(data, "customs_office", 80)
     if official.office != office:
         raise _refused(

@@ -37,7 +37,13 @@ from models.reasons import Reason
 
 
 def refuse_official_act(
-    session: Session, application_id: str, official_id: str, action: str, reason: Reason, at: datetime, details: dict[str, Any] | None = None
+    session: Session,
+    application_id: str,
+    official_id: str,
+    action: str,
+    reason: Reason,
+    at: datetime,
+    details: dict[str, Any] | None = None,
 ) -> Refused:
     """Audit a refused act (who, what, why) in the caller's transaction; returns the refusal to raise after commit."""
     append_event(
@@ -206,7 +212,11 @@ def cancel_release(
         official = reference.officials.get(official_id)
         problem = authority_problem(official, official_id, office=declaration.customs_office, zone=declaration.zone)
         if problem is None and declaration.status == Status.RELEASE_CANCELLED:
-            problem = Reason(code="ALREADY_CANCELLED", path="$", message=f"the release of {declaration.registration_number} was already cancelled")
+            problem = Reason(
+                code="ALREADY_CANCELLED",
+                path="$",
+                message=f"the release of {declaration.registration_number} was already cancelled",
+            )
         elif problem is None and declaration.status != Status.RELEASED:
             problem = Reason(
                 code="NOT_RELEASED",
@@ -241,7 +251,9 @@ def cancel_release(
             if mark is not None and mark.affixed_at is None:
                 mark.withdrawn_at = now
                 session.add(mark)
-            result = DecisionResult(declaration.application_id, declaration.registration_number, str(declaration.status), "", replay=False)
+            result = DecisionResult(
+                declaration.application_id, declaration.registration_number, str(declaration.status), "", replay=False
+            )
     if refused is not None:
         raise refused
     return result
@@ -290,7 +302,9 @@ def affix_mark(key: str, *, official_id: str, now: datetime | None = None, setti
             select(ReleaseMark).where(ReleaseMark.application_id == declaration.application_id).with_for_update()
         ).first()
         official = reference.officials.get(official_id)
-        problem = authority_problem(official, official_id, office=declaration.customs_office, zone=mark.zone if mark else declaration.zone)
+        problem = authority_problem(
+            official, official_id, office=declaration.customs_office, zone=mark.zone if mark else declaration.zone
+        )
         if problem is None and mark is None:
             problem = Reason(
                 code="NO_RELEASE_MARK",
@@ -302,11 +316,14 @@ def affix_mark(key: str, *, official_id: str, now: datetime | None = None, setti
             problem = Reason(
                 code="MARK_ALREADY_AFFIXED",
                 path="$",
-                message=f"the release mark of {declaration.registration_number} was affixed by {mark.affixed_by} at {kz_display(mark.affixed_at)}",
+                message=f"the release mark of {declaration.registration_number} "
+                f"was affixed by {mark.affixed_by} at {kz_display(mark.affixed_at)}",
             )
         elif problem is None and mark.withdrawn_at is not None:
             problem = Reason(
-                code="RELEASE_CANCELLED", path="$", message=f"the release of {declaration.registration_number} was cancelled; no mark is affixed"
+                code="RELEASE_CANCELLED",
+                path="$",
+                message=f"the release of {declaration.registration_number} was cancelled; no mark is affixed",
             )
         if problem is not None:
             refused = refuse_official_act(session, declaration.application_id, official_id, "affix_release_mark", problem, now)

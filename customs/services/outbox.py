@@ -59,8 +59,11 @@ class DispatchReport:
         return self.outcomes["sent"]
 
     def as_dict(self) -> dict[str, Any]:
-        return {"claimed": self.claimed, **{k: self.outcomes[k] for k in ("sent", "retry", "failed", "stale", "put_back")},
-                "errors": self.errors[:20]}
+        return {
+            "claimed": self.claimed,
+            **{k: self.outcomes[k] for k in ("sent", "retry", "failed", "stale", "put_back")},
+            "errors": self.errors[:20],
+        }
 
 
 def claim_due(settings: Settings, now: datetime, limit: int, application_id: str | None = None) -> list[Claimed]:
@@ -76,7 +79,10 @@ def claim_due(settings: Settings, now: datetime, limit: int, application_id: str
         for notice in session.exec(query).all():
             if notice.attempts >= settings.outbox_max_attempts:  # its last passes died before recording anything
                 notice.status = NoticeStatus.FAILED
-                notice.last_error = f"gave up after {notice.attempts} attempts; the dispatcher stopped during the last one ({notice.last_error or 'no answer recorded'})"[:2000]
+                notice.last_error = (
+                    f"gave up after {notice.attempts} attempts; the dispatcher stopped during the last one "
+                    f"({notice.last_error or 'no answer recorded'})"
+                )[:2000]
                 session.add(notice)
                 continue
             notices.append(notice)
@@ -93,7 +99,9 @@ def claim_due(settings: Settings, now: datetime, limit: int, application_id: str
             for d in session.exec(select(Declaration).where(Declaration.application_id.in_({n.application_id for n in notices})))
         }
         files: dict[int, list[tuple[str, str, bytes]]] = {}
-        for attachment in session.exec(select(NoticeAttachment).where(NoticeAttachment.notice_id.in_(ids)).order_by(NoticeAttachment.id)):
+        for attachment in session.exec(
+            select(NoticeAttachment).where(NoticeAttachment.notice_id.in_(ids)).order_by(NoticeAttachment.id)
+        ):
             files.setdefault(attachment.notice_id, []).append((attachment.filename, attachment.content_type, attachment.content))
         session.flush()
         return [Claimed(n, declarations.get(n.application_id), files.get(n.id, [])) for n in notices]
@@ -103,7 +111,9 @@ def record_attempt(settings: Settings, notice_id: int, attempt: int, result: Sen
     """Write what came of one attempt; returns sent, retry or failed."""
     with transaction(settings) as session:
         notice = session.exec(select(Notice).where(Notice.id == notice_id).with_for_update()).one()
-        session.add(DeliveryAttempt(notice_id=notice_id, attempt=attempt, at=now, outcome=result.outcome, detail=result.detail[:2000]))
+        session.add(
+            DeliveryAttempt(notice_id=notice_id, attempt=attempt, at=now, outcome=result.outcome, detail=result.detail[:2000])
+        )
         if notice.status != NoticeStatus.PENDING or notice.attempts != attempt:
             if result.outcome == SENT and notice.status == NoticeStatus.PENDING:
                 pass  # another pass took it over after this one's lease ran out, but this one delivered it: it is sent
@@ -207,8 +217,14 @@ async def dispatch_due(
             try:
                 if item.declaration is None:
                     raise LookupError(f"declaration {notice.application_id} of notice {notice.id} is missing")
-                message = build_message(notice, item.declaration, reference, sender=settings.mail_from,
-                                        domain=settings.mail_domain, attachments=item.attachments)
+                message = build_message(
+                    notice,
+                    item.declaration,
+                    reference,
+                    sender=settings.mail_from,
+                    domain=settings.mail_domain,
+                    attachments=item.attachments,
+                )
             except Exception as exc:  # a template or data defect: retrying will not cure it
                 log.exception("notice %s (%s) cannot be rendered", notice.id, notice.kind)
                 result = SendResult(PERMANENT, f"cannot be rendered: {type(exc).__name__}: {exc}")
@@ -224,7 +240,9 @@ async def dispatch_due(
                 report.errors.append(f"notice {notice.id} to {notice.recipient}: {result.detail}")
             if result.server_wide and pending:
                 log.error("outbox: %s; %d notices put back for the next pass", result.detail, len(pending))
-                report.outcomes["put_back"] += put_back(settings, [(c.notice.id, c.notice.attempts) for c in pending], clock(), result.detail)
+                report.outcomes["put_back"] += put_back(
+                    settings, [(c.notice.id, c.notice.attempts) for c in pending], clock(), result.detail
+                )
                 pending = []
     finally:
         await transport.close()
@@ -258,7 +276,15 @@ def requeue_failed(*, actor: str, since: datetime | None = None, now: datetime |
             query = query.where(Notice.last_attempt_at >= since)
         notices = list(session.exec(query))
         for notice in notices:
-            session.add(DeliveryAttempt(notice_id=notice.id, attempt=notice.attempts, at=now, outcome="requeued", detail=f"queued again by {actor} (all failed)"))
+            session.add(
+                DeliveryAttempt(
+                    notice_id=notice.id,
+                    attempt=notice.attempts,
+                    at=now,
+                    outcome="requeued",
+                    detail=f"queued again by {actor} (all failed)",
+                )
+            )
             notice.status = NoticeStatus.PENDING
             notice.attempts = 0
             notice.next_attempt_at = now
@@ -278,10 +304,17 @@ def list_notices(*, status: str | None = None, application_id: str | None = None
             query = query.where(Notice.application_id == application_id)
         return [
             {
-                "id": n.id, "application_id": n.application_id, "kind": str(n.kind), "recipient": n.recipient,
-                "language": n.language, "status": str(n.status), "attempts": n.attempts,
-                "created_at_kz": kz_display(n.created_at), "next_attempt_at_kz": kz_display(n.next_attempt_at),
-                "sent_at_kz": kz_display(n.sent_at), "last_error": n.last_error,
+                "id": n.id,
+                "application_id": n.application_id,
+                "kind": str(n.kind),
+                "recipient": n.recipient,
+                "language": n.language,
+                "status": str(n.status),
+                "attempts": n.attempts,
+                "created_at_kz": kz_display(n.created_at),
+                "next_attempt_at_kz": kz_display(n.next_attempt_at),
+                "sent_at_kz": kz_display(n.sent_at),
+                "last_error": n.last_error,
             }
             for n in session.exec(query)
         ]
@@ -303,11 +336,24 @@ def requeue_notice(notice_id: int, *, actor: str, recipient: str | None = None, 
             notice.recipient = address
         if notice.recipient is None:
             raise ValueError(f"notice {notice_id} has no address; give one with --to")
-        session.add(DeliveryAttempt(notice_id=notice.id, attempt=notice.attempts, at=now, outcome="requeued",
-                                    detail=f"queued again by {actor}" + (f" to {notice.recipient}" if recipient else "")))
+        session.add(
+            DeliveryAttempt(
+                notice_id=notice.id,
+                attempt=notice.attempts,
+                at=now,
+                outcome="requeued",
+                detail=f"queued again by {actor}" + (f" to {notice.recipient}" if recipient else ""),
+            )
+        )
         if recipient is not None:  # a legal document goes to another address: that is an act to account for
-            append_event(session, application_id=notice.application_id, event="notice_redirected", actor=actor[:60], at=now,
-                         details={"notice_id": notice.id, "kind": str(notice.kind), "to": notice.recipient})
+            append_event(
+                session,
+                application_id=notice.application_id,
+                event="notice_redirected",
+                actor=actor[:60],
+                at=now,
+                details={"notice_id": notice.id, "kind": str(notice.kind), "to": notice.recipient},
+            )
         notice.status = NoticeStatus.PENDING
         notice.attempts = 0
         notice.next_attempt_at = now

@@ -54,11 +54,20 @@ class PrintRequestResult:
 
 
 def _result(request: PrintRequest, created: bool) -> PrintRequestResult:
-    return PrintRequestResult(request.request_id, request.application_id, request.registration_number, request.office,
-                              request.requested_at, request.due_at, created)
+    return PrintRequestResult(
+        request.request_id,
+        request.application_id,
+        request.registration_number,
+        request.office,
+        request.requested_at,
+        request.due_at,
+        created,
+    )
 
 
-def request_print(key: str, *, requested_by: str | None = None, now: datetime | None = None, settings: Settings | None = None) -> PrintRequestResult:
+def request_print(
+    key: str, *, requested_by: str | None = None, now: datetime | None = None, settings: Settings | None = None
+) -> PrintRequestResult:
     """Record the applicant's request, render the copy and queue it at the office that registered the declaration."""
     settings = settings or get_settings()
     reference = load_reference(settings.reference_dir)
@@ -69,8 +78,11 @@ def request_print(key: str, *, requested_by: str | None = None, now: datetime | 
         problem = problem or requester_problem(requested_by, _applicant_ids(declaration))
         if problem:
             raise problem
-        waiting = session.exec(select(PrintRequest).where(PrintRequest.application_id == declaration.application_id,
-                                                          PrintRequest.status == PrintStatus.PENDING)).first()
+        waiting = session.exec(
+            select(PrintRequest).where(
+                PrintRequest.application_id == declaration.application_id, PrintRequest.status == PrintStatus.PENDING
+            )
+        ).first()
         if waiting is not None:
             return _result(waiting, created=False)
         mark = session.exec(select(ReleaseMark).where(ReleaseMark.application_id == declaration.application_id)).first()
@@ -79,26 +91,60 @@ def request_print(key: str, *, requested_by: str | None = None, now: datetime | 
     pdf = render_copy_pdf(context)  # outside the transaction: rendering takes a while and needs no lock
     with transaction(settings) as session:
         declaration = find_declaration(session, key, lock=True)
-        waiting = session.exec(select(PrintRequest).where(PrintRequest.application_id == declaration.application_id,
-                                                          PrintRequest.status == PrintStatus.PENDING)).first()
+        waiting = session.exec(
+            select(PrintRequest).where(
+                PrintRequest.application_id == declaration.application_id, PrintRequest.status == PrintStatus.PENDING
+            )
+        ).first()
         if waiting is not None:  # asked twice at once: one request
             return _result(waiting, created=False)
         request = PrintRequest(
-            request_id=request_id, application_id=declaration.application_id, registration_number=declaration.registration_number,
-            office=declaration.customs_office, requested_at=now, requested_by=requested_by,
-            alert_at=now + settings.print_alert_after, due_at=now + settings.print_deadline,
-            pdf=pdf, pdf_sha256=hashlib.sha256(pdf).hexdigest(), declaration_sha256=declaration.content_sha256,
+            request_id=request_id,
+            application_id=declaration.application_id,
+            registration_number=declaration.registration_number,
+            office=declaration.customs_office,
+            requested_at=now,
+            requested_by=requested_by,
+            alert_at=now + settings.print_alert_after,
+            due_at=now + settings.print_deadline,
+            pdf=pdf,
+            pdf_sha256=hashlib.sha256(pdf).hexdigest(),
+            declaration_sha256=declaration.content_sha256,
         )
         session.add(request)
-        event = append_event(session, application_id=declaration.application_id, event="print_requested", actor=requested_by or "declarant",
-                             at=now, details={"request_id": request_id, "due_at": request.due_at.isoformat(), "office": request.office,
-                                              "pdf_sha256": request.pdf_sha256})
+        event = append_event(
+            session,
+            application_id=declaration.application_id,
+            event="print_requested",
+            actor=requested_by or "declarant",
+            at=now,
+            details={
+                "request_id": request_id,
+                "due_at": request.due_at.isoformat(),
+                "office": request.office,
+                "pdf_sha256": request.pdf_sha256,
+            },
+        )
         who = addressee_of(declaration.content)
-        queue_notice(session, application_id=declaration.application_id, kind=NoticeKind.PRINT_REQUEST_ACCEPTED,
-                     dedup_key=f"print_request_accepted:{request_id}", recipient=who["email"], language=who["language"], at=now,
-                     event_seq=event.seq, facts={"event_at": now.isoformat(), "request_id": request_id, "requested_at": now.isoformat(),
-                                                 "due_at": request.due_at.isoformat(), "requested_by": requested_by,
-                                                 "pdf_sha256": request.pdf_sha256, "registration_number": declaration.registration_number})
+        queue_notice(
+            session,
+            application_id=declaration.application_id,
+            kind=NoticeKind.PRINT_REQUEST_ACCEPTED,
+            dedup_key=f"print_request_accepted:{request_id}",
+            recipient=who["email"],
+            language=who["language"],
+            at=now,
+            event_seq=event.seq,
+            facts={
+                "event_at": now.isoformat(),
+                "request_id": request_id,
+                "requested_at": now.isoformat(),
+                "due_at": request.due_at.isoformat(),
+                "requested_by": requested_by,
+                "pdf_sha256": request.pdf_sha256,
+                "registration_number": declaration.registration_number,
+            },
+        )
         return _result(request, created=True)
 
 
@@ -106,13 +152,23 @@ def print_queue(*, office: str | None = None, now: datetime | None = None) -> li
     """Pending requests, the most urgent first, with the minutes left (negative: overdue)."""
     now = now or utcnow()
     with transaction() as session:
-        query = select(PrintRequest).where(PrintRequest.status == PrintStatus.PENDING).order_by(PrintRequest.due_at, PrintRequest.id)
+        query = (
+            select(PrintRequest).where(PrintRequest.status == PrintStatus.PENDING).order_by(PrintRequest.due_at, PrintRequest.id)
+        )
         if office:
             query = query.where(PrintRequest.office == office)
         return [
-            {"request_id": r.request_id, "registration_number": r.registration_number, "application_id": r.application_id, "office": r.office,
-             "requested_at_kz": kz_display(r.requested_at), "due_at_kz": kz_display(r.due_at),
-             "minutes_left": math.floor(minutes_between(now, r.due_at)), "alerted": r.alerted_at is not None, "breached": r.breached_at is not None}
+            {
+                "request_id": r.request_id,
+                "registration_number": r.registration_number,
+                "application_id": r.application_id,
+                "office": r.office,
+                "requested_at_kz": kz_display(r.requested_at),
+                "due_at_kz": kz_display(r.due_at),
+                "minutes_left": math.floor(minutes_between(now, r.due_at)),
+                "alerted": r.alerted_at is not None,
+                "breached": r.breached_at is not None,
+            }
             for r in session.exec(query)
         ]
 
@@ -125,7 +181,9 @@ def copy_of(request_id: str) -> tuple[PrintRequest, bytes]:
         return request, request.pdf
 
 
-def mark_printed(request_id: str, *, official_id: str, now: datetime | None = None, settings: Settings | None = None) -> dict[str, Any]:
+def mark_printed(
+    request_id: str, *, official_id: str, now: datetime | None = None, settings: Settings | None = None
+) -> dict[str, Any]:
     """An official of the office records that the copy was printed and handed over; after the deadline it is marked late."""
     settings = settings or get_settings()
     reference = load_reference(settings.reference_dir)
@@ -138,11 +196,21 @@ def mark_printed(request_id: str, *, official_id: str, now: datetime | None = No
         official = reference.officials.get(official_id)
         problem = authority_problem(official, official_id, office=request.office, zone=None)
         if problem is None and request.status == PrintStatus.PRINTED:
-            problem = Reason(code="ALREADY_PRINTED", path="request_id",
-                             message=f"request {request_id} was printed by {request.printed_by} at {kz_display(request.printed_at)}")
+            problem = Reason(
+                code="ALREADY_PRINTED",
+                path="request_id",
+                message=f"request {request_id} was printed by {request.printed_by} at {kz_display(request.printed_at)}",
+            )
         if problem is not None:
-            append_event(session, application_id=request.application_id, event="official_action_refused", actor=official_id[:60], at=now,
-                         reasons=[problem], details={"action": "print", "request_id": request_id})
+            append_event(
+                session,
+                application_id=request.application_id,
+                event="official_action_refused",
+                actor=official_id[:60],
+                at=now,
+                reasons=[problem],
+                details={"action": "print", "request_id": request_id},
+            )
             refused = official_refusal(problem)
         else:
             request.status = PrintStatus.PRINTED
@@ -151,10 +219,22 @@ def mark_printed(request_id: str, *, official_id: str, now: datetime | None = No
             request.late = now > request.due_at
             session.add(request)
             minutes = round(minutes_between(request.requested_at, now), 1)
-            append_event(session, application_id=request.application_id, event="copy_printed", actor=official.id, at=now,
-                         details={"request_id": request_id, "late": request.late, "minutes": minutes, "pdf_sha256": request.pdf_sha256})
-            result = {"request_id": request_id, "registration_number": request.registration_number, "printed_by": official.id,
-                      "printed_at": now.isoformat(), "minutes": minutes, "late": request.late}
+            append_event(
+                session,
+                application_id=request.application_id,
+                event="copy_printed",
+                actor=official.id,
+                at=now,
+                details={"request_id": request_id, "late": request.late, "minutes": minutes, "pdf_sha256": request.pdf_sha256},
+            )
+            result = {
+                "request_id": request_id,
+                "registration_number": request.registration_number,
+                "printed_by": official.id,
+                "printed_at": now.isoformat(),
+                "minutes": minutes,
+                "late": request.late,
+            }
     if refused is not None:
         raise refused
     return result
@@ -169,15 +249,30 @@ class PrintDeadlineReport:
         return {"alerted": self.alerted, "breached": self.breached}
 
 
-def _alert_office(session: Session, request: PrintRequest, reference: ReferenceData, now: datetime, event_seq: int, stage: str) -> None:
+def _alert_office(
+    session: Session, request: PrintRequest, reference: ReferenceData, now: datetime, event_seq: int, stage: str
+) -> None:
     for supervisor in reference.supervisors_of(request.office, None):
-        queue_notice(session, application_id=request.application_id, kind=NoticeKind.PRINT_DEADLINE_ALERT,
-                     dedup_key=f"print_deadline_{stage}:{request.request_id}:{supervisor.id}", recipient=supervisor.email, language="ru",
-                     at=now, event_seq=event_seq,
-                     facts={"event_at": now.isoformat(), "recipient_name": supervisor.name, "request_id": request.request_id,
-                            "requested_at": request.requested_at.isoformat(), "due_at": request.due_at.isoformat(),
-                            "minutes_left": math.floor(minutes_between(now, request.due_at)), "stage": stage,
-                            "registration_number": request.registration_number})
+        queue_notice(
+            session,
+            application_id=request.application_id,
+            kind=NoticeKind.PRINT_DEADLINE_ALERT,
+            dedup_key=f"print_deadline_{stage}:{request.request_id}:{supervisor.id}",
+            recipient=supervisor.email,
+            language="ru",
+            at=now,
+            event_seq=event_seq,
+            facts={
+                "event_at": now.isoformat(),
+                "recipient_name": supervisor.name,
+                "request_id": request.request_id,
+                "requested_at": request.requested_at.isoformat(),
+                "due_at": request.due_at.isoformat(),
+                "minutes_left": math.floor(minutes_between(now, request.due_at)),
+                "stage": stage,
+                "registration_number": request.registration_number,
+            },
+        )
 
 
 def check_print_deadlines(*, now: datetime | None = None, settings: Settings | None = None) -> PrintDeadlineReport:
@@ -187,21 +282,36 @@ def check_print_deadlines(*, now: datetime | None = None, settings: Settings | N
     now = now or utcnow()
     report = PrintDeadlineReport([], [])
     with transaction(settings) as session:
-        query = select(PrintRequest).where(PrintRequest.status == PrintStatus.PENDING, PrintRequest.breached_at.is_(None),
-                                           PrintRequest.alert_at <= now).order_by(PrintRequest.due_at)
+        query = (
+            select(PrintRequest)
+            .where(PrintRequest.status == PrintStatus.PENDING, PrintRequest.breached_at.is_(None), PrintRequest.alert_at <= now)
+            .order_by(PrintRequest.due_at)
+        )
         if session.get_bind().dialect.name == "postgresql":
             query = query.with_for_update(skip_locked=True)
         for request in session.exec(query):
             if request.alerted_at is None:
                 request.alerted_at = now
-                event = append_event(session, application_id=request.application_id, event="print_deadline_alert", actor="system", at=now,
-                                     details={"request_id": request.request_id, "due_at": request.due_at.isoformat(), "office": request.office})
+                event = append_event(
+                    session,
+                    application_id=request.application_id,
+                    event="print_deadline_alert",
+                    actor="system",
+                    at=now,
+                    details={"request_id": request.request_id, "due_at": request.due_at.isoformat(), "office": request.office},
+                )
                 _alert_office(session, request, reference, now, event.seq, "alert")
                 report.alerted.append(request.request_id)
             if now >= request.due_at:
                 request.breached_at = now
-                event = append_event(session, application_id=request.application_id, event="print_deadline_breached", actor="system", at=now,
-                                     details={"request_id": request.request_id, "due_at": request.due_at.isoformat(), "office": request.office})
+                event = append_event(
+                    session,
+                    application_id=request.application_id,
+                    event="print_deadline_breached",
+                    actor="system",
+                    at=now,
+                    details={"request_id": request.request_id, "due_at": request.due_at.isoformat(), "office": request.office},
+                )
                 _alert_office(session, request, reference, now, event.seq, "breach")
                 report.breached.append(request.request_id)
             session.add(request)
@@ -221,8 +331,10 @@ def sla_report(*, date_from: date | None = None, date_to: date | None = None, no
             query = query.where(PrintRequest.requested_at >= _kz_day_start(date_from))
         if date_to:
             query = query.where(PrintRequest.requested_at < _kz_day_start(date_to + timedelta(days=1)))
-        rows = [{"office": r.office, "requested_at": r.requested_at, "printed_at": r.printed_at, "late": r.late, "due_at": r.due_at}
-                for r in session.exec(query)]
+        rows = [
+            {"office": r.office, "requested_at": r.requested_at, "printed_at": r.printed_at, "late": r.late, "due_at": r.due_at}
+            for r in session.exec(query)
+        ]
     offices = sorted({r["office"] for r in rows})
     return {
         "from": date_from.isoformat() if date_from else None,

@@ -76,32 +76,62 @@ def operations_summary(now: datetime | None = None, *, failed_runs: list[dict[st
     now = now or utcnow()
     with transaction() as session:
         by_status = dict(session.exec(select(Declaration.status, func.count()).group_by(Declaration.status)).all())
-        by_lane = {lane or "none": count for lane, count in session.exec(
-            select(Declaration.lane, func.count()).where(Declaration.registration_number.is_not(None)).group_by(Declaration.lane)).all()}
+        by_lane = {
+            lane or "none": count
+            for lane, count in session.exec(
+                select(Declaration.lane, func.count())
+                .where(Declaration.registration_number.is_not(None))
+                .group_by(Declaration.lane)
+            ).all()
+        }
         oldest_passing = session.exec(
-            select(Declaration).where(Declaration.status.in_((Status.SUBMITTED, Status.SIGNATURES_CHECKED, Status.REGISTERED, Status.LANE_ASSIGNED)))
-            .order_by(Declaration.updated_at).limit(1)).first()
+            select(Declaration)
+            .where(Declaration.status.in_((Status.SUBMITTED, Status.SIGNATURES_CHECKED, Status.REGISTERED, Status.LANE_ASSIGNED)))
+            .order_by(Declaration.updated_at)
+            .limit(1)
+        ).first()
         waiting = session.exec(
             select(Declaration).where(Declaration.status == Status.AWAITING_OFFICIAL).order_by(Declaration.release_due_at)
         ).all()
         outbox = dict(session.exec(select(Notice.status, func.count()).group_by(Notice.status)).all())
         awaiting = [
-            {"application_id": d.application_id, "registration_number": d.registration_number, "zone": d.zone, "lane": d.lane,
-             "due_kz": kz_display(d.release_due_at), "minutes_left": int((d.release_due_at - now).total_seconds() // 60) if d.release_due_at else None,
-             "alerted": d.release_alerted_at is not None, "breached": d.release_breached_at is not None}
+            {
+                "application_id": d.application_id,
+                "registration_number": d.registration_number,
+                "zone": d.zone,
+                "lane": d.lane,
+                "due_kz": kz_display(d.release_due_at),
+                "minutes_left": int((d.release_due_at - now).total_seconds() // 60) if d.release_due_at else None,
+                "alerted": d.release_alerted_at is not None,
+                "breached": d.release_breached_at is not None,
+            }
             for d in waiting
         ]
     marks = open_marks(now=now)
     overdue_minutes = int(settings.release_mark_overdue.total_seconds() // 60)
     with transaction() as session:
-        prints_open = session.exec(select(PrintRequest).where(PrintRequest.status == PrintStatus.PENDING).order_by(PrintRequest.due_at)).all()
-        print_rows = [{"request_id": p.request_id, "registration_number": p.registration_number, "office": p.office,
-                       "minutes_left": int((p.due_at - now).total_seconds() // 60)} for p in prints_open]
+        prints_open = session.exec(
+            select(PrintRequest).where(PrintRequest.status == PrintStatus.PENDING).order_by(PrintRequest.due_at)
+        ).all()
+        print_rows = [
+            {
+                "request_id": p.request_id,
+                "registration_number": p.registration_number,
+                "office": p.office,
+                "minutes_left": int((p.due_at - now).total_seconds() // 60),
+            }
+            for p in prints_open
+        ]
     oldest = None
-    candidates = [(d["minutes_left"], "awaiting official", d["registration_number"]) for d in awaiting if d["minutes_left"] is not None]
+    candidates = [
+        (d["minutes_left"], "awaiting official", d["registration_number"]) for d in awaiting if d["minutes_left"] is not None
+    ]
     if oldest_passing is not None:
-        oldest = {"application_id": oldest_passing.application_id, "status": str(oldest_passing.status),
-                  "resting_minutes": int((now - oldest_passing.updated_at).total_seconds() // 60)}
+        oldest = {
+            "application_id": oldest_passing.application_id,
+            "status": str(oldest_passing.status),
+            "resting_minutes": int((now - oldest_passing.updated_at).total_seconds() // 60),
+        }
     return {
         "at_kz": kz_display(now),
         "declarations": {str(s): by_status.get(s, 0) for s in Status},
@@ -125,24 +155,39 @@ def operations_summary_markdown(summary: dict[str, Any]) -> str:
     lines += ["", "## Registered declarations by lane", "", "| lane | count |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in summary["lanes"].items()] or ["| - | 0 |"]
     oldest = summary["oldest_in_progress"]
-    lines += ["", f"Oldest declaration in progress: {oldest['application_id']} at {oldest['status']} for {oldest['resting_minutes']} min"
-              if oldest else "No declaration in progress."]
+    lines += [
+        "",
+        f"Oldest declaration in progress: {oldest['application_id']} at {oldest['status']} for {oldest['resting_minutes']} min"
+        if oldest
+        else "No declaration in progress.",
+    ]
     lines += ["", f"## Awaiting an official: {len(summary['awaiting_official'])}", ""]
     if summary["awaiting_official"]:
         lines += ["| registration number | zone | lane | due | minutes left | |", "|---|---|---|---|---|---|"]
-        lines += [f"| {d['registration_number']} | {d['zone'] or '-'} | {d['lane']} | {d['due_kz']} | {d['minutes_left']} | "
-                  f"{'BREACHED' if d['breached'] else ('alerted' if d['alerted'] else '')} |" for d in summary["awaiting_official"][:100]]
+        lines += [
+            f"| {d['registration_number']} | {d['zone'] or '-'} | {d['lane']} | {d['due_kz']} | {d['minutes_left']} | "
+            f"{'BREACHED' if d['breached'] else ('alerted' if d['alerted'] else '')} |"
+            for d in summary["awaiting_official"][:100]
+        ]
     lines += ["", f"## Paper copies open: {len(summary['print_requests_open'])}", ""]
     if summary["print_requests_open"]:
         lines += ["| request | registration number | office | minutes left |", "|---|---|---|---|"]
-        lines += [f"| {p['request_id']} | {p['registration_number']} | {p['office']} | {p['minutes_left']} |" for p in summary["print_requests_open"][:100]]
+        lines += [
+            f"| {p['request_id']} | {p['registration_number']} | {p['office']} | {p['minutes_left']} |"
+            for p in summary["print_requests_open"][:100]
+        ]
     failed = summary["failed_runs"]
     lines += ["", "## Failed clearance runs (24 h): " + ("unknown" if failed is None else str(len(failed))), ""]
     if failed:
         lines += ["| flow run | state | message |", "|---|---|---|"]
         lines += [f"| {r['flow_run']} | {r['state']} | {r['message'][:120].replace('|', '/')} |" for r in failed[:50]]
-    lines += ["", f"Release marks open: {summary['marks_open']}; overdue (over {summary['mark_overdue_minutes']} min): {len(summary['marks_overdue'])}",
-              "", "Outbox: " + ", ".join(f"{k} {v}" for k, v in summary["outbox"].items())]
+    lines += [
+        "",
+        f"Release marks open: {summary['marks_open']}; "
+        f"overdue (over {summary['mark_overdue_minutes']} min): {len(summary['marks_overdue'])}",
+        "",
+        "Outbox: " + ", ".join(f"{k} {v}" for k, v in summary["outbox"].items()),
+    ]
     return "\n".join(lines)
 
 

@@ -29,31 +29,59 @@ from models.declaration import Declaration, Status
 
 def _rows(settings: Settings, statuses, batch_size: int) -> Iterator[list[dict[str, Any]]]:
     last_id = 0
-    columns = (Declaration.id, Declaration.application_id, Declaration.registration_number, Declaration.status,
-               Declaration.updated_at, Declaration.submitted_at, Declaration.signers)
+    columns = (
+        Declaration.id,
+        Declaration.application_id,
+        Declaration.registration_number,
+        Declaration.status,
+        Declaration.updated_at,
+        Declaration.submitted_at,
+        Declaration.signers,
+    )
     while True:
         with transaction(settings) as session:
             rows = session.exec(
-                select(*columns).where(Declaration.status.in_(statuses), Declaration.id > last_id).order_by(Declaration.id).limit(batch_size)
+                select(*columns)
+                .where(Declaration.status.in_(statuses), Declaration.id > last_id)
+                .order_by(Declaration.id)
+                .limit(batch_size)
             ).all()
         if not rows:
             return
         last_id = rows[-1][0]
-        yield [dict(zip(("id", "application_id", "registration_number", "status", "updated_at", "submitted_at", "signers"), r)) for r in rows]
+        yield [
+            dict(
+                zip(
+                    ("id", "application_id", "registration_number", "status", "updated_at", "submitted_at", "signers"),
+                    r,
+                    strict=True,
+                )
+            )
+            for r in rows
+        ]
 
 
 def _audit_once(settings: Settings, finding: Finding, now: datetime) -> bool:
     """Record the finding in the audit chain unless the same one was recorded before; True when new."""
     with transaction(settings) as session:
-        seen = session.exec(select(AuditEvent.seq).where(
-            AuditEvent.application_id == finding.application_id, AuditEvent.event == "recheck_finding",
-        )).all()
+        seen = session.exec(
+            select(AuditEvent.seq).where(
+                AuditEvent.application_id == finding.application_id,
+                AuditEvent.event == "recheck_finding",
+            )
+        ).all()
         if seen:
             details = session.exec(select(AuditEvent.details).where(AuditEvent.seq.in_(seen))).all()
             if any(d.get("finding") == finding.finding and d.get("detail") == finding.detail for d in details):
                 return False
-        append_event(session, application_id=finding.application_id, event="recheck_finding", actor="batch-recheck", at=now,
-                     details={"finding": finding.finding, "detail": finding.detail, "status": finding.status})
+        append_event(
+            session,
+            application_id=finding.application_id,
+            event="recheck_finding",
+            actor="batch-recheck",
+            at=now,
+            details={"finding": finding.finding, "detail": finding.detail, "status": finding.status},
+        )
         return True
 
 
@@ -94,8 +122,16 @@ def batch_recheck_run(
                     findings.append(finding)
     deadlines = check_release_deadlines(now=now, settings=settings)
     for application_id in deadlines.breached:
-        findings.append(Finding(application_id, None, "awaiting_official", "release_deadline_passed",
-                                "no decision by the legal deadline", action="breach_recorded"))
+        findings.append(
+            Finding(
+                application_id,
+                None,
+                "awaiting_official",
+                "release_deadline_passed",
+                "no decision by the legal deadline",
+                action="breach_recorded",
+            )
+        )
     counts: dict[str, int] = {}
     for finding in findings:
         key = f"{finding.finding}/{finding.action}"

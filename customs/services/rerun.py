@@ -31,6 +31,16 @@ def plan_rerun(key: str, from_step: str | None = None) -> RerunPlan:
 def record_rerun_event(application_id: str, actor: str, flow_run_id: str, run_count: int, now: datetime | None = None) -> None:
     with transaction() as session:
         declaration = find_declaration(session, application_id)
-        append_event(session, application_id=application_id, event="clearance_rerun", actor=actor[:60], at=now or utcnow(),
-                     details={"flow_run_id": flow_run_id, "run_count": run_count, "status": str(declaration.status),
-                              "from_step": NEXT_STEP.get(Status(declaration.status))})
+        append_event(
+            session,
+            application_id=application_id,
+            event="clearance_rerun",
+            actor=actor[:60],
+            at=now or utcnow(),
+            details={
+                "flow_run_id": flow_run_id,
+                "run_count": run_count,
+                "status": str(declaration.status),
+                "from_step": NEXT_STEP.get(Status(declaration.status)),
+            },
+        )

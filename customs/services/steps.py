@@ -189,7 +189,11 @@ def _register(declaration: Declaration, step: StepContext) -> None:
         Status.REGISTERED,
         actor="system",
         at=step.now,
-        details={"registration_number": number, "zone": declaration.zone, "release_due_at": declaration.release_due_at.isoformat()},
+        details={
+            "registration_number": number,
+            "zone": declaration.zone,
+            "release_due_at": declaration.release_due_at.isoformat(),
+        },
     )
 
 
@@ -258,7 +262,12 @@ def _release_or_hold(declaration: Declaration, step: StepContext) -> None:
     else:
         declaration.reasons = [r.model_dump() for r in decision.reasons]
         declaration.move_to(
-            step.session, Status.AWAITING_OFFICIAL, actor="system", at=step.now, reasons=decision.reasons, details={"lane": declaration.lane}
+            step.session,
+            Status.AWAITING_OFFICIAL,
+            actor="system",
+            at=step.now,
+            reasons=decision.reasons,
+            details={"lane": declaration.lane},
         )
 
 

@@ -98,7 +98,9 @@ def report_system_failure(
         if existing is not None:
             return FailureReport(existing.facts["report_id"], created=False)
         declaration = find_declaration(session, application_id)
-        events = list(session.exec(select(AuditEvent).where(AuditEvent.application_id == application_id).order_by(AuditEvent.seq)))
+        events = list(
+            session.exec(select(AuditEvent).where(AuditEvent.application_id == application_id).order_by(AuditEvent.seq))
+        )
         report_id = new_report_id(now)
         who = addressee_of(declaration.content)
         log_bytes = run_log.encode("utf-8")[-MAX_LOG_BYTES:]
@@ -112,8 +114,12 @@ def report_system_failure(
             event="failure_reported",
             actor="system",
             at=now,
-            details={"report_id": report_id, "step": step, "flow_run_id": flow_run_id,
-                     "error": type(error).__name__ if isinstance(error, BaseException) else "error"},
+            details={
+                "report_id": report_id,
+                "step": step,
+                "flow_run_id": flow_run_id,
+                "error": type(error).__name__ if isinstance(error, BaseException) else "error",
+            },
         )
         facts = {
             "event_at": now.isoformat(),
@@ -126,12 +132,32 @@ def report_system_failure(
             "attachments": [name for name, _, _ in attachments],
             "service_name": SERVICE_NAMES[settings.support_language],
         }
-        queue_notice(session, application_id=application_id, kind=NoticeKind.SUPPORT_REPORT, dedup_key=dedup,
-                     recipient=settings.support_address, language=settings.support_language, facts=facts,
-                     at=now, event_seq=event.seq, attachments=attachments)
-        queue_notice(session, application_id=application_id, kind=NoticeKind.FAILURE_REPORTED,
-                     dedup_key=f"failure_reported:{application_id}:{report_id}", recipient=who["email"],
-                     language=who["language"], facts={"event_at": now.isoformat(), "report_id": report_id, "failed_step": step,
-                                                      "registration_number": declaration.registration_number},
-                     at=now, event_seq=event.seq)
+        queue_notice(
+            session,
+            application_id=application_id,
+            kind=NoticeKind.SUPPORT_REPORT,
+            dedup_key=dedup,
+            recipient=settings.support_address,
+            language=settings.support_language,
+            facts=facts,
+            at=now,
+            event_seq=event.seq,
+            attachments=attachments,
+        )
+        queue_notice(
+            session,
+            application_id=application_id,
+            kind=NoticeKind.FAILURE_REPORTED,
+            dedup_key=f"failure_reported:{application_id}:{report_id}",
+            recipient=who["email"],
+            language=who["language"],
+            facts={
+                "event_at": now.isoformat(),
+                "report_id": report_id,
+                "failed_step": step,
+                "registration_number": declaration.registration_number,
+            },
+            at=now,
+            event_seq=event.seq,
+        )
         return FailureReport(report_id, created=True)

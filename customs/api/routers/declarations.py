@@ -63,7 +63,12 @@ async def submit(request: Request, response: Response, client: Client, backgroun
     elif kind == "application/json" or kind.endswith("+json"):
         upload = upload_from_json(await request.body())
     else:
-        raise ApiError(415, "UNSUPPORTED_MEDIA_TYPE", f"send multipart/form-data or application/json, not {kind or 'no Content-Type'}", "Content-Type")
+        raise ApiError(
+            415,
+            "UNSUPPORTED_MEDIA_TYPE",
+            f"send multipart/form-data or application/json, not {kind or 'no Content-Type'}",
+            "Content-Type",
+        )
     submission = await run_in_threadpool(submit_for, client, upload, settings)
     url = status_url(request, submission.application_id)
     if submission.created:
@@ -72,7 +77,9 @@ async def submit(request: Request, response: Response, client: Client, backgroun
         background.add_task(start_clearance_after_answer, request.app, submission.application_id)
     else:
         response.status_code = 200
-    return SubmissionOut(application_id=submission.application_id, submitted_at=submission.submitted_at, status=submission.status, status_url=url)
+    return SubmissionOut(
+        application_id=submission.application_id, submitted_at=submission.submitted_at, status=submission.status, status_url=url
+    )
 
 
 @router.get(
@@ -100,7 +107,11 @@ def get_status(key: DeclarationKey, client: Client) -> dict[str, Any]:
     },
 )
 def ask_for_print(
-    key: DeclarationKey, client: Client, response: Response, request: Request, body: Annotated[PrintRequestIn | None, Body()] = None
+    key: DeclarationKey,
+    client: Client,
+    response: Response,
+    request: Request,
+    body: Annotated[PrintRequestIn | None, Body()] = None,
 ) -> PrintRequestOut:
     settings = get_settings()
     require_kind(client, ClientKind.DECLARANT, ClientKind.PORTAL)
@@ -114,10 +125,17 @@ def ask_for_print(
         response.status_code = 200
     else:
         try:  # precise deadline timers; the every-minute print-deadlines pass covers a failure here
-            call_hook_sync(request.app.state.print_requested, result.request_id, result.requested_at + settings.print_alert_after, result.due_at)
+            call_hook_sync(
+                request.app.state.print_requested,
+                result.request_id,
+                result.requested_at + settings.print_alert_after,
+                result.due_at,
+            )
         except Exception:
             logger.warning(
-                "print request %s: its deadline timers could not be scheduled; print-deadlines watches it", result.request_id, exc_info=True
+                "print request %s: its deadline timers could not be scheduled; print-deadlines watches it",
+                result.request_id,
+                exc_info=True,
             )
     return PrintRequestOut(
         request_id=result.request_id,

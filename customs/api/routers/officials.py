@@ -65,8 +65,15 @@ async def give_decision(key: DeclarationKey, body: DecisionIn, client: Client, r
     try:
         await call_hook(request.app.state.decision_given, result.application_id, run_input)
     except Exception:
-        logger.warning("the decision on %s is recorded, but giving it to the waiting flow run failed", result.application_id, exc_info=True)
-    return DecisionOut(application_id=result.application_id, registration_number=result.registration_number, status=result.status, decision_id=decision_id)
+        logger.warning(
+            "the decision on %s is recorded, but giving it to the waiting flow run failed", result.application_id, exc_info=True
+        )
+    return DecisionOut(
+        application_id=result.application_id,
+        registration_number=result.registration_number,
+        status=result.status,
+        decision_id=decision_id,
+    )
 
 
 @router.post(
@@ -78,7 +85,9 @@ async def give_decision(key: DeclarationKey, body: DecisionIn, client: Client, r
 def cancel(key: DeclarationKey, body: CancellationIn, client: Client) -> CancellationOut:
     require_kind(client, ClientKind.OFFICIAL)
     result = cancel_release(key, official_id=client.official_id or "", grounds=body.grounds, grounds_text=body.grounds_text)
-    return CancellationOut(application_id=result.application_id, registration_number=result.registration_number, status=result.status)
+    return CancellationOut(
+        application_id=result.application_id, registration_number=result.registration_number, status=result.status
+    )
 
 
 @router.post(

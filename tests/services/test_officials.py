@@ -8,25 +8,32 @@ from datetime import timedelta
 import pytest
 from sqlmodel import select
 
-from conftest import as_bytes, run_steps, sample, submit_signed, unique
+from customs.core.clock import utcnow
 from customs.core.db import transaction
 from customs.rules import Refused
-from customs.services.intake import submit_declaration
-from customs.services.queries import declaration_status, operations_summary
-from customs.core.clock import utcnow
-from models.audit import AuditEvent, verify_chain
-from models.declaration import Declaration, Status
-from models.outbox import Notice, NoticeKind
-from customs.rules import Refused
 from customs.rules.officials import release_alert_at
-from customs.services.deadlines import check_release_deadlines
-from customs.services.officials import affix_mark, cancel_release, decide, open_marks
 from customs.rules.rerun import rerun_problem
-
-INSPECTOR = "KZ-OF-0001"  # office 50101, zone ALA-TSW
-SUPERVISOR = "KZ-OF-0002"  # office 50101, zone ALA-TSW
-OTHER_ZONE = "KZ-OF-0003"  # office 50101, zone ALA-AIR
-OTHER_OFFICE = "KZ-OF-0005"  # office 62101
+from customs.services.deadlines import check_release_deadlines
+from customs.services.intake import submit_declaration
+from customs.services.officials import affix_mark, cancel_release, decide, open_marks
+from customs.services.queries import declaration_status, operations_summary
+from models.audit import verify_chain
+from models.declaration import Declaration, Status
+from models.outbox import NoticeKind
+from tests.helpers import (
+    INSPECTOR,
+    OTHER_OFFICE,
+    OTHER_ZONE,
+    SUPERVISOR,
+    as_bytes,
+    events,
+    notices,
+    run_steps,
+    sample,
+    stored,
+    submit_signed,
+    unique,
+)
 
 
 def awaiting(signer, **changes) -> Declaration:
@@ -43,27 +50,6 @@ def released(signer) -> Declaration:
     application_id = submit_signed(signer, unique(sample())).application_id
     assert run_steps(application_id).status == Status.RELEASED
     return stored(application_id)
-
-
-def stored(application_id: str) -> Declaration:
-    with transaction() as session:
-        return session.exec(select(Declaration).where(Declaration.application_id == application_id)).one()
-
-
-def events(application_id: str, event: str | None = None) -> list[AuditEvent]:
-    with transaction() as session:
-        query = select(AuditEvent).where(AuditEvent.application_id == application_id).order_by(AuditEvent.seq)
-        if event:
-            query = query.where(AuditEvent.event == event)
-        return list(session.exec(query))
-
-
-def notices(application_id: str, kind: NoticeKind | None = None) -> list[Notice]:
-    with transaction() as session:
-        query = select(Notice).where(Notice.application_id == application_id).order_by(Notice.id)
-        if kind:
-            query = query.where(Notice.kind == kind)
-        return list(session.exec(query))
 
 
 # --- Decisions ----------------------------------------------------------------------------------
@@ -89,19 +75,32 @@ def test_a_zone_that_is_not_the_offices_is_refused_at_registration(settings, com
 
 def test_release_by_the_right_official(settings, company_signer):
     declaration = awaiting(company_signer)
-    result = decide(declaration.registration_number, decision="release", official_id=INSPECTOR, decision_code="11", grounds_text="security lodged")
+    result = decide(
+        declaration.registration_number,
+        decision="release",
+        official_id=INSPECTOR,
+        decision_code="11",
+        grounds_text="security lodged",
+    )
     assert (result.status, result.replay) == ("released", False)
     after = stored(declaration.application_id)
     assert (after.decision_code, after.decided_by, after.decision_ref) == ("11", INSPECTOR, result.decision_id)
     transition = events(declaration.application_id)[-1]
     assert (transition.to_status, transition.actor) == ("released", INSPECTOR)
-    assert transition.details["official_name"] == "Сейткали Айгерім Нұрланқызы" and transition.details["grounds_text"] == "security lodged"
+    assert (
+        transition.details["official_name"] == "Сейткали Айгерім Нұрланқызы"
+        and transition.details["grounds_text"] == "security lodged"
+    )
     (notice,) = notices(declaration.application_id, NoticeKind.RELEASE)
-    assert notice.facts["official_id"] == INSPECTOR and notice.facts["automatic"] is False and notice.facts["decision_code"] == "11"
+    assert (
+        notice.facts["official_id"] == INSPECTOR and notice.facts["automatic"] is False and notice.facts["decision_code"] == "11"
+    )
     assert open_marks() == []  # release marks follow automatic releases only
 
 
-@pytest.mark.parametrize("official,code", [(OTHER_ZONE, "ZONE_MISMATCH"), (OTHER_OFFICE, "OFFICE_MISMATCH"), ("KZ-OF-9999", "OFFICIAL_UNKNOWN")])
+@pytest.mark.parametrize(
+    "official,code", [(OTHER_ZONE, "ZONE_MISMATCH"), (OTHER_OFFICE, "OFFICE_MISMATCH"), ("KZ-OF-9999", "OFFICIAL_UNKNOWN")]
+)
 def test_an_official_of_another_zone_or_office_is_refused_and_audited(settings, company_signer, official, code):
     declaration = awaiting(company_signer)
     with pytest.raises(Refused) as refused:
@@ -115,15 +114,24 @@ def test_an_official_of_another_zone_or_office_is_refused_and_audited(settings, 
 
 def test_refusal_needs_grounds_from_the_list(settings, company_signer):
     declaration = awaiting(company_signer)
-    for grounds, code in [([], "GROUNDS_MISSING"), (["NOT_A_GROUND"], "GROUND_UNKNOWN"), (["DOCUMENTS_INVALID"], "GROUND_NOT_APPLICABLE")]:
+    for grounds, code in [
+        ([], "GROUNDS_MISSING"),
+        (["NOT_A_GROUND"], "GROUND_UNKNOWN"),
+        (["DOCUMENTS_INVALID"], "GROUND_NOT_APPLICABLE"),
+    ]:
         with pytest.raises(Refused) as refused:
             decide(declaration.application_id, decision="refuse", official_id=INSPECTOR, grounds=grounds)
         assert refused.value.code == code
     with pytest.raises(Refused) as refused:
         decide(declaration.application_id, decision="release", official_id=INSPECTOR, decision_code="99")
     assert refused.value.code == "DECISION_CODE_INVALID"
-    result = decide(declaration.application_id, decision="refuse", official_id=INSPECTOR,
-                    grounds=["PAYMENTS_NOT_MADE", "DOCUMENTS_NOT_PROVIDED"], grounds_text="VAT of item 3 unpaid")
+    result = decide(
+        declaration.application_id,
+        decision="refuse",
+        official_id=INSPECTOR,
+        grounds=["PAYMENTS_NOT_MADE", "DOCUMENTS_NOT_PROVIDED"],
+        grounds_text="VAT of item 3 unpaid",
+    )
     assert result.status == "release_refused"
     assert [r["code"] for r in stored(declaration.application_id).reasons] == ["PAYMENTS_NOT_MADE", "DOCUMENTS_NOT_PROVIDED"]
     (notice,) = notices(declaration.application_id, NoticeKind.RELEASE_REFUSAL)
@@ -176,7 +184,9 @@ def test_deadline_watch_alerts_at_75_percent_and_records_the_breach_at_100(setti
     assert check_release_deadlines(now=declaration.release_due_at).breached == [declaration.application_id]
     assert check_release_deadlines(now=declaration.release_due_at + timedelta(hours=1)).breached == []
     assert [e.event for e in events(declaration.application_id) if e.event.startswith("release_deadline")] == [
-        "release_deadline_alert", "release_deadline_breached"]
+        "release_deadline_alert",
+        "release_deadline_breached",
+    ]
     summary = operations_summary(now=declaration.release_due_at)
     (row,) = summary["awaiting_official"]
     assert row["breached"] and row["alerted"]
@@ -196,7 +206,12 @@ def test_cancellation_of_a_release(settings, company_signer):
     with pytest.raises(Refused) as refused:
         cancel_release(declaration.application_id, official_id=INSPECTOR, grounds=[])
     assert refused.value.code == "GROUNDS_MISSING"
-    result = cancel_release(declaration.registration_number, official_id=INSPECTOR, grounds=["DOCUMENTS_INVALID"], grounds_text="certificate of origin forged")
+    result = cancel_release(
+        declaration.registration_number,
+        official_id=INSPECTOR,
+        grounds=["DOCUMENTS_INVALID"],
+        grounds_text="certificate of origin forged",
+    )
     assert result.status == "release_cancelled"
     (notice,) = notices(declaration.application_id, NoticeKind.RELEASE_CANCELLATION)
     assert notice.facts["official_id"] == INSPECTOR and notice.facts["decision_code"] == "10"
@@ -249,7 +264,11 @@ def test_paper_declaration_from_entry_to_release(settings):
     assert (declaration.channel, declaration.entered_by, declaration.signature_valid) == ("paper", INSPECTOR, None)
     history = declaration_status(submission.application_id)["history"]
     assert history[0]["to"] == "submitted" and history[0]["actor"] == INSPECTOR
-    assert [n.kind for n in notices(submission.application_id)] == [NoticeKind.ACCEPTANCE, NoticeKind.REGISTRATION, NoticeKind.RELEASE]
+    assert [n.kind for n in notices(submission.application_id)] == [
+        NoticeKind.ACCEPTANCE,
+        NoticeKind.REGISTRATION,
+        NoticeKind.RELEASE,
+    ]
 
 
 def test_paper_declaration_still_meets_the_registration_rules(settings):
@@ -260,12 +279,15 @@ def test_paper_declaration_still_meets_the_registration_rules(settings):
     assert outcome.status == Status.REGISTRATION_REFUSED and [r["code"] for r in outcome.reasons] == ["TOTALS_MISMATCH"]
 
 
-@pytest.mark.parametrize("official,signature,code", [
-    (None, None, "OFFICIAL_REQUIRED"),
-    ("KZ-OF-9999", None, "OFFICIAL_UNKNOWN"),
-    (OTHER_OFFICE, None, "OFFICE_MISMATCH"),
-    (INSPECTOR, b"signature", "PAPER_SIGNED"),
-])
+@pytest.mark.parametrize(
+    "official,signature,code",
+    [
+        (None, None, "OFFICIAL_REQUIRED"),
+        ("KZ-OF-9999", None, "OFFICIAL_UNKNOWN"),
+        (OTHER_OFFICE, None, "OFFICE_MISMATCH"),
+        (INSPECTOR, b"signature", "PAPER_SIGNED"),
+    ],
+)
 def test_paper_entry_is_refused_without_the_right_official(settings, official, signature, code):
     with pytest.raises(Refused) as refused:
         submit_declaration(as_bytes(unique(sample())), signature, channel="paper", official_id=official)
@@ -284,18 +306,21 @@ def test_an_official_cannot_enter_an_electronic_declaration(settings, company_si
 # --- Re-run rules -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("status,from_step,expected", [
-    (Status.REGISTERED, None, None),
-    (Status.REGISTERED, "risk_assessment", None),
-    (Status.REGISTERED, "registration", "STEP_ALREADY_DONE"),
-    (Status.REGISTERED, "signature_check", "STEP_ALREADY_DONE"),
-    (Status.SIGNATURES_CHECKED, "release", "STEP_NOT_READY"),
-    (Status.SUBMITTED, None, None),
-    (Status.RELEASED, None, "NOTHING_TO_RERUN"),
-    (Status.RELEASED, "release", "NOTHING_TO_RERUN"),
-    (Status.AWAITING_OFFICIAL, None, "AWAITING_OFFICIAL"),
-    (Status.REGISTERED, "inspection", "STEP_UNKNOWN"),
-])
+@pytest.mark.parametrize(
+    "status,from_step,expected",
+    [
+        (Status.REGISTERED, None, None),
+        (Status.REGISTERED, "risk_assessment", None),
+        (Status.REGISTERED, "registration", "STEP_ALREADY_DONE"),
+        (Status.REGISTERED, "signature_check", "STEP_ALREADY_DONE"),
+        (Status.SIGNATURES_CHECKED, "release", "STEP_NOT_READY"),
+        (Status.SUBMITTED, None, None),
+        (Status.RELEASED, None, "NOTHING_TO_RERUN"),
+        (Status.RELEASED, "release", "NOTHING_TO_RERUN"),
+        (Status.AWAITING_OFFICIAL, None, "AWAITING_OFFICIAL"),
+        (Status.REGISTERED, "inspection", "STEP_UNKNOWN"),
+    ],
+)
 def test_rerun_rules(status, from_step, expected):
     problem = rerun_problem(status, from_step, "50101/261126/0000001")
     assert (problem.code if problem else None) == expected

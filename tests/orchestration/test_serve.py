@@ -3,7 +3,6 @@ server, and intake while Prefect is down."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -14,11 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import ROOT, as_bytes, free_port, sample, unique, wait_until
+from tests.helpers import ROOT, as_bytes, free_port, sample, submit_signed, unique, wait_until
 
 CUSTOMS = str(Path(sys.executable).with_name("customs"))
-
-
 
 
 def _healthy(url: str) -> bool:
@@ -32,17 +29,28 @@ def _healthy(url: str) -> bool:
 def served(tmp_path, pki):
     """`customs serve` in its own process: its own data directory, Prefect server and ports."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API", "CUSTOMS_"))}
-    env.update(CUSTOMS_DATA_DIR=str(tmp_path / "data"), CUSTOMS_PREFECT_PORT=str(free_port()), CUSTOMS_API_PORT=str(free_port()),
-               CUSTOMS_TRUST_DIR=str(pki.trust_dir), CUSTOMS_CRL_DIR=str(pki.crl_dir), CUSTOMS_WORKER_POLL_SECONDS="0.3",
-               PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    env.update(
+        CUSTOMS_DATA_DIR=str(tmp_path / "data"),
+        CUSTOMS_PREFECT_PORT=str(free_port()),
+        CUSTOMS_API_PORT=str(free_port()),
+        CUSTOMS_TRUST_DIR=str(pki.trust_dir),
+        CUSTOMS_CRL_DIR=str(pki.crl_dir),
+        CUSTOMS_WORKER_POLL_SECONDS="0.3",
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+    )
     log = open(tmp_path / "serve.log", "wb")
     process = subprocess.Popen([CUSTOMS, "serve"], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     api = f"http://127.0.0.1:{env['CUSTOMS_API_PORT']}"
     try:
         wait_until(lambda: _healthy(f"{api}/v1/health") or process.poll() is not None, "customs serve to answer", 150)
         assert process.poll() is None, (tmp_path / "serve.log").read_text()
-        yield {"process": process, "env": env, "api": api, "prefect": f"http://127.0.0.1:{env['CUSTOMS_PREFECT_PORT']}/api",
-               "log": tmp_path / "serve.log"}
+        yield {
+            "process": process,
+            "env": env,
+            "api": api,
+            "prefect": f"http://127.0.0.1:{env['CUSTOMS_PREFECT_PORT']}/api",
+            "log": tmp_path / "serve.log",
+        }
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGINT)
@@ -56,14 +64,24 @@ def served(tmp_path, pki):
 
 def test_customs_serve_clears_a_declaration_submitted_through_the_api(served, company_signer):
     env, api = served["env"], served["api"]
-    added = subprocess.run([CUSTOMS, "clients", "add", "alatau", "--kind", "declarant", "--id", "050840001233"],
-                           env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    added = subprocess.run(
+        [CUSTOMS, "clients", "add", "alatau", "--kind", "declarant", "--id", "050840001233"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert added.returncode == 0, added.stderr
     token = next(line.split()[-1] for line in added.stdout.splitlines() if line.startswith("token:"))
     content = as_bytes(unique(sample()))
     headers = {"Authorization": f"Bearer {token}"}
-    response = httpx.post(f"{api}/v1/declarations", headers=headers, timeout=30,
-                          files={"declaration": ("declaration.json", content), "signature": ("declaration.json.p7s", company_signer.sign(content))})
+    response = httpx.post(
+        f"{api}/v1/declarations",
+        headers=headers,
+        timeout=30,
+        files={"declaration": ("declaration.json", content), "signature": ("declaration.json.p7s", company_signer.sign(content))},
+    )
     assert response.status_code == 202, response.text
     status_url = api + response.json()["status_url"]
 
@@ -74,21 +92,39 @@ def test_customs_serve_clears_a_declaration_submitted_through_the_api(served, co
     body = wait_until(released, "the declaration to be released by the served clearance deployment", 60)
     assert body["registration_number"].startswith("50101/")
     # It ran as a run of the `clearance` deployment, named by its registration number.
-    runs = httpx.post(f"{served['prefect']}/flow_runs/filter", json={"flow_runs": {"tags": {"all_": [f"application:{body['application_id']}"]}}},
-                      timeout=10).json()
+    runs = httpx.post(
+        f"{served['prefect']}/flow_runs/filter",
+        json={"flow_runs": {"tags": {"all_": [f"application:{body['application_id']}"]}}},
+        timeout=10,
+    ).json()
     assert len(runs) == 1 and runs[0]["deployment_id"] and runs[0]["name"] == body["registration_number"]
     deployments = {d["name"] for d in httpx.post(f"{served['prefect']}/deployments/filter", json={}, timeout=10).json()}
-    assert deployments == {"clearance", "batch-recheck", "deadline-watch", "outbox-dispatch", "print-deadlines", "print-deadline-timer", "crl-refresh"}
+    assert deployments == {
+        "clearance",
+        "batch-recheck",
+        "deadline-watch",
+        "outbox-dispatch",
+        "print-deadlines",
+        "print-deadline-timer",
+        "crl-refresh",
+    }
     # The same bytes again: the same application.
-    again = httpx.post(f"{api}/v1/declarations", headers=headers, timeout=30,
-                       files={"declaration": ("declaration.json", content), "signature": ("declaration.json.p7s", company_signer.sign(content))})
+    again = httpx.post(
+        f"{api}/v1/declarations",
+        headers=headers,
+        timeout=30,
+        files={"declaration": ("declaration.json", content), "signature": ("declaration.json.p7s", company_signer.sign(content))},
+    )
     assert again.status_code == 200 and again.json()["application_id"] == body["application_id"]
     # A paper copy: the request is queued and its two deadline timers are scheduled runs of print-deadline-timer.
     asked = httpx.post(f"{status_url}/print-requests", headers=headers, json={}, timeout=30)
     assert asked.status_code == 202, asked.text
     request_id = asked.json()["request_id"]
-    timers = httpx.post(f"{served['prefect']}/flow_runs/filter", json={"flow_runs": {"tags": {"all_": [f"print-request:{request_id}"]}}},
-                        timeout=10).json()
+    timers = httpx.post(
+        f"{served['prefect']}/flow_runs/filter",
+        json={"flow_runs": {"tags": {"all_": [f"print-request:{request_id}"]}}},
+        timeout=10,
+    ).json()
     assert sorted(r["name"] for r in timers) == [f"{request_id}-alert", f"{request_id}-breach"]
     assert {r["state"]["type"] for r in timers} == {"SCHEDULED"}
     # A second `customs serve` on the same API port refuses to start, saying why.
@@ -109,11 +145,11 @@ def test_intake_while_prefect_is_down_keeps_the_declaration_for_batch_recheck(se
     from fastapi.testclient import TestClient
 
     from customs.api import create_app
-    from customs.services.clients import create_client
+    from customs.core.clock import utcnow
     from customs.orchestration.server import prefect_api
     from customs.orchestration.starting import ClearanceStarter
+    from customs.services.clients import create_client
     from customs.services.queries import declaration_status
-    from customs.core.clock import utcnow
     from tasks.recheck import batch_recheck_run
 
     _, token = create_client("alatau", "declarant", identifiers=["050840001233"])
@@ -128,8 +164,11 @@ def test_intake_while_prefect_is_down_keeps_the_declaration_for_batch_recheck(se
     app.state.start_clearance = start
     content = as_bytes(unique(sample()))
     with TestClient(app) as client:
-        response = client.post("/v1/declarations", headers={"Authorization": f"Bearer {token}"},
-                               files={"declaration": ("d.json", content), "signature": ("d.p7s", company_signer.sign(content))})
+        response = client.post(
+            "/v1/declarations",
+            headers={"Authorization": f"Bearer {token}"},
+            files={"declaration": ("d.json", content), "signature": ("d.p7s", company_signer.sign(content))},
+        )
     assert response.status_code == 202, response.text
     application_id = response.json()["application_id"]
     assert declaration_status(application_id)["status"] == "submitted"
@@ -146,16 +185,26 @@ def test_prefect_yaml_is_accepted_by_prefect_deploy(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("CUSTOMS_")}
     env.update(PREFECT_API_URL=PREFECT_API_URL.value(), CUSTOMS_PROJECT_DIR=str(ROOT), PREFECT_SERVER_ANALYTICS_ENABLED="false")
     prefect = str(Path(sys.executable).with_name("prefect"))
-    pool = subprocess.run([prefect, "work-pool", "create", "customs", "--type", "process", "--overwrite"], env=env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    pool = subprocess.run(
+        [prefect, "work-pool", "create", "customs", "--type", "process", "--overwrite"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert pool.returncode == 0, pool.stdout + pool.stderr
-    deployed = subprocess.run([prefect, "--no-prompt", "deploy", "--all"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    deployed = subprocess.run(
+        [prefect, "--no-prompt", "deploy", "--all"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
     assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
     from prefect.client.orchestration import get_client
 
     with get_client(sync_client=True) as client:
         deployments = {d.name: d for d in client.read_deployments()}
-    assert {"clearance", "batch-recheck", "deadline-watch", "outbox-dispatch", "print-deadlines", "crl-refresh"} <= set(deployments)
+    assert {"clearance", "batch-recheck", "deadline-watch", "outbox-dispatch", "print-deadlines", "crl-refresh"} <= set(
+        deployments
+    )
     assert deployments["batch-recheck"].schedules[0].schedule.cron == "*/15 * * * *"
     assert deployments["deadline-watch"].work_pool_name == "customs"
     assert all(deployments[name].description for name in ("clearance", "batch-recheck", "crl-refresh"))
@@ -172,7 +221,6 @@ def test_the_in_process_worker_runs_several_clearances_at_once(settings, company
     from customs.orchestration.starting import ClearanceStarter
     from customs.orchestration.worker import InProcessWorker
     from customs.services.queries import declaration_status
-    from conftest import submit_signed
 
     specs = [s for s in read_deployments() if s.name == "clearance"]
     deployments = register_deployments(specs)
@@ -207,20 +255,37 @@ def test_a_served_run_suspends_for_the_official_and_resumes_with_the_decision(se
     declarant = {"Authorization": f"Bearer {token_for('alatau', '--kind', 'declarant', '--id', '050840001233')}"}
     official = {"Authorization": f"Bearer {token_for('inspector', '--kind', 'official', '--official', 'KZ-OF-0001')}"}
     content = as_bytes(unique(sample("03-unpaid-vat.json")))
-    response = httpx.post(f"{api}/v1/declarations", headers=declarant, timeout=30,
-                          files={"declaration": ("d.json", content), "signature": ("d.p7s", company_signer.sign(content))})
+    response = httpx.post(
+        f"{api}/v1/declarations",
+        headers=declarant,
+        timeout=30,
+        files={"declaration": ("d.json", content), "signature": ("d.p7s", company_signer.sign(content))},
+    )
     assert response.status_code == 202, response.text
     application_id = response.json()["application_id"]
 
     def runs():
-        return httpx.post(f"{served['prefect']}/flow_runs/filter", json={"flow_runs": {"tags": {"all_": [f"application:{application_id}"]}}},
-                          timeout=10).json()
+        return httpx.post(
+            f"{served['prefect']}/flow_runs/filter",
+            json={"flow_runs": {"tags": {"all_": [f"application:{application_id}"]}}},
+            timeout=10,
+        ).json()
 
-    suspended = wait_until(lambda: [r for r in runs() if r["state"]["name"] == "Suspended"], "the run to suspend for a decision", 60)
-    decided = httpx.post(f"{api}/v1/declarations/{application_id}/decision", headers=official, timeout=60,
-                         json={"decision": "release", "decision_code": "10", "grounds": [], "grounds_text": "VAT paid at the post"})
+    suspended = wait_until(
+        lambda: [r for r in runs() if r["state"]["name"] == "Suspended"], "the run to suspend for a decision", 60
+    )
+    decided = httpx.post(
+        f"{api}/v1/declarations/{application_id}/decision",
+        headers=official,
+        timeout=60,
+        json={"decision": "release", "decision_code": "10", "grounds": [], "grounds_text": "VAT paid at the post"},
+    )
     assert decided.status_code == 200, decided.text
-    wait_until(lambda: [r for r in runs() if r["id"] == suspended[0]["id"] and r["state"]["type"] == "COMPLETED"], "the resumed run to complete", 60)
+    wait_until(
+        lambda: [r for r in runs() if r["id"] == suspended[0]["id"] and r["state"]["type"] == "COMPLETED"],
+        "the resumed run to complete",
+        60,
+    )
     status = httpx.get(f"{api}/v1/declarations/{application_id}", headers=declarant, timeout=10).json()
     assert (status["status"], status["decided_by"]) == ("released", "KZ-OF-0001")
     assert len(runs()) == 1  # the same flow run, resumed: not a second one
@@ -240,7 +305,7 @@ def test_a_run_suspended_from_outside_stops_at_its_next_step_under_the_shared_ob
     from customs.orchestration.worker import InProcessWorker
 
     original = engine.observe_flow_run_suspension
-    deployments = register_deployments([DeploymentSpec("ticking", "tests/suspendable_flow.py:ticking", "", (), {}, ())])
+    deployments = register_deployments([DeploymentSpec("ticking", "tests/fixtures/suspendable_flow.py:ticking", "", (), {}, ())])
     worker = InProcessWorker(deployments, {"ticking": 1}, poll_seconds=0.2)
     thread = threading.Thread(target=__import__("contextvars").copy_context().run, args=(worker.run,), daemon=True)
     thread.start()
@@ -272,7 +337,9 @@ def test_a_clearance_start_the_server_refused_is_retried_with_backoff_and_never_
     from customs.orchestration.deployments import DeploymentSpec, register_deployments
     from customs.orchestration.starting import ClearanceStarter
 
-    deployment_id, _ = register_deployments([DeploymentSpec("ticking-starts", "tests/suspendable_flow.py:ticking", "", (), {}, ())])["ticking-starts"]
+    deployment_id, _ = register_deployments(
+        [DeploymentSpec("ticking-starts", "tests/fixtures/suspendable_flow.py:ticking", "", (), {}, ())]
+    )["ticking-starts"]
 
     class Flaky(ClearanceStarter):
         refusals = {"A-FLAKY": 2, "A-DOWN": 99}

@@ -12,38 +12,22 @@ from decimal import Decimal
 import pytest
 from pypdf import PdfReader
 from sqlmodel import select
-from typer.testing import CliRunner
 
-from conftest import DECLARANT_BIN, run_steps, sample, submit_signed, unique
-from customs.core.db import transaction
 from customs.core.clock import kz_date, utcnow
-from models.audit import AuditEvent, verify_chain
-from models.declaration import Declaration
-from models.outbox import Notice, NoticeKind
-from customs.core.db import DeclarationNotFound
-from customs.rules import Refused
+from customs.core.db import DeclarationNotFound, transaction
 from customs.rules import Refused
 from customs.rules.printing import nearest_rank, sla_figures
 from customs.services.printing import check_print_deadlines, copy_of, mark_printed, print_queue, request_print, sla_report
-
-INSPECTOR = "KZ-OF-0001"  # office 50101
-OTHER_OFFICE = "KZ-OF-0005"  # office 62101
-
-
-def registered(signer, document: dict | None = None) -> Declaration:
-    application_id = submit_signed(signer, document or unique(sample())).application_id
-    run_steps(application_id)
-    with transaction() as session:
-        return session.exec(select(Declaration).where(Declaration.application_id == application_id)).one()
-
-
-def pdf_text(pdf: bytes) -> str:
-    return "\n".join(page.extract_text() for page in PdfReader(io.BytesIO(pdf)).pages)
+from models.audit import AuditEvent, verify_chain
+from models.outbox import Notice, NoticeKind
+from tests.helpers import DECLARANT_BIN, INSPECTOR, OTHER_OFFICE, cleared, pdf_text, sample, submit_signed, unique
 
 
 def audit(application_id: str, event: str) -> list[AuditEvent]:
     with transaction() as session:
-        return list(session.exec(select(AuditEvent).where(AuditEvent.application_id == application_id, AuditEvent.event == event)))
+        return list(
+            session.exec(select(AuditEvent).where(AuditEvent.application_id == application_id, AuditEvent.event == event))
+        )
 
 
 def many_items(count: int) -> dict:
@@ -52,8 +36,15 @@ def many_items(count: int) -> dict:
     item = document["goods"][0]
     goods = []
     for n in range(count):
-        goods.append({**item, "item_no": n + 1, "hs_code": f"{8450111100 + n * 1013:010d}", "customs_value": f"{1000 + n}.00",
-                      "description": f"Товар {n + 1}: Қазақстан ӘҒҚҢӨҰҮҺІ"})
+        goods.append(
+            {
+                **item,
+                "item_no": n + 1,
+                "hs_code": f"{8450111100 + n * 1013:010d}",
+                "customs_value": f"{1000 + n}.00",
+                "description": f"Товар {n + 1}: Қазақстан ӘҒҚҢӨҰҮҺІ",
+            }
+        )
     document["goods"] = goods
     document["totals"]["items"] = count
     document["totals"]["customs_value"] = f"{sum(Decimal(g['customs_value']) for g in goods):.2f}"
@@ -64,7 +55,7 @@ def many_items(count: int) -> dict:
 
 
 def test_the_pdf_copy_carries_number_every_hs_code_and_the_sha256(settings, company_signer):
-    declaration = registered(company_signer, many_items(40))
+    declaration = cleared(company_signer, many_items(40))
     result = request_print(declaration.registration_number, requested_by=DECLARANT_BIN)
     request, pdf = copy_of(result.request_id)
     assert pdf.startswith(b"%PDF") and request.pdf_sha256 == hashlib.sha256(pdf).hexdigest()
@@ -79,7 +70,11 @@ def test_the_pdf_copy_carries_number_every_hs_code_and_the_sha256(settings, comp
     assert "ТАУАРЛАРҒА АРНАЛҒАН ДЕКЛАРАЦИЯ" in text and "ӘҒҚҢӨҰҮҺІ" in text  # Kazakh letters come out as text
     assert "код 10" in text  # the release decision
     fonts = [font.get_object() for page in reader.pages for font in page["/Resources"]["/Font"].values()]
-    assert {str(f["/BaseFont"]).split("+")[1] for f in fonts} == {"Copy-Sans", "Copy-Sans-Bold", "Copy-Mono"}  # templates/print/fonts
+    assert {str(f["/BaseFont"]).split("+")[1] for f in fonts} == {
+        "Copy-Sans",
+        "Copy-Sans-Bold",
+        "Copy-Mono",
+    }  # templates/print/fonts
     # Embedded (a font file in the PDF), not taken from the reader's machine.
     assert all("/FontFile2" in f["/DescendantFonts"][0].get_object()["/FontDescriptor"].get_object() for f in fonts)
 
@@ -88,7 +83,7 @@ def test_the_pdf_copy_carries_number_every_hs_code_and_the_sha256(settings, comp
 
 
 def test_a_request_is_queued_at_the_registering_office_and_the_applicant_told(settings, company_signer):
-    declaration = registered(company_signer)
+    declaration = cleared(company_signer)
     now = utcnow()
     result = request_print(declaration.application_id, requested_by=DECLARANT_BIN, now=now)
     assert result.created and result.office == "50101" and result.due_at == now + timedelta(minutes=30)
@@ -103,7 +98,7 @@ def test_a_request_is_queued_at_the_registering_office_and_the_applicant_told(se
 
 
 def test_two_requests_for_one_declaration(settings, company_signer):
-    declaration = registered(company_signer)
+    declaration = cleared(company_signer)
     now = utcnow()
     first = request_print(declaration.application_id, now=now)
     second = request_print(declaration.registration_number, now=now + timedelta(minutes=2))
@@ -119,7 +114,7 @@ def test_requests_that_cannot_be_served_get_a_clear_error(settings, company_sign
         request_print("50101/010101/0000001")
     refused_document = unique(sample())
     refused_document["totals"]["items"] = 9
-    refused = registered(company_signer, refused_document)
+    refused = cleared(company_signer, refused_document)
     with pytest.raises(Refused) as error:
         request_print(refused.application_id)
     assert error.value.code == "NOT_REGISTERED" and "registration_refused" in error.value.message
@@ -127,7 +122,7 @@ def test_requests_that_cannot_be_served_get_a_clear_error(settings, company_sign
     with pytest.raises(Refused) as error:
         request_print(waiting)
     assert error.value.code == "NOT_REGISTERED"
-    declaration = registered(company_signer)
+    declaration = cleared(company_signer)
     with pytest.raises(Refused) as error:
         request_print(declaration.application_id, requested_by="910312300452")
     assert error.value.code == "REQUESTER_NOT_APPLICANT"
@@ -141,7 +136,7 @@ def test_requests_that_cannot_be_served_get_a_clear_error(settings, company_sign
 
 
 def test_printed_in_time(settings, company_signer):
-    declaration = registered(company_signer)
+    declaration = cleared(company_signer)
     now = utcnow()
     request = request_print(declaration.application_id, now=now)
     with pytest.raises(Refused) as refused:
@@ -154,13 +149,19 @@ def test_printed_in_time(settings, company_signer):
         mark_printed(request.request_id, official_id=INSPECTOR)
     assert refused.value.code == "ALREADY_PRINTED"
     figures = sla_report(now=now + timedelta(hours=1))["total"]
-    assert (figures["requests"], figures["printed_in_time"], figures["late"], figures["open"], figures["median_minutes"]) == (1, 1, 0, 0, 12.0)
+    assert (figures["requests"], figures["printed_in_time"], figures["late"], figures["open"], figures["median_minutes"]) == (
+        1,
+        1,
+        0,
+        0,
+        12.0,
+    )
     (event,) = audit(declaration.application_id, "copy_printed")
     assert event.actor == INSPECTOR and event.details["late"] is False
 
 
 def test_never_printed_alerts_at_20_minutes_and_records_the_breach_at_30(settings, company_signer):
-    declaration = registered(company_signer)
+    declaration = cleared(company_signer)
     now = utcnow()
     request = request_print(declaration.application_id, now=now)
     assert check_print_deadlines(now=now + timedelta(minutes=19, seconds=59)).alerted == []
@@ -171,8 +172,11 @@ def test_never_printed_alerts_at_20_minutes_and_records_the_breach_at_30(setting
     with transaction() as session:
         alerts = list(session.exec(select(Notice).where(Notice.kind == NoticeKind.PRINT_DEADLINE_ALERT).order_by(Notice.id)))
     assert [(n.recipient, n.facts["stage"], n.facts["minutes_left"]) for n in alerts] == [
-        ("a.nurlanov@kgd.gov.kz", "alert", 10), ("d.abdrakhmanova@kgd.gov.kz", "alert", 10),
-        ("a.nurlanov@kgd.gov.kz", "breach", 0), ("d.abdrakhmanova@kgd.gov.kz", "breach", 0)]  # the office's supervisors
+        ("a.nurlanov@kgd.gov.kz", "alert", 10),
+        ("d.abdrakhmanova@kgd.gov.kz", "alert", 10),
+        ("a.nurlanov@kgd.gov.kz", "breach", 0),
+        ("d.abdrakhmanova@kgd.gov.kz", "breach", 0),
+    ]  # the office's supervisors
     assert len(audit(declaration.application_id, "print_deadline_breached")) == 1
     (row,) = print_queue(now=now + timedelta(minutes=45))
     assert row["minutes_left"] == -15 and row["breached"]
@@ -181,7 +185,7 @@ def test_never_printed_alerts_at_20_minutes_and_records_the_breach_at_30(setting
 
 
 def test_printed_late_is_recorded_as_late(settings, company_signer):
-    declaration = registered(company_signer)
+    declaration = cleared(company_signer)
     now = utcnow()
     request = request_print(declaration.application_id, now=now)
     check_print_deadlines(now=now + timedelta(minutes=31))
@@ -200,7 +204,7 @@ def test_sla_report_per_office_and_dates(settings, company_signer):
         document = unique(sample())
         if n == 4:
             document["customs_office"] = "62101"
-        declaration = registered(company_signer, document)
+        declaration = cleared(company_signer, document)
         request = request_print(declaration.application_id, now=now)
         mark_printed(request.request_id, official_id=INSPECTOR if n < 4 else "KZ-OF-0005", now=now + timedelta(minutes=taken))
     report = sla_report(date_from=kz_date(now), date_to=kz_date(now), now=now + timedelta(hours=2))
@@ -228,7 +232,7 @@ def test_sla_arithmetic():
 def test_deadlines_survive_stopping_and_restarting_the_watcher(settings, company_signer):
     from flows.print_deadlines import print_deadlines
 
-    declaration = registered(company_signer)
+    declaration = cleared(company_signer)
     now = utcnow()
     request = request_print(declaration.application_id, now=now)
     first = print_deadlines(now=now + timedelta(minutes=5))
@@ -242,27 +246,3 @@ def test_deadlines_survive_stopping_and_restarting_the_watcher(settings, company
     assert len(audit(declaration.application_id, "print_deadline_alert")) == 1
     assert len(audit(declaration.application_id, "print_deadline_breached")) == 1
     assert again["sla"]["open_overdue"] == 1
-
-
-def test_cli_print_request_queue_copy_printed_and_sla(settings, company_signer, tmp_path):
-    from customs.cli import app
-
-    declaration = registered(company_signer)
-    runner = CliRunner()
-    created = runner.invoke(app, ["print-request", declaration.registration_number, "--requested-by", DECLARANT_BIN, "--json"])
-    assert created.exit_code == 0, created.output
-    request_id = json.loads(created.stdout.strip().splitlines()[-1])["request_id"]
-    queue = runner.invoke(app, ["print-queue", "--office", "50101"])
-    assert request_id in queue.output and "min left" in queue.output
-    copy = runner.invoke(app, ["print-copy", request_id, "-o", str(tmp_path / "copy.pdf")])
-    assert copy.exit_code == 0 and declaration.registration_number in pdf_text((tmp_path / "copy.pdf").read_bytes())
-    wrong = runner.invoke(app, ["printed", request_id, "--official", "KZ-OF-0005"])
-    assert wrong.exit_code == 2 and "OFFICE_MISMATCH" in wrong.output
-    done = runner.invoke(app, ["printed", request_id, "--official", INSPECTOR])
-    assert done.exit_code == 0 and "(in time)" in done.output
-    report = runner.invoke(app, ["sla", "--json"])
-    assert json.loads(report.stdout)["total"]["printed_in_time"] == 1
-    bad = runner.invoke(app, ["sla", "--from", "26.11.2026"])
-    assert bad.exit_code == 2 and "YYYY-MM-DD" in bad.output
-    missing = runner.invoke(app, ["print-request", "A000000-NOTHING", "--json"])
-    assert missing.exit_code == 2 and json.loads(missing.stdout)["error"]["code"] == "DECLARATION_UNKNOWN"

@@ -11,12 +11,14 @@ from types import SimpleNamespace
 import pytest
 from cryptography import x509
 
-from conftest import NCA_REAL
 from customs.pki.certificates import key_algorithm_problem, key_usage_problem, signer_identity
 from customs.pki.trust import TrustMaterial
 from customs.pki.verify import CmsSignatureVerifier
+from tests.helpers import NCA_REAL
 
-pytestmark = pytest.mark.skipif(not NCA_REAL.is_dir(), reason=f"real NCA fixtures not found at {NCA_REAL} (shared/fixtures/nca-real)")
+pytestmark = pytest.mark.skipif(
+    not NCA_REAL.is_dir(), reason=f"real NCA fixtures not found at {NCA_REAL} (shared/fixtures/nca-real)"
+)
 
 
 def cert(name: str) -> x509.Certificate:
@@ -109,7 +111,9 @@ def test_real_crl_is_checked_against_its_issuer(tmp_path):
     code, message = material.revocation_problem(holder, issuer, at=when, now=when, required=True)
     assert code == "CERT_REVOKED" and "certificateHold" in message
     # a certificate not on the list passes; the same CRL after its nextUpdate (2022-09-25) is stale
-    assert material.revocation_problem(cert("individual_valid_sign_2004_rsa.cer"), issuer, at=when, now=when, required=True) is None
+    assert (
+        material.revocation_problem(cert("individual_valid_sign_2004_rsa.cer"), issuer, at=when, now=when, required=True) is None
+    )
     stale = datetime(2022, 10, 1, tzinfo=UTC)
     assert material.revocation_problem(holder, issuer, at=when, now=stale, required=True)[0] == "CRL_STALE"
 

@@ -7,18 +7,17 @@ from datetime import timedelta
 import pytest
 from sqlmodel import select
 
-from conftest import DECLARANT_BIN, make_settings, run_steps, sample, submit_signed, unique
-from customs.core.db import dispose_engines, init_db, transaction
-from customs.pki.testing import CmsSigner, TestPki
-from customs.core.settings import configure
 from customs.core.clock import utcnow
+from customs.core.db import dispose_engines, init_db, transaction
+from customs.core.settings import configure
+from customs.pki.testing import CmsSigner, TestPki
+from customs.services.deadlines import check_registration_deadlines
+from customs.services.steps import check_signatures, register_declaration
 from models.audit import AuditEvent
 from models.declaration import Declaration, Status
 from models.outbox import Notice, NoticeKind
 from tasks.recheck import batch_recheck_run
-from customs.services.deadlines import check_registration_deadlines
-from customs.services.steps import register_declaration
-from customs.services.steps import check_signatures
+from tests.helpers import DECLARANT_BIN, make_settings, run_steps, sample, submit_signed, unique
 
 
 @pytest.fixture
@@ -76,7 +75,9 @@ def test_batch_recheck_restarts_the_stuck_reports_revoked_signers_and_leaves_the
     assert status_of(waiting).release_breached_at is not None
     # Run again: the revocation was reported already, the breach is not recorded twice.
     again = batch_recheck_run(restart=None, now=later + timedelta(minutes=15))
-    assert ("signer_revoked_since", "already_reported") in [(f["finding"], f["action"]) for f in again["findings"] if f["application_id"] == revoked_case]
+    assert ("signer_revoked_since", "already_reported") in [
+        (f["finding"], f["action"]) for f in again["findings"] if f["application_id"] == revoked_case
+    ]
     assert not [f for f in again["findings"] if f["finding"] == "release_deadline_passed"]
     with transaction() as session:
         audited = session.exec(select(AuditEvent).where(AuditEvent.event == "recheck_finding")).all()
@@ -92,7 +93,9 @@ def test_a_restart_that_fails_is_reported_and_tried_again_next_time(own_pki):
 
     result = batch_recheck_run(restart=prefect_down, now=utcnow() + timedelta(minutes=11))
     (finding,) = result["findings"]
-    assert (finding["application_id"], finding["action"]) == (application_id, "restart_failed") and "unreachable" in finding["detail"]
+    assert (finding["application_id"], finding["action"]) == (application_id, "restart_failed") and "unreachable" in finding[
+        "detail"
+    ]
     restarted: list[str] = []
     batch_recheck_run(restart=restarted.append, now=utcnow() + timedelta(minutes=26))
     assert restarted == [application_id]
@@ -108,9 +111,17 @@ def test_registration_deadline_alerts_at_75_percent_and_records_the_breach(setti
     assert check_registration_deadlines(now=submitted + timedelta(hours=2))["breached"] == [application_id]
     assert check_registration_deadlines(now=submitted + timedelta(hours=3)) == {"alerted": [], "breached": []}
     with transaction() as session:
-        alerts = session.exec(select(Notice).where(Notice.kind == NoticeKind.REGISTRATION_DEADLINE_ALERT).order_by(Notice.id)).all()
-        events = [e.event for e in session.exec(select(AuditEvent).where(AuditEvent.application_id == application_id).order_by(AuditEvent.seq))]
-    assert [(n.recipient, n.facts["stage"]) for n in alerts] == [("support@customs.kgd.gov.kz", "alert"), ("support@customs.kgd.gov.kz", "breach")]
+        alerts = session.exec(
+            select(Notice).where(Notice.kind == NoticeKind.REGISTRATION_DEADLINE_ALERT).order_by(Notice.id)
+        ).all()
+        events = [
+            e.event
+            for e in session.exec(select(AuditEvent).where(AuditEvent.application_id == application_id).order_by(AuditEvent.seq))
+        ]
+    assert [(n.recipient, n.facts["stage"]) for n in alerts] == [
+        ("support@customs.kgd.gov.kz", "alert"),
+        ("support@customs.kgd.gov.kz", "breach"),
+    ]
     assert events == ["transition", "registration_deadline_alert", "registration_deadline_breached"]
     run_steps(application_id)  # registered at last: nothing more to watch
     assert check_registration_deadlines(now=submitted + timedelta(hours=4)) == {"alerted": [], "breached": []}
@@ -118,8 +129,17 @@ def test_registration_deadline_alerts_at_75_percent_and_records_the_breach(setti
 
 @pytest.mark.usefixtures("prefect_harness")
 def test_the_batch_recheck_flow_without_a_clearance_deployment_reports_restart_failed(settings, company_signer):
-    from flows.batch_recheck import batch_recheck
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
 
+    from flows.batch_recheck import batch_recheck
+    from flows.clearance import CLEARANCE_DEPLOYMENT
+
+    with get_client(sync_client=True) as client:  # another test of the session may have registered it
+        try:
+            client.delete_deployment(client.read_deployment_by_name(CLEARANCE_DEPLOYMENT).id)
+        except ObjectNotFound:
+            pass
     configure(settings.model_copy(update={"recheck_stuck_after": timedelta(seconds=0)}))
     application_id = submit_signed(company_signer, unique(sample())).application_id
     result = batch_recheck(restart=True)
@@ -139,5 +159,7 @@ def test_deadline_watch_publishes_the_operations_summary(settings, company_signe
     result = deadline_watch()
     assert result["release"] == {"alerted": [], "breached": []}
     with get_client(sync_client=True) as client:
-        (artifact,) = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["operations-summary"])), limit=1)
+        (artifact,) = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["operations-summary"])), limit=1
+        )
     assert "Awaiting an official: 1" in artifact.data and status_of(waiting).registration_number in artifact.data

@@ -10,22 +10,22 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import func, select
 
-from conftest import as_bytes, run_steps, sample, submit_signed, unique
 from customs.core.db import get_engine, transaction
 from customs.rules import Refused
 from customs.services.intake import IncomingAttachment, submit_declaration
 from customs.services.queries import declaration_status
+from customs.services.steps import assign_lane, check_signatures, register_declaration, release_or_hold
 from models.audit import AuditEvent, verify_chain
 from models.declaration import Declaration, IllegalTransition, Status
-from customs.services.steps import register_declaration
-from customs.services.steps import release_or_hold
-from customs.services.steps import assign_lane
-from customs.services.steps import check_signatures
+from tests.helpers import as_bytes, run_steps, sample, submit_signed, unique
 
 
 def counts() -> tuple[int, int]:
     with transaction() as session:
-        return (session.exec(select(func.count()).select_from(Declaration)).one(), session.exec(select(func.count()).select_from(AuditEvent)).one())
+        return (
+            session.exec(select(func.count()).select_from(Declaration)).one(),
+            session.exec(select(func.count()).select_from(AuditEvent)).one(),
+        )
 
 
 # --- Intake -----------------------------------------------------------------------------------
@@ -35,7 +35,9 @@ def test_submission_stores_exact_bytes_and_time(settings, company_signer):
     content = as_bytes(unique(sample()))
     signature = company_signer.sign(content)
     before = datetime.now(UTC)
-    submission = submit_declaration(content, signature, [IncomingAttachment("invoice.pdf", b"%PDF", company_signer.sign(b"%PDF"))])
+    submission = submit_declaration(
+        content, signature, [IncomingAttachment("invoice.pdf", b"%PDF", company_signer.sign(b"%PDF"))]
+    )
     with transaction() as session:
         stored = session.exec(select(Declaration).where(Declaration.application_id == submission.application_id)).one()
     assert stored.content == content and stored.signature == signature
@@ -57,10 +59,10 @@ def test_identical_bytes_return_the_existing_application(settings, company_signe
     "content, code",
     [
         (b"", "EMPTY"),
-        (b"{\"schema\": \"kz.customs/goods-declaration@1\",", "JSON_INVALID"),
-        ("{\"name\": \"ТОО\"}".encode("cp1251"), "NOT_UTF8"),
+        (b'{"schema": "kz.customs/goods-declaration@1",', "JSON_INVALID"),
+        ('{"name": "ТОО"}'.encode("cp1251"), "NOT_UTF8"),
         (b"[1, 2, 3]", "OBJECT_EXPECTED"),
-        (b"{\"schema\": \"a\", \"schema\": \"b\"}", "DUPLICATE_KEY"),
+        (b'{"schema": "a", "schema": "b"}', "DUPLICATE_KEY"),
     ],
 )
 def test_bad_bytes_are_refused_at_intake_and_nothing_is_stored(settings, content, code):
@@ -91,7 +93,9 @@ def test_unknown_channel(settings):
 
 
 def test_green_declaration_is_released_automatically(settings, company_signer):
-    submission = submit_signed(company_signer, unique(sample()), [("invoice.pdf", b"%PDF-1.4 invoice"), ("contract.pdf", b"contract")])
+    submission = submit_signed(
+        company_signer, unique(sample()), [("invoice.pdf", b"%PDF-1.4 invoice"), ("contract.pdf", b"contract")]
+    )
     outcome = run_steps(submission.application_id)
     assert (outcome.status, outcome.lane) == ("released", "green")
     status = declaration_status(outcome.registration_number)
@@ -168,7 +172,13 @@ def test_registration_numbers_are_sequential_per_office_and_day(settings, compan
     document = unique(sample())
     submission = submit_signed(company_signer, document)
     numbers.append(run_steps(submission.application_id, now=day.replace(hour=19, minute=30)).registration_number)
-    assert numbers == ["50101/261126/0000001", "50101/261126/0000002", "62101/261126/0000001", "50101/261126/0000003", "50101/271126/0000001"]
+    assert numbers == [
+        "50101/261126/0000001",
+        "50101/261126/0000002",
+        "62101/261126/0000001",
+        "50101/261126/0000003",
+        "50101/271126/0000001",
+    ]
 
 
 def test_a_failed_registration_leaves_no_gap(settings, company_signer, monkeypatch):
@@ -193,10 +203,9 @@ def test_a_failed_registration_leaves_no_gap(settings, company_signer, monkeypat
 
 def test_illegal_transition_is_an_error_and_changes_nothing(settings, company_signer):
     submission = submit_signed(company_signer, unique(sample()))
-    with pytest.raises(IllegalTransition) as error:
-        with transaction() as session:
-            declaration = session.exec(select(Declaration).where(Declaration.application_id == submission.application_id)).one()
-            declaration.move_to(session, Status.RELEASED, actor="system", at=datetime.now(UTC))
+    with pytest.raises(IllegalTransition) as error, transaction() as session:
+        declaration = session.exec(select(Declaration).where(Declaration.application_id == submission.application_id)).one()
+        declaration.move_to(session, Status.RELEASED, actor="system", at=datetime.now(UTC))
     assert "cannot go from submitted to released" in str(error.value)
     assert declaration_status(submission.application_id)["status"] == "submitted"
 
@@ -231,9 +240,8 @@ def test_audit_chain_detects_a_removed_event(settings, company_signer):
 def test_audit_events_are_append_only(settings, company_signer):
     submit_signed(company_signer, unique(sample()))
     for statement in ("UPDATE audit_event SET actor = 'x'", "DELETE FROM audit_event"):
-        with pytest.raises((IntegrityError, OperationalError)) as error:
-            with get_engine().begin() as connection:
-                connection.execute(text(statement))
+        with pytest.raises((IntegrityError, OperationalError)) as error, get_engine().begin() as connection:
+            connection.execute(text(statement))
         assert "append-only" in str(error.value)
 
 

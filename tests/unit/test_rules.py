@@ -7,15 +7,15 @@ from decimal import Decimal
 
 import pytest
 
-from conftest import ROOT, sample
-from customs.core.reference import ReferenceDataError, load_reference
 from customs.core.clock import kz_date
-from models.document import declaration_json_schema, parse_declaration
-from models.identifiers import check_digit, identifier_problem, with_check_digit
-from models.reference import RiskConditions, RiskProfile
+from customs.core.reference import ReferenceDataError, load_reference
 from customs.rules.registration import format_logical_control, logical_control, registration_number
 from customs.rules.release import decide_release
 from customs.rules.risk import assess_risk
+from models.document import declaration_json_schema, parse_declaration
+from models.identifiers import check_digit, identifier_problem, with_check_digit
+from models.reference import RiskConditions, RiskProfile
+from tests.helpers import ROOT, sample
 
 REFERENCE = load_reference(ROOT / "reference")
 
@@ -41,16 +41,27 @@ def test_check_digit_falls_back_to_second_weights():
 
 
 def test_number_with_ten_twice_is_invalid():
-    prefix = next(f"{n:011d}" for n in range(10**10, 10**10 + 200_000)
-                  if sum(int(c) * w for c, w in zip(f"{n:011d}", range(1, 12))) % 11 == 10
-                  and sum(int(c) * w for c, w in zip(f"{n:011d}", (3, 4, 5, 6, 7, 8, 9, 10, 11, 1, 2))) % 11 == 10)
+    prefix = next(
+        f"{n:011d}"
+        for n in range(10**10, 10**10 + 200_000)
+        if sum(int(c) * w for c, w in zip(f"{n:011d}", range(1, 12), strict=True)) % 11 == 10
+        and sum(int(c) * w for c, w in zip(f"{n:011d}", (3, 4, 5, 6, 7, 8, 9, 10, 11, 1, 2), strict=True)) % 11 == 10
+    )
     assert check_digit(prefix) is None
     assert "cannot be computed" in identifier_problem(prefix + "0")
     with pytest.raises(ValueError):
         with_check_digit(prefix)
 
 
-@pytest.mark.parametrize("value, fragment", [("880501300125", "wrong check digit: 5 given, 4 expected"), ("88050130012", "12 digits"), ("88050130012a", "12 digits"), ("８８０５０１３００１２４", "12 digits")])
+@pytest.mark.parametrize(
+    "value, fragment",
+    [
+        ("880501300125", "wrong check digit: 5 given, 4 expected"),
+        ("88050130012", "12 digits"),
+        ("88050130012a", "12 digits"),
+        ("８８０５０１３００１２４", "12 digits"),
+    ],
+)
 def test_bad_identifiers(value, fragment):
     assert fragment in identifier_problem(value)
 
@@ -79,7 +90,11 @@ def test_missing_required_fields_all_listed():
     del data["goods"][1]["hs_code"]
     del data["declarant"]["email"]
     _, reasons = parse_declaration(data)
-    assert set(codes(reasons)) == {("FIELD_MISSING", "$.customs_office"), ("FIELD_MISSING", "$.goods[1].hs_code"), ("FIELD_MISSING", "$.declarant.email")}
+    assert set(codes(reasons)) == {
+        ("FIELD_MISSING", "$.customs_office"),
+        ("FIELD_MISSING", "$.goods[1].hs_code"),
+        ("FIELD_MISSING", "$.declarant.email"),
+    }
 
 
 def test_wrong_check_digit_of_declarant_bin():
@@ -111,7 +126,11 @@ def test_float_amounts_are_refused_with_their_paths():
     data["exchange_rate"] = 545.2
     data["payments"][0]["amount"] = 20000
     _, reasons = parse_declaration(data)
-    assert set(codes(reasons)) == {("AMOUNT_NOT_STRING", "$.goods[0].gross_kg"), ("AMOUNT_NOT_STRING", "$.exchange_rate"), ("AMOUNT_NOT_STRING", "$.payments[0].amount")}
+    assert set(codes(reasons)) == {
+        ("AMOUNT_NOT_STRING", "$.goods[0].gross_kg"),
+        ("AMOUNT_NOT_STRING", "$.exchange_rate"),
+        ("AMOUNT_NOT_STRING", "$.payments[0].amount"),
+    }
     assert "1450.0" in next(r.message for r in reasons if r.path == "$.goods[0].gross_kg")
 
 
@@ -121,7 +140,11 @@ def test_negative_and_zero_values():
     data["goods"][1]["customs_value"] = "0"
     data["payments"][1]["amount"] = "-1.00"
     _, reasons = parse_declaration(data)
-    assert set(codes(reasons)) == {("VALUE_NOT_POSITIVE", "$.goods[0].quantity"), ("VALUE_NOT_POSITIVE", "$.goods[1].customs_value"), ("VALUE_NEGATIVE", "$.payments[1].amount")}
+    assert set(codes(reasons)) == {
+        ("VALUE_NOT_POSITIVE", "$.goods[0].quantity"),
+        ("VALUE_NOT_POSITIVE", "$.goods[1].customs_value"),
+        ("VALUE_NEGATIVE", "$.payments[1].amount"),
+    }
 
 
 def test_bad_country_currency_and_unknown_field():
@@ -130,7 +153,11 @@ def test_bad_country_currency_and_unknown_field():
     data["currency"] = "EUX"
     data["goods"][0]["hs_cod"] = "8450111100"
     _, reasons = parse_declaration(data)
-    assert set(codes(reasons)) == {("COUNTRY_CODE_INVALID", "$.goods[0].origin_country"), ("CURRENCY_CODE_INVALID", "$.currency"), ("FIELD_UNKNOWN", "$.goods[0].hs_cod")}
+    assert set(codes(reasons)) == {
+        ("COUNTRY_CODE_INVALID", "$.goods[0].origin_country"),
+        ("CURRENCY_CODE_INVALID", "$.currency"),
+        ("FIELD_UNKNOWN", "$.goods[0].hs_cod"),
+    }
 
 
 @pytest.mark.parametrize("amount", ["1 320,000", "1320.000\n", " 1320", "1e3", "NaN"])
@@ -167,7 +194,9 @@ def test_item_numbering():
     assert codes(logical_control(doc, REFERENCE)) == [("ITEM_NUMBERING", "$.goods[1].item_no")]
 
 
-@pytest.mark.parametrize("content, code", [(b"{not json", "JSON_INVALID"), (b"[1, 2]", "OBJECT_EXPECTED"), (b"\xff\xfe{}", "JSON_INVALID")])
+@pytest.mark.parametrize(
+    "content, code", [(b"{not json", "JSON_INVALID"), (b"[1, 2]", "OBJECT_EXPECTED"), (b"\xff\xfe{}", "JSON_INVALID")]
+)
 def test_format_control_of_raw_bytes(content, code):
     doc, reasons = format_logical_control(content, REFERENCE)
     assert doc is None and reasons[0].code == code
@@ -254,17 +283,20 @@ def test_bad_reference_data_is_named(tmp_path):
     assert "offices.json" in str(error.value) and "offices.0.code" in str(error.value)
 
 
-@pytest.mark.parametrize("value,expected", [
-    ("broker@alatau-import.kz", "broker@alatau-import.kz"),
-    (" broker@alatau-import.kz ", "broker@alatau-import.kz"),
-    ("broker@@alatau", None),
-    ("broker@localhost", None),
-    ("a@b.kz\r\nBcc: victim@x.kz", None),
-    ("", None),
-    (None, None),
-    (42, None),
-    ("Алатау <broker@alatau-import.kz>", None),
-])
+@pytest.mark.parametrize(
+    "value,expected",
+    [
+        ("broker@alatau-import.kz", "broker@alatau-import.kz"),
+        (" broker@alatau-import.kz ", "broker@alatau-import.kz"),
+        ("broker@@alatau", None),
+        ("broker@localhost", None),
+        ("a@b.kz\r\nBcc: victim@x.kz", None),
+        ("", None),
+        (None, None),
+        (42, None),
+        ("Алатау <broker@alatau-import.kz>", None),
+    ],
+)
 def test_usable_address(value, expected):
     from models.outbox import usable_address
 

@@ -10,45 +10,33 @@ from email import policy
 import pytest
 from sqlmodel import select
 
-from conftest import SmtpServer, free_port, make_settings, run_steps, sample, submit_signed, unique
+from customs.core.clock import utcnow
 from customs.core.db import transaction
 from customs.core.settings import configure
-from customs.core.clock import utcnow
-from models.audit import AuditEvent, verify_chain
-from models.declaration import Declaration, Status
-from models.outbox import DeliveryAttempt, Notice, NoticeKind, NoticeStatus, queue_notice
-from customs.services import outbox
-from customs.notices.render import DeclarationFacts, build_message
 from customs.notices.delivery import backoff, classify_reply
+from customs.notices.render import DeclarationFacts, build_message
+from customs.services import outbox
 from customs.services.outbox import dispatch_due_sync
 from customs.services.support import report_system_failure
+from models.audit import AuditEvent, verify_chain
+from models.declaration import Declaration, Status
+from models.outbox import NoticeKind, NoticeStatus, queue_notice
+from tests.helpers import (
+    RecordingSmtpHandler,
+    SmtpServer,
+    attachments,
+    attempts_of,
+    free_port,
+    make_settings,
+    notices,
+    parts,
+    run_steps,
+    sample,
+    submit_signed,
+    unique,
+)
 
 ADDRESS = "broker@alatau-import.kz"
-
-
-def notices(application_id: str | None = None) -> list[Notice]:
-    with transaction() as session:
-        query = select(Notice).order_by(Notice.id)
-        if application_id:
-            query = query.where(Notice.application_id == application_id)
-        return list(session.exec(query))
-
-
-def attempts_of(notice_id: int) -> list[DeliveryAttempt]:
-    with transaction() as session:
-        return list(session.exec(select(DeliveryAttempt).where(DeliveryAttempt.notice_id == notice_id).order_by(DeliveryAttempt.id)))
-
-
-def parts(message) -> dict[str, str]:
-    found = {}
-    for part in message.walk():
-        if part.get_content_type() in ("text/plain", "text/html") and not part.get_filename():
-            found[part.get_content_type()] = part.get_content()
-    return found
-
-
-def attachments(message) -> dict[str, bytes]:
-    return {part.get_filename(): part.get_payload(decode=True) for part in message.iter_attachments()}
 
 
 def green_declaration(signer, *, language="ru", name=None, address=ADDRESS) -> str:
@@ -131,26 +119,53 @@ def test_green_clearance_delivers_three_notices_once(smtp_settings, smtp_server,
 ALL_KINDS_FACTS = {
     NoticeKind.ACCEPTANCE: {},
     NoticeKind.REGISTRATION: {"registration_number": "50101/261126/0000042", "registered_at": "2026-11-26T05:00:00+00:00"},
-    NoticeKind.REGISTRATION_REFUSAL: {"reasons": [
-        {"code": "TOTALS_MISMATCH", "path": "$.totals.items", "message": "box 5 says 9 items but the declaration lists 2"},
-        {"code": "NET_EXCEEDS_GROSS", "path": "$.goods[0].net_kg", "message": "net weight exceeds gross weight"}]},
-    NoticeKind.RELEASE: {"registration_number": "50101/261126/0000042", "decision_code": "11",
-                         "decided_at": "2026-11-26T06:00:00+00:00", "decided_by": "KZ-OF-0007", "automatic": False,
-                         "official_name": "Сейткали Айгерім"},
-    NoticeKind.RELEASE_REFUSAL: {"registration_number": "50101/261126/0000042", "decided_at": "2026-11-26T06:00:00+00:00",
-                                 "decided_by": "KZ-OF-0007", "official_name": "Сейткали Айгерім",
-                                 "grounds": [{"code": "PAYMENTS_NOT_MADE", "title": "customs payments not made or secured"}],
-                                 "grounds_text": "VAT for item 2 unpaid"},
-    NoticeKind.RELEASE_CANCELLATION: {"registration_number": "50101/261126/0000042", "actor": "KZ-OF-0009",
-                                      "official_name": "Жанібеков Ерлан", "decision_code": "10",
-                                      "grounds": [{"code": "CONDITIONS_NOT_MET", "title": "release conditions not met"}],
-                                      "grounds_text": "certificate withdrawn"},
+    NoticeKind.REGISTRATION_REFUSAL: {
+        "reasons": [
+            {"code": "TOTALS_MISMATCH", "path": "$.totals.items", "message": "box 5 says 9 items but the declaration lists 2"},
+            {"code": "NET_EXCEEDS_GROSS", "path": "$.goods[0].net_kg", "message": "net weight exceeds gross weight"},
+        ]
+    },
+    NoticeKind.RELEASE: {
+        "registration_number": "50101/261126/0000042",
+        "decision_code": "11",
+        "decided_at": "2026-11-26T06:00:00+00:00",
+        "decided_by": "KZ-OF-0007",
+        "automatic": False,
+        "official_name": "Сейткали Айгерім",
+    },
+    NoticeKind.RELEASE_REFUSAL: {
+        "registration_number": "50101/261126/0000042",
+        "decided_at": "2026-11-26T06:00:00+00:00",
+        "decided_by": "KZ-OF-0007",
+        "official_name": "Сейткали Айгерім",
+        "grounds": [{"code": "PAYMENTS_NOT_MADE", "title": "customs payments not made or secured"}],
+        "grounds_text": "VAT for item 2 unpaid",
+    },
+    NoticeKind.RELEASE_CANCELLATION: {
+        "registration_number": "50101/261126/0000042",
+        "actor": "KZ-OF-0009",
+        "official_name": "Жанібеков Ерлан",
+        "decision_code": "10",
+        "grounds": [{"code": "CONDITIONS_NOT_MET", "title": "release conditions not met"}],
+        "grounds_text": "certificate withdrawn",
+    },
     NoticeKind.FAILURE_REPORTED: {"report_id": "SR261126-0A1B2C3D", "failed_step": "registration"},
-    NoticeKind.SUPPORT_REPORT: {"report_id": "SR261126-0A1B2C3D", "failed_step": "registration", "flow_run_id": None,
-                                "error_description": "OperationalError: database is locked", "attachments": ["run-log.txt"]},
-    NoticeKind.RELEASE_DEADLINE_ALERT: {"deadline_at": "2026-11-26T09:00:00+00:00", "minutes_left": 60, "lane": "yellow",
-                                        "zone": "ALA-TSW", "recipient_name": "Нурланов Асхат",
-                                        "registered_at": "2026-11-26T05:00:00+00:00", "waiting_reasons": []},
+    NoticeKind.SUPPORT_REPORT: {
+        "report_id": "SR261126-0A1B2C3D",
+        "failed_step": "registration",
+        "flow_run_id": None,
+        "error_description": "OperationalError: database is locked",
+        "attachments": ["run-log.txt"],
+    },
+    NoticeKind.RELEASE_DEADLINE_ALERT: {
+        "deadline_at": "2026-11-26T09:00:00+00:00",
+        "minutes_left": 60,
+        "lane": "yellow",
+        "zone": "ALA-TSW",
+        "recipient_name": "Нурланов Асхат",
+        "registered_at": "2026-11-26T05:00:00+00:00",
+        "waiting_reasons": [],
+    },
 }
 
 
@@ -163,8 +178,16 @@ def test_every_notice_type_in_every_language_arrives_with_both_parts(smtp_settin
         for kind, facts in ALL_KINDS_FACTS.items():
             if kind == NoticeKind.ACCEPTANCE:
                 continue  # queued by intake already
-            queue_notice(session, application_id=application_id, kind=kind, dedup_key=f"test:{kind}:{application_id}",
-                         recipient=ADDRESS, language=language, facts={"event_at": now.isoformat(), **facts}, at=now)
+            queue_notice(
+                session,
+                application_id=application_id,
+                kind=kind,
+                dedup_key=f"test:{kind}:{application_id}",
+                recipient=ADDRESS,
+                language=language,
+                facts={"event_at": now.isoformat(), **facts},
+                at=now,
+            )
     report = dispatch_due_sync()
     assert report.sent == len(ALL_KINDS_FACTS) and not report.errors
     received = {m["message"]["X-Customs-Notice"].split(";")[0]: m["message"] for m in smtp_server.received}
@@ -261,8 +284,9 @@ def test_temporary_rejection_then_success(smtp_settings, smtp_server, company_si
 def test_temporary_failures_stop_after_the_attempt_limit(tmp_path, pki, company_signer):
     from customs.core.db import dispose_engines, init_db
 
-    settings = make_settings(tmp_path / "data", pki, smtp_host="127.0.0.1", smtp_port=free_port(), smtp_timeout=2,
-                             outbox_max_attempts=3)
+    settings = make_settings(
+        tmp_path / "data", pki, smtp_host="127.0.0.1", smtp_port=free_port(), smtp_timeout=2, outbox_max_attempts=3
+    )
     configure(settings)
     init_db(settings)
     try:
@@ -305,7 +329,9 @@ def test_crash_between_send_and_mark_resends_the_same_message(smtp_settings, smt
 def test_a_notice_renders_to_the_same_bytes_whatever_happened_since(settings, company_signer):
     def facts_now():
         with transaction() as session:
-            return DeclarationFacts.of(session.exec(select(Declaration).where(Declaration.application_id == application_id)).one())
+            return DeclarationFacts.of(
+                session.exec(select(Declaration).where(Declaration.application_id == application_id)).one()
+            )
 
     application_id = green_declaration(company_signer)
     (acceptance,) = notices(application_id)
@@ -350,10 +376,16 @@ def test_support_report_carries_all_six_items(smtp_settings, smtp_server, compan
     try:
         raise ConnectionResetError("the registration service did not answer")
     except ConnectionResetError as exc:
-        report = report_system_failure(application_id, step="registration", error=exc, run_log="12:00:01 ERROR step failed\n",
-                                       flow_run_id="5f0c6a7e-0000-4000-8000-000000000001")
-    again = report_system_failure(application_id, step="registration", error="again", run_log="",
-                                  flow_run_id="5f0c6a7e-0000-4000-8000-000000000001")
+        report = report_system_failure(
+            application_id,
+            step="registration",
+            error=exc,
+            run_log="12:00:01 ERROR step failed\n",
+            flow_run_id="5f0c6a7e-0000-4000-8000-000000000001",
+        )
+    again = report_system_failure(
+        application_id, step="registration", error="again", run_log="", flow_run_id="5f0c6a7e-0000-4000-8000-000000000001"
+    )
     assert again.report_id == report.report_id and not again.created
     dispatch_due_sync()
     to_support = [m for m in smtp_server.received if m["rcpt_tos"] == ["support@customs.kgd.gov.kz"]]
@@ -394,15 +426,23 @@ def _server_certificate(directory):
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
     now = utcnow()
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(hours=1))
-            .not_valid_after(now + timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(hours=1))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
     cert_path, key_path = directory / "smtp-cert.pem", directory / "smtp-key.pem"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     return cert_path, key_path
 
 
@@ -412,7 +452,6 @@ def test_delivery_over_tls_verifies_the_server_certificate(tmp_path, pki, compan
 
     from aiosmtpd.controller import Controller
 
-    from conftest import RecordingSmtpHandler
     from customs.core.db import dispose_engines, init_db
 
     cert_path, key_path = _server_certificate(tmp_path)
@@ -478,7 +517,10 @@ def test_a_delivery_by_a_pass_whose_lease_ran_out_still_counts(smtp_settings, sm
     assert verdict == "sent"
     (after,) = notices(application_id)
     assert after.status == NoticeStatus.SENT  # pass 2 will not send it a third time
-    assert outbox.record_attempt(smtp_settings, notice.id, 2, outbox.SendResult("temporary", "451"), now + timedelta(minutes=12)) == "stale"
+    assert (
+        outbox.record_attempt(smtp_settings, notice.id, 2, outbox.SendResult("temporary", "451"), now + timedelta(minutes=12))
+        == "stale"
+    )
 
 
 def test_notices_whose_passes_kept_dying_end_as_failed(smtp_settings, smtp_server, company_signer):

@@ -9,11 +9,11 @@ from datetime import timedelta
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from conftest import DECLARANT_BIN, DECLARANT_IIN
-from customs.pki.testing import CmsSigner, TestPki, new_key
 from customs.core.clock import utcnow
+from customs.pki.testing import CmsSigner, TestPki, new_key
 from customs.pki.trust import TrustMaterial
 from customs.pki.verify import CmsSignatureVerifier, SignedDocument, configured_verifier, verify_documents
+from tests.helpers import DECLARANT_BIN, DECLARANT_IIN
 
 DATA = "Декларация на товары / Тауарларға арналған декларация".encode() * 20
 INVOICE = b"%PDF-1.4 invoice INV-2026-1187 ..." * 30
@@ -42,7 +42,9 @@ def verifier(ca: TestPki, **options) -> CmsSignatureVerifier:
 
 def check(ca, content, signature, *, ids=(DECLARANT_BIN,), at=None, now=None, label="declaration", **options):
     now = now or utcnow()
-    verdict = verifier(ca, **options).verify(SignedDocument(label, "declaration.json", content, signature), declarant_ids=ids, at=at or now, now=now)
+    verdict = verifier(ca, **options).verify(
+        SignedDocument(label, "declaration.json", content, signature), declarant_ids=ids, at=at or now, now=now
+    )
     return [r.code for r in verdict.reasons], verdict
 
 
@@ -106,11 +108,15 @@ def test_missing_intermediate(ca, tmp_path):
     bare = CmsSigner(issued.cert_path, issued.key_path, ())
     v = CmsSignatureVerifier(TrustMaterial.load(trust, ca.crl_dir))
     now = utcnow()
-    verdict = v.verify(SignedDocument("declaration", "declaration.json", DATA, bare.sign(DATA)), declarant_ids=[DECLARANT_BIN], at=now, now=now)
+    verdict = v.verify(
+        SignedDocument("declaration", "declaration.json", DATA, bare.sign(DATA)), declarant_ids=[DECLARANT_BIN], at=now, now=now
+    )
     assert [r.code for r in verdict.reasons] == ["CERT_UNTRUSTED"]
     # the same signature verifies once the CMS carries the intermediate
     full = CmsSigner(issued.cert_path, issued.key_path, (ca.issuing_cert_path,))
-    assert v.verify(SignedDocument("declaration", "declaration.json", DATA, full.sign(DATA)), declarant_ids=[DECLARANT_BIN], at=now, now=now).valid
+    assert v.verify(
+        SignedDocument("declaration", "declaration.json", DATA, full.sign(DATA)), declarant_ids=[DECLARANT_BIN], at=now, now=now
+    ).valid
 
 
 def test_expired_signer(ca):
@@ -242,7 +248,9 @@ def test_missing_signature(ca):
         assert check(ca, DATA, missing)[0] == ["SIGNATURE_MISSING"]
 
 
-@pytest.mark.parametrize("garbage", [b"garbage", b"\x30\x82\x00\x10" + b"\x00" * 16, b"MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA"])
+@pytest.mark.parametrize(
+    "garbage", [b"garbage", b"\x30\x82\x00\x10" + b"\x00" * 16, b"MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA"]
+)
 def test_garbage_bytes_as_signature(ca, garbage):
     codes, verdict = check(ca, DATA, garbage)
     assert codes == ["SIGNATURE_INVALID"]

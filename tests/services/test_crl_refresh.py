@@ -13,12 +13,12 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
-from conftest import DECLARANT_BIN, free_port, make_settings
-from customs.pki.testing import CmsSigner, TestPki, new_key
-from customs.core.settings import configure
 from customs.core.clock import utcnow
+from customs.core.settings import configure
 from customs.pki.crl_refresh import CrlRefreshNotConfigured, check_crl, crl_file_name, crl_number, download_crl, refresh_crls
+from customs.pki.testing import CmsSigner, TestPki, new_key
 from customs.pki.verify import SignedDocument, configured_verifier, directory_fingerprint
+from tests.helpers import DECLARANT_BIN, free_port, make_settings
 
 DER = serialization.Encoding.DER
 PEM = serialization.Encoding.PEM
@@ -125,7 +125,12 @@ def test_a_newer_crl_replaces_the_old_one_and_signature_checks_see_the_revocatio
 
     def verify():
         verifier = configured_verifier(settings.trust_dir, settings.crl_dir, require_non_repudiation=True, require_crl=True)
-        verdict = verifier.verify(SignedDocument("declaration", "declaration.json", DATA, signature), declarant_ids=[DECLARANT_BIN], at=submitted, now=utcnow())
+        verdict = verifier.verify(
+            SignedDocument("declaration", "declaration.json", DATA, signature),
+            declarant_ids=[DECLARANT_BIN],
+            at=submitted,
+            now=utcnow(),
+        )
         return verifier, [r.code for r in verdict.reasons]
 
     before, codes = verify()
@@ -163,7 +168,9 @@ def test_a_crl_signed_by_another_key_is_rejected_and_the_old_file_stays(tmp_path
 def test_an_expired_crl_is_rejected(tmp_path, server, pki):
     settings = settings_for(tmp_path, pki, [server.url("/old.crl")])
     old = issuing_file(settings).read_bytes()
-    expired = pki.build_crl(now=utcnow() - timedelta(days=3), next_update=utcnow() - timedelta(days=1), crl_number=current_number(settings) + 1)
+    expired = pki.build_crl(
+        now=utcnow() - timedelta(days=3), next_update=utcnow() - timedelta(days=1), crl_number=current_number(settings) + 1
+    )
     server.serve("/old.crl", der(expired))
     result = only(refresh_crls(settings))
     assert (result.outcome, result.code) == ("rejected", "CRL_EXPIRED")
@@ -356,7 +363,12 @@ def test_rules_without_network(pki):
     # nothing current: any valid CRL of a known CA
     assert check_crl(der(current), certificates=certificates, current={}, now=now).verdict == "accept"
     # unparsable, unknown issuer, no trust at all
-    for garbage in (b"", b"\x30\x03\x02\x01\x01", b"-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n", der(current)[:-10]):
+    for garbage in (
+        b"",
+        b"\x30\x03\x02\x01\x01",
+        b"-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n",
+        der(current)[:-10],
+    ):
         assert decide(garbage).code == "CRL_UNPARSABLE", garbage[:20]
     assert check_crl(der(current), certificates=[pki.root_cert], now=now).code == "CRL_ISSUER_UNKNOWN"
     # a delta CRL cannot stand as the CA's CRL

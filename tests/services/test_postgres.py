@@ -15,14 +15,14 @@ from pathlib import Path
 import pytest
 from sqlmodel import select
 
-from conftest import as_bytes, sample, unique
 from customs.core.db import transaction
 from customs.services.intake import submit_declaration
 from models.audit import verify_chain
 from models.declaration import Declaration
+from tests.helpers import as_bytes, sample, unique
 
 pytestmark = pytest.mark.postgres
-WORKER = Path(__file__).with_name("pg_register_worker.py")
+WORKER = Path(__file__).parent.parent / "fixtures" / "pg_register_worker.py"
 
 
 def test_concurrent_registration_from_several_processes_is_gapless_and_unique(pg_settings, company_signer, tmp_path):
@@ -35,11 +35,24 @@ def test_concurrent_registration_from_several_processes_is_gapless_and_unique(pg
         ids.append(submit_declaration(content, company_signer.sign(content)).application_id)
     ids_file = tmp_path / "ids.json"
     ids_file.write_text(json.dumps(ids))
-    env = dict(os.environ, CUSTOMS_DATABASE_URL=pg_settings.database_url, CUSTOMS_TRUST_DIR=str(pg_settings.trust_dir),
-               CUSTOMS_CRL_DIR=str(pg_settings.crl_dir), CUSTOMS_DATA_DIR=str(pg_settings.data_dir))
+    env = dict(
+        os.environ,
+        CUSTOMS_DATABASE_URL=pg_settings.database_url,
+        CUSTOMS_TRUST_DIR=str(pg_settings.trust_dir),
+        CUSTOMS_CRL_DIR=str(pg_settings.crl_dir),
+        CUSTOMS_DATA_DIR=str(pg_settings.data_dir),
+    )
     # four processes work through the same declarations in different orders, racing for each one
-    workers = [subprocess.Popen([sys.executable, str(WORKER), str(ids_file), str(seed)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-               for seed in range(4)]
+    workers = [
+        subprocess.Popen(
+            [sys.executable, str(WORKER), str(ids_file), str(seed)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for seed in range(4)
+    ]
     results = []
     for worker in workers:
         out, err = worker.communicate(timeout=300)
@@ -80,9 +93,8 @@ def test_audit_events_are_append_only_on_postgres(pg_settings, company_signer):
     content = as_bytes(unique(sample()))
     submit_declaration(content, company_signer.sign(content))
     for statement in ("UPDATE audit_event SET actor = 'x'", "DELETE FROM audit_event"):
-        with pytest.raises(DBAPIError) as error:
-            with get_engine().begin() as connection:
-                connection.execute(text(statement))
+        with pytest.raises(DBAPIError) as error, get_engine().begin() as connection:
+            connection.execute(text(statement))
         assert "append-only" in str(error.value)
 
 
@@ -91,8 +103,8 @@ def test_concurrent_dispatchers_send_each_notice_once(pg_settings, company_signe
     import threading
 
     from customs.core.settings import configure
-    from models.outbox import Notice, NoticeStatus
     from customs.services.outbox import dispatch_due_sync
+    from models.outbox import Notice, NoticeStatus
 
     configure(pg_settings.model_copy(update={"smtp_host": "127.0.0.1", "smtp_port": smtp_server.port, "outbox_batch_size": 7}))
     for _ in range(30):

@@ -9,10 +9,10 @@ import pytest
 from sqlalchemy.exc import OperationalError
 from typer.testing import CliRunner
 
-from conftest import as_bytes, sample, unique, wait_until
 from customs.services.intake import submit_declaration
 from customs.services.queries import declaration_status
 from flows.clearance import clearance
+from tests.helpers import as_bytes, attachments, events, flow_runs_of, notices, parts, sample, unique, wait_until
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -22,20 +22,11 @@ def submit(signer, document):
     return submit_declaration(content, signer.sign(content)).application_id
 
 
-def flow_run_of(application_id: str):
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
-
-    with get_client(sync_client=True) as client:
-        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=["clearance"])))
-    return [r for r in runs if r.parameters.get("application_id") == application_id]
-
-
 def test_green_declaration_end_to_end_is_one_named_and_tagged_flow_run(settings, company_signer):
     application_id = submit(company_signer, unique(sample()))
     result = clearance(application_id)
     assert (result["status"], result["lane"]) == ("released", "green")
-    runs = flow_run_of(application_id)
+    runs = flow_runs_of(application_id)
     assert len(runs) == 1
     run = runs[0]
     assert run.name == result["registration_number"]
@@ -43,7 +34,6 @@ def test_green_declaration_end_to_end_is_one_named_and_tagged_flow_run(settings,
     assert run.state.is_completed()
     # The run sent its notices at once: acceptance, registration, release (as .eml files: no SMTP configured).
     from models.outbox import NoticeStatus
-    from test_notices import notices
 
     sent = notices(application_id)
     assert [(str(n.kind), n.status) for n in sent] == [(k, NoticeStatus.SENT) for k in ("acceptance", "registration", "release")]
@@ -100,8 +90,6 @@ def test_failed_step_then_rerun_continues_where_the_declaration_stands(settings,
     # The system failed, not the declarant: the support service got a report, the declarant a notice.
     from email import message_from_bytes, policy
 
-    from test_notices import attachments, notices, parts
-
     queued = {str(n.kind): n for n in notices(application_id)}
     assert queued["support_report"].facts["failed_step"] == "risk_assessment"
     assert queued["failure_reported"].facts["report_id"] == queued["support_report"].facts["report_id"]
@@ -121,37 +109,11 @@ def test_failed_step_then_rerun_continues_where_the_declaration_stands(settings,
     assert transitions.count("registered") == 1 and transitions.count("released") == 1
 
 
-def test_cli_submit_wait_json(settings, company_signer, tmp_path):
-    from customs.cli import app
-
-    declaration = tmp_path / "declaration.json"
-    declaration.write_bytes(as_bytes(unique(sample())))
-    (tmp_path / "declaration.json.p7s").write_bytes(company_signer.sign(declaration.read_bytes()))
-    invoice = tmp_path / "invoice.pdf"
-    invoice.write_bytes(b"%PDF-1.4 invoice")
-    (tmp_path / "invoice.pdf.p7s").write_bytes(company_signer.sign(invoice.read_bytes()))
-    runner = CliRunner()
-    result = runner.invoke(app, ["submit", str(declaration), "--signature", str(tmp_path / "declaration.json.p7s"),
-                                 "--attach", str(invoice), "--attach-signature", str(tmp_path / "invoice.pdf.p7s"), "--wait", "--json"])
-    assert result.exit_code == 0, result.output
-    outcome = json.loads(result.stdout.strip().splitlines()[-1])
-    assert outcome["status"] == "released" and outcome["lane"] == "green" and outcome["reasons"] == []
-    assert set(outcome) >= {"application_id", "status", "submitted_at", "registration_number", "lane", "reasons"}
-    status = runner.invoke(app, ["status", outcome["registration_number"], "--json"])
-    assert json.loads(status.stdout)["application_id"] == outcome["application_id"]
-    bad = tmp_path / "bad.json"
-    bad.write_bytes(b"{\"schema\": ")
-    refused = runner.invoke(app, ["submit", str(bad), "--json"])
-    assert refused.exit_code == 2
-    assert json.loads(refused.stdout)["error"]["code"] == "JSON_INVALID"
-
-
 def test_outbox_dispatch_flow_sends_what_is_due_and_cli_requeues_a_failed_notice(settings, company_signer):
     import asyncio
 
     from flows.outbox_dispatch import outbox_dispatch
     from models.outbox import NoticeStatus
-    from test_notices import notices
 
     bad = unique(sample())
     bad["declarant"]["email"] = "broker@@alatau"  # kept, but undeliverable
@@ -185,10 +147,8 @@ def app_cli():
 # --- Officials: the flow run waits for the decision as run input ------------------------------------
 
 
-
-
 def _paused_run(application_id: str):
-    runs = [r for r in flow_run_of(application_id) if r.state and r.state.is_paused()]
+    runs = [r for r in flow_runs_of(application_id) if r.state and r.state.is_paused()]
     return runs[0] if runs else None
 
 
@@ -200,7 +160,6 @@ def test_a_waiting_flow_run_takes_its_decision_from_the_ui_form_and_the_cli(sett
     from prefect.flow_runs import resume_flow_run
 
     from customs.core.settings import configure
-    from test_officials import events, notices
     from models.outbox import NoticeKind
 
     configure(settings.model_copy(update={"decision_poll_seconds": 1}))
@@ -217,13 +176,24 @@ def test_a_waiting_flow_run_takes_its_decision_from_the_ui_form_and_the_cli(sett
     assert {"decision", "official_id", "decision_code", "grounds"} <= set(json.loads(schema)["properties"])
     assert "ALA-TSW" in description and "PAYMENT_NOT_PAID" in description
     # From the UI, an official of another zone: refused, audited, and the run waits again.
-    resume_flow_run(run.id, run_input={"decision": "release", "official_id": "KZ-OF-0003", "decision_code": "10",
-                                        "grounds": [], "grounds_text": "", "decision_id": None})
+    resume_flow_run(
+        run.id,
+        run_input={
+            "decision": "release",
+            "official_id": "KZ-OF-0003",
+            "decision_code": "10",
+            "grounds": [],
+            "grounds_text": "",
+            "decision_id": None,
+        },
+    )
     wait_until(lambda: events(application_id, "official_action_refused"), "the refused attempt")
     again = wait_until(lambda: _paused_run(application_id), "the run to wait again")
     assert again.id == run.id
     # From the command line, the right official: the decision is applied and the same input resumes the run.
-    decided = CliRunner().invoke(app_cli(), ["decide", application_id, "release", "--official", "KZ-OF-0001", "--code", "11", "--json"])
+    decided = CliRunner().invoke(
+        app_cli(), ["decide", application_id, "release", "--official", "KZ-OF-0001", "--code", "11", "--json"]
+    )
     assert decided.exit_code == 0, decided.output
     assert json.loads(decided.stdout)["flow_runs_resumed"] == [str(run.id)]
     worker.join(60)
@@ -232,40 +202,13 @@ def test_a_waiting_flow_run_takes_its_decision_from_the_ui_form_and_the_cli(sett
     assert (status["decision_code"], status["decided_by"]) == ("11", "KZ-OF-0001")
     assert [e.reasons[0]["code"] for e in events(application_id, "official_action_refused")] == ["ZONE_MISMATCH"]
     assert len(notices(application_id, NoticeKind.RELEASE)) == 1
-    finished = [r for r in flow_run_of(application_id) if r.id == run.id][0]
+    finished = [r for r in flow_runs_of(application_id) if r.id == run.id][0]
     assert finished.state.is_completed()
     # A second decision is refused with a clear error.
-    twice = CliRunner().invoke(app_cli(), ["decide", application_id, "refuse", "--official", "KZ-OF-0001", "--grounds", "CONDITIONS_NOT_MET"])
+    twice = CliRunner().invoke(
+        app_cli(), ["decide", application_id, "refuse", "--official", "KZ-OF-0001", "--grounds", "CONDITIONS_NOT_MET"]
+    )
     assert twice.exit_code == 2 and "ALREADY_DECIDED" in twice.output
-
-
-def test_cli_rerun_after_a_failed_step_is_audited_and_never_registers_twice(settings, company_signer, monkeypatch):
-    import customs.services.steps as risk
-    from models.outbox import NoticeKind
-    from test_officials import events, notices
-
-    def broken(*args, **kwargs):
-        raise RuntimeError("risk profile service unavailable")
-
-    application_id = submit(company_signer, unique(sample()))
-    monkeypatch.setattr(risk, "assess_risk", broken)
-    with pytest.raises(RuntimeError):
-        clearance(application_id)
-    monkeypatch.undo()
-    number = declaration_status(application_id)["registration_number"]
-    runner = CliRunner()
-    refused = runner.invoke(app_cli(), ["rerun", application_id, "--from-step", "registration"])
-    assert refused.exit_code == 2 and "would not register again" in refused.output and number in refused.output
-    rerun = runner.invoke(app_cli(), ["rerun", number, "--from-step", "risk_assessment", "--by", "KZ-OF-0002", "--json"])
-    assert rerun.exit_code == 0, rerun.output
-    result = json.loads(rerun.stdout.strip().splitlines()[-1])
-    assert (result["status"], result["registration_number"]) == ("released", number)
-    (audited,) = events(application_id, "clearance_rerun")
-    assert audited.actor == "KZ-OF-0002" and audited.details["from_step"] == "risk_assessment"
-    assert len(flow_run_of(application_id)) == 2  # a new flow run, linked by the application tag
-    assert len(notices(application_id, NoticeKind.REGISTRATION)) == 1 and len(notices(application_id, NoticeKind.RELEASE)) == 1
-    nothing = runner.invoke(app_cli(), ["rerun", application_id])
-    assert nothing.exit_code == 2 and "NOTHING_TO_RERUN" in nothing.output
 
 
 def test_retrying_the_failed_flow_run_as_the_ui_does_is_safe_and_audited(settings, company_signer, monkeypatch):
@@ -276,7 +219,6 @@ def test_retrying_the_failed_flow_run_as_the_ui_does_is_safe_and_audited(setting
 
     import customs.services.steps as release_step
     from models.outbox import NoticeKind
-    from test_officials import events, notices
 
     def broken(*args, **kwargs):
         raise RuntimeError("release service unavailable")
@@ -286,7 +228,7 @@ def test_retrying_the_failed_flow_run_as_the_ui_does_is_safe_and_audited(setting
     with pytest.raises(RuntimeError):
         clearance(application_id)
     monkeypatch.undo()
-    (failed,) = flow_run_of(application_id)
+    (failed,) = flow_runs_of(application_id)
     assert failed.state.is_failed() and declaration_status(application_id)["status"] == "lane_assigned"
     number = declaration_status(application_id)["registration_number"]
     with get_client(sync_client=True) as client:
@@ -294,7 +236,7 @@ def test_retrying_the_failed_flow_run_as_the_ui_does_is_safe_and_audited(setting
         again = client.read_flow_run(failed.id)
     result = run_flow(clearance, flow_run=again, parameters=again.parameters, return_type="result")
     assert (result["status"], result["registration_number"]) == ("released", number)
-    (retried,) = flow_run_of(application_id)  # the same flow run, run a second time
+    (retried,) = flow_runs_of(application_id)  # the same flow run, run a second time
     assert retried.id == failed.id and retried.run_count == 2 and retried.state.is_completed()
     (audited,) = events(application_id, "clearance_rerun")
     assert audited.actor == "prefect-retry" and audited.details["run_count"] == 2
@@ -307,17 +249,23 @@ def test_a_waiting_run_whose_deadline_passes_records_the_breach_and_says_so(sett
 
     from customs.core.settings import configure
     from flows.clearance import ReleaseDeadlinePassed
-    from test_officials import events
 
-    configure(settings.model_copy(update={"release_deadline": timedelta(seconds=3), "decision_wait_after_deadline": timedelta(seconds=2),
-                                          "decision_poll_seconds": 1}))
+    configure(
+        settings.model_copy(
+            update={
+                "release_deadline": timedelta(seconds=3),
+                "decision_wait_after_deadline": timedelta(seconds=2),
+                "decision_poll_seconds": 1,
+            }
+        )
+    )
     application_id = submit(company_signer, unique(sample("03-unpaid-vat.json")))
     with pytest.raises(ReleaseDeadlinePassed) as passed:
         clearance(application_id)
     assert "the breach is recorded" in str(passed.value)
     assert len(events(application_id, "release_deadline_breached")) == 1
     assert declaration_status(application_id)["release_breached_at"] is not None
-    (run,) = flow_run_of(application_id)
+    (run,) = flow_runs_of(application_id)
     assert run.state.is_failed() and "no decision by" in (run.state.message or "")
     # The supervisor can still decide afterwards, with no run waiting.
     late = CliRunner().invoke(app_cli(), ["decide", application_id, "release", "--official", "KZ-OF-0002", "--json"])

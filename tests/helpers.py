@@ -1,0 +1,235 @@
+"""What the tests share besides fixtures: sample documents, submitting and clearing them as plain
+functions, reading back what was stored, a real SMTP server on loopback, waiting for something to happen."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import socket
+import time
+import uuid
+from pathlib import Path
+
+from sqlmodel import select
+
+from customs.core.db import transaction
+from customs.core.settings import Settings
+from customs.pki.testing import TestPki
+from customs.services.intake import IncomingAttachment, submit_declaration
+from customs.services.steps import assign_lane, check_signatures, register_declaration, release_or_hold
+from models.audit import AuditEvent
+from models.declaration import Declaration, Status
+from models.outbox import DeliveryAttempt, Notice, NoticeKind
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "samples"
+NCA_REAL = ROOT.parent / "shared" / "fixtures" / "nca-real"
+TESTS = Path(__file__).resolve().parent
+
+DECLARANT_BIN = "050840001233"
+DECLARANT_IIN = "880501300124"
+
+# Officials of reference/officials.json
+INSPECTOR = "KZ-OF-0001"  # office 50101, zone ALA-TSW
+SUPERVISOR = "KZ-OF-0002"  # office 50101, zone ALA-TSW
+OTHER_ZONE = "KZ-OF-0003"  # office 50101, zone ALA-AIR
+OTHER_OFFICE = "KZ-OF-0005"  # office 62101
+
+
+def make_settings(data_dir: Path, pki: TestPki | None = None, **overrides) -> Settings:
+    values = dict(data_dir=data_dir)
+    if pki is not None:
+        values.update(trust_dir=pki.trust_dir, crl_dir=pki.crl_dir)
+    values.update(overrides)
+    return Settings(**values)
+
+
+def postgres_url() -> str | None:
+    return os.environ.get("CUSTOMS_TEST_POSTGRES_URL")
+
+
+# ----------------------------------------------------------------------------------------------
+# Declarations
+
+
+def sample(name: str = "01-green-household-appliances.json") -> dict:
+    return json.loads((SAMPLES / name).read_text(encoding="utf-8"))
+
+
+def as_bytes(document: dict) -> bytes:
+    return json.dumps(document, ensure_ascii=False, indent=1).encode("utf-8")
+
+
+def unique(document: dict) -> dict:
+    """The same declaration with a fresh invoice number, so its bytes are new."""
+    document = json.loads(json.dumps(document))
+    document["documents"][0]["number"] = f"INV-{uuid.uuid4().hex[:10]}"
+    return document
+
+
+def run_steps(application_id: str, now=None):
+    """The clearance steps as plain functions, in the flow's order."""
+    check_signatures(application_id, now=now)
+    outcome = register_declaration(application_id, now=now)
+    if outcome.status == Status.REGISTRATION_REFUSED:
+        return outcome
+    assign_lane(application_id, now=now)
+    return release_or_hold(application_id, now=now)
+
+
+def submit_signed(signer, document: dict, attachments=(), **kw):
+    content = as_bytes(document)
+    files = [IncomingAttachment(name, data, signer.sign(data)) for name, data in attachments]
+    return submit_declaration(content, signer.sign(content), files, **kw)
+
+
+def cleared(signer, document: dict | None = None) -> Declaration:
+    """A declaration (sample 01 by default) submitted and taken through the steps; as stored afterwards."""
+    application_id = submit_signed(signer, document or unique(sample())).application_id
+    run_steps(application_id)
+    return stored(application_id)
+
+
+# ----------------------------------------------------------------------------------------------
+# What was stored
+
+
+def stored(application_id: str) -> Declaration:
+    with transaction() as session:
+        return session.exec(select(Declaration).where(Declaration.application_id == application_id)).one()
+
+
+def events(application_id: str, event: str | None = None) -> list[AuditEvent]:
+    with transaction() as session:
+        query = select(AuditEvent).where(AuditEvent.application_id == application_id).order_by(AuditEvent.seq)
+        if event:
+            query = query.where(AuditEvent.event == event)
+        return list(session.exec(query))
+
+
+def notices(application_id: str | None = None, kind: NoticeKind | None = None) -> list[Notice]:
+    with transaction() as session:
+        query = select(Notice).order_by(Notice.id)
+        if application_id:
+            query = query.where(Notice.application_id == application_id)
+        if kind:
+            query = query.where(Notice.kind == kind)
+        return list(session.exec(query))
+
+
+def flow_runs_of(application_id: str):
+    """The clearance flow runs of a declaration, as the Prefect API has them."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=["clearance"])))
+    return [r for r in runs if r.parameters.get("application_id") == application_id]
+
+
+def attempts_of(notice_id: int) -> list[DeliveryAttempt]:
+    with transaction() as session:
+        return list(
+            session.exec(select(DeliveryAttempt).where(DeliveryAttempt.notice_id == notice_id).order_by(DeliveryAttempt.id))
+        )
+
+
+# ----------------------------------------------------------------------------------------------
+# E-mail: the parts of a message, and a real SMTP server on loopback (aiosmtpd) that records what it
+# receives and can refuse on cue
+
+
+def parts(message) -> dict[str, str]:
+    found = {}
+    for part in message.walk():
+        if part.get_content_type() in ("text/plain", "text/html") and not part.get_filename():
+            found[part.get_content_type()] = part.get_content()
+    return found
+
+
+def attachments(message) -> dict[str, bytes]:
+    return {part.get_filename(): part.get_payload(decode=True) for part in message.iter_attachments()}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class RecordingSmtpHandler:
+    """aiosmtpd handler: keeps every accepted message; ``replies[address]`` lists RCPT answers to give first."""
+
+    def __init__(self):
+        self.received: list[dict] = []
+        self.replies: dict[str, list[str]] = {}
+        self.always: dict[str, str] = {}
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if address in self.always:
+            return self.always[address]
+        queued = self.replies.get(address)
+        if queued:
+            return queued.pop(0)
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        import email
+        from email import policy
+
+        raw = envelope.original_content or envelope.content
+        self.received.append(
+            {
+                "mail_from": envelope.mail_from,
+                "rcpt_tos": list(envelope.rcpt_tos),
+                "raw": raw,
+                "message": email.message_from_bytes(raw, policy=policy.default),
+            }
+        )
+        return "250 2.0.0 Message accepted for delivery"
+
+
+class SmtpServer:
+    def __init__(self, port: int | None = None):
+        self.port = port or free_port()
+        self.handler = RecordingSmtpHandler()
+        self.controller = None
+
+    def start(self) -> SmtpServer:
+        from aiosmtpd.controller import Controller
+
+        self.controller = Controller(self.handler, hostname="127.0.0.1", port=self.port)
+        self.controller.start()
+        return self
+
+    def stop(self) -> None:
+        if self.controller is not None:
+            self.controller.stop()
+            self.controller = None
+
+    @property
+    def received(self) -> list[dict]:
+        return self.handler.received
+
+
+def pdf_text(pdf: bytes) -> str:
+    from pypdf import PdfReader
+
+    return "\n".join(page.extract_text() for page in PdfReader(io.BytesIO(pdf)).pages)
+
+
+# ----------------------------------------------------------------------------------------------
+# Waiting
+
+
+def wait_until(predicate, what: str, timeout: float = 60.0):
+    """Poll ``predicate`` until it returns something true (returned), or fail naming what never happened."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.3)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
