@@ -155,6 +155,50 @@ def _back_to_running(reason: str) -> None:
         get_run_logger().warning("could not mark the run running again: %s", exc)
 
 
+def _pause_kind() -> str:
+    """How this run waits: ``suspended`` (a deployment's run) or ``paused`` (a run in this process); Prefect keys
+    the n-th wait of an attempt ``<kind>-<n>``, its run input ``<kind>-<n>-response``."""
+    return "suspended" if get_run_context().flow_run.deployment_id is not None else "paused"
+
+
+def _decision_of(decision: ReleaseDecisionInput | dict, flow_run_id, wait_key: str) -> dict:
+    """The decision as the official-decision task takes it. A form sent from the UI has no id: it gets one derived
+    from the run and the wait it answered, the same whenever it is read, so applying it again is a replay."""
+    fields = ("decision", "official_id", "decision_code", "grounds", "grounds_text", "decision_id")
+    given = (
+        decision.model_dump(include=set(fields))
+        if isinstance(decision, ReleaseDecisionInput)
+        else {k: decision.get(k) for k in fields}
+    )
+    given["grounds"] = list(given.get("grounds") or [])
+    given["grounds_text"] = given.get("grounds_text") or ""
+    given["decision_id"] = given.get("decision_id") or hashlib.sha256(f"{flow_run_id}:{wait_key}".encode()).hexdigest()[:32]
+    return given
+
+
+def _decisions_given_while_suspended(application_id: str) -> None:
+    """Decisions officials gave in the UI's form while the run was suspended, applied before anything else the
+    attempt does. The form's answer is stored by Prefect as run input when the run is resumed; applying it
+    here first means a stray event that stops this attempt early, or a worker that dies, cannot lose it:
+    whichever attempt runs next applies it (as a replay if it was applied already)."""
+    context = get_run_context()
+    flow_run = context.flow_run
+    policy = flow_run.empirical_policy
+    if not (policy.pause_keys or policy.resuming or flow_run.run_count > 1):
+        return  # never suspended: nothing can have been answered
+    inputs = context.client.filter_flow_run_input(flow_run_id=flow_run.id, key_prefix="suspended-", limit=100, exclude_keys=set())
+    for item in sorted((i for i in inputs if i.key.endswith("-response")), key=lambda i: (i.created is None, i.created)):
+        result = apply_official_decision(
+            application_id, _decision_of(item.decoded_value, flow_run.id, item.key.removesuffix("-response"))
+        )
+        get_run_logger().info(
+            "%s: the decision given in the form (%s) is %s",
+            application_id,
+            item.key,
+            "applied" if result["accepted"] else f"refused: {result['reason']['message']}",
+        )
+
+
 def _await_official(application_id: str) -> None:
     """Wait for an official's decision as run input: until the legal deadline, then (breach recorded) for a
     supervisor's late decision until ``decision_wait_after_deadline`` has passed too. Refused input is
@@ -193,13 +237,7 @@ def _await_official(application_id: str) -> None:
             raise DecisionWaitInterrupted(
                 f"{info['registration_number']}: stopped waiting for a decision: {type(exc).__name__}: {exc}"
             ) from exc
-        given = decision.model_dump(
-            include={"decision", "official_id", "decision_code", "grounds", "grounds_text", "decision_id"}
-        )
-        # A form sent from the UI has no id: derive one from this run, its attempt and the wait, so a replay is recognised.
-        given["decision_id"] = (
-            given["decision_id"] or hashlib.sha256(f"{flow_run.id}:{flow_run.run_count}:{asked}".encode()).hexdigest()[:32]
-        )
+        given = _decision_of(decision, flow_run.id, f"{_pause_kind()}-{asked}")
         result = apply_official_decision(application_id, given)
         if result["accepted"]:
             logger.info("%s: %s by %s", info["registration_number"], result["status"], given["official_id"])
@@ -224,6 +262,7 @@ def clearance(application_id: str, requested_by: str | None = None, wait_for_off
     flow_run_id = str(flow_run.id)
     if requested_by or flow_run.run_count > 1:  # `customs rerun`, or the same run again (the UI's Retry, a reschedule)
         record_rerun(application_id, requested_by or "prefect-retry", flow_run_id, flow_run.run_count)
+    _decisions_given_while_suspended(application_id)
 
     timings: dict[str, float] = {}
 

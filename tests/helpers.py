@@ -3,6 +3,7 @@ functions, reading back what was stored, a real SMTP server on loopback, waiting
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -233,3 +234,35 @@ def wait_until(predicate, what: str, timeout: float = 60.0):
             return value
         time.sleep(0.3)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+# ----------------------------------------------------------------------------------------------
+# A clearance worker in this process (under the session's Prefect test harness)
+
+
+@contextlib.contextmanager
+def clearance_worker(*entrypoints: tuple[str, str], limit: int = 4, **worker_options):
+    """A ClearanceWorker in a thread, serving a work pool of its own to which the given deployments (name,
+    entrypoint) are attached (default: the clearance deployment of prefect.yaml). Yields (worker, name ->
+    deployment id); the worker is stopped afterwards."""
+    from prefect.client.orchestration import get_client
+
+    from customs.orchestration.deployments import DeploymentSpec, read_deployments, register_deployments
+    from customs.orchestration.pool import ensure_pool, read_pool
+    from customs.orchestration.worker import ClearanceWorker, WorkerThread
+
+    pool_name = f"test-{uuid.uuid4().hex[:8]}"  # other tests' scheduled runs never reach this worker
+    with get_client(sync_client=True) as client:
+        ensure_pool(client, read_pool(name=pool_name))
+    if entrypoints:
+        specs = [DeploymentSpec(name, entrypoint, "", (), {}, (), "clearance") for name, entrypoint in entrypoints]
+    else:
+        specs = [s for s in read_deployments() if s.name == "clearance"]
+    deployments = {name: deployment_id for name, (deployment_id, _) in register_deployments(specs, work_pool=pool_name).items()}
+    options = {"poll_seconds": 0.2, "run_heartbeat_seconds": 1, "reconcile_seconds": 1} | worker_options
+    runner = WorkerThread(ClearanceWorker(pool_name, limit=limit, **options))
+    worker = runner.start()
+    try:
+        yield worker, deployments
+    finally:
+        runner.stop(30)

@@ -50,6 +50,8 @@ COMMANDS = {
     "crl": "crl",
     "serve": "server",
     "server": "server",
+    "deploy": "server",
+    "worker": "server",
     "demo": "demo",
 }
 

@@ -17,11 +17,11 @@ from customs.api import create_app
 from customs.core.db import init_db
 from customs.core.settings import Settings, get_settings
 from customs.orchestration.decisions import resume_waiting_runs
-from customs.orchestration.deployments import read_deployments, register_deployments
+from customs.orchestration.deployments import apply_project
 from customs.orchestration.server import ensure_server, prefect_api, ui_url
 from customs.orchestration.starting import ClearanceStarter
 from customs.orchestration.timers import schedule_print_timers
-from customs.orchestration.worker import InProcessWorker, quiet_thread_timeout_warnings
+from customs.orchestration.worker import ClearanceWorker, WorkerThread, quiet_thread_timeout_warnings
 
 
 def port_free(host: str, port: int) -> bool:
@@ -62,10 +62,12 @@ def serve(
     api_url = ensure_server(settings)
     stop = stop or threading.Event()
     with prefect_api(api_url):
-        specs = read_deployments()
-        deployments = register_deployments(specs)
-        limits = dict.fromkeys(deployments, 1) | {"clearance": settings.worker_concurrency}
-        worker = InProcessWorker(deployments, limits, poll_seconds=settings.worker_poll_seconds, stop_event=stop)
+        project = apply_project(settings)
+        for note in project.notes:
+            echo(note)
+        worker = WorkerThread(ClearanceWorker(project.pool.name))
+        worker.start()
+        deployments = project.deployments
         app = create_app()
         starter = ClearanceStarter(deployments["clearance"][0])
         app.state.start_clearance = starter
@@ -75,9 +77,7 @@ def serve(
         server = uvicorn.Server(config)
         server.install_signal_handlers = lambda: None  # Ctrl-C is ours: stop the worker and the API together
         api_thread = threading.Thread(target=contextvars.copy_context().run, args=(server.run,), name="intake-api", daemon=True)
-        worker_thread = threading.Thread(target=contextvars.copy_context().run, args=(worker.run,), name="worker", daemon=True)
         api_thread.start()
-        worker_thread.start()
         for _ in range(100):
             if server.started:
                 break
@@ -85,9 +85,10 @@ def serve(
         echo(f"Prefect UI:   {ui_url(api_url)}/runs")
         echo(f"Prefect API:  {api_url}")
         echo(f"Intake API:   http://{settings.api_host}:{settings.api_port}/v1  (OpenAPI: /docs, /openapi.json)")
+        echo(f"Deployments:  {', '.join(deployments)} (work pool {project.pool.name})")
         echo(
-            f"Deployments:  {', '.join(deployments)}; "
-            f"worker runs up to {settings.worker_concurrency} clearances at once in this process"
+            f"Worker:       {worker.worker.name} (type {worker.worker.type}): up to {settings.worker_concurrency} runs at once "
+            "in this process"
         )
         echo("Ctrl-C (or SIGTERM) stops the API and the worker (the Prefect server keeps running: customs server stop)")
         previous = {}
@@ -116,7 +117,6 @@ def serve(
             worker.stop(wait_seconds=15.0)
             starter.stop()
             api_thread.join(5)
-            worker_thread.join(5)
             echo("stopped")
 
 

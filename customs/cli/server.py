@@ -1,16 +1,21 @@
-"""The local Prefect server, and `customs serve`: everything at once."""
+"""The local Prefect server; `customs serve` (everything at once); `customs deploy` and `customs worker` (apart)."""
 
 from __future__ import annotations
 
+import signal
 from typing import Annotated, Optional
 
+import anyio
 import typer
 
 from customs.cli.root import fail
 from customs.cli.serve import serve
+from customs.core.db import init_db
 from customs.core.settings import configure, get_settings
-from customs.orchestration.server import PrefectServerError, ensure_server, stop_server, ui_url
+from customs.orchestration.deployments import apply_project
+from customs.orchestration.server import PrefectServerError, ensure_server, prefect_api, stop_server, ui_url
 from customs.orchestration.starting import stop_background_clearances
+from customs.orchestration.worker import WORKER_TYPE, ClearanceWorker, quiet_thread_timeout_warnings
 
 commands = typer.Typer()  # registered with the root app by customs.cli.root.COMMANDS
 
@@ -52,3 +57,50 @@ def server_stop() -> None:
             f"stopped {stopped} background clearance run(s) (their declarations keep their state; `customs decide` still works)"
         )
     typer.echo("Prefect server stopped" if stop_server() else "no Prefect server of ours was running")
+
+
+@commands.command("deploy")
+def deploy_command() -> None:
+    """Put the project on a Prefect server run apart (CUSTOMS_PREFECT_API_URL or PREFECT_API_URL; else the local one):
+    the work pool and its queues (created when missing), the deployments of prefect.yaml, the automations.
+    What `customs serve` does at start."""
+    try:
+        api_url = ensure_server()
+        with prefect_api(api_url):
+            project = apply_project()
+    except (PrefectServerError, ValueError) as exc:
+        fail(str(exc))
+    for note in project.notes:
+        typer.echo(note)
+    typer.echo(f"work pool {project.pool.name} (type {project.pool.type}); deployments: {', '.join(project.deployments)}")
+    typer.echo(f"start workers with: customs worker   (or: prefect worker start --pool {project.pool.name} --type {WORKER_TYPE})")
+
+
+@commands.command("worker")
+def worker_command(
+    pool: Annotated[Optional[str], typer.Option(help="Work pool to serve (default CUSTOMS_WORKER_POOL, customs).")] = None,
+    limit: Annotated[
+        Optional[int], typer.Option(help="Runs at once in this process (default CUSTOMS_WORKER_CONCURRENCY).")
+    ] = None,
+    name: Annotated[Optional[str], typer.Option(help="Worker name shown in the UI (default host-pid).")] = None,
+) -> None:
+    """A clearance worker in this process, for the Prefect API of CUSTOMS_PREFECT_API_URL or PREFECT_API_URL (else the
+    local server): it runs the work pool's flow runs in threads until Ctrl-C or SIGTERM (runs in progress finish)."""
+    settings = get_settings()
+    init_db(settings)
+    quiet_thread_timeout_warnings()
+    try:
+        api_url = ensure_server(settings)
+    except PrefectServerError as exc:
+        fail(str(exc))
+    with prefect_api(api_url):
+        worker = ClearanceWorker(pool or settings.worker_pool, limit=limit, name=name)
+        typer.echo(f"worker {worker.name} (type {WORKER_TYPE}) serves work pool {worker._work_pool_name} of {api_url}")
+        # SIGTERM (service managers) stops it like Ctrl-C: Prefect's worker then lets the runs in progress finish.
+        signal.signal(signal.SIGTERM, lambda signum, frame: signal.raise_signal(signal.SIGINT))
+        if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # started in the background by a shell
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+        try:
+            anyio.run(lambda: worker.start(printer=typer.echo))
+        except KeyboardInterrupt:
+            typer.echo("stopped")

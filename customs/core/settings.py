@@ -7,7 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from customs.core.paths import REFERENCE_DIR
@@ -99,13 +99,32 @@ class Settings(BaseSettings):
     api_host: str = Field("127.0.0.1", description="Address the intake HTTP API listens on.")
     api_port: int = Field(8080, description="Port of the intake HTTP API.")
     api_max_request_bytes: int = Field(64 * 1024 * 1024, gt=0, description="Largest HTTP request body accepted (413 above).")
-    worker_concurrency: int = Field(
-        16,
-        gt=0,
-        description="Clearance flow runs executed at once by the in-process worker "
-        "(threads; each holds its slot about a second after its last step while Prefect stops the run's heartbeat thread).",
+    worker_pool: str = Field("customs", description="The Prefect work pool the deployments are attached to and the workers poll.")
+    worker_concurrency: int = Field(16, gt=0, description="Flow runs one worker process executes at once (threads).")
+    worker_poll_seconds: float = Field(0.5, gt=0, description="How often a worker asks its work pool for runs to execute.")
+    worker_prefetch_seconds: float = Field(
+        2.0, ge=0, description="A worker claims runs scheduled this far ahead (they wait for their time in the worker)."
     )
-    worker_poll_seconds: float = Field(0.5, gt=0, description="How often the worker looks for clearance runs to execute.")
+    worker_heartbeat_seconds: float = Field(
+        10.0, gt=0, description="How often a worker emits the heartbeat of each run it holds (from claim to end)."
+    )
+    worker_heartbeat_timeout: timedelta = Field(
+        timedelta(seconds=60),
+        description="A run whose heartbeats stop this long is marked Crashed by the automation customs serve creates "
+        "(its worker died); it must be well above worker_heartbeat_seconds.",
+    )
+    worker_reconcile_seconds: float = Field(
+        15.0, gt=0, description="How often each worker looks for crashed clearance runs to run again."
+    )
+    reconcile_max_attempts: int = Field(
+        3,
+        gt=0,
+        description="A clearance run that crashed this many times is left for a person (customs rerun) instead of re-run.",
+    )
+    reconcile_after: timedelta = Field(
+        timedelta(minutes=10),
+        description="A clearance run still pending, running or paused this long after its declaration became final is closed.",
+    )
     recheck_stuck_after: timedelta = Field(
         timedelta(minutes=10), description="A declaration resting this long in a passing status is stuck."
     )
@@ -127,6 +146,16 @@ class Settings(BaseSettings):
         description="Database of the local Prefect server; default SQLite under data_dir/prefect. "
         "postgresql://user@host/db uses asyncpg.",
     )
+
+    @model_validator(mode="after")
+    def _heartbeat_timeout_above_interval(self) -> Settings:
+        if self.worker_heartbeat_timeout.total_seconds() < 2 * self.worker_heartbeat_seconds:
+            raise ValueError(
+                f"worker_heartbeat_timeout ({self.worker_heartbeat_timeout.total_seconds():g} s) must be at least twice "
+                f"worker_heartbeat_seconds ({self.worker_heartbeat_seconds:g} s), "
+                "or runs with a live worker would be marked Crashed"
+            )
+        return self
 
     @field_validator("data_dir", "reference_dir", "trust_dir", "crl_dir", "outbox_dir", "smtp_ca_file")
     @classmethod

@@ -8,10 +8,14 @@ from typing import Any
 from uuid import UUID
 
 import yaml
+from prefect.client.orchestration import get_client
 from prefect.flows import load_flow_from_entrypoint
 from prefect.schedules import Cron
 
 from customs.core.paths import PREFECT_YAML, PROJECT_ROOT
+from customs.core.settings import Settings, get_settings
+from customs.orchestration.automations import apply_automations
+from customs.orchestration.pool import ensure_pool, read_pool
 
 
 @dataclass(frozen=True)
@@ -22,6 +26,7 @@ class DeploymentSpec:
     tags: tuple[str, ...]
     parameters: dict[str, Any]
     schedules: tuple[dict[str, Any], ...]
+    work_queue: str | None = None  # the queue of the work pool its runs go to (prefect.yaml work_pool.work_queue_name)
 
 
 def read_deployments(path: Path = PREFECT_YAML) -> list[DeploymentSpec]:
@@ -43,6 +48,7 @@ def read_deployments(path: Path = PREFECT_YAML) -> list[DeploymentSpec]:
                 tags=tuple(item.get("tags") or ()),
                 parameters=dict(item.get("parameters") or {}),
                 schedules=tuple(item.get("schedules") or ()),
+                work_queue=(item.get("work_pool") or {}).get("work_queue_name"),
             )
         )
     if not specs:
@@ -50,8 +56,9 @@ def read_deployments(path: Path = PREFECT_YAML) -> list[DeploymentSpec]:
     return specs
 
 
-def register_deployments(specs: list[DeploymentSpec]) -> dict[str, tuple[UUID, Any]]:
-    """Create or update each deployment on the Prefect server; returns name -> (deployment id, flow)."""
+def register_deployments(specs: list[DeploymentSpec], work_pool: str | None = None) -> dict[str, tuple[UUID, Any]]:
+    """Create or update each deployment on the Prefect server, attached to ``work_pool`` (its runs go to the
+    spec's queue) when one is given; returns name -> (deployment id, flow)."""
     registered = {}
     for spec in specs:
         flow = load_flow_from_entrypoint(str(PROJECT_ROOT / spec.entrypoint))
@@ -62,6 +69,27 @@ def register_deployments(specs: list[DeploymentSpec]) -> dict[str, tuple[UUID, A
             tags=list(spec.tags),
             parameters=spec.parameters,
             schedules=schedules or None,
+            work_pool_name=work_pool,
+            work_queue_name=spec.work_queue if work_pool else None,
         )
-        registered[spec.name] = (deployment.apply(), flow)
+        registered[spec.name] = (deployment.apply(work_pool_name=work_pool), flow)
     return registered
+
+
+@dataclass
+class Project:
+    """What `customs serve` and `customs deploy` put on the Prefect server."""
+
+    pool: Any
+    deployments: dict[str, tuple[UUID, Any]]
+    notes: list[str]
+
+
+def apply_project(settings: Settings | None = None) -> Project:
+    """The work pool and its queues (created when missing), the deployments attached to it, the automations."""
+    settings = settings or get_settings()
+    with get_client(sync_client=True) as client:
+        pool, notes = ensure_pool(client, read_pool(name=settings.worker_pool))
+    deployments = register_deployments(read_deployments(), work_pool=pool.name)
+    notes += apply_automations(pool, settings)
+    return Project(pool, deployments, notes)

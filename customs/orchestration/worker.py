@@ -1,271 +1,540 @@
-"""The worker of `customs serve`: it executes the scheduled runs of the deployments *in this process*,
-several at once (threads), instead of a new Python process per run (Prefect's process worker and
-``serve()`` spend about 5 s starting each one). It picks up intake's clearance runs, the schedules
-(batch-recheck, deadline-watch, outbox-dispatch, print-deadlines, crl-refresh), a run started from the
-UI, a failed run retried from the UI, a suspended run that was resumed. It claims each run by moving it
-to Pending through Prefect's orchestration, which accepts that once, so two workers never execute the
-same run.
+"""The clearance worker: a Prefect worker type (``customs-thread``) that executes the runs of the work pool's
+deployments in threads of its own process.
+
+Prefect knows it through its worker API (``BaseWorker``): it polls the pool's queues, heartbeats, claims
+each run by moving it to Pending through Prefect's orchestration (accepted once, so two workers never run
+the same run), and the UI shows the pool, its workers and the deployments as Ready. What it adds to
+Prefect's own workers:
+
+- **No process per run.** A run executes in a thread (``run_flow``), several at once, sharing one API
+  client, instead of a new Python process per run (about 5 s each for Prefect's process worker).
+- **One heartbeat loop for all runs.** The engine's per-run heartbeat thread is switched off (it also held
+  every synchronous run about a second at exit); the worker emits ``prefect.flow-run.heartbeat`` for each
+  run it holds, from claim to end. When a worker dies, the heartbeats stop, and the automation
+  "crash clearance runs whose worker stopped" (customs.orchestration.automations) marks its runs Crashed;
+  the reconciler of every other worker re-runs them (tasks/reconcile.py).
+- **One suspension watch per attempt.** A flow run can run several times (resumed after a decision,
+  retried). Each attempt watches for "suspended from outside" from the server state it was claimed in, so
+  the Suspended event of an earlier attempt is never taken for this one's (the quick-decision race), and
+  only the attempt that added a watch removes it. A process never starts an attempt of a run while an
+  earlier attempt of the same run is still exiting there.
+- **Outcomes checked.** An attempt that stops as suspended while the server shows the run Pending or
+  Running is logged as an error and marked Crashed, to be re-run, never left dangling.
+
+``prefect worker start --pool customs --type customs-thread`` starts it (entry point ``prefect.collections``
+in pyproject.toml); ``customs serve`` and ``customs worker`` start it with the project's settings.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import logging
+import os
+import socket
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
+import anyio
+import anyio.from_thread
+import anyio.to_thread
 import prefect.flow_engine as engine
-from prefect._flow_run_suspension import mark_flow_run_suspension_requested
-from prefect._internal.observers import FlowRunSuspendingObserver
+from prefect._flow_run_suspension import FlowRunSuspensionRequest
+from prefect._internal.observers import FlowRunSuspendingObserver, _SuspensionWatch
+from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
-    DeploymentFilter,
-    DeploymentFilterId,
     FlowRunFilter,
     FlowRunFilterNextScheduledStartTime,
     FlowRunFilterState,
     FlowRunFilterStateType,
+    WorkPoolFilter,
+    WorkPoolFilterName,
+    WorkQueueFilter,
+    WorkQueueFilterName,
 )
-from prefect.client.schemas.objects import StateType
-from prefect.client.schemas.sorting import FlowRunSort
+from prefect.client.schemas.objects import FlowRun, State, StateType
 from prefect.context import SyncClientContext
+from prefect.events import emit_event
+from prefect.events.schemas.events import RelatedResource
+from prefect.exceptions import Abort, Pause
 from prefect.flow_engine import run_flow
-from prefect.states import Pending
+from prefect.flows import Flow, load_flow_from_entrypoint
+from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, PREFECT_WORKER_QUERY_SECONDS, temporary_settings
+from prefect.states import Crashed, Pending
+from prefect.utilities.engine import propose_state
+from prefect.workers.base import BaseJobConfiguration, BaseVariables, BaseWorker, BaseWorkerResult
 
-from customs.core.clock import utcnow
-from customs.orchestration.server import shared_client
+from customs.core.paths import PROJECT_ROOT
+from customs.core.settings import get_settings
 
 log = logging.getLogger("customs.worker")
 
+WORKER_TYPE = "customs-thread"
+FULL_POLL_SECONDS = 10.0  # Prefect's poll at least this often (deployments and queues are Ready within 60 s of one)
 
-class SharedSuspensionObserver:
-    """One watcher of "this flow run was suspended from outside" (the UI's Suspend) for all runs of the process.
+# The attempt the current thread executes (set by the worker before run_flow, read by the suspension watch).
+_current_attempt: contextvars.ContextVar[Attempt | None] = contextvars.ContextVar("customs_attempt", default=None)
 
-    For every run of a deployment Prefect 3.9's engine starts a thread with its own event loop, API client
-    and events websocket to notice that (``prefect._flow_run_suspension.observe_flow_run_suspension``):
-    a sixth of the in-process worker's CPU, and a websocket subscription per run on the server. This is
-    the same observer (Prefect's ``FlowRunSuspendingObserver``, which watches any number of runs) run once:
-    each flow run is added to it when it starts and removed when it ends, and a suspension reaches the
-    run the way Prefect's own observer delivers it.
-    """
 
-    def __init__(self) -> None:
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._observer = None
-        self._thread: threading.Thread | None = None
-        self._ready = threading.Event()
-        self._closing: asyncio.Event | None = None
-        self._requests: dict[UUID, Any] = {}
-        self._requests_lock = threading.Lock()
-        self._original = None
+class ClearanceJobConfiguration(BaseJobConfiguration):
+    """Nothing to configure per run: runs execute in the worker's own process and environment."""
 
-    def _on_suspended(self, flow_run_id: UUID, state) -> None:
-        if not mark_flow_run_suspension_requested(flow_run_id, state):
-            with self._requests_lock:
-                request = self._requests.get(flow_run_id)
-            if request is not None:
-                request.mark_requested(state)
 
-    async def _main(self) -> None:
-        self._closing = asyncio.Event()
-        try:
-            async with FlowRunSuspendingObserver(on_suspended=self._on_suspended) as observer:
-                self._observer = observer
-                self._ready.set()
-                await self._closing.wait()
-        except BaseException as exc:  # without it, runs still execute; only an outside Suspend goes unnoticed
-            log.warning("worker: the suspension observer stopped: %s", exc)
-        finally:
-            self._observer = None
-            self._ready.set()
+class ClearanceVariables(BaseVariables):
+    """No job variables (the pool's base job template lists the generic ones only)."""
 
-    def start(self, timeout: float = 30.0) -> None:
-        """Start in the calling context (it carries the Prefect API settings)."""
-        context = contextvars.copy_context()
 
-        def thread_main() -> None:
-            self._loop = asyncio.new_event_loop()
-            try:
-                context.run(self._loop.run_until_complete, self._main())
-            finally:
-                self._loop.close()
-
-        self._thread = threading.Thread(target=thread_main, name="suspension-observer", daemon=True)
-        self._thread.start()
-        self._ready.wait(timeout)
-
-    @property
-    def running(self) -> bool:
-        return self._observer is not None
-
-    @contextmanager
-    def observe(self, flow_run_id: UUID, suspension_request, polling_interval: float = 10):
-        """Drop-in for Prefect's per-run ``observe_flow_run_suspension``."""
-        if not self.running or self._loop is None:
-            with self._original(flow_run_id, suspension_request, polling_interval):  # type: ignore[misc]
-                yield
-            return
-        with self._requests_lock:
-            self._requests[flow_run_id] = suspension_request
-        self._loop.call_soon_threadsafe(self._add, flow_run_id)
-        try:
-            yield
-        finally:
-            with self._requests_lock:
-                self._requests.pop(flow_run_id, None)
-            if self._loop.is_running():
-                self._loop.call_soon_threadsafe(self._remove, flow_run_id)
-
-    def _add(self, flow_run_id: UUID) -> None:
-        if self._observer is not None:
-            self._observer.add_in_flight_flow_run_id(flow_run_id)
-
-    def _remove(self, flow_run_id: UUID) -> None:
-        if self._observer is not None:
-            self._observer.remove_in_flight_flow_run_id(flow_run_id)
-
-    def install(self) -> None:
-        """Make the flow engine of this process use this observer."""
-        if self._original is None:
-            self._original = engine.observe_flow_run_suspension
-            engine.observe_flow_run_suspension = self.observe
-
-    def stop(self) -> None:
-        if self._original is not None and engine.observe_flow_run_suspension == self.observe:
-            engine.observe_flow_run_suspension = self._original
-        if self._loop is not None and self._closing is not None and self._loop.is_running():
-            self._loop.call_soon_threadsafe(self._closing.set)
-        if self._thread is not None:
-            self._thread.join(5)
+class ClearanceWorkerResult(BaseWorkerResult):
+    """``identifier``: host:pid:flow-run of the attempt; ``status_code`` 0 unless the attempt broke down."""
 
 
 @dataclass
-class InProcessWorker:
-    """Executes scheduled runs of the given deployments in this process, ``limits[name]`` at a time each."""
+class Attempt:
+    """One execution of a flow run in this process, from claim to end."""
 
-    deployments: dict[str, tuple[UUID, Any]]
-    limits: dict[str, int]
-    poll_seconds: float = 0.5
-    stop_event: threading.Event = field(default_factory=threading.Event)
-    running: dict[str, int] = field(default_factory=dict)
-    executed: int = 0
+    flow_run: FlowRun  # as read right after the claim: its state is this attempt's baseline
+    resource: dict[str, str]
+    related: list[RelatedResource]
+    worker: ClearanceWorker
+    request: FlowRunSuspensionRequest | None = None
+    watch: Any = None
+    finished: anyio.Event = field(default_factory=anyio.Event)
 
-    def __post_init__(self) -> None:
-        self._lock = threading.Lock()
-        self._pool = ThreadPoolExecutor(
-            max_workers=sum(self.limits.get(n, 1) for n in self.deployments), thread_name_prefix="flow-run"
-        )
-        self._context = contextvars.copy_context()  # Prefect's API settings reach the threads through it
-        self._client_context = None
-        self._observer: SharedSuspensionObserver | None = None
+    @property
+    def id(self) -> UUID:
+        return self.flow_run.id
 
-    def start_runtime(self) -> None:
-        """What every flow run of this worker shares instead of building its own (see README, throughput):
+    @property
+    def baseline(self) -> State | None:
+        return self.flow_run.state
 
-        - one Prefect API client: the engine takes the client of the ``SyncClientContext`` it finds, and
-          builds one (with an SSL context: about 20 ms of CPU) only when there is none;
-        - one observer of external suspension (one events subscription for all runs), in place of
-          the thread, event loop, client and websocket Prefect starts for every deployment run.
-        """
+    def on_suspended(self, flow_run_id: UUID, state: State) -> None:
+        """The server suspended the run after this attempt began: stop at the next task boundary."""
+        if self.request is not None and flow_run_id == self.id:
+            self.request.mark_requested(state)
 
-        def enter():
-            self._client_context = SyncClientContext()
-            self._client_context.__enter__()
 
-        self._context.run(enter)
-        self._observer = SharedSuspensionObserver()
-        self._context.run(self._observer.start)
-        self._observer.install()
+class ClearanceWorker(BaseWorker[ClearanceJobConfiguration, ClearanceVariables, ClearanceWorkerResult]):
+    """Runs the flow runs of its work pool in threads of this process (see the module's docstring)."""
 
-    def stop_runtime(self) -> None:
-        if self._observer is not None:
-            self._observer.stop()
-            self._observer = None
-        if self._client_context is not None:
-            self._context.run(self._client_context.__exit__, None, None, None)
-            self._client_context = None
+    type = WORKER_TYPE
+    job_configuration = ClearanceJobConfiguration
+    job_configuration_variables = ClearanceVariables
+    _description = (
+        "Customs clearance back office: executes flow runs in threads of the worker's own process, several at once, "
+        "with one API client, one heartbeat loop and one suspension watch per attempt (no process per run)."
+    )
+    _display_name = "Customs clearance (threads)"
+    _documentation_url = "https://customs.kgd.gov.kz/docs/running-on-several-hosts"
+    _logo_url = ""
 
-    def _claim(self, client, wanted: dict[UUID, int]) -> list:
-        """Claim due scheduled runs of the deployments in ``wanted`` (deployment id -> free slots): one query for all."""
-        runs = client.read_flow_runs(
-            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=list(wanted))),
+    def __init__(
+        self,
+        work_pool_name: str,
+        *args: Any,
+        run_heartbeat_seconds: float | None = None,
+        reconcile_seconds: float | None = None,
+        poll_seconds: float | None = None,
+        **kwargs: Any,
+    ):
+        settings = get_settings()
+        # `prefect worker start` passes None for what it was not told: the project's settings fill those in.
+        defaults = {
+            "limit": settings.worker_concurrency,
+            "prefetch_seconds": settings.worker_prefetch_seconds,
+            "name": f"{socket.gethostname()}-{os.getpid()}",
+        }
+        for key, value in defaults.items():
+            if kwargs.get(key) is None:
+                kwargs[key] = value
+        super().__init__(work_pool_name, *args, **kwargs)
+        self.run_heartbeat_seconds = run_heartbeat_seconds or settings.worker_heartbeat_seconds
+        self.reconcile_seconds = reconcile_seconds or settings.worker_reconcile_seconds
+        self.poll_seconds = poll_seconds or settings.worker_poll_seconds
+        self._attempts: dict[UUID, Attempt] = {}
+        self._flows: dict[UUID, Flow] = {}
+        self._flow_lock = anyio.Lock()
+        self._threads: anyio.CapacityLimiter | None = None
+        self._observer: FlowRunSuspendingObserver | None = None
+        self.executed = 0  # attempts finished (for tests and benchmarks)
+        self.reconciled: list[dict[str, Any]] = []  # what the reconciler did, most recent last
+        self.ready = threading.Event()  # set up: the pool polled and heartbeats sent
+        self._last_full_poll = -FULL_POLL_SECONDS
+
+    # ------------------------------------------------------------------------------------------
+    # Life cycle
+
+    async def start(self, *args: Any, **kwargs: Any) -> None:
+        """Prefect's worker loops, with the engine's per-run heartbeat thread off (this worker heartbeats every
+        run it holds), the poll interval of CUSTOMS_WORKER_POLL_SECONDS, and one API client for all runs."""
+        updates = {PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None, PREFECT_WORKER_QUERY_SECONDS: self.poll_seconds}
+        with temporary_settings(updates=updates), SyncClientContext():
+            await super().start(*args, **kwargs)
+
+    async def setup(self) -> None:
+        await super().setup()
+        self._threads = anyio.CapacityLimiter(self._limit or 100)
+        self._observer = await self._exit_stack.enter_async_context(FlowRunSuspendingObserver(on_suspended=_no_attempt))
+        _install_attempt_observer()
+        self._exit_stack.callback(_uninstall_attempt_observer)
+        background = await self._exit_stack.enter_async_context(anyio.create_task_group())
+        self._exit_stack.callback(background.cancel_scope.cancel)  # runs before the task group exits (last in, first out)
+        background.start_soon(self._heartbeat_loop)
+        background.start_soon(self._reconcile_loop)
+        self.ready.set()
+
+    # ------------------------------------------------------------------------------------------
+    # Running a flow run
+
+    # ------------------------------------------------------------------------------------------
+    # Polling and claiming
+
+    async def get_and_submit_flow_runs(self) -> list[FlowRun]:
+        """Prefect's poll of the pool (the server picks runs by queue priority within the queues' and the pool's
+        concurrency limits, and marks the deployments Ready), when a run is due or every FULL_POLL_SECONDS.
+
+        Prefect's poll writes (the Ready marks): at CUSTOMS_WORKER_POLL_SECONDS, on the embedded SQLite server,
+        those writes held intake's run creations seconds behind. A read-only look for a due run comes first."""
+        if self._limiter is not None and self._limiter.available_tokens < 1:
+            return []
+        now = time.monotonic()
+        if now - self._last_full_poll < FULL_POLL_SECONDS and not await self._runs_due():
+            self._last_polled_time = datetime.now(UTC)
+            return []
+        self._last_full_poll = now
+        return await super().get_and_submit_flow_runs()
+
+    async def _runs_due(self) -> bool:
+        due = await self.client.read_flow_runs(
+            work_pool_filter=WorkPoolFilter(name=WorkPoolFilterName(any_=[self._work_pool_name])),
+            work_queue_filter=WorkQueueFilter(name=WorkQueueFilterName(any_=sorted(self._work_queues)))
+            if self._work_queues
+            else None,
             flow_run_filter=FlowRunFilter(
                 state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.SCHEDULED])),
-                next_scheduled_start_time=FlowRunFilterNextScheduledStartTime(before_=utcnow()),
+                next_scheduled_start_time=FlowRunFilterNextScheduledStartTime(
+                    before_=datetime.now(UTC) + timedelta(seconds=self._prefetch_seconds)
+                ),
             ),
-            sort=FlowRunSort.NEXT_SCHEDULED_START_TIME_ASC,
-            limit=sum(wanted.values()),
+            limit=1,
         )
-        claimed = []
-        for run in runs:
-            if wanted.get(run.deployment_id, 0) <= 0:
-                continue
-            try:
-                result = client.set_flow_run_state(run.id, Pending())
-            except Exception as exc:  # another worker got there, or the run changed meanwhile
-                log.debug("could not claim %s: %s", run.id, exc)
-                continue
-            if result.state is not None and result.state.is_pending():
-                wanted[run.deployment_id] -= 1
-                claimed.append(run.model_copy(update={"state": result.state}))
-        return claimed
+        return bool(due)
 
-    def _execute(self, name: str, flow, flow_run) -> None:
+    # Prefect's worker, between claiming a run and calling run(), reads the deployment, resolves a job
+    # configuration, emits an event, relabels the run and proposes a Submitting state: five more calls to
+    # the API per run, which on the embedded SQLite server held each start up to two seconds behind the
+    # others' writes. The claim is what matters (Pending, accepted once); this worker keeps to it.
+
+    async def _submit_run(self, flow_run: FlowRun) -> None:
+        """Claim the run (Pending through orchestration: accepted for one worker only), then execute it."""
         try:
-            if flow.isasync:
-                asyncio.run(run_flow(flow, flow_run=flow_run, return_type="state"))
-            else:
-                run_flow(flow, flow_run=flow_run, return_type="state")
-        except BaseException as exc:  # the run's state in Prefect says what happened; the worker carries on
-            log.debug("flow run %s ended with %s", flow_run.id, type(exc).__name__)
-        finally:
-            with self._lock:
-                self.running[name] -= 1
-                self.executed += 1
-
-    def poll_once(self) -> int:
-        by_id = {deployment_id: (name, flow) for name, (deployment_id, flow) in self.deployments.items()}
-        with self._lock:
-            wanted = {
-                deployment_id: self.limits.get(name, 1) - self.running.get(name, 0) for deployment_id, (name, _) in by_id.items()
-            }
-        wanted = {k: v for k, v in wanted.items() if v > 0}
-        if not wanted:
-            return 0
-        started = 0
-        for flow_run in self._claim(shared_client(), wanted):
-            name, flow = by_id[flow_run.deployment_id]
-            with self._lock:
-                self.running[name] = self.running.get(name, 0) + 1
-            # A context can be entered by one thread at a time: each run gets its own copy.
-            self._pool.submit(self._context.copy().run, self._execute, name, flow, flow_run)
-            started += 1
-        return started
-
-    def run(self) -> None:
-        if self._client_context is None:
-            self.start_runtime()
-        while not self.stop_event.is_set():
             try:
-                busy = self.poll_once()
-            except Exception as exc:  # the server restarting, a network hiccup: try again shortly
-                log.warning("worker: cannot reach the Prefect API (%s); retrying", exc)
-                busy = 0
-            if not busy:
-                self.stop_event.wait(self.poll_seconds)
+                state = await propose_state(self.client, Pending(), flow_run_id=flow_run.id)
+            except Abort as exc:
+                log.debug("flow run %s not claimed: %s", flow_run.id, exc)
+                state = None
+            except Exception as exc:  # the API away: the run stays Scheduled for the next poll
+                log.warning("flow run %s not claimed: %s: %s", flow_run.id, type(exc).__name__, exc)
+                state = None
+            if state is None or not state.is_pending():
+                self._release_limit_slot(flow_run.id)
+                return
+            claimed = flow_run.model_copy(update={"state": state})
+            identifier = await self._runs_task_group.start(self._execute_claimed, claimed)
+            try:
+                await self.client.update_flow_run(flow_run_id=flow_run.id, infrastructure_pid=identifier)
+            except Exception as exc:  # only the UI's "which worker" suffers
+                log.debug("flow run %s: infrastructure_pid not set: %s", flow_run.id, exc)
+        finally:
+            self._submitting_flow_run_ids.discard(flow_run.id)
 
-    def stop(self, wait_seconds: float = 30.0) -> None:
-        self.stop_event.set()
-        deadline = time.monotonic() + wait_seconds
-        while sum(self.running.values()) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        self._pool.shutdown(wait=False, cancel_futures=True)
-        self.stop_runtime()
+    async def _execute_claimed(self, flow_run: FlowRun, task_status: anyio.abc.TaskStatus) -> None:
+        try:
+            result = await self.run(flow_run, None, task_status=task_status)
+        except Exception as exc:
+            log.exception("flow run %s could not be executed", flow_run.id)
+            result = ClearanceWorkerResult(identifier=str(exc), status_code=1)
+        finally:
+            self._release_limit_slot(flow_run.id)
+        if result.status_code != 0:
+            await self._propose_crashed_state(flow_run, "the clearance worker could not execute it (see the worker's log)")
+
+    async def run(
+        self, flow_run: FlowRun, configuration: ClearanceJobConfiguration | None, task_status: anyio.abc.TaskStatus | None = None
+    ) -> ClearanceWorkerResult:
+        """Execute a claimed run (its state is the claim's) in a thread, and check how it ended."""
+        identifier = f"{socket.gethostname()}:{os.getpid()}:{flow_run.id}"
+        try:
+            flow = await self._flow_of(flow_run)
+        except Exception:
+            if task_status is not None:
+                task_status.started(identifier)
+            raise
+        previous = self._attempts.get(flow_run.id)
+        if previous is not None:  # Prefect holds a run's slot until run() returns, so this is a guard, not a path
+            log.warning("flow run %s: an earlier attempt is still exiting here; waiting for it before starting", flow_run.id)
+            await previous.finished.wait()
+        attempt = Attempt(flow_run, *self._heartbeat_template(flow_run), worker=self)
+        self._attempts[flow_run.id] = attempt
+        if task_status is not None:
+            task_status.started(identifier)
+        try:
+            outcome = await anyio.to_thread.run_sync(self._execute, flow, attempt, limiter=self._threads, abandon_on_cancel=False)
+        finally:
+            if self._attempts.get(flow_run.id) is attempt:
+                del self._attempts[flow_run.id]
+            attempt.finished.set()
+            self.executed += 1
+        return ClearanceWorkerResult(identifier=identifier, status_code=await self._conclude(attempt, outcome))
+
+    def _execute(self, flow: Flow, attempt: Attempt) -> tuple[str, Any]:
+        """In the run's own thread: the engine, with this attempt as the one the suspension watch serves."""
+        threading.current_thread().name = f"flow-run-{attempt.id}"
+        token = _current_attempt.set(attempt)
+        try:
+            return "state", run_flow(flow, flow_run=attempt.flow_run, return_type="state")
+        except Pause as paused:  # suspended (or paused): run_flow re-raises it whatever return_type says
+            return "paused", paused.state
+        except Abort as aborted:
+            return "aborted", aborted
+        except BaseException as exc:  # the run's state in Prefect says what happened; the worker carries on
+            return "error", exc
+        finally:
+            _current_attempt.reset(token)
+
+    async def _conclude(self, attempt: Attempt, outcome: tuple[str, Any]) -> int:
+        """0, or 1 when the attempt broke down (Prefect then proposes Crashed); a suspension the server does
+        not show is logged as an error and the run marked Crashed, so that it is re-run, never left dangling."""
+        kind, value = outcome
+        if kind == "error":
+            log.error("flow run %s ended with %s: %s", attempt.id, type(value).__name__, value)
+            return 1
+        if kind == "state" and value is not None and value.is_cancelling():
+            await self._mark_flow_run_as_cancelled(
+                await self.client.read_flow_run(attempt.id),
+                state_updates={"message": "Cancelled while it ran in a worker thread."},
+            )
+        if kind == "paused" and not await self._server_suspended(attempt):
+            server = (await self.client.read_flow_run(attempt.id)).state
+            if server is not None and not server.is_final():
+                message = (
+                    f"the attempt stopped as {value.name if value else 'paused'} but the server never suspended it "
+                    f"(it shows the run {server.type.value}, {server.name}); marked Crashed so that it runs again"
+                )
+                log.error("flow run %s: %s", attempt.id, message)
+                try:
+                    await propose_state(self.client, Crashed(message=message), flow_run_id=attempt.id, force=True)
+                except Abort:
+                    pass
+        return 0
+
+    async def _server_suspended(self, attempt: Attempt) -> bool:
+        """Whether the server paused the run after this attempt began (else the attempt stopped for nothing)."""
+        baseline = attempt.baseline.timestamp if attempt.baseline is not None else None
+        states = await self.client.read_flow_run_states(attempt.id)
+        return any(state.is_paused() and (baseline is None or state.timestamp > baseline) for state in states)
+
+    async def _flow_of(self, flow_run: FlowRun) -> Flow:
+        """The flow of a run's deployment, loaded once per deployment from its entrypoint in this project."""
+        async with self._flow_lock:
+            flow = self._flows.get(flow_run.deployment_id)
+            if flow is None:
+                deployment = await self.client.read_deployment(flow_run.deployment_id)
+                entrypoint = deployment.entrypoint or ""
+                path, _, name = entrypoint.partition(":")
+                target = path if os.path.isabs(path) else str(PROJECT_ROOT / path)
+                flow = await anyio.to_thread.run_sync(load_flow_from_entrypoint, f"{target}:{name}")
+                self._flows[flow_run.deployment_id] = flow
+            return flow
+
+    # ------------------------------------------------------------------------------------------
+    # Heartbeats: one loop for every run this worker holds
+
+    def _heartbeat_template(self, flow_run: FlowRun) -> tuple[dict[str, str], list[RelatedResource]]:
+        resource = {"prefect.resource.id": f"prefect.flow-run.{flow_run.id}", "prefect.resource.name": flow_run.name or ""}
+        related = [
+            RelatedResource.model_validate(
+                {"prefect.resource.id": f"prefect.flow.{flow_run.flow_id}", "prefect.resource.role": "flow"}
+            )
+        ]
+        if flow_run.deployment_id:
+            related.append(
+                RelatedResource.model_validate(
+                    {"prefect.resource.id": f"prefect.deployment.{flow_run.deployment_id}", "prefect.resource.role": "deployment"}
+                )
+            )
+        if self._work_pool is not None:
+            related.append(
+                RelatedResource.model_validate(
+                    {
+                        "prefect.resource.id": f"prefect.work-pool.{self._work_pool.id}",
+                        "prefect.resource.role": "work-pool",
+                        "prefect.resource.name": self._work_pool.name,
+                    }
+                )
+            )
+        related += [
+            RelatedResource.model_validate({"prefect.resource.id": f"prefect.tag.{tag}", "prefect.resource.role": "tag"})
+            for tag in sorted(flow_run.tags or [])
+        ]
+        return resource, related
+
+    def beat(self) -> int:
+        """One heartbeat for every run held now (from claim to end); returns how many."""
+        attempts = list(self._attempts.values())
+        for attempt in attempts:
+            emit_event(event="prefect.flow-run.heartbeat", resource=attempt.resource, related=attempt.related)
+        return len(attempts)
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            try:
+                self.beat()
+            except Exception as exc:  # the events client reconnects by itself; a missed beat is not a dead worker
+                log.warning("heartbeats not sent: %s", exc)
+            await anyio.sleep(self.run_heartbeat_seconds)
+
+    # ------------------------------------------------------------------------------------------
+    # The reconciler: crashed clearance runs (their worker died) are re-run by whichever worker sees them
+
+    async def _reconcile_loop(self) -> None:
+        while True:
+            await anyio.sleep(self.reconcile_seconds)
+            try:
+                actions = await anyio.to_thread.run_sync(_reconcile_crashed)
+            except Exception as exc:  # the database or the API away: the next pass tries again
+                log.warning("reconciler: %s: %s", type(exc).__name__, exc)
+                continue
+            for action in actions:
+                log.info("reconciler: %s", action)
+            self.reconciled = (self.reconciled + actions)[-200:]
+
+    # ------------------------------------------------------------------------------------------
+    # The suspension watch of an attempt (called from the run's thread through anyio's portal)
+
+    def _watch(self, attempt: Attempt) -> None:
+        """Watch for "suspended from outside" from the server state the attempt was claimed in: events of the
+        run that occurred at or before it belong to earlier attempts and are ignored."""
+        if self._observer is None or self._observer._client is None:
+            return
+        watch = _SuspensionWatch(attempt.id, self._observer._client, attempt.on_suspended, log)
+        watch.initialize(attempt.baseline)
+        attempt.watch = watch
+        self._observer._watches[attempt.id] = watch
+
+    def _unwatch(self, attempt: Attempt) -> None:
+        """Only the attempt that added a watch removes it."""
+        if self._observer is not None and attempt.watch is not None and self._observer._watches.get(attempt.id) is attempt.watch:
+            self._observer._watches.pop(attempt.id)
+            attempt.watch.cancel()
+
+
+def _no_attempt(flow_run_id: UUID, state: State) -> None:
+    """Every watch of the shared observer is an attempt's own, with its own callback."""
+
+
+def _reconcile_crashed() -> list[dict[str, Any]]:
+    # Imported here, not at the top: Prefect imports this module (the entry point of the worker type) in every
+    # process that loads its collections, the Prefect server's included, which need none of the use cases.
+    from tasks.reconcile import reconcile_clearance_runs
+
+    with get_client(sync_client=True) as client:
+        return reconcile_clearance_runs(client, scope="crashed")
+
+
+# ----------------------------------------------------------------------------------------------
+# The engine's suspension observer, replaced for the attempts of clearance workers. Prefect 3.9 starts a
+# thread with its own loop, client and events websocket per deployment run for it; a run executed by a
+# ClearanceWorker uses its worker's observer with a watch of its own instead.
+
+_prefect_observe = engine.observe_flow_run_suspension
+_installed = 0
+_installed_lock = threading.Lock()
+
+
+@contextmanager
+def _observe_attempt(flow_run_id: UUID, suspension_request: FlowRunSuspensionRequest, polling_interval: float = 10):
+    attempt = _current_attempt.get()
+    if attempt is None or attempt.id != flow_run_id:  # not a run of a clearance worker (or one of its subflows)
+        with _prefect_observe(flow_run_id, suspension_request, polling_interval):
+            yield
+        return
+    attempt.request = suspension_request
+    anyio.from_thread.run_sync(attempt.worker._watch, attempt)
+    try:
+        yield
+    finally:
+        try:
+            anyio.from_thread.run_sync(attempt.worker._unwatch, attempt)
+        except RuntimeError:  # the worker's loop is closing: nothing left to unwatch
+            pass
+
+
+def _install_attempt_observer() -> None:
+    global _installed
+    with _installed_lock:
+        _installed += 1
+        engine.observe_flow_run_suspension = _observe_attempt
+
+
+def _uninstall_attempt_observer() -> None:
+    global _installed
+    with _installed_lock:
+        _installed -= 1
+        if _installed == 0:
+            engine.observe_flow_run_suspension = _prefect_observe
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+class WorkerThread:
+    """A ClearanceWorker running in a thread of its own, for `customs serve` (beside the intake API) and tests.
+
+    The thread runs in a copy of the caller's context, so the worker talks to the Prefect API the caller was
+    set up for. ``stop`` cancels the worker's loops; runs in progress finish first (Prefect's worker waits
+    for them), up to ``wait_seconds``."""
+
+    def __init__(self, worker: ClearanceWorker):
+        self.worker = worker
+        self._loop = None
+        self._scope: anyio.CancelScope | None = None
+        self._thread: threading.Thread | None = None
+        self.error: BaseException | None = None
+
+    def start(self, timeout: float = 60.0) -> ClearanceWorker:
+        self._thread = threading.Thread(
+            target=contextvars.copy_context().run, args=(anyio.run, self._main), name="clearance-worker", daemon=True
+        )
+        self._thread.start()
+        if not self.worker.ready.wait(timeout) and self.error is None:
+            raise RuntimeError(f"the clearance worker did not start within {timeout:g} s")
+        if self.error is not None:
+            raise RuntimeError(f"the clearance worker could not start: {self.error}") from self.error
+        return self.worker
+
+    async def _main(self) -> None:
+        import asyncio
+
+        self._loop = asyncio.get_running_loop()
+        try:
+            with anyio.CancelScope() as scope:
+                self._scope = scope
+                await self.worker.start(printer=log.info)
+        except BaseException as exc:  # the caller is told at start; later, the log says why it stopped
+            self.error = exc
+            self.worker.ready.set()
+            log.error("the clearance worker stopped: %s: %s", type(exc).__name__, exc)
+
+    def stop(self, wait_seconds: float = 15.0) -> None:
+        if self._loop is not None and self._scope is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._scope.cancel)
+        if self._thread is not None:
+            self._thread.join(wait_seconds)
 
 
 class _OnceFilter(logging.Filter):

@@ -31,7 +31,7 @@ from customs.rules.officials import (
     official_refusal,
 )
 from customs.services.deadlines import record_release_breach
-from models.audit import append_event
+from models.audit import AuditEvent, append_event
 from models.declaration import ReleaseMark, Status
 from models.reasons import Reason
 
@@ -56,6 +56,17 @@ def refuse_official_act(
         details={"action": action, **(details or {})},
     )
     return official_refusal(reason)
+
+
+def refused_before(session: Session, application_id: str, decision_id: str) -> Reason | None:
+    """The reason a decision with this id was refused for, if it was."""
+    events = session.exec(
+        select(AuditEvent).where(AuditEvent.application_id == application_id, AuditEvent.event == "official_action_refused")
+    ).all()
+    for event in events:
+        if event.details.get("decision_id") == decision_id and event.reasons:
+            return Reason(**event.reasons[0])
+    return None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -99,6 +110,9 @@ def decide(
             return DecisionResult(
                 declaration.application_id, declaration.registration_number, str(declaration.status), decision_id, replay=True
             )
+        earlier = refused_before(session, declaration.application_id, decision_id)
+        if earlier is not None:  # the same decision, refused before (and audited then): refused again, not audited twice
+            raise official_refusal(earlier)
         official = reference.officials.get(official_id)
         problem = authority_problem(official, official_id, office=declaration.customs_office, zone=declaration.zone)
         if problem is None and declaration.status in DECIDED:

@@ -191,6 +191,17 @@ def operations_summary_markdown(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def statuses_of(application_ids: list[str]) -> dict[str, str]:
+    """The status of each of these declarations (those that are stored)."""
+    if not application_ids:
+        return {}
+    with transaction() as session:
+        rows = session.exec(
+            select(Declaration.application_id, Declaration.status).where(Declaration.application_id.in_(set(application_ids)))
+        ).all()
+    return {application_id: str(status) for application_id, status in rows}
+
+
 def verify_audit_chain() -> ChainCheck:
     """Recompute the audit hash chain; the result names the first broken event."""
     with transaction() as session:

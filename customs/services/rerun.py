@@ -6,10 +6,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from sqlmodel import select
+
 from customs.core.clock import utcnow
 from customs.core.db import find_declaration, transaction
 from customs.rules.rerun import NEXT_STEP, rerun_problem
-from models.audit import append_event
+from models.audit import AuditEvent, append_event
 from models.declaration import Status
 
 
@@ -44,3 +46,41 @@ def record_rerun_event(application_id: str, actor: str, flow_run_id: str, run_co
                 "from_step": NEXT_STEP.get(Status(declaration.status)),
             },
         )
+
+
+_RECONCILIATION_KEY = ("flow_run_id", "state", "run_count", "action")
+
+
+def _reconciliations(session, application_id: str) -> list[dict]:
+    return list(
+        session.exec(
+            select(AuditEvent.details).where(
+                AuditEvent.application_id == application_id, AuditEvent.event == "clearance_run_reconciled"
+            )
+        ).all()
+    )
+
+
+def reconciled_before(application_id: str, finding: dict) -> bool:
+    """Whether the same action on the same run in the same state is in the declaration's audit chain already."""
+    key = {k: finding.get(k) for k in _RECONCILIATION_KEY}
+    with transaction() as session:
+        return any({k: d.get(k) for k in _RECONCILIATION_KEY} == key for d in _reconciliations(session, application_id))
+
+
+def record_reconciliation(application_id: str, finding: dict, *, now: datetime | None = None) -> bool:
+    """Audit what the reconciler did to one of the declaration's clearance runs (re-run, closed, reported), once."""
+    key = {k: finding.get(k) for k in _RECONCILIATION_KEY}
+    with transaction() as session:
+        declaration = find_declaration(session, application_id, lock=True)
+        if any({k: d.get(k) for k in _RECONCILIATION_KEY} == key for d in _reconciliations(session, declaration.application_id)):
+            return False
+        append_event(
+            session,
+            application_id=declaration.application_id,
+            event="clearance_run_reconciled",
+            actor="reconciler",
+            at=now or utcnow(),
+            details={k: finding.get(k) for k in ("flow_run_id", "flow_run", "state", "run_count", "action", "why")},
+        )
+        return True

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers import ROOT, as_bytes, free_port, sample, submit_signed, unique, wait_until
+from tests.helpers import ROOT, as_bytes, clearance_worker, free_port, sample, submit_signed, unique, wait_until
 
 CUSTOMS = str(Path(sys.executable).with_name("customs"))
 
@@ -186,7 +186,7 @@ def test_prefect_yaml_is_accepted_by_prefect_deploy(tmp_path):
     env.update(PREFECT_API_URL=PREFECT_API_URL.value(), CUSTOMS_PROJECT_DIR=str(ROOT), PREFECT_SERVER_ANALYTICS_ENABLED="false")
     prefect = str(Path(sys.executable).with_name("prefect"))
     pool = subprocess.run(
-        [prefect, "work-pool", "create", "customs", "--type", "process", "--overwrite"],
+        [prefect, "work-pool", "create", "customs", "--type", "customs-thread", "--overwrite"],
         env=env,
         cwd=ROOT,
         capture_output=True,
@@ -211,33 +211,26 @@ def test_prefect_yaml_is_accepted_by_prefect_deploy(tmp_path):
 
 
 @pytest.mark.usefixtures("prefect_harness")
-def test_the_in_process_worker_runs_several_clearances_at_once(settings, company_signer):
-    """Runs claimed together are executed together (each in its own copy of the Prefect context)."""
-    import threading
-
+def test_the_clearance_worker_runs_several_clearances_at_once_in_its_own_process(settings, company_signer):
+    """Runs claimed together are executed together, in threads of the worker's process (no process per run)."""
     from prefect.client.orchestration import get_client
 
-    from customs.orchestration.deployments import read_deployments, register_deployments
     from customs.orchestration.starting import ClearanceStarter
-    from customs.orchestration.worker import InProcessWorker
     from customs.services.queries import declaration_status
 
-    specs = [s for s in read_deployments() if s.name == "clearance"]
-    deployments = register_deployments(specs)
-    start = ClearanceStarter(deployments["clearance"][0])
-    ids = [submit_signed(company_signer, unique(sample())).application_id for _ in range(4)]
-    for application_id in ids:
-        start(application_id)
-    worker = InProcessWorker(deployments, {"clearance": 4}, poll_seconds=0.2)
-    thread = threading.Thread(target=__import__("contextvars").copy_context().run, args=(worker.run,), daemon=True)
-    thread.start()
-    try:
+    with clearance_worker(limit=4) as (worker, deployments):
+        start = ClearanceStarter(deployments["clearance"])
+        ids = [submit_signed(company_signer, unique(sample())).application_id for _ in range(4)]
+        for application_id in ids:
+            start(application_id)
         wait_until(lambda: all(declaration_status(a)["status"] == "released" for a in ids), "four releases", 60)
-    finally:
-        worker.stop(30)
+        wait_until(lambda: worker.executed == 4, "the four attempts to end", 30)
     with get_client(sync_client=True) as client:
-        runs = [r for r in client.read_flow_runs() if r.deployment_id == deployments["clearance"][0]]
+        runs = [r for r in client.read_flow_runs() if r.deployment_id == deployments["clearance"]]
+        history = [s.name for s in client.read_flow_run_states(runs[0].id)]
     assert len(runs) == 4 and all(r.state.is_completed() for r in runs)
+    assert {r.infrastructure_pid.split(":")[1] for r in runs} == {str(os.getpid())}  # executed in this very process
+    assert history == ["Scheduled", "Pending", "Running", "Completed"]  # claimed (Pending) through orchestration
     starts = sorted(r.start_time for r in runs)
     ends = sorted(r.end_time for r in runs)
     assert starts[-1] < ends[0]  # all four were running at the same moment
@@ -292,40 +285,29 @@ def test_a_served_run_suspends_for_the_official_and_resumes_with_the_decision(se
 
 
 @pytest.mark.usefixtures("prefect_harness")
-def test_a_run_suspended_from_outside_stops_at_its_next_step_under_the_shared_observer():
-    """The worker replaces Prefect's per-run suspension observer with one for the process: suspending a
-    running run from outside (the UI's Suspend) must still stop it at its next task, leaving it suspended."""
-    import threading
-
+def test_a_run_suspended_from_outside_stops_at_its_next_step():
+    """The worker replaces Prefect's per-run suspension observer with one watch per attempt on a shared
+    observer: suspending a running run from outside (the UI's Suspend) must still stop it at its next task,
+    leaving it suspended, and stopping the worker gives Prefect its own observer back."""
     import prefect.flow_engine as engine
     from prefect.client.orchestration import get_client
     from prefect.states import Suspended
 
-    from customs.orchestration.deployments import DeploymentSpec, register_deployments
-    from customs.orchestration.worker import InProcessWorker
-
     original = engine.observe_flow_run_suspension
-    deployments = register_deployments([DeploymentSpec("ticking", "tests/fixtures/suspendable_flow.py:ticking", "", (), {}, ())])
-    worker = InProcessWorker(deployments, {"ticking": 1}, poll_seconds=0.2)
-    thread = threading.Thread(target=__import__("contextvars").copy_context().run, args=(worker.run,), daemon=True)
-    thread.start()
-    try:
-        with get_client(sync_client=True) as client:
-            run = client.create_flow_run_from_deployment(deployments["ticking"][0], parameters={"seconds": 60})
-            wait_until(lambda: client.read_flow_run(run.id).state.is_running(), "the run to start", 60)
-            assert engine.observe_flow_run_suspension == worker._observer.observe  # the shared one is in place
-            wait_until(lambda: len(client.read_task_runs()) >= 2, "a few ticks", 30)
-            client.set_flow_run_state(run.id, Suspended(timeout_seconds=300), force=True)
-            wait_until(lambda: worker.executed == 1, "the suspended run to stop executing", 20)
-            state = client.read_flow_run(run.id).state
-            assert state.is_paused() and state.name == "Suspended"
-            ticks = len(client.read_task_runs())
-            time.sleep(1.0)
-            assert len(client.read_task_runs()) == ticks  # it stopped ticking
-    finally:
-        worker.stop(10)
-        thread.join(10)
-    assert engine.observe_flow_run_suspension is original  # stopping the worker gives Prefect its own back
+    ticking = ("ticking", "tests/fixtures/suspendable_flow.py:ticking")
+    with clearance_worker(ticking, limit=1) as (worker, deployments), get_client(sync_client=True) as client:
+        run = client.create_flow_run_from_deployment(deployments["ticking"], parameters={"seconds": 60})
+        wait_until(lambda: client.read_flow_run(run.id).state.is_running(), "the run to start", 60)
+        assert engine.observe_flow_run_suspension is not original  # the worker's watch is in place
+        wait_until(lambda: len(client.read_task_runs()) >= 2, "a few ticks", 30)
+        client.set_flow_run_state(run.id, Suspended(timeout_seconds=300), force=True)
+        wait_until(lambda: worker.executed == 1, "the suspended run to stop executing", 20)
+        state = client.read_flow_run(run.id).state
+        assert state.is_paused() and state.name == "Suspended"
+        ticks = len(client.read_task_runs())
+        time.sleep(1.0)
+        assert len(client.read_task_runs()) == ticks  # it stopped ticking
+    assert engine.observe_flow_run_suspension is original
 
 
 @pytest.mark.usefixtures("prefect_harness")

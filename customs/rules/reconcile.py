@@ -1,0 +1,57 @@
+"""Runs that dangle: what to do with a clearance flow run whose state and its declaration's disagree.
+
+A clearance run is the orchestration of one declaration; the declaration in the database is the truth. A
+run left Crashed by a worker that died is run again (its steps skip what is done), up to a number of
+attempts; a run still Pending, Running or Paused long after its declaration became final (decided
+through the API or the CLI while the run could not hear of it) is closed. Everything else is left alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from models.declaration import Status
+
+FINAL = frozenset({Status.RELEASED, Status.REGISTRATION_REFUSED, Status.RELEASE_REFUSED, Status.RELEASE_CANCELLED})
+
+RERUN, CLOSE, REPORT = "rerun", "close", "report"
+
+
+@dataclass(frozen=True)
+class RunView:
+    """What the reconciler knows of a flow run."""
+
+    flow_run_id: str
+    name: str
+    state_type: str  # Prefect's StateType value: PENDING, RUNNING, PAUSED, CRASHED, ...
+    state_name: str
+    state_age: timedelta  # since the run entered its current state
+    run_count: int
+    application_id: str | None
+
+
+@dataclass(frozen=True)
+class Reconciliation:
+    action: str  # rerun | close | report
+    why: str
+
+
+def reconcile_action(run: RunView, status: str | None, *, max_attempts: int, after: timedelta) -> Reconciliation | None:
+    """What to do with ``run`` given its declaration's ``status`` (None: no such declaration)."""
+    if status is None:
+        if run.state_type in ("PENDING", "RUNNING", "PAUSED") and run.state_age >= after:
+            return Reconciliation(REPORT, f"the run names application {run.application_id!r}, which is not stored")
+        return None
+    final = status in FINAL
+    if run.state_type == "CRASHED":
+        if final:
+            return None  # nothing left to do; the crash stays in the run's history
+        if run.run_count >= max_attempts:
+            return Reconciliation(
+                REPORT, f"crashed {run.run_count} times with the declaration at {status}; left for a person (customs rerun)"
+            )
+        return Reconciliation(RERUN, f"its worker stopped (Crashed: {run.state_name}) with the declaration at {status}")
+    if run.state_type in ("PENDING", "RUNNING", "PAUSED") and final and run.state_age >= after:
+        return Reconciliation(CLOSE, f"the declaration is {status}: nothing is left for the run to do")
+    return None
