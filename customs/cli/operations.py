@@ -54,6 +54,9 @@ def ops(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
         typer.echo(f"failed clearance runs (24 h): {len(summary['failed_runs'])}")
         for run in summary["failed_runs"][:20]:
             typer.echo(f"  {run['flow_run']:<24} {run['state']:<8} {run['message'][:90]}")
+    typer.echo(f"clearance runs reconciled (24 h): {len(summary['reconciled_runs'])}")
+    for row in summary["reconciled_runs"][:20]:
+        typer.echo(f"  {row['at_kz']}  {row['flow_run'] or '-':<24} {row['state'] or '-':<10} {row['action']:<8} {row['why']}")
     typer.echo("outbox: " + ", ".join(f"{k} {v}" for k, v in summary["outbox"].items()))
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func
@@ -140,12 +140,35 @@ def operations_summary(now: datetime | None = None, *, failed_runs: list[dict[st
         "most_urgent_decision": min(candidates) if candidates else None,
         "print_requests_open": print_rows,
         "failed_runs": failed_runs,
+        "reconciled_runs": reconciled_runs(now),
         "awaiting_official": awaiting,
         "marks_open": len(marks),
         "mark_overdue_minutes": overdue_minutes,
         "marks_overdue": [m for m in marks if m["open_minutes"] >= overdue_minutes],
         "outbox": {str(s): outbox.get(s, 0) for s in NoticeStatus},
     }
+
+
+def reconciled_runs(now: datetime, window: timedelta = timedelta(hours=24), limit: int = 100) -> list[dict[str, Any]]:
+    """What the reconciler did to clearance runs in the last ``window`` (from the audit chain), newest first."""
+    with transaction() as session:
+        events = session.exec(
+            select(AuditEvent)
+            .where(AuditEvent.event == "clearance_run_reconciled", AuditEvent.at >= now - window)
+            .order_by(AuditEvent.seq.desc())
+            .limit(limit)
+        ).all()
+    return [
+        {
+            "at_kz": kz_display(e.at),
+            "application_id": e.application_id,
+            "flow_run": e.details.get("flow_run"),
+            "state": e.details.get("state"),
+            "action": e.details.get("action"),
+            "why": e.details.get("why"),
+        }
+        for e in events
+    ]
 
 
 def operations_summary_markdown(summary: dict[str, Any]) -> str:
@@ -181,6 +204,15 @@ def operations_summary_markdown(summary: dict[str, Any]) -> str:
     if failed:
         lines += ["| flow run | state | message |", "|---|---|---|"]
         lines += [f"| {r['flow_run']} | {r['state']} | {r['message'][:120].replace('|', '/')} |" for r in failed[:50]]
+    reconciled = summary["reconciled_runs"]
+    lines += ["", f"## Clearance runs reconciled (24 h): {len(reconciled)}", ""]
+    if reconciled:
+        lines += ["| at | application | flow run | state | action | why |", "|---|---|---|---|---|---|"]
+        lines += [
+            f"| {r['at_kz']} | {r['application_id']} | {r['flow_run']} | {r['state']} | {r['action']} | "
+            f"{(r['why'] or '').replace('|', '/')} |"
+            for r in reconciled[:50]
+        ]
     lines += [
         "",
         f"Release marks open: {summary['marks_open']}; "

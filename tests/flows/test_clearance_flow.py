@@ -12,7 +12,19 @@ from typer.testing import CliRunner
 from customs.services.intake import submit_declaration
 from customs.services.queries import declaration_status
 from flows.clearance import clearance
-from tests.helpers import as_bytes, attachments, events, flow_runs_of, notices, parts, sample, unique, wait_until
+from tests.helpers import (
+    INSPECTOR,
+    as_bytes,
+    attachments,
+    events,
+    flow_runs_of,
+    notices,
+    parts,
+    run_steps,
+    sample,
+    unique,
+    wait_until,
+)
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -271,3 +283,48 @@ def test_a_waiting_run_whose_deadline_passes_records_the_breach_and_says_so(sett
     late = CliRunner().invoke(app_cli(), ["decide", application_id, "release", "--official", "KZ-OF-0002", "--json"])
     assert late.exit_code == 0, late.output
     assert json.loads(late.stdout)["status"] == "released"
+
+
+def test_the_reconciler_reruns_crashed_runs_and_closes_runs_of_final_declarations(settings, company_signer):
+    """A run whose worker died (Crashed) runs again; a run left suspended after its declaration was decided through
+    the API is closed; a run waiting as it should is left alone. Each action is audited once and listed by ops."""
+    from datetime import timedelta
+
+    from prefect.client.orchestration import get_client
+    from prefect.states import Crashed, Running, Suspended
+
+    from customs.core.settings import configure
+    from customs.orchestration.deployments import read_deployments, register_deployments
+    from customs.services.officials import decide
+    from customs.services.queries import operations_summary
+    from flows.clearance import start_clearance
+    from tasks.reconcile import reconcile_clearance_runs
+
+    configure(settings.model_copy(update={"reconcile_after": timedelta(0)}))
+    (deployment_id, _) = register_deployments([s for s in read_deployments() if s.name == "clearance"])["clearance"]
+    crashed = submit(company_signer, unique(sample()))
+    decided = submit(company_signer, unique(sample("03-unpaid-vat.json")))
+    waiting = submit(company_signer, unique(sample("03-unpaid-vat.json")))
+    run_steps(decided)
+    run_steps(waiting)
+    decide(decided, decision="release", official_id=INSPECTOR)
+    with get_client(sync_client=True) as client:
+        runs = {}
+        for application_id, final_state in (
+            (crashed, Crashed(message="no heartbeat")),
+            (decided, Suspended(timeout_seconds=3600)),
+            (waiting, Suspended(timeout_seconds=3600)),
+        ):
+            run = start_clearance(application_id, deployment_id=deployment_id, client=client)
+            client.set_flow_run_state(run.id, Running(), force=True)
+            client.set_flow_run_state(run.id, final_state, force=True)
+            runs[application_id] = run.id
+        done = [d for d in reconcile_clearance_runs(client, scope="all") if d["application_id"] in runs]
+        assert sorted((d["application_id"], d["action"]) for d in done) == sorted([(crashed, "rerun"), (decided, "close")])
+        assert client.read_flow_run(runs[crashed]).state.name == "AwaitingRetry"
+        assert client.read_flow_run(runs[decided]).state.is_cancelled()
+        assert client.read_flow_run(runs[waiting]).state.name == "Suspended"
+        assert [d for d in reconcile_clearance_runs(client, scope="all") if d["application_id"] in runs] == []  # said once
+    assert len(events(crashed, "clearance_run_reconciled")) == 1 and len(events(decided, "clearance_run_reconciled")) == 1
+    listed = {(r["application_id"], r["action"]) for r in operations_summary()["reconciled_runs"]}
+    assert listed == {(crashed, "rerun"), (decided, "close")}

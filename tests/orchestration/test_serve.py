@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers import ROOT, as_bytes, clearance_worker, free_port, sample, submit_signed, unique, wait_until
+from tests.helpers import INSPECTOR, ROOT, as_bytes, clearance_worker, free_port, sample, submit_signed, unique, wait_until
 
 CUSTOMS = str(Path(sys.executable).with_name("customs"))
 
@@ -98,7 +98,22 @@ def test_customs_serve_clears_a_declaration_submitted_through_the_api(served, co
         timeout=10,
     ).json()
     assert len(runs) == 1 and runs[0]["deployment_id"] and runs[0]["name"] == body["registration_number"]
-    deployments = {d["name"] for d in httpx.post(f"{served['prefect']}/deployments/filter", json={}, timeout=10).json()}
+    # Prefect knows the worker: the pool is Ready with a worker online, and every deployment is Ready.
+    prefect = served["prefect"]
+    pool = httpx.get(f"{prefect}/work_pools/customs", timeout=10).json()
+    assert (pool["type"], pool["status"]) == ("customs-thread", "READY")
+    workers = httpx.post(f"{prefect}/work_pools/customs/workers/filter", json={}, timeout=10).json()
+    assert [w["status"] for w in workers] == ["ONLINE"]
+    queues = {q["name"]: q for q in httpx.post(f"{prefect}/work_pools/customs/queues/filter", json={}, timeout=10).json()}
+    assert (queues["clearance"]["priority"], queues["maintenance"]["concurrency_limit"]) == (1, 4)
+    listed = httpx.post(f"{prefect}/deployments/filter", json={}, timeout=10).json()
+    wait_until(
+        lambda: all(d["status"] == "READY" for d in httpx.post(f"{prefect}/deployments/filter", json={}, timeout=10).json()),
+        "every deployment to be Ready",
+        30,
+    )
+    assert {d["name"]: d["work_queue_name"] for d in listed}["clearance"] == "clearance"
+    deployments = {d["name"] for d in listed}
     assert deployments == {
         "clearance",
         "batch-recheck",
@@ -345,3 +360,114 @@ def test_a_clearance_start_the_server_refused_is_retried_with_backoff_and_never_
     with get_client(sync_client=True) as client:
         names = sorted(r.name for r in client.read_flow_runs() if r.deployment_id == deployment_id)
     assert names == ["A-FLAKY", "A-OK"]
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_quick_decision_while_the_suspended_attempt_still_exits_completes_the_resumed_run(
+    settings, company_signer, monkeypatch
+):
+    """The quick-decision race, on purpose. The suspended attempt's exit is held for 3 s (Prefect's heartbeat
+    join used to hold it about 1 s) and the official decides at once; the old attempt's Suspended event then
+    reaches the new attempt's watch late, as a slow websocket delivers it. The resumed attempt must start only
+    after the old one ended, ignore that event (it happened before the new attempt was claimed), and complete."""
+    from prefect.client.orchestration import get_client
+    from prefect.events.schemas.events import Event
+
+    from customs.orchestration.decisions import resume_waiting_runs
+    from customs.orchestration.worker import ClearanceWorker
+    from customs.services.officials import decide
+    from customs.services.queries import declaration_status
+    from flows.clearance import start_clearance
+
+    timeline: list[tuple[str, float]] = []
+    execute, watch = ClearanceWorker._execute, ClearanceWorker._watch
+    stale: dict = {}
+
+    def held_exit(self, flow, attempt):
+        timeline.append(("start", time.monotonic()))
+        outcome = execute(self, flow, attempt)
+        if outcome[0] == "paused":
+            time.sleep(3)
+        timeline.append(("end", time.monotonic()))
+        return outcome
+
+    def watch_then_late_event(self, attempt):
+        watch(self, attempt)
+        if "event" in stale and "delivered" not in stale:
+            stale["delivered"] = attempt.id
+            self._observer._handle_event(stale["event"])
+
+    monkeypatch.setattr(ClearanceWorker, "_execute", held_exit)
+    monkeypatch.setattr(ClearanceWorker, "_watch", watch_then_late_event)
+    with clearance_worker() as (worker, deployments), get_client(sync_client=True) as client:
+        application_id = submit_signed(company_signer, unique(sample("03-unpaid-vat.json"))).application_id
+        run = start_clearance(application_id, deployment_id=deployments["clearance"], client=client)
+        suspended = wait_until(
+            lambda: (state := client.read_flow_run(run.id).state) and state.name == "Suspended" and state,
+            "the run to suspend",
+            60,
+        )
+        stale["event"] = Event(
+            event="prefect.flow-run.Suspended",
+            resource={"prefect.resource.id": f"prefect.flow-run.{run.id}"},
+            id=suspended.id,
+            occurred=suspended.timestamp,
+        )
+        decided = decide(application_id, decision="release", official_id=INSPECTOR, decision_code="10")
+        run_input = {
+            "decision": "release",
+            "official_id": INSPECTOR,
+            "decision_code": "10",
+            "grounds": [],
+            "grounds_text": "",
+            "decision_id": decided.decision_id,
+        }
+        assert resume_waiting_runs(application_id, run_input, settle_seconds=0).flow_runs == [str(run.id)]
+        wait_until(lambda: client.read_flow_run(run.id).state.is_completed(), "the resumed run to complete", 60)
+        history = [state.name for state in client.read_flow_run_states(run.id)]
+    assert stale.get("delivered") == run.id  # the late event did reach the resumed attempt's watch
+    assert [kind for kind, _ in timeline] == ["start", "end", "start", "end"]
+    assert timeline[2][1] >= timeline[1][1]  # the resumed attempt started only once the held one had ended
+    assert "Crashed" not in history and history[-1] == "Completed", history
+    status = declaration_status(application_id)
+    assert (status["status"], status["decided_by"]) == ("released", INSPECTOR)
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_decision_given_in_the_form_reaches_the_database_before_any_step(settings, company_signer, monkeypatch):
+    """Resumed from the UI with the form's answer, the next attempt records the decision before it does anything
+    else: here that attempt breaks down at its first step, and the declaration is released all the same."""
+    from prefect.client.orchestration import get_client
+    from prefect.flow_runs import resume_flow_run
+
+    import customs.services.steps as steps
+    from customs.services.queries import declaration_status
+    from flows.clearance import start_clearance
+
+    with clearance_worker() as (worker, deployments), get_client(sync_client=True) as client:
+        application_id = submit_signed(company_signer, unique(sample("03-unpaid-vat.json"))).application_id
+        run = start_clearance(application_id, deployment_id=deployments["clearance"], client=client)
+        wait_until(lambda: client.read_flow_run(run.id).state.name == "Suspended", "the run to suspend", 60)
+
+        def broken(*args, **kwargs):
+            raise RuntimeError("the attempt breaks down before it reaches its wait")
+
+        monkeypatch.setattr(steps, "check_signatures", broken)
+        form = {
+            "decision": "release",
+            "official_id": INSPECTOR,
+            "decision_code": "11",
+            "grounds": [],
+            "grounds_text": "from the form",
+        }
+        resume_flow_run(run.id, run_input=form)  # what the UI's Resume sends: no decision id
+        wait_until(lambda: client.read_flow_run(run.id).state.is_final(), "the resumed attempt to end", 60)
+        final = client.read_flow_run(run.id).state
+    status = declaration_status(application_id)
+    assert final.is_failed() and (status["status"], status["decided_by"], status["decision_code"]) == (
+        "released",
+        INSPECTOR,
+        "11",
+    )
+    released = [e for e in status["history"] if e["to"] == "released"]
+    assert len(released) == 1 and released[0]["details"]["grounds_text"] == "from the form"

@@ -301,3 +301,43 @@ def test_usable_address(value, expected):
     from models.outbox import usable_address
 
     assert usable_address(value) == expected
+
+
+# --- Runs that dangle ---------------------------------------------------------------------------
+
+
+def _run(state_type: str, *, age_minutes: int = 20, run_count: int = 1, state_name: str = "", application_id: str | None = "A1"):
+    from datetime import timedelta
+
+    from customs.rules.reconcile import RunView
+
+    return RunView(
+        "r1", "A1", state_type, state_name or state_type.title(), timedelta(minutes=age_minutes), run_count, application_id
+    )
+
+
+@pytest.mark.parametrize(
+    "run,status,expected",
+    [
+        (_run("CRASHED"), "registered", "rerun"),  # its worker died mid-way: run it again
+        (_run("CRASHED", age_minutes=0), "submitted", "rerun"),  # at once: a crash is final
+        (_run("CRASHED", run_count=3), "lane_assigned", "report"),  # crashed three times: a person looks
+        (_run("CRASHED"), "released", None),  # nothing left to do
+        (_run("RUNNING"), "released", "close"),  # dangling after the declaration was final
+        (_run("PAUSED", state_name="Suspended"), "release_refused", "close"),  # decided through the API while it waited
+        (_run("PENDING"), "registration_refused", "close"),
+        (_run("RUNNING", age_minutes=5), "released", None),  # not yet: it may be sending its notices
+        (_run("PAUSED", state_name="Suspended"), "awaiting_official", None),  # waiting, as it should
+        (_run("RUNNING"), "registered", None),  # running: its heartbeats say whether its worker lives
+        (_run("RUNNING", application_id="A-GONE"), None, "report"),  # a run for no stored declaration
+    ],
+)
+def test_reconcile_rules(run, status, expected):
+    from datetime import timedelta
+
+    from customs.rules.reconcile import reconcile_action
+
+    decision = reconcile_action(run, status, max_attempts=3, after=timedelta(minutes=10))
+    assert (decision.action if decision else None) == expected
+    if decision:
+        assert decision.why
