@@ -125,6 +125,7 @@ class Declaration(SQLModel, table=True):
         event = append_event(
             session,
             application_id=self.application_id,
+            office=self.customs_office,
             event="transition",
             from_status=from_status.value if from_status else None,
             to_status=to_status.value,
@@ -148,6 +149,7 @@ class Declaration(SQLModel, table=True):
         event = append_event(
             session,
             application_id=self.application_id,
+            office=self.customs_office,
             event="transition",
             from_status=None,
             to_status=Status.SUBMITTED.value,

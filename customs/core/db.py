@@ -22,7 +22,7 @@ import models.api_client
 import models.outbox
 import models.printing  # noqa: F401
 from customs.core.settings import Settings, get_settings
-from models.audit import APPEND_ONLY_DDL, AuditHead
+from models.audit import AUDIT_DDL, AuditHead
 from models.declaration import Declaration
 
 _engines: dict[str, Engine] = {}
@@ -116,7 +116,7 @@ def init_db(settings: Settings | None = None) -> None:
     with Session(engine) as session, session.begin():
         if session.get(AuditHead, 1) is None:
             session.add(AuditHead(id=1))
-        for statement in APPEND_ONLY_DDL.get(engine.dialect.name, []):
+        for statement in AUDIT_DDL.get(engine.dialect.name, []):
             session.execute(text(statement))
 
 

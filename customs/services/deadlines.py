@@ -82,6 +82,7 @@ def record_release_breach(session: Session, declaration: Declaration, now: datet
     event = append_event(
         session,
         application_id=declaration.application_id,
+        office=declaration.customs_office,
         event="release_deadline_breached",
         actor="system",
         at=now,
@@ -124,6 +125,7 @@ def check_release_deadlines(
                 event = append_event(
                     session,
                     application_id=declaration.application_id,
+                    office=declaration.customs_office,
                     event="release_deadline_alert",
                     actor="system",
                     at=now,
@@ -166,6 +168,7 @@ def check_registration_deadlines(*, now: datetime | None = None, settings: Setti
             event = append_event(
                 session,
                 application_id=declaration.application_id,
+                office=declaration.customs_office,
                 actor="system",
                 at=now,
                 event="registration_deadline_breached" if stage == "breach" else "registration_deadline_alert",

@@ -39,6 +39,7 @@ from models.reasons import Reason
 def refuse_official_act(
     session: Session,
     application_id: str,
+    office: str | None,
     official_id: str,
     action: str,
     reason: Reason,
@@ -49,6 +50,7 @@ def refuse_official_act(
     append_event(
         session,
         application_id=application_id,
+        office=office,
         event="official_action_refused",
         actor=official_id[:60],
         at=at,
@@ -143,7 +145,9 @@ def decide(
         if problem is None:
             problem = combined(decision_problems(decision, decision_code, grounds, reference))
         if problem is not None:
-            refused = refuse_official_act(session, declaration.application_id, official_id, "decide", problem, now, attempt)
+            refused = refuse_official_act(
+                session, declaration.application_id, declaration.customs_office, official_id, "decide", problem, now, attempt
+            )
         else:
             declaration.decided_at = now
             declaration.decided_by = official.id
@@ -242,7 +246,14 @@ def cancel_release(
             problem = combined(grounds_problems(grounds, reference, "cancellation"))
         if problem is not None:
             refused = refuse_official_act(
-                session, declaration.application_id, official_id, "cancel_release", problem, now, {"grounds": grounds}
+                session,
+                declaration.application_id,
+                declaration.customs_office,
+                official_id,
+                "cancel_release",
+                problem,
+                now,
+                {"grounds": grounds},
             )
         else:
             facts = ground_facts(grounds, reference)
@@ -340,7 +351,9 @@ def affix_mark(key: str, *, official_id: str, now: datetime | None = None, setti
                 message=f"the release of {declaration.registration_number} was cancelled; no mark is affixed",
             )
         if problem is not None:
-            refused = refuse_official_act(session, declaration.application_id, official_id, "affix_release_mark", problem, now)
+            refused = refuse_official_act(
+                session, declaration.application_id, declaration.customs_office, official_id, "affix_release_mark", problem, now
+            )
         else:
             mark.affixed_at = now
             mark.affixed_by = official.id
@@ -348,6 +361,7 @@ def affix_mark(key: str, *, official_id: str, now: datetime | None = None, setti
             append_event(
                 session,
                 application_id=declaration.application_id,
+                office=declaration.customs_office,
                 event="release_mark_affixed",
                 actor=official.id,
                 at=now,

@@ -349,6 +349,9 @@ def requeue_notice(notice_id: int, *, actor: str, recipient: str | None = None, 
             append_event(
                 session,
                 application_id=notice.application_id,
+                office=session.exec(
+                    select(Declaration.customs_office).where(Declaration.application_id == notice.application_id)
+                ).first(),
                 event="notice_redirected",
                 actor=actor[:60],
                 at=now,

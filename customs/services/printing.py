@@ -115,6 +115,7 @@ def request_print(
         event = append_event(
             session,
             application_id=declaration.application_id,
+            office=declaration.customs_office,
             event="print_requested",
             actor=requested_by or "declarant",
             at=now,
@@ -205,6 +206,7 @@ def mark_printed(
             append_event(
                 session,
                 application_id=request.application_id,
+                office=request.office,
                 event="official_action_refused",
                 actor=official_id[:60],
                 at=now,
@@ -222,6 +224,7 @@ def mark_printed(
             append_event(
                 session,
                 application_id=request.application_id,
+                office=request.office,
                 event="copy_printed",
                 actor=official.id,
                 at=now,
@@ -295,6 +298,7 @@ def check_print_deadlines(*, now: datetime | None = None, settings: Settings | N
                 event = append_event(
                     session,
                     application_id=request.application_id,
+                    office=request.office,
                     event="print_deadline_alert",
                     actor="system",
                     at=now,
@@ -307,6 +311,7 @@ def check_print_deadlines(*, now: datetime | None = None, settings: Settings | N
                 event = append_event(
                     session,
                     application_id=request.application_id,
+                    office=request.office,
                     event="print_deadline_breached",
                     actor="system",
                     at=now,

@@ -77,6 +77,9 @@ def _audit_once(settings: Settings, finding: Finding, now: datetime) -> bool:
         append_event(
             session,
             application_id=finding.application_id,
+            office=session.exec(
+                select(Declaration.customs_office).where(Declaration.application_id == finding.application_id)
+            ).first(),
             event="recheck_finding",
             actor="batch-recheck",
             at=now,

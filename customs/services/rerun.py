@@ -36,6 +36,7 @@ def record_rerun_event(application_id: str, actor: str, flow_run_id: str, run_co
         append_event(
             session,
             application_id=application_id,
+            office=declaration.customs_office,
             event="clearance_rerun",
             actor=actor[:60],
             at=now or utcnow(),
@@ -78,6 +79,7 @@ def record_reconciliation(application_id: str, finding: dict, *, now: datetime |
         append_event(
             session,
             application_id=declaration.application_id,
+            office=declaration.customs_office,
             event="clearance_run_reconciled",
             actor="reconciler",
             at=now or utcnow(),

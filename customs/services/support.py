@@ -111,6 +111,7 @@ def report_system_failure(
         event = append_event(
             session,
             application_id=application_id,
+            office=declaration.customs_office,
             event="failure_reported",
             actor="system",
             at=now,

@@ -9,7 +9,9 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import func, select
+from typer.testing import CliRunner
 
+from customs.cli import app
 from customs.core.db import get_engine, transaction
 from customs.rules import Refused
 from customs.services.intake import IncomingAttachment, submit_declaration
@@ -259,3 +261,22 @@ def test_an_older_database_gets_the_new_columns_at_start_up(settings, company_si
         columns = {row[1] for row in connection.execute(text("PRAGMA table_info(declaration)"))}
     assert {"entered_by", "release_due_at"} <= columns
     assert declaration_status(application_id)["status"] == "submitted"
+
+
+def test_each_office_has_its_own_audit_chain_and_verify_names_the_broken_one(settings, company_signer):
+    for office in ("50101", "62101"):
+        document = unique(sample())
+        document["customs_office"] = office
+        run_steps(submit_signed(company_signer, document).application_id)
+    with transaction() as session:
+        check = verify_chain(session)
+        chains = dict(session.exec(select(AuditEvent.chain, func.count()).group_by(AuditEvent.chain)).all())
+    assert check.intact and check.chains == 2 and chains == {"office:50101": 5, "office:62101": 5}
+    with get_engine().begin() as connection:
+        connection.execute(text("DROP TRIGGER audit_event_no_update"))
+        connection.execute(text("UPDATE audit_event SET actor = 'x' WHERE chain = 'office:62101' AND chain_seq = 2"))
+    with transaction() as session:
+        check = verify_chain(session)
+    assert (check.intact, check.chain) == (False, "office:62101") and "altered" in check.problem
+    result = CliRunner().invoke(app, ["audit", "verify"])
+    assert result.exit_code == 1 and "audit chain office:62101 broken" in result.output

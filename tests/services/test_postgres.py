@@ -132,3 +132,32 @@ def test_concurrent_dispatchers_send_each_notice_once(pg_settings, company_signe
     with transaction() as session:
         notices = list(session.exec(select(Notice)))
     assert {n.status for n in notices} == {NoticeStatus.SENT} and {n.attempts for n in notices} == {1}
+
+
+def test_audit_chains_of_different_offices_never_wait_on_each_other(pg_settings):
+    """One chain per office: while a transaction holds office 50101's chain head, an act of office 62101 goes
+    through at once, and another act of 50101 waits (here: gives up after its lock timeout)."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import text
+    from sqlalchemy.exc import OperationalError
+    from sqlmodel import Session
+
+    from customs.core.db import get_engine
+    from models.audit import append_event
+
+    def act(session: Session, office: str) -> None:
+        append_event(session, application_id=f"A-{office}", office=office, event="test", actor="system", at=datetime.now(UTC))
+
+    engine = get_engine(pg_settings)
+    with Session(engine) as holder, holder.begin():
+        act(holder, "50101")  # the head row of office 50101 stays locked until this transaction ends
+        with Session(engine) as other, other.begin():
+            other.execute(text("SET LOCAL lock_timeout = '2s'"))
+            act(other, "62101")  # another office: no wait
+        with pytest.raises(OperationalError, match="lock timeout"), Session(engine) as same, same.begin():
+            same.execute(text("SET LOCAL lock_timeout = '1s'"))
+            act(same, "50101")
+    with transaction() as session:
+        check = verify_chain(session)
+    assert check.intact and (check.events, check.chains) == (2, 2)
