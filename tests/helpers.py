@@ -266,3 +266,68 @@ def clearance_worker(*entrypoints: tuple[str, str], limit: int = 4, **worker_opt
         yield worker, deployments
     finally:
         runner.stop(30)
+
+
+# ----------------------------------------------------------------------------------------------
+# A TCP forwarder: another host's view of a service that listens on loopback, with a valve to stall it
+
+
+class TcpProxy:
+    """Forwards connections accepted on ``(host, port)`` to ``(target_host, target_port)``, in a thread.
+
+    ``stall()`` holds every byte in both directions (a host whose network is in trouble) until ``flow()``;
+    a client that goes away (killed) has its upstream connection closed, so the server rolls back."""
+
+    def __init__(self, host: str, target_port: int, *, target_host: str = "127.0.0.1", port: int = 0):
+        import asyncio
+        import threading
+
+        self.host, self.port, self.target = host, port, (target_host, target_port)
+        self._loop = asyncio.new_event_loop()
+        self._open: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"proxy-{host}", daemon=True)
+        self._thread.start()
+        self._ready.wait(10)
+
+    def _run(self) -> None:
+        import asyncio
+
+        asyncio.set_event_loop(self._loop)
+        self._open = asyncio.Event()
+        self._open.set()
+        server = self._loop.run_until_complete(asyncio.start_server(self._serve, self.host, self.port))
+        self.port = server.sockets[0].getsockname()[1]
+        self._ready.set()
+        self._loop.run_forever()
+
+    async def _serve(self, reader, writer) -> None:
+        import asyncio
+
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
+        except OSError:
+            writer.close()
+            return
+
+        async def pump(source, sink):
+            try:
+                while data := await source.read(65536):
+                    await self._open.wait()
+                    sink.write(data)
+                    await sink.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                sink.close()
+
+        await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
+
+    def stall(self) -> None:
+        self._loop.call_soon_threadsafe(self._open.clear)
+
+    def flow(self) -> None:
+        self._loop.call_soon_threadsafe(self._open.set)
+
+    def close(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)

@@ -13,6 +13,7 @@ from customs.cli.serve import serve
 from customs.core.db import init_db
 from customs.core.settings import configure, get_settings
 from customs.orchestration.deployments import apply_project
+from customs.orchestration.ha import start_ha, stop_ha
 from customs.orchestration.server import PrefectServerError, ensure_server, prefect_api, stop_server, ui_url
 from customs.orchestration.starting import stop_background_clearances
 from customs.orchestration.worker import WORKER_TYPE, ClearanceWorker, quiet_thread_timeout_warnings
@@ -39,13 +40,25 @@ def serve_command(
 
 
 @server_app.command("start")
-def server_start() -> None:
+def server_start(
+    ha: Annotated[
+        bool,
+        typer.Option(
+            "--ha",
+            help="The high-availability shape: API processes on CUSTOMS_PREFECT_HA_PORTS (--no-services), one services "
+            "process, PostgreSQL (CUSTOMS_PREFECT_DATABASE_URL) and Redis (CUSTOMS_REDIS_URL).",
+        ),
+    ] = False,
+) -> None:
     """Start the local Prefect server (or find it running)."""
     try:
-        api = ensure_server()
+        apis = start_ha(get_settings()) if ha else [ensure_server()]
     except PrefectServerError as exc:
         fail(str(exc))
-    typer.echo(f"Prefect API: {api}\nPrefect UI:  {ui_url(api)}")
+    for api in apis:
+        typer.echo(f"Prefect API: {api}   UI: {ui_url(api)}")
+    if ha:
+        typer.echo(f"give each client one of them: CUSTOMS_PREFECT_API_URL={apis[0]} (or a load balancer in front)")
 
 
 @server_app.command("stop")
@@ -56,6 +69,9 @@ def server_stop() -> None:
         typer.echo(
             f"stopped {stopped} background clearance run(s) (their declarations keep their state; `customs decide` still works)"
         )
+    ha = stop_ha(get_settings())
+    if ha:
+        typer.echo(f"high-availability Prefect server stopped ({ha} processes)")
     typer.echo("Prefect server stopped" if stop_server() else "no Prefect server of ours was running")
 
 

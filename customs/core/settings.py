@@ -141,6 +141,16 @@ class Settings(BaseSettings):
         None, description="Prefect API to record flow runs in; default: the local server the CLI starts under data_dir."
     )
     prefect_port: int = Field(4200, description="Port of the local Prefect server started by the CLI.")
+    prefect_host: str = Field(
+        "127.0.0.1", description="Address the local Prefect server listens on (another host's workers need one they reach)."
+    )
+    prefect_ha_ports: list[int] = Field(
+        default_factory=lambda: [4200, 4201],
+        description="Ports of the API processes of the high-availability Prefect server (customs server start --ha).",
+    )
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0", description="Redis of the high-availability Prefect server (messaging, ordering, leases)."
+    )
     prefect_database_url: str | None = Field(
         None,
         description="Database of the local Prefect server; default SQLite under data_dir/prefect. "

@@ -34,7 +34,7 @@ def prefect_home(settings: Settings) -> Path:
 
 
 def local_api_url(settings: Settings) -> str:
-    return f"http://127.0.0.1:{settings.prefect_port}/api"
+    return f"http://{settings.prefect_host}:{settings.prefect_port}/api"
 
 
 def configured_api_url(settings: Settings) -> str | None:
@@ -60,10 +60,10 @@ def is_healthy(api_url: str, timeout: float = 2.0) -> bool:
         return False
 
 
-def _port_taken(port: int) -> bool:
+def _port_taken(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.settimeout(0.5)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
+        return sock.connect_ex((host, port)) == 0
 
 
 def server_environment(settings: Settings) -> dict[str, str]:
@@ -71,7 +71,7 @@ def server_environment(settings: Settings) -> dict[str, str]:
     env.update(
         PREFECT_HOME=str(prefect_home(settings)),
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        PREFECT_SERVER_API_HOST="127.0.0.1",
+        PREFECT_SERVER_API_HOST=settings.prefect_host,
         PREFECT_SERVER_API_PORT=str(settings.prefect_port),
         PREFECT_API_URL=local_api_url(settings),
         PREFECT_UI_API_URL=local_api_url(settings),
@@ -99,15 +99,15 @@ def ensure_server(settings: Settings | None = None, *, wait_seconds: float = 90.
     api_url = local_api_url(settings)
     if is_healthy(api_url):
         return api_url
-    if _port_taken(settings.prefect_port):
+    if _port_taken(settings.prefect_port, settings.prefect_host):
         raise PrefectServerError(
-            f"port {settings.prefect_port} on 127.0.0.1 is taken by something that is not a Prefect server; "
+            f"port {settings.prefect_port} on {settings.prefect_host} is taken by something that is not a Prefect server; "
             "free it or set CUSTOMS_PREFECT_PORT"
         )
     home = prefect_home(settings)
     home.mkdir(parents=True, exist_ok=True)
     prefect_bin = Path(sys.executable).with_name("prefect")
-    command = [str(prefect_bin), "server", "start", "--host", "127.0.0.1", "--port", str(settings.prefect_port)]
+    command = [str(prefect_bin), "server", "start", "--host", settings.prefect_host, "--port", str(settings.prefect_port)]
     log_file = open(home / "server.log", "ab")
     process = subprocess.Popen(
         command,
