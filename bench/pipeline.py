@@ -8,9 +8,14 @@ orchestrated to bare throughput is printed. It checks at the end that every decl
 final state exactly once (one registration number, one release notice).
 
     python bench/pipeline.py [--db sqlite|postgres] [-n 200] [--rate 0] [--concurrency 16] [--mix] [--minutes M]
+                             [--workers N] [--ha]
 
 --rate 0 submits as fast as the API takes them (16 submitting threads); --rate R submits R per second.
 --mix adds yellow and red lanes (they end waiting for an official: their runs suspend).
+--workers N runs `customs serve --no-worker` (intake, pool, deployments) and N `customs worker` processes
+on the pool (0: the worker inside customs serve). --ha starts the Prefect server in its high-availability
+shape (two API processes, a services process, PostgreSQL, Redis; needs --db postgres); the serving process
+and the workers are spread over its two APIs.
 """
 
 from __future__ import annotations
@@ -92,24 +97,26 @@ def declarations(n: int, mix: bool, signer) -> list[tuple[bytes, bytes, list]]:
 
 
 class Meter:
-    """CPU seconds and resident memory of process trees, sampled every second."""
+    """CPU seconds and resident memory of groups of process trees, sampled every second."""
 
-    def __init__(self, pids: dict[str, int]):
-        self.procs = {name: psutil.Process(pid) for name, pid in pids.items()}
+    def __init__(self, pids: dict[str, list[int]]):
+        self.procs = {name: [psutil.Process(pid) for pid in group] for name, group in pids.items()}
         self.peak_rss = dict.fromkeys(pids, 0)
         self.stop = threading.Event()
         self.cpu0 = self.cpu()
         self.postgres = PostgresCpu()
 
     def tree(self, name):
-        proc = self.procs[name]
-        try:
-            return [proc] + proc.children(recursive=True)
-        except psutil.NoSuchProcess:
-            return []
+        found = []
+        for proc in self.procs[name]:
+            try:
+                found += [proc, *proc.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                pass
+        return found
 
     def cpu(self) -> dict[str, float]:
-        return {name: tree_cpu(proc.pid) for name, proc in self.procs.items()}
+        return {name: sum(tree_cpu(proc.pid) for proc in group) for name, group in self.procs.items()}
 
     def run(self):
         while not self.stop.wait(1.0):
@@ -134,12 +141,18 @@ def main() -> None:
     parser.add_argument("--postgres-url", default="postgresql://postgres@127.0.0.1:5432")
     parser.add_argument("--bare", type=int, default=100, help="declarations for the run without orchestration")
     parser.add_argument(
+        "--workers", type=int, default=0, help="customs worker processes on the pool (0: the one in customs serve)"
+    )
+    parser.add_argument("--ha", action="store_true", help="the high-availability Prefect server (needs --db postgres)")
+    parser.add_argument(
         "--minutes",
         type=float,
         default=0.0,
         help="with --rate: submit for this long (n = rate x minutes), e.g. the 10-minute memory run",
     )
     args = parser.parse_args()
+    if args.ha and args.db != "postgres":
+        parser.error("--ha needs --db postgres (Prefect's high-availability shape runs on PostgreSQL)")
     if args.minutes:
         if args.rate <= 0:
             parser.error("--minutes needs --rate")
@@ -182,7 +195,23 @@ def main() -> None:
     api = f"http://127.0.0.1:{env['CUSTOMS_API_PORT']}"
     log = open(data / "serve.log", "wb")
     started = time.perf_counter()
-    serve = subprocess.Popen([str(BIN / "customs"), "serve"], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    api_urls = [f"http://127.0.0.1:{env['CUSTOMS_PREFECT_PORT']}/api"]
+    if args.ha:
+        ports = [free_port(), free_port()]
+        env.update(
+            CUSTOMS_PREFECT_HA_PORTS=json.dumps(ports), CUSTOMS_REDIS_URL=f"redis://127.0.0.1:6379/{random.randint(8, 15)}"
+        )
+        subprocess.run([str(BIN / "customs"), "server", "start", "--ha"], env=env, cwd=ROOT, check=True, capture_output=True)
+        api_urls = [f"http://127.0.0.1:{port}/api" for port in ports]
+        env["CUSTOMS_PREFECT_API_URL"] = api_urls[0]
+    serve = subprocess.Popen(
+        [str(BIN / "customs"), "serve", *(["--no-worker"] if args.workers else [])],
+        env=env,
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    workers = []
     try:
         while True:
             try:
@@ -193,9 +222,24 @@ def main() -> None:
             if serve.poll() is not None or time.perf_counter() - started > 180:
                 raise SystemExit(f"customs serve did not start; see {data / 'serve.log'}")
             time.sleep(0.5)
+        for index in range(args.workers):
+            worker_env = env | {"CUSTOMS_PREFECT_API_URL": api_urls[(index + 1) % len(api_urls)]}
+            workers.append(
+                subprocess.Popen(
+                    [str(BIN / "customs"), "worker", "--name", f"bench-{index + 1}"],
+                    env=worker_env,
+                    cwd=ROOT,
+                    stdout=open(data / f"worker-{index + 1}.log", "wb"),
+                    stderr=subprocess.STDOUT,
+                )
+            )
+        if workers:
+            time.sleep(8)  # the workers connect and poll
         print(
             f"customs serve ready in {time.perf_counter() - started:.1f} s "
-            f"({args.db}; worker concurrency {args.concurrency}); data in {data}"
+            f"({args.db}{', high-availability Prefect' if args.ha else ''}; "
+            f"{f'{args.workers} worker processes' if args.workers else 'the worker in customs serve'}, "
+            f"each running {args.concurrency} at once); data in {data}"
         )
         added = subprocess.run(
             [str(BIN / "customs"), "clients", "add", "bench", "--kind", "declarant", "--id", "050840001233"],
@@ -207,8 +251,16 @@ def main() -> None:
         )
         token = next(line.split()[-1] for line in added.stdout.splitlines() if line.startswith("token:"))
         work = declarations(args.n, args.mix, signer)
-        server_pid = int((data / "data" / "prefect" / "server.pid").read_text())
-        meter = Meter({"prefect server": server_pid, "customs serve": serve.pid})
+        prefect_home = data / "data" / "prefect"
+        server_pids = (
+            [int(f.read_text()) for f in sorted((prefect_home / "ha").glob("*.pid"))]
+            if args.ha
+            else [int((prefect_home / "server.pid").read_text())]
+        )
+        groups = {"prefect server": server_pids, "customs serve": [serve.pid]}
+        if workers:
+            groups["workers"] = [w.pid for w in workers]
+        meter = Meter(groups)
         threading.Thread(target=meter.run, daemon=True).start()
 
         accepted: dict[str, float] = {}
@@ -271,6 +323,13 @@ def main() -> None:
             numbers = connection.execute(text("SELECT application_id, registration_number, status FROM declaration")).all()
         engine.dispose()
     finally:
+        for worker in workers:
+            worker.send_signal(signal.SIGINT)
+        for worker in workers:
+            try:
+                worker.wait(60)
+            except subprocess.TimeoutExpired:
+                worker.kill()
         if serve.poll() is None:
             serve.send_signal(signal.SIGINT)
             try:
@@ -278,6 +337,10 @@ def main() -> None:
             except subprocess.TimeoutExpired:
                 serve.kill()
         subprocess.run([str(BIN / "customs"), "server", "stop"], env=env, cwd=ROOT, capture_output=True)
+        if args.ha:
+            import redis
+
+            redis.Redis.from_url(env["CUSTOMS_REDIS_URL"]).flushdb()
         log.close()
 
     def ts(value) -> float:

@@ -1,9 +1,10 @@
 """Print-request deadlines: a watcher flow every minute, or a flow run scheduled at each deadline?
 
 Both run the way `customs serve` runs them (a real local Prefect server, the deployments registered,
-the in-process worker executing their runs). Print requests are made with short deadlines (alert at
-`--alert` seconds, breach at `--due` seconds) a few seconds apart; the benchmark prints how late each
-alert and breach was recorded after its stored time, for each design.
+the clearance worker executing their runs, on a work pool of the benchmark's own). Print requests
+are made with short deadlines (alert at `--alert` seconds, breach at `--due` seconds) a few seconds
+apart; the benchmark prints how late each alert and breach was recorded after its stored time, for
+each design.
 
     python bench/print_timer.py [-n 6] [--alert 70] [--due 100] [--port 4292]
 """
@@ -11,11 +12,9 @@ alert and breach was recorded after its stored time, for each design.
 from __future__ import annotations
 
 import argparse
-import contextvars
 import json
 import statistics
 import tempfile
-import threading
 import time
 import uuid
 from datetime import timedelta
@@ -29,14 +28,13 @@ def phase(design: str, args, api_url: str, registered: dict, settings) -> list[t
 
     from customs.core.db import transaction
     from customs.orchestration.timers import schedule_print_timers
-    from customs.orchestration.worker import InProcessWorker
+    from customs.orchestration.worker import ClearanceWorker, WorkerThread
     from customs.services.printing import request_print
     from models.printing import PrintRequest
 
     name = "print-deadlines" if design == "watcher" else "print-deadline-timer"
-    worker = InProcessWorker({name: registered[name]}, {name: 4}, poll_seconds=0.5)
-    thread = threading.Thread(target=contextvars.copy_context().run, args=(worker.run,), daemon=True)
-    thread.start()
+    runner = WorkerThread(ClearanceWorker(registered[name], limit=4, poll_seconds=0.5))
+    runner.start()
     ids = []
     for application_id in settings["applications"][design]:
         result = request_print(application_id)
@@ -53,7 +51,7 @@ def phase(design: str, args, api_url: str, registered: dict, settings) -> list[t
         if len(done) == len(ids):
             break
         time.sleep(1)
-    worker.stop(5)
+    runner.stop(5)
     with transaction() as session:
         rows = session.exec(select(PrintRequest).where(PrintRequest.request_id.in_(ids))).all()
     return [
@@ -110,8 +108,19 @@ def main() -> None:
     api_url = ensure_server(settings)
     try:
         with prefect_api(api_url):
-            specs = [s for s in read_deployments() if s.name in ("print-deadlines", "print-deadline-timer")]
-            registered = register_deployments(specs)
+            from prefect.client.orchestration import get_client
+
+            from customs.orchestration.pool import ensure_pool, read_pool
+
+            # one work pool per design, so that the watcher's schedule runs only in its phase
+            registered = {}
+            with get_client(sync_client=True) as client:
+                for spec in read_deployments():
+                    if spec.name in ("print-deadlines", "print-deadline-timer"):
+                        pool = f"bench-{spec.name}-{uuid.uuid4().hex[:6]}"
+                        ensure_pool(client, read_pool(name=pool))
+                        register_deployments([spec], work_pool=pool)
+                        registered[spec.name] = pool
             for design in ("watcher", "timer"):
                 lateness = phase(design, args, api_url, registered, {"applications": applications})
                 alerts = [a for a, _ in lateness]

@@ -1,13 +1,17 @@
 """The reconciler: clearance runs whose state disagrees with their declaration (customs.rules.reconcile),
-re-run or closed through Prefect's API, each action written to the declaration's audit chain.
+marked Crashed, re-run or closed through Prefect's API, each action written to the declaration's audit chain.
 
-Every worker runs it for crashed runs every CUSTOMS_WORKER_RECONCILE_SECONDS (a worker that died is
-replaced within a minute or two, with no person acting); batch-recheck runs it over every unfinished
-clearance run (scope ``all``), which also closes runs left waiting after their declaration was decided.
+Every worker runs it every CUSTOMS_WORKER_RECONCILE_SECONDS for the runs of dead workers (scope
+``orphans``): pending or running runs without a heartbeat for CUSTOMS_WORKER_HEARTBEAT_TIMEOUT are marked
+Crashed (the automation does the same, but a run killed before its first heartbeat reached the server
+never arms it), and crashed runs are run again: a worker that died is replaced within a minute or two,
+with no person acting. Batch-recheck runs it over every unfinished clearance run (scope ``all``), which
+also closes runs left waiting after their declaration was decided.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -22,12 +26,13 @@ from prefect.client.schemas.filters import (
 )
 from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.client.schemas.sorting import FlowRunSort
+from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter, EventResourceFilter
 from prefect.exceptions import ObjectNotFound
-from prefect.states import AwaitingRetry, Cancelled
+from prefect.states import AwaitingRetry, Cancelled, Crashed
 
 from customs.core.clock import utcnow
 from customs.core.settings import Settings, get_settings
-from customs.rules.reconcile import CLOSE, RERUN, RunView, reconcile_action
+from customs.rules.reconcile import CLOSE, CRASH, FINAL, RERUN, RunView, reconcile_action
 from customs.services.queries import statuses_of
 from customs.services.rerun import reconciled_before, record_reconciliation
 
@@ -55,6 +60,26 @@ def _clearance_runs(client: SyncPrefectClient, states: list[StateType], *, ended
         offset += PAGE
 
 
+def _last_heartbeat(client: SyncPrefectClient, flow_run_id: str, since: datetime) -> datetime | None:
+    """When the run's last heartbeat since ``since`` occurred, if there was one."""
+    event_filter = EventFilter(
+        occurred=EventOccurredFilter(since=since),
+        event=EventNameFilter(name=["prefect.flow-run.heartbeat"]),
+        resource=EventResourceFilter(id=[f"prefect.flow-run.{flow_run_id}"]),
+    )
+    response = client.request("POST", "/events/filter", json={"filter": event_filter.model_dump(mode="json"), "limit": 1})
+    events = response.json().get("events") or []
+    return datetime.fromisoformat(events[0]["occurred"]) if events else None
+
+
+def _with_heartbeat(client: SyncPrefectClient, view: RunView, now: datetime, timeout: timedelta) -> RunView:
+    """A pending or running run old enough to have missed its heartbeats: when was its last one?"""
+    if view.state_type not in ("PENDING", "RUNNING") or view.state_age < timeout:
+        return view
+    last = _last_heartbeat(client, view.flow_run_id, now - timeout)
+    return replace(view, heartbeat_age=now - last if last else None, heartbeats_checked=True)
+
+
 def _view(run: FlowRun, now: datetime) -> RunView:
     state = run.state
     return RunView(
@@ -73,21 +98,30 @@ def reconcile_clearance_runs(
 ) -> list[dict[str, Any]]:
     """Re-run crashed clearance runs of unfinished declarations, close runs of final ones; what was done.
 
-    ``scope``: ``crashed`` (the workers' frequent pass) or ``all`` (batch-recheck: also pending, running and
-    paused runs)."""
+    ``scope``: ``orphans`` (the workers' frequent pass: crashed runs, and pending or running ones whose
+    heartbeats stopped) or ``all`` (batch-recheck: also runs of final declarations, paused ones included)."""
     settings = settings or get_settings()
     now = now or utcnow()
     queries = [([StateType.CRASHED], now - CRASHED_WINDOW)]
     if scope == "all":
         queries.append(([StateType.PENDING, StateType.RUNNING, StateType.PAUSED], None))
+    else:
+        queries.append(([StateType.PENDING, StateType.RUNNING], None))
     done: list[dict[str, Any]] = []
 
     def settle(views: list[RunView]) -> None:
         statuses = statuses_of([v.application_id for v in views if v.application_id])
+        timeout = settings.worker_heartbeat_timeout
         for view in views:
             status = statuses.get(view.application_id or "")
+            if status is not None and status not in FINAL:
+                view = _with_heartbeat(client, view, now, timeout)
             decision = reconcile_action(
-                view, status, max_attempts=settings.reconcile_max_attempts, after=settings.reconcile_after
+                view,
+                status,
+                max_attempts=settings.reconcile_max_attempts,
+                after=settings.reconcile_after,
+                heartbeat_timeout=timeout,
             )
             if decision is None:
                 continue
@@ -126,6 +160,9 @@ def _act(client: SyncPrefectClient, view: RunView, action: str, why: str) -> boo
         if action == RERUN:
             result = client.set_flow_run_state(view.flow_run_id, AwaitingRetry(message=f"re-run by the reconciler: {why}"))
             return result.state is not None and result.state.is_scheduled()
+        if action == CRASH:  # through orchestration: a run that ended or moved on meanwhile is left as it is
+            result = client.set_flow_run_state(view.flow_run_id, Crashed(message=f"marked by the reconciler: {why}"))
+            return result.state is not None and result.state.is_crashed()
         if action == CLOSE:
             client.set_flow_run_state(view.flow_run_id, Cancelled(message=f"closed by the reconciler: {why}"), force=True)
             return True

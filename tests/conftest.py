@@ -15,7 +15,7 @@ from customs.core.clock import utcnow
 from customs.core.db import dispose_engines, init_db
 from customs.core.settings import Settings, configure
 from customs.pki.testing import CmsSigner, TestPki
-from tests.helpers import DECLARANT_BIN, DECLARANT_IIN, SmtpServer, make_settings, postgres_url
+from tests.helpers import DECLARANT_BIN, DECLARANT_IIN, SmtpServer, make_settings, postgres_url, reach_postgres
 
 
 @pytest.fixture(scope="session")
@@ -62,14 +62,8 @@ def pg_settings(tmp_path, pki):
 
     url = postgres_url() or "postgresql://postgres@127.0.0.1:5432/test"
     base = Settings(data_dir=tmp_path, database_url=url).sqlalchemy_url
-    try:
-        engine = sqlalchemy.create_engine(base)
-        with engine.connect() as connection:
-            connection.execute(sqlalchemy.text("select 1"))
-    except Exception as exc:
-        if os.environ.get("CUSTOMS_REQUIRE_POSTGRES") == "1":
-            pytest.fail(f"PostgreSQL is required (CUSTOMS_REQUIRE_POSTGRES=1) but {url} is unreachable: {exc}")
-        pytest.skip(f"PostgreSQL at {url} is unreachable: {exc}")
+    engine = sqlalchemy.create_engine(base)
+    reach_postgres(engine, url)
     schema = f"customs_test_{uuid.uuid4().hex[:12]}"
     with engine.begin() as connection:
         connection.execute(sqlalchemy.text(f'CREATE SCHEMA "{schema}"'))

@@ -50,6 +50,20 @@ def postgres_url() -> str | None:
     return os.environ.get("CUSTOMS_TEST_POSTGRES_URL")
 
 
+def reach_postgres(engine, url: str) -> None:
+    """Skip the test when PostgreSQL at ``url`` is unreachable; fail it instead when CI requires PostgreSQL."""
+    import pytest
+    import sqlalchemy
+
+    try:
+        with engine.connect() as connection:
+            connection.execute(sqlalchemy.text("select 1"))
+    except Exception as exc:
+        if os.environ.get("CUSTOMS_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"PostgreSQL is required (CUSTOMS_REQUIRE_POSTGRES=1) but {url} is unreachable: {exc}")
+        pytest.skip(f"PostgreSQL at {url} is unreachable: {exc}")
+
+
 # ----------------------------------------------------------------------------------------------
 # Declarations
 

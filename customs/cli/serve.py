@@ -21,7 +21,7 @@ from customs.orchestration.deployments import apply_project
 from customs.orchestration.server import ensure_server, prefect_api, ui_url
 from customs.orchestration.starting import ClearanceStarter
 from customs.orchestration.timers import schedule_print_timers
-from customs.orchestration.worker import ClearanceWorker, WorkerThread, quiet_thread_timeout_warnings
+from customs.orchestration.worker import ClearanceWorker, WorkerThread
 
 
 def port_free(host: str, port: int) -> bool:
@@ -34,6 +34,17 @@ def port_free(host: str, port: int) -> bool:
     return True
 
 
+def intake_server(app, settings: Settings) -> uvicorn.Server:
+    """The intake API's uvicorn server. log_config=None: uvicorn's own logging set-up (dictConfig) shuts down
+    every existing handler, and flushing Prefect's API log handler then stops Prefect's events service for
+    the whole process (the worker's events were refused: "Cannot put items in a stopped service instance").
+    uvicorn's loggers go through Prefect's handlers instead."""
+    config = uvicorn.Config(
+        app, host=settings.api_host, port=settings.api_port, log_level="warning", log_config=None, lifespan="on"
+    )
+    return uvicorn.Server(config)
+
+
 def serve(
     settings: Settings | None = None,
     *,
@@ -41,6 +52,7 @@ def serve(
     stop: threading.Event | None = None,
     echo=None,
     exit_watchdog_seconds: float | None = None,
+    with_worker: bool = True,
 ) -> None:
     """Start everything and block until ``stop`` is set (or Ctrl-C, or SIGTERM).
 
@@ -58,23 +70,22 @@ def serve(
             "(set CUSTOMS_API_PORT, or stop what listens there)"
         )
     init_db(settings)
-    quiet_thread_timeout_warnings()
     api_url = ensure_server(settings)
     stop = stop or threading.Event()
     with prefect_api(api_url):
         project = apply_project(settings)
         for note in project.notes:
             echo(note)
-        worker = WorkerThread(ClearanceWorker(project.pool.name))
-        worker.start()
+        worker = WorkerThread(ClearanceWorker(project.pool.name)) if with_worker else None
+        if worker is not None:
+            worker.start()
         deployments = project.deployments
         app = create_app()
         starter = ClearanceStarter(deployments["clearance"][0])
         app.state.start_clearance = starter
         app.state.decision_given = _decision_given
         app.state.print_requested = schedule_print_timers
-        config = uvicorn.Config(app, host=settings.api_host, port=settings.api_port, log_level="warning", lifespan="on")
-        server = uvicorn.Server(config)
+        server = intake_server(app, settings)
         server.install_signal_handlers = lambda: None  # Ctrl-C is ours: stop the worker and the API together
         api_thread = threading.Thread(target=contextvars.copy_context().run, args=(server.run,), name="intake-api", daemon=True)
         api_thread.start()
@@ -87,7 +98,10 @@ def serve(
         echo(f"Intake API:   http://{settings.api_host}:{settings.api_port}/v1  (OpenAPI: /docs, /openapi.json)")
         echo(f"Deployments:  {', '.join(deployments)} (work pool {project.pool.name})")
         echo(
-            f"Worker:       {worker.worker.name} (type {worker.worker.type}): up to {settings.worker_concurrency} runs at once "
+            "Worker:       none in this process (customs worker, or prefect worker start --type customs-thread, elsewhere)"
+            if worker is None
+            else f"Worker:       {worker.worker.name} (type {worker.worker.type}): "
+            f"up to {settings.worker_concurrency} runs at once "
             "in this process"
         )
         echo("Ctrl-C (or SIGTERM) stops the API and the worker (the Prefect server keeps running: customs server stop)")
@@ -114,7 +128,8 @@ def serve(
                 faulthandler.dump_traceback_later(exit_watchdog_seconds, exit=True, file=sys.stderr)
             stop.set()
             server.should_exit = True
-            worker.stop(wait_seconds=15.0)
+            if worker is not None:
+                worker.stop(wait_seconds=15.0)
             starter.stop()
             api_thread.join(5)
             echo("stopped")

@@ -16,7 +16,7 @@ from customs.orchestration.deployments import apply_project
 from customs.orchestration.ha import start_ha, stop_ha
 from customs.orchestration.server import PrefectServerError, ensure_server, prefect_api, stop_server, ui_url
 from customs.orchestration.starting import stop_background_clearances
-from customs.orchestration.worker import WORKER_TYPE, ClearanceWorker, quiet_thread_timeout_warnings
+from customs.orchestration.worker import WORKER_TYPE, ClearanceWorker
 
 commands = typer.Typer()  # registered with the root app by customs.cli.root.COMMANDS
 
@@ -27,6 +27,10 @@ commands.add_typer(server_app, name="server")
 @commands.command("serve")
 def serve_command(
     port: Annotated[Optional[int], typer.Option(help="Port of the intake API (default CUSTOMS_API_PORT, 8080).")] = None,
+    worker: Annotated[
+        bool,
+        typer.Option("--worker/--no-worker", help="Run a clearance worker in this process (--no-worker: workers run elsewhere)."),
+    ] = True,
 ) -> None:
     """Run it all: the Prefect server (or PREFECT_API_URL), the deployments of prefect.yaml, the worker, the intake API."""
     settings = get_settings()
@@ -34,7 +38,7 @@ def serve_command(
         settings = settings.model_copy(update={"api_port": port})
         configure(settings)
     try:
-        serve(settings, echo=typer.echo, exit_watchdog_seconds=45.0)
+        serve(settings, echo=typer.echo, exit_watchdog_seconds=45.0, with_worker=worker)
     except (RuntimeError, ValueError) as exc:
         fail(str(exc))
 
@@ -104,7 +108,6 @@ def worker_command(
     local server): it runs the work pool's flow runs in threads until Ctrl-C or SIGTERM (runs in progress finish)."""
     settings = get_settings()
     init_db(settings)
-    quiet_thread_timeout_warnings()
     try:
         api_url = ensure_server(settings)
     except PrefectServerError as exc:

@@ -48,6 +48,22 @@ def _sqlite_engine(url: str) -> Engine:
     return engine
 
 
+def _postgres_engine(url: str, settings: Settings) -> Engine:
+    engine = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+    idle_ms = int(settings.database_idle_transaction_timeout.total_seconds() * 1000)
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record):
+        # A process that stops half-way through a transaction (a host whose network stalls, then dies) would
+        # hold its row locks, an office's audit chain head among them, until PostgreSQL notices the
+        # connection is gone: the server ends such a transaction after this long instead.
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute(f"SET idle_in_transaction_session_timeout = {idle_ms}")
+        dbapi_connection.commit()
+
+    return engine
+
+
 def get_engine(settings: Settings | None = None) -> Engine:
     settings = settings or get_settings()
     url = settings.sqlalchemy_url
@@ -57,7 +73,7 @@ def get_engine(settings: Settings | None = None) -> Engine:
             settings.data_dir.mkdir(parents=True, exist_ok=True)
             engine = _sqlite_engine(url)
         else:
-            engine = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+            engine = _postgres_engine(url, settings)
         _engines[url] = engine
     return engine
 

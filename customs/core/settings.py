@@ -22,6 +22,10 @@ class Settings(BaseSettings):
         description="SQLAlchemy URL of the application database; default: SQLite file customs.db under data_dir. "
         "postgresql://user@host/db is accepted and uses psycopg 3.",
     )
+    database_idle_transaction_timeout: timedelta = Field(
+        timedelta(seconds=60),
+        description="PostgreSQL ends a transaction left idle this long (its process stalled or died), releasing its locks.",
+    )
     reference_dir: Path = Field(REFERENCE_DIR, description="Offices, zones and risk profiles (JSON data files).")
 
     trust_dir: Path | None = Field(None, description="Directory of trusted root and intermediate CA certificates (PEM or DER).")

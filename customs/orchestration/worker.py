@@ -27,6 +27,7 @@ in pyproject.toml); ``customs serve`` and ``customs worker`` start it with the p
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import logging
 import os
@@ -177,7 +178,9 @@ class ClearanceWorker(BaseWorker[ClearanceJobConfiguration, ClearanceVariables, 
 
     async def setup(self) -> None:
         await super().setup()
+        quiet_thread_timeout_warnings()
         self._threads = anyio.CapacityLimiter(self._limit or 100)
+        self._reconcile = _reconciler()
         self._observer = await self._exit_stack.enter_async_context(FlowRunSuspendingObserver(on_suspended=_no_attempt))
         _install_attempt_observer()
         self._exit_stack.callback(_uninstall_attempt_observer)
@@ -280,6 +283,7 @@ class ClearanceWorker(BaseWorker[ClearanceJobConfiguration, ClearanceVariables, 
             await previous.finished.wait()
         attempt = Attempt(flow_run, *self._heartbeat_template(flow_run), worker=self)
         self._attempts[flow_run.id] = attempt
+        emit_event(event="prefect.flow-run.heartbeat", resource=attempt.resource, related=attempt.related)  # the first, at once
         if task_status is not None:
             task_status.started(identifier)
         try:
@@ -296,6 +300,8 @@ class ClearanceWorker(BaseWorker[ClearanceJobConfiguration, ClearanceVariables, 
         threading.current_thread().name = f"flow-run-{attempt.id}"
         token = _current_attempt.set(attempt)
         try:
+            if flow.isasync:  # an async flow (outbox-dispatch) gets an event loop of its own in this thread
+                return "state", asyncio.run(run_flow(flow, flow_run=attempt.flow_run, return_type="state"))
             return "state", run_flow(flow, flow_run=attempt.flow_run, return_type="state")
         except Pause as paused:  # suspended (or paused): run_flow re-raises it whatever return_type says
             return "paused", paused.state
@@ -401,11 +407,15 @@ class ClearanceWorker(BaseWorker[ClearanceJobConfiguration, ClearanceVariables, 
     # ------------------------------------------------------------------------------------------
     # The reconciler: crashed clearance runs (their worker died) are re-run by whichever worker sees them
 
+    def _reconcile_crashed(self) -> list[dict[str, Any]]:
+        with get_client(sync_client=True) as client:
+            return self._reconcile(client, scope="orphans")
+
     async def _reconcile_loop(self) -> None:
         while True:
             await anyio.sleep(self.reconcile_seconds)
             try:
-                actions = await anyio.to_thread.run_sync(_reconcile_crashed)
+                actions = await anyio.to_thread.run_sync(self._reconcile_crashed)
             except Exception as exc:  # the database or the API away: the next pass tries again
                 log.warning("reconciler: %s: %s", type(exc).__name__, exc)
                 continue
@@ -437,13 +447,13 @@ def _no_attempt(flow_run_id: UUID, state: State) -> None:
     """Every watch of the shared observer is an attempt's own, with its own callback."""
 
 
-def _reconcile_crashed() -> list[dict[str, Any]]:
-    # Imported here, not at the top: Prefect imports this module (the entry point of the worker type) in every
-    # process that loads its collections, the Prefect server's included, which need none of the use cases.
+def _reconciler():
+    # Imported when a worker is set up (before any run: importing while runs use SQLAlchemy in other threads
+    # can find its modules half-initialised), not at the top: Prefect imports this module, the entry point of the
+    # worker type, in every process that loads its collections, the Prefect server's included.
     from tasks.reconcile import reconcile_clearance_runs
 
-    with get_client(sync_client=True) as client:
-        return reconcile_clearance_runs(client, scope="crashed")
+    return reconcile_clearance_runs
 
 
 # ----------------------------------------------------------------------------------------------
@@ -518,8 +528,6 @@ class WorkerThread:
         return self.worker
 
     async def _main(self) -> None:
-        import asyncio
-
         self._loop = asyncio.get_running_loop()
         try:
             with anyio.CancelScope() as scope:
@@ -553,6 +561,10 @@ class _OnceFilter(logging.Filter):
 
 
 def quiet_thread_timeout_warnings() -> None:
+    """Installed by every worker at setup, after Prefect has configured its logging (which replaces filters)."""
+    loggers = [logging.getLogger(name) for name in ("prefect.task_runs", "prefect.flow_runs")]
+    if any(isinstance(f, _OnceFilter) for f in loggers[0].filters):
+        return
     once = _OnceFilter()
-    for name in ("prefect.task_runs", "prefect.flow_runs"):
-        logging.getLogger(name).addFilter(once)
+    for logger in loggers:
+        logger.addFilter(once)

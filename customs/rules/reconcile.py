@@ -1,9 +1,11 @@
 """Runs that dangle: what to do with a clearance flow run whose state and its declaration's disagree.
 
 A clearance run is the orchestration of one declaration; the declaration in the database is the truth. A
-run left Crashed by a worker that died is run again (its steps skip what is done), up to a number of
-attempts; a run still Pending, Running or Paused long after its declaration became final (decided
-through the API or the CLI while the run could not hear of it) is closed. Everything else is left alone.
+run held by a worker that died (its heartbeats stopped) is marked Crashed; a Crashed run is run again
+(its steps skip what is done: one that crashed after the decision only finishes its notices), up to a
+number of attempts; a run still Pending, Running or Paused long
+after its declaration became final (decided through the API or the CLI while the run could not hear of
+it) is closed. Everything else is left alone.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from models.declaration import Status
 
 FINAL = frozenset({Status.RELEASED, Status.REGISTRATION_REFUSED, Status.RELEASE_REFUSED, Status.RELEASE_CANCELLED})
 
-RERUN, CLOSE, REPORT = "rerun", "close", "report"
+CRASH, RERUN, CLOSE, REPORT = "crash", "rerun", "close", "report"
 
 
 @dataclass(frozen=True)
@@ -29,15 +31,19 @@ class RunView:
     state_age: timedelta  # since the run entered its current state
     run_count: int
     application_id: str | None
+    heartbeat_age: timedelta | None = None  # since its last heartbeat; None: none seen lately (or not looked at)
+    heartbeats_checked: bool = False
 
 
 @dataclass(frozen=True)
 class Reconciliation:
-    action: str  # rerun | close | report
+    action: str  # crash | rerun | close | report
     why: str
 
 
-def reconcile_action(run: RunView, status: str | None, *, max_attempts: int, after: timedelta) -> Reconciliation | None:
+def reconcile_action(
+    run: RunView, status: str | None, *, max_attempts: int, after: timedelta, heartbeat_timeout: timedelta | None = None
+) -> Reconciliation | None:
     """What to do with ``run`` given its declaration's ``status`` (None: no such declaration)."""
     if status is None:
         if run.state_type in ("PENDING", "RUNNING", "PAUSED") and run.state_age >= after:
@@ -46,7 +52,11 @@ def reconcile_action(run: RunView, status: str | None, *, max_attempts: int, aft
     final = status in FINAL
     if run.state_type == "CRASHED":
         if final:
-            return None  # nothing left to do; the crash stays in the run's history
+            if run.run_count >= max_attempts:
+                return None  # the declaration is settled; the crashes stay in the run's history
+            # its worker died after the decision but before the run's last steps (notices): the run finishes
+            # them (every step done is skipped) and ends Completed, as the operations staff expect to see it
+            return Reconciliation(RERUN, f"its worker stopped (Crashed: {run.state_name}) after the declaration became {status}")
         if run.run_count >= max_attempts:
             return Reconciliation(
                 REPORT, f"crashed {run.run_count} times with the declaration at {status}; left for a person (customs rerun)"
@@ -54,4 +64,16 @@ def reconcile_action(run: RunView, status: str | None, *, max_attempts: int, aft
         return Reconciliation(RERUN, f"its worker stopped (Crashed: {run.state_name}) with the declaration at {status}")
     if run.state_type in ("PENDING", "RUNNING", "PAUSED") and final and run.state_age >= after:
         return Reconciliation(CLOSE, f"the declaration is {status}: nothing is left for the run to do")
+    if (
+        run.state_type in ("PENDING", "RUNNING")
+        and not final
+        and heartbeat_timeout is not None
+        and run.heartbeats_checked
+        and run.state_age >= heartbeat_timeout
+        and (run.heartbeat_age is None or run.heartbeat_age >= heartbeat_timeout)
+    ):
+        return Reconciliation(
+            CRASH,
+            f"no heartbeat for {heartbeat_timeout.total_seconds():g} s with the declaration at {status}: its worker stopped",
+        )
     return None

@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections import Counter
 from datetime import timedelta
@@ -24,7 +25,7 @@ import httpx
 import pytest
 import sqlalchemy
 
-from tests.helpers import TcpProxy, free_port, make_settings, sample, submit_signed, unique, wait_until
+from tests.helpers import TcpProxy, free_port, make_settings, reach_postgres, sample, submit_signed, unique, wait_until
 
 pytestmark = [pytest.mark.hosts, pytest.mark.postgres]
 BIN = Path(sys.executable).parent
@@ -84,13 +85,7 @@ def hosts():
 def databases(tmp_path):
     """A schema for the application in database test, and a database of its own for Prefect."""
     admin = sqlalchemy.create_engine("postgresql+psycopg://postgres@127.0.0.1:5432/test", isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as connection:
-            connection.execute(sqlalchemy.text("select 1"))
-    except Exception as exc:
-        if os.environ.get("CUSTOMS_REQUIRE_POSTGRES") == "1":
-            pytest.fail(f"PostgreSQL is required but unreachable: {exc}")
-        pytest.skip(f"PostgreSQL is unreachable: {exc}")
+    reach_postgres(admin, "postgresql://postgres@127.0.0.1:5432/test")
     tag = uuid.uuid4().hex[:10]
     schema, prefect_db = f"customs_hosts_{tag}", f"prefect_hosts_{tag}"
     with admin.connect() as connection:
@@ -162,6 +157,7 @@ class Cluster:
                 "CUSTOMS_WORKER_HEARTBEAT_SECONDS": "2",
                 "CUSTOMS_WORKER_HEARTBEAT_TIMEOUT": "PT10S",
                 "CUSTOMS_WORKER_RECONCILE_SECONDS": "2",
+                "CUSTOMS_DATABASE_IDLE_TRANSACTION_TIMEOUT": "PT10S",
                 "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             }
             if index == 0:  # the project's command
@@ -206,7 +202,9 @@ class Cluster:
             proxy.close()
         subprocess.run([str(BIN / "customs"), "server", "stop"], env=self.server_env, capture_output=True, timeout=120)
         if self.ha:
-            subprocess.run(["redis-cli", "-u", self.redis_url, "flushdb"], capture_output=True)
+            import redis
+
+            redis.Redis.from_url(self.redis_url).flushdb()
 
     def log(self, namespace: str) -> str:
         return (self.tmp / f"{namespace}.log").read_text(errors="replace")[-4000:]
@@ -237,6 +235,7 @@ def _kill_test(cluster: Cluster, company_signer) -> None:
 
     configure(cluster.settings)
     init_db(cluster.settings)
+    ids: list[str] = []
     try:
         with prefect_api(cluster.api_urls[0]):
             project = apply_project(cluster.settings)
@@ -248,7 +247,6 @@ def _kill_test(cluster: Cluster, company_signer) -> None:
                 90,
             )
             deployment_id = project.deployments["clearance"][0]
-            ids: list[str] = []
             with get_client(sync_client=True) as client:
 
                 def submit(count: int) -> None:
@@ -259,22 +257,31 @@ def _kill_test(cluster: Cluster, company_signer) -> None:
 
                 submit(12)
                 wait_until(lambda: sum(declaration_status(a)["status"] == "released" for a in ids) >= 4, "the first releases", 90)
-                # Host 1's network stalls (its database connections hang), then the host dies mid-run.
-                cluster.proxies[0].stall()
                 submit(12)
+                # Host 1's network stalls (its database connections hang, its runs stop half-way), then the host dies.
+                # (This test writes nothing more itself: host 1 may be holding an office's chain head.)
+                cluster.proxies[0].stall()
                 victim = cluster.workers[0]
-                on_victim = wait_until(
-                    lambda: [
+
+                def in_flight_on_victim() -> list[dict]:
+                    return [
                         run
                         for runs in _runs(api, ids).values()
                         for run in runs
                         if run["state_type"] in ("PENDING", "RUNNING") and f":{victim.pid}:" in (run["infrastructure_pid"] or "")
-                    ],
-                    "host 1 to hold runs in flight",
-                    60,
+                    ]
+
+                # Runs still in flight on host 1 a few seconds after the stall are stuck on the database (the
+                # ones that were past their last write may still complete through the Prefect API meanwhile).
+                stalled_at = time.monotonic()
+                wait_until(
+                    lambda: time.monotonic() - stalled_at > 3 and in_flight_on_victim(), "host 1 to hold runs in flight", 60
                 )
                 os.killpg(victim.pid, signal.SIGKILL)
                 victim.wait(10)
+                # What it held when it died (read well within the heartbeat timeout, before anything marks them)
+                on_victim = in_flight_on_victim()
+                assert on_victim
                 cluster.proxies[0].flow()
                 wait_until(
                     lambda: all(declaration_status(a)["status"] == "released" for a in ids),
@@ -310,6 +317,16 @@ def _kill_test(cluster: Cluster, company_signer) -> None:
     except BaseException:
         for namespace in cluster.hosts.namespaces:
             print(f"--- {namespace}\n{cluster.log(namespace)}")
+        try:  # where the runs that did not complete stand, and what the automations say
+            api = cluster.api_urls[0]
+            for application_id, runs in _runs(api, ids).items():
+                for run in runs:
+                    if run["state_type"] != "COMPLETED":
+                        history = httpx.get(f"{api}/flow_run_states/", params={"flow_run_id": run["id"]}, timeout=10).json()
+                        print(application_id, run["infrastructure_pid"], [(h["name"], h["timestamp"]) for h in history])
+            print(httpx.post(f"{api}/automations/filter", json={}, timeout=10).json())
+        except Exception as exc:
+            print("no diagnostics:", exc)
         raise
     finally:
         configure(None)

@@ -326,6 +326,43 @@ def test_a_run_suspended_from_outside_stops_at_its_next_step():
 
 
 @pytest.mark.usefixtures("prefect_harness")
+def test_the_worker_runs_an_async_flow_in_a_loop_of_its_own(settings):
+    """outbox-dispatch is an async flow: the worker's run thread has no event loop, so the engine's
+    coroutine must be driven by one of the thread's own (it was returned un-awaited and the run crashed)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    dispatch = ("outbox-dispatch", "flows/outbox_dispatch.py:outbox_dispatch")
+    with clearance_worker(dispatch, limit=2) as (worker, deployments), get_client(sync_client=True) as client:
+        runs = [client.create_flow_run_from_deployment(deployments["outbox-dispatch"]) for _ in range(2)]
+        wait_until(lambda: worker.executed == 2, "both dispatch runs to end", 60)
+        for run in runs:
+            state = client.read_flow_run(run.id).state
+            assert state.is_completed(), (state.name, state.message)
+            artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run.id])))
+            assert [a.key for a in artifacts] == ["outbox"]  # the flow's body ran to its end
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_starting_the_intake_api_leaves_prefects_events_service_running(settings):
+    """uvicorn's default logging set-up shut down every logging handler; flushing Prefect's API log handler
+    stopped the process's events service with it, so the worker's events (its start, the runs' heartbeats)
+    were refused at random while customs serve started."""
+    from prefect.events import emit_event
+    from prefect.events.worker import EventsWorker
+
+    from customs.api import create_app
+    from customs.cli.serve import intake_server
+
+    emit_event(event="customs.test.before", resource={"prefect.resource.id": "customs.test"})
+    events = EventsWorker.instance()
+    intake_server(create_app(), settings)
+    assert not events._stopped
+    assert emit_event(event="customs.test.after", resource={"prefect.resource.id": "customs.test"}) is not None
+    assert EventsWorker.instance() is events
+
+
+@pytest.mark.usefixtures("prefect_harness")
 def test_a_clearance_start_the_server_refused_is_retried_with_backoff_and_never_doubled():
     """Intake's start of a clearance run is retried when the Prefect server refuses it (503 under load on
     SQLite), not left for the next batch-recheck; the idempotency key keeps one run per declaration."""

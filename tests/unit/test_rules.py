@@ -306,13 +306,30 @@ def test_usable_address(value, expected):
 # --- Runs that dangle ---------------------------------------------------------------------------
 
 
-def _run(state_type: str, *, age_minutes: int = 20, run_count: int = 1, state_name: str = "", application_id: str | None = "A1"):
+def _run(
+    state_type: str,
+    *,
+    age_minutes: int = 20,
+    run_count: int = 1,
+    state_name: str = "",
+    application_id: str | None = "A1",
+    heartbeat_minutes: float | None = None,
+    heartbeats_checked: bool = False,
+):
     from datetime import timedelta
 
     from customs.rules.reconcile import RunView
 
     return RunView(
-        "r1", "A1", state_type, state_name or state_type.title(), timedelta(minutes=age_minutes), run_count, application_id
+        "r1",
+        "A1",
+        state_type,
+        state_name or state_type.title(),
+        timedelta(minutes=age_minutes),
+        run_count,
+        application_id,
+        heartbeat_age=None if heartbeat_minutes is None else timedelta(minutes=heartbeat_minutes),
+        heartbeats_checked=heartbeats_checked,
     )
 
 
@@ -322,7 +339,8 @@ def _run(state_type: str, *, age_minutes: int = 20, run_count: int = 1, state_na
         (_run("CRASHED"), "registered", "rerun"),  # its worker died mid-way: run it again
         (_run("CRASHED", age_minutes=0), "submitted", "rerun"),  # at once: a crash is final
         (_run("CRASHED", run_count=3), "lane_assigned", "report"),  # crashed three times: a person looks
-        (_run("CRASHED"), "released", None),  # nothing left to do
+        (_run("CRASHED"), "released", "rerun"),  # crashed after the release: it finishes its notices
+        (_run("CRASHED", run_count=3), "released", None),  # settled; its crashes stay in its history
         (_run("RUNNING"), "released", "close"),  # dangling after the declaration was final
         (_run("PAUSED", state_name="Suspended"), "release_refused", "close"),  # decided through the API while it waited
         (_run("PENDING"), "registration_refused", "close"),
@@ -330,6 +348,14 @@ def _run(state_type: str, *, age_minutes: int = 20, run_count: int = 1, state_na
         (_run("PAUSED", state_name="Suspended"), "awaiting_official", None),  # waiting, as it should
         (_run("RUNNING"), "registered", None),  # running: its heartbeats say whether its worker lives
         (_run("RUNNING", application_id="A-GONE"), None, "report"),  # a run for no stored declaration
+        # heartbeats looked at (timeout 2 minutes):
+        (_run("RUNNING", heartbeats_checked=True), "registered", "crash"),  # none lately: its worker died
+        (_run("PENDING", heartbeats_checked=True), "submitted", "crash"),  # killed before its first heartbeat
+        (_run("RUNNING", heartbeat_minutes=5, heartbeats_checked=True), "registered", "crash"),  # the last one is old
+        (_run("RUNNING", heartbeat_minutes=0.5, heartbeats_checked=True), "registered", None),  # alive
+        (_run("RUNNING", age_minutes=1, heartbeats_checked=True), "submitted", None),  # just claimed: give it time
+        (_run("PAUSED", heartbeats_checked=True), "awaiting_official", None),  # a suspended run has no worker
+        (_run("RUNNING", heartbeats_checked=True), "released", "close"),  # final: closed, not crashed
     ],
 )
 def test_reconcile_rules(run, status, expected):
@@ -337,7 +363,7 @@ def test_reconcile_rules(run, status, expected):
 
     from customs.rules.reconcile import reconcile_action
 
-    decision = reconcile_action(run, status, max_attempts=3, after=timedelta(minutes=10))
+    decision = reconcile_action(run, status, max_attempts=3, after=timedelta(minutes=10), heartbeat_timeout=timedelta(minutes=2))
     assert (decision.action if decision else None) == expected
     if decision:
         assert decision.why
