@@ -95,13 +95,17 @@ def databases(tmp_path):
         yield schema, prefect_db
     finally:
         with admin.connect() as connection:
+            connection.execute(sqlalchemy.text("SET lock_timeout = '60s'"))
             connection.execute(sqlalchemy.text(f'DROP SCHEMA "{schema}" CASCADE'))
             connection.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{prefect_db}" WITH (FORCE)'))
         admin.dispose()
 
 
-def _app_url(host: str, port: int, schema: str) -> str:
-    return f"postgresql://postgres@{host}:{port}/test?options=-csearch_path%3D{schema}"
+def _app_url(host: str, port: int, schema: str, *, statement_timeout_ms: int = 0) -> str:
+    options = f"-csearch_path%3D{schema}"
+    if statement_timeout_ms:  # this test's own reads never wait for ever behind a stalled host's locks
+        options += f"%20-cstatement_timeout%3D{statement_timeout_ms}"
+    return f"postgresql://postgres@{host}:{port}/test?options={options}"
 
 
 class Cluster:
@@ -135,7 +139,7 @@ class Cluster:
         self.settings = make_settings(
             tmp_path / "test",
             pki,
-            database_url=_app_url("127.0.0.1", 5432, schema),
+            database_url=_app_url("127.0.0.1", 5432, schema, statement_timeout_ms=30_000),
             prefect_api_url=self.api_urls[0],
             worker_heartbeat_seconds=2,
             worker_heartbeat_timeout=timedelta(seconds=10),
