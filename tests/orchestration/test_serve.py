@@ -42,7 +42,7 @@ def served(tmp_path, pki):
     process = subprocess.Popen([CUSTOMS, "serve"], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     api = f"http://127.0.0.1:{env['CUSTOMS_API_PORT']}"
     try:
-        wait_until(lambda: _healthy(f"{api}/v1/health") or process.poll() is not None, "customs serve to answer", 150)
+        wait_until(lambda: _healthy(f"{api}/v1/health") or process.poll() is not None, "customs serve to answer", 240)
         assert process.poll() is None, (tmp_path / "serve.log").read_text()
         yield {
             "process": process,
@@ -58,7 +58,7 @@ def served(tmp_path, pki):
                 process.wait(40)
             except subprocess.TimeoutExpired:
                 process.kill()
-        subprocess.run([CUSTOMS, "server", "stop"], env=env, cwd=ROOT, capture_output=True, timeout=60)
+        subprocess.run([CUSTOMS, "server", "stop"], env=env, cwd=ROOT, capture_output=True, timeout=120)
         log.close()
 
 
@@ -229,19 +229,29 @@ def test_prefect_yaml_is_accepted_by_prefect_deploy(tmp_path):
 def test_the_clearance_worker_runs_several_clearances_at_once_in_its_own_process(settings, company_signer):
     """Runs claimed together are executed together, in threads of the worker's process (no process per run)."""
     from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolUpdate
 
     from customs.orchestration.starting import ClearanceStarter
     from customs.services.queries import declaration_status
 
-    with clearance_worker(limit=4) as (worker, deployments):
+    with clearance_worker(limit=4) as (worker, deployments), get_client(sync_client=True) as client:
+        # The four runs become due together: the pool is paused while they are created (on a slow machine the
+        # worker's poll could otherwise fall between two creations and claim them two by two).
+        client.update_work_pool(worker._work_pool_name, WorkPoolUpdate(is_paused=True))
         start = ClearanceStarter(deployments["clearance"])
         ids = [submit_signed(company_signer, unique(sample())).application_id for _ in range(4)]
         for application_id in ids:
             start(application_id)
+
+        def created():
+            return [r for r in client.read_flow_runs() if r.parameters.get("application_id") in ids]
+
+        wait_until(lambda: len(created()) == 4, "the four runs to be created", 60)
+        client.update_work_pool(worker._work_pool_name, WorkPoolUpdate(is_paused=False))
         wait_until(lambda: all(declaration_status(a)["status"] == "released" for a in ids), "four releases", 60)
         wait_until(lambda: worker.executed == 4, "the four attempts to end", 30)
-    with get_client(sync_client=True) as client:
-        runs = [r for r in client.read_flow_runs() if r.deployment_id == deployments["clearance"]]
+        # This test's runs (the clearance deployment keeps its id across tests, with other tests' runs on it)
+        runs = created()
         history = [s.name for s in client.read_flow_run_states(runs[0].id)]
     assert len(runs) == 4 and all(r.state.is_completed() for r in runs)
     assert {r.infrastructure_pid.split(":")[1] for r in runs} == {str(os.getpid())}  # executed in this very process
