@@ -118,14 +118,14 @@ def _next_seq(session: Session) -> int:
     return (session.execute(select(func.max(AuditEvent.seq))).scalar_one() or 0) + 1
 
 
-def _advance(session: Session, chain: str) -> tuple[int, str]:
-    """Take the chain's next position (the head row stays locked until the transaction ends)."""
-    bump = (
-        update(AuditChain)
-        .where(AuditChain.chain == chain)
-        .values(seq=AuditChain.seq + 1)
-        .returning(AuditChain.seq, AuditChain.last_hash)
-    )
+def _advance(session: Session, chain: str) -> tuple[int, str, int | None]:
+    """Take the chain's next position (the head row stays locked until the transaction ends): its number in
+    the chain, the hash before it and, on PostgreSQL, the event's number in the whole system, drawn from the
+    sequence in the same statement (one round trip fewer per event)."""
+    returning = [AuditChain.seq, AuditChain.last_hash]
+    if session.get_bind().dialect.name == "postgresql":
+        returning.append(func.nextval("audit_event_seq"))
+    bump = update(AuditChain).where(AuditChain.chain == chain).values(seq=AuditChain.seq + 1).returning(*returning)
     row = session.execute(bump).one_or_none()
     if row is None:
         if session.get_bind().dialect.name == "postgresql":
@@ -134,7 +134,7 @@ def _advance(session: Session, chain: str) -> tuple[int, str]:
             from sqlalchemy.dialects.sqlite import insert
         session.execute(insert(AuditChain).values(chain=chain, seq=0, last_hash=GENESIS_HASH).on_conflict_do_nothing())
         row = session.execute(bump).one()
-    return row[0], row[1]
+    return row[0], row[1], (row[2] if len(row) > 2 else None)
 
 
 def append_event(
@@ -152,7 +152,7 @@ def append_event(
 ) -> AuditEvent:
     """Append one event to the chain of ``office`` in the caller's transaction (its head stays locked until commit)."""
     chain = chain_of(office)
-    chain_seq, prev_hash = _advance(session, chain)
+    chain_seq, prev_hash, seq = _advance(session, chain)
     at = at.astimezone(UTC)  # hashed exactly as it reads back from any backend
     fields = dict(
         application_id=application_id,
@@ -166,7 +166,9 @@ def append_event(
         prev_hash=prev_hash,
     )
     digest = event_hash(seq=chain_seq, chain=chain, **fields)
-    record = AuditEvent(seq=_next_seq(session), chain=chain, chain_seq=chain_seq, **fields, hash=digest)
+    if seq is None:
+        seq = _next_seq(session)
+    record = AuditEvent(seq=seq, chain=chain, chain_seq=chain_seq, **fields, hash=digest)
     session.add(record)
     session.execute(update(AuditChain).where(AuditChain.chain == chain).values(last_hash=digest))
     session.flush()

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 from prefect.client.orchestration import SyncPrefectClient
-from prefect.client.schemas.actions import WorkPoolCreate
+from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
 from prefect.client.schemas.objects import WorkPool
 from prefect.exceptions import ObjectNotFound
 
@@ -83,6 +83,10 @@ def ensure_pool(client: SyncPrefectClient, spec: PoolSpec) -> tuple[WorkPool, li
             )
         )
         notes.append(f"work pool {spec.name} created (type {WORKER_TYPE})")
+    template = ClearanceWorker.get_default_base_job_template()
+    if pool.type == WORKER_TYPE and pool.base_job_template != template:  # made by an earlier version: nothing to keep
+        client.update_work_pool(spec.name, WorkPoolUpdate(base_job_template=template))
+        notes.append(f"work pool {spec.name}: base job template updated (runs execute in the worker's process)")
     if pool.type != WORKER_TYPE:
         notes.append(
             f"work pool {spec.name} is of type {pool.type!r}, not {WORKER_TYPE!r}: the clearance worker serves it all the same "
