@@ -5,15 +5,28 @@ from __future__ import annotations
 import psutil
 
 
-def tree_cpu(pid: int) -> float:
-    """User + system CPU seconds of a process and its children."""
-    total = 0.0
+def tree(pid: int, exclude: frozenset[int] = frozenset()) -> list[psutil.Process]:
+    """A process and its descendants, leaving out the subtrees of ``exclude`` (measured on their own: the
+    Prefect server that `customs serve` starts is its child, and was counted twice before this)."""
     try:
         root = psutil.Process(pid)
-        procs = [root] + root.children(recursive=True)
     except psutil.Error:
-        return 0.0
-    for proc in procs:
+        return []
+    found = [root]
+    try:
+        children = root.children()
+    except psutil.Error:
+        return found
+    for child in children:
+        if child.pid not in exclude:
+            found += tree(child.pid, exclude)
+    return found
+
+
+def tree_cpu(pid: int, exclude: frozenset[int] = frozenset()) -> float:
+    """User + system CPU seconds of a process and its children (but the subtrees of ``exclude``)."""
+    total = 0.0
+    for proc in tree(pid, exclude):
         try:
             t = proc.cpu_times()
             total += t.user + t.system

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import httpx
 import psutil
-from cpu import PostgresCpu, tree_cpu
+from cpu import PostgresCpu, tree, tree_cpu
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -106,17 +106,14 @@ class Meter:
         self.cpu0 = self.cpu()
         self.postgres = PostgresCpu()
 
+    def _others(self, name) -> frozenset[int]:
+        return frozenset(p.pid for other, group in self.procs.items() if other != name for p in group)
+
     def tree(self, name):
-        found = []
-        for proc in self.procs[name]:
-            try:
-                found += [proc, *proc.children(recursive=True)]
-            except psutil.NoSuchProcess:
-                pass
-        return found
+        return [p for proc in self.procs[name] for p in tree(proc.pid, self._others(name))]
 
     def cpu(self) -> dict[str, float]:
-        return {name: sum(tree_cpu(proc.pid) for proc in group) for name, group in self.procs.items()}
+        return {name: sum(tree_cpu(proc.pid, self._others(name)) for proc in group) for name, group in self.procs.items()}
 
     def run(self):
         while not self.stop.wait(1.0):
