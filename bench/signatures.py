@@ -19,6 +19,7 @@ from customs.core.clock import utcnow
 from customs.pki.testing import CmsSigner, TestPki
 from customs.pki.trust import TrustMaterial
 from customs.pki.verify import CmsSignatureVerifier, SignedDocument, verify_documents
+from models.document import WrittenDeclarant
 
 BIN = "050840001233"
 
@@ -49,10 +50,12 @@ def main() -> None:
         ]
         verifier = CmsSignatureVerifier(TrustMaterial.load(pki.trust_dir, pki.crl_dir))
         now = utcnow()
-        verdicts = verify_documents(verifier, documents, declarant_ids=[BIN], at=now, now=now)
+        verdicts = verify_documents(verifier, documents, declarant=WrittenDeclarant(bin=BIN), at=now, now=now)
         assert all(v.valid for v in verdicts), [v.reasons for v in verdicts]
 
-        full = rate(lambda: verify_documents(verifier, documents, declarant_ids=[BIN], at=now, now=now), args.seconds)
+        full = rate(
+            lambda: verify_documents(verifier, documents, declarant=WrittenDeclarant(bin=BIN), at=now, now=now), args.seconds
+        )
 
         key = serialization.load_pem_private_key(issued.key_path.read_bytes(), None)
         public = key.public_key()

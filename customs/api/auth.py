@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends
+from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from customs.api.errors import ApiError
@@ -34,7 +34,10 @@ bearer = HTTPBearer(
 )
 
 
-def current_client(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> ApiClient:
+def current_client(request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> ApiClient:
+    gated = getattr(request.state, "client", None)  # authenticated by the gate before the body was read
+    if gated is not None:
+        return gated
     if credentials is None:
         raise ApiError(
             401,

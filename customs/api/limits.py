@@ -1,18 +1,46 @@
-"""Request size: a pure ASGI middleware, before authentication and before any body is read."""
+"""The gate every request passes before a byte of its body is read: who sends it, and how much it may send.
+
+A pure ASGI middleware (FastAPI reads a route's body before it runs the route's dependencies, so a
+dependency cannot authenticate first):
+
+1. Authentication. Every /v1 route but /v1/health needs a client token: a request without one, or with an
+   unknown or revoked one, gets 401 at once, its body never read. The client found is handed to the route
+   (``current_client`` takes it from the request's state).
+2. Size, per route. Submissions may carry ``api_max_request_bytes`` (documents and attachments); an
+   official's decision, a cancellation, a release mark or a print request is a few hundred bytes and may
+   carry ``api_max_action_bytes``; so does anything else. 413 when Content-Length says more, and a body
+   without Content-Length (chunked) is counted as it streams in and cut off at the limit.
+"""
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
+
+import anyio.to_thread
 
 from customs.api.errors import RequestTooLarge
 from customs.core.settings import get_settings
+from customs.services.clients import authenticate
+
+PUBLIC_PATHS = frozenset({"/v1/health"})
+SUBMISSIONS = re.compile(r"^/v1/declarations/?$")
+
+
+def _bearer_token(headers) -> str | None:
+    for name, value in headers:
+        if name == b"authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            return token.strip() or None if scheme.lower() == "bearer" else None
+    return None
 
 
 class BodySizeLimit:
-    """413 when Content-Length says the body is too large; otherwise counts the body as it streams in.
+    """Authentication first (see the module), then 413 when Content-Length says the body is too large for
+    the route; otherwise counts the body as it streams in.
 
-    ``limit`` of ``None``: ``api_max_request_bytes`` of the settings in force at each request.
+    ``limit`` of ``None``: the settings in force at each request (per route, as the module says).
     """
 
     def __init__(self, app: Callable, limit: int | None = None):
@@ -23,7 +51,38 @@ class BodySizeLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self.limit or get_settings().api_max_request_bytes
+        path = scope.get("path", "")
+        if path.startswith("/v1/") and path not in PUBLIC_PATHS and scope.get("method") != "OPTIONS":
+            token = _bearer_token(scope.get("headers", ()))
+            if token is None:
+                await self._refuse(
+                    send,
+                    401,
+                    "UNAUTHENTICATED",
+                    "send the client's token as 'Authorization: Bearer <token>'",
+                    "Authorization",
+                    (b"www-authenticate", b"Bearer"),
+                )
+                return
+            client = await anyio.to_thread.run_sync(authenticate, token)
+            if client is None:
+                await self._refuse(
+                    send,
+                    401,
+                    "UNAUTHENTICATED",
+                    "the bearer token is unknown or was revoked",
+                    "Authorization",
+                    (b"www-authenticate", b'Bearer error="invalid_token"'),
+                )
+                return
+            scope.setdefault("state", {})["client"] = client
+        settings = get_settings()
+        if self.limit:
+            limit = self.limit
+        elif SUBMISSIONS.match(path):
+            limit = settings.api_max_request_bytes
+        else:
+            limit = min(settings.api_max_action_bytes, settings.api_max_request_bytes)
         declared = None
         for name, value in scope.get("headers", ()):
             if name == b"content-length":
@@ -62,8 +121,8 @@ class BodySizeLimit:
             await self._refuse(send, 413, "TOO_LARGE", exc.detail)
 
     @staticmethod
-    async def _refuse(send: Callable, status: int, code: str, message: str) -> None:
-        body = json.dumps({"error": {"code": code, "path": "$", "message": message}}, ensure_ascii=False).encode("utf-8")
+    async def _refuse(send: Callable, status: int, code: str, message: str, path: str = "$", *extra: tuple) -> None:
+        body = json.dumps({"error": {"code": code, "path": path, "message": message}}, ensure_ascii=False).encode("utf-8")
         await send(
             {
                 "type": "http.response.start",
@@ -72,6 +131,7 @@ class BodySizeLimit:
                     (b"content-type", b"application/json"),
                     (b"content-length", str(len(body)).encode()),
                     (b"connection", b"close"),
+                    *extra,
                 ],
             }
         )

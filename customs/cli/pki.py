@@ -34,18 +34,29 @@ def pki_issue(
     iin: Annotated[Optional[str], typer.Option(help="IIN, written as SERIALNUMBER=IIN<12 digits>.")] = None,
     bin: Annotated[Optional[str], typer.Option("--bin", help="BIN of the legal entity, written as OU=BIN<12 digits>.")] = None,
     auth: Annotated[bool, typer.Option("--auth", help="An AUTH certificate (no nonRepudiation).")] = False,
+    role: Annotated[
+        str,
+        typer.Option(
+            "--role",
+            help="With --bin, the holder's role in the legal entity, written in the extended key usage as NCA does: "
+            "head or signatory may sign for it; financial, hr, employee and none may not.",
+        ),
+    ] = "head",
     revoked: Annotated[bool, typer.Option("--revoked", help="Revoke it at once and publish a new CRL.")] = False,
     expired: Annotated[bool, typer.Option("--expired", help="Validity entirely in the past.")] = False,
 ) -> None:
     """Issue a signer certificate and key like NCA's."""
     if not iin and not bin:
         fail("give --iin, --bin or both")
+    roles = ("head", "signatory", "financial", "hr", "employee", "none")
+    if role not in roles:
+        fail(f"--role {role}: one of {', '.join(roles)}")
     if not (directory / "ca" / "state.json").exists():
         fail(f"{directory} is not a test PKI; create it with `customs pki init {directory}`")
     pki = TestPki(directory)
     now = utcnow()
     window = dict(not_before=now - timedelta(days=400), not_after=now - timedelta(days=30)) if expired else {}
-    signer = pki.issue(name=name, iin=iin, bin=bin, auth=auth, **window)
+    signer = pki.issue(name=name, iin=iin, bin=bin, auth=auth, role=None if role == "none" else role, **window)
     if revoked:
         pki.revoke(signer.serial)
     typer.echo(f"certificate: {signer.cert_path}")

@@ -102,7 +102,14 @@ class Settings(BaseSettings):
     # Running as a service (customs serve)
     api_host: str = Field("127.0.0.1", description="Address the intake HTTP API listens on.")
     api_port: int = Field(8080, description="Port of the intake HTTP API.")
-    api_max_request_bytes: int = Field(64 * 1024 * 1024, gt=0, description="Largest HTTP request body accepted (413 above).")
+    api_max_request_bytes: int = Field(
+        64 * 1024 * 1024, gt=0, description="Largest HTTP request body accepted for a submission (413 above)."
+    )
+    api_max_action_bytes: int = Field(
+        64 * 1024,
+        gt=0,
+        description="Largest body of any other request: a decision, cancellation, release mark or print request (413 above).",
+    )
     worker_pool: str = Field("customs", description="The Prefect work pool the deployments are attached to and the workers poll.")
     worker_concurrency: int = Field(16, gt=0, description="Flow runs one worker process executes at once (threads).")
     worker_poll_seconds: float = Field(0.5, gt=0, description="How often a worker asks its work pool for runs to execute.")

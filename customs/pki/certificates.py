@@ -48,9 +48,13 @@ class SignerIdentity:
     bin: str | None
     not_before: datetime
     not_after: datetime
+    roles: frozenset[str] = frozenset()  # the NCA role OIDs of its extended key usage (customs.rules.signers)
 
     def describe(self) -> str:
         return f"certificate {self.subject!r} (serial {self.serial_hex})"
+
+
+NCA_ROLE_ARC = "1.2.398.3.3.4."  # NCA RK's holder roles in the extended key usage
 
 
 def signer_identity(cert: x509.Certificate) -> SignerIdentity:
@@ -64,6 +68,11 @@ def signer_identity(cert: x509.Certificate) -> SignerIdentity:
         match = re.fullmatch(r"BIN(\d{12})", str(attr.value))
         if match:
             bin_ = match.group(1)
+    try:
+        usages = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        roles = frozenset(u.dotted_string for u in usages if u.dotted_string.startswith(NCA_ROLE_ARC))
+    except (x509.ExtensionNotFound, ValueError):
+        roles = frozenset()
     return SignerIdentity(
         subject=cert.subject.rfc4514_string(NAME_LABELS),
         serial_hex=format(cert.serial_number, "x"),
@@ -72,6 +81,7 @@ def signer_identity(cert: x509.Certificate) -> SignerIdentity:
         bin=bin_,
         not_before=cert.not_valid_before_utc,
         not_after=cert.not_valid_after_utc,
+        roles=roles,
     )
 
 

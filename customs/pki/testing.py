@@ -30,6 +30,14 @@ ROOT_NAME = "НЕГІЗГІ КО TEST (RSA) CUSTOMS"
 ISSUING_NAME = "ҰКО TEST (RSA) CUSTOMS"
 HOLDER_INDIVIDUAL = ObjectIdentifier("1.2.398.3.3.4.1.1")
 HOLDER_LEGAL_ENTITY = ObjectIdentifier("1.2.398.3.3.4.1.2")
+# The holder's role in a legal entity, as NCA RK writes it under HOLDER_LEGAL_ENTITY (customs.rules.signers)
+ENTITY_ROLES = {
+    "head": ObjectIdentifier("1.2.398.3.3.4.1.2.1"),
+    "signatory": ObjectIdentifier("1.2.398.3.3.4.1.2.2"),
+    "financial": ObjectIdentifier("1.2.398.3.3.4.1.2.3"),
+    "hr": ObjectIdentifier("1.2.398.3.3.4.1.2.4"),
+    "employee": ObjectIdentifier("1.2.398.3.3.4.1.2.5"),
+}
 
 
 def new_key(kind: str):
@@ -159,6 +167,7 @@ class TestPki:
         iin: str | None = None,
         bin: str | None = None,
         auth: bool = False,
+        role: str | None = "head",
         key_kind: str = "rsa2048",
         not_before: datetime | None = None,
         not_after: datetime | None = None,
@@ -166,7 +175,12 @@ class TestPki:
         issuer_key=None,
         label: str | None = None,
     ) -> IssuedSigner:
-        """Issue a SIGN (or, with ``auth``, an AUTH) certificate and write its key and certificate."""
+        """Issue a SIGN (or, with ``auth``, an AUTH) certificate and write its key and certificate.
+
+        With a ``bin``, the certificate is a legal entity's, its holder in ``role`` (a key of ENTITY_ROLES, or
+        None for no role at all); without, an individual's."""
+        if bin and role is not None and role not in ENTITY_ROLES:
+            raise ValueError(f"role {role!r}: one of {', '.join(ENTITY_ROLES)} (or None)")
         now = utcnow()
         not_before = not_before or now - timedelta(days=1)
         not_after = not_after or now + timedelta(days=365)
@@ -189,7 +203,7 @@ class TestPki:
             encipher_only=False,
             decipher_only=False,
         )
-        eku = [HOLDER_LEGAL_ENTITY if bin else HOLDER_INDIVIDUAL]
+        eku = [HOLDER_LEGAL_ENTITY, *([ENTITY_ROLES[role]] if role else [])] if bin else [HOLDER_INDIVIDUAL]
         if auth:
             eku.insert(0, ExtendedKeyUsageOID.CLIENT_AUTH)
         else:
@@ -274,7 +288,8 @@ class TestPki:
 class CmsSigner:
     """Makes detached CMS (CAdES-BES) signatures with pyHanko, as NCALayer's createCMSSignatureFromBase64 does."""
 
-    def __init__(self, cert_path: Path, key_path: Path, chain_paths: tuple[Path, ...] = ()):
+    def __init__(self, cert_path: Path, key_path: Path, chain_paths: tuple[Path, ...] = (), *, digest: str = "sha256"):
+        self.digest = digest  # another only to test that weak ones are refused (md5, sha1)
         cert = asn1_x509.Certificate.load(
             x509.load_pem_x509_certificate(Path(cert_path).read_bytes()).public_bytes(serialization.Encoding.DER)
         )
@@ -291,7 +306,7 @@ class CmsSigner:
         )
 
     async def async_sign(self, data: bytes) -> bytes:
-        signed = await self._signer.async_sign_general_data(data, "sha256", detached=True, use_cades=True)
+        signed = await self._signer.async_sign_general_data(data, self.digest, detached=True, use_cades=True)
         return signed.dump()
 
     def sign(self, data: bytes) -> bytes:

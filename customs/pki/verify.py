@@ -10,7 +10,8 @@ Checks, each failure with a stable reason code:
   SIGNATURE_MISSING, SIGNATURE_INVALID (not CMS, not detached, or the signature value does not
   verify), DIGEST_MISMATCH, SIGNER_CERT_MISSING, SIGNATURE_ALGORITHM_UNSUPPORTED (GOST),
   WEAK_KEY, CERT_UNTRUSTED, CERT_EXPIRED, CERT_NOT_YET_VALID, CRL_MISSING, CRL_INVALID, CRL_STALE,
-  CERT_REVOKED, KEY_USAGE, SIGNER_NOT_DECLARANT.
+  CERT_REVOKED, KEY_USAGE, SIGNER_NOT_DECLARANT, WEAK_ALGORITHM (MD5 or SHA-1 as the message digest or
+  in the signature algorithm).
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ from customs.pki.certificates import (
     signer_identity,
 )
 from customs.pki.trust import TrustMaterial
+from customs.rules.signers import Signer, signer_problem
+from models.document import WrittenDeclarant
 from models.reasons import Reason
 
 log = logging.getLogger(__name__)
@@ -92,11 +95,14 @@ class DocumentVerdict:
         }
 
 
+WEAK_DIGESTS = frozenset({"md2", "md4", "md5", "sha1"})
+
+
 class SignatureVerifier(Protocol):
     """Verifies one signed document for a declarant, as of the submission time."""
 
     def verify(
-        self, document: SignedDocument, *, declarant_ids: Sequence[str], at: datetime, now: datetime
+        self, document: SignedDocument, *, declarant: WrittenDeclarant, at: datetime, now: datetime
     ) -> DocumentVerdict: ...
 
 
@@ -115,15 +121,15 @@ class CmsSignatureVerifier:
         self._intermediates = trust.asn1_intermediates()
         self._chain_cache: dict[tuple, list[tuple[str, str]]] = {}
 
-    def verify(self, document: SignedDocument, *, declarant_ids: Sequence[str], at: datetime, now: datetime) -> DocumentVerdict:
+    def verify(self, document: SignedDocument, *, declarant: WrittenDeclarant, at: datetime, now: datetime) -> DocumentVerdict:
         try:
             asyncio.get_running_loop()
         except RuntimeError:
-            return asyncio.run(self.averify(document, declarant_ids=declarant_ids, at=at, now=now))
+            return asyncio.run(self.averify(document, declarant=declarant, at=at, now=now))
         raise RuntimeError("inside an event loop: await averify() instead")
 
     async def averify(
-        self, document: SignedDocument, *, declarant_ids: Sequence[str], at: datetime, now: datetime
+        self, document: SignedDocument, *, declarant: WrittenDeclarant, at: datetime, now: datetime
     ) -> DocumentVerdict:
         where = f"{document.label} ({document.filename})"
 
@@ -177,8 +183,26 @@ class CmsSignatureVerifier:
             return DocumentVerdict(document, signer, (reason(*problem, signer=signer),))
 
         reasons: list[Reason] = []
-        # 3. The signature covers exactly these bytes.
+        # 3. The signature covers exactly these bytes, hashed with an algorithm that still resists collisions.
         digest_name = signer_info["digest_algorithm"]["algorithm"].native
+        try:
+            signature_hash = signer_info["signature_algorithm"].hash_algo
+        except (ValueError, KeyError):  # RSA PKCS#1 v1.5 or PSS named without a hash: the digest algorithm is it
+            signature_hash = None
+        weak = next((name for name in (digest_name, signature_hash) if name in WEAK_DIGESTS), None)
+        if weak:
+            return DocumentVerdict(
+                document,
+                signer,
+                (
+                    reason(
+                        "WEAK_ALGORITHM",
+                        f"the signature uses {weak.upper()}, which is refused (collisions can be made): "
+                        "sign with SHA-256 or stronger",
+                        signer,
+                    ),
+                ),
+            )
         try:
             digest = hashlib.new(digest_name, document.content).digest()
         except (ValueError, TypeError):
@@ -210,19 +234,13 @@ class CmsSignatureVerifier:
         if usage:
             reasons.append(reason("KEY_USAGE", usage, signer))
 
-        # 5. The signer is the declarant.
-        ids = {i for i in declarant_ids if i}
-        if not ids:
-            reasons.append(
-                reason(
-                    "SIGNER_NOT_DECLARANT", "the declaration names no valid declarant IIN/BIN to compare the signer with", signer
-                )
-            )
-        elif not ({signer.iin, signer.bin} & ids):
-            who = ", ".join(f"{k} {v}" for k, v in (("IIN", signer.iin), ("BIN", signer.bin)) if v) or "no IIN or BIN"
-            reasons.append(
-                reason("SIGNER_NOT_DECLARANT", f"signed by {who}, not by the declarant ({', '.join(sorted(ids))})", signer)
-            )
+        # 5. The signer may act for the declarant: a legal entity's head or signatory (its BIN and an NCA role
+        #    that gives the right to sign), or the person who is the declarant.
+        problem = signer_problem(
+            Signer(signer.iin, signer.bin, signer.roles), declarant_iin=declarant.iin, declarant_bin=declarant.bin
+        )
+        if problem:
+            reasons.append(reason("SIGNER_NOT_DECLARANT", problem, signer))
 
         # 6. Chain to a trust anchor, valid at the submission time, and not revoked then.
         for code, message in await self.chain_problems(cert, at=at, now=now, embedded=certs.other_certs):
@@ -321,7 +339,7 @@ def configured_verifier(
 
 
 def verify_documents(
-    verifier: SignatureVerifier, documents: Sequence[SignedDocument], *, declarant_ids: Sequence[str], at: datetime, now: datetime
+    verifier: SignatureVerifier, documents: Sequence[SignedDocument], *, declarant: WrittenDeclarant, at: datetime, now: datetime
 ) -> list[DocumentVerdict]:
     """Verify the declaration and each attachment; every document gets its own verdict."""
-    return [verifier.verify(doc, declarant_ids=declarant_ids, at=at, now=now) for doc in documents]
+    return [verifier.verify(doc, declarant=declarant, at=at, now=now) for doc in documents]

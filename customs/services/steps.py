@@ -120,8 +120,7 @@ def check_signatures(application_id: str, *, now: datetime | None = None) -> Ste
             require_non_repudiation=settings.require_non_repudiation,
             require_crl=settings.require_crl,
         )
-        declarant_ids = sorted(written_declarant(content).valid_ids)
-        verdicts = verify_documents(verifier, documents, declarant_ids=declarant_ids, at=submitted_at, now=now)
+        verdicts = verify_documents(verifier, documents, declarant=written_declarant(content), at=submitted_at, now=now)
     reasons = [r for v in verdicts for r in v.reasons]
 
     def record(declaration: Declaration, step: StepContext) -> None:

@@ -300,7 +300,8 @@ def test_bad_bodies_get_errors_in_the_api_shape(http, company_signer):
         "REQUEST_INVALID",
         "$.decision",
     )
-    assert_error(http.get("/v1/nothing-here"), 404, "NOT_FOUND")
+    assert_error(http.get("/v1/nothing-here", headers=official), 404, "NOT_FOUND")
+    assert_error(http.get("/v1/nothing-here"), 401, "UNAUTHENTICATED")  # who asks comes first, even before the route
     assert declaration_count() == 0
 
 
@@ -356,6 +357,83 @@ def test_oversized_bodies_get_413_json(settings, app, company_signer):
         )
         assert "1000" in error["message"]
     assert declaration_count() == 0
+
+
+ACTIONS = [
+    "/v1/declarations",
+    "/v1/declarations/A261129-X/decision",
+    "/v1/declarations/A261129-X/release-cancellation",
+    "/v1/declarations/A261129-X/release-mark",
+    "/v1/declarations/A261129-X/print-requests",
+]
+
+
+def asgi_post(app, path: str, headers: list[tuple[bytes, bytes]], body_chunks: list[bytes]):
+    """POST straight through the ASGI interface; returns (status, JSON body, how many body chunks were read)."""
+    import json
+
+    import anyio
+
+    read = 0
+    sent: list[dict] = []
+
+    async def receive():
+        nonlocal read
+        if read < len(body_chunks):
+            read += 1
+            return {"type": "http.request", "body": body_chunks[read - 1], "more_body": read < len(body_chunks)}
+        return {"type": "http.disconnect"}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"testserver"), (b"content-type", b"application/json"), *headers],
+        "client": ("127.0.0.1", 5000),
+        "server": ("testserver", 80),
+    }
+    anyio.run(app, scope, receive, send)
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return start["status"], json.loads(body), read
+
+
+@pytest.mark.parametrize("path", ACTIONS)
+@pytest.mark.parametrize("token", [None, "not-a-token"])
+def test_no_body_is_read_before_the_client_is_authenticated(app, path, token):
+    """Issue 15: a 60 MB `[{},{},...]` with no token took the server from 385 MB to 1.8 GB. Now 401 comes
+    before a single byte of the body is read, for every route that takes a body."""
+    headers = [(b"authorization", f"Bearer {token}".encode())] if token else []
+    chunks = [b"[" + b"{}," * 10_000] * 50 + [b"{}]"]  # 1.5 MB that must never be read
+    status, body, read = asgi_post(app, path, headers, chunks)
+    assert (status, body["error"]["code"], body["error"]["path"], read) == (401, "UNAUTHENTICATED", "Authorization", 0)
+
+
+@pytest.mark.parametrize("path", ACTIONS[1:])
+def test_an_official_action_takes_a_small_body_only(settings, app, path):
+    """A decision is a few hundred bytes: above api_max_action_bytes it is refused, by Content-Length before
+    reading, or, sent in chunks without one, as soon as the count passes the limit."""
+    configure(settings.model_copy(update={"api_max_action_bytes": 2048}))
+    token = bearer("official", official=INSPECTOR)["Authorization"].encode()
+    big = [b'{"grounds_text": "' + b"y" * 1000] * 10 + [b'"}']
+    declared = [(b"authorization", token), (b"content-length", str(sum(map(len, big))).encode())]
+    status, body, read = asgi_post(app, path, declared, big)
+    assert (status, body["error"]["code"], read) == (413, "TOO_LARGE", 0)
+    status, body, read = asgi_post(app, path, [(b"authorization", token)], big)  # chunked: counted as it streams
+    assert (status, body["error"]["code"]) == (413, "TOO_LARGE") and read == 3  # cut off at the third kilobyte
+    # a submission keeps the large limit of api_max_request_bytes
+    submission = [b"x" * 1000] * 5
+    status, body, _ = asgi_post(app, ACTIONS[0], [(b"authorization", bearer()["Authorization"].encode())], submission)
+    assert status != 413, body
 
 
 # --- Officials ------------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from customs.core.settings import configure
 from customs.pki.crl_refresh import CrlRefreshNotConfigured, check_crl, crl_file_name, crl_number, download_crl, refresh_crls
 from customs.pki.testing import CmsSigner, TestPki, new_key
 from customs.pki.verify import SignedDocument, configured_verifier, directory_fingerprint
+from models.document import WrittenDeclarant
 from tests.helpers import DECLARANT_BIN, free_port, make_settings
 
 DER = serialization.Encoding.DER
@@ -127,7 +128,7 @@ def test_a_newer_crl_replaces_the_old_one_and_signature_checks_see_the_revocatio
         verifier = configured_verifier(settings.trust_dir, settings.crl_dir, require_non_repudiation=True, require_crl=True)
         verdict = verifier.verify(
             SignedDocument("declaration", "declaration.json", DATA, signature),
-            declarant_ids=[DECLARANT_BIN],
+            declarant=WrittenDeclarant(bin=DECLARANT_BIN),
             at=submitted,
             now=utcnow(),
         )

@@ -32,6 +32,20 @@ def xml_signer_certificate() -> x509.Certificate:
     return x509.load_der_x509_certificate(b64decode("".join(body.split())))
 
 
+def test_real_certificates_say_who_may_sign_for_a_company():
+    """The roles NCA writes in the extended key usage, read from its real certificates, decide the rule."""
+    from customs.rules.signers import FIRST_HEAD, INDIVIDUAL, Signer, signer_problem
+
+    head = signer_identity(cert("ceo_valid_sign_2004_gost.cer"))  # the GOST key is not read: the name and EKU are
+    person = signer_identity(cert("individual_valid_sign_2004_rsa.cer"))
+    assert (head.iin, head.bin, FIRST_HEAD in head.roles) == ("123456789011", "123456789021", True)
+    assert (person.iin, person.bin, person.roles) == ("123456789011", None, frozenset({INDIVIDUAL}))
+    company = {"declarant_iin": "123456789011", "declarant_bin": "123456789021"}
+    assert signer_problem(Signer(head.iin, head.bin, head.roles), **company) is None
+    refused = signer_problem(Signer(person.iin, person.bin, person.roles), **company)
+    assert "IIN 123456789011" in refused and "BIN 123456789021" in refused  # same person, not the company
+
+
 def test_iin_from_real_sign_certificate():
     identity = signer_identity(cert("individual_valid_sign_2004_rsa.cer"))
     assert (identity.iin, identity.bin) == ("123456789011", None)

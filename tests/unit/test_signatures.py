@@ -13,7 +13,11 @@ from customs.core.clock import utcnow
 from customs.pki.testing import CmsSigner, TestPki, new_key
 from customs.pki.trust import TrustMaterial
 from customs.pki.verify import CmsSignatureVerifier, SignedDocument, configured_verifier, verify_documents
+from models.document import WrittenDeclarant
 from tests.helpers import DECLARANT_BIN, DECLARANT_IIN
+
+COMPANY = WrittenDeclarant(iin=DECLARANT_IIN, bin=DECLARANT_BIN)  # as the samples write it: the company and its person
+PERSON = WrittenDeclarant(iin=DECLARANT_IIN)
 
 DATA = "Декларация на товары / Тауарларға арналған декларация".encode() * 20
 INVOICE = b"%PDF-1.4 invoice INV-2026-1187 ..." * 30
@@ -40,10 +44,10 @@ def verifier(ca: TestPki, **options) -> CmsSignatureVerifier:
     return CmsSignatureVerifier(TrustMaterial.load(ca.trust_dir, ca.crl_dir), **options)
 
 
-def check(ca, content, signature, *, ids=(DECLARANT_BIN,), at=None, now=None, label="declaration", **options):
+def check(ca, content, signature, *, declarant=COMPANY, at=None, now=None, label="declaration", **options):
     now = now or utcnow()
     verdict = verifier(ca, **options).verify(
-        SignedDocument(label, "declaration.json", content, signature), declarant_ids=ids, at=at or now, now=now
+        SignedDocument(label, "declaration.json", content, signature), declarant=declarant, at=at or now, now=now
     )
     return [r.code for r in verdict.reasons], verdict
 
@@ -55,7 +59,7 @@ def test_valid_declaration_with_two_attachments(ca, good):
         SignedDocument("attachments[1]", "contract.pdf", CONTRACT, good.sign(CONTRACT)),
     ]
     now = utcnow()
-    verdicts = verify_documents(verifier(ca), docs, declarant_ids=[DECLARANT_BIN], at=now, now=now)
+    verdicts = verify_documents(verifier(ca), docs, declarant=COMPANY, at=now, now=now)
     assert [v.reasons for v in verdicts] == [(), (), ()]
     assert verdicts[0].signer.bin == DECLARANT_BIN
     assert verdicts[0].summary()["signer"]["bin"] == DECLARANT_BIN
@@ -74,7 +78,7 @@ def test_tampered_attachment(ca, good):
         SignedDocument("attachments[0]", "invoice.pdf", INVOICE + b" ", good.sign(INVOICE)),
     ]
     now = utcnow()
-    verdicts = verify_documents(verifier(ca), docs, declarant_ids=[DECLARANT_BIN], at=now, now=now)
+    verdicts = verify_documents(verifier(ca), docs, declarant=COMPANY, at=now, now=now)
     assert verdicts[0].valid
     assert [(r.code, r.path) for r in verdicts[1].reasons] == [("DIGEST_MISMATCH", "attachments[0]")]
     assert "invoice.pdf" in verdicts[1].reasons[0].message
@@ -109,13 +113,13 @@ def test_missing_intermediate(ca, tmp_path):
     v = CmsSignatureVerifier(TrustMaterial.load(trust, ca.crl_dir))
     now = utcnow()
     verdict = v.verify(
-        SignedDocument("declaration", "declaration.json", DATA, bare.sign(DATA)), declarant_ids=[DECLARANT_BIN], at=now, now=now
+        SignedDocument("declaration", "declaration.json", DATA, bare.sign(DATA)), declarant=COMPANY, at=now, now=now
     )
     assert [r.code for r in verdict.reasons] == ["CERT_UNTRUSTED"]
     # the same signature verifies once the CMS carries the intermediate
     full = CmsSigner(issued.cert_path, issued.key_path, (ca.issuing_cert_path,))
     assert v.verify(
-        SignedDocument("declaration", "declaration.json", DATA, full.sign(DATA)), declarant_ids=[DECLARANT_BIN], at=now, now=now
+        SignedDocument("declaration", "declaration.json", DATA, full.sign(DATA)), declarant=COMPANY, at=now, now=now
     ).valid
 
 
@@ -205,30 +209,77 @@ def test_weak_rsa_key(ca):
     assert "1024 bits" in verdict.reasons[0].message
 
 
+@pytest.mark.parametrize("digest", ["sha1", "md5"])
+def test_md5_and_sha1_are_refused_with_a_reason_of_their_own(ca, digest):
+    """Issue 15: both were accepted as the message digest and in the signature algorithm."""
+    issued = ca.issue(name="ТОО «Алатау Импорт»", bin=DECLARANT_BIN)
+    weak = CmsSigner(issued.cert_path, issued.key_path, (ca.issuing_cert_path,), digest=digest)
+    codes, verdict = check(ca, DATA, weak.sign(DATA))
+    assert codes == ["WEAK_ALGORITHM"]
+    assert digest.upper() in verdict.reasons[0].message and "SHA-256" in verdict.reasons[0].message
+
+
+def test_sha384_and_sha512_are_accepted(ca):
+    issued = ca.issue(name="ТОО «Алатау Импорт»", bin=DECLARANT_BIN)
+    for digest in ("sha384", "sha512"):
+        signer = CmsSigner(issued.cert_path, issued.key_path, (ca.issuing_cert_path,), digest=digest)
+        assert check(ca, DATA, signer.sign(DATA))[0] == [], digest
+
+
 def test_ecdsa_p256_is_accepted(ca):
     assert check(ca, DATA, signer_for(ca, key_kind="p256").sign(DATA))[0] == []
 
 
 def test_iin_mismatch(ca):
     person = signer_for(ca, name="ТЕСТОВ ТЕСТ", bin=None, iin="910312300452")
-    codes, verdict = check(ca, DATA, person.sign(DATA), ids=(DECLARANT_IIN,))
+    codes, verdict = check(ca, DATA, person.sign(DATA), declarant=PERSON)
     assert codes == ["SIGNER_NOT_DECLARANT"]
     assert "IIN 910312300452" in verdict.reasons[0].message and DECLARANT_IIN in verdict.reasons[0].message
 
 
 def test_iin_match(ca):
     person = signer_for(ca, name="ТЕСТОВ ТЕСТ", bin=None, iin=DECLARANT_IIN)
-    assert check(ca, DATA, person.sign(DATA), ids=(DECLARANT_IIN,))[0] == []
+    assert check(ca, DATA, person.sign(DATA), declarant=PERSON)[0] == []
 
 
 def test_bin_mismatch(ca, good):
-    assert check(ca, DATA, good.sign(DATA), ids=("120303400058",))[0] == ["SIGNER_NOT_DECLARANT"]
+    assert check(ca, DATA, good.sign(DATA), declarant=WrittenDeclarant(bin="120303400058"))[0] == ["SIGNER_NOT_DECLARANT"]
 
 
-def test_employee_of_the_declarant_signs_with_bin(ca):
-    """NCA legal-entity certificates carry the employee's IIN and the company's BIN: the BIN decides."""
-    employee = signer_for(ca, name="ИВАНОВ ИВАН", iin="910312300452", bin=DECLARANT_BIN)
-    assert check(ca, DATA, employee.sign(DATA))[0] == []
+@pytest.mark.parametrize("role", ["head", "signatory"])
+def test_the_head_or_a_signatory_of_the_declarant_signs_for_it(ca, role):
+    """NCA legal-entity certificates carry the holder's IIN, the company's BIN and the holder's role: a head
+    (1.2.398.3.3.4.1.2.1) or a person with the right to sign (.2.2) signs for the company, whatever the IIN."""
+    holder = signer_for(ca, name="ИВАНОВ ИВАН", iin="910312300452", bin=DECLARANT_BIN, role=role)
+    assert check(ca, DATA, holder.sign(DATA))[0] == []
+
+
+@pytest.mark.parametrize("role", ["employee", "hr", "financial", None])
+def test_a_holder_without_the_right_to_sign_cannot_sign_for_the_company(ca, role):
+    holder = signer_for(ca, name="ИВАНОВ ИВАН", iin="910312300452", bin=DECLARANT_BIN, role=role)
+    codes, verdict = check(ca, DATA, holder.sign(DATA))
+    assert codes == ["SIGNER_NOT_DECLARANT"]
+    assert f"does not give the right to sign for BIN {DECLARANT_BIN}" in verdict.reasons[0].message
+
+
+def test_a_private_persons_certificate_does_not_sign_for_a_company(ca):
+    """The attack of issue 15: a certificate with the IIN written in box 14 and no BIN signed a declaration of
+    {"iin": that IIN, "bin": a company's BIN}; the IIN matched, the goods were released in the company's name."""
+    person = signer_for(ca, name="ТЕСТОВ ТЕСТ", bin=None, iin=DECLARANT_IIN)
+    codes, verdict = check(ca, DATA, person.sign(DATA), declarant=COMPANY)
+    assert codes == ["SIGNER_NOT_DECLARANT"]
+    message = verdict.reasons[0].message
+    assert f"IIN {DECLARANT_IIN}" in message and f"legal entity BIN {DECLARANT_BIN}" in message  # both ids named
+
+
+def test_a_company_head_signs_a_declaration_of_their_own_as_a_person(ca):
+    head = signer_for(ca, name="ТЕСТОВ ТЕСТ", iin=DECLARANT_IIN, bin=DECLARANT_BIN)
+    assert check(ca, DATA, head.sign(DATA), declarant=PERSON)[0] == []
+
+
+def test_a_declaration_naming_no_declarant_is_signed_by_nobody_who_may(ca, good):
+    codes, verdict = check(ca, DATA, good.sign(DATA), declarant=WrittenDeclarant())
+    assert codes == ["SIGNER_NOT_DECLARANT"] and "names no declarant" in verdict.reasons[0].message
 
 
 def test_attachment_signed_by_someone_else(ca, good):
@@ -238,7 +289,7 @@ def test_attachment_signed_by_someone_else(ca, good):
         SignedDocument("attachments[0]", "invoice.pdf", INVOICE, other.sign(INVOICE)),
     ]
     now = utcnow()
-    verdicts = verify_documents(verifier(ca), docs, declarant_ids=[DECLARANT_BIN], at=now, now=now)
+    verdicts = verify_documents(verifier(ca), docs, declarant=COMPANY, at=now, now=now)
     assert verdicts[0].valid
     assert [(r.code, r.path) for r in verdicts[1].reasons] == [("SIGNER_NOT_DECLARANT", "attachments[0]")]
 

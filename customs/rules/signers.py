@@ -1,0 +1,78 @@
+"""Who may sign for a declarant: the rule that ties a signer's NCA RK certificate to the declarant.
+
+NCA RK writes the holder's IIN in SERIALNUMBER, the legal entity's BIN in OU, and the holder's role in the
+extended key usage (order of the Minister of Digital Development of 2020, adilet V2000021440; the real test
+certificates in ../shared/fixtures/nca-real/ carry them):
+
+- 1.2.398.3.3.4.1.1   an individual (физическое лицо);
+- 1.2.398.3.3.4.1.2   a legal entity's certificate, with one role below it:
+  - .1 the first head (первый руководитель), .2 a person with the right to sign (лицо, наделённое правом
+    подписи), .3 the right to sign financial documents, .4 HR, .5 an employee (сотрудник).
+
+A customs declaration of a legal entity is signed by its head or by a person it gave the right to sign:
+the certificate must carry the declarant's BIN and one of those two roles. A person's declaration is
+signed by that person: the certificate's IIN is the declarant's. Anything else is SIGNER_NOT_DECLARANT.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+INDIVIDUAL = "1.2.398.3.3.4.1.1"
+LEGAL_ENTITY = "1.2.398.3.3.4.1.2"
+FIRST_HEAD = "1.2.398.3.3.4.1.2.1"
+SIGNING_RIGHT = "1.2.398.3.3.4.1.2.2"
+FINANCIAL_SIGNING_RIGHT = "1.2.398.3.3.4.1.2.3"
+HR = "1.2.398.3.3.4.1.2.4"
+EMPLOYEE = "1.2.398.3.3.4.1.2.5"
+
+ROLE_NAMES = {
+    INDIVIDUAL: "individual",
+    LEGAL_ENTITY: "legal entity",
+    FIRST_HEAD: "first head",
+    SIGNING_RIGHT: "person with the right to sign",
+    FINANCIAL_SIGNING_RIGHT: "right to sign financial documents",
+    HR: "HR employee",
+    EMPLOYEE: "employee",
+}
+MAY_SIGN_FOR_ENTITY = frozenset({FIRST_HEAD, SIGNING_RIGHT})
+
+
+@dataclass(frozen=True)
+class Signer:
+    """What the rule reads of a certificate: IIN, BIN and the NCA role OIDs of its extended key usage."""
+
+    iin: str | None
+    bin: str | None
+    roles: frozenset[str] = frozenset()
+
+    def describe(self) -> str:
+        ids = ", ".join(f"{k} {v}" for k, v in (("IIN", self.iin), ("BIN", self.bin)) if v) or "no IIN or BIN"
+        named = [ROLE_NAMES[r] for r in sorted(self.roles) if r in ROLE_NAMES and r not in (LEGAL_ENTITY,)]
+        return f"{ids} (NCA role: {', '.join(named) or 'none'})"
+
+
+def signer_problem(signer: Signer, *, declarant_iin: str | None, declarant_bin: str | None) -> str | None:
+    """Why this signer may not sign for this declarant, or ``None`` when it may.
+
+    A BIN written in the declaration makes it a legal entity's declaration, whatever else is written:
+    only the entity's head or a person with its right to sign may sign it (an IIN that matches is not
+    enough: a private person's certificate never speaks for a company)."""
+    if declarant_bin:
+        if signer.bin != declarant_bin:
+            return (
+                f"signed by {signer.describe()}, but the declarant is the legal entity BIN {declarant_bin}: "
+                "the certificate must be issued for that BIN"
+            )
+        if not (signer.roles & MAY_SIGN_FOR_ENTITY):
+            return (
+                f"signed by {signer.describe()}: the certificate does not give the right to sign for BIN {declarant_bin} "
+                "(NCA issues that right to the first head, 1.2.398.3.3.4.1.2.1, and to persons with the right to sign, "
+                "1.2.398.3.3.4.1.2.2)"
+            )
+        return None
+    if declarant_iin:
+        if signer.iin != declarant_iin:
+            return f"signed by {signer.describe()}, not by the declarant (IIN {declarant_iin})"
+        return None
+    return "the declaration names no declarant IIN or BIN to compare the signer with"
