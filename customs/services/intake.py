@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
@@ -72,14 +73,66 @@ def read_document(content: bytes, settings: Settings) -> dict[str, Any]:
             "NOT_UTF8", f"the declaration is not UTF-8 text: byte {exc.object[exc.start]:#04x} at offset {exc.start} is invalid"
         ) from None
     try:
-        data = json.loads(text, object_pairs_hook=_reject_duplicate_keys)
+        data = json.loads(
+            text,
+            object_pairs_hook=_reject_duplicate_keys,
+            parse_int=_bounded_int,
+            parse_float=_finite_float,
+            parse_constant=_no_constant,
+        )
     except json.JSONDecodeError as exc:
         raise _refused(
             "JSON_INVALID", f"the declaration is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"
         ) from None
+    except RecursionError:  # the decoder's own guard, far above MAX_DEPTH
+        raise _refused("TOO_DEEP", f"the declaration nests objects and arrays more than {MAX_DEPTH} levels deep") from None
     if not isinstance(data, dict):
         raise _refused("OBJECT_EXPECTED", f"the declaration must be a JSON object, not a {type(data).__name__}")
+    depth, where = _depth(data)
+    if depth > MAX_DEPTH:
+        raise _refused("TOO_DEEP", f"the declaration nests objects and arrays {depth} levels deep; at most {MAX_DEPTH}", where)
     return data
+
+
+MAX_DEPTH = 32  # the document schema needs 4; anything far deeper is an attack on whatever walks it
+MAX_INTEGER_DIGITS = 18  # the largest number a declaration carries (a quantity, a 10-digit HS code) needs far fewer
+
+
+def _bounded_int(text: str) -> int:
+    digits = len(text.lstrip("-"))
+    if digits > MAX_INTEGER_DIGITS:
+        raise _refused(
+            "NUMBER_TOO_LARGE", f"an integer of {digits} digits; a declaration carries none above {MAX_INTEGER_DIGITS} digits"
+        )
+    return int(text)
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _refused("NUMBER_NOT_FINITE", f"the number {text[:40]} is out of range (it reads as infinity)")
+    return value
+
+
+def _no_constant(name: str) -> float:
+    raise _refused("NUMBER_NOT_FINITE", f"{name} is not a number JSON allows (RFC 8259); write a finite number")
+
+
+def _depth(data: Any) -> tuple[int, str]:
+    """How deep ``data`` nests (the root object is level 1), and the path of the deepest point; iterative."""
+    deepest, where = 0, "$"
+    stack = [(data, 1, "$")]
+    while stack:
+        value, level, path = stack.pop()
+        if level > deepest:
+            deepest, where = level, path
+        if level > MAX_DEPTH:
+            continue  # deep enough to refuse: no need to walk further
+        if isinstance(value, dict):
+            stack.extend((v, level + 1, f"{path}.{k}") for k, v in value.items() if isinstance(v, (dict, list)))
+        elif isinstance(value, list):
+            stack.extend((v, level + 1, f"{path}[{i}]") for i, v in enumerate(value) if isinstance(v, (dict, list)))
+    return deepest, where
 
 
 def _text_field(data: dict[str, Any], key: str, length: int) -> str | None:

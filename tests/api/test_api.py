@@ -271,6 +271,15 @@ def test_bad_bodies_get_errors_in_the_api_shape(http, company_signer):
         415,
         "UNSUPPORTED_MEDIA_TYPE",
     )
+    evil = {**headers, "Content-Type": "application/evil+json"}  # issue 15: was taken as JSON
+    assert_error(http.post("/v1/declarations", content=b"{}", headers=evil), 415, "UNSUPPORTED_MEDIA_TYPE")
+    deep = b'{"a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"  # issue 15: was HTTP 500
+    error = assert_error(
+        http.post("/v1/declarations", json={"declaration": b64(deep), "signature": b64(b"sig")}, headers=headers),
+        400,
+        "TOO_DEEP",
+    )
+    assert "32" in error["message"]
     form = {"Content-Type": "multipart/form-data; boundary=xyz", "Authorization": headers["Authorization"]}
     assert_error(
         http.post(

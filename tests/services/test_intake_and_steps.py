@@ -65,6 +65,15 @@ def test_identical_bytes_return_the_existing_application(settings, company_signe
         ('{"name": "ТОО"}'.encode("cp1251"), "NOT_UTF8"),
         (b"[1, 2, 3]", "OBJECT_EXPECTED"),
         (b'{"schema": "a", "schema": "b"}', "DUPLICATE_KEY"),
+        # issue 15: these gave HTTP 500 (and a traceback from customs submit) or were refused only at registration
+        (b'{"a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "TOO_DEEP"),
+        (b'{"a": ' + b"[" * 40 + b"]" * 40 + b"}", "TOO_DEEP"),
+        (b'{"items": [{"quantity": ' + b"9" * 5000 + b"}]}", "NUMBER_TOO_LARGE"),
+        (b'{"items": [{"quantity": 1e999}]}', "NUMBER_NOT_FINITE"),
+        (b'{"items": [{"quantity": -1e999}]}', "NUMBER_NOT_FINITE"),
+        (b'{"items": [{"quantity": NaN}]}', "NUMBER_NOT_FINITE"),
+        (b'{"items": [{"quantity": Infinity}]}', "NUMBER_NOT_FINITE"),
+        (b'{"items": [{"quantity": -Infinity}]}', "NUMBER_NOT_FINITE"),
     ],
 )
 def test_bad_bytes_are_refused_at_intake_and_nothing_is_stored(settings, content, code):

@@ -60,7 +60,7 @@ async def submit(request: Request, response: Response, client: Client, backgroun
     kind = media_type(request.headers.get("content-type"))
     if kind == "multipart/form-data":
         upload = upload_from_form(await parts_from_form(request, settings))
-    elif kind == "application/json" or kind.endswith("+json"):
+    elif kind == "application/json":
         upload = upload_from_json(await request.body())
     else:
         raise ApiError(
