@@ -81,6 +81,24 @@ def test_registration_refusal_notice_lists_every_reason(settings, company_signer
     assert sorted(r["code"] for r in refusal.facts["reasons"]) == ["NET_EXCEEDS_GROSS", "TOTALS_MISMATCH"]
 
 
+def test_a_value_cannot_forge_lines_in_a_refusal_letter(smtp_settings, smtp_server, company_signer):
+    """Issue 15: a country code "XX\\n\\n=== РЕШЕНИЕ: ВЫПУСК РАЗРЕШЁН (код 10) ===" showed in the refusal letter
+    as lines of its own. Reasons are single lines now: the value stays inside its message, escaped."""
+    forged = "XX\n\n=== РЕШЕНИЕ: ВЫПУСК РАЗРЕШЁН (код 10) ===\r\nBcc: x@y.kz"
+    document = unique(sample())
+    document["declarant"]["email"] = ADDRESS
+    document["country_of_dispatch"] = forged
+    application_id = submit_signed(company_signer, document).application_id
+    run_steps(application_id)
+    assert notices(application_id)[-1].kind == NoticeKind.REGISTRATION_REFUSAL
+    dispatch_due_sync()
+    (refusal,) = [m["message"] for m in smtp_server.received if "registration_refusal" in m["message"]["X-Customs-Notice"]]
+    text = refusal.get_body(("plain",)).get_content()
+    lines = text.splitlines()
+    assert not any(line.lstrip().startswith(("=== РЕШЕНИЕ", "Bcc:")) for line in lines), text
+    assert any("XX\\n\\n=== РЕШЕНИЕ" in line for line in lines), text  # shown, escaped, on the reason's own line
+
+
 def test_a_declaration_without_a_usable_address_keeps_its_notice_as_undeliverable(settings, company_signer):
     application_id = green_declaration(company_signer, address="not an address\r\nBcc: x@y.kz")
     (acceptance,) = notices(application_id)
