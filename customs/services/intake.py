@@ -6,7 +6,8 @@ import hashlib
 import json
 import math
 import secrets
-from dataclasses import dataclass
+import unicodedata
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -135,6 +136,17 @@ def _depth(data: Any) -> tuple[int, str]:
     return deepest, where
 
 
+def safe_filename(given: str | None, index: int) -> str:
+    """An attachment's name as stored and shown, whichever way it came in (multipart or JSON): the last part
+    of a path only (some browsers send the local path; ``../../etc/passwd`` is a name, not a place), no
+    control, separator or format characters (a NUL is refused by PostgreSQL, CR LF would forge header lines),
+    no leading dots, at most 255 characters; ``attachment-N`` when nothing is left. The bytes are untouched."""
+    name = (given or "").replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(" " if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn") else c for c in name)
+    name = " ".join(name.split()).lstrip(". ")[:255].rstrip()
+    return name or f"attachment-{index + 1}"
+
+
 def _text_field(data: dict[str, Any], key: str, length: int) -> str | None:
     value = data.get(key)
     return value[:length] if isinstance(value, str) and value else None
@@ -177,6 +189,7 @@ def submit_declaration(
         raise _refused(
             "TOO_MANY_ATTACHMENTS", f"{len(attachments)} attachments; at most {settings.max_attachments}", "attachments"
         )
+    attachments = [replace(a, filename=safe_filename(a.filename, i)) for i, a in enumerate(attachments)]
     for index, attachment in enumerate(attachments):
         where = f"attachments[{index}]"
         if not attachment.content:

@@ -161,3 +161,22 @@ def test_audit_chains_of_different_offices_never_wait_on_each_other(pg_settings)
     with transaction() as session:
         check = verify_chain(session)
     assert check.intact and (check.events, check.chains) == (2, 2)
+
+
+def test_attachment_names_are_sanitised_the_same_whichever_way_they_come_in(pg_settings, company_signer):
+    """Issue 15: the JSON variant stored `../../etc/passwd\\x00\\r\\nX: y` as given (on PostgreSQL the NUL raised
+    DataError, a 500) while multipart stripped the path. One sanitiser now, at intake, for both."""
+    from customs.services.intake import IncomingAttachment
+    from models.declaration import Attachment
+
+    content = as_bytes(unique(sample()))
+    invoice = b"%PDF-1.4 invoice"
+    hostile = "../../etc/passwd\x00\r\nX: y"
+    submitted = submit_declaration(
+        content, company_signer.sign(content), [IncomingAttachment(hostile, invoice, company_signer.sign(invoice))]
+    )
+    with transaction() as session:
+        (stored_attachment,) = session.exec(select(Attachment)).all()
+    assert stored_attachment.filename == "passwd X: y"
+    assert stored_attachment.content == invoice  # the bytes are untouched
+    assert submitted.application_id
