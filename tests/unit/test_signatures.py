@@ -355,3 +355,42 @@ def test_private_keys_are_not_world_readable(ca):
     issued = ca.issue(name="x", bin=DECLARANT_BIN)
     assert issued.key_path.stat().st_mode & 0o077 == 0
     serialization.load_pem_private_key(issued.key_path.read_bytes(), None)
+
+
+def test_a_signature_carrying_a_mesh_of_cross_certified_cas_is_refused_without_searching_it(ca, tmp_path):
+    """Issue 15: a CMS carrying 20 cross-certified CA certificates (5 CAs, each certified by each other) kept path
+    building busy for over 25 minutes (pytest-timeout fails this test long before that, had it come back). Only
+    the signer's own chain of issuers is taken from a CMS now: the mesh leads to no trusted root, and says so."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = utcnow()
+    keys = [ec.generate_private_key(ec.SECP256R1()) for _ in range(5)]
+    names = [x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"Mesh CA {i}")]) for i in range(5)]
+
+    def cross(subject: int, issuer: int) -> x509.Certificate:
+        return (
+            x509.CertificateBuilder()
+            .subject_name(names[subject])
+            .issuer_name(names[issuer])
+            .public_key(keys[subject].public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(days=1))
+            .not_valid_after(now + timedelta(days=30))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(keys[subject].public_key()), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(keys[issuer].public_key()), critical=False)
+            .sign(keys[issuer], hashes.SHA256())
+        )
+
+    mesh = [cross(i, j) for i in range(5) for j in range(5) if i != j]
+    assert len(mesh) == 20
+    bundle = tmp_path / "mesh.pem"
+    bundle.write_bytes(b"".join(c.public_bytes(serialization.Encoding.PEM) for c in mesh))
+    issued = ca.issue(name="ТОО «Алатау Импорт»", bin=DECLARANT_BIN, issuer_cert=mesh[0], issuer_key=keys[0], label="mesh")
+    signer = CmsSigner(issued.cert_path, issued.key_path, (bundle,))
+    codes, verdict = check(ca, DATA, signer.sign(DATA))
+    assert codes == ["CERT_UNTRUSTED"]
+    assert "Mesh CA 0" in verdict.reasons[0].message
