@@ -256,9 +256,12 @@ def test_the_clearance_worker_runs_several_clearances_at_once_in_its_own_process
     assert len(runs) == 4 and all(r.state.is_completed() for r in runs)
     assert {r.infrastructure_pid.split(":")[1] for r in runs} == {str(os.getpid())}  # executed in this very process
     assert history == ["Scheduled", "Pending", "Running", "Completed"]  # claimed (Pending) through orchestration
-    starts = sorted(r.start_time for r in runs)
-    ends = sorted(r.end_time for r in runs)
-    assert starts[-1] < ends[0]  # all four were running at the same moment
+    # Executed at once, not one after another: at some moment several of them were running. (All four at one
+    # moment is not guaranteed: a clearance takes a few hundred ms, and the fourth claim can come after the
+    # first run has ended; a worker that ran them one by one would never show two at once.)
+    edges = sorted([(r.start_time, 1) for r in runs] + [(r.end_time, -1) for r in runs])
+    running = [sum(step for _, step in edges[: i + 1]) for i in range(len(edges))]
+    assert max(running) >= 2, [(r.start_time, r.end_time) for r in runs]
 
 
 def test_a_served_run_suspends_for_the_official_and_resumes_with_the_decision(served, company_signer):
