@@ -33,6 +33,24 @@ def stuck_finding(row: dict[str, Any], now: datetime, stuck_after: timedelta) ->
     return Finding(row["application_id"], row["registration_number"], str(row["status"]), "stuck", f"{what} {minutes} min ago")
 
 
+MAX_RESTARTS_WITHOUT_PROGRESS = 2
+
+
+def restart_held(restarts_since: list[dict[str, Any]], row: dict[str, Any]) -> bool:
+    """True when batch-recheck already restarted this declaration MAX_RESTARTS_WITHOUT_PROGRESS times at the
+    status it still rests in, with nothing changed since (the same ``updated_at``): each run failed the same
+    way. Restarting it every 15 minutes would only repeat the failure and its support report (issue 15: a
+    signature that kept path building busy was restarted, and reported, again and again), so it waits for a
+    person (``customs rerun``, after which the count starts again). ``restarts_since``: the details of the
+    restarts recorded since the last re-run by a person."""
+    same = [
+        r
+        for r in restarts_since
+        if r.get("status") == str(row["status"]) and r.get("updated_at") == row["updated_at"].isoformat()
+    ]
+    return len(same) >= MAX_RESTARTS_WITHOUT_PROGRESS
+
+
 def revocation_findings(row: dict[str, Any], crls: dict[str, x509.CertificateRevocationList]) -> list[Finding]:
     """Signers of a not-yet-released declaration that the current CRLs list as revoked."""
     findings = []

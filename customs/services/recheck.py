@@ -21,7 +21,15 @@ from customs.core.db import transaction
 from customs.core.reference import load_reference
 from customs.core.settings import Settings, get_settings
 from customs.pki.trust import TrustMaterial
-from customs.rules.recheck import NOT_RELEASED, PASSING, Finding, revocation_findings, stuck_finding
+from customs.rules.recheck import (
+    MAX_RESTARTS_WITHOUT_PROGRESS,
+    NOT_RELEASED,
+    PASSING,
+    Finding,
+    restart_held,
+    revocation_findings,
+    stuck_finding,
+)
 from customs.services.deadlines import check_release_deadlines
 from models.audit import AuditEvent, append_event
 from models.declaration import Declaration, Status
@@ -59,6 +67,41 @@ def _rows(settings: Settings, statuses, batch_size: int) -> Iterator[list[dict[s
             )
             for r in rows
         ]
+
+
+def _restarts_since_rerun(settings: Settings, application_id: str) -> list[dict[str, Any]]:
+    """The details of batch-recheck's restarts of this declaration since a person last re-ran it."""
+    with transaction(settings) as session:
+        events = session.exec(
+            select(AuditEvent.event, AuditEvent.details)
+            .where(
+                AuditEvent.application_id == application_id,
+                AuditEvent.event.in_(("recheck_restart", "clearance_rerun")),
+            )
+            .order_by(AuditEvent.seq)
+        ).all()
+    restarts: list[dict[str, Any]] = []
+    for event, details in events:
+        if event == "clearance_rerun":
+            restarts = []
+        else:
+            restarts.append(details or {})
+    return restarts
+
+
+def _record_restart(settings: Settings, row: dict[str, Any], now: datetime) -> None:
+    with transaction(settings) as session:
+        append_event(
+            session,
+            application_id=row["application_id"],
+            office=session.exec(
+                select(Declaration.customs_office).where(Declaration.application_id == row["application_id"])
+            ).first(),
+            event="recheck_restart",
+            actor="batch-recheck",
+            at=now,
+            details={"status": str(row["status"]), "updated_at": row["updated_at"].isoformat()},
+        )
 
 
 def _audit_once(settings: Settings, finding: Finding, now: datetime) -> bool:
@@ -111,10 +154,19 @@ def batch_recheck_run(
             if stuck is not None:
                 if restart is None:
                     stuck.action = "reported"
+                elif restart_held(_restarts_since_rerun(settings, row["application_id"]), row):
+                    why = (
+                        f"restarted {MAX_RESTARTS_WITHOUT_PROGRESS} times at {row['status']} with nothing changed since "
+                        f"{row['updated_at'].isoformat()}: not restarted again until a person re-runs it (customs rerun)"
+                    )
+                    stuck.detail += f"; {why}"
+                    held = Finding(row["application_id"], row["registration_number"], str(row["status"]), "restart_held", why)
+                    stuck.action = "held" if _audit_once(settings, held, now) else "already_held"
                 else:
                     try:
                         restart(row["application_id"])
                         stuck.action = "restarted"
+                        _record_restart(settings, row, now)
                     except Exception as exc:  # Prefect down: the next recheck tries again
                         stuck.action = "restart_failed"
                         stuck.detail += f"; restart failed: {type(exc).__name__}: {exc}"

@@ -163,3 +163,50 @@ def test_deadline_watch_publishes_the_operations_summary(settings, company_signe
             artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["operations-summary"])), limit=1
         )
     assert "Awaiting an official: 1" in artifact.data and status_of(waiting).registration_number in artifact.data
+
+
+def test_a_declaration_restarted_twice_without_progress_waits_for_a_person(own_pki):
+    """Issue 15: a declaration whose run fails the same way every time (a signature that keeps path building
+    busy past the step's time-out) was restarted by every batch-recheck, a support report each time. After two
+    restarts with nothing changed it is held, reported once, until a person re-runs it."""
+    from customs.services.rerun import record_rerun_event
+
+    pki, settings = own_pki
+    application_id = submit_signed(signer_of(pki, "s"), unique(sample())).application_id
+    restarted: list[str] = []
+
+    def run_that_fails_at_once(app_id: str) -> None:
+        restarted.append(app_id)  # a run starts and fails before any step commits: nothing about it changes
+
+    def recheck(minutes: int) -> list[tuple[str, str]]:
+        result = batch_recheck_run(restart=run_that_fails_at_once, now=utcnow() + timedelta(minutes=minutes))
+        return [(f["finding"], f["action"]) for f in result["findings"]]
+
+    assert recheck(11) == [("stuck", "restarted")]
+    assert recheck(26) == [("stuck", "restarted")]
+    assert recheck(41) == [("stuck", "held")]
+    assert recheck(56) == [("stuck", "already_held")]
+    assert restarted == [application_id, application_id]
+    with transaction() as session:
+        held = session.exec(select(AuditEvent).where(AuditEvent.event == "recheck_finding")).all()
+    assert [(e.application_id, e.details["finding"]) for e in held] == [(application_id, "restart_held")]
+    assert "customs rerun" in held[0].details["detail"]
+    # A person re-runs it: batch-recheck may restart it again (twice), then holds it again.
+    record_rerun_event(application_id, "KZ-OF-0001", "flow-run", 1)
+    assert recheck(71) == [("stuck", "restarted")]
+    assert restarted == [application_id] * 3
+
+
+def test_a_declaration_that_moves_on_between_restarts_keeps_being_restarted(own_pki):
+    pki, settings = own_pki
+    application_id = submit_signed(signer_of(pki, "s"), unique(sample())).application_id
+    steps = iter([check_signatures, register_declaration])
+    restarted: list[str] = []
+
+    def run_that_gets_one_step_further(app_id: str) -> None:
+        restarted.append(app_id)
+        next(steps)(app_id)
+
+    for minutes in (11, 26, 41):
+        batch_recheck_run(restart=run_that_gets_one_step_further, now=utcnow() + timedelta(minutes=minutes))
+    assert restarted == [application_id] * 3  # each time it stopped somewhere else: never held
