@@ -15,7 +15,7 @@ from fastapi import FastAPI
 
 from customs.api.errors import install_error_handlers
 from customs.api.hooks import no_hook
-from customs.api.limits import BodySizeLimit
+from customs.api.limits import RequestGate
 from customs.api.routers import declarations, officials, service
 from customs.api.schemas import SUBMISSION_FORM_SCHEMA, SubmissionIn
 
@@ -37,7 +37,7 @@ def create_app(
     app.state.start_clearance = start_clearance or no_hook
     app.state.decision_given = decision_given or no_hook
     app.state.print_requested = no_hook  # (request_id, alert_at, due_at): `customs serve` schedules the deadline timers
-    app.add_middleware(BodySizeLimit)
+    app.add_middleware(RequestGate)
     install_error_handlers(app)
     for router in (service.router, declarations.router, officials.router):
         app.include_router(router)

@@ -32,11 +32,11 @@ def _bearer_token(headers) -> str | None:
     for name, value in headers:
         if name == b"authorization":
             scheme, _, token = value.decode("latin-1").partition(" ")
-            return token.strip() or None if scheme.lower() == "bearer" else None
+            return (token.strip() or None) if scheme.lower() == "bearer" else None
     return None
 
 
-class BodySizeLimit:
+class RequestGate:
     """Authentication first (see the module), then 413 when Content-Length says the body is too large for
     the route; otherwise counts the body as it streams in.
 
