@@ -8,6 +8,8 @@ from pydantic import BaseModel, ConfigDict, field_validator
 
 MAX_MESSAGE = 600
 MAX_PATH = 200
+# Unicode categories that start, end or reorder a line, or are not characters at all
+UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"})
 _ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
@@ -21,7 +23,7 @@ def one_line(text: str, limit: int) -> str:
     for char in text:
         if char in _ESCAPES:
             out.append(_ESCAPES[char])
-        elif unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"):
+        elif unicodedata.category(char) in UNSAFE_CATEGORIES:
             out.append(f"\\u{ord(char):04x}")
         else:
             out.append(char)

@@ -18,7 +18,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from customs.api.errors import ApiError
+from customs.api.errors import BAD_TOKEN, NO_TOKEN, ApiError
 from customs.core.db import find_declaration, transaction
 from customs.core.reference import load_reference
 from customs.core.settings import Settings
@@ -42,7 +42,7 @@ def current_client(request: Request, credentials: Annotated[HTTPAuthorizationCre
         raise ApiError(
             401,
             "UNAUTHENTICATED",
-            "send the client's token as 'Authorization: Bearer <token>'",
+            NO_TOKEN,
             "Authorization",
             {"WWW-Authenticate": "Bearer"},
         )
@@ -51,7 +51,7 @@ def current_client(request: Request, credentials: Annotated[HTTPAuthorizationCre
         raise ApiError(
             401,
             "UNAUTHENTICATED",
-            "the bearer token is unknown or was revoked",
+            BAD_TOKEN,
             "Authorization",
             {"WWW-Authenticate": 'Bearer error="invalid_token"'},
         )

@@ -40,6 +40,10 @@ class ApiError(Exception):
         self.headers = headers
 
 
+NO_TOKEN = "send the client's token as 'Authorization: Bearer <token>'"
+BAD_TOKEN = "the bearer token is unknown or was revoked"
+
+
 class RequestTooLarge(StarletteHTTPException):
     """Raised while the body streams in, once it passes ``api_max_request_bytes``.
 

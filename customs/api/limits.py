@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 import anyio.to_thread
 
-from customs.api.errors import RequestTooLarge
+from customs.api.errors import BAD_TOKEN, NO_TOKEN, RequestTooLarge
 from customs.core.settings import get_settings
 from customs.services.clients import authenticate
 
@@ -59,7 +59,7 @@ class RequestGate:
                     send,
                     401,
                     "UNAUTHENTICATED",
-                    "send the client's token as 'Authorization: Bearer <token>'",
+                    NO_TOKEN,
                     "Authorization",
                     (b"www-authenticate", b"Bearer"),
                 )
@@ -70,7 +70,7 @@ class RequestGate:
                     send,
                     401,
                     "UNAUTHENTICATED",
-                    "the bearer token is unknown or was revoked",
+                    BAD_TOKEN,
                     "Authorization",
                     (b"www-authenticate", b'Bearer error="invalid_token"'),
                 )

@@ -41,8 +41,8 @@ async def parts_from_form(request: Request, settings) -> list[Part]:
     try:
         for name, value in form.multi_items():
             if isinstance(value, FormFile):
-                filename = (value.filename or "").replace("\\", "/").rsplit("/", 1)[-1]  # some browsers send the local path
-                parts.append(Part(name, filename, await value.read()))
+                # as sent: intake's safe_filename makes the stored name, for this way in and JSON's alike
+                parts.append(Part(name, value.filename or "", await value.read()))
             else:
                 parts.append(Part(name, None, value.encode("utf-8")))
     finally:

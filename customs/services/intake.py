@@ -21,6 +21,7 @@ from customs.core.settings import Settings, get_settings
 from customs.rules import Refused
 from models.declaration import Attachment, Declaration, Status
 from models.document import written_declarant
+from models.reasons import UNSAFE_CATEGORIES
 
 CHANNELS = ("electronic", "portal", "paper")
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32: no I, L, O, U
@@ -142,7 +143,7 @@ def safe_filename(given: str | None, index: int) -> str:
     control, separator or format characters (a NUL is refused by PostgreSQL, CR LF would forge header lines),
     no leading dots, at most 255 characters; ``attachment-N`` when nothing is left. The bytes are untouched."""
     name = (given or "").replace("\\", "/").rsplit("/", 1)[-1]
-    name = "".join(" " if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn") else c for c in name)
+    name = "".join(" " if unicodedata.category(c) in UNSAFE_CATEGORIES else c for c in name)
     name = " ".join(name.split()).lstrip(". ")[:255].rstrip()
     return name or f"attachment-{index + 1}"
 
