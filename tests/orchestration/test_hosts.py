@@ -253,18 +253,23 @@ def _kill_test(cluster: Cluster, company_signer) -> None:
             deployment_id = project.deployments["clearance"][0]
             with get_client(sync_client=True) as client:
 
-                def submit(count: int) -> None:
-                    for _ in range(count):
-                        application_id = submit_signed(company_signer, unique(sample())).application_id
+                def submit(count: int) -> list[str]:
+                    return [submit_signed(company_signer, unique(sample())).application_id for _ in range(count)]
+
+                def start(application_ids: list[str]) -> None:
+                    for application_id in application_ids:
                         start_clearance(application_id, deployment_id=deployment_id, client=client)
                         ids.append(application_id)
 
-                submit(12)
+                start(submit(12))
                 wait_until(lambda: sum(declaration_status(a)["status"] == "released" for a in ids) >= 4, "the first releases", 90)
-                submit(12)
+                second = submit(12)  # in the database now; their runs are created after the stall
                 # Host 1's network stalls (its database connections hang, its runs stop half-way), then the host dies.
-                # (This test writes nothing more itself: host 1 may be holding an office's chain head.)
+                # The second twelve runs are created after the stall (through the Prefect API only: this test writes
+                # nothing more to the database, where host 1 may be holding an office's chain head), so that host 1,
+                # still polling Prefect, claims some of them and hangs on them, however fast the first twelve went.
                 cluster.proxies[0].stall()
+                start(second)
                 victim = cluster.workers[0]
 
                 def in_flight_on_victim() -> list[dict]:
