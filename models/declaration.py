@@ -61,14 +61,19 @@ def check_transition(application_id: str, from_status: Status | None, to_status:
 
 class Declaration(SQLModel, table=True):
     __tablename__ = "declaration"
+    __table_args__ = (UniqueConstraint("content_sha256", "attempt", name="uq_declaration_content_attempt"),)
 
     id: int | None = Field(default=None, primary_key=True)
     application_id: str = Field(unique=True, max_length=40)
     channel: str = Field(max_length=20)
     submitted_at: datetime = Field(sa_type=UTCDateTime, index=True)
     content: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
-    content_sha256: str = Field(unique=True, max_length=64)
+    content_sha256: str = Field(index=True, max_length=64)
     signature: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
+    # The same bytes come again as a new application only after a refusal for their signatures
+    # (customs.rules.resubmission): attempt 2, 3... each naming the application it follows.
+    attempt: int = Field(default=1, sa_column_kwargs={"server_default": "1"})
+    resubmission_of: str | None = Field(default=None, max_length=40, index=True)
 
     # What intake could read from the document before validation (for lookup, tags and routing).
     schema_id: str | None = Field(default=None, max_length=80)

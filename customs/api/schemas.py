@@ -119,6 +119,10 @@ class DeclarationStatusOut(BaseModel):
     submitted_at: datetime
     submitted_at_kz: str
     sha256: str
+    resubmission_of: str | None = Field(
+        None, description="The application refused for its signatures whose declaration bytes this one submits again."
+    )
+    resubmitted_as: str | None = Field(None, description="The application that submitted these bytes again, corrected.")
     registration_number: str | None
     registered_at: datetime | None
     lane: str | None

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.operations import Operations
-from sqlalchemy import event, or_, text
+from sqlalchemy import event, inspect, or_, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlmodel import Session, SQLModel, create_engine, select
@@ -21,6 +21,7 @@ from sqlmodel import Session, SQLModel, create_engine, select
 import models.api_client
 import models.outbox
 import models.printing  # noqa: F401
+from customs.core.migrations import apply_migrations, record_all_applied
 from customs.core.settings import Settings, get_settings
 from models.audit import AUDIT_DDL, AuditHead
 from models.declaration import Declaration
@@ -98,12 +99,18 @@ class SchemaMismatch(RuntimeError):
 def upgrade_schema(engine: Engine) -> list[str]:
     """Bring an existing database up to the models: new tables, and new nullable columns on existing ones.
 
-    Alembic compares the live schema with the models; additive differences are applied with Alembic's
-    operations, anything else (a dropped or retyped column, a new NOT NULL column) stops start-up with
-    a message naming it, because it needs a written migration and a decision about existing rows.
+    First the written migrations this database has not had (customs.core.migrations). Then Alembic compares
+    the live schema with the models; additive differences are applied with Alembic's operations, anything
+    else (a dropped or retyped column, a new NOT NULL column) stops start-up with a message naming it,
+    because it needs a written migration and a decision about existing rows.
     """
+    fresh = not inspect(engine).has_table(Declaration.__tablename__)
     SQLModel.metadata.create_all(engine)  # new tables (and everything on a fresh database)
-    applied: list[str] = []
+    if fresh:
+        record_all_applied(engine)
+        applied: list[str] = []
+    else:
+        applied = apply_migrations(engine)
     with engine.begin() as connection:
         context = MigrationContext.configure(connection, opts={"compare_type": False})
         operations = Operations(context)

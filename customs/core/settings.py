@@ -38,6 +38,12 @@ class Settings(BaseSettings):
     max_declaration_bytes: int = Field(5 * 1024 * 1024, gt=0)
     max_attachment_bytes: int = Field(20 * 1024 * 1024, gt=0)
     max_attachments: int = Field(50, gt=0)
+    max_applications_per_declaration: int = Field(
+        5,
+        gt=0,
+        description="Applications made of the same declaration bytes: the first, and new ones after each refusal "
+        "for signatures alone (customs.rules.resubmission).",
+    )
 
     registration_deadline: timedelta = Field(
         timedelta(hours=2), description="EAEU: registration or refusal within 2 hours of submission."

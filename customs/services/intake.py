@@ -19,6 +19,7 @@ from customs.core.db import transaction
 from customs.core.reference import load_reference
 from customs.core.settings import Settings, get_settings
 from customs.rules import Refused
+from customs.rules.resubmission import EarlierApplication, is_new_application
 from models.declaration import Attachment, Declaration, Status
 from models.document import written_declarant
 from models.reasons import UNSAFE_CATEGORIES
@@ -165,7 +166,8 @@ def submit_declaration(
 ) -> Submission:
     """Accept a declaration: fix the submission time, store the exact bytes with their SHA-256, audit it.
 
-    Identical bytes submitted again return the existing application, never a second one. A paper
+    Identical bytes submitted again return the existing application, never a second one, unless it was refused
+    for its signatures alone and the signatures are new (customs.rules.resubmission). A paper
     declaration is entered by an official of the office it is addressed to (``official_id``), carries
     no electronic signature, and names that official as the actor in the audit chain.
     """
@@ -206,11 +208,17 @@ def submit_declaration(
 
     now = now or utcnow()
     declarant_id = written_declarant(data).identifier
+    signatures = (signature or None, *(a.signature or None for a in attachments))
     try:
         with transaction() as session:
-            existing = session.exec(select(Declaration).where(Declaration.content_sha256 == digest)).first()
+            attempt, resubmission_of = 1, None
+            existing = _latest_with(session, digest)
             if existing is not None:
-                return Submission(existing.application_id, existing.submitted_at, str(existing.status), created=False)
+                if not is_new_application(
+                    _earlier(session, existing), signatures, limit=settings.max_applications_per_declaration
+                ):
+                    return Submission(existing.application_id, existing.submitted_at, str(existing.status), created=False)
+                attempt, resubmission_of = existing.attempt + 1, existing.application_id
             declaration = Declaration(
                 application_id=new_application_id(now),
                 channel=channel,
@@ -218,6 +226,8 @@ def submit_declaration(
                 updated_at=now,
                 content=content,
                 content_sha256=digest,
+                attempt=attempt,
+                resubmission_of=resubmission_of,
                 signature=signature or None,
                 schema_id=_text_field(data, "schema", 80),
                 customs_office=_text_field(data, "customs_office", 20),
@@ -240,10 +250,17 @@ def submit_declaration(
             declaration.record_submission(
                 session,
                 actor=actor,
-                details={"channel": channel, "sha256": digest, "bytes": len(content), "attachments": len(attachments)},
+                details={
+                    "channel": channel,
+                    "sha256": digest,
+                    "bytes": len(content),
+                    "attachments": len(attachments),
+                    **({"resubmission_of": resubmission_of, "attempt": attempt} if resubmission_of else {}),
+                },
             )
-    except IntegrityError:
-        existing = find_by_sha256(digest)  # the same bytes raced in from elsewhere
+    except IntegrityError as exc:
+        # the same bytes (or the same resubmission) raced in from elsewhere; any other conflict is an error
+        existing = find_by_sha256(digest) if _same_bytes_conflict(exc) else None
         if existing is None:
             raise
         return Submission(existing.application_id, existing.submitted_at, str(existing.status), created=False)
@@ -273,6 +290,33 @@ def _paper_entry_official(official_id: str | None, data: dict[str, Any], setting
     return official.id
 
 
+def _same_bytes_conflict(exc: IntegrityError) -> bool:
+    """The unique (content_sha256, attempt) refused the row: on PostgreSQL by its name, on SQLite by its columns."""
+    constraint = getattr(getattr(exc.orig, "diag", None), "constraint_name", None)
+    return constraint == "uq_declaration_content_attempt" or "declaration.content_sha256, declaration.attempt" in str(exc.orig)
+
+
+def _latest_with(session, digest: str) -> Declaration | None:
+    query = select(Declaration).where(Declaration.content_sha256 == digest).order_by(Declaration.attempt.desc())
+    return session.exec(query).first()
+
+
+def _earlier(session, declaration: Declaration) -> EarlierApplication:
+    attachments = session.exec(
+        select(Attachment.signature).where(Attachment.declaration_id == declaration.id).order_by(Attachment.position)
+    ).all()
+    return EarlierApplication(
+        application_id=declaration.application_id,
+        status=str(declaration.status),
+        attempt=declaration.attempt,
+        signature_valid=declaration.signature_valid,
+        reasons=declaration.reasons,
+        signature_reasons=declaration.signature_reasons,
+        signatures=(declaration.signature, *attachments),
+    )
+
+
 def find_by_sha256(digest: str) -> Declaration | None:
+    """The latest application made of these bytes."""
     with transaction() as session:
-        return session.exec(select(Declaration).where(Declaration.content_sha256 == digest)).first()
+        return _latest_with(session, digest)

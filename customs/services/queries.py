@@ -34,6 +34,10 @@ def declaration_status(key: str) -> dict[str, Any]:
             "submitted_at": declaration.submitted_at.isoformat(),
             "submitted_at_kz": kz_display(declaration.submitted_at),
             "sha256": declaration.content_sha256,
+            "resubmission_of": declaration.resubmission_of,
+            "resubmitted_as": session.exec(
+                select(Declaration.application_id).where(Declaration.resubmission_of == declaration.application_id)
+            ).first(),
             "registration_number": declaration.registration_number,
             "registered_at": declaration.registered_at.isoformat() if declaration.registered_at else None,
             "lane": declaration.lane,

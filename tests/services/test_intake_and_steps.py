@@ -13,13 +13,14 @@ from typer.testing import CliRunner
 
 from customs.cli import app
 from customs.core.db import get_engine, transaction
+from customs.core.settings import configure
 from customs.rules import Refused
 from customs.services.intake import IncomingAttachment, submit_declaration
 from customs.services.queries import declaration_status
 from customs.services.steps import assign_lane, check_signatures, register_declaration, release_or_hold
 from models.audit import AuditEvent, verify_chain
 from models.declaration import Declaration, IllegalTransition, Status
-from tests.helpers import as_bytes, run_steps, sample, submit_signed, unique
+from tests.helpers import as_bytes, events, run_steps, sample, stored, submit_signed, unique
 
 
 def counts() -> tuple[int, int]:
@@ -55,6 +56,58 @@ def test_identical_bytes_return_the_existing_application(settings, company_signe
     again = submit_declaration(content, company_signer.sign(content))
     assert again.application_id == first.application_id and not again.created
     assert counts() == (1, 1)
+
+
+def stranger_signer(pki, label: str = "stranger"):
+    from customs.pki.testing import CmsSigner
+
+    other = pki.issue(name="ТОО «Другая»", bin="120303400058", label=label)
+    return CmsSigner(other.cert_path, other.key_path, (pki.issuing_cert_path,))
+
+
+def test_a_corrected_signature_makes_a_new_application(settings, company_signer, pki):
+    """Refused for its signature alone (signed by someone who may not act for the declarant): the same bytes
+    with the declarant's own signature are a new application naming the refused one, and are released."""
+    content = as_bytes(unique(sample()))
+    wrong = stranger_signer(pki).sign(content)
+    first = submit_declaration(content, wrong)
+    assert [r["code"] for r in run_steps(first.application_id).reasons] == ["SIGNER_NOT_DECLARANT"]
+    assert submit_declaration(content, wrong).application_id == first.application_id  # the same signature: refused again
+
+    second = submit_declaration(content, company_signer.sign(content))
+    assert second.created and second.application_id != first.application_id
+    assert (stored(second.application_id).attempt, stored(second.application_id).resubmission_of) == (2, first.application_id)
+    submitted = events(second.application_id)[0]
+    assert (submitted.details["resubmission_of"], submitted.details["attempt"]) == (first.application_id, 2)
+    assert run_steps(second.application_id).status == "released"
+    # the refused application is kept as it was
+    assert (stored(first.application_id).status, stored(first.application_id).signature) == (Status.REGISTRATION_REFUSED, wrong)
+    # released: the same bytes again are that application, whatever the signature
+    again = submit_declaration(content, company_signer.sign(content))
+    assert (again.application_id, again.created) == (second.application_id, False)
+    assert counts()[0] == 2
+
+
+def test_a_refusal_for_the_document_needs_new_bytes(settings, company_signer, pki):
+    """Refused for the signature and for the document: a new signature alone changes nothing."""
+    document = unique(sample())
+    document["totals"]["customs_value"] = "1.00"
+    content = as_bytes(document)
+    first = submit_declaration(content, stranger_signer(pki).sign(content))
+    assert {r["code"] for r in run_steps(first.application_id).reasons} == {"SIGNER_NOT_DECLARANT", "TOTALS_MISMATCH"}
+    again = submit_declaration(content, company_signer.sign(content))
+    assert (again.application_id, again.created, again.status) == (first.application_id, False, "registration_refused")
+
+
+def test_applications_of_the_same_bytes_are_bounded(settings, pki):
+    configure(settings.model_copy(update={"max_applications_per_declaration": 2}))
+    content = as_bytes(unique(sample()))
+    for n in range(2):  # each a signature of its own (a signer's signature of the same bytes is the same bytes)
+        run_steps(submit_declaration(content, stranger_signer(pki, f"stranger-{n}").sign(content)).application_id)
+    with pytest.raises(Refused) as refused:
+        submit_declaration(content, stranger_signer(pki, "stranger-2").sign(content))
+    assert (refused.value.code, refused.value.kind) == ("RESUBMISSIONS_EXHAUSTED", "conflict")
+    assert "2 times" in refused.value.message and counts()[0] == 2
 
 
 @pytest.mark.parametrize(

@@ -84,6 +84,24 @@ def test_identical_bytes_submitted_concurrently_make_one_application(pg_settings
     assert sum(s.created for s in submissions) == 1
 
 
+def test_a_corrected_signature_submitted_concurrently_makes_one_new_application(pg_settings, company_signer, pki):
+    """Refused for its signer; six corrected submissions at once race for attempt 2: one wins, all get it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from customs.pki.testing import CmsSigner
+    from tests.helpers import run_steps
+
+    content = as_bytes(unique(sample()))
+    other = pki.issue(name="ТОО «Другая»", bin="120303400058", label="pg-stranger")
+    first = submit_declaration(content, CmsSigner(other.cert_path, other.key_path, (pki.issuing_cert_path,)).sign(content))
+    assert run_steps(first.application_id).status == "registration_refused"
+    signature = company_signer.sign(content)
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        submissions = list(pool.map(lambda _: submit_declaration(content, signature), range(6)))
+    assert len({s.application_id for s in submissions}) == 1 and sum(s.created for s in submissions) == 1
+    assert submissions[0].application_id != first.application_id
+
+
 def test_audit_events_are_append_only_on_postgres(pg_settings, company_signer):
     from sqlalchemy import text
     from sqlalchemy.exc import DBAPIError
