@@ -1,7 +1,8 @@
 """print-deadlines: the 30-minute deadline of paper copies, watched every minute.
 
 Each pass reads the stored request times: at 20 minutes without a print the office's supervisors are
-alerted, at 30 minutes the breach is recorded in the audit chain and reported to them. Nothing is
+alerted, at 30 minutes the breach is recorded in the audit chain and reported to them. It also renders any
+copy still missing a minute after its request (the paper-copy run that should have done it never came). Nothing is
 held between passes, so a watcher that stops and starts again (or two at once) alerts and records
 each request once. Every pass publishes today's SLA per office as a table artifact.
 """
@@ -16,7 +17,7 @@ from prefect.artifacts import create_table_artifact
 from customs.core.clock import kz_date, utcnow
 from customs.services.printing import sla_report
 from tasks.notices import deliver_notices
-from tasks.printing import print_deadline_check
+from tasks.printing import find_copies_to_render, print_deadline_check, render_paper_copy
 
 
 @flow(name="print-deadlines", persist_result=False)
@@ -29,6 +30,11 @@ def print_deadlines(now: datetime | None = None) -> dict:
             "print requests: %d alerted at 20 min, %d breached at 30 min", len(report["alerted"]), len(report["breached"])
         )
         deliver_notices(return_state=True)
+    # the safety net of paper-copy runs: copies still not rendered a minute after their request
+    for request_id in find_copies_to_render(moment, older_than_seconds=60):
+        state = render_paper_copy(request_id, return_state=True)
+        if state.is_failed():
+            get_run_logger().error("the copy of print request %s could not be rendered: %s", request_id, state.message)
     today = kz_date(moment)
     sla = sla_report(date_from=today, date_to=today, now=moment)
     create_table_artifact(

@@ -1,6 +1,6 @@
 """Print requests: a paper copy of an electronic declaration, due 30 minutes after the request.
 
-Every time is stored (requested, alert, due, printed), so the deadline machinery holds nothing in
+Every time is stored (requested, rendered, alert, due, printed), so the deadline machinery holds nothing in
 memory: whatever watches the deadlines can stop and start again and will find the same state.
 """
 
@@ -35,9 +35,18 @@ class PrintRequest(SQLModel, table=True):
     due_at: datetime = Field(sa_type=UTCDateTime)
     status: PrintStatus = Field(default=PrintStatus.PENDING, max_length=10)
 
-    pdf: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
-    pdf_sha256: str = Field(max_length=64)
+    # The copy, rendered in the background after the request is recorded (customs.services.printing):
+    # NULL until then. The 30 minutes run from requested_at either way.
+    pdf: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
+    pdf_sha256: str | None = Field(default=None, max_length=64)
     declaration_sha256: str = Field(max_length=64)
+    rendered_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    render_seconds: float | None = None
+    render_claimed_until: datetime | None = Field(
+        default=None, sa_type=UTCDateTime, description="Whoever renders the copy holds it until then (one renderer at a time)."
+    )
+    render_failures: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    render_error: str | None = Field(default=None, max_length=300)
 
     alerted_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     breached_at: datetime | None = Field(default=None, sa_type=UTCDateTime)

@@ -16,7 +16,7 @@ from customs.core.settings import get_settings
 from customs.orchestration.timers import schedule_print_timers_if_served
 from customs.rules import Refused
 from customs.services.outbox import dispatch_due_sync
-from customs.services.printing import copy_of, mark_printed, print_queue, request_print, sla_report
+from customs.services.printing import copy_of, mark_printed, print_queue, render_print_copy, request_print, sla_report
 
 commands = typer.Typer()  # registered with the root app by customs.cli.root.COMMANDS
 
@@ -29,7 +29,7 @@ def print_request_command(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Record the applicant's request for a paper copy: the copy is rendered and queued at the office, due in 30 minutes."""
+    """Record the applicant's request for a paper copy, queued at the office, due in 30 minutes; then its copy is rendered."""
     prepare_database()
     try:
         result = request_print(key, requested_by=requested_by)
@@ -38,12 +38,21 @@ def print_request_command(
     except Refused as exc:
         refused(exc, as_json)
     dispatch_due_sync(application_id=result.application_id)
-    if result.created:  # the precise deadline timers, when `customs serve` runs; print-deadlines watches either way
-        note = schedule_print_timers_if_served(
+    rendering = None
+    if result.created:  # the copy's run and the deadline timers, when `customs serve` runs
+        scheduled, note = schedule_print_timers_if_served(
             result.request_id, result.requested_at + get_settings().print_alert_after, result.due_at
         )
         if note:
             typer.secho(f"note: {note}", err=True)
+        rendering = "by its paper-copy run" if scheduled else None
+        if not scheduled:  # nothing runs the copy here: render it now (print-deadlines would, a minute later)
+            try:
+                outcome = render_print_copy(result.request_id)
+                rendering = f"rendered in {outcome.seconds:.1f} s, {outcome.bytes} bytes" if outcome.rendered else outcome.note
+            except Exception as exc:
+                typer.secho(f"note: the copy could not be rendered now ({exc}); print-deadlines tries again", err=True)
+                rendering = "not rendered yet"
 
     out = {
         "request_id": result.request_id,
@@ -53,6 +62,7 @@ def print_request_command(
         "requested_at_kz": kz_display(result.requested_at),
         "due_at_kz": kz_display(result.due_at),
         "created": result.created,
+        "copy": rendering,
     }
     if as_json:
         typer.echo(json.dumps(out, ensure_ascii=False))
@@ -60,6 +70,8 @@ def print_request_command(
     note = "" if result.created else "  (already in the queue: the existing request)"
     typer.echo(f"print request {result.request_id} for {result.registration_number}{note}")
     typer.echo(f"  queued at office {result.office}; requested {out['requested_at_kz']}; due {out['due_at_kz']}")
+    if rendering:
+        typer.echo(f"  copy: {rendering}")
 
 
 @commands.command("print-queue")

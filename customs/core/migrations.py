@@ -30,6 +30,7 @@ from sqlmodel import Field, SQLModel
 
 from customs.core.clock import utcnow
 from models.declaration import Declaration
+from models.printing import PrintRequest
 from models.types import UTCDateTime
 
 
@@ -70,6 +71,12 @@ def _resubmission_pg(operations: Operations, connection: Connection) -> None:
             index.create(connection)
 
 
+def _copy_rendered_later_pg(operations: Operations, connection: Connection) -> None:
+    operations.alter_column("print_request", "pdf", nullable=True)
+    operations.alter_column("print_request", "pdf_sha256", nullable=True)
+    _add_missing_columns(operations, connection, PrintRequest.__table__)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         "2026-11-29-declaration-resubmission",
@@ -78,6 +85,15 @@ MIGRATIONS: tuple[Migration, ...] = (
         "(1 for every existing declaration) and resubmission_of",
         _resubmission_pg,
         (Declaration.__table__,),
+    ),
+    Migration(
+        "2026-11-29-print-copy-rendered-later",
+        "a print request is recorded at once and its copy rendered in the background: print_request.pdf and "
+        "pdf_sha256 may be NULL until then; new columns rendered_at, render_seconds, render_claimed_until, render_failures, "
+        "render_error "
+        "(existing requests keep their copy; rendered_at stays NULL for them)",
+        _copy_rendered_later_pg,
+        (PrintRequest.__table__,),
     ),
 )
 

@@ -61,6 +61,11 @@ class Settings(BaseSettings):
     print_alert_after: timedelta = Field(
         timedelta(minutes=20), description="Supervisors are alerted when a request is this old and not printed."
     )
+    print_render_timeout: timedelta = Field(
+        timedelta(minutes=10),
+        description="Rendering one paper copy (in a process of its own) is stopped after this long and tried again.",
+    )
+    print_render_attempts: int = Field(3, gt=0, description="Renderings of one copy tried before a person is needed.")
     decision_wait_after_deadline: timedelta = Field(
         timedelta(hours=24),
         description="How long a flow run keeps waiting for a supervisor's late decision after the release deadline.",

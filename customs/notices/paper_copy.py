@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
+import threading
 from datetime import datetime
 from typing import Any
 
@@ -70,3 +72,38 @@ def render_copy_pdf(context: dict[str, Any]) -> bytes:
 
     html = template_environment().get_template("print/declaration_copy.html.j2").render(**context)
     return HTML(string=html, base_url=str(TEMPLATES_DIR / "print") + "/").write_pdf()
+
+
+class RenderTimedOut(TimeoutError):
+    pass
+
+
+_renderer = None
+_renderer_lock = threading.Lock()
+
+
+def render_copy_pdf_apart(context: dict[str, Any], timeout: float) -> bytes:
+    """``render_copy_pdf`` in a process of its own, started once and reused (one copy at a time).
+
+    WeasyPrint lays out in Python and holds the GIL throughout: a 999-item copy takes seconds to minutes.
+    Rendered inside the process that answers the intake API and runs the worker's flows, it stalled both
+    (/v1/health took 6.4 s). A copy that takes longer than ``timeout`` seconds has its process stopped."""
+    global _renderer
+    with _renderer_lock:  # one copy at a time per process; the others wait here, not in the renderer
+        if _renderer is None:
+            _renderer = multiprocessing.get_context("spawn").Pool(1, maxtasksperchild=50)
+        pending = _renderer.apply_async(render_copy_pdf, (context,))
+        try:
+            return pending.get(timeout)
+        except multiprocessing.TimeoutError:
+            _renderer.terminate()
+            _renderer = None
+            raise RenderTimedOut(f"rendering the copy took more than {timeout:.0f} s; its process was stopped") from None
+
+
+def stop_renderer() -> None:
+    global _renderer
+    with _renderer_lock:
+        if _renderer is not None:
+            _renderer.terminate()
+            _renderer = None

@@ -191,7 +191,7 @@ def notice_context(notice: Notice, declaration: DeclarationFacts, reference: Ref
             requested_at=facts["requested_at"],
             due_at=facts["due_at"],
             requested_by=facts.get("requested_by"),
-            pages_sha256=facts["pdf_sha256"],
+            pages_sha256=facts.get("pdf_sha256"),  # requests before copies were rendered apart
         )
     elif kind == NoticeKind.PRINT_DEADLINE_ALERT:
         context.update(

@@ -1,5 +1,6 @@
-"""Paper copies of electronic declarations: the request (the copy rendered and queued at the office that
-registered the declaration), the print queue, printed and handed over, the 30-minute deadline, the SLA.
+"""Paper copies of electronic declarations: the request (recorded and queued at once at the office that
+registered the declaration), the copy rendered in the background, the print queue, printed and handed over,
+the 30-minute deadline, the SLA.
 
 Every time is stored (requested, alert, due, printed), so whatever watches the deadlines holds nothing
 in memory and can stop and start again.
@@ -10,17 +11,19 @@ from __future__ import annotations
 import hashlib
 import math
 import secrets
+import time
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
+from sqlalchemy import or_, update
 from sqlmodel import Session, select
 
 from customs.core.clock import KZ_TZ, kz_display, kz_local, utcnow
 from customs.core.db import find_declaration, transaction
 from customs.core.reference import load_reference
 from customs.core.settings import Settings, get_settings
-from customs.notices.paper_copy import copy_context, render_copy_pdf
+from customs.notices.paper_copy import copy_context, render_copy_pdf_apart
 from customs.rules import Refused
 from customs.rules.officials import authority_problem, official_refusal
 from customs.rules.printing import minutes_between, not_printable, requester_problem, sla_figures
@@ -29,7 +32,7 @@ from models.declaration import Declaration, ReleaseMark
 from models.document import written_declarant
 from models.outbox import NoticeKind, addressee_of, queue_notice
 from models.printing import PrintRequest, PrintStatus
-from models.reasons import Reason
+from models.reasons import Reason, one_line
 from models.reference import ReferenceData
 
 
@@ -68,12 +71,14 @@ def _result(request: PrintRequest, created: bool) -> PrintRequestResult:
 def request_print(
     key: str, *, requested_by: str | None = None, now: datetime | None = None, settings: Settings | None = None
 ) -> PrintRequestResult:
-    """Record the applicant's request, render the copy and queue it at the office that registered the declaration."""
+    """Record the applicant's request and queue it at the office that registered the declaration, at once.
+
+    The copy is rendered afterwards (``render_print_copy``: the `paper-copy` flow run started with the
+    request, or the every-minute print-deadlines pass); the 30 minutes run from now either way."""
     settings = settings or get_settings()
-    reference = load_reference(settings.reference_dir)
     now = now or utcnow()
     with transaction(settings) as session:
-        declaration = find_declaration(session, key)
+        declaration = find_declaration(session, key, lock=True)
         problem = not_printable(declaration.application_id, declaration.status, declaration.registration_number)
         problem = problem or requester_problem(requested_by, _applicant_ids(declaration))
         if problem:
@@ -83,21 +88,9 @@ def request_print(
                 PrintRequest.application_id == declaration.application_id, PrintRequest.status == PrintStatus.PENDING
             )
         ).first()
-        if waiting is not None:
+        if waiting is not None:  # asked again (or twice at once) while a copy is in the queue: one request
             return _result(waiting, created=False)
-        mark = session.exec(select(ReleaseMark).where(ReleaseMark.application_id == declaration.application_id)).first()
         request_id = f"PR{kz_local(now):%y%m%d}-{secrets.token_hex(4).upper()}"
-        context = copy_context(declaration, mark, reference, request_id, now)
-    pdf = render_copy_pdf(context)  # outside the transaction: rendering takes a while and needs no lock
-    with transaction(settings) as session:
-        declaration = find_declaration(session, key, lock=True)
-        waiting = session.exec(
-            select(PrintRequest).where(
-                PrintRequest.application_id == declaration.application_id, PrintRequest.status == PrintStatus.PENDING
-            )
-        ).first()
-        if waiting is not None:  # asked twice at once: one request
-            return _result(waiting, created=False)
         request = PrintRequest(
             request_id=request_id,
             application_id=declaration.application_id,
@@ -107,8 +100,6 @@ def request_print(
             requested_by=requested_by,
             alert_at=now + settings.print_alert_after,
             due_at=now + settings.print_deadline,
-            pdf=pdf,
-            pdf_sha256=hashlib.sha256(pdf).hexdigest(),
             declaration_sha256=declaration.content_sha256,
         )
         session.add(request)
@@ -119,12 +110,7 @@ def request_print(
             event="print_requested",
             actor=requested_by or "declarant",
             at=now,
-            details={
-                "request_id": request_id,
-                "due_at": request.due_at.isoformat(),
-                "office": request.office,
-                "pdf_sha256": request.pdf_sha256,
-            },
+            details={"request_id": request_id, "due_at": request.due_at.isoformat(), "office": request.office},
         )
         who = addressee_of(declaration.content)
         queue_notice(
@@ -142,11 +128,132 @@ def request_print(
                 "requested_at": now.isoformat(),
                 "due_at": request.due_at.isoformat(),
                 "requested_by": requested_by,
-                "pdf_sha256": request.pdf_sha256,
                 "registration_number": declaration.registration_number,
             },
         )
         return _result(request, created=True)
+
+
+@dataclass(frozen=True)
+class RenderOutcome:
+    request_id: str
+    rendered: bool  # False: the copy was there already, or someone else is rendering it
+    pdf_sha256: str | None = None
+    bytes: int = 0
+    seconds: float = 0.0
+    note: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "request_id": self.request_id,
+            "rendered": self.rendered,
+            "pdf_sha256": self.pdf_sha256,
+            "bytes": self.bytes,
+            "seconds": self.seconds,
+            "note": self.note,
+        }
+
+
+def _claim(session: Session, request_id: str, now: datetime, until: datetime) -> bool:
+    """Take the rendering of a copy not yet rendered that nobody holds (or whose holder's time ran out)."""
+    claimed = session.execute(
+        update(PrintRequest)
+        .where(
+            PrintRequest.request_id == request_id,
+            PrintRequest.pdf.is_(None),
+            or_(PrintRequest.render_claimed_until.is_(None), PrintRequest.render_claimed_until < now),
+        )
+        .values(render_claimed_until=until)
+    )
+    return claimed.rowcount == 1
+
+
+def render_print_copy(request_id: str, *, now: datetime | None = None, settings: Settings | None = None) -> RenderOutcome:
+    """Render the copy of a recorded request and store it with its SHA-256 (audited as ``copy_rendered``).
+
+    One renderer at a time holds the request (``render_claimed_until``); the rendering runs in a process of its
+    own (customs.notices.paper_copy). A failure is recorded on the request and audited, then raised; after
+    ``print_render_attempts`` failures nobody tries again without a person (the supervisors' alert at 20
+    minutes comes all the same)."""
+    settings = settings or get_settings()
+    reference = load_reference(settings.reference_dir)
+    timeout = settings.print_render_timeout
+    now = now or utcnow()
+    with transaction(settings) as session:
+        request = session.exec(select(PrintRequest).where(PrintRequest.request_id == request_id)).first()
+        if request is None:
+            raise Refused.because("REQUEST_UNKNOWN", f"no print request {request_id!r}", "request_id")
+        if request.pdf is not None:
+            return RenderOutcome(request_id, False, request.pdf_sha256, len(request.pdf), note="already rendered")
+        if request.render_failures >= settings.print_render_attempts:
+            return RenderOutcome(request_id, False, note=f"{request.render_failures} renderings failed: {request.render_error}")
+        if not _claim(session, request_id, now, now + timeout + timedelta(minutes=1)):
+            return RenderOutcome(request_id, False, note="being rendered elsewhere")
+        declaration = find_declaration(session, request.application_id)
+        mark = session.exec(select(ReleaseMark).where(ReleaseMark.application_id == declaration.application_id)).first()
+        context = copy_context(declaration, mark, reference, request.request_id, request.requested_at)
+        application_id, office = request.application_id, request.office
+
+    started = time.perf_counter()
+    try:
+        pdf = render_copy_pdf_apart(context, timeout.total_seconds())
+    except Exception as exc:
+        problem = one_line(f"{type(exc).__name__}: {exc}", 280)
+        with transaction(settings) as session:
+            request = session.exec(select(PrintRequest).where(PrintRequest.request_id == request_id).with_for_update()).one()
+            request.render_failures += 1
+            request.render_error = problem
+            request.render_claimed_until = None
+            session.add(request)
+            append_event(
+                session,
+                application_id=application_id,
+                office=office,
+                event="copy_render_failed",
+                actor="system",
+                at=utcnow(),
+                details={"request_id": request_id, "failures": request.render_failures, "error": problem},
+            )
+        raise
+    seconds = round(time.perf_counter() - started, 2)
+    digest = hashlib.sha256(pdf).hexdigest()
+    with transaction(settings) as session:
+        request = session.exec(select(PrintRequest).where(PrintRequest.request_id == request_id).with_for_update()).one()
+        if request.pdf is not None:  # a holder whose time ran out finished first: its copy stays
+            return RenderOutcome(request_id, False, request.pdf_sha256, len(request.pdf), note="rendered elsewhere meanwhile")
+        request.pdf, request.pdf_sha256 = pdf, digest
+        request.rendered_at, request.render_seconds, request.render_claimed_until = utcnow(), seconds, None
+        session.add(request)
+        append_event(
+            session,
+            application_id=application_id,
+            office=office,
+            event="copy_rendered",
+            actor="system",
+            at=request.rendered_at,
+            details={"request_id": request_id, "pdf_sha256": digest, "bytes": len(pdf), "seconds": seconds},
+        )
+    return RenderOutcome(request_id, True, digest, len(pdf), seconds)
+
+
+def copies_to_render(*, now: datetime | None = None, older_than: timedelta = timedelta(0), limit: int = 20) -> list[str]:
+    """Pending requests without their copy, nobody rendering them, not given up on: the oldest first."""
+    settings = get_settings()
+    now = now or utcnow()
+    with transaction(settings) as session:
+        query = (
+            select(PrintRequest.request_id)
+            .where(
+                PrintRequest.status == PrintStatus.PENDING,
+                PrintRequest.pdf.is_(None),
+                PrintRequest.requested_at <= now - older_than,
+                PrintRequest.render_failures < settings.print_render_attempts,
+                or_(PrintRequest.render_claimed_until.is_(None), PrintRequest.render_claimed_until < now),
+            )
+            .order_by(PrintRequest.due_at)
+            .limit(limit)
+        )
+        return list(session.exec(query))
 
 
 def print_queue(*, office: str | None = None, now: datetime | None = None) -> list[dict[str, Any]]:
@@ -169,16 +276,35 @@ def print_queue(*, office: str | None = None, now: datetime | None = None) -> li
                 "minutes_left": math.floor(minutes_between(now, r.due_at)),
                 "alerted": r.alerted_at is not None,
                 "breached": r.breached_at is not None,
+                "copy_ready": r.pdf_sha256 is not None,
+                "render_error": r.render_error if r.pdf_sha256 is None else None,
             }
             for r in session.exec(query)
         ]
 
 
+def _not_ready(request: PrintRequest) -> Refused:
+    if request.render_failures:
+        state = f"rendering failed {request.render_failures} times ({request.render_error})"
+    else:
+        state = "it is being rendered (usually seconds; minutes for hundreds of goods items)"
+    return Refused.because(
+        "COPY_NOT_READY",
+        f"the copy of request {request.request_id} is not ready: {state}; requested {kz_display(request.requested_at)}, "
+        f"due {kz_display(request.due_at)}",
+        "request_id",
+        kind="conflict",
+    )
+
+
 def copy_of(request_id: str) -> tuple[PrintRequest, bytes]:
+    """The rendered copy; ``COPY_NOT_READY`` while it is being rendered."""
     with transaction() as session:
         request = session.exec(select(PrintRequest).where(PrintRequest.request_id == request_id)).first()
         if request is None:
             raise Refused.because("REQUEST_UNKNOWN", f"no print request {request_id!r}", "request_id")
+        if request.pdf is None:
+            raise _not_ready(request)
         return request, request.pdf
 
 
@@ -196,6 +322,8 @@ def mark_printed(
             raise Refused.because("REQUEST_UNKNOWN", f"no print request {request_id!r}", "request_id")
         official = reference.officials.get(official_id)
         problem = authority_problem(official, official_id, office=request.office, zone=None)
+        if problem is None and request.pdf_sha256 is None:
+            problem = _not_ready(request).reason
         if problem is None and request.status == PrintStatus.PRINTED:
             problem = Reason(
                 code="ALREADY_PRINTED",

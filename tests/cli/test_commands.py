@@ -101,7 +101,9 @@ def test_cli_print_request_queue_copy_printed_and_sla(settings, company_signer, 
     runner = CliRunner()
     created = runner.invoke(app, ["print-request", declaration.registration_number, "--requested-by", DECLARANT_BIN, "--json"])
     assert created.exit_code == 0, created.output
-    request_id = json.loads(created.stdout.strip().splitlines()[-1])["request_id"]
+    answer = json.loads(created.stdout.strip().splitlines()[-1])
+    request_id = answer["request_id"]
+    assert answer["copy"].startswith("rendered in ")  # no `customs serve` here: the command renders the copy itself
     queue = runner.invoke(app, ["print-queue", "--office", "50101"])
     assert request_id in queue.output and "min left" in queue.output
     copy = runner.invoke(app, ["print-copy", request_id, "-o", str(tmp_path / "copy.pdf")])

@@ -121,6 +121,7 @@ def test_customs_serve_clears_a_declaration_submitted_through_the_api(served, co
         "outbox-dispatch",
         "print-deadlines",
         "print-deadline-timer",
+        "paper-copy",
         "crl-refresh",
     }
     # The same bytes again: the same application.
@@ -131,17 +132,26 @@ def test_customs_serve_clears_a_declaration_submitted_through_the_api(served, co
         files={"declaration": ("declaration.json", content), "signature": ("declaration.json.p7s", company_signer.sign(content))},
     )
     assert again.status_code == 200 and again.json()["application_id"] == body["application_id"]
-    # A paper copy: the request is queued and its two deadline timers are scheduled runs of print-deadline-timer.
+    # A paper copy: the request is recorded at once; its copy is rendered by a paper-copy run, and its two deadline
+    # timers are scheduled runs of print-deadline-timer.
     asked = httpx.post(f"{status_url}/print-requests", headers=headers, json={}, timeout=30)
     assert asked.status_code == 202, asked.text
     request_id = asked.json()["request_id"]
-    timers = httpx.post(
-        f"{served['prefect']}/flow_runs/filter",
-        json={"flow_runs": {"tags": {"all_": [f"print-request:{request_id}"]}}},
-        timeout=10,
-    ).json()
-    assert sorted(r["name"] for r in timers) == [f"{request_id}-alert", f"{request_id}-breach"]
-    assert {r["state"]["type"] for r in timers} == {"SCHEDULED"}
+
+    def runs_of_request() -> dict[str, str]:
+        found = httpx.post(
+            f"{served['prefect']}/flow_runs/filter",
+            json={"flow_runs": {"tags": {"all_": [f"print-request:{request_id}"]}}},
+            timeout=10,
+        ).json()
+        return {r["name"]: r["state"]["type"] for r in found}
+
+    wait_until(lambda: runs_of_request().get(f"copy-{request_id}") == "COMPLETED", "the paper-copy run to complete", 120)
+    assert runs_of_request() == {
+        f"copy-{request_id}": "COMPLETED",
+        f"{request_id}-alert": "SCHEDULED",
+        f"{request_id}-breach": "SCHEDULED",
+    }
     # A second `customs serve` on the same API port refuses to start, saying why.
     clash = subprocess.run([CUSTOMS, "serve"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert clash.returncode != 0 and "is taken" in (clash.stdout + clash.stderr)

@@ -17,6 +17,7 @@ from customs.core.db import dispose_engines, get_engine, init_db
 from customs.core.migrations import MIGRATIONS
 from customs.core.settings import Settings, configure
 from customs.services.intake import submit_declaration
+from customs.services.printing import copy_of
 from customs.services.queries import declaration_status
 from tests.helpers import as_bytes, make_settings, postgres_url, reach_postgres, run_steps, sample, stored, unique
 
@@ -50,6 +51,14 @@ def fill(connection, content: bytes, signature: bytes) -> None:
             "SELECT id, 0, 'invoice.pdf', :pdf, :sha FROM declaration"
         ),
         {"pdf": b"%PDF-1.4 old", "sha": hashlib.sha256(b"%PDF-1.4 old").hexdigest()},
+    )
+    connection.execute(  # a request of the previous release: its copy was rendered inside the request
+        text(
+            "INSERT INTO print_request (request_id, application_id, registration_number, office, requested_at, alert_at, "
+            "due_at, status, pdf, pdf_sha256, declaration_sha256) VALUES ('PR261128-OLD', 'A261128-OLD00001', "
+            "'50101/281126/0000001', '50101', :at, :at, :at, 'PENDING', :pdf, :sha, :sha)"
+        ),
+        {"at": AT.replace(tzinfo=None), "pdf": b"%PDF-1.4 copy", "sha": hashlib.sha256(b"%PDF-1.4 copy").hexdigest()},
     )
 
 
@@ -107,6 +116,14 @@ def test_a_database_of_the_previous_release_is_migrated_keeping_every_row(previo
     assert tuple(row) == ("A261128-OLD00001", content, signature, "REGISTRATION_REFUSED", 1, None)
     assert tuple(attachment) == ("A261128-OLD00001", "invoice.pdf", b"%PDF-1.4 old")
     assert applied == {m.id for m in MIGRATIONS}
+    request, pdf = copy_of("PR261128-OLD")  # its copy kept, ready to print
+    assert (pdf, request.pdf_sha256, request.render_failures) == (
+        b"%PDF-1.4 copy",
+        hashlib.sha256(b"%PDF-1.4 copy").hexdigest(),
+        0,
+    )
+    with engine.begin() as connection:  # and a request may now wait for its copy
+        connection.execute(text("UPDATE print_request SET pdf = NULL, pdf_sha256 = NULL"))
 
     # the new rule on the migrated rows: the same bytes, signed by the declarant, are application 2
     resubmitted = submit_declaration(content, company_signer.sign(content))

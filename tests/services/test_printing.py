@@ -17,7 +17,16 @@ from customs.core.clock import kz_date, kz_local, utcnow
 from customs.core.db import DeclarationNotFound, transaction
 from customs.rules import Refused
 from customs.rules.printing import nearest_rank, sla_figures
-from customs.services.printing import check_print_deadlines, copy_of, mark_printed, print_queue, request_print, sla_report
+from customs.services.printing import (
+    check_print_deadlines,
+    copies_to_render,
+    copy_of,
+    mark_printed,
+    print_queue,
+    render_print_copy,
+    request_print,
+    sla_report,
+)
 from models.audit import AuditEvent, verify_chain
 from models.outbox import Notice, NoticeKind
 from tests.helpers import DECLARANT_BIN, INSPECTOR, OTHER_OFFICE, cleared, pdf_text, sample, submit_signed, unique
@@ -57,8 +66,15 @@ def many_items(count: int) -> dict:
 def test_the_pdf_copy_carries_number_every_hs_code_and_the_sha256(settings, company_signer):
     declaration = cleared(company_signer, many_items(40))
     result = request_print(declaration.registration_number, requested_by=DECLARANT_BIN)
+    with pytest.raises(Refused) as refused:  # recorded at once; the copy comes from render_print_copy
+        copy_of(result.request_id)
+    assert (refused.value.code, refused.value.kind) == ("COPY_NOT_READY", "conflict")
+    outcome = render_print_copy(result.request_id)
     request, pdf = copy_of(result.request_id)
-    assert pdf.startswith(b"%PDF") and request.pdf_sha256 == hashlib.sha256(pdf).hexdigest()
+    assert pdf.startswith(b"%PDF") and request.pdf_sha256 == hashlib.sha256(pdf).hexdigest() == outcome.pdf_sha256
+    (event,) = audit(declaration.application_id, "copy_rendered")
+    assert event.details["pdf_sha256"] == request.pdf_sha256 and event.details["bytes"] == len(pdf)
+    assert render_print_copy(result.request_id).rendered is False  # once
     reader = PdfReader(io.BytesIO(pdf))
     assert len(reader.pages) >= 2
     text = pdf_text(pdf)
@@ -104,6 +120,7 @@ def test_two_requests_for_one_declaration(settings, company_signer):
     second = request_print(declaration.registration_number, now=now + timedelta(minutes=2))
     assert not second.created and second.request_id == first.request_id  # still in the queue: the same request
     assert len(print_queue()) == 1
+    render_print_copy(first.request_id)
     mark_printed(first.request_id, official_id=INSPECTOR, now=now + timedelta(minutes=10))
     third = request_print(declaration.application_id, now=now + timedelta(hours=1))  # a new copy after the first was handed over
     assert third.created and third.request_id != first.request_id
@@ -132,6 +149,48 @@ def test_requests_that_cannot_be_served_get_a_clear_error(settings, company_sign
     assert print_queue() == []
 
 
+def test_a_request_is_recorded_before_its_copy_is_rendered_and_one_renderer_renders_it(settings, company_signer):
+    """The request does not wait for the copy (a 999-item copy takes minutes); two renderers at once: one renders."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    declaration = cleared(company_signer, many_items(60))
+    now = utcnow()
+    result = request_print(declaration.application_id, now=now)
+    (row,) = print_queue(now=now)
+    assert row["copy_ready"] is False and copies_to_render(now=now) == [result.request_id]
+    assert copies_to_render(now=now, older_than=timedelta(minutes=1)) == []  # the safety net leaves it to its run a minute
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        outcomes = list(pool.map(lambda _: render_print_copy(result.request_id), range(2)))
+    assert sorted(o.rendered for o in outcomes) == [False, True]
+    assert {o.note for o in outcomes if not o.rendered} <= {"being rendered elsewhere", "already rendered"}
+    assert len(audit(declaration.application_id, "copy_rendered")) == 1
+    (row,) = print_queue(now=now)
+    assert row["copy_ready"] is True and copies_to_render(now=now) == []
+
+
+def test_a_copy_that_cannot_be_rendered_in_time_is_stopped_recorded_and_given_up_after_its_attempts(settings, company_signer):
+    from customs.core.settings import configure
+    from customs.notices.paper_copy import RenderTimedOut
+
+    configure(settings.model_copy(update={"print_render_timeout": timedelta(milliseconds=50), "print_render_attempts": 2}))
+    declaration = cleared(company_signer, many_items(200))
+    result = request_print(declaration.application_id)
+    for attempt in (1, 2):
+        with pytest.raises(RenderTimedOut):
+            render_print_copy(result.request_id)
+        (row,) = print_queue()
+        assert row["copy_ready"] is False and "RenderTimedOut" in row["render_error"]
+        assert len(audit(declaration.application_id, "copy_render_failed")) == attempt
+    assert copies_to_render() == []  # given up: a person looks (the 20-minute alert comes all the same)
+    assert "2 renderings failed" in render_print_copy(result.request_id).note
+    with pytest.raises(Refused) as refused:
+        copy_of(result.request_id)
+    assert "rendering failed 2 times" in refused.value.message
+    configure(settings)
+    with transaction() as session:
+        assert verify_chain(session).intact
+
+
 # --- Printing and deadlines --------------------------------------------------------------------------------
 
 
@@ -139,6 +198,10 @@ def test_printed_in_time(settings, company_signer):
     declaration = cleared(company_signer)
     now = utcnow()
     request = request_print(declaration.application_id, now=now)
+    with pytest.raises(Refused) as refused:  # nothing to print yet
+        mark_printed(request.request_id, official_id=INSPECTOR, now=now + timedelta(minutes=1))
+    assert refused.value.code == "COPY_NOT_READY"
+    render_print_copy(request.request_id)
     with pytest.raises(Refused) as refused:
         mark_printed(request.request_id, official_id=OTHER_OFFICE, now=now + timedelta(minutes=5))
     assert refused.value.code == "OFFICE_MISMATCH"
@@ -189,6 +252,7 @@ def test_printed_late_is_recorded_as_late(settings, company_signer):
     now = utcnow()
     request = request_print(declaration.application_id, now=now)
     check_print_deadlines(now=now + timedelta(minutes=31))
+    render_print_copy(request.request_id)
     result = mark_printed(request.request_id, official_id=INSPECTOR, now=now + timedelta(minutes=41))
     assert result["late"] is True and result["minutes"] == 41.0
     figures = sla_report(now=now + timedelta(hours=1))["total"]
@@ -206,6 +270,7 @@ def test_sla_report_per_office_and_dates(settings, company_signer):
             document["customs_office"] = "62101"
         declaration = cleared(company_signer, document)
         request = request_print(declaration.application_id, now=now)
+        render_print_copy(request.request_id)
         mark_printed(request.request_id, official_id=INSPECTOR if n < 4 else "KZ-OF-0005", now=now + timedelta(minutes=taken))
     report = sla_report(date_from=kz_date(now), date_to=kz_date(now), now=now + timedelta(hours=2))
     by_office = {row["office"]: row for row in report["offices"]}
