@@ -8,7 +8,8 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import Path
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, WithJsonSchema
+from pydantic_core import PydanticCustomError
 
 from models.declaration import Status
 
@@ -33,10 +34,30 @@ Base64Bytes = Annotated[
 ]
 
 
+def _within(limit_setting: str, what: str):
+    """Refuse a base64 field whose decoded bytes would pass the setting's limit, before it is decoded (the
+    settings come in the validation context; without them nothing is checked here, intake checks later)."""
+
+    def check(value: Any, info: ValidationInfo) -> Any:
+        settings = (info.context or {}).get("settings")
+        if settings is not None and isinstance(value, str):
+            limit = getattr(settings, limit_setting)
+            decoded = len(value) * 3 // 4
+            if decoded > limit + 2:
+                raise PydanticCustomError(
+                    "too_large", f"{what} has about {decoded} bytes once decoded; at most {limit} are accepted"
+                )
+        return value
+
+    return BeforeValidator(check)
+
+
 class AttachmentIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     filename: str = Field(min_length=1, max_length=255)
-    content: Base64Bytes = Field(description="The attachment's exact bytes, base64.")
+    content: Annotated[Base64Bytes, _within("max_attachment_bytes", "the attachment")] = Field(
+        description="The attachment's exact bytes, base64."
+    )
     signature: Base64Bytes | None = Field(
         None,
         description="Detached CMS signature of the attachment (DER, PEM or base64), base64; "
@@ -46,7 +67,9 @@ class AttachmentIn(BaseModel):
 
 class SubmissionIn(BaseModel):
     model_config = ConfigDict(extra="forbid", title="DeclarationSubmission")
-    declaration: Base64Bytes = Field(description="The declaration document (JSON, UTF-8), its exact bytes, base64.")
+    declaration: Annotated[Base64Bytes, _within("max_declaration_bytes", "the declaration")] = Field(
+        description="The declaration document (JSON, UTF-8), its exact bytes, base64."
+    )
     signature: Base64Bytes | None = Field(
         None,
         description="Detached CMS signature of the declaration (DER, PEM or base64), base64; "

@@ -38,9 +38,17 @@ async def parts_from_form(request: Request, settings) -> list[Part]:
     except Exception as exc:  # malformed body, too many parts
         raise _form_invalid(f"the multipart/form-data body cannot be read: {getattr(exc, 'detail', None) or exc}") from None
     parts: list[Part] = []
+    limits = {"declaration": settings.max_declaration_bytes, "attachments": settings.max_attachment_bytes}
     try:
         for name, value in form.multi_items():
             if isinstance(value, FormFile):
+                # Starlette spooled the part to a temporary file as it streamed in: its size is known before
+                # its bytes are read into memory, so a part over its limit never is
+                limit = limits.get(name, settings.max_declaration_bytes)
+                if value.size is not None and value.size > limit:
+                    raise ApiError(
+                        413, "TOO_LARGE", f"the part {name!r} has {value.size} bytes; at most {limit} are accepted", name
+                    )
                 # as sent: intake's safe_filename makes the stored name, for this way in and JSON's alike
                 parts.append(Part(name, value.filename or "", await value.read()))
             else:
@@ -101,11 +109,18 @@ def upload_from_form(parts: list[Part]) -> Upload:
     )
 
 
-def upload_from_json(body: bytes) -> Upload:
+def upload_from_json(body: bytes, settings: Settings | None = None) -> Upload:
+    """The JSON envelope; a base64 field whose decoded bytes would pass its limit is refused before it is
+    decoded (413 TOO_LARGE at its path)."""
     try:
-        envelope = SubmissionIn.model_validate_json(body)
+        envelope = SubmissionIn.model_validate_json(body, context={"settings": settings} if settings else None)
     except ValidationError as exc:
-        raise ApiError(422, "REQUEST_INVALID", **_first(validation_error_body(exc.errors(), in_body=True))) from None
+        errors = exc.errors()
+        too_large = next((e for e in errors if e["type"] == "too_large"), None)
+        if too_large is not None:
+            path = _first(validation_error_body([too_large], in_body=True))["path"]
+            raise ApiError(413, "TOO_LARGE", too_large["msg"], path) from None
+        raise ApiError(422, "REQUEST_INVALID", **_first(validation_error_body(errors, in_body=True))) from None
     return Upload(
         envelope.declaration,
         envelope.signature,

@@ -116,6 +116,12 @@ class Settings(BaseSettings):
     api_max_request_bytes: int = Field(
         64 * 1024 * 1024, gt=0, description="Largest HTTP request body accepted for a submission (413 above)."
     )
+    api_max_concurrent_submissions: int = Field(
+        4,
+        gt=0,
+        description="Submissions read and decoded at once by one API process; the others wait, their bodies unread "
+        "(memory stays bounded by this times api_max_request_bytes and its decoding).",
+    )
     api_max_action_bytes: int = Field(
         64 * 1024,
         gt=0,

@@ -5,6 +5,7 @@ officials' acts, print requests, the hooks, the clients CLI, and a schemathesis 
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import re
 import warnings
@@ -368,6 +369,111 @@ def test_oversized_bodies_get_413_json(settings, app, company_signer):
     assert declaration_count() == 0
 
 
+def test_submissions_are_read_a_few_at_a_time(settings, app, company_signer):
+    """Issue 15: eight 60 MB submissions at once took 773 MB. With api_max_concurrent_submissions=1 a second
+    submission waits, not one byte of its body read, until the first is answered; then it is served too."""
+    import anyio
+
+    configure(settings.model_copy(update={"api_max_concurrent_submissions": 1}))
+    token = bearer()["Authorization"].encode()
+    contents = [as_bytes(unique(sample())) for _ in range(2)]
+    bodies = [json.dumps({"declaration": b64(c), "signature": b64(company_signer.sign(c))}).encode() for c in contents]
+    reads = [0, 0]
+    statuses: list[int | None] = [None, None]
+    first_may_finish = None
+
+    def scope() -> dict:
+        return {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": "/v1/declarations",
+            "raw_path": b"/v1/declarations",
+            "query_string": b"",
+            "root_path": "",
+            "headers": [(b"host", b"testserver"), (b"content-type", b"application/json"), (b"authorization", token)],
+            "client": ("127.0.0.1", 5000),
+            "server": ("testserver", 80),
+        }
+
+    def call(index: int):
+        halves = [bodies[index][: len(bodies[index]) // 2], bodies[index][len(bodies[index]) // 2 :]]
+
+        async def receive():
+            if reads[index] == 1 and index == 0:
+                await first_may_finish.wait()  # the first submission is slow to send its second half
+            if reads[index] < 2:
+                reads[index] += 1
+                return {"type": "http.request", "body": halves[reads[index] - 1], "more_body": reads[index] < 2}
+            await anyio.sleep_forever()
+
+        async def send(message):
+            if message["type"] == "http.response.start":
+                statuses[index] = message["status"]
+
+        return app(scope(), receive, send)
+
+    async def main():
+        nonlocal first_may_finish
+        first_may_finish = anyio.Event()
+        async with anyio.create_task_group() as group:
+            group.start_soon(lambda: call(0))
+            await anyio.sleep(0.2)
+            group.start_soon(lambda: call(1))
+            await anyio.sleep(0.5)
+            assert reads == [1, 0] and statuses == [None, None]  # the second waits, its body unread
+            first_may_finish.set()
+
+    anyio.run(main)
+    assert statuses == [202, 202] and reads == [2, 2] and declaration_count() == 2
+
+
+def test_a_part_over_its_limit_is_refused_before_it_is_read(settings, app, company_signer):
+    """A multipart declaration over max_declaration_bytes stays in Starlette's temporary file: refused by its
+    size, never read into memory; a JSON one is refused by its base64 length, before it is decoded."""
+    import tracemalloc
+
+    configure(settings.model_copy(update={"max_declaration_bytes": 1000}))
+    headers = bearer()
+    big = b"{" + b" " * (8 * 1024 * 1024) + b"}"
+    boundary = b"customs-boundary"
+    body = b"".join(
+        [
+            b"--" + boundary + b'\r\nContent-Disposition: form-data; name="declaration"; filename="d.json"\r\n\r\n' + big,
+            b"\r\n--" + boundary + b'\r\nContent-Disposition: form-data; name="signature"; filename="d.p7s"\r\n\r\n0\x00',
+            b"\r\n--" + boundary + b"--\r\n",
+        ]
+    )
+    chunks = [body[i : i + 65536] for i in range(0, len(body), 65536)]
+    del body
+    tracemalloc.start()
+    try:  # only what the server allocates: the chunks were made before
+        status, answer, _ = asgi_post(
+            app,
+            "/v1/declarations",
+            [(b"authorization", headers["Authorization"].encode())],
+            chunks,
+            b"multipart/form-data; boundary=" + boundary,
+        )
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert (status, answer["error"]["code"], answer["error"]["path"]) == (413, "TOO_LARGE", "declaration")
+    assert "the part 'declaration' has 8388610 bytes" in answer["error"]["message"]
+    assert peak < 4 * 1024 * 1024, peak  # reading the 8 MB part would take 8 MB (and intake's copy more)
+    with api_client(app) as http:
+        error = assert_error(
+            http.post("/v1/declarations", json={"declaration": b64(big[:3000]), "signature": b64(b"s")}, headers=headers),
+            413,
+            "TOO_LARGE",
+            "$.declaration",
+        )
+        assert "once decoded" in error["message"]
+    assert declaration_count() == 0
+
+
 ACTIONS = [
     "/v1/declarations",
     "/v1/declarations/A261129-X/decision",
@@ -377,7 +483,7 @@ ACTIONS = [
 ]
 
 
-def asgi_post(app, path: str, headers: list[tuple[bytes, bytes]], body_chunks: list[bytes]):
+def asgi_post(app, path: str, headers: list[tuple[bytes, bytes]], body_chunks: list[bytes], content_type=b"application/json"):
     """POST straight through the ASGI interface; returns (status, JSON body, how many body chunks were read)."""
     import json
 
@@ -406,7 +512,7 @@ def asgi_post(app, path: str, headers: list[tuple[bytes, bytes]], body_chunks: l
         "raw_path": path.encode(),
         "query_string": b"",
         "root_path": "",
-        "headers": [(b"host", b"testserver"), (b"content-type", b"application/json"), *headers],
+        "headers": [(b"host", b"testserver"), (b"content-type", content_type), *headers],
         "client": ("127.0.0.1", 5000),
         "server": ("testserver", 80),
     }

@@ -61,7 +61,7 @@ async def submit(request: Request, response: Response, client: Client, backgroun
     if kind == "multipart/form-data":
         upload = upload_from_form(await parts_from_form(request, settings))
     elif kind == "application/json":
-        upload = upload_from_json(await request.body())
+        upload = upload_from_json(await request.body(), settings)
     else:
         raise ApiError(
             415,
