@@ -160,8 +160,11 @@ def drop_audit_triggers() -> None:
     from customs.core.db import get_engine
 
     with get_engine().begin() as connection:
-        connection.execute(text("DROP TRIGGER IF EXISTS audit_event_no_update"))
-        connection.execute(text("DROP TRIGGER IF EXISTS audit_event_no_delete"))
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("DROP TRIGGER IF EXISTS audit_event_append_only ON audit_event"))
+        else:
+            connection.execute(text("DROP TRIGGER IF EXISTS audit_event_no_update"))
+            connection.execute(text("DROP TRIGGER IF EXISTS audit_event_no_delete"))
 
 
 def _chain_events(session, chain: str) -> list[AuditEvent]:

@@ -69,6 +69,8 @@ def audit_anchor() -> None:
         anchor = write_anchor()
     except AnchorRefused as exc:
         fail(str(exc))
+    except OSError as exc:
+        fail(f"cannot write the audit anchor: {exc}")
     assert anchor is not None
     settings = get_settings()
     typer.echo(f"audit anchor {anchor.number} written to {settings.anchor_path} at {kz_display(anchor.anchored_at)}")

@@ -109,6 +109,8 @@ def signing_key(settings: Settings | None = None) -> Ed25519PrivateKey:
         )
     try:
         return load_private_key(path.read_bytes())
+    except OSError as exc:
+        raise AnchorRefused(f"the audit anchor key {path} cannot be read: {exc.strerror}") from None
     except ValueError as exc:
         raise AnchorRefused(f"the audit anchor key {path} is not an Ed25519 key in PEM: {exc}") from None
 
@@ -122,6 +124,8 @@ def _publish_public_key(settings: Settings, key: Ed25519PrivateKey) -> None:
         return
     try:
         published = load_public_key(path.read_bytes())
+    except OSError as exc:
+        raise AnchorRefused(f"the anchors' public key {path} cannot be read: {exc.strerror}") from None
     except ValueError as exc:
         raise AnchorRefused(f"the anchors' public key {path} is not an Ed25519 public key in PEM: {exc}") from None
     if public_key_fingerprint(published) != public_key_fingerprint(key.public_key()):
