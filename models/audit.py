@@ -10,6 +10,9 @@ triggers (see ``AUDIT_DDL``).
 
 Events written before the chains were split (``chain`` NULL) stay verifiable as the ``legacy`` chain,
 ordered by ``seq`` and hashed as they were, with its head in ``audit_head``.
+
+Whoever can get around the triggers can also recompute every later hash and the head, so the heads are
+signed and kept outside the database as well (the anchors: ``customs/core/audit_anchors.py``).
 """
 
 from __future__ import annotations

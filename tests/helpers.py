@@ -151,6 +151,87 @@ def attempts_of(notice_id: int) -> list[DeliveryAttempt]:
 
 
 # ----------------------------------------------------------------------------------------------
+# An attacker with write access to the database: edits the audit chains so that they still verify on their own
+
+
+def drop_audit_triggers() -> None:
+    from sqlalchemy import text
+
+    from customs.core.db import get_engine
+
+    with get_engine().begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("DROP TRIGGER IF EXISTS audit_event_append_only ON audit_event"))
+        else:
+            connection.execute(text("DROP TRIGGER IF EXISTS audit_event_no_update"))
+            connection.execute(text("DROP TRIGGER IF EXISTS audit_event_no_delete"))
+
+
+def _chain_events(session, chain: str) -> list[AuditEvent]:
+    if chain == "legacy":
+        return list(session.exec(select(AuditEvent).where(AuditEvent.chain.is_(None)).order_by(AuditEvent.seq)))
+    return list(session.exec(select(AuditEvent).where(AuditEvent.chain == chain).order_by(AuditEvent.chain_seq)))
+
+
+def _set_head(session, chain: str, seq: int, last_hash: str) -> None:
+    from sqlalchemy import update
+
+    from models.audit import AuditChain, AuditHead
+
+    if chain == "legacy":
+        session.execute(update(AuditHead).where(AuditHead.id == 1).values(seq=seq, last_hash=last_hash))
+    else:
+        session.execute(update(AuditChain).where(AuditChain.chain == chain).values(seq=seq, last_hash=last_hash))
+
+
+def rewrite_audit_event(chain: str, position: int, **changes) -> None:
+    """Change the event at ``position`` of ``chain`` (its details, say), then recompute its hash, every later
+    event's prev_hash and hash, and the chain head, as an attacker would: the chain alone then verifies."""
+    from models.audit import GENESIS_HASH, event_hash
+
+    drop_audit_triggers()
+    with transaction() as session:
+        rows = _chain_events(session, chain)
+        previous = rows[position - 2].hash if position > 1 else GENESIS_HASH
+        for index, event in enumerate(rows[position - 1 :], start=position):
+            if index == position:
+                for name, value in changes.items():
+                    setattr(event, name, value)
+            event.prev_hash = previous
+            event.hash = event_hash(
+                seq=index,
+                chain=event.chain,
+                application_id=event.application_id,
+                event=event.event,
+                from_status=event.from_status,
+                to_status=event.to_status,
+                actor=event.actor,
+                at=event.at,
+                reasons=event.reasons,
+                details=event.details,
+                prev_hash=event.prev_hash,
+            )
+            previous = event.hash
+            session.add(event)
+            session.flush()
+        _set_head(session, chain, len(rows), previous)
+
+
+def truncate_audit_chain(chain: str, keep: int) -> None:
+    """Delete the events of ``chain`` after position ``keep`` and rewind its head to the last one kept."""
+    from sqlalchemy import delete
+
+    from models.audit import GENESIS_HASH
+
+    drop_audit_triggers()
+    with transaction() as session:
+        rows = _chain_events(session, chain)
+        for event in rows[keep:]:
+            session.execute(delete(AuditEvent).where(AuditEvent.seq == event.seq))
+        _set_head(session, chain, keep, rows[keep - 1].hash if keep else GENESIS_HASH)
+
+
+# ----------------------------------------------------------------------------------------------
 # E-mail: the parts of a message, and a real SMTP server on loopback (aiosmtpd) that records what it
 # receives and can refuse on cue
 

@@ -1,11 +1,18 @@
-"""The append-only, hash-chained audit trail."""
+"""The append-only, hash-chained audit trail, and its anchors outside the database."""
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
 
 import typer
 
 from customs.cli.root import fail, prepare_database
+from customs.core.clock import kz_display
+from customs.core.settings import get_settings
+from customs.services.audit_anchors import AnchorRefused, verify_audit_anchors, write_anchor
 from customs.services.queries import verify_audit_chain
+from models.audit import LEGACY_CHAIN
 
 commands = typer.Typer()  # registered with the root app by customs.cli.root.COMMANDS
 
@@ -14,15 +21,60 @@ commands.add_typer(audit_app, name="audit")
 
 
 @audit_app.command("verify")
-def audit_verify() -> None:
-    """Recompute every audit chain (one per customs office); name the broken chain and its first broken event."""
+def audit_verify(
+    public_key: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--public-key",
+            help="Check the anchors with this public key too (a copy kept away from this host).",
+        ),
+    ] = None,
+) -> None:
+    """Recompute every audit chain (one per customs office) and check it against the signed anchors; name the broken
+    chain and its first broken event, or the anchor it contradicts."""
     prepare_database()
     check = verify_audit_chain()
-    if check.intact:
-        typer.echo(f"audit chains intact: {check.events} events in {check.chains} chain{'s' if check.chains != 1 else ''}")
-        return
-    fail(
-        f"audit chain {check.chain} broken at event {check.broken_seq} (declaration {check.broken_application_id or '?'}): "
-        f"{check.problem}",
-        code=1,
+    anchors = verify_audit_anchors(public_key_file=public_key)
+    for warning in anchors.warnings:
+        typer.secho(f"warning: {warning}", fg=typer.colors.YELLOW, err=True)
+    problems = list(anchors.problems)
+    if not check.intact:
+        problems.insert(
+            0,
+            f"audit chain {check.chain} broken at event {check.broken_seq} (declaration {check.broken_application_id or '?'}): "
+            f"{check.problem}",
+        )
+    if problems:
+        for problem in problems[:-1]:
+            typer.secho(f"error: {problem}", fg=typer.colors.RED, err=True)
+        fail(problems[-1], code=1)
+    if anchors.last is None:
+        anchored = f"no anchors yet in {anchors.file}"
+    else:
+        anchored = (
+            f"{anchors.anchors} anchor{'s' if anchors.anchors != 1 else ''} checked, "
+            f"the last at {kz_display(anchors.last.anchored_at)} (events after it are not anchored yet)"
+        )
+    typer.echo(
+        f"audit chains intact: {check.events} events in {check.chains} chain{'s' if check.chains != 1 else ''}; {anchored}"
     )
+
+
+@audit_app.command("anchor")
+def audit_anchor() -> None:
+    """Sign the head of every audit chain with the service's key and append it to the anchor file (what
+    deadline-watch does once per CUSTOMS_AUDIT_ANCHOR_INTERVAL)."""
+    prepare_database()
+    try:
+        anchor = write_anchor()
+    except AnchorRefused as exc:
+        fail(str(exc))
+    except OSError as exc:
+        fail(f"cannot write the audit anchor: {exc}")
+    assert anchor is not None
+    settings = get_settings()
+    typer.echo(f"audit anchor {anchor.number} written to {settings.anchor_path} at {kz_display(anchor.anchored_at)}")
+    for name, head in anchor.heads().items():
+        if head.seq or name != LEGACY_CHAIN:
+            typer.echo(f"  {name:<16} {head.seq:>8} events  {head.last_hash}")
+    typer.echo(f"public key: {settings.anchor_public_key_path} (SHA-256 {anchor.key})")

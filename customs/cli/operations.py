@@ -58,6 +58,14 @@ def ops(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     for row in summary["reconciled_runs"][:20]:
         typer.echo(f"  {row['at_kz']}  {row['flow_run'] or '-':<24} {row['state'] or '-':<10} {row['action']:<8} {row['why']}")
     typer.echo("outbox: " + ", ".join(f"{k} {v}" for k, v in summary["outbox"].items()))
+    anchor = summary["audit_anchor"]
+    if anchor is None:
+        typer.echo("audit anchor: none yet (customs audit anchor)")
+    elif "error" in anchor:
+        typer.echo(f"audit anchor: cannot be read: {anchor['error']}")
+    else:
+        chains = len(anchor["chains"])
+        typer.echo(f"audit anchor: {anchor['anchor']} of {anchor['anchored_at_kz']}, {chains} chains ({anchor['file']})")
 
 
 @commands.command()

@@ -164,6 +164,24 @@ class Settings(BaseSettings):
         default_factory=list, description="CRLs to download into crl_dir every hour (JSON list of http(s) URLs)."
     )
     crl_download_timeout: float = Field(30.0, gt=0, description="Seconds to wait for one CRL download.")
+    audit_anchor_file: Path | None = Field(
+        None,
+        description="The append-only file of signed audit chain heads (one JSON line per anchor); default "
+        "data_dir/audit-anchors.jsonl. Its public key is written next to it (audit-anchors.pub.pem).",
+    )
+    audit_anchor_key_file: Path | None = Field(
+        None,
+        description="The service's Ed25519 key that signs the anchors, created on first need with mode 0600; "
+        "default data_dir/audit-anchor-key.pem. A key file that group or others may read is refused.",
+    )
+    audit_anchor_interval: timedelta = Field(
+        timedelta(minutes=15),
+        description="deadline-watch writes an anchor when none was written in the current interval (15 min: at :00, :15, ...).",
+    )
+    audit_anchor_required: bool = Field(
+        False,
+        description="customs audit verify fails when there is no anchor at all (otherwise only once a key or anchors exist).",
+    )
 
     prefect_api_url: str | None = Field(
         None, description="Prefect API to record flow runs in; default: the local server the CLI starts under data_dir."
@@ -195,7 +213,23 @@ class Settings(BaseSettings):
             )
         return self
 
-    @field_validator("data_dir", "reference_dir", "trust_dir", "crl_dir", "outbox_dir", "smtp_ca_file")
+    @field_validator("audit_anchor_interval")
+    @classmethod
+    def _positive_interval(cls, value: timedelta) -> timedelta:
+        if value.total_seconds() <= 0:
+            raise ValueError("audit_anchor_interval must be positive")
+        return value
+
+    @field_validator(
+        "data_dir",
+        "reference_dir",
+        "trust_dir",
+        "crl_dir",
+        "outbox_dir",
+        "smtp_ca_file",
+        "audit_anchor_file",
+        "audit_anchor_key_file",
+    )
     @classmethod
     def _absolute(cls, value: Path | None) -> Path | None:
         return value.expanduser().resolve() if value is not None else None
@@ -217,6 +251,20 @@ class Settings(BaseSettings):
     @property
     def eml_dir(self) -> Path:
         return self.outbox_dir or self.data_dir / "outbox"
+
+    @property
+    def anchor_path(self) -> Path:
+        return self.audit_anchor_file or self.data_dir / "audit-anchors.jsonl"
+
+    @property
+    def anchor_public_key_path(self) -> Path:
+        """The anchors' public key, next to them, for a verifier that has no access to the signing key."""
+        anchors = self.anchor_path
+        return anchors.with_name(anchors.name.removesuffix(".jsonl") + ".pub.pem")
+
+    @property
+    def anchor_key_path(self) -> Path:
+        return self.audit_anchor_key_file or self.data_dir / "audit-anchor-key.pem"
 
     @property
     def demo_pki_dir(self) -> Path:

@@ -11,6 +11,7 @@ from sqlmodel import select
 from customs.core.clock import kz_display, utcnow
 from customs.core.db import find_declaration, transaction
 from customs.core.settings import get_settings
+from customs.services.audit_anchors import latest_anchor
 from customs.services.officials import open_marks
 from models.audit import AuditEvent, ChainCheck, verify_chain
 from models.declaration import Declaration, Status
@@ -150,6 +151,7 @@ def operations_summary(now: datetime | None = None, *, failed_runs: list[dict[st
         "mark_overdue_minutes": overdue_minutes,
         "marks_overdue": [m for m in marks if m["open_minutes"] >= overdue_minutes],
         "outbox": {str(s): outbox.get(s, 0) for s in NoticeStatus},
+        "audit_anchor": latest_anchor(settings),
     }
 
 
@@ -224,7 +226,40 @@ def operations_summary_markdown(summary: dict[str, Any]) -> str:
         "",
         "Outbox: " + ", ".join(f"{k} {v}" for k, v in summary["outbox"].items()),
     ]
+    lines += audit_anchor_markdown(summary.get("audit_anchor"))
     return "\n".join(lines)
+
+
+def audit_anchor_markdown(anchor: dict[str, Any] | None) -> list[str]:
+    """The last audit anchor, copied into the artifact so that Prefect's database keeps it too: the heads it
+    signed, the signature, and the line exactly as written (its signature can be checked from this copy)."""
+    lines = ["", "## Audit anchor", ""]
+    if anchor is None:
+        return lines + ["No audit anchor yet (`customs audit anchor`; deadline-watch writes one every interval)."]
+    if "error" in anchor:
+        return lines + [f"The last audit anchor cannot be read: {anchor['error'].replace('|', '/')}"]
+    lines += [
+        f"Anchor {anchor['anchor']} of {anchor['anchored_at_kz']} in `{anchor['file']}`",
+        "",
+        "| chain | events | hash of the last event |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {c['chain']} | {c['seq']} | `{c['last_hash']}` |" for c in anchor["chains"]]
+    lines += [
+        "",
+        "| field | value |",
+        "|---|---|",
+        f"| previous anchor (SHA-256 of its line) | `{anchor['previous']}` |",
+        f"| signing key (SHA-256 of the Ed25519 public key) | `{anchor['key']}` |",
+        f"| signature (Ed25519, base64) | `{anchor['signature']}` |",
+        "",
+        "The line as written:",
+        "",
+        "```json",
+        anchor["line"],
+        "```",
+    ]
+    return lines
 
 
 def statuses_of(application_ids: list[str]) -> dict[str, str]:

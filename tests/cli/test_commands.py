@@ -20,6 +20,7 @@ from tests.helpers import (
     flow_runs_of,
     notices,
     pdf_text,
+    rewrite_audit_event,
     sample,
     submit_signed,
     unique,
@@ -135,3 +136,22 @@ def test_clients_cli(settings):
     assert authenticate(token) is None
     assert "already revoked" in runner.invoke(app, ["clients", "revoke", "alatau"]).stdout
     assert runner.invoke(app, ["clients", "revoke", "nobody"]).exit_code == 2
+
+
+def test_cli_audit_verify_finds_a_rewrite_before_the_last_anchor(settings, company_signer):
+    """Issue 15, finding 5: `customs audit anchor` signs the chain heads; an event rewritten afterwards, every later
+    hash and the head recomputed (the chain alone verifies), makes `customs audit verify` exit 1 naming the
+    chain, the anchor and what differs."""
+    cleared(company_signer)
+    runner = CliRunner()
+    anchored = runner.invoke(app, ["audit", "anchor"])
+    assert anchored.exit_code == 0, anchored.output
+    assert "audit anchor 1 written to" in anchored.output and "office:50101" in anchored.output
+    fine = runner.invoke(app, ["audit", "verify"])
+    assert fine.exit_code == 0, fine.output
+    assert "audit chains intact: 5 events in 1 chain; 1 anchor checked, the last at" in fine.output
+    rewrite_audit_event("office:50101", 2, actor="KZ-OF-0002")
+    broken = runner.invoke(app, ["audit", "verify"])
+    assert broken.exit_code == 1
+    assert "audit chain office:50101 was rewritten: event 5 has hash" in broken.output
+    assert "anchor 1 of" in broken.output and "events 1..5 were changed" in broken.output

@@ -116,6 +116,28 @@ def test_audit_events_are_append_only_on_postgres(pg_settings, company_signer):
         assert "append-only" in str(error.value)
 
 
+def test_audit_anchors_find_a_rewrite_and_a_truncation_on_postgres(pg_settings, company_signer):
+    """The anchors' checks on PostgreSQL: one chain rewritten and one cut short, each so that it verifies alone."""
+    from customs.services.audit_anchors import verify_audit_anchors, write_anchor
+    from tests.helpers import rewrite_audit_event, run_steps, truncate_audit_chain
+
+    for office in ("50101", "62101"):
+        document = unique(sample())
+        document["customs_office"] = office
+        content = as_bytes(document)
+        run_steps(submit_declaration(content, company_signer.sign(content)).application_id)
+    write_anchor()
+    assert verify_audit_anchors().intact
+    rewrite_audit_event("office:50101", 2, actor="KZ-OF-0002")
+    truncate_audit_chain("office:62101", keep=3)
+    with transaction() as session:
+        assert verify_chain(session).intact
+    problems = verify_audit_anchors().problems
+    assert len(problems) == 2, problems
+    assert problems[0].startswith("audit chain office:50101 was rewritten: event 5")
+    assert problems[1].startswith("audit chain office:62101 was cut short: event 5, signed by anchor 1")
+
+
 def test_concurrent_dispatchers_send_each_notice_once(pg_settings, company_signer, smtp_server):
     """Three dispatchers share one outbox (SKIP LOCKED): every notice reaches the server exactly once."""
     import threading

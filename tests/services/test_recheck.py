@@ -154,6 +154,7 @@ def test_deadline_watch_publishes_the_operations_summary(settings, company_signe
 
     from flows.deadline_watch import deadline_watch
 
+    configure(settings.model_copy(update={"audit_anchor_interval": timedelta(days=1)}))  # both runs in one interval
     waiting = submit_signed(company_signer, unique(sample("03-unpaid-vat.json"))).application_id
     run_steps(waiting)
     result = deadline_watch()
@@ -163,6 +164,11 @@ def test_deadline_watch_publishes_the_operations_summary(settings, company_signe
             artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["operations-summary"])), limit=1
         )
     assert "Awaiting an official: 1" in artifact.data and status_of(waiting).registration_number in artifact.data
+    # The audit anchor of this interval, written by the run and copied into the artifact; the next run in the
+    # same interval writes none.
+    assert result["audit_anchor"]["anchor"] == 1 and result["audit_anchor"]["chains"]["office:50101"] == 5
+    assert "## Audit anchor" in artifact.data and settings.anchor_path.read_text().splitlines()[0] in artifact.data
+    assert deadline_watch()["audit_anchor"] is None
 
 
 def test_a_declaration_restarted_twice_without_progress_waits_for_a_person(own_pki):
