@@ -13,15 +13,18 @@ def _log(report: DispatchReport) -> dict[str, Any]:
     logger = get_run_logger()
     if report.claimed:
         logger.info("notices: %s", report.as_dict())
+    if report.deferred:
+        logger.warning("notices: %s", report.deferred)
     for error in report.errors[:10]:
         logger.warning("delivery: %s", error)
     return report.as_dict()
 
 
 @task(name="deliver-notices", retries=2, retry_delay_seconds=[2, 5], timeout_seconds=300)
-def deliver_notices(application_id: str | None = None, limit: int | None = None) -> dict[str, Any]:
-    """Send the due notices (of one declaration, or all); delivery problems are recorded, not raised."""
-    return _log(dispatch_due_sync(application_id=application_id, limit=limit))
+def deliver_notices(application_id: str | None = None, limit: int | None = None, in_clearance: bool = False) -> dict[str, Any]:
+    """Send the due notices (of one declaration, or all); delivery problems are recorded, not raised.
+    ``in_clearance``: a clearance run's own pass, which never waits long for the SMTP server (see dispatch_due)."""
+    return _log(dispatch_due_sync(application_id=application_id, limit=limit, in_clearance=in_clearance))
 
 
 @task(name="dispatch-pass", retries=2, retry_delay_seconds=[2, 5], timeout_seconds=600)

@@ -37,6 +37,7 @@ def create_app(
     app.state.start_clearance = start_clearance or no_hook
     app.state.decision_given = decision_given or no_hook
     app.state.print_requested = no_hook  # (request_id, alert_at, due_at): `customs serve` schedules the deadline timers
+    app.state.dependencies = {}  # name -> callable giving its state for /v1/health/ready (`customs serve`: prefect)
     app.add_middleware(RequestGate)
     install_error_handlers(app)
     for router in (service.router, declarations.router, officials.router):

@@ -22,6 +22,11 @@ logger = logging.getLogger("customs.api")
 
 
 async def call_hook(hook: Callable, *args: Any) -> None:
+    """An async hook is awaited; one marked ``never_blocks`` (it only queues: the clearance starter) is called
+    in the event loop, needing no thread; any other runs in the thread pool."""
+    if getattr(hook, "never_blocks", False):
+        hook(*args)
+        return
     result = hook(*args) if inspect.iscoroutinefunction(hook) else await run_in_threadpool(hook, *args)
     if inspect.isawaitable(result):
         await result

@@ -28,7 +28,7 @@ from customs.api.errors import BAD_TOKEN, NO_TOKEN, RequestTooLarge
 from customs.core.settings import get_settings
 from customs.services.clients import authenticate
 
-PUBLIC_PATHS = frozenset({"/v1/health"})
+PUBLIC_PATHS = frozenset({"/v1/health", "/v1/health/ready"})
 SUBMISSIONS = re.compile(r"^/v1/declarations/?$")
 
 

@@ -243,3 +243,14 @@ class PrintQueueItem(BaseModel):
 
 class HealthOut(BaseModel):
     status: Literal["ok"]
+
+
+class DependencyOut(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    state: Literal["up", "down", "not used"]
+    detail: str | None = None
+
+
+class ReadinessOut(BaseModel):
+    status: Literal["ready", "degraded", "unavailable"]
+    dependencies: dict[str, DependencyOut]

@@ -16,12 +16,13 @@ import uvicorn
 from customs.api import create_app
 from customs.core.db import init_db
 from customs.core.settings import Settings, get_settings
-from customs.orchestration.decisions import resume_waiting_runs
+from customs.orchestration.decisions import resume_decided_runs, resume_waiting_runs
 from customs.orchestration.deployments import apply_project
-from customs.orchestration.server import ensure_server, prefect_api, ui_url
+from customs.orchestration.server import ServerSupervisor, ensure_server, prefect_api, ui_url
 from customs.orchestration.starting import ClearanceStarter
 from customs.orchestration.timers import schedule_print_timers
 from customs.orchestration.worker import ClearanceWorker, WorkerThread
+from customs.services.queries import owed_clearances
 
 
 def port_free(host: str, port: int) -> bool:
@@ -71,6 +72,7 @@ def serve(
         )
     init_db(settings)
     api_url = ensure_server(settings)
+    supervisor = ServerSupervisor(settings).start()  # the local Prefect server, restarted if it dies
     stop = stop or threading.Event()
     with prefect_api(api_url):
         project = apply_project(settings)
@@ -81,8 +83,10 @@ def serve(
             worker.start()
         deployments = project.deployments
         app = create_app()
-        starter = ClearanceStarter(deployments["clearance"][0])
+        starter = ClearanceStarter(deployments["clearance"][0], owed=owed_clearances, on_reconnect=resume_decided_runs)
+        starter.start()  # first: the clearances owed from before (this process, or another, died with starts queued)
         app.state.start_clearance = starter
+        app.state.dependencies["prefect"] = starter.status
         app.state.decision_given = _decision_given
         app.state.print_requested = schedule_print_timers
         server = intake_server(app, settings)
@@ -131,6 +135,7 @@ def serve(
             if worker is not None:
                 worker.stop(wait_seconds=15.0)
             starter.stop()
+            supervisor.stop()
             api_thread.join(5)
             echo("stopped")
 

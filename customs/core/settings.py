@@ -83,6 +83,17 @@ class Settings(BaseSettings):
     smtp_username: str | None = None
     smtp_password: SecretStr | None = None
     smtp_timeout: float = Field(15.0, gt=0, description="Seconds to wait for the SMTP server at each step.")
+    smtp_timeout_in_clearance: float = Field(
+        3.0,
+        gt=0,
+        description="The same, for notices sent by a clearance run itself: a slow SMTP server must not hold it up "
+        "(what cannot go at once waits for outbox-dispatch).",
+    )
+    smtp_pause_after_failure: timedelta = Field(
+        timedelta(seconds=60),
+        description="After the SMTP server failed as a whole, clearance runs leave their notices to outbox-dispatch "
+        "for this long.",
+    )
     smtp_ca_file: Path | None = Field(
         None, description="CA bundle to verify the SMTP server's certificate (default: the system's)."
     )

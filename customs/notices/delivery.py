@@ -9,6 +9,7 @@ answer means for a notice (sent, a temporary failure to retry with backoff, a pe
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from dataclasses import dataclass
@@ -64,12 +65,18 @@ class EmlTransport:
 
     async def send(self, message: EmailMessage, sender: str, recipient: str, name: str) -> SendResult:
         target = self.directory / f"{name}.eml"
+        temporary = None
         try:
             descriptor, temporary = tempfile.mkstemp(dir=self.directory, prefix=".", suffix=".part")
             with os.fdopen(descriptor, "wb") as handle:
                 handle.write(message.as_bytes())
+                handle.flush()
+                os.fsync(handle.fileno())  # on disk before the notice is recorded as sent
             os.replace(temporary, target)
         except OSError as exc:
+            if temporary is not None:  # a failed write (a full disk) leaves nothing behind to fill it further
+                with contextlib.suppress(OSError):
+                    os.unlink(temporary)
             return SendResult(TEMPORARY, f"cannot write {target}: {exc}")
         return SendResult(SENT, f"written to {target}")
 
@@ -106,9 +113,20 @@ class SmtpTransport:
 
     async def send(self, message: EmailMessage, sender: str, recipient: str, name: str) -> SendResult:
         """Only a refusal of this recipient or of this message's data is a verdict on the notice (5xx: permanent).
-        A refused greeting, login, STARTTLS or sender concerns the whole session: temporary, and the pass stops."""
+        A refused greeting, login, STARTTLS or sender concerns the whole session: temporary, and the pass stops;
+        so does a server that cannot be reached or does not greet (refused, timed out)."""
         try:
             client = await self._connected()
+        except aiosmtplib.SMTPResponseException as exc:  # greeting, EHLO, STARTTLS, AUTH
+            await self._drop()
+            return SendResult(
+                TEMPORARY, f"the server refused the session: {exc.code} {exc.message} ({type(exc).__name__})", server_wide=True
+            )
+        except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
+            await self._drop()
+            detail = f"the server cannot be reached: {type(exc).__name__}: {exc or 'no answer'}"
+            return SendResult(TEMPORARY, detail, server_wide=True)
+        try:
             _, response = await client.send_message(message, sender=sender, recipients=[recipient])
             return SendResult(SENT, response)
         except aiosmtplib.SMTPRecipientsRefused as exc:
@@ -116,7 +134,7 @@ class SmtpTransport:
             return classify_reply(refused.code, f"{refused.message} (recipient {refused.recipient})")
         except aiosmtplib.SMTPDataError as exc:
             return classify_reply(exc.code, f"message refused: {exc.message}")
-        except aiosmtplib.SMTPResponseException as exc:  # greeting, EHLO, STARTTLS, AUTH, MAIL FROM
+        except aiosmtplib.SMTPResponseException as exc:  # MAIL FROM
             await self._drop()
             return SendResult(
                 TEMPORARY, f"the server refused the session: {exc.code} {exc.message} ({type(exc).__name__})", server_wide=True

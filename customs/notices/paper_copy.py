@@ -3,6 +3,7 @@ by WeasyPrint with an embedded DejaVu font (Cyrillic and the Kazakh letters Ó˜ Ò
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import multiprocessing
@@ -92,6 +93,7 @@ def render_copy_pdf_apart(context: dict[str, Any], timeout: float) -> bytes:
     with _renderer_lock:  # one copy at a time per process; the others wait here, not in the renderer
         if _renderer is None:
             _renderer = multiprocessing.get_context("spawn").Pool(1, maxtasksperchild=50)
+            atexit.register(stop_renderer)  # terminated before the interpreter tears down what Pool.__del__ needs
         pending = _renderer.apply_async(render_copy_pdf, (context,))
         try:
             return pending.get(timeout)

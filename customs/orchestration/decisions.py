@@ -13,6 +13,7 @@ from prefect.flow_runs import resume_flow_run
 
 from customs.core.settings import get_settings
 from customs.orchestration.server import is_healthy, prefect_api, running_api_url
+from customs.services.officials import decisions_recorded_for
 from flows.clearance import ReleaseDecisionInput
 
 log = logging.getLogger("customs.decisions")
@@ -61,3 +62,26 @@ def resume_waiting_runs(application_id: str, run_input: dict, *, settle_seconds:
     for note in result.notes:
         log.warning("%s: %s", application_id, note)
     return result
+
+
+def resume_decided_runs(client) -> list[str]:
+    """Clearance runs still waiting for a decision that was recorded meanwhile (given while the Prefect server
+    was away, so nobody could resume them): each is given the recorded decision now, and carries on."""
+    runs = client.read_flow_runs(
+        flow_run_filter=FlowRunFilter(
+            tags=FlowRunFilterTags(all_=["clearance"]),
+            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED])),
+        ),
+        limit=200,  # the server's most per page; the rest at the next sweep, or their own wait's end
+    )
+    waiting = {run.parameters.get("application_id"): run for run in runs if run.parameters.get("application_id")}
+    resumed = []
+    for application_id, run_input in decisions_recorded_for(list(waiting)).items():
+        try:
+            resume_flow_run(waiting[application_id].id, run_input=run_input)
+            resumed.append(application_id)
+        except Exception as exc:  # the next sweep, or the run's own wait time-out, gets to it
+            log.warning("%s: the run waiting for its recorded decision could not be resumed (%s)", application_id, exc)
+    if resumed:
+        log.info("resumed %d run(s) whose decision was recorded while they could not be reached", len(resumed))
+    return resumed

@@ -6,6 +6,7 @@ is started once, detached, and reused by later commands; ``customs server stop``
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
@@ -23,6 +24,8 @@ from prefect.client.orchestration import get_client
 from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_ANALYTICS_ENABLED, temporary_settings
 
 from customs.core.settings import Settings, get_settings
+
+_log = logging.getLogger("customs.prefect_server")
 
 
 class PrefectServerError(RuntimeError):
@@ -149,6 +152,58 @@ def stop_server(settings: Settings | None = None) -> bool:
         os.killpg(pid, signal.SIGKILL)
     pid_file.unlink(missing_ok=True)
     return True
+
+
+class ServerSupervisor:
+    """Keeps the local Prefect server that ``customs serve`` started alive: checked every ``interval`` seconds;
+    when it has not answered for ``grace`` seconds (its process died, or hangs), it is stopped and started again
+    on the same port and database. A configured server (CUSTOMS_PREFECT_API_URL) is someone else's: not touched."""
+
+    def __init__(self, settings: Settings, *, interval: float = 5.0, grace: float = 15.0, log=None):
+        self.settings = settings
+        self.interval = interval
+        self.grace = grace
+        self.restarts = 0
+        self.last_error: str | None = None
+        self._log = log or _log
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def supervising(self) -> bool:
+        return configured_api_url(self.settings) is None
+
+    def start(self) -> ServerSupervisor:
+        if self.supervising:
+            self._thread = threading.Thread(target=self._run, name="prefect-server-supervisor", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(self.interval + 5)
+
+    def _run(self) -> None:
+        api_url = local_api_url(self.settings)
+        silent_since: float | None = None
+        while not self._stop.wait(self.interval):
+            if is_healthy(api_url, timeout=2.0):
+                silent_since = None
+                continue
+            silent_since = silent_since or time.monotonic()
+            if time.monotonic() - silent_since < self.grace:
+                continue
+            self._log.error("the Prefect server at %s has not answered for %.0f s: restarting it", api_url, self.grace)
+            try:
+                stop_server(self.settings)
+                ensure_server(self.settings)
+                self.restarts += 1
+                silent_since = None
+                self._log.warning("the Prefect server is back (restart %d)", self.restarts)
+            except Exception as exc:  # tried again at the next check
+                self.last_error = f"{type(exc).__name__}: {exc}"[:300]
+                self._log.error("the Prefect server could not be restarted: %s", self.last_error)
 
 
 @contextmanager

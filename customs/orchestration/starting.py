@@ -1,7 +1,8 @@
 """Starting a clearance: every way there is, in one place.
 
-- ``ClearanceStarter``: what intake calls after committing a declaration under `customs serve`: a run of
-  the clearance deployment now, retried with backoff when the Prefect server refuses it;
+- ``ClearanceStarter``: what intake calls after committing a declaration under `customs serve`: the start
+  queued and made apart, behind a breaker, so intake never waits on Prefect; owed starts found in the
+  database when it starts and when Prefect comes back;
 - ``restart_with``: what `customs recheck --restart` gives batch-recheck to restart stuck declarations;
 - ``run_clearance_here``: the clearance flow in this process (`customs submit --wait`, `customs clear`,
   `customs rerun`, the demo), recorded in the Prefect server;
@@ -14,7 +15,6 @@ Every deployment run is created by ``flows.clearance.start_clearance`` (name, ta
 from __future__ import annotations
 
 import contextvars
-import heapq
 import logging
 import os
 import signal
@@ -22,6 +22,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,81 +30,237 @@ from uuid import UUID
 
 from customs.core.clock import utcnow
 from customs.core.settings import get_settings
-from customs.orchestration.server import ensure_server, prefect_api, shared_client
+from customs.orchestration.server import ensure_server, prefect_api
 from flows.clearance import clearance, start_clearance
 
 log = logging.getLogger("customs.starter")
 
 
-class ClearanceStarter:
-    """What intake calls after committing a declaration: a clearance run of the deployment, now.
+class Breaker:
+    """Whether the Prefect server takes run creations: ``closed`` (it does), ``open`` (it did not, since
+    ``since``; tried again every ``retry_in`` seconds, growing to ``longest``)."""
 
-    When the Prefect server cannot take the run (restarting; on SQLite it answers 503 "database is
-    locked" under load, after the client's own retries), the start is retried here with backoff
-    instead of waiting for the next batch-recheck (every 15 minutes). The idempotency key makes a
-    retry after an ambiguous failure (the run was created, the answer lost) return the same run.
-    After the last delay the declaration is left to batch-recheck, which restarts stuck ones.
+    def __init__(self, delays: tuple[float, ...]):
+        self.delays = delays
+        self.state = "closed"
+        self.since: float | None = None
+        self.failures = 0
+        self.last_error: str | None = None
+        self.last_success: float = 0.0
+
+    @property
+    def retry_in(self) -> float:
+        return self.delays[min(self.failures, len(self.delays)) - 1] if self.failures else 0.0
+
+    def failed(self, error: BaseException) -> None:
+        if self.state == "closed":
+            self.state, self.since = "open", time.monotonic()
+        self.failures += 1
+        self.last_error = f"{type(error).__name__}: {error}"[:300]
+
+    def succeeded(self) -> bool:
+        """Returns True when this closes an open breaker (the server is back)."""
+        was_open = self.state == "open"
+        self.state, self.since, self.failures, self.last_success = "closed", None, 0, time.monotonic()
+        return was_open
+
+
+def _refused_for_good(error: BaseException) -> bool:
+    """A 4xx other than 408/409/429: this start will never be accepted (the server itself is fine)."""
+    response = getattr(error, "response", None)
+    status = getattr(response, "status_code", None)
+    return status is not None and 400 <= status < 500 and status not in (408, 409, 429)
+
+
+class ClearanceStarter:
+    """What intake calls after committing a declaration: a clearance run of the deployment, started apart.
+
+    Intake never waits on Prefect: calling the starter only queues the application id (the committed
+    declaration is the durable record that a clearance is owed) and returns. One thread of its own creates
+    the runs, with a short time-out and no client retries, behind a breaker: when the Prefect server does
+    not answer, the breaker opens, one start is tried again after 0.5, 1, 2, then every ``longest`` seconds,
+    and the queue waits; the first success closes it and the queue drains at once. The idempotency key
+    makes a retry after an ambiguous failure (the run was created, the answer lost) return the same run.
+
+    Owed clearances (declarations still ``submitted``: their start was lost with a process that died, or
+    queued when this one stopped) are looked up in the database when the starter starts and whenever the
+    breaker closes, and started too. A start the server refuses for good (a 4xx), or one that keeps failing
+    while others succeed, is left to batch-recheck and logged.
     """
 
-    def __init__(self, deployment_id: UUID, delays: tuple[float, ...] = (1, 2, 4, 8, 15, 30, 60, 120)):
+    def __init__(
+        self,
+        deployment_id: UUID,
+        delays: tuple[float, ...] = (0.5, 1, 2, 5),
+        *,
+        owed: Callable[[], list[str]] | None = None,
+        on_reconnect: Callable[[Any], Any] | None = None,
+        timeout: float = 5.0,
+        max_attempts: int = 8,
+    ):
         self.deployment_id = deployment_id
-        self.delays = delays
+        self.breaker = Breaker(delays)
+        self.owed = owed
+        self.on_reconnect = on_reconnect
+        self.timeout = timeout
+        self.max_attempts = max_attempts
         self.given_up: list[str] = []
-        self._due: list[tuple[float, str, int]] = []
+        self.started = 0
+        self._queue: deque[str] = deque()
+        self._attempts: dict[str, int] = {}
         self._cv = threading.Condition()
         self._stopping = False
         self._thread: threading.Thread | None = None
+        self._client = None
 
-    def create(self, application_id: str) -> None:
-        start_clearance(application_id, deployment_id=self.deployment_id, client=shared_client())
+    never_blocks = True  # the API calls it in its event loop (customs.api.hooks)
+
+    # -- what intake and serve call -------------------------------------------------------------
 
     def __call__(self, application_id: str) -> None:
-        try:
-            self.create(application_id)
-        except Exception as exc:
-            log.warning("clearance of %s not started (%s); retrying in %s s", application_id, exc, self.delays[0])
-            self._defer(application_id, 0)
+        """Queue the start (never blocks on Prefect)."""
+        self._enqueue([application_id])
+
+    def start(self) -> None:
+        """Start the thread; it looks up the clearances owed from before (a process that died, a stop) first."""
+        with self._cv:
+            self._sweep_first = True
+            self._ensure_thread()
 
     @property
     def waiting(self) -> int:
         with self._cv:
-            return len(self._due)
+            return len(self._queue)
 
-    def _defer(self, application_id: str, attempt: int) -> None:
+    def status(self) -> dict[str, Any]:
+        """For health: whether runs can be started, since when not, and how many wait."""
         with self._cv:
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=contextvars.copy_context().run, args=(self._retry_loop,), name="clearance-starter", daemon=True
-                )
-                self._thread.start()
-            heapq.heappush(self._due, (time.monotonic() + self.delays[attempt], application_id, attempt))
-            self._cv.notify()
-
-    def _retry_loop(self) -> None:
-        while True:
-            with self._cv:
-                while not self._stopping and (not self._due or self._due[0][0] > time.monotonic()):
-                    self._cv.wait(None if not self._due else max(0.0, self._due[0][0] - time.monotonic()))
-                if self._stopping:
-                    return
-                _, application_id, attempt = heapq.heappop(self._due)
-            try:
-                self.create(application_id)
-                log.info("clearance of %s started on retry %d", application_id, attempt + 1)
-            except Exception as exc:
-                if attempt + 1 < len(self.delays):
-                    self._defer(application_id, attempt + 1)
-                else:
-                    self.given_up.append(application_id)
-                    log.error("clearance of %s could not be started (%s); batch-recheck will start it", application_id, exc)
+            breaker = self.breaker
+            return {
+                "state": "up" if breaker.state == "closed" else "down",
+                "down_for_seconds": round(time.monotonic() - breaker.since, 1) if breaker.since else None,
+                "last_error": breaker.last_error,
+                "starts_waiting": len(self._queue),
+                "started": self.started,
+            }
 
     def stop(self) -> None:
-        """Stop retrying; what is still waiting is in the database as submitted, for batch-recheck."""
+        """Stop; what is still queued is in the database as submitted, started at the next start (or batch-recheck)."""
         with self._cv:
             self._stopping = True
             self._cv.notify_all()
         if self._thread is not None:
-            self._thread.join(5)
+            self._thread.join(self.timeout + 5)
+
+    # -- the thread -------------------------------------------------------------------------------
+
+    def create(self, application_id: str) -> None:
+        start_clearance(application_id, deployment_id=self.deployment_id, client=self._prefect())
+
+    def _prefect(self):
+        if self._client is None:
+            from prefect.client.orchestration import get_client
+
+            self._client = get_client(sync_client=True, httpx_settings={"timeout": self.timeout})
+            self._client.__enter__()
+        return self._client
+
+    def _server_answers(self) -> bool:
+        try:
+            return self._prefect().api_healthcheck() is None
+        except Exception:
+            return False
+
+    def _ensure_thread(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=contextvars.copy_context().run, args=(self._loop,), name="clearance-starter", daemon=True
+            )
+            self._thread.start()
+
+    def _enqueue(self, application_ids: list[str]) -> None:
+        with self._cv:
+            for application_id in application_ids:
+                if application_id not in self._attempts:
+                    self._attempts[application_id] = 0
+                    self._queue.append(application_id)
+            self._ensure_thread()
+            self._cv.notify()
+
+    def _sweep(self, why: str) -> None:
+        if self.owed is not None:
+            try:
+                owed = self.owed()
+            except Exception as exc:  # the database is away too: batch-recheck, or the next sweep
+                log.warning("clearances owed could not be looked up %s (%s)", why, exc)
+                owed = []
+            if owed:
+                log.info("%d clearance(s) owed %s: starting them", len(owed), why)
+                self._enqueue(owed)
+        if self.on_reconnect is not None and threading.current_thread() is self._thread:
+            try:
+                self.on_reconnect(self._prefect())  # e.g. decisions recorded while Prefect was away
+            except Exception as exc:
+                log.warning("after reconnecting %s: %s", why, exc)
+
+    def _loop(self) -> None:
+        from prefect.settings import PREFECT_CLIENT_MAX_RETRIES, temporary_settings
+
+        with temporary_settings(updates={PREFECT_CLIENT_MAX_RETRIES: 0}):  # the breaker retries, not the client
+            try:
+                if getattr(self, "_sweep_first", False):
+                    self._sweep("at start")
+                while self._step():
+                    pass
+            finally:
+                if self._client is not None:
+                    self._client.__exit__(None, None, None)
+
+    def _step(self) -> bool:
+        with self._cv:
+            while not self._stopping and not self._queue:
+                self._cv.wait()
+            if self._stopping:
+                return False
+            application_id = self._queue.popleft()
+        try:
+            self.create(application_id)
+        except Exception as exc:
+            if _refused_for_good(exc):
+                self._give_up(application_id, exc)
+                return True
+            if self._server_answers():  # the server is fine: this start fails on its own
+                with self._cv:
+                    self._attempts[application_id] += 1
+                    attempts = self._attempts[application_id]
+                    if attempts < self.max_attempts:
+                        self._queue.append(application_id)  # behind the others: it never holds them up
+                        log.warning("clearance of %s not started (%s); attempt %d, trying again", application_id, exc, attempts)
+                        self._cv.wait(self.breaker.delays[min(attempts, len(self.breaker.delays)) - 1])
+                if attempts >= self.max_attempts:
+                    self._give_up(application_id, exc)
+                return True
+            with self._cv:
+                self.breaker.failed(exc)
+                self._queue.appendleft(application_id)
+                if self.breaker.failures == 1:
+                    log.warning("clearance runs cannot be started (%s); retrying apart, intake goes on", exc)
+                self._cv.wait(self.breaker.retry_in)  # stop() wakes it
+            return True
+        with self._cv:
+            self._attempts.pop(application_id, None)
+            self.started += 1
+            reopened = self.breaker.succeeded()
+        if reopened:
+            log.info("clearance runs can be started again (%s started)", application_id)
+            self._sweep("after the Prefect server came back")
+        return True
+
+    def _give_up(self, application_id: str, error: BaseException) -> None:
+        with self._cv:
+            self._attempts.pop(application_id, None)
+            self.given_up.append(application_id)
+        log.error("clearance of %s could not be started (%s); batch-recheck will start it", application_id, error)
 
 
 def restart_with(api_url: str) -> Callable[[str], None]:

@@ -32,7 +32,7 @@ from customs.rules.officials import (
 )
 from customs.services.deadlines import record_release_breach
 from models.audit import AuditEvent, append_event
-from models.declaration import ReleaseMark, Status
+from models.declaration import Declaration, ReleaseMark, Status
 from models.reasons import Reason
 
 
@@ -187,6 +187,32 @@ def decide(
     if refused is not None:
         raise refused
     return result
+
+
+def decisions_recorded_for(application_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """Of these declarations, those decided by an official (released, refused, cancelled since), each with the
+    decision as run input: given to a run still waiting for it, it is recognised as a replay (its id)."""
+    if not application_ids:
+        return {}
+    with transaction() as session:
+        rows = session.exec(
+            select(Declaration).where(
+                Declaration.application_id.in_(application_ids),
+                Declaration.status.in_(DECIDED),
+                Declaration.decision_ref.is_not(None),
+            )
+        ).all()
+        return {
+            d.application_id: {
+                "decision": "refuse" if d.status == Status.RELEASE_REFUSED else "release",
+                "official_id": d.decided_by,
+                "decision_code": d.decision_code if d.status != Status.RELEASE_REFUSED else None,
+                "grounds": [],
+                "grounds_text": "",
+                "decision_id": d.decision_ref,
+            }
+            for d in rows
+        }
 
 
 def waiting_for_official(application_id: str) -> dict[str, Any]:

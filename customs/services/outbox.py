@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
 from collections.abc import Awaitable
 from concurrent.futures import ThreadPoolExecutor
@@ -53,6 +54,7 @@ class DispatchReport:
     claimed: int = 0
     outcomes: Counter = field(default_factory=Counter)  # sent / retry / failed / stale / put_back
     errors: list[str] = field(default_factory=list)
+    deferred: str | None = None  # why nothing was tried (a clearance's pass while the SMTP server is away)
 
     @property
     def sent(self) -> int:
@@ -63,7 +65,19 @@ class DispatchReport:
             "claimed": self.claimed,
             **{k: self.outcomes[k] for k in ("sent", "retry", "failed", "stale", "put_back")},
             "errors": self.errors[:20],
+            **({"deferred": self.deferred} if self.deferred else {}),
         }
+
+
+# When the SMTP server last failed as a whole (connection refused, time-out), per process: clearance runs
+# leave their notices to outbox-dispatch until ``smtp_pause_after_failure`` has passed, so a hung server costs
+# a clearance at most one short time-out per pause, never one per notice.
+_smtp_away_until: dict[tuple[str | None, int | None], float] = {}
+
+
+def smtp_away_for(settings: Settings) -> float:
+    """Seconds clearance runs still leave their notices to outbox-dispatch (0: they send)."""
+    return max(0.0, _smtp_away_until.get((settings.smtp_host, settings.smtp_port), 0.0) - time.monotonic())
 
 
 def claim_due(settings: Settings, now: datetime, limit: int, application_id: str | None = None) -> list[Claimed]:
@@ -180,11 +194,22 @@ async def dispatch_due(
     limit: int | None = None,
     application_id: str | None = None,
     transport: Transport | None = None,
+    in_clearance: bool = False,
 ) -> DispatchReport:
-    """One pass: claim what is due, send it, record every attempt. Never raises for a delivery problem."""
+    """One pass: claim what is due, send it, record every attempt. Never raises for a delivery problem.
+
+    ``in_clearance``: the pass a clearance run makes for its own notices. It waits at most
+    ``smtp_timeout_in_clearance`` for the SMTP server, and while the server is away (it failed as a whole less
+    than ``smtp_pause_after_failure`` ago) it tries nothing: the notices stay queued for outbox-dispatch."""
     settings = settings or get_settings()
+    server = (settings.smtp_host, settings.smtp_port)
     clock = (lambda: now) if now is not None else utcnow  # tests hold the clock still
     report = DispatchReport()
+    if in_clearance and settings.smtp_host:
+        if smtp_away_for(settings) > 0:
+            report.deferred = f"the SMTP server failed less than {settings.smtp_pause_after_failure} ago: left to outbox-dispatch"
+            return report
+        settings = settings.model_copy(update={"smtp_timeout": min(settings.smtp_timeout, settings.smtp_timeout_in_clearance)})
     claimed = claim_due(settings, clock(), limit or settings.outbox_batch_size, application_id)
     report.claimed = len(claimed)
     if not claimed:
@@ -238,6 +263,10 @@ async def dispatch_due(
             report.outcomes[verdict] += 1
             if result.outcome != SENT:
                 report.errors.append(f"notice {notice.id} to {notice.recipient}: {result.detail}")
+            if result.server_wide and settings.smtp_host:
+                _smtp_away_until[server] = time.monotonic() + settings.smtp_pause_after_failure.total_seconds()
+            elif result.outcome == SENT:
+                _smtp_away_until.pop(server, None)
             if result.server_wide and pending:
                 log.error("outbox: %s; %d notices put back for the next pass", result.detail, len(pending))
                 report.outcomes["put_back"] += put_back(

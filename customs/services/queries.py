@@ -262,6 +262,20 @@ def audit_anchor_markdown(anchor: dict[str, Any] | None) -> list[str]:
     return lines
 
 
+def owed_clearances(*, older_than: timedelta = timedelta(seconds=5), limit: int = 1000) -> list[str]:
+    """Declarations accepted but not yet taken up by a clearance (still ``submitted``), the oldest first: their
+    clearance is owed. ``older_than`` leaves the ones just accepted to the start that intake has queued."""
+    with transaction() as session:
+        return list(
+            session.exec(
+                select(Declaration.application_id)
+                .where(Declaration.status == Status.SUBMITTED, Declaration.submitted_at <= utcnow() - older_than)
+                .order_by(Declaration.submitted_at)
+                .limit(limit)
+            )
+        )
+
+
 def statuses_of(application_ids: list[str]) -> dict[str, str]:
     """The status of each of these declarations (those that are stored)."""
     if not application_ids:

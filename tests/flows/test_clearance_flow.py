@@ -223,6 +223,40 @@ def test_a_waiting_flow_run_takes_its_decision_from_the_ui_form_and_the_cli(sett
     assert twice.exit_code == 2 and "ALREADY_DECIDED" in twice.output
 
 
+def test_a_decision_recorded_while_prefect_was_away_resumes_its_run_when_prefect_is_back(settings, company_signer):
+    """Issue 18: the decision was committed but nobody could resume the waiting run (Prefect away): it stayed
+    paused until its time-out, 28 hours later. The reconnect sweep gives it the recorded decision; the run
+    recognises it as a replay and ends released, with no refused attempt and one release notice."""
+    import contextvars
+    import threading
+
+    from prefect.client.orchestration import get_client
+
+    from customs.core.settings import configure
+    from customs.orchestration.decisions import resume_decided_runs
+    from customs.services.officials import decide
+    from models.outbox import NoticeKind
+
+    configure(settings.model_copy(update={"decision_poll_seconds": 1}))
+    application_id = submit(company_signer, unique(sample("03-unpaid-vat.json")))
+    outcome: dict = {}
+    context = contextvars.copy_context()
+    worker = threading.Thread(target=lambda: outcome.update(result=context.run(clearance, application_id)))
+    worker.start()
+    run = wait_until(lambda: _paused_run(application_id), "the flow run to pause for a decision")
+    # the decision is recorded as the API records it; the hook that would resume the run never got through
+    decide(application_id, decision="release", official_id="KZ-OF-0001", decision_code="10")
+    assert _paused_run(application_id).id == run.id  # still waiting: nothing told it
+    with get_client(sync_client=True) as client:
+        assert resume_decided_runs(client) == [application_id]
+    worker.join(60)
+    assert outcome["result"]["status"] == "released"
+    assert events(application_id, "official_action_refused") == []
+    assert len(notices(application_id, NoticeKind.RELEASE)) == 1
+    with get_client(sync_client=True) as client:
+        assert resume_decided_runs(client) == []  # nothing waits any more
+
+
 def test_retrying_the_failed_flow_run_as_the_ui_does_is_safe_and_audited(settings, company_signer, monkeypatch):
     """The UI's Retry puts the failed run back to AwaitingRetry and a worker runs the same flow run again."""
     from prefect.client.orchestration import get_client

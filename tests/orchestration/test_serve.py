@@ -8,12 +8,24 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.helpers import INSPECTOR, ROOT, as_bytes, clearance_worker, free_port, sample, submit_signed, unique, wait_until
+from tests.helpers import (
+    INSPECTOR,
+    ROOT,
+    TcpGate,
+    as_bytes,
+    clearance_worker,
+    free_port,
+    sample,
+    submit_signed,
+    unique,
+    wait_until,
+)
 
 CUSTOMS = str(Path(sys.executable).with_name("customs"))
 
@@ -159,6 +171,53 @@ def test_customs_serve_clears_a_declaration_submitted_through_the_api(served, co
     served["process"].send_signal(signal.SIGINT)
     assert served["process"].wait(60) == 0, served["log"].read_text()[-5000:]
     assert "stopping" in served["log"].read_text() and "stopped" in served["log"].read_text()
+
+
+def test_serve_rides_out_its_prefect_server_killed(served, company_signer):
+    """Issue 18: kill -9 of the Prefect server that `customs serve` started. Intake answers at once all the same
+    (the starts are queued), readiness says Prefect is down, the server is restarted by itself, and every
+    declaration accepted meanwhile is cleared without anyone acting."""
+    env, api = served["env"], served["api"]
+    added = subprocess.run(
+        [CUSTOMS, "clients", "add", "broker", "--kind", "declarant", "--id", "050840001233"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert added.returncode == 0, added.stderr
+    headers = {"Authorization": f"Bearer {next(x.split()[-1] for x in added.stdout.splitlines() if x.startswith('token:'))}"}
+    pid_file = Path(env["CUSTOMS_DATA_DIR"]) / "prefect" / "server.pid"
+    killed = int(pid_file.read_text())
+    os.killpg(killed, signal.SIGKILL)
+    wait_until(lambda: not _healthy(f"{served['prefect']}/health"), "the Prefect server to be gone", 30)
+    ids = []
+    for _ in range(4):
+        content = as_bytes(unique(sample()))
+        response = httpx.post(  # a 5 s client time-out: intake must not wait on the missing server
+            f"{api}/v1/declarations",
+            headers=headers,
+            timeout=5,
+            files={"declaration": ("d.json", content), "signature": ("d.p7s", company_signer.sign(content))},
+        )
+        assert response.status_code == 202, response.text
+        ids.append(response.json()["application_id"])
+    readiness = wait_until(
+        lambda: (r := httpx.get(f"{api}/v1/health/ready", timeout=5).json())["dependencies"]["prefect"]["state"] == "down" and r,
+        "readiness to say Prefect is down",
+        30,
+    )
+    assert readiness["status"] == "degraded" and readiness["dependencies"]["database"]["state"] == "up"
+
+    def all_released() -> bool:
+        return all(
+            httpx.get(f"{api}/v1/declarations/{a}", headers=headers, timeout=5).json()["status"] == "released" for a in ids
+        )
+
+    wait_until(all_released, "the declarations accepted meanwhile to be released", 240)
+    assert int(pid_file.read_text()) != killed and "restarting it" in served["log"].read_text()
+    assert httpx.get(f"{api}/v1/health/ready", timeout=5).json()["dependencies"]["prefect"]["state"] == "up"
 
 
 def test_intake_while_prefect_is_down_keeps_the_declaration_for_batch_recheck(settings, company_signer):
@@ -383,6 +442,63 @@ def test_starting_the_intake_api_leaves_prefects_events_service_running(settings
     assert not events._stopped
     assert emit_event(event="customs.test.after", resource={"prefect.resource.id": "customs.test"}) is not None
     assert EventsWorker.instance() is events
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_starts_queued_while_prefect_is_away_and_those_owed_from_before_begin_when_it_is_back(settings, company_signer):
+    """Issue 18: intake never waits on Prefect. With the Prefect server away (a gate in front of it closed), the
+    starter takes every start at once and only queues it; health reports Prefect down; a declaration whose start
+    was lost with an earlier process (still `submitted` in the database) is owed too. When the server is back,
+    all of them are started, once each."""
+    from urllib.parse import urlparse
+
+    from fastapi.testclient import TestClient
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL
+
+    from customs.api import create_app
+    from customs.orchestration.deployments import DeploymentSpec, register_deployments
+    from customs.orchestration.server import prefect_api
+    from customs.orchestration.starting import ClearanceStarter
+    from customs.services.queries import owed_clearances
+
+    deployment_id, _ = register_deployments(
+        [DeploymentSpec("owed-starts", "tests/fixtures/suspendable_flow.py:ticking", "", (), {}, ())]
+    )["owed-starts"]
+    harness = urlparse(PREFECT_API_URL.value())
+    gate = TcpGate(harness.hostname, harness.port)  # closed: the Prefect server is away
+    lost = submit_signed(company_signer, unique(sample())).application_id  # accepted before; its start was lost
+    starter = ClearanceStarter(
+        deployment_id, delays=(0.2, 0.5), owed=lambda: owed_clearances(older_than=timedelta(0)), timeout=2.0
+    )
+    app = create_app()
+    app.state.start_clearance = starter
+    app.state.dependencies["prefect"] = starter.status
+    try:
+        with prefect_api(f"http://127.0.0.1:{gate.port}/api"):
+            starter.start()
+            for application_id in ("A-AWAY-1", "A-AWAY-2", "A-AWAY-1"):
+                starter(application_id)  # returns at once: queued
+        wait_until(lambda: starter.status()["state"] == "down", "the starter to find Prefect away", 20)
+        with TestClient(app) as http:
+            readiness = http.get("/v1/health/ready")
+        assert readiness.status_code == 200 and readiness.json()["status"] == "degraded"
+        prefect = readiness.json()["dependencies"]["prefect"]
+        assert prefect["state"] == "down" and prefect["starts_waiting"] == 3  # two queued, the owed one
+        assert readiness.json()["dependencies"]["database"]["state"] == "up"
+
+        gate.open()  # Prefect is back
+        with get_client(sync_client=True) as client:
+
+            def started() -> list[str]:
+                return sorted(r.name for r in client.read_flow_runs() if r.deployment_id == deployment_id)
+
+            wait_until(lambda: len(started()) == 3, "the three starts to be made once Prefect is back", 30)
+            assert started() == sorted(["A-AWAY-1", "A-AWAY-2", lost])
+        assert starter.status()["state"] == "up" and starter.given_up == [] and starter.waiting == 0
+    finally:
+        starter.stop()
+        gate.close()
 
 
 @pytest.mark.usefixtures("prefect_harness")

@@ -275,6 +275,51 @@ def test_server_down_then_up_delivers_later_exactly_once(tmp_path, pki, company_
         dispose_engines()
 
 
+def test_a_hung_smtp_server_never_holds_up_a_clearance(tmp_path, pki, company_signer):
+    """Issue 18: a server that accepts connections and never answers held each clearance 15 s per notice. A
+    clearance's own pass now waits smtp_timeout_in_clearance once, then leaves notices to outbox-dispatch for
+    the pause without even connecting; outbox-dispatch keeps trying with the full time-out."""
+    import socket
+    import threading
+    import time
+
+    hole = socket.socket()
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(16)
+    accepted: list[socket.socket] = []
+    threading.Thread(target=lambda: [accepted.append(hole.accept()[0]) for _ in iter(int, 1)], daemon=True).start()
+    settings = make_settings(
+        tmp_path / "data",
+        pki,
+        smtp_host="127.0.0.1",
+        smtp_port=hole.getsockname()[1],
+        smtp_timeout=15,
+        smtp_timeout_in_clearance=1,
+    )
+    configure(settings)
+    from customs.core.db import dispose_engines, init_db
+
+    init_db(settings)
+    try:
+        first, second = green_declaration(company_signer), green_declaration(company_signer)
+        started = time.monotonic()
+        report = dispatch_due_sync(application_id=first, in_clearance=True)
+        assert time.monotonic() - started < settings.smtp_timeout  # the short time-out, not the 15 s one
+        assert (report.claimed, report.outcomes["retry"], len(accepted)) == (1, 1, 1)
+        deferred = dispatch_due_sync(application_id=second, in_clearance=True)
+        assert deferred.claimed == 0 and "outbox-dispatch" in deferred.deferred
+        assert len(accepted) == 1  # not even a connection
+        (waiting,) = notices(second)
+        assert waiting.status == NoticeStatus.PENDING and waiting.attempts == 0
+        assert dispatch_due_sync(application_id=second).claimed == 1 and len(accepted) == 2  # outbox-dispatch tries
+    finally:
+        configure(None)
+        dispose_engines()
+        hole.close()
+        for connection in accepted:
+            connection.close()
+
+
 def test_permanent_rejection_is_failed_with_the_servers_answer(smtp_settings, smtp_server, company_signer):
     smtp_server.handler.always["nobody@alatau-import.kz"] = "550 5.1.1 <nobody@alatau-import.kz>: mailbox unavailable"
     application_id = green_declaration(company_signer, address="nobody@alatau-import.kz")
@@ -371,6 +416,29 @@ def test_without_smtp_notices_are_written_as_eml_files(settings, company_signer)
     message = email.message_from_bytes(files[-1].read_bytes(), policy=policy.default)
     assert message["To"] == ADDRESS and "decision.json" in attachments(message)
     assert {n.status for n in notices(application_id)} == {NoticeStatus.SENT}
+
+
+def test_an_eml_that_cannot_be_written_leaves_no_temporary_file_behind(settings, company_signer):
+    """Issue 18: 278 `.part` files were left after a disk-full test, eating more of the full disk. The outbox
+    folder here is a tmpfs of 8 KiB (a real ENOSPC); a write that fails removes its file."""
+    import subprocess
+
+    settings.eml_dir.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8k", "tmpfs", str(settings.eml_dir)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"a tmpfs cannot be mounted here: {mounted.stderr.decode().strip()}")
+    try:
+        application_id = green_declaration(company_signer)
+        report = dispatch_due_sync()
+        assert report.outcomes["retry"] == 1 and "No space left" in report.errors[0]
+        assert list(settings.eml_dir.iterdir()) == []  # neither the .eml nor a .part
+        (notice,) = notices(application_id)
+        assert notice.status == NoticeStatus.PENDING
+        subprocess.run(["mount", "-o", "remount,size=1m", str(settings.eml_dir)], check=True)
+        assert dispatch_due_sync(now=utcnow() + timedelta(minutes=5)).sent == 1  # written once there is room
+        assert [p.suffix for p in settings.eml_dir.iterdir()] == [".eml"]
+    finally:
+        subprocess.run(["umount", "-l", str(settings.eml_dir)], capture_output=True)
 
 
 def test_delivery_rules():
