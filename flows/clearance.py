@@ -31,7 +31,7 @@ from customs.core.db import DeclarationNotFound
 from customs.core.settings import get_settings
 from customs.services.officials import waiting_for_official
 from customs.services.steps import StepOutcome, current_outcome
-from customs.services.support import RunLogCapture, describe_error
+from customs.services.support import RunLogCapture, describe_error, spool_failure
 from models.declaration import Status
 from tasks.clearance import record_rerun, register, release, report_failure, risk_assessment, signature_check
 from tasks.notices import deliver_notices
@@ -317,7 +317,27 @@ def clearance(application_id: str, requested_by: str | None = None, wait_for_off
             if report.is_completed():
                 logger.error("%s: reported to the support service as %s", application_id, report.result())
             else:
-                logger.error("%s: the support report could not be queued: %s", application_id, report.message)
+                try:  # the database is away: kept on this host's disk, reported by the worker when it is back
+                    spool_failure(
+                        application_id,
+                        step=step,
+                        error=describe_error(step, exc),
+                        run_log=run_log.text(),
+                        flow_run_id=flow_run_id,
+                        run_count=flow_run.run_count,
+                    )
+                    logger.error(
+                        "%s: the support report could not be queued (%s); kept to be reported when the database is back",
+                        application_id,
+                        report.message,
+                    )
+                except Exception as spool_error:
+                    logger.error(
+                        "%s: the support report could be neither queued (%s) nor kept (%s)",
+                        application_id,
+                        report.message,
+                        spool_error,
+                    )
             _send_notices(application_id)
             raise
     timed("notices", _send_notices, application_id)

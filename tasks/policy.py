@@ -1,4 +1,5 @@
-"""How tasks retry: database hiccups are retried (1, 2, 4 s), a refusal or a programming error never is."""
+"""How tasks retry: database hiccups are retried (1, 2, 4, 8, 15, 30, 30 s: a database restart of a minute
+and a half is ridden out), a refusal or a programming error never is."""
 
 from __future__ import annotations
 
@@ -18,5 +19,10 @@ def retry_on_database_error(task, task_run, state) -> bool:
     return is_transient_database_error(exc if isinstance(exc, BaseException) else None)
 
 
-# The options of every task that writes a declaration: a database hiccup is retried three times.
-DATABASE_RETRIES: dict[str, Any] = {"retries": 3, "retry_delay_seconds": [1, 2, 4], "retry_condition_fn": retry_on_database_error}
+# The options of every task that writes a declaration: a database that went away is waited for, 90 s in all
+# (a failover or a restart); past that the run fails, the reconciler re-runs it once the database is back.
+DATABASE_RETRIES: dict[str, Any] = {
+    "retries": 7,
+    "retry_delay_seconds": [1, 2, 4, 8, 15, 30, 30],
+    "retry_condition_fn": retry_on_database_error,
+}

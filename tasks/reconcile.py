@@ -80,8 +80,13 @@ def _with_heartbeat(client: SyncPrefectClient, view: RunView, now: datetime, tim
     return replace(view, heartbeat_age=now - last if last else None, heartbeats_checked=True)
 
 
+# What a database that went away looks like in a failed run's state message (SQLAlchemy wraps the driver's error).
+DATABASE_AWAY = ("OperationalError", "InterfaceError", "could not connect", "connection refused", "server closed the connection")
+
+
 def _view(run: FlowRun, now: datetime) -> RunView:
     state = run.state
+    message = (state.message or "") if state else ""
     return RunView(
         flow_run_id=str(run.id),
         name=run.name,
@@ -90,6 +95,7 @@ def _view(run: FlowRun, now: datetime) -> RunView:
         state_age=now - state.timestamp if state and state.timestamp else timedelta(0),
         run_count=run.run_count,
         application_id=(run.parameters or {}).get("application_id"),
+        failed_on_database=bool(state and state.is_failed() and any(sign in message for sign in DATABASE_AWAY)),
     )
 
 
@@ -102,7 +108,7 @@ def reconcile_clearance_runs(
     heartbeats stopped) or ``all`` (batch-recheck: also runs of final declarations, paused ones included)."""
     settings = settings or get_settings()
     now = now or utcnow()
-    queries = [([StateType.CRASHED], now - CRASHED_WINDOW)]
+    queries = [([StateType.CRASHED, StateType.FAILED], now - CRASHED_WINDOW)]
     if scope == "all":
         queries.append(([StateType.PENDING, StateType.RUNNING, StateType.PAUSED], None))
     else:

@@ -73,6 +73,7 @@ from prefect.workers.base import BaseJobConfiguration, BaseVariables, BaseWorker
 
 from customs.core.paths import PROJECT_ROOT
 from customs.core.settings import get_settings
+from customs.services.support import report_spooled_failures
 
 log = logging.getLogger("customs.worker")
 
@@ -449,6 +450,11 @@ class ClearanceWorker(BaseWorker[ClearanceJobConfiguration, ClearanceVariables, 
     # The reconciler: crashed clearance runs (their worker died) are re-run by whichever worker sees them
 
     def _reconcile_crashed(self) -> list[dict[str, Any]]:
+        try:  # failures this host could not report while the database was away (kept on its disk)
+            for report_id in report_spooled_failures():
+                log.warning("reconciler: a failure kept while the database was away is reported now: %s", report_id)
+        except Exception as exc:
+            log.warning("reconciler: kept failure reports still wait (%s: %s)", type(exc).__name__, exc)
         with get_client(sync_client=True) as client:
             return self._reconcile(client, scope="orphans")
 

@@ -3,7 +3,8 @@
 A clearance run is the orchestration of one declaration; the declaration in the database is the truth. A
 run held by a worker that died (its heartbeats stopped) is marked Crashed; a Crashed run is run again
 (its steps skip what is done: one that crashed after the decision only finishes its notices), up to a
-number of attempts; a run still Pending, Running or Paused long
+number of attempts, and so is a Failed run whose step failed on a database error that outlasted its
+retries (the database was away longer than they last); a run still Pending, Running or Paused long
 after its declaration became final (decided through the API or the CLI while the run could not hear of
 it) is closed. Everything else is left alone.
 """
@@ -33,6 +34,7 @@ class RunView:
     application_id: str | None
     heartbeat_age: timedelta | None = None  # since its last heartbeat; None: none seen lately (or not looked at)
     heartbeats_checked: bool = False
+    failed_on_database: bool = False  # a Failed run whose step failed on a database error beyond its retries
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,12 @@ def reconcile_action(
                 REPORT, f"crashed {run.run_count} times with the declaration at {status}; left for a person (customs rerun)"
             )
         return Reconciliation(RERUN, f"its worker stopped (Crashed: {run.state_name}) with the declaration at {status}")
+    if run.state_type == "FAILED" and run.failed_on_database and not final:
+        if run.run_count >= max_attempts:
+            return None  # batch-recheck and the support report (sent when the database came back) take it from here
+        return Reconciliation(
+            RERUN, f"its step failed on a database error that outlasted the retries, with the declaration at {status}"
+        )
     if run.state_type in ("PENDING", "RUNNING", "PAUSED") and final and run.state_age >= after:
         return Reconciliation(CLOSE, f"the declaration is {status}: nothing is left for the run to do")
     if (

@@ -162,3 +162,83 @@ def report_system_failure(
             event_seq=event.seq,
         )
         return FailureReport(report_id, created=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# Failures that could not be reported because the database was away: kept on this host's disk, reported later
+
+
+def _spool_dir(settings: Settings):
+    return settings.data_dir / "support-spool"
+
+
+def spool_failure(
+    application_id: str,
+    *,
+    step: str,
+    error: str,
+    run_log: str,
+    flow_run_id: str | None,
+    run_count: int,
+    now: datetime | None = None,
+    settings: Settings | None = None,
+) -> str:
+    """Keep a failure whose report could not be queued (the database was away) in a file of this host, written
+    atomically; ``report_spooled_failures`` reports it when the database is back (once: the report's dedup key)."""
+    import json
+    import os
+    import tempfile
+
+    settings = settings or get_settings()
+    now = now or utcnow()
+    folder = _spool_dir(settings)
+    folder.mkdir(parents=True, exist_ok=True)
+    record = {
+        "application_id": application_id,
+        "step": step,
+        "error": error,
+        "run_log": run_log[-MAX_LOG_BYTES:],
+        "flow_run_id": flow_run_id,
+        "run_count": run_count,
+        "at": now.isoformat(),
+    }
+    name = f"{now:%Y%m%dT%H%M%S%f}-{secrets.token_hex(4)}.json"
+    descriptor, temporary = tempfile.mkstemp(dir=folder, prefix=".", suffix=".part")
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            json.dump(record, handle, ensure_ascii=False)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, folder / name)
+    except BaseException:
+        with __import__("contextlib").suppress(OSError):
+            os.unlink(temporary)
+        raise
+    return str(folder / name)
+
+
+def report_spooled_failures(settings: Settings | None = None) -> list[str]:
+    """Report what ``spool_failure`` kept, oldest first; stops at the first that still cannot be reported.
+    Returns the report ids made."""
+    import json
+
+    settings = settings or get_settings()
+    folder = _spool_dir(settings)
+    if not folder.is_dir():
+        return []
+    reported = []
+    for path in sorted(folder.glob("*.json")):
+        record = json.loads(path.read_text(encoding="utf-8"))
+        report = report_system_failure(
+            record["application_id"],
+            step=record["step"],
+            error=record["error"],
+            run_log=record["run_log"],
+            flow_run_id=record["flow_run_id"],
+            run_count=record["run_count"],
+            now=datetime.fromisoformat(record["at"]),
+            settings=settings,
+        )
+        path.unlink()
+        reported.append(report.report_id)
+    return reported

@@ -216,3 +216,29 @@ def test_a_declaration_that_moves_on_between_restarts_keeps_being_restarted(own_
     for minutes in (11, 26, 41):
         batch_recheck_run(restart=run_that_gets_one_step_further, now=utcnow() + timedelta(minutes=minutes))
     assert restarted == [application_id] * 3  # each time it stopped somewhere else: never held
+
+
+def test_a_failure_kept_while_the_database_was_away_is_reported_once_it_is_back(settings, company_signer):
+    """Issue 18: 16 of 19 failures during a database outage were never reported. The run keeps its report on
+    the host's disk; the worker's reconciler reports it when the database answers again, once."""
+    from customs.services.support import report_spooled_failures, spool_failure
+    from models.outbox import NoticeKind
+    from tests.helpers import events, notices
+
+    application_id = submit_signed(company_signer, unique(sample())).application_id
+    for _ in range(2):  # the same attempt kept twice (a retried hook): one report
+        spool_failure(
+            application_id,
+            step="registration",
+            error="OperationalError: connection refused",
+            run_log="INFO the run\nERROR registration failed\n",
+            flow_run_id="6a1f5b2e-0000-0000-0000-000000000001",
+            run_count=1,
+        )
+    assert len(list((settings.data_dir / "support-spool").glob("*.json"))) == 2
+    assert len(report_spooled_failures()) == 2
+    assert list((settings.data_dir / "support-spool").iterdir()) == []
+    (report,) = notices(application_id, NoticeKind.SUPPORT_REPORT)
+    assert report.facts["failed_step"] == "registration" and "connection refused" in report.facts["error_description"]
+    assert len(events(application_id, "failure_reported")) == 1
+    assert report_spooled_failures() == []

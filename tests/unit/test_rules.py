@@ -367,3 +367,30 @@ def test_reconcile_rules(run, status, expected):
     assert (decision.action if decision else None) == expected
     if decision:
         assert decision.why
+
+
+def test_a_run_failed_on_the_database_is_rerun_until_its_attempts_run_out():
+    """Issue 18: runs whose step failed because the database was away longer than the retries waited for
+    it were left for batch-recheck (17.7 min); the reconciler re-runs them once the database is back."""
+    from datetime import timedelta
+
+    from customs.rules.reconcile import RERUN, RunView, reconcile_action
+
+    def view(**kw):
+        values = dict(
+            flow_run_id="r",
+            name="A1",
+            state_type="FAILED",
+            state_name="Failed",
+            state_age=timedelta(seconds=5),
+            run_count=1,
+            application_id="A1",
+            failed_on_database=True,
+        )
+        return RunView(**(values | kw))
+
+    options = dict(max_attempts=3, after=timedelta(minutes=5))
+    assert reconcile_action(view(), "signatures_checked", **options).action == RERUN
+    assert reconcile_action(view(run_count=3), "signatures_checked", **options) is None  # left for batch-recheck
+    assert reconcile_action(view(failed_on_database=False), "signatures_checked", **options) is None  # a real failure
+    assert reconcile_action(view(), "released", **options) is None  # settled meanwhile
