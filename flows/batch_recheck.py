@@ -15,7 +15,7 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
-from customs.core.clock import utcnow
+from customs.core.clock import job_run_name, utcnow
 from flows.clearance import start_clearance
 from tasks.recheck import recheck
 from tasks.reconcile import reconcile_runs
@@ -28,7 +28,7 @@ def restart_clearance(application_id: str) -> None:
     )
 
 
-@flow(name="batch-recheck", persist_result=False)
+@flow(name="batch-recheck", flow_run_name=job_run_name("batch-recheck"), persist_result=False)
 def batch_recheck(restart: bool = True, batch_size: int | None = None) -> dict:
     result = recheck(restart_clearance if restart else None, batch_size)
     reconciled = reconcile_runs()

@@ -24,15 +24,19 @@ from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run, suspend_flow_run
 from prefect.input import RunInput
 from prefect.states import Running
-from pydantic import Field
+from pydantic import ConfigDict, Field, create_model
+from pydantic.json_schema import SkipJsonSchema
 
 from customs.core.clock import kz_display, utcnow
 from customs.core.db import DeclarationNotFound
+from customs.core.reference import load_reference
 from customs.core.settings import get_settings
-from customs.services.officials import waiting_for_official
+from customs.rules.decision_form import decision_choices, from_form, ground_choice, refusal_grounds
+from customs.services.officials import refused_decisions, waiting_for_official
 from customs.services.steps import StepOutcome, current_outcome
 from customs.services.support import RunLogCapture, describe_error, spool_failure
 from models.declaration import Status
+from models.reference import ReferenceData
 from tasks.clearance import record_rerun, register, release, report_failure, risk_assessment, signature_check
 from tasks.notices import deliver_notices
 from tasks.officials import apply_official_decision, release_deadlines
@@ -104,46 +108,86 @@ class DecisionWaitInterrupted(Exception):
 
 class ReleaseDecisionInput(RunInput):
     """An official's decision on a declaration awaiting one (yellow or red lane, or payments pending): the form
-    the Prefect UI shows for a waiting run, and what `customs decide` and the API give the run."""
+    the Prefect UI shows for a waiting run (``decision_form``: the choices and grounds of the reference data),
+    and what `customs decide` and the API give the run, in the same shape (customs.rules.decision_form)."""
 
-    decision: Literal["release", "refuse"] = Field(
-        description="release the goods, or refuse to release them (no default: choose)"
-    )
+    model_config = ConfigDict(extra="ignore")  # no additionalProperties=false: decision_id comes from the CLI and API
+
+    decision: str = Field(title="Решение (decision)")
     official_id: str = Field(
-        min_length=3, max_length=40, description="your official id, e.g. KZ-OF-0001 (reference/officials.json)"
+        min_length=3, max_length=40, title="Ваш идентификатор должностного лица (your official id)", description="e.g. KZ-OF-0001"
     )
-    decision_code: Literal["10", "11", "12"] | None = Field(
-        "10", description="for a release: 10 release permitted, 11 release against security, 12 release under EAEU CC art. 121"
-    )
-    grounds: list[str] = Field(
-        default_factory=list, description="for a refusal: one or more ground codes, e.g. DOCUMENTS_NOT_PROVIDED"
-    )
-    grounds_text: str = Field("", max_length=2000, description="the official's own words on the decision")
-    decision_id: str | None = Field(None, max_length=40, description="set by `customs decide`; leave empty in the UI")
+    grounds: list[str] = Field(default_factory=list, title="Основания отказа (grounds of a refusal)")
+    grounds_text: str = Field("", max_length=2000, title="Пояснение (remarks)")
+    decision_id: SkipJsonSchema[str | None] = None  # set by `customs decide` and the API; not in the form
 
 
-def _decision_form(application_id: str, info: dict) -> str:
-    reasons = "\n".join(f"- **{r['code']}** `{r['path']}`: {r['message']}" for r in info["reasons"]) or "- (none recorded)"
-    return (
-        f"## Decision on {info['registration_number']}\n\n"
+def decision_form(reference: ReferenceData | None = None) -> type[ReleaseDecisionInput]:
+    """The form with its choices: the decision (and a release's code) in one, the refusal grounds from the list."""
+    reference = reference or load_reference(get_settings().reference_dir)
+    grounds = tuple(ground_choice(g) for g in refusal_grounds(reference))
+    return create_model(
+        "ReleaseDecisionForm",
+        __base__=ReleaseDecisionInput,
+        decision=(Literal[tuple(decision_choices())], Field(title="Решение (decision)")),
+        grounds=(
+            list[Literal[grounds]],
+            Field(default_factory=list, title="Основания отказа, только для отказа (grounds, for a refusal only)"),
+        ),
+    )
+
+
+def _decision_summary(application_id: str, info: dict, refused: list[dict]) -> str:
+    """What the official reads above the form: short. The details are in the run's artifact."""
+    lines = []
+    for attempt in refused[-3:]:  # the last refusals first: the official must see why the form came back
+        lines.append(
+            f"**Решение не принято (not accepted)**: {attempt['official_id']} ({attempt['decision']}): "
+            f"{attempt['code']}: {attempt['message']}"
+        )
+    if lines:
+        lines.append("")
+    codes = ", ".join(sorted({r["code"] for r in info["reasons"]})) or "-"
+    lines += [
+        f"**{info['registration_number']}** · зона (zone) **{info['zone']}** · коридор (lane) **{info['lane']}** · "
+        f"срок (deadline) **{kz_display(info['release_due_at'])}**",
+        f"Причины (why it waits): {codes}. Подробно (details): артефакт `{_artifact_key(application_id)}`.",
+    ]
+    return "\n\n".join(lines)
+
+
+def _artifact_key(application_id: str) -> str:
+    return f"decision-{application_id.lower()}"
+
+
+def _publish_decision_details(application_id: str, info: dict, refused: list[dict]) -> None:
+    reasons = "\n".join(f"| {r['code']} | `{r['path']}` | {r['message']} |" for r in info["reasons"]) or "| - | | |"
+    text = [
+        f"## Decision on {info['registration_number']}",
         f"Application {application_id}, customs office {info['office']}, zone **{info['zone']}**, lane **{info['lane']}** "
-        f"({', '.join(info['risk_profiles']) or 'no risk profile'}).\n\n"
-        f"Waiting for an official because:\n{reasons}\n\n"
-        f"Legal deadline: **{kz_display(info['release_due_at'])}** "
-        "(after it, only a supervisor of the zone may decide; the decision is recorded as late).\n\n"
-        "Choose the `decision`. Release: with `decision_code` 10, 11 or 12. Refusal: `decision` = refuse with one or more "
-        "`grounds` (CONDITIONS_NOT_MET, AMENDMENT_NOT_MADE, GOODS_NOT_ARRIVED, PAYMENTS_NOT_MADE, GOODS_NOT_PRESENTED, "
-        "DOCUMENTS_NOT_PROVIDED, PROHIBITIONS_RESTRICTIONS). Only an official of this office and zone may decide."
+        f"({', '.join(info['risk_profiles']) or 'no risk profile'}). Legal deadline **{kz_display(info['release_due_at'])}**: "
+        "after it only a supervisor of the zone may decide, and the decision is recorded as late.",
+        "### Why it waits for an official",
+        "| code | where | what |\n|---|---|---|\n" + reasons,
+    ]
+    if refused:
+        rows = "\n".join(f"| {a['at']} | {a['official_id']} | {a['decision']} | {a['code']} | {a['message']} |" for a in refused)
+        text += ["### Decisions not accepted", "| at | official | decision | code | why |\n|---|---|---|---|---|\n" + rows]
+    create_markdown_artifact(
+        key=_artifact_key(application_id), markdown="\n\n".join(text), description=f"Decision on {application_id}"
     )
 
 
 def _wait_for_decision(description: str, timeout: int) -> ReleaseDecisionInput:
     """Suspend when the run belongs to a deployment (the process exits; a worker restart loses nothing and
-    the resumed run starts again, its finished steps skipping), else pause in this process."""
-    form = ReleaseDecisionInput.with_initial_data(description=description, decision_code="10")
+    the resumed run starts again, its finished steps skipping), else pause in this process, a minute at a time
+    (a run paused here hears only Prefect: between waits it looks in the database for a decision given
+    elsewhere)."""
+    form = decision_form().with_initial_data(description=description)
     if get_run_context().flow_run.deployment_id is not None:
         return suspend_flow_run(wait_for_input=form, timeout=timeout)
-    return pause_flow_run(wait_for_input=form, timeout=timeout, poll_interval=max(1, int(get_settings().decision_poll_seconds)))
+    poll = max(1, int(get_settings().decision_poll_seconds))
+    return pause_flow_run(wait_for_input=form, timeout=min(timeout, max(60, 10 * poll)), poll_interval=poll)
 
 
 def _back_to_running(reason: str) -> None:
@@ -165,14 +209,8 @@ def _pause_kind() -> str:
 def _decision_of(decision: ReleaseDecisionInput | dict, flow_run_id, wait_key: str) -> dict:
     """The decision as the official-decision task takes it. A form sent from the UI has no id: it gets one derived
     from the run and the wait it answered, the same whenever it is read, so applying it again is a replay."""
-    fields = ("decision", "official_id", "decision_code", "grounds", "grounds_text", "decision_id")
-    given = (
-        decision.model_dump(include=set(fields))
-        if isinstance(decision, ReleaseDecisionInput)
-        else {k: decision.get(k) for k in fields}
-    )
-    given["grounds"] = list(given.get("grounds") or [])
-    given["grounds_text"] = given.get("grounds_text") or ""
+    values = decision.model_dump() if isinstance(decision, ReleaseDecisionInput) else dict(decision)
+    given = from_form(values)
     given["decision_id"] = given.get("decision_id") or hashlib.sha256(f"{flow_run_id}:{wait_key}".encode()).hexdigest()[:32]
     return given
 
@@ -229,8 +267,12 @@ def _await_official(application_id: str) -> None:
             "%s waits for an official of zone %s; legal deadline %s", info["registration_number"], info["zone"], kz_display(due)
         )
         asked += 1
+        refused = refused_decisions(application_id)
+        _publish_decision_details(application_id, info, refused)
         try:
-            decision = _wait_for_decision(_decision_form(application_id, info), math.ceil((give_up_at - now).total_seconds()))
+            decision = _wait_for_decision(
+                _decision_summary(application_id, info, refused), math.ceil((give_up_at - now).total_seconds())
+            )
         except FlowPauseTimeout:
             _back_to_running("the wait for a decision ran out")
             continue
@@ -243,7 +285,14 @@ def _await_official(application_id: str) -> None:
         if result["accepted"]:
             logger.info("%s: %s by %s", info["registration_number"], result["status"], given["official_id"])
             return
-        logger.warning("%s: decision refused: %s", info["registration_number"], result["reason"]["message"])
+        logger.error(  # an official's decision was not taken: the next form says why, first
+            "%s: the decision of %s (%s) is not accepted: %s: %s",
+            info["registration_number"],
+            given["official_id"],
+            given["decision"],
+            result["reason"]["code"],
+            result["reason"]["message"],
+        )
 
 
 @flow(name="clearance", flow_run_name="{application_id}", persist_result=False, log_prints=False)

@@ -13,6 +13,7 @@ from datetime import datetime
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
+from customs.core.clock import job_run_name
 from customs.core.settings import get_settings
 from customs.pki.crl_refresh import PROBLEM_OUTCOMES, task_timeout
 from tasks.crl import refresh_crls_task
@@ -20,7 +21,7 @@ from tasks.crl import refresh_crls_task
 _COLUMNS = ("url", "outcome", "code", "issuer", "crl_number", "this_update", "next_update", "file", "message")
 
 
-@flow(name="crl-refresh", persist_result=False)
+@flow(name="crl-refresh", flow_run_name=job_run_name("crl-refresh"), persist_result=False)
 def crl_refresh(now: datetime | None = None) -> list[dict]:
     """One pass over the configured CRL URLs; ``now`` lets an operator (or a test) judge validity at another moment."""
     logger = get_run_logger()

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 
+from customs.core.clock import job_run_name
 from tasks.audit import anchor_audit_chains
 from tasks.notices import deliver_notices
 from tasks.officials import registration_deadlines, release_deadlines
 from tasks.operations import publish_operations_summary
 
 
-@flow(name="deadline-watch", persist_result=False)
+@flow(name="deadline-watch", flow_run_name=job_run_name("deadline-watch"), persist_result=False)
 def deadline_watch() -> dict:
     """Registration deadlines (alert to the support service: registration is automatic) and release
     deadlines (the zone's supervisors); the audit anchor when one is due; the operations summary."""

@@ -9,11 +9,12 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 from prefect.artifacts import acreate_table_artifact
 
+from customs.core.clock import job_run_name
 from customs.services.outbox import outbox_counts
 from tasks.notices import dispatch_pass
 
 
-@flow(name="outbox-dispatch", persist_result=False)
+@flow(name="outbox-dispatch", flow_run_name=job_run_name("outbox-dispatch"), persist_result=False)
 async def outbox_dispatch(max_notices: int = 5000, batch_size: int = 200) -> dict:
     """Send due notices in passes of ``batch_size`` until none is due or ``max_notices`` were handled."""
     logger = get_run_logger()

@@ -14,13 +14,13 @@ from datetime import datetime
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
-from customs.core.clock import kz_date, utcnow
+from customs.core.clock import job_run_name, kz_date, utcnow
 from customs.services.printing import sla_report
 from tasks.notices import deliver_notices
 from tasks.printing import find_copies_to_render, print_deadline_check, render_paper_copy
 
 
-@flow(name="print-deadlines", persist_result=False)
+@flow(name="print-deadlines", flow_run_name=job_run_name("print-deadlines"), persist_result=False)
 def print_deadlines(now: datetime | None = None) -> dict:
     """One pass; ``now`` lets an operator (or a test) replay a moment."""
     moment = now or utcnow()

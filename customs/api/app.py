@@ -11,7 +11,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.staticfiles import StaticFiles
+from swagger_ui_bundle import swagger_ui_path
 
 from customs.api.errors import install_error_handlers
 from customs.api.hooks import no_hook
@@ -28,6 +31,8 @@ def create_app(
 ) -> FastAPI:
     """The intake API. The hooks may also be set later on ``app.state`` (sync or async callables)."""
     app = FastAPI(
+        docs_url=None,  # served by serve_docs_offline: FastAPI's own page loads Swagger UI from a CDN
+        redoc_url=None,
         title=API_TITLE,
         version=API_VERSION,
         description="Submission of customs declarations (electronic, portal, paper entry), their status, paper copies, "
@@ -43,7 +48,28 @@ def create_app(
     for router in (service.router, declarations.router, officials.router):
         app.include_router(router)
     document_submission_schemas(app)
+    serve_docs_offline(app)
     return app
+
+
+DOCS_ASSETS = "/docs-assets"
+
+
+def serve_docs_offline(app: FastAPI) -> None:
+    """/docs with Swagger UI's scripts and styles from the swagger-ui-bundle package, served here: the page works
+    where there is no internet (FastAPI's default page takes them from cdn.jsdelivr.net and stays blank)."""
+    app.mount(DOCS_ASSETS, StaticFiles(directory=swagger_ui_path), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs(request: Request):
+        root = request.scope.get("root_path", "").rstrip("/")
+        return get_swagger_ui_html(
+            openapi_url=f"{root}{app.openapi_url}",
+            title=f"{app.title}: documentation",
+            swagger_js_url=f"{root}{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{root}{DOCS_ASSETS}/favicon-32x32.png",
+        )
 
 
 def document_submission_schemas(app: FastAPI) -> None:

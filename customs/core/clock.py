@@ -30,3 +30,13 @@ def kz_display(moment: datetime | None) -> str:
     if moment is None:
         return ""
     return kz_local(moment).strftime("%d.%m.%Y %H:%M:%S (UTC+5, Asia/Almaty)")
+
+
+def job_run_name(job: str):
+    """A Prefect flow_run_name for a scheduled job: the job and when it ran, in Kazakhstan time
+    (``deadline-watch 29.11 18:05``), so the runs list reads by job and time instead of random names."""
+
+    def name() -> str:
+        return f"{job} {kz_local(utcnow()):%d.%m %H:%M}"
+
+    return name

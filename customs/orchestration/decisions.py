@@ -11,10 +11,12 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, Fl
 from prefect.client.schemas.objects import StateType
 from prefect.flow_runs import resume_flow_run
 
+from customs.core.reference import load_reference
 from customs.core.settings import get_settings
 from customs.orchestration.server import is_healthy, prefect_api, running_api_url
+from customs.rules.decision_form import to_form
 from customs.services.officials import decisions_recorded_for
-from flows.clearance import ReleaseDecisionInput
+from flows.clearance import decision_form
 
 log = logging.getLogger("customs.decisions")
 
@@ -27,12 +29,20 @@ class Resumed:
     notes: list[str] = field(default_factory=list)
 
 
+def as_form(given: dict) -> dict:
+    """A decision as the rules take it (decision, decision_code, ground codes), as the waiting run's form values."""
+    reference = load_reference(get_settings().reference_dir)
+    form = to_form(given, reference)
+    decision_form(reference).model_validate(form)
+    return form
+
+
 def resume_waiting_runs(application_id: str, run_input: dict, *, settle_seconds: float = 10.0) -> Resumed:
     """Give the decision to the flow runs of this declaration that wait for it, if a Prefect server is up.
 
     A run still on its way to the wait (running, not yet paused) is given a few seconds to get there.
     Nothing here can undo the decision, which is already committed: problems are noted, not raised."""
-    ReleaseDecisionInput.model_validate(run_input)  # what the waiting run will accept
+    run_input = as_form(run_input)  # what the waiting run's form accepts (the Prefect server checks it)
     result = Resumed()
     try:
         api_url = running_api_url(get_settings())
@@ -78,7 +88,7 @@ def resume_decided_runs(client) -> list[str]:
     resumed = []
     for application_id, run_input in decisions_recorded_for(list(waiting)).items():
         try:
-            resume_flow_run(waiting[application_id].id, run_input=run_input)
+            resume_flow_run(waiting[application_id].id, run_input=as_form(run_input))
             resumed.append(application_id)
         except Exception as exc:  # the next sweep, or the run's own wait time-out, gets to it
             log.warning("%s: the run waiting for its recorded decision could not be resumed (%s)", application_id, exc)

@@ -92,4 +92,29 @@ def apply_project(settings: Settings | None = None) -> Project:
         pool, notes = ensure_pool(client, read_pool(name=settings.worker_pool))
     deployments = register_deployments(read_deployments(), work_pool=pool.name)
     notes += apply_automations(pool, settings)
+    with get_client(sync_client=True) as client:
+        notes += ensure_saved_searches(client)
     return Project(pool, deployments, notes)
+
+
+def _run_filter(property_: str, value: list[str]) -> dict:
+    """One filter of a saved search, as the Prefect UI writes it (its runs page reads these back)."""
+    return {"object": "flowRun", "property": property_, "type": "", "operation": "", "value": value}
+
+
+# The runs page's saved filters operations staff start from (created when missing; kept when edited in the UI).
+SAVED_SEARCHES = {
+    "Clearance": [_run_filter("tag", ["clearance"])],
+    "Waiting for an official": [_run_filter("tag", ["clearance"]), _run_filter("state", ["Paused", "Suspended"])],
+    "Failed clearance": [_run_filter("tag", ["clearance"]), _run_filter("state", ["Failed", "Crashed"])],
+}
+
+
+def ensure_saved_searches(client) -> list[str]:
+    existing = {s["name"] for s in client.request("POST", "/saved_searches/filter", json={}).json()}
+    made = []
+    for name, filters in SAVED_SEARCHES.items():
+        if name not in existing:
+            client.request("PUT", "/saved_searches/", json={"name": name, "filters": filters})
+            made.append(f"saved filter of the runs page created: {name}")
+    return made

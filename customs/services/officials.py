@@ -71,6 +71,27 @@ def refused_before(session: Session, application_id: str, decision_id: str) -> R
     return None
 
 
+def refused_decisions(application_id: str) -> list[dict[str, Any]]:
+    """The decisions on this declaration the rules refused, oldest first: who, what, why (from the audit chain)."""
+    with transaction() as session:
+        events = session.exec(
+            select(AuditEvent)
+            .where(AuditEvent.application_id == application_id, AuditEvent.event == "official_action_refused")
+            .order_by(AuditEvent.seq)
+        ).all()
+        return [
+            {
+                "at": kz_display(e.at),
+                "official_id": e.actor,
+                "decision": e.details.get("decision") or "-",
+                "code": e.reasons[0]["code"] if e.reasons else "-",
+                "message": e.reasons[0]["message"] if e.reasons else "",
+            }
+            for e in events
+            if e.details.get("action") == "decide"
+        ]
+
+
 # ----------------------------------------------------------------------------------------------
 # Decisions on declarations awaiting an official
 

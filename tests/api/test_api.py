@@ -766,3 +766,18 @@ def test_the_api_keeps_to_its_openapi_document(case, token_headers):
         headers=token_headers,
         checks=[not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance],
     )
+
+
+def test_the_docs_page_works_offline(app):
+    """Issue 17: /docs was blank without internet (Swagger UI came from a CDN). Its page names no external
+    address, and its scripts and styles come from the API itself."""
+    import re as _re
+
+    with api_client(app) as http:
+        page = http.get("/docs")
+        assert page.status_code == 200 and "SwaggerUIBundle" in page.text
+        assert _re.findall(r"https?://[^\s\"']+", page.text) == []
+        for asset in _re.findall(r"(/docs-assets/[\w.-]+)", page.text):
+            served = http.get(asset)
+            assert served.status_code == 200 and len(served.content) > 500, asset
+        assert http.get("/openapi.json").json()["info"]["title"] == "Customs clearance intake API"

@@ -172,6 +172,7 @@ def test_a_waiting_flow_run_takes_its_decision_from_the_ui_form_and_the_cli(sett
     from prefect.flow_runs import resume_flow_run
 
     from customs.core.settings import configure
+    from customs.rules.decision_form import RELEASE_CHOICES, decision_choices
     from models.outbox import NoticeKind
 
     configure(settings.model_copy(update={"decision_poll_seconds": 1}))
@@ -181,27 +182,45 @@ def test_a_waiting_flow_run_takes_its_decision_from_the_ui_form_and_the_cli(sett
     worker = threading.Thread(target=lambda: outcome.update(result=context.run(clearance, application_id)))
     worker.start()
     run = wait_until(lambda: _paused_run(application_id), "the flow run to pause for a decision")
-    # The UI shows a typed form: the input schema and its description are stored with the paused run.
+    # The UI shows a form an official fills in: the decision with its code as one choice, the grounds from the
+    # list with their titles, nothing internal, no None toggles; a short summary on top, details in an artifact.
     with get_client(sync_client=True) as client:
-        schema = client.read_flow_run_input(key="paused-1-schema", flow_run_id=run.id)
+        schema = json.loads(client.read_flow_run_input(key="paused-1-schema", flow_run_id=run.id))
         description = client.read_flow_run_input(key="paused-1-description", flow_run_id=run.id)
-    assert {"decision", "official_id", "decision_code", "grounds"} <= set(json.loads(schema)["properties"])
-    assert "ALA-TSW" in description and "PAYMENT_NOT_PAID" in description
+    properties = schema["properties"]
+    assert set(properties) == {"decision", "official_id", "grounds", "grounds_text"}, properties  # no decision_id
+    assert properties["decision"]["enum"] == decision_choices() and "default" not in properties["decision"]
+    grounds = properties["grounds"]["items"]["enum"]
+    assert len(grounds) == 7 and "DOCUMENTS_NOT_PROVIDED: не представлены запрошенные документы и (или) сведения" in grounds
+    assert "anyOf" not in json.dumps(schema)  # no str/None toggles
+    assert "ALA-TSW" in description and "PAYMENT_NOT_PAID" in description and len(description) < 600
+    assert f"decision-{application_id.lower()}" in description
     # From the UI, an official of another zone: refused, audited, and the run waits again.
     resume_flow_run(
         run.id,
-        run_input={
-            "decision": "release",
-            "official_id": "KZ-OF-0003",
-            "decision_code": "10",
-            "grounds": [],
-            "grounds_text": "",
-            "decision_id": None,
-        },
+        run_input={"decision": RELEASE_CHOICES["10"], "official_id": "KZ-OF-0003", "grounds": [], "grounds_text": ""},
     )
     wait_until(lambda: events(application_id, "official_action_refused"), "the refused attempt")
     again = wait_until(lambda: _paused_run(application_id), "the run to wait again")
     assert again.id == run.id
+    # the next form says first why the last decision was not taken: who, what, why; the artifact lists it too
+    with get_client(sync_client=True) as client:
+        second = wait_until(
+            lambda: next(
+                (
+                    i.decoded_value
+                    for i in client.filter_flow_run_input(
+                        flow_run_id=run.id, key_prefix="paused-2-description", limit=1, exclude_keys=set()
+                    )
+                ),
+                None,
+            ),
+            "the second form",
+        )
+        artifact = client.read_latest_artifacts(limit=200)
+    assert second.startswith("**Решение не принято (not accepted)**: KZ-OF-0003 (release): ZONE_MISMATCH"), second
+    details = next(a for a in artifact if a.key == f"decision-{application_id.lower()}")
+    assert "Decisions not accepted" in details.data and "KZ-OF-0003" in details.data
     # From the command line, the right official: the decision is applied and the same input resumes the run.
     decided = CliRunner().invoke(
         app_cli(), ["decide", application_id, "release", "--official", "KZ-OF-0001", "--code", "11", "--json"]

@@ -136,6 +136,12 @@ def test_customs_serve_clears_a_declaration_submitted_through_the_api(served, co
         "paper-copy",
         "crl-refresh",
     }
+    # the runs page's saved filters for operations staff
+    searches = {
+        s["name"]: s["filters"] for s in httpx.post(f"{served['prefect']}/saved_searches/filter", json={}, timeout=10).json()
+    }
+    assert {"Clearance", "Waiting for an official", "Failed clearance"} <= set(searches)
+    assert {"property": "state", "value": ["Failed", "Crashed"]}.items() <= searches["Failed clearance"][1].items()
     # The same bytes again: the same application.
     again = httpx.post(
         f"{api}/v1/declarations",
@@ -629,13 +635,9 @@ def test_a_decision_given_in_the_form_reaches_the_database_before_any_step(setti
             raise RuntimeError("the attempt breaks down before it reaches its wait")
 
         monkeypatch.setattr(steps, "check_signatures", broken)
-        form = {
-            "decision": "release",
-            "official_id": INSPECTOR,
-            "decision_code": "11",
-            "grounds": [],
-            "grounds_text": "from the form",
-        }
+        from customs.rules.decision_form import RELEASE_CHOICES
+
+        form = {"decision": RELEASE_CHOICES["11"], "official_id": INSPECTOR, "grounds": [], "grounds_text": "from the form"}
         resume_flow_run(run.id, run_input=form)  # what the UI's Resume sends: no decision id
         wait_until(lambda: client.read_flow_run(run.id).state.is_final(), "the resumed attempt to end", 60)
         final = client.read_flow_run(run.id).state
