@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: run serve test lint test-postgres bench stop clean
+.PHONY: run serve test lint test-postgres fuzz bench stop clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,15 @@ lint: $(STAMP)
 test-postgres: $(STAMP)
 	CUSTOMS_TEST_POSTGRES_URL=$${CUSTOMS_TEST_POSTGRES_URL:-postgresql://postgres@127.0.0.1:5432/test} CUSTOMS_REQUIRE_POSTGRES=1 \
 		$(BIN)/python -m pytest -m postgres $(PYTEST_ARGS)
+
+# Fuzzing (tests/fuzz, README "Fuzzing"): schemathesis against the intake API, hypothesis against the document
+# parser and the submission path; the generated inputs are counted and printed at the end, and a run with fewer
+# than CUSTOMS_FUZZ_MIN_INPUTS fails. CUSTOMS_FUZZ_SCALE multiplies every test's examples (0.1: a quick look, with
+# CUSTOMS_FUZZ_MIN_INPUTS=0); CUSTOMS_FUZZ_SEED repeats schemathesis's requests.
+CUSTOMS_FUZZ_MIN_INPUTS ?= 10000
+fuzz: $(STAMP)
+	$(BIN)/pip install --quiet -e '.[test,fuzz]'
+	CUSTOMS_FUZZ_MIN_INPUTS=$(CUSTOMS_FUZZ_MIN_INPUTS) $(BIN)/python -m pytest -m fuzz tests/fuzz $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[test,bench]'

@@ -18,6 +18,17 @@ from customs.pki.testing import CmsSigner, TestPki
 from tests.helpers import DECLARANT_BIN, DECLARANT_IIN, SmtpServer, make_settings, postgres_url, reach_postgres
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config, items):
+    """The fuzz tests (tests/fuzz, thousands of generated inputs, `make fuzz`) run only when -m names them."""
+    if "fuzz" in (config.getoption("markexpr") or ""):
+        return
+    fuzz = [item for item in items if item.get_closest_marker("fuzz")]
+    if fuzz:
+        config.hook.pytest_deselected(items=fuzz)
+        items[:] = [item for item in items if not item.get_closest_marker("fuzz")]
+
+
 @pytest.fixture(scope="session")
 def pki(tmp_path_factory) -> TestPki:
     return TestPki.create(tmp_path_factory.mktemp("pki"), now=utcnow() - timedelta(hours=1))

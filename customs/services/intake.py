@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import secrets
 import unicodedata
 from dataclasses import dataclass, replace
@@ -94,6 +95,15 @@ def read_document(content: bytes, settings: Settings) -> dict[str, Any]:
     depth, where = _depth(data)
     if depth > MAX_DEPTH:
         raise _refused("TOO_DEEP", f"the declaration nests objects and arrays {depth} levels deep; at most {MAX_DEPTH}", where)
+    if found := _unstorable_character(data):
+        where, char = found
+        what = "NUL" if char == "\x00" else "half of a UTF-16 surrogate pair without its other half, not a character"
+        raise _refused(
+            "CHARACTER_NOT_ALLOWED",
+            f"the text at {where} contains \\u{ord(char):04x} ({what}); no field of a declaration allows it "
+            "and it cannot be stored",
+            where,
+        )
     return data
 
 
@@ -136,6 +146,28 @@ def _depth(data: Any) -> tuple[int, str]:
         elif isinstance(value, list):
             stack.extend((v, level + 1, f"{path}[{i}]") for i, v in enumerate(value) if isinstance(v, (dict, list)))
     return deepest, where
+
+
+# NUL and lone surrogates: JSON text may escape them (\u0000, \ud800); PostgreSQL text cannot hold a NUL, UTF-8 no surrogate
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def _unstorable_character(data: Any) -> tuple[str, str] | None:
+    """The path of the first key or string holding NUL or a lone surrogate, and that character; iterative."""
+    stack = [(data, "$")]
+    while stack:
+        value, path = stack.pop()
+        if isinstance(value, str):
+            if found := _UNSTORABLE.search(value):
+                return path, found.group()
+        elif isinstance(value, dict):
+            for key, child in value.items():
+                if found := _UNSTORABLE.search(key):
+                    return f"{path}.{key}", found.group()
+                stack.append((child, f"{path}.{key}"))
+        elif isinstance(value, list):
+            stack.extend((child, f"{path}[{i}]") for i, child in enumerate(value))
+    return None
 
 
 def safe_filename(given: str | None, index: int) -> str:

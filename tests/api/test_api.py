@@ -315,6 +315,19 @@ def test_bad_bodies_get_errors_in_the_api_shape(http, company_signer):
     assert declaration_count() == 0
 
 
+def test_a_lone_surrogate_or_a_nul_in_the_declaration_is_a_400_not_a_500(http):
+    """Found by `make fuzz`: `"schema": "\\ud800"` (valid JSON escaping no character) raised UnicodeEncodeError while
+    the declaration was stored: HTTP 500. A NUL did the same on PostgreSQL. Both are intake refusals now."""
+    headers = bearer("portal")
+    content = as_bytes(unique(sample()))
+    for escaped, path in (("\\ud800", "$.schema"), ("50101\\u0000", "$.customs_office")):
+        value = path.removeprefix("$.")
+        broken = content.replace(f'"{value}": "'.encode(), f'"{value}": "{escaped}'.encode(), 1)
+        response = http.post("/v1/declarations", json={"declaration": b64(broken), "signature": b64(b"sig")}, headers=headers)
+        assert_error(response, 400, "CHARACTER_NOT_ALLOWED", path)
+    assert declaration_count() == 0
+
+
 # --- Authentication and size ------------------------------------------------------------------------
 
 

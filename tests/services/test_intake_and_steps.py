@@ -127,6 +127,12 @@ def test_applications_of_the_same_bytes_are_bounded(settings, pki):
         (b'{"items": [{"quantity": NaN}]}', "NUMBER_NOT_FINITE"),
         (b'{"items": [{"quantity": Infinity}]}', "NUMBER_NOT_FINITE"),
         (b'{"items": [{"quantity": -Infinity}]}', "NUMBER_NOT_FINITE"),
+        # found by `make fuzz`: a lone surrogate escaped in JSON raised UnicodeEncodeError while storing (HTTP 500 on
+        # any database); a NUL in the fields intake stores apart (schema, office, declarant) raised DataError on PostgreSQL
+        (b'{"schema": "\\ud800"}', "CHARACTER_NOT_ALLOWED"),
+        (b'{"declarant": {"bin": "050840001233\\udfff"}}', "CHARACTER_NOT_ALLOWED"),
+        (b'{"goods": [{"\\udc80": 1}]}', "CHARACTER_NOT_ALLOWED"),
+        (b'{"customs_office": "50101\\u0000"}', "CHARACTER_NOT_ALLOWED"),
     ],
 )
 def test_bad_bytes_are_refused_at_intake_and_nothing_is_stored(settings, content, code):
@@ -134,6 +140,21 @@ def test_bad_bytes_are_refused_at_intake_and_nothing_is_stored(settings, content
         submit_declaration(content, b"sig")
     assert error.value.code == code
     assert counts() == (0, 0)
+
+
+def test_nul_and_lone_surrogates_are_refused_where_they_are_and_escaped_pairs_are_accepted(settings):
+    """JSON may escape any code point; intake refuses the two that no field allows and nothing can store."""
+
+    def with_name(escaped: str) -> bytes:
+        return as_bytes(unique(sample())).replace("ТОО «Алатау Импорт»".encode(), escaped.encode(), 1)  # box 14's name
+
+    for escaped, shown in (("\\u0000", "\\u0000"), ("A\\ud83d", "\\ud83d"), ("\\ude00B", "\\ude00")):
+        with pytest.raises(Refused) as error:
+            submit_declaration(with_name(escaped), b"sig")
+        assert (error.value.code, error.value.path) == ("CHARACTER_NOT_ALLOWED", "$.declarant.name"), error.value
+        assert shown in error.value.message
+    assert counts() == (0, 0)
+    assert submit_declaration(with_name("\\ud83d\\ude00"), b"sig").created  # a pair of escapes is one character (U+1F600)
 
 
 def test_oversized_declaration(settings, company_signer):

@@ -220,3 +220,18 @@ def test_attachment_names_are_sanitised_the_same_whichever_way_they_come_in(pg_s
     assert stored_attachment.filename == "passwd X: y"
     assert stored_attachment.content == invoice  # the bytes are untouched
     assert submitted.application_id
+
+
+def test_a_nul_in_what_intake_stores_apart_is_refused_not_a_database_error(pg_settings):
+    """Found by `make fuzz`: a NUL escaped in the office, the schema or the declarant's IIN/BIN reached their text
+    columns, where PostgreSQL raised DataError (HTTP 500). Intake refuses it, nothing is stored."""
+    from customs.rules import Refused
+
+    content = as_bytes(unique(sample()))
+    for key in ("schema", "customs_office", "bin"):
+        broken = content.replace(f'"{key}": "'.encode(), f'"{key}": "\\u0000'.encode(), 1)
+        with pytest.raises(Refused) as error:
+            submit_declaration(broken, b"sig")
+        assert error.value.code == "CHARACTER_NOT_ALLOWED", error.value
+    with transaction() as session:
+        assert session.exec(select(Declaration)).all() == []
