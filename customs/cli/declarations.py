@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from customs.cli.root import fail, outcome, prepare_database, print_outcome, read_file
+from customs.cli.root import fail, outcome, prepare_database, print_outcome, read_file, refused
 from customs.core.db import DeclarationNotFound
 from customs.orchestration.starting import run_clearance_here, start_in_background
 from customs.rules import Refused
@@ -120,7 +120,7 @@ def rerun(
     except DeclarationNotFound as exc:
         fail(str(exc), as_json=as_json)
     except Refused as exc:
-        fail(exc.message + f" [{exc.code}]", as_json=as_json, error={"code": exc.code, "message": exc.message})
+        refused(exc, as_json)
     if not as_json:
         typer.echo(f"re-running {plan.application_id} from {plan.from_step}, asked by {requested_by}")
     run_clearance_here(plan.application_id, requested_by=requested_by)

@@ -95,6 +95,15 @@ def test_cli_rerun_after_a_failed_step_is_audited_and_never_registers_twice(sett
     assert len(notices(application_id, NoticeKind.REGISTRATION)) == 1 and len(notices(application_id, NoticeKind.RELEASE)) == 1
     nothing = runner.invoke(app, ["rerun", application_id])
     assert nothing.exit_code == 2 and "NOTHING_TO_RERUN" in nothing.output
+    # Issue 17, item 11: a named step of a released declaration is the more specific STEP_ALREADY_DONE
+    done = runner.invoke(app, ["rerun", application_id, "--from-step", "registration", "--json"])
+    assert done.exit_code == 2
+    assert json.loads(done.stdout)["error"] == {
+        "code": "STEP_ALREADY_DONE",
+        "path": "from_step",
+        "message": f"registration is done (number {number}); re-running it would not register again; "
+        "the declaration is released: its clearance is finished",
+    }
 
 
 def test_cli_print_request_queue_copy_printed_and_sla(settings, company_signer, tmp_path):
