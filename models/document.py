@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Annotated, Any, Literal
 
 import pycountry
@@ -24,6 +24,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StrictInt,
+    TypeAdapter,
     ValidationError,
     WithJsonSchema,
     model_validator,
@@ -36,6 +37,7 @@ from models.reasons import Reason, json_path
 GOODS_DECLARATION = "kz.customs/goods-declaration@1"
 RELEASE_STATEMENT = "kz.customs/release-statement@1"
 SCHEMA_IDS = (GOODS_DECLARATION, RELEASE_STATEMENT)
+MAX_GOODS_ITEMS = 999  # box 32 numbers them with three digits
 
 _DECIMAL_RE = re.compile(r"^-?\d{1,18}(\.\d{1,6})?$")
 
@@ -270,7 +272,7 @@ class GoodsDeclaration(_Box):
     country_of_destination: CountryCode
     currency: CurrencyCode
     exchange_rate: PositiveAmount = Field(description="KZT per unit of currency.")
-    goods: Annotated[list[GoodsItem], Field(min_length=1, max_length=999)]
+    goods: Annotated[list[GoodsItem], Field(min_length=1, max_length=MAX_GOODS_ITEMS)]
     documents: list[SupportingDocument] = Field(default_factory=list)
     payments: list[Payment] = Field(default_factory=list)
     totals: Totals
@@ -323,6 +325,23 @@ def parse_declaration(data: dict[str, Any]) -> tuple[GoodsDeclaration | None, li
         return GoodsDeclaration.model_validate(data), []
     except ValidationError as error:
         return None, reasons_from_validation_error(error)
+
+
+@cache
+def _field_adapter(model: type[BaseModel], name: str) -> TypeAdapter:
+    field = model.model_fields[name]
+    return TypeAdapter(Annotated[(field.annotation, *field.metadata)] if field.metadata else field.annotation)
+
+
+def valid_field(model: type[BaseModel], name: str, value: Any) -> Any | None:
+    """``value`` validated as the field ``name`` of ``model`` alone, by the same rules as the whole document;
+    ``None`` when it fails them (for required fields, whose valid values are never ``None``).
+
+    Lets the logic control read the fields that are valid in a document that is not (``format_logical_control``)."""
+    try:
+        return _field_adapter(model, name).validate_python(value)
+    except ValidationError:
+        return None
 
 
 def declaration_json_schema() -> dict[str, Any]:

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from customs.cli.root import fail, prepare_database
+from customs.cli.root import ExitCode, fail, prepare_database, table
 from customs.core.clock import kz_display
 from customs.core.settings import get_settings
 from customs.services.audit_anchors import AnchorRefused, verify_audit_anchors, write_anchor
@@ -30,8 +30,9 @@ def audit_verify(
         ),
     ] = None,
 ) -> None:
-    """Recompute every audit chain (one per customs office) and check it against the signed anchors; name the broken
-    chain and its first broken event, or the anchor it contradicts."""
+    """Recompute every audit chain and check it against the signed anchors (exit 1 when one is broken).
+
+    One chain per customs office; a broken one is named with its first broken event, or the anchor it contradicts."""
     prepare_database()
     check = verify_audit_chain()
     anchors = verify_audit_anchors(public_key_file=public_key)
@@ -47,7 +48,7 @@ def audit_verify(
     if problems:
         for problem in problems[:-1]:
             typer.secho(f"error: {problem}", fg=typer.colors.RED, err=True)
-        fail(problems[-1], code=1)
+        fail(problems[-1], ExitCode.PROBLEM)
     if anchors.last is None:
         anchored = f"no anchors yet in {anchors.file}"
     else:
@@ -62,19 +63,22 @@ def audit_verify(
 
 @audit_app.command("anchor")
 def audit_anchor() -> None:
-    """Sign the head of every audit chain with the service's key and append it to the anchor file (what
-    deadline-watch does once per CUSTOMS_AUDIT_ANCHOR_INTERVAL)."""
+    """Sign the head of every audit chain and append it to the anchor file.
+
+    What deadline-watch does once per CUSTOMS_AUDIT_ANCHOR_INTERVAL, with the service's key."""
     prepare_database()
     try:
         anchor = write_anchor()
     except AnchorRefused as exc:
-        fail(str(exc))
+        fail(str(exc), ExitCode.PROBLEM)
     except OSError as exc:
-        fail(f"cannot write the audit anchor: {exc}")
+        fail(f"cannot write the audit anchor: {exc}", ExitCode.PROBLEM)
     assert anchor is not None
     settings = get_settings()
     typer.echo(f"audit anchor {anchor.number} written to {settings.anchor_path} at {kz_display(anchor.anchored_at)}")
-    for name, head in anchor.heads().items():
-        if head.seq or name != LEGACY_CHAIN:
-            typer.echo(f"  {name:<16} {head.seq:>8} events  {head.last_hash}")
+    table(
+        ("chain", "events", "last hash"),
+        ((name, head.seq, head.last_hash) for name, head in anchor.heads().items() if head.seq or name != LEGACY_CHAIN),
+        indent="  ",
+    )
     typer.echo(f"public key: {settings.anchor_public_key_path} (SHA-256 {anchor.key})")

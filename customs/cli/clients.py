@@ -3,25 +3,27 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 import typer
 
-from customs.cli.root import fail, prepare_database
+from customs.cli.root import ExitCode, JsonOption, fail, not_found, prepare_database, table
 from customs.core.clock import kz_display, utcnow
-from customs.services.clients import create_client, list_clients, revoke_client
+from customs.services.clients import KINDS, ClientNotFound, create_client, list_clients, revoke_client
 
 commands = typer.Typer()  # registered with the root app by customs.cli.root.COMMANDS
 
 clients_app = typer.Typer(help="Clients of the intake HTTP API and their bearer tokens.", no_args_is_help=True)
 commands.add_typer(clients_app, name="clients")
 
+Kind = Literal[KINDS]
+
 
 @clients_app.command("add")
 def add(
     name: Annotated[str, typer.Argument(help="A unique name for the client, e.g. alatau-import or egov-portal.")],
     kind: Annotated[
-        str,
+        Kind,
         typer.Option("--kind", help="declarant (acts for its --id only), portal (any declarant) or official (as --official)."),
     ],
     ids: Annotated[
@@ -30,14 +32,14 @@ def add(
     official: Annotated[
         Optional[str], typer.Option("--official", help="For official clients: the official's id (reference/officials.json).")
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object (with the token).")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Register a client and print its bearer token, once."""
     prepare_database()
     try:
         client, token = create_client(name, kind, ids, official)
     except ValueError as exc:
-        fail(str(exc), as_json=as_json, error={"code": "CLIENT_INVALID", "path": "$", "message": str(exc)})
+        fail(str(exc), ExitCode.REFUSED, as_json=as_json, code="CLIENT_INVALID")
     if as_json:
         typer.echo(json.dumps({**client.summary(), "token": token}, ensure_ascii=False))
     else:
@@ -58,7 +60,7 @@ def add(
 @clients_app.command("list")
 def list_command(
     active: Annotated[bool, typer.Option("--active", help="Only clients not revoked.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """The clients, by name (tokens are never shown)."""
     prepare_database()
@@ -69,10 +71,19 @@ def list_command(
     if not clients:
         typer.echo("no API clients (add one with `customs clients add NAME --kind ...`)")
         return
-    for c in clients:
-        acts_for = ", ".join(c.identifiers) if c.identifiers else (c.official_id or "any declarant")
-        state = f"revoked {kz_display(c.revoked_at)}" if c.revoked_at else "active"
-        typer.echo(f"{c.name:<30} {c.kind:<10} {acts_for:<30} created {kz_display(c.created_at)}  {state}")
+    table(
+        ("name", "kind", "acts for", "created", "state"),
+        (
+            (
+                c.name,
+                c.kind,
+                ", ".join(c.identifiers) if c.identifiers else (c.official_id or "any declarant"),
+                kz_display(c.created_at),
+                f"revoked {kz_display(c.revoked_at)}" if c.revoked_at else "active",
+            )
+            for c in clients
+        ),
+    )
 
 
 @clients_app.command("revoke")
@@ -82,8 +93,8 @@ def revoke(name: Annotated[str, typer.Argument(help="The client's name.")]) -> N
     now = utcnow()
     try:
         client = revoke_client(name, now=now)
-    except ValueError as exc:
-        fail(str(exc))
+    except ClientNotFound as exc:
+        not_found(exc, False, code="CLIENT_NOT_FOUND", path="name")
     if client.revoked_at != now:
         typer.echo(f"{client.name} was already revoked ({kz_display(client.revoked_at)})")
     else:

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
 
 import typer
 
-from customs.cli.root import fail
+from customs.cli.root import ExitCode, JsonOption, fail, table
 from customs.pki.crl_refresh import PROBLEM_OUTCOMES, CrlRefreshNotConfigured, refresh_crls
 
 commands = typer.Typer()  # registered with the root app by customs.cli.root.COMMANDS
@@ -17,9 +16,10 @@ commands.add_typer(crl_app, name="crl")
 
 
 @crl_app.command("refresh")
-def crl_refresh_command(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Download the CRLs of CUSTOMS_CRL_URLS into CUSTOMS_CRL_DIR, each checked against its issuer first
-    (what crl-refresh does hourly)."""
+def crl_refresh_command(as_json: JsonOption = False) -> None:
+    """Download the CRLs of CUSTOMS_CRL_URLS into CUSTOMS_CRL_DIR (what crl-refresh does hourly).
+
+    Each is checked against its issuer first; exit 1 when one is refused."""
     try:
         report = refresh_crls()
     except CrlRefreshNotConfigured as exc:
@@ -28,13 +28,21 @@ def crl_refresh_command(as_json: Annotated[bool, typer.Option("--json")] = False
     if as_json:
         typer.echo(json.dumps(rows, ensure_ascii=False, indent=2))
     else:
-        for row in rows:
-            typer.echo(
-                f"{row['outcome']:<16} {row.get('code') or '':<24} {row.get('issuer') or '-':<40} "
-                f"no. {row.get('crl_number') or '-':<12} "
-                f"next {row.get('next_update') or '-'}  {row.get('file') or ''}  {row.get('message') or ''}"
-            )
-        if not rows:
-            typer.echo("no CRL URLs configured (CUSTOMS_CRL_URLS)")
+        table(
+            ("outcome", "code", "issuer", "CRL number", "next update", "file", "message"),
+            (
+                (
+                    r["outcome"],
+                    r.get("code"),
+                    r.get("issuer"),
+                    r.get("crl_number"),
+                    r.get("next_update"),
+                    r.get("file"),
+                    r.get("message"),
+                )
+                for r in rows
+            ),
+            empty="no CRL URLs configured (CUSTOMS_CRL_URLS)",
+        )
     if any(row["outcome"] in PROBLEM_OUTCOMES for row in rows):
-        raise typer.Exit(1)
+        raise typer.Exit(ExitCode.PROBLEM)

@@ -3,21 +3,37 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 import typer
 
-from customs.cli.root import fail, outcome, prepare_database, print_outcome, read_file
+from customs.cli.root import (
+    DEFAULT_OPERATOR,
+    ExitCode,
+    JsonOption,
+    OperatorOption,
+    fail,
+    not_found,
+    operator_of,
+    outcome,
+    prepare_database,
+    print_outcome,
+    read_file,
+    refused,
+)
 from customs.core.db import DeclarationNotFound
 from customs.orchestration.starting import run_clearance_here, start_in_background
 from customs.rules import Refused
-from customs.services.intake import IncomingAttachment, submit_declaration
+from customs.rules.rerun import STEPS
+from customs.services.intake import CHANNELS, IncomingAttachment, submit_declaration
 from customs.services.queries import declaration_status
 from customs.services.rerun import plan_rerun
 
 commands = typer.Typer()  # registered with the root app by customs.cli.root.COMMANDS
+
+Channel = Literal[CHANNELS]
+Step = Literal[STEPS]
 
 
 @commands.command()
@@ -31,7 +47,7 @@ def submit(
         list[Path], typer.Option("--attach-signature", help="Detached signature of the --attach at the same position.")
     ] = [],
     channel: Annotated[
-        str, typer.Option(help="electronic (ASTANA-1), portal (eGov), or paper (entered by an official: --official).")
+        Channel, typer.Option(help="electronic (ASTANA-1), portal (eGov), or paper (entered by an official: --official).")
     ] = "electronic",
     official: Annotated[
         Optional[str],
@@ -45,7 +61,7 @@ def submit(
             "(a declaration awaiting an official is then decided with `customs decide`).",
         ),
     ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Accept a declaration, fix its submission time and start its clearance."""
     if len(attach_signature) > len(attach):
@@ -53,13 +69,13 @@ def submit(
             f"{len(attach_signature)} --attach-signature for {len(attach)} --attach: each signature follows its attachment",
             as_json=as_json,
         )
-    content = read_file(declaration, "declaration")
-    sig = read_file(signature, "signature") if signature else None
+    content = read_file(declaration, "declaration", as_json=as_json)
+    sig = read_file(signature, "signature", as_json=as_json) if signature else None
     attachments = [
         IncomingAttachment(
             path.name,
-            read_file(path, "attachment"),
-            read_file(attach_signature[i], "attachment signature") if i < len(attach_signature) else None,
+            read_file(path, "attachment", as_json=as_json),
+            read_file(attach_signature[i], "attachment signature", as_json=as_json) if i < len(attach_signature) else None,
         )
         for i, path in enumerate(attach)
     ]
@@ -67,7 +83,7 @@ def submit(
     try:
         submission = submit_declaration(content, sig, attachments, channel=channel, official_id=official)
     except Refused as exc:
-        fail(f"{declaration}: {exc}", as_json=as_json, error=exc.as_dict())
+        fail(f"{declaration}: {exc}", ExitCode.REFUSED, as_json=as_json, error=exc.as_dict())
     if wait:
         run_clearance_here(submission.application_id)
     elif submission.created:
@@ -88,14 +104,14 @@ def clear(
             "--wait-for-official", help="Keep waiting (paused) for an official's decision, as a form in the Prefect UI."
         ),
     ] = False,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Run (or re-run) a declaration's clearance to its next resting state; finished steps are not repeated."""
     prepare_database()
     try:
         application_id = declaration_status(application_id)["application_id"]
     except DeclarationNotFound as exc:
-        fail(str(exc), as_json=as_json)
+        not_found(exc, as_json)
     run_clearance_here(application_id, wait_for_official=wait_for_official)
     result = outcome(application_id)
     typer.echo(json.dumps(result, ensure_ascii=False)) if as_json else print_outcome(result)
@@ -105,22 +121,21 @@ def clear(
 def rerun(
     key: Annotated[str, typer.Argument(help="Application id or registration number.")],
     from_step: Annotated[
-        Optional[str],
-        typer.Option("--from-step", help="signature_check, registration, risk_assessment or release; default: where it stopped."),
+        Optional[Step], typer.Option("--from-step", help="The step to start from; default: where it stopped.")
     ] = None,
-    requested_by: Annotated[str, typer.Option("--by", help="Who asks (recorded in the audit chain).")] = os.environ.get(
-        "USER", "operator"
-    ),
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    operator: OperatorOption = DEFAULT_OPERATOR,
+    by: Annotated[Optional[str], typer.Option("--by", hidden=True, help="Deprecated: --operator.")] = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Start the clearance again, as a new flow run, from the step where it failed (steps already done are never redone)."""
+    requested_by = operator_of(operator, by, "--by")
     prepare_database()
     try:
         plan = plan_rerun(key, from_step)
     except DeclarationNotFound as exc:
-        fail(str(exc), as_json=as_json)
+        not_found(exc, as_json)
     except Refused as exc:
-        fail(exc.message + f" [{exc.code}]", as_json=as_json, error={"code": exc.code, "message": exc.message})
+        refused(exc, as_json)
     if not as_json:
         typer.echo(f"re-running {plan.application_id} from {plan.from_step}, asked by {requested_by}")
     run_clearance_here(plan.application_id, requested_by=requested_by)

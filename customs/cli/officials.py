@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 import typer
 
-from customs.cli.root import fail, outcome, prepare_database, print_outcome, refused
+from customs.cli.root import JsonOption, fail, not_found, outcome, prepare_database, print_outcome, refused, table
 from customs.core.db import DeclarationNotFound
 from customs.orchestration.decisions import resume_waiting_runs
 from customs.rules import Refused
+from customs.rules.officials import RELEASE_CODES
 from customs.services.deadlines import check_release_deadlines
 from customs.services.officials import affix_mark, cancel_release, open_marks
 from customs.services.officials import decide as decide_release
@@ -19,22 +20,28 @@ from customs.services.outbox import dispatch_due_sync
 
 commands = typer.Typer()  # registered with the root app by customs.cli.root.COMMANDS
 
+Decision = Literal["release", "refuse"]
+ReleaseCode = Literal[tuple(RELEASE_CODES)]
+
 
 @commands.command()
 def decide(
     key: Annotated[str, typer.Argument(help="Application id or registration number.")],
-    decision: Annotated[str, typer.Argument(help="release or refuse")],
+    decision: Annotated[Decision, typer.Argument(help="Release the goods, or refuse to (with --grounds).")],
     official: Annotated[str, typer.Option("--official", help="The deciding official's id (reference/officials.json).")],
     grounds: Annotated[
         list[str], typer.Option("--grounds", help="For refuse: a ground code (repeat for several), e.g. DOCUMENTS_NOT_PROVIDED.")
     ] = [],
     text: Annotated[str, typer.Option("--text", help="The official's own words on the decision.")] = "",
-    code: Annotated[Optional[str], typer.Option("--code", help="For release: decision code 10 (default), 11 or 12.")] = None,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    code: Annotated[
+        Optional[ReleaseCode],
+        typer.Option(
+            "--code", help="For release: 10 release permitted (default), 11 against security, 12 before the checks finish."
+        ),
+    ] = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Release or refuse to release a declaration awaiting an official; the waiting flow run gets the same input."""
-    if decision not in ("release", "refuse"):
-        fail(f"the decision is release or refuse; {decision!r} given", as_json=as_json)
     if decision == "refuse" and code is not None:
         fail("--code is the release's decision code; a refusal gives --grounds instead", as_json=as_json)
     if decision == "release" and grounds:
@@ -59,7 +66,7 @@ def decide(
             decision_id=run_input["decision_id"],
         )
     except DeclarationNotFound as exc:
-        fail(str(exc), as_json=as_json)
+        not_found(exc, as_json)
     except Refused as exc:
         refused(exc, as_json)
     resumed = resume_waiting_runs(result.application_id, run_input)
@@ -83,14 +90,14 @@ def cancel_release_command(
         list[str], typer.Option("--grounds", help="A ground code (repeat for several), e.g. DOCUMENTS_INVALID.")
     ] = [],
     text: Annotated[str, typer.Option("--text", help="The official's own words.")] = "",
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Cancel a release (automatic or by an official) and send the cancellation document."""
     prepare_database()
     try:
         result = cancel_release(key, official_id=official, grounds=grounds, grounds_text=text)
     except DeclarationNotFound as exc:
-        fail(str(exc), as_json=as_json)
+        not_found(exc, as_json)
     except Refused as exc:
         refused(exc, as_json)
     dispatch_due_sync(application_id=result.application_id)
@@ -102,7 +109,7 @@ def cancel_release_command(
 def marks(
     zone: Annotated[Optional[str], typer.Option(help="Only this zone of customs control.")] = None,
     office: Annotated[Optional[str], typer.Option(help="Only this customs office.")] = None,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Release marks still to affix after automatic releases, oldest first."""
     prepare_database()
@@ -110,13 +117,11 @@ def marks(
     if as_json:
         typer.echo(json.dumps(rows, ensure_ascii=False, indent=2))
         return
-    for row in rows:
-        typer.echo(
-            f"{row['registration_number']:<24} zone {row['zone'] or '-':<10} released {row['released_at_kz']}  "
-            f"open {row['open_minutes']} min"
-        )
-    if not rows:
-        typer.echo("no open release marks")
+    table(
+        ("registration number", "zone", "released at", "open (min)"),
+        ((r["registration_number"], r["zone"], r["released_at_kz"], r["open_minutes"]) for r in rows),
+        empty="no open release marks",
+    )
 
 
 @commands.command()
@@ -125,14 +130,14 @@ def mark(
     official: Annotated[
         str, typer.Option("--official", help="The official affixing the mark (of the zone where the goods were released).")
     ],
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Affix the release mark after an automatic release."""
     prepare_database()
     try:
         result = affix_mark(key, official_id=official)
     except DeclarationNotFound as exc:
-        fail(str(exc), as_json=as_json)
+        not_found(exc, as_json)
     except Refused as exc:
         refused(exc, as_json)
     if as_json:
@@ -142,7 +147,7 @@ def mark(
 
 
 @commands.command()
-def deadlines(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def deadlines(as_json: JsonOption = False) -> None:
     """Check release deadlines now: alert supervisors at 75%, record breaches (the deadline watch does this every minute)."""
     prepare_database()
     report = check_release_deadlines()

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from customs.cli.root import fail, prepare_database
+from customs.cli.root import ExitCode, JsonOption, fail, prepare_database, table
 from customs.core.settings import get_settings
 from customs.orchestration.operations import operations_view
 from customs.orchestration.server import running_api_url
@@ -18,7 +18,7 @@ commands = typer.Typer()  # registered with the root app by customs.cli.root.COM
 
 
 @commands.command()
-def ops(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def ops(as_json: JsonOption = False) -> None:
     """Operations summary: declarations by status, waiting for officials with their deadlines, open release marks, the outbox."""
     prepare_database()
     summary = operations_view()
@@ -31,32 +31,54 @@ def ops(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
         oldest = summary["oldest_in_progress"]
         typer.echo(f"oldest in progress: {oldest['application_id']} at {oldest['status']} for {oldest['resting_minutes']} min")
     typer.echo(f"awaiting an official: {len(summary['awaiting_official'])}")
-    for row in summary["awaiting_official"]:
-        flag = " BREACHED" if row["breached"] else (" alerted" if row["alerted"] else "")
-        typer.echo(
-            f"  {row['registration_number']:<24} zone {row['zone'] or '-':<10} lane {row['lane']:<7} "
-            f"due {row['due_kz']} ({row['minutes_left']} min){flag}"
-        )
+    table(
+        ("registration number", "zone", "lane", "due at", "min left", "deadline"),
+        (
+            (
+                row["registration_number"],
+                row["zone"],
+                row["lane"],
+                row["due_kz"],
+                row["minutes_left"],
+                "BREACHED" if row["breached"] else ("alerted" if row["alerted"] else None),
+            )
+            for row in summary["awaiting_official"]
+        ),
+        indent="  ",
+    )
     typer.echo(
         f"release marks open: {summary['marks_open']}; "
         f"overdue (> {summary['mark_overdue_minutes']} min): {len(summary['marks_overdue'])}"
     )
-    for row in summary["marks_overdue"]:
-        typer.echo(f"  {row['registration_number']:<24} zone {row['zone'] or '-':<10} open {row['open_minutes']} min")
+    table(
+        ("registration number", "zone", "open (min)"),
+        ((row["registration_number"], row["zone"], row["open_minutes"]) for row in summary["marks_overdue"]),
+        indent="  ",
+    )
     typer.echo(f"print requests open: {len(summary['print_requests_open'])}")
-    for row in summary["print_requests_open"]:
-        typer.echo(
-            f"  {row['request_id']:<20} {row['registration_number']:<24} office {row['office']}  {row['minutes_left']} min left"
-        )
+    table(
+        ("request", "registration number", "office", "min left"),
+        (
+            (row["request_id"], row["registration_number"], row["office"], row["minutes_left"])
+            for row in summary["print_requests_open"]
+        ),
+        indent="  ",
+    )
     if summary["failed_runs"] is None:
         typer.echo("failed clearance runs: unknown (no Prefect server answers)")
     else:
         typer.echo(f"failed clearance runs (24 h): {len(summary['failed_runs'])}")
-        for run in summary["failed_runs"][:20]:
-            typer.echo(f"  {run['flow_run']:<24} {run['state']:<8} {run['message'][:90]}")
+        table(
+            ("flow run", "state", "message"),
+            ((run["flow_run"], run["state"], run["message"][:90]) for run in summary["failed_runs"][:20]),
+            indent="  ",
+        )
     typer.echo(f"clearance runs reconciled (24 h): {len(summary['reconciled_runs'])}")
-    for row in summary["reconciled_runs"][:20]:
-        typer.echo(f"  {row['at_kz']}  {row['flow_run'] or '-':<24} {row['state'] or '-':<10} {row['action']:<8} {row['why']}")
+    table(
+        ("at", "flow run", "state", "action", "why"),
+        ((row["at_kz"], row["flow_run"], row["state"], row["action"], row["why"]) for row in summary["reconciled_runs"][:20]),
+        indent="  ",
+    )
     typer.echo("outbox: " + ", ".join(f"{k} {v}" for k, v in summary["outbox"].items()))
     anchor = summary["audit_anchor"]
     if anchor is None:
@@ -74,7 +96,7 @@ def recheck(
         bool,
         typer.Option("--restart/--report-only", help="Start a clearance run for each stuck declaration (needs `customs serve`)."),
     ] = False,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """What batch-recheck does, now: stuck declarations, passed release deadlines, signers revoked since (current CRLs)."""
     prepare_database()
@@ -82,7 +104,12 @@ def recheck(
     if restart:
         api_url = running_api_url(get_settings())
         if api_url is None:
-            fail("--restart needs a running Prefect server with the clearance deployment (customs serve)")
+            fail(
+                "--restart needs a running Prefect server with the clearance deployment (customs serve)",
+                ExitCode.UNAVAILABLE,
+                as_json=as_json,
+                code="SERVICE_UNAVAILABLE",
+            )
         starter = restart_with(api_url)
     result = batch_recheck_run(restart=starter)
     if as_json:
@@ -92,8 +119,8 @@ def recheck(
         f"read {result['scanned']} declarations; "
         + (", ".join(f"{k}: {v}" for k, v in result["counts"].items()) or "nothing found")
     )
-    for finding in result["findings"][:50]:
-        typer.echo(
-            f"  {finding['application_id']:<20} {finding['status']:<20} {finding['finding']:<34} "
-            f"{finding['action']:<16} {finding['detail']}"
-        )
+    table(
+        ("application", "status", "finding", "action", "detail"),
+        ((f["application_id"], f["status"], f["finding"], f["action"], f["detail"]) for f in result["findings"][:50]),
+        indent="  ",
+    )

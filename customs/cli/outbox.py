@@ -3,28 +3,40 @@
 from __future__ import annotations
 
 import json
-import os
 from datetime import datetime
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 import typer
 
-from customs.cli.root import fail, prepare_database
+from customs.cli.root import (
+    DEFAULT_OPERATOR,
+    ExitCode,
+    JsonOption,
+    OperatorOption,
+    fail,
+    not_found,
+    operator_of,
+    prepare_database,
+    table,
+)
 from customs.core.settings import get_settings
 from customs.services.outbox import dispatch_due_sync, list_notices, requeue_failed, requeue_notice
+from models.outbox import NoticeStatus
 
 commands = typer.Typer()  # registered with the root app by customs.cli.root.COMMANDS
 
 outbox_app = typer.Typer(help="Notices to declarants and the support service (the e-mail outbox).", no_args_is_help=True)
 commands.add_typer(outbox_app, name="outbox")
 
+Status = Literal[tuple(s.value for s in NoticeStatus)]
+
 
 @outbox_app.command("list")
 def outbox_list(
-    status: Annotated[Optional[str], typer.Option(help="pending, sent, failed or undeliverable.")] = None,
+    status: Annotated[Optional[Status], typer.Option(help="Only the notices in this state.")] = None,
     application: Annotated[Optional[str], typer.Option(help="Only the notices of this application id.")] = None,
     limit: Annotated[int, typer.Option(help="Newest first, at most this many.")] = 50,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """List notices, newest first."""
     prepare_database()
@@ -35,14 +47,22 @@ def outbox_list(
     if as_json:
         typer.echo(json.dumps(rows, ensure_ascii=False, indent=2))
         return
-    for row in rows:
-        line = (
-            f"{row['id']:>6}  {row['status']:<13} {row['kind']:<22} {row['application_id']:<20} "
-            f"{row['recipient'] or '-':<32} tries {row['attempts']}"
-        )
-        typer.echo(line + (f"  ({row['last_error'][:80]})" if row["last_error"] and row["status"] != "sent" else ""))
-    if not rows:
-        typer.echo("no notices")
+    table(
+        ("id", "status", "kind", "application", "recipient", "tries", "last error"),
+        (
+            (
+                row["id"],
+                row["status"],
+                row["kind"],
+                row["application_id"],
+                row["recipient"],
+                row["attempts"],
+                row["last_error"][:80] if row["last_error"] and row["status"] != "sent" else None,
+            )
+            for row in rows
+        ),
+        empty="no notices",
+    )
 
 
 @outbox_app.command("dispatch")
@@ -58,6 +78,8 @@ def outbox_dispatch_command(limit: Annotated[Optional[int], typer.Option(help="A
     )
     for error in report.errors[:20]:
         typer.echo(f"  {error}")
+    if report.unavailable:  # the notices wait for the next pass
+        fail(f"{where} took nothing this pass: {report.unavailable}", ExitCode.UNAVAILABLE, code="SERVICE_UNAVAILABLE")
 
 
 @outbox_app.command("requeue")
@@ -71,9 +93,11 @@ def outbox_requeue(
         Optional[str],
         typer.Option(help="With --all-failed: only those last tried since this ISO time, e.g. 2026-11-26T10:00+05:00."),
     ] = None,
-    actor: Annotated[str, typer.Option(help="Who asks (recorded with the attempt).")] = os.environ.get("USER", "operator"),
+    operator: OperatorOption = DEFAULT_OPERATOR,
+    actor: Annotated[Optional[str], typer.Option("--actor", hidden=True, help="Deprecated: --operator.")] = None,
 ) -> None:
     """Queue a failed or undeliverable notice again (or every failed one)."""
+    actor = operator_of(operator, actor, "--actor")
     prepare_database()
     if all_failed:
         if notice_id is not None or to is not None:
@@ -90,6 +114,8 @@ def outbox_requeue(
         fail("give a notice id, or --all-failed")
     try:
         result = requeue_notice(notice_id, actor=actor, recipient=to)
-    except (LookupError, ValueError) as exc:
-        fail(str(exc))
+    except LookupError as exc:
+        not_found(exc, False, code="NOTICE_NOT_FOUND", path="notice_id")
+    except ValueError as exc:
+        fail(str(exc), ExitCode.REFUSED, code="NOTICE_NOT_REQUEUED", path="notice_id")
     typer.echo(f"notice {result['id']} queued again for {result['recipient']}")

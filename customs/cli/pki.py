@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 import typer
 
@@ -16,6 +16,9 @@ commands = typer.Typer()  # registered with the root app by customs.cli.root.COM
 
 pki_app = typer.Typer(help="A test PKI shaped like NCA RK's (for tests, the demo and integration testing).", no_args_is_help=True)
 commands.add_typer(pki_app, name="pki")
+
+ROLES = ("head", "signatory", "financial", "hr", "employee", "none")
+Role = Literal[ROLES]
 
 
 @pki_app.command("init")
@@ -35,7 +38,7 @@ def pki_issue(
     bin: Annotated[Optional[str], typer.Option("--bin", help="BIN of the legal entity, written as OU=BIN<12 digits>.")] = None,
     auth: Annotated[bool, typer.Option("--auth", help="An AUTH certificate (no nonRepudiation).")] = False,
     role: Annotated[
-        str,
+        Role,
         typer.Option(
             "--role",
             help="With --bin, the holder's role in the legal entity, written in the extended key usage as NCA does: "
@@ -48,9 +51,6 @@ def pki_issue(
     """Issue a signer certificate and key like NCA's."""
     if not iin and not bin:
         fail("give --iin, --bin or both")
-    roles = ("head", "signatory", "financial", "hr", "employee", "none")
-    if role not in roles:
-        fail(f"--role {role}: one of {', '.join(roles)}")
     if not (directory / "ca" / "state.json").exists():
         fail(f"{directory} is not a test PKI; create it with `customs pki init {directory}`")
     pki = TestPki(directory)

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from customs.cli.root import fail, prepare_database, refused
+from customs.cli.root import JsonOption, fail, not_found, prepare_database, refused, table
 from customs.core.clock import kz_display
 from customs.core.db import DeclarationNotFound
 from customs.core.settings import get_settings
@@ -27,14 +27,14 @@ def print_request_command(
     requested_by: Annotated[
         Optional[str], typer.Option("--requested-by", help="IIN or BIN of the applicant asking (the declarant's or a signer's).")
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Record the applicant's request for a paper copy, queued at the office, due in 30 minutes; then its copy is rendered."""
     prepare_database()
     try:
         result = request_print(key, requested_by=requested_by)
     except DeclarationNotFound as exc:
-        fail(str(exc), as_json=as_json, error={"code": "DECLARATION_UNKNOWN", "path": "$", "message": str(exc)})
+        not_found(exc, as_json)
     except Refused as exc:
         refused(exc, as_json)
     dispatch_due_sync(application_id=result.application_id)
@@ -77,7 +77,7 @@ def print_request_command(
 @commands.command("print-queue")
 def print_queue_command(
     office: Annotated[Optional[str], typer.Option(help="Only this customs office.")] = None,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Pending print requests, most urgent first, with the minutes left."""
     prepare_database()
@@ -85,13 +85,20 @@ def print_queue_command(
     if as_json:
         typer.echo(json.dumps(rows, ensure_ascii=False, indent=2))
         return
-    for row in rows:
-        left = f"{row['minutes_left']} min left" if row["minutes_left"] >= 0 else f"OVERDUE by {-row['minutes_left']} min"
-        typer.echo(
-            f"{row['request_id']:<20} {row['registration_number']:<24} office {row['office']}  due {row['due_at_kz']}  {left}"
-        )
-    if not rows:
-        typer.echo("no pending print requests")
+    table(
+        ("request", "registration number", "office", "due at", "time left"),
+        (
+            (
+                row["request_id"],
+                row["registration_number"],
+                row["office"],
+                row["due_at_kz"],
+                f"{row['minutes_left']} min left" if row["minutes_left"] >= 0 else f"OVERDUE by {-row['minutes_left']} min",
+            )
+            for row in rows
+        ),
+        empty="no pending print requests",
+    )
 
 
 @commands.command("print-copy")
@@ -106,7 +113,7 @@ def print_copy_command(
     try:
         request, pdf = copy_of(request_id)
     except Refused as exc:
-        fail(f"{exc.message} [{exc.code}]")
+        refused(exc, as_json=False)
     target = output or Path(f"{request_id}.pdf")
     target.write_bytes(pdf)
     typer.echo(f"{target}: copy of {request.registration_number}, {len(pdf)} bytes, SHA-256 {request.pdf_sha256}")
@@ -116,7 +123,7 @@ def print_copy_command(
 def printed(
     request_id: Annotated[str, typer.Argument(help="Print request id.")],
     official: Annotated[str, typer.Option("--official", help="The official of the office who printed and handed over the copy.")],
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Record that the copy was printed and handed over (after the 30 minutes it is recorded as late)."""
     prepare_database()
@@ -137,7 +144,7 @@ def printed(
 def sla(
     date_from: Annotated[Optional[str], typer.Option("--from", help="First day, YYYY-MM-DD (Kazakhstan date).")] = None,
     date_to: Annotated[Optional[str], typer.Option("--to", help="Last day, YYYY-MM-DD (inclusive).")] = None,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Paper copies per office: requests, printed in time, late, open, median and 95th-percentile minutes to print."""
 
@@ -157,11 +164,8 @@ def sla(
     if as_json:
         typer.echo(json.dumps(report, ensure_ascii=False, indent=2))
         return
-    header = f"{'office':<8}{'requests':>9}{'in time':>9}{'late':>6}{'open':>6}{'overdue':>9}{'median':>8}{'p95':>7}"
-    typer.echo(header)
-    for row in report["offices"] + [{"office": "all", **report["total"]}]:
-        fmt = lambda v: "-" if v is None else v  # noqa: E731
-        typer.echo(
-            f"{row['office']:<8}{row['requests']:>9}{row['printed_in_time']:>9}{row['late']:>6}{row['open']:>6}{row['open_overdue']:>9}"
-            f"{fmt(row['median_minutes']):>8}{fmt(row['p95_minutes']):>7}"
-        )
+    keys = ("office", "requests", "printed_in_time", "late", "open", "open_overdue", "median_minutes", "p95_minutes")
+    table(
+        ("office", "requests", "in time", "late", "open", "overdue", "median min", "p95 min"),
+        ([row.get(k) for k in keys] for row in report["offices"] + [{"office": "all", **report["total"]}]),
+    )

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import anyio
 import typer
 
-from customs.cli.root import fail
+from customs.cli.root import ExitCode, fail
 from customs.cli.serve import serve
 from customs.core.db import init_db
 from customs.core.settings import configure, get_settings
@@ -39,8 +39,10 @@ def serve_command(
         configure(settings)
     try:
         serve(settings, echo=typer.echo, exit_watchdog_seconds=45.0, with_worker=worker)
+    except PrefectServerError as exc:
+        fail(str(exc), ExitCode.UNAVAILABLE)
     except (RuntimeError, ValueError) as exc:
-        fail(str(exc))
+        fail(str(exc), ExitCode.PROBLEM)
 
 
 @server_app.command("start")
@@ -58,7 +60,7 @@ def server_start(
     try:
         apis = start_ha(get_settings()) if ha else [ensure_server()]
     except PrefectServerError as exc:
-        fail(str(exc))
+        fail(str(exc), ExitCode.UNAVAILABLE)
     for api in apis:
         typer.echo(f"Prefect API: {api}   UI: {ui_url(api)}")
     if ha:
@@ -81,15 +83,18 @@ def server_stop() -> None:
 
 @commands.command("deploy")
 def deploy_command() -> None:
-    """Put the project on a Prefect server run apart (CUSTOMS_PREFECT_API_URL or PREFECT_API_URL; else the local one):
-    the work pool and its queues (created when missing), the deployments of prefect.yaml, the automations.
-    What `customs serve` does at start."""
+    """Put the work pool, the deployments and the automations on a Prefect server run apart.
+
+    The server of CUSTOMS_PREFECT_API_URL or PREFECT_API_URL, else the local one: the work pool and its queues
+    (created when missing), the deployments of prefect.yaml, the automations. What `customs serve` does at start."""
     try:
         api_url = ensure_server()
         with prefect_api(api_url):
             project = apply_project()
-    except (PrefectServerError, ValueError) as exc:
-        fail(str(exc))
+    except PrefectServerError as exc:
+        fail(str(exc), ExitCode.UNAVAILABLE)
+    except ValueError as exc:
+        fail(str(exc), ExitCode.PROBLEM)
     for note in project.notes:
         typer.echo(note)
     typer.echo(f"work pool {project.pool.name} (type {project.pool.type}); deployments: {', '.join(project.deployments)}")
@@ -104,14 +109,16 @@ def worker_command(
     ] = None,
     name: Annotated[Optional[str], typer.Option(help="Worker name shown in the UI (default host-pid).")] = None,
 ) -> None:
-    """A clearance worker in this process, for the Prefect API of CUSTOMS_PREFECT_API_URL or PREFECT_API_URL (else the
-    local server): it runs the work pool's flow runs in threads until Ctrl-C or SIGTERM (runs in progress finish)."""
+    """A clearance worker in this process: the work pool's flow runs, in threads, until Ctrl-C or SIGTERM.
+
+    For the Prefect API of CUSTOMS_PREFECT_API_URL or PREFECT_API_URL (else the local server); on Ctrl-C or SIGTERM
+    the runs in progress finish."""
     settings = get_settings()
     init_db(settings)
     try:
         api_url = ensure_server(settings)
     except PrefectServerError as exc:
-        fail(str(exc))
+        fail(str(exc), ExitCode.UNAVAILABLE)
     with prefect_api(api_url):
         worker = ClearanceWorker(pool or settings.worker_pool, limit=limit, name=name)
         typer.echo(f"worker {worker.name} (type {WORKER_TYPE}) serves work pool {worker._work_pool_name} of {api_url}")

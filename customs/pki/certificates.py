@@ -49,6 +49,7 @@ class SignerIdentity:
     not_before: datetime
     not_after: datetime
     roles: frozenset[str] = frozenset()  # the NCA role OIDs of its extended key usage (customs.rules.signers)
+    name: str | None = None  # the holder's name (CN)
 
     def describe(self) -> str:
         return f"certificate {self.subject!r} (serial {self.serial_hex})"
@@ -82,6 +83,7 @@ def signer_identity(cert: x509.Certificate) -> SignerIdentity:
         not_before=cert.not_valid_before_utc,
         not_after=cert.not_valid_after_utc,
         roles=roles,
+        name=next((str(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)), None),
     )
 
 

@@ -87,10 +87,12 @@ class DocumentVerdict:
             if self.signer is None
             else {
                 "subject": self.signer.subject,
+                "name": self.signer.name,
                 "serial": self.signer.serial_hex,
                 "issuer": self.signer.issuer,
                 "iin": self.signer.iin,
                 "bin": self.signer.bin,
+                "roles": sorted(self.signer.roles),  # NCA role OIDs (customs.rules.signers.ROLE_NAMES)
             },
         }
 

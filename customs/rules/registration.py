@@ -3,9 +3,21 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
 
-from models.document import GoodsDeclaration, parse_declaration
+from models.document import (
+    MAX_GOODS_ITEMS,
+    SCHEMA_IDS,
+    GoodsDeclaration,
+    GoodsItem,
+    GoodsLocation,
+    Totals,
+    parse_declaration,
+    valid_field,
+)
 from models.reasons import Reason
 from models.reference import ReferenceData
 
@@ -21,28 +33,96 @@ def decode_document(content: bytes) -> tuple[dict | None, list[Reason]]:
     return data, []
 
 
+@dataclass(frozen=True)
+class ItemInputs:
+    """What the logic control reads of one goods item; ``None`` where the field is not valid."""
+
+    item_no: int | None = None
+    gross_kg: Decimal | None = None
+    net_kg: Decimal | None = None
+    customs_value: Decimal | None = None
+
+
+@dataclass(frozen=True)
+class LogicInputs:
+    """The fields the rules across fields read, each one only when it passed format control (``None`` otherwise).
+
+    From a valid document every field is there; from one that failed format control, the valid ones are, so
+    that every check whose own fields are valid still runs and a declarant hears of every failure at once."""
+
+    customs_office: str | None = None
+    zone: str | None = None  # box 30; None when absent or not valid
+    goods: tuple[ItemInputs, ...] | None = None  # None when box 31 is not a list of items
+    totals_items: int | None = None
+    totals_customs_value: Decimal | None = None
+
+    @classmethod
+    def of_document(cls, doc: GoodsDeclaration) -> LogicInputs:
+        return cls(
+            customs_office=doc.customs_office,
+            zone=doc.goods_location.zone if doc.goods_location is not None else None,
+            goods=tuple(ItemInputs(i.item_no, i.gross_kg, i.net_kg, i.customs_value) for i in doc.goods),
+            totals_items=doc.totals.items,
+            totals_customs_value=doc.totals.customs_value,
+        )
+
+    @classmethod
+    def of_data(cls, data: dict[str, Any]) -> LogicInputs:
+        """The valid fields of a decoded document that failed format control."""
+
+        def box(value: Any) -> dict[str, Any]:
+            return value if isinstance(value, dict) else {}
+
+        def valid(model: type, values: dict[str, Any], name: str) -> Any:
+            return valid_field(model, name, values[name]) if name in values else None
+
+        goods = data.get("goods")
+        items = None
+        if isinstance(goods, list) and 1 <= len(goods) <= MAX_GOODS_ITEMS:
+            items = tuple(
+                ItemInputs(*(valid(GoodsItem, box(item), name) for name in ("item_no", "gross_kg", "net_kg", "customs_value")))
+                for item in goods
+            )
+        totals = box(data.get("totals"))
+        return cls(
+            customs_office=valid(GoodsDeclaration, data, "customs_office"),
+            zone=valid(GoodsLocation, box(data.get("goods_location")), "zone"),
+            goods=items,
+            totals_items=valid(Totals, totals, "items"),
+            totals_customs_value=valid(Totals, totals, "customs_value"),
+        )
+
+
 def logical_control(doc: GoodsDeclaration, reference: ReferenceData) -> list[Reason]:
     """Rules across fields of a structurally valid declaration; every failure is listed."""
+    return logic_checks(LogicInputs.of_document(doc), reference)
+
+
+def logic_checks(inputs: LogicInputs, reference: ReferenceData) -> list[Reason]:
+    """Every rule across fields whose own fields are valid (a rule with an invalid field is not run: its
+    field is refused by format control already); every failure is listed."""
     reasons: list[Reason] = []
-    if doc.customs_office not in reference.offices:
+    office = inputs.customs_office
+    if office is not None and office not in reference.offices:
         reasons.append(
             Reason(
                 code="OFFICE_UNKNOWN",
                 path="$.customs_office",
-                message=f"customs office {doc.customs_office} is not a known office empowered to register declarations",
+                message=f"customs office {office} is not a known office empowered to register declarations",
             )
         )
-    elif doc.goods_location is not None and doc.goods_location.zone not in reference.zones_of(doc.customs_office):
+    elif office is not None and inputs.zone is not None and inputs.zone not in reference.zones_of(office):
         reasons.append(
             Reason(
                 code="ZONE_UNKNOWN",
                 path="$.goods_location.zone",
-                message=f"zone {doc.goods_location.zone} is not a zone of customs control of office {doc.customs_office} "
-                f"({', '.join(reference.zones_of(doc.customs_office))})",
+                message=f"zone {inputs.zone} is not a zone of customs control of office {office} "
+                f"({', '.join(reference.zones_of(office))})",
             )
         )
-    for index, item in enumerate(doc.goods):
-        if item.item_no != index + 1:
+    goods = inputs.goods
+    for index, item in enumerate(goods or ()):
+        if item.item_no is not None and item.item_no != index + 1:
             reasons.append(
                 Reason(
                     code="ITEM_NUMBERING",
@@ -50,7 +130,7 @@ def logical_control(doc: GoodsDeclaration, reference: ReferenceData) -> list[Rea
                     message=f"goods items are numbered 1, 2, 3... in order; item {index + 1} has number {item.item_no}",
                 )
             )
-        if item.net_kg > item.gross_kg:
+        if item.net_kg is not None and item.gross_kg is not None and item.net_kg > item.gross_kg:
             reasons.append(
                 Reason(
                     code="NET_EXCEEDS_GROSS",
@@ -58,36 +138,45 @@ def logical_control(doc: GoodsDeclaration, reference: ReferenceData) -> list[Rea
                     message=f"net weight {item.net_kg} kg exceeds gross weight {item.gross_kg} kg",
                 )
             )
-    if doc.totals.items != len(doc.goods):
+    if goods is not None and inputs.totals_items is not None and inputs.totals_items != len(goods):
         reasons.append(
             Reason(
                 code="TOTALS_MISMATCH",
                 path="$.totals.items",
-                message=f"box 5 says {doc.totals.items} items but the declaration lists {len(doc.goods)}",
+                message=f"box 5 says {inputs.totals_items} items but the declaration lists {len(goods)}",
             )
         )
-    value_sum = sum((item.customs_value for item in doc.goods), start=0)
-    if doc.totals.customs_value != value_sum:
-        reasons.append(
-            Reason(
-                code="TOTALS_MISMATCH",
-                path="$.totals.customs_value",
-                message=f"box 12 says {doc.totals.customs_value} "
-                f"but the customs values of the items (box 45) add up to {value_sum}",
+    values = [item.customs_value for item in goods or ()]
+    if goods is not None and inputs.totals_customs_value is not None and None not in values:
+        value_sum = sum(values, start=Decimal(0))
+        if inputs.totals_customs_value != value_sum:
+            reasons.append(
+                Reason(
+                    code="TOTALS_MISMATCH",
+                    path="$.totals.customs_value",
+                    message=f"box 12 says {inputs.totals_customs_value} "
+                    f"but the customs values of the items (box 45) add up to {value_sum}",
+                )
             )
-        )
     return reasons
 
 
 def format_logical_control(content: bytes, reference: ReferenceData) -> tuple[GoodsDeclaration | None, list[Reason]]:
-    """Format and logic control of the stored bytes: the parsed document and every failed rule."""
+    """Format and logic control of the stored bytes: the parsed document (``None`` when it fails format
+    control) and every failed rule, in one pass.
+
+    A document that fails format control still goes through every logic check whose own fields are valid
+    (a bad HS code does not hide net weight above gross), as long as it names a schema this service knows:
+    the boxes mean what version 1 says only in a version 1 document."""
     data, reasons = decode_document(content)
     if data is None:
         return None, reasons
     doc, reasons = parse_declaration(data)
-    if doc is None:
+    if doc is not None:
+        return doc, logical_control(doc, reference)
+    if data.get("schema") not in SCHEMA_IDS:
         return None, reasons
-    return doc, logical_control(doc, reference)
+    return None, reasons + logic_checks(LogicInputs.of_data(data), reference)
 
 
 def zone_of(doc: GoodsDeclaration, reference: ReferenceData) -> str | None:

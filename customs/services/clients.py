@@ -102,12 +102,16 @@ def create_client(
     return client, token
 
 
+class ClientNotFound(LookupError, ValueError):
+    """No API client by that name (a ValueError too, as it was before it had a class of its own)."""
+
+
 def revoke_client(name: str, *, now: datetime | None = None, settings: Settings | None = None) -> ApiClient:
     """Revoke a client's token at once; a client revoked before is returned unchanged."""
     with transaction(settings) as session:
         client = session.exec(select(ApiClient).where(ApiClient.name == name).with_for_update()).first()
         if client is None:
-            raise ValueError(f"no API client named {name!r}")
+            raise ClientNotFound(f"no API client named {name!r}")
         if client.revoked_at is None:
             client.revoked_at = now or utcnow()
             session.add(client)

@@ -55,6 +55,9 @@ class DispatchReport:
     outcomes: Counter = field(default_factory=Counter)  # sent / retry / failed / stale / put_back
     errors: list[str] = field(default_factory=list)
     deferred: str | None = None  # why nothing was tried (a clearance's pass while the SMTP server is away)
+    # Why the mail server took nothing this pass (no transport, a refused session, or every attempt failing
+    # temporarily with none sent or refused): the notices wait for the next pass; `customs outbox dispatch` exits 5.
+    unavailable: str | None = None
 
     @property
     def sent(self) -> int:
@@ -221,12 +224,15 @@ async def dispatch_due(
     sender = parseaddr(settings.mail_from)[1] or settings.mail_from
     claimed_at = clock()
     pending = list(claimed)
+    answers: Counter = Counter()  # what the attempts of this pass came to: sent, temporary, permanent
+    first_temporary = None
     try:
         transport = transport or transport_for(settings)
     except Exception as exc:
         log.error("outbox: no transport (%s); %d notices put back", exc, len(pending))
         report.outcomes["put_back"] += put_back(settings, [(c.notice.id, c.notice.attempts) for c in pending], clock(), str(exc))
         report.errors.append(f"no transport: {exc}")
+        report.unavailable = f"no transport: {exc}"
         return report
     try:
         while pending:
@@ -259,12 +265,16 @@ async def dispatch_due(
                 except Exception as exc:  # whatever it was, the notice waits for its next attempt
                     log.exception("notice %s: the transport failed", notice.id)
                     result = SendResult(TEMPORARY, f"{type(exc).__name__}: {exc}")
+            answers[result.outcome] += 1
+            first_temporary = first_temporary or (result.detail if result.outcome == TEMPORARY else None)
             verdict = record_attempt(settings, notice.id, notice.attempts, result, clock())
             report.outcomes[verdict] += 1
             if result.outcome != SENT:
                 report.errors.append(f"notice {notice.id} to {notice.recipient}: {result.detail}")
-            if result.server_wide and settings.smtp_host:
-                _smtp_away_until[server] = time.monotonic() + settings.smtp_pause_after_failure.total_seconds()
+            if result.server_wide:
+                report.unavailable = result.detail
+                if settings.smtp_host:
+                    _smtp_away_until[server] = time.monotonic() + settings.smtp_pause_after_failure.total_seconds()
             elif result.outcome == SENT:
                 _smtp_away_until.pop(server, None)
             if result.server_wide and pending:
@@ -275,6 +285,8 @@ async def dispatch_due(
                 pending = []
     finally:
         await transport.close()
+    if report.unavailable is None and answers[TEMPORARY] and not answers[SENT] and not answers[PERMANENT]:
+        report.unavailable = first_temporary
     return report
 
 

@@ -8,12 +8,14 @@ import pytest
 from typer.testing import CliRunner
 
 from customs.cli import app
+from customs.cli.root import ExitCode
 from customs.services.clients import authenticate
 from customs.services.queries import declaration_status
 from flows.clearance import clearance
 from tests.helpers import (
     DECLARANT_BIN,
     INSPECTOR,
+    ROOT,
     as_bytes,
     cleared,
     events,
@@ -64,7 +66,7 @@ def test_cli_submit_wait_json(settings, company_signer, tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_bytes(b'{"schema": ')
     refused = runner.invoke(app, ["submit", str(bad), "--json"])
-    assert refused.exit_code == 2
+    assert refused.exit_code == ExitCode.REFUSED == 3  # refused by the intake rules, not a usage error
     assert json.loads(refused.stdout)["error"]["code"] == "JSON_INVALID"
 
 
@@ -84,8 +86,8 @@ def test_cli_rerun_after_a_failed_step_is_audited_and_never_registers_twice(sett
     number = declaration_status(application_id)["registration_number"]
     runner = CliRunner()
     refused = runner.invoke(app, ["rerun", application_id, "--from-step", "registration"])
-    assert refused.exit_code == 2 and "would not register again" in refused.output and number in refused.output
-    rerun = runner.invoke(app, ["rerun", number, "--from-step", "risk_assessment", "--by", "KZ-OF-0002", "--json"])
+    assert refused.exit_code == 3 and "would not register again" in refused.output and number in refused.output
+    rerun = runner.invoke(app, ["rerun", number, "--from-step", "risk_assessment", "--operator", "KZ-OF-0002", "--json"])
     assert rerun.exit_code == 0, rerun.output
     result = json.loads(rerun.stdout.strip().splitlines()[-1])
     assert (result["status"], result["registration_number"]) == ("released", number)
@@ -94,7 +96,16 @@ def test_cli_rerun_after_a_failed_step_is_audited_and_never_registers_twice(sett
     assert len(flow_runs_of(application_id)) == 2  # a new flow run, linked by the application tag
     assert len(notices(application_id, NoticeKind.REGISTRATION)) == 1 and len(notices(application_id, NoticeKind.RELEASE)) == 1
     nothing = runner.invoke(app, ["rerun", application_id])
-    assert nothing.exit_code == 2 and "NOTHING_TO_RERUN" in nothing.output
+    assert nothing.exit_code == 3 and "NOTHING_TO_RERUN" in nothing.output
+    # Issue 17, item 11: a named step of a released declaration is the more specific STEP_ALREADY_DONE
+    done = runner.invoke(app, ["rerun", application_id, "--from-step", "registration", "--json"])
+    assert done.exit_code == 3
+    assert json.loads(done.stdout)["error"] == {
+        "code": "STEP_ALREADY_DONE",
+        "path": "from_step",
+        "message": f"registration is done (number {number}); re-running it would not register again; "
+        "the declaration is released: its clearance is finished",
+    }
 
 
 def test_cli_print_request_queue_copy_printed_and_sla(settings, company_signer, tmp_path):
@@ -107,10 +118,11 @@ def test_cli_print_request_queue_copy_printed_and_sla(settings, company_signer, 
     assert answer["copy"].startswith("rendered in ")  # no `customs serve` here: the command renders the copy itself
     queue = runner.invoke(app, ["print-queue", "--office", "50101"])
     assert request_id in queue.output and "min left" in queue.output
+    assert queue.stdout.splitlines()[0].split() == ["request", "registration", "number", "office", "due", "at", "time", "left"]
     copy = runner.invoke(app, ["print-copy", request_id, "-o", str(tmp_path / "copy.pdf")])
     assert copy.exit_code == 0 and declaration.registration_number in pdf_text((tmp_path / "copy.pdf").read_bytes())
     wrong = runner.invoke(app, ["printed", request_id, "--official", "KZ-OF-0005"])
-    assert wrong.exit_code == 2 and "OFFICE_MISMATCH" in wrong.output
+    assert wrong.exit_code == 3 and "OFFICE_MISMATCH" in wrong.output
     done = runner.invoke(app, ["printed", request_id, "--official", INSPECTOR])
     assert done.exit_code == 0 and "(in time)" in done.output
     report = runner.invoke(app, ["sla", "--json"])
@@ -118,7 +130,14 @@ def test_cli_print_request_queue_copy_printed_and_sla(settings, company_signer, 
     bad = runner.invoke(app, ["sla", "--from", "26.11.2026"])
     assert bad.exit_code == 2 and "YYYY-MM-DD" in bad.output
     missing = runner.invoke(app, ["print-request", "A000000-NOTHING", "--json"])
-    assert missing.exit_code == 2 and json.loads(missing.stdout)["error"]["code"] == "DECLARATION_UNKNOWN"
+    assert missing.exit_code == 4
+    assert json.loads(missing.stdout)["error"] == {
+        "code": "DECLARATION_NOT_FOUND",
+        "path": "key",
+        "message": "no declaration with application id or registration number 'A000000-NOTHING'",
+    }
+    unknown = runner.invoke(app, ["print-copy", "P-NOTHING", "-o", str(tmp_path / "none.pdf")])
+    assert unknown.exit_code == 4 and "REQUEST_UNKNOWN" in unknown.output
 
 
 def test_clients_cli(settings):
@@ -129,13 +148,15 @@ def test_clients_cli(settings):
     assert "not stored" in added.stderr and authenticate(token) is not None
     assert runner.invoke(app, ["clients", "add", "kgd", "--kind", "official", "--official", INSPECTOR]).exit_code == 0
     refused = runner.invoke(app, ["clients", "add", "bad", "--kind", "official"])
-    assert refused.exit_code == 2 and "--official" in refused.stderr
+    assert refused.exit_code == 3 and "--official" in refused.stderr
+    assert runner.invoke(app, ["clients", "add", "bad", "--kind", "auditor"]).exit_code == 2  # not a kind: usage
     listed = runner.invoke(app, ["clients", "list"])
+    assert listed.stdout.splitlines()[0].split() == ["name", "kind", "acts", "for", "created", "state"]
     assert "alatau" in listed.stdout and INSPECTOR in listed.stdout and token not in listed.stdout
     assert runner.invoke(app, ["clients", "revoke", "alatau"]).exit_code == 0
     assert authenticate(token) is None
     assert "already revoked" in runner.invoke(app, ["clients", "revoke", "alatau"]).stdout
-    assert runner.invoke(app, ["clients", "revoke", "nobody"]).exit_code == 2
+    assert runner.invoke(app, ["clients", "revoke", "nobody"]).exit_code == 4
 
 
 def test_cli_audit_verify_finds_a_rewrite_before_the_last_anchor(settings, company_signer):
@@ -155,3 +176,135 @@ def test_cli_audit_verify_finds_a_rewrite_before_the_last_anchor(settings, compa
     assert broken.exit_code == 1
     assert "audit chain office:50101 was rewritten: event 5 has hash" in broken.output
     assert "anchor 1 of" in broken.output and "events 1..5 were changed" in broken.output
+
+
+# --- Issue 17, item 9: exit codes, JSON errors, choices, one name per role, status, tables, panels -----------
+
+
+def test_exit_codes_tell_usage_refusal_not_found_apart(settings, company_signer):
+    runner = CliRunner()
+    unknown = runner.invoke(app, ["status", "A000000-NOTHING", "--json"])
+    assert unknown.exit_code == ExitCode.NOT_FOUND == 4
+    assert json.loads(unknown.stdout) == {
+        "error": {
+            "code": "DECLARATION_NOT_FOUND",
+            "path": "key",
+            "message": "no declaration with application id or registration number 'A000000-NOTHING'",
+        }
+    }
+    as_text = runner.invoke(app, ["status", "A000000-NOTHING"])
+    assert as_text.exit_code == 4 and as_text.stdout == "" and "error: no declaration" in as_text.stderr
+    for args in (
+        ["decide", "A000000-NOTHING", "maybe", "--official", INSPECTOR],  # not a decision
+        ["decide", "A000000-NOTHING", "release", "--official", INSPECTOR, "--code", "13"],
+        ["rerun", "A000000-NOTHING", "--from-step", "inspection"],
+        ["submit", "x.json", "--channel", "fax"],
+        ["outbox", "list", "--status", "lost"],
+        ["status"],  # the key is missing
+    ):
+        usage = runner.invoke(app, args)
+        assert usage.exit_code == ExitCode.USAGE == 2, (args, usage.output)
+    application_id = submit(company_signer, unique(sample()))
+    refused = runner.invoke(app, ["decide", application_id, "release", "--official", INSPECTOR, "--json"])
+    assert refused.exit_code == ExitCode.REFUSED == 3  # not awaiting an official: the rules refuse it
+    assert set(json.loads(refused.stdout)["error"]) == {"code", "path", "message"}
+    assert runner.invoke(app, ["decide", "A000000-NOTHING", "release", "--official", INSPECTOR]).exit_code == 4
+
+
+def test_an_unreachable_database_or_prefect_api_exits_5(settings):
+    from customs.core.settings import configure
+    from tests.helpers import free_port
+
+    configure(settings.model_copy(update={"database_url": f"postgresql://postgres@127.0.0.1:{free_port()}/none"}))
+    result = CliRunner().invoke(app, ["status", "A000000-NOTHING", "--json"])
+    assert result.exit_code == ExitCode.UNAVAILABLE == 5, result.output
+    error = json.loads(result.stdout)["error"]
+    assert error["code"] == "SERVICE_UNAVAILABLE" and error["message"].startswith("the database does not answer: ")
+    configure(settings.model_copy(update={"prefect_api_url": f"http://127.0.0.1:{free_port()}/api"}))
+    deploy = CliRunner().invoke(app, ["deploy"])
+    assert deploy.exit_code == 5 and "does not answer /health" in deploy.stderr
+
+
+def test_an_unreachable_mail_server_makes_outbox_dispatch_exit_5(settings, company_signer):
+    from customs.core.settings import configure
+    from tests.helpers import free_port
+
+    application_id = submit(company_signer, unique(sample()))
+    configure(settings.model_copy(update={"smtp_host": "127.0.0.1", "smtp_port": free_port(), "smtp_timeout": 5}))
+    runner = CliRunner()
+    dispatched = runner.invoke(app, ["outbox", "dispatch"])
+    assert dispatched.exit_code == ExitCode.UNAVAILABLE, dispatched.output
+    assert "0 sent" in dispatched.stdout and "took nothing this pass: " in dispatched.stderr
+    listed = runner.invoke(app, ["outbox", "list", "--application", application_id])
+    header, *rows = listed.stdout.splitlines()
+    assert header.split() == ["id", "status", "kind", "application", "recipient", "tries", "last", "error"]
+    assert rows and all("pending" in row and application_id in row for row in rows)  # they wait for the next pass
+
+
+def test_status_shows_the_sha256_and_the_signers(settings, company_signer):
+    declaration = cleared(company_signer)
+    shown = CliRunner().invoke(app, ["status", declaration.registration_number])
+    assert shown.exit_code == 0, shown.output
+    lines = shown.stdout.splitlines()
+    assert f"SHA-256:              {declaration.content_sha256}  (of the declaration's bytes as received and stored)" in lines
+    header = lines.index("signers:") + 1
+    assert lines[header].split() == ["document", "signer", "IIN", "BIN", "role", "serial", "signature"]
+    signer = lines[header + 1]
+    assert "ТОО «Алатау Импорт»" in signer and DECLARANT_BIN in signer and "first head" in signer and "valid" in signer
+    history = lines.index("history:") + 1
+    assert lines[history].split()[:4] == ["at", "(Kazakhstan", "time)", "event"]
+    assert any("transition" in line and "released" in line for line in lines[history + 1 :])
+
+
+def test_help_groups_the_commands_and_shows_every_choice(settings):
+    import click
+    from typer.main import get_command
+
+    runner = CliRunner()
+    top = runner.invoke(app, ["--help"], env={"COLUMNS": "150"}).stdout
+    panels = ["Declarations", "Officials", "Paper copies", "Outbox", "Operations", "Test PKI and demo"]
+    assert [top.index(f"─ {p} ") for p in panels] == sorted(top.index(f"─ {p} ") for p in panels)
+    assert top.index("demo ") > top.index("─ Test PKI and demo ") > top.index("worker ")
+    for args, choices in (
+        (["submit", "--help"], "electronic|portal|paper"),
+        (["decide", "--help"], "release|refuse"),
+        (["decide", "--help"], "10|11|12"),
+        (["rerun", "--help"], "signature_check|registration|risk_assessment|release"),
+        (["outbox", "list", "--help"], "pending|sent|failed|undeliverable"),
+        (["clients", "add", "--help"], "declarant|portal|official"),
+        (["pki", "issue", "--help"], "head|signatory|financial|hr|employee|none"),
+    ):
+        assert choices in runner.invoke(app, args, env={"COLUMNS": "250"}).stdout, args
+
+    def every_command(group: click.Group, ctx: click.Context):
+        for name in group.list_commands(ctx):
+            command = group.get_command(ctx, name)
+            if isinstance(command, click.Group):
+                yield from every_command(command, ctx)
+            else:
+                yield command
+
+    root = get_command(app)
+    commands = list(every_command(root, click.Context(root)))
+    with_json = [c for c in commands if any("--json" in p.opts for p in c.params)]
+    assert len(with_json) >= 15
+    assert all(p.help for c in with_json for p in c.params if "--json" in p.opts)
+    people = {o for c in commands for p in c.params if not p.hidden for o in p.opts} & {"--by", "--actor", "--operator"}
+    assert people == {"--operator"}  # one name per role; --by and --actor are hidden aliases for one release
+
+
+def test_the_old_spelling_of_operator_still_works_with_a_warning(settings, company_signer):
+    declaration = cleared(company_signer)
+    runner = CliRunner()
+    old = runner.invoke(app, ["rerun", declaration.application_id, "--from-step", "registration", "--by", "KZ-OF-0002"])
+    assert old.exit_code == 3 and "STEP_ALREADY_DONE" in old.stderr
+    assert "--by is deprecated" in old.stderr and "use --operator" in old.stderr
+    both = runner.invoke(app, ["outbox", "requeue", "1", "--operator", "alice", "--actor", "bob"])
+    assert both.exit_code == 2 and "name two people" in both.stderr
+
+
+def test_the_readme_documents_every_exit_code():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## The command line") : readme.index("## Settings")]
+    for code in ExitCode:
+        assert f"| {code.value} |" in section, code

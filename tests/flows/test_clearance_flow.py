@@ -140,14 +140,14 @@ def test_outbox_dispatch_flow_sends_what_is_due_and_cli_requeues_a_failed_notice
     listed = runner.invoke(app_cli(), ["outbox", "list", "--status", "undeliverable", "--json"])
     assert [row["id"] for row in json.loads(listed.stdout)] == [stuck.id]
     refused = runner.invoke(app_cli(), ["outbox", "requeue", str(stuck.id)])
-    assert refused.exit_code == 2 and "no address" in refused.output
+    assert refused.exit_code == 3 and "no address" in refused.output
     requeued = runner.invoke(app_cli(), ["outbox", "requeue", str(stuck.id), "--to", "broker@alatau-import.kz"])
     assert requeued.exit_code == 0, requeued.output
     dispatched = runner.invoke(app_cli(), ["outbox", "dispatch"])
     assert "1 sent" in dispatched.output
     assert notices(unreachable)[0].status == NoticeStatus.SENT
     again = runner.invoke(app_cli(), ["outbox", "requeue", str(stuck.id)])
-    assert again.exit_code == 2 and "only failed or undeliverable" in again.output
+    assert again.exit_code == 3 and "only failed or undeliverable" in again.output
 
 
 def app_cli():
@@ -239,7 +239,7 @@ def test_a_waiting_flow_run_takes_its_decision_from_the_ui_form_and_the_cli(sett
     twice = CliRunner().invoke(
         app_cli(), ["decide", application_id, "refuse", "--official", "KZ-OF-0001", "--grounds", "CONDITIONS_NOT_MET"]
     )
-    assert twice.exit_code == 2 and "ALREADY_DECIDED" in twice.output
+    assert twice.exit_code == 3 and "ALREADY_DECIDED" in twice.output
 
 
 def test_a_decision_recorded_while_prefect_was_away_resumes_its_run_when_prefect_is_back(settings, company_signer):

@@ -19,7 +19,7 @@ from customs.services.intake import IncomingAttachment, submit_declaration
 from customs.services.queries import declaration_status
 from customs.services.steps import assign_lane, check_signatures, register_declaration, release_or_hold
 from models.audit import AuditEvent, verify_chain
-from models.declaration import Declaration, IllegalTransition, Status
+from models.declaration import Declaration, IllegalTransition, RegistrationCounter, Status
 from tests.helpers import as_bytes, events, run_steps, sample, stored, submit_signed, unique
 
 
@@ -232,6 +232,28 @@ def test_structurally_broken_document_is_refused_not_lost(settings, company_sign
     outcome = run_steps(submission.application_id)
     assert outcome.status == "registration_refused"
     assert {r["code"] for r in outcome.reasons} == {"SCHEMA_UNKNOWN", "AMOUNT_NOT_STRING"}
+
+
+def test_format_and_logic_reasons_are_refused_together_and_nothing_registers(settings, company_signer):
+    """Issue 17, item 10: one refusal lists all four reasons; no number is taken, the refusal is audited with them."""
+    document = unique(sample())
+    document["goods"][0]["hs_code"] = "85165"
+    document["sender"]["country"] = "XX"
+    document["goods"][1]["net_kg"] = "1000.000"
+    document["totals"]["customs_value"] = "1.00"
+    submission = submit_signed(company_signer, document)
+    outcome = run_steps(submission.application_id)
+    assert outcome.status == "registration_refused" and outcome.registration_number is None
+    assert {r["code"] for r in outcome.reasons} == {
+        "HS_CODE_INVALID",
+        "COUNTRY_CODE_INVALID",
+        "NET_EXCEEDS_GROSS",
+        "TOTALS_MISMATCH",
+    }
+    (refusal,) = [e for e in events(submission.application_id) if e.to_status == "registration_refused"]
+    assert [r["code"] for r in refusal.reasons] == [r["code"] for r in outcome.reasons]
+    with transaction() as session:
+        assert session.exec(select(RegistrationCounter)).all() == []
 
 
 def test_steps_are_idempotent(settings, company_signer):

@@ -316,13 +316,34 @@ def test_an_official_cannot_enter_an_electronic_declaration(settings, company_si
         (Status.SIGNATURES_CHECKED, "release", "STEP_NOT_READY"),
         (Status.SUBMITTED, None, None),
         (Status.RELEASED, None, "NOTHING_TO_RERUN"),
-        (Status.RELEASED, "release", "NOTHING_TO_RERUN"),
+        # Issue 17, item 11: a named step that is done is STEP_ALREADY_DONE, finished clearance or not
+        (Status.RELEASED, "release", "STEP_ALREADY_DONE"),
+        (Status.RELEASED, "registration", "STEP_ALREADY_DONE"),
+        (Status.RELEASE_CANCELLED, "risk_assessment", "STEP_ALREADY_DONE"),
+        (Status.REGISTRATION_REFUSED, "registration", "STEP_ALREADY_DONE"),
+        (Status.REGISTRATION_REFUSED, "risk_assessment", "NOTHING_TO_RERUN"),  # never runs: not done
+        (Status.REGISTRATION_REFUSED, None, "NOTHING_TO_RERUN"),
         (Status.AWAITING_OFFICIAL, None, "AWAITING_OFFICIAL"),
+        (Status.AWAITING_OFFICIAL, "release", "STEP_ALREADY_DONE"),
         (Status.REGISTERED, "inspection", "STEP_UNKNOWN"),
     ],
 )
 def test_rerun_rules(status, from_step, expected):
     problem = rerun_problem(status, from_step, "50101/261126/0000001")
     assert (problem.code if problem else None) == expected
-    if expected == "STEP_ALREADY_DONE" and from_step == "registration":
+    if expected == "STEP_ALREADY_DONE" and from_step == "registration" and status != Status.REGISTRATION_REFUSED:
         assert "50101/261126/0000001" in problem.message and "would not register again" in problem.message
+
+
+def test_rerun_of_a_done_step_of_a_released_declaration_says_which_step_is_done():
+    problem = rerun_problem(Status.RELEASED, "registration", "50101/261126/0000001")
+    assert (problem.code, problem.path) == ("STEP_ALREADY_DONE", "from_step")
+    assert problem.message == (
+        "registration is done (number 50101/261126/0000001); re-running it would not register again; "
+        "the declaration is released: its clearance is finished"
+    )
+    waiting = rerun_problem(Status.AWAITING_OFFICIAL, "risk_assessment", "50101/261126/0000001")
+    assert waiting.message == (
+        "the lane is assigned and recorded; every automatic step is done; "
+        "the declaration waits for an official's decision (customs decide)"
+    )

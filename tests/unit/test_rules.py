@@ -15,7 +15,7 @@ from customs.rules.risk import assess_risk
 from models.document import declaration_json_schema, parse_declaration
 from models.identifiers import check_digit, identifier_problem, with_check_digit
 from models.reference import RiskConditions, RiskProfile
-from tests.helpers import ROOT, sample
+from tests.helpers import ROOT, as_bytes, sample
 
 REFERENCE = load_reference(ROOT / "reference")
 
@@ -192,6 +192,75 @@ def test_item_numbering():
     data["goods"][1]["item_no"] = 5
     doc, _ = parse_declaration(data)
     assert codes(logical_control(doc, REFERENCE)) == [("ITEM_NUMBERING", "$.goods[1].item_no")]
+
+
+def test_format_and_logic_failures_are_reported_in_one_pass():
+    """Issue 17, item 10: a bad HS code and a bad country no longer hide net above gross and wrong totals (the
+    declarant used to hear of these only after fixing the first two)."""
+    data = sample()
+    data["goods"][0]["hs_code"] = "85165"
+    data["goods"][0]["origin_country"] = "XX"
+    data["goods"][1]["net_kg"] = "1000.000"
+    data["totals"]["customs_value"] = "1.00"
+    doc, reasons = format_logical_control(as_bytes(data), REFERENCE)
+    assert doc is None
+    assert sorted(codes(reasons)) == sorted(
+        [
+            ("HS_CODE_INVALID", "$.goods[0].hs_code"),
+            ("COUNTRY_CODE_INVALID", "$.goods[0].origin_country"),
+            ("NET_EXCEEDS_GROSS", "$.goods[1].net_kg"),
+            ("TOTALS_MISMATCH", "$.totals.customs_value"),
+        ]
+    )
+    assert [r.code for r in reasons[-2:]] == ["NET_EXCEEDS_GROSS", "TOTALS_MISMATCH"]  # format first, then logic
+
+
+def test_every_logic_check_with_valid_fields_runs_beside_format_failures():
+    data = sample()
+    data["sender"]["country"] = "XX"
+    data["customs_office"] = "99999"
+    data["goods"][1]["item_no"] = 7
+    data["totals"]["items"] = 3
+    _, reasons = format_logical_control(as_bytes(data), REFERENCE)
+    assert codes(reasons) == [
+        ("COUNTRY_CODE_INVALID", "$.sender.country"),
+        ("OFFICE_UNKNOWN", "$.customs_office"),
+        ("ITEM_NUMBERING", "$.goods[1].item_no"),
+        ("TOTALS_MISMATCH", "$.totals.items"),
+    ]
+    zone = sample()
+    zone["goods"][0]["hs_code"] = "1"
+    zone["goods_location"] = {"zone": "NUR-AIR"}
+    _, reasons = format_logical_control(as_bytes(zone), REFERENCE)
+    assert codes(reasons) == [("HS_CODE_INVALID", "$.goods[0].hs_code"), ("ZONE_UNKNOWN", "$.goods_location.zone")]
+
+
+def test_a_logic_check_with_an_invalid_field_is_not_run():
+    """Its field is refused by format control; the check would compare with a value that is not one."""
+    data = sample()
+    data["goods"][0]["net_kg"] = 1000  # a number: AMOUNT_NOT_STRING, so net against gross is not compared
+    data["goods"][1]["net_kg"] = "1000.000"  # above gross, and valid: compared
+    data["goods"][1]["customs_value"] = "-5"  # invalid: the items' sum is unknown, box 12 is not compared
+    data["totals"]["customs_value"] = "1.00"
+    data["customs_office"] = "5010"  # invalid: neither the office nor the zone is looked up
+    data["goods_location"] = {"zone": "NUR-AIR"}
+    _, reasons = format_logical_control(as_bytes(data), REFERENCE)
+    assert sorted(codes(reasons)) == sorted(
+        [
+            ("AMOUNT_NOT_STRING", "$.goods[0].net_kg"),
+            ("VALUE_NOT_POSITIVE", "$.goods[1].customs_value"),
+            ("OFFICE_CODE_INVALID", "$.customs_office"),
+            ("NET_EXCEEDS_GROSS", "$.goods[1].net_kg"),
+        ]
+    )
+
+
+def test_no_logic_check_on_a_document_of_an_unknown_schema():
+    data = sample()
+    data["schema"] = "kz.customs/goods-declaration@9"
+    data["goods"][1]["net_kg"] = "1000.000"
+    _, reasons = format_logical_control(as_bytes(data), REFERENCE)
+    assert codes(reasons) == [("SCHEMA_UNKNOWN", "$.schema")]
 
 
 @pytest.mark.parametrize(
