@@ -91,6 +91,7 @@ class DocumentVerdict:
                 "issuer": self.signer.issuer,
                 "iin": self.signer.iin,
                 "bin": self.signer.bin,
+                "roles": sorted(self.signer.roles),  # NCA role OIDs (customs.rules.signers): the paper copy names them
             },
         }
 
