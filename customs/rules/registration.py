@@ -30,6 +30,7 @@ def logical_control(doc: GoodsDeclaration, reference: ReferenceData) -> list[Rea
                 code="OFFICE_UNKNOWN",
                 path="$.customs_office",
                 message=f"customs office {doc.customs_office} is not a known office empowered to register declarations",
+                params={"office": doc.customs_office},
             )
         )
     elif doc.goods_location is not None and doc.goods_location.zone not in reference.zones_of(doc.customs_office):
@@ -39,6 +40,11 @@ def logical_control(doc: GoodsDeclaration, reference: ReferenceData) -> list[Rea
                 path="$.goods_location.zone",
                 message=f"zone {doc.goods_location.zone} is not a zone of customs control of office {doc.customs_office} "
                 f"({', '.join(reference.zones_of(doc.customs_office))})",
+                params={
+                    "zone": doc.goods_location.zone,
+                    "office": doc.customs_office,
+                    "zones": ", ".join(reference.zones_of(doc.customs_office)),
+                },
             )
         )
     for index, item in enumerate(doc.goods):
@@ -48,6 +54,7 @@ def logical_control(doc: GoodsDeclaration, reference: ReferenceData) -> list[Rea
                     code="ITEM_NUMBERING",
                     path=f"$.goods[{index}].item_no",
                     message=f"goods items are numbered 1, 2, 3... in order; item {index + 1} has number {item.item_no}",
+                    params={"position": index + 1, "number": item.item_no},
                 )
             )
         if item.net_kg > item.gross_kg:
@@ -56,6 +63,7 @@ def logical_control(doc: GoodsDeclaration, reference: ReferenceData) -> list[Rea
                     code="NET_EXCEEDS_GROSS",
                     path=f"$.goods[{index}].net_kg",
                     message=f"net weight {item.net_kg} kg exceeds gross weight {item.gross_kg} kg",
+                    params={"net": item.net_kg, "gross": item.gross_kg},
                 )
             )
     if doc.totals.items != len(doc.goods):
@@ -64,6 +72,7 @@ def logical_control(doc: GoodsDeclaration, reference: ReferenceData) -> list[Rea
                 code="TOTALS_MISMATCH",
                 path="$.totals.items",
                 message=f"box 5 says {doc.totals.items} items but the declaration lists {len(doc.goods)}",
+                params={"variant": "items", "declared": doc.totals.items, "counted": len(doc.goods)},
             )
         )
     value_sum = sum((item.customs_value for item in doc.goods), start=0)
@@ -74,6 +83,7 @@ def logical_control(doc: GoodsDeclaration, reference: ReferenceData) -> list[Rea
                 path="$.totals.customs_value",
                 message=f"box 12 says {doc.totals.customs_value} "
                 f"but the customs values of the items (box 45) add up to {value_sum}",
+                params={"variant": "customs_value", "declared": doc.totals.customs_value, "total": value_sum},
             )
         )
     return reasons
