@@ -103,7 +103,9 @@ def _currency(value: str) -> str:
 def _identifier(value: str) -> str:
     problem = identifier_problem(value)
     if problem:
-        raise PydanticCustomError("IIN_BIN_INVALID", "'{value}' {problem}", {"value": value, "problem": problem})
+        raise PydanticCustomError(
+            "IIN_BIN_INVALID", "'{value}' {problem}", {"value": value, "problem": problem, **problem.params}
+        )
     return value
 
 
@@ -300,6 +302,52 @@ _BUILTIN_CODES = {
 }
 
 
+# pydantic's own error types under FIELD_INVALID, by the kind of value expected (the variant of the message)
+_INVALID_VARIANTS = {
+    "string_type": "text",
+    "string_unicode": "text",
+    "int_type": "integer",
+    "int_parsing": "integer",
+    "int_from_float": "integer",
+    "date_type": "date",
+    "date_parsing": "date",
+    "date_from_datetime_parsing": "date",
+    "date_from_datetime_inexact": "date",
+    "bool_type": "boolean",
+    "bool_parsing": "boolean",
+}
+# context of our own errors that only the English message needs
+_ENGLISH_ONLY = frozenset({"problem"})
+
+
+def _shown(value: Any) -> str:
+    """A value as a message repeats it: strings as written, anything else as JSON."""
+    if isinstance(value, str):
+        return value
+    try:
+        return json.dumps(value, ensure_ascii=False, default=str)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def _params(kind: str, item: dict[str, Any]) -> dict[str, Any]:
+    """The values a translated message of this error needs (see locale/*/LC_MESSAGES/reasons.po)."""
+    ctx = item.get("ctx") or {}
+    if kind.isupper():  # ours: PydanticCustomError's context is the message's values
+        return {k: _shown(v) for k, v in ctx.items() if k not in _ENGLISH_ONLY}
+    if kind == "literal_error":
+        return {"expected": str(ctx.get("expected", "")).replace(" or ", ", "), "given": _shown(item.get("input"))}
+    if kind in ("string_too_short", "too_short"):
+        return {"variant": "text" if kind.startswith("string") else "list", "limit": ctx.get("min_length")}
+    if kind in ("string_too_long", "too_long"):
+        return {"variant": "text" if kind.startswith("string") else "list", "limit": ctx.get("max_length")}
+    if kind == "greater_than_equal":
+        return {"limit": _shown(ctx.get("ge")), "given": _shown(item.get("input"))}
+    if kind in _INVALID_VARIANTS:
+        return {"variant": _INVALID_VARIANTS[kind]}
+    return {}
+
+
 def reasons_from_validation_error(error: ValidationError) -> list[Reason]:
     reasons = []
     for item in error.errors(include_url=False):
@@ -308,14 +356,16 @@ def reasons_from_validation_error(error: ValidationError) -> list[Reason]:
         if loc == ("schema",) and kind == "literal_error":
             code = "SCHEMA_UNKNOWN"
             message = f"schema must be one of {', '.join(SCHEMA_IDS)}; {item.get('input')!r} given"
+            params = {"allowed": ", ".join(SCHEMA_IDS), "given": _shown(item.get("input"))}
         else:
             code = kind if kind.isupper() else _BUILTIN_CODES.get(kind, "FIELD_INVALID")
             message = item["msg"]
+            params = _params(kind, item)
             if kind == "missing":
                 message = "this field is required"
             elif kind == "extra_forbidden":
                 message = "this field is not part of the declaration document (check its spelling)"
-        reasons.append(Reason(code=code, path=json_path(loc), message=message))
+        reasons.append(Reason(code=code, path=json_path(loc), message=message, params=params))
     return reasons
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from models.reasons import Detail
+
 _FIRST_WEIGHTS = tuple(range(1, 12))
 _SECOND_WEIGHTS = (3, 4, 5, 6, 7, 8, 9, 10, 11, 1, 2)
 
@@ -17,15 +19,23 @@ def check_digit(first_eleven: str) -> int | None:
     return value
 
 
-def identifier_problem(value: str) -> str | None:
-    """Why ``value`` is not a valid IIN/BIN, or ``None`` when it is valid."""
+def identifier_problem(value: str) -> Detail | None:
+    """Why ``value`` is not a valid IIN/BIN, or ``None`` when it is valid (with its ``variant`` for translations)."""
     if len(value) != 12 or not value.isascii() or not value.isdigit():
-        return "must be exactly 12 digits"
+        return Detail("must be exactly 12 digits", variant="digits")
     expected = check_digit(value[:11])
     if expected is None:
-        return "is not a valid number: its check digit cannot be computed (the sum is 10 with both weight sets)"
+        return Detail(
+            "is not a valid number: its check digit cannot be computed (the sum is 10 with both weight sets)",
+            variant="no_check_digit",
+        )
     if expected != int(value[11]):
-        return f"has a wrong check digit: {value[11]} given, {expected} expected"
+        return Detail(
+            f"has a wrong check digit: {value[11]} given, {expected} expected",
+            variant="check_digit",
+            given=value[11],
+            expected=expected,
+        )
     return None
 
 

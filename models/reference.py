@@ -11,17 +11,31 @@ Lane = Literal["green", "yellow", "red"]
 LANE_SEVERITY = {"green": 0, "yellow": 1, "red": 2}
 
 
-class Zone(BaseModel):
+Language = Literal["kk", "ru", "en"]
+
+
+class _Named(BaseModel):
+    """``name`` is the official (Russian) name, used where no other is given; ``names`` the name in Kazakh
+    and English (and Russian, when it differs), for letters in those languages."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str = Field(min_length=1)
+    names: dict[Language, str] = Field(default_factory=dict)
+
+    def name_in(self, language: str) -> str:
+        return self.names.get(language) or self.name  # type: ignore[call-overload]
+
+
+class Zone(_Named):
     code: str = Field(min_length=1)
-    name: str = Field(min_length=1)
 
 
-class Office(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class Office(_Named):
     code: str = Field(pattern=r"^\d{5}$")
-    name: str = Field(min_length=1)
     zones: list[Zone] = Field(min_length=1)
+
+    def zone(self, code: str | None) -> Zone | None:
+        return next((z for z in self.zones if z.code == code), None)
 
 
 class OfficesFile(BaseModel):

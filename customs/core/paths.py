@@ -7,5 +7,6 @@ from pathlib import Path
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 REFERENCE_DIR = PROJECT_ROOT / "reference"
 TEMPLATES_DIR = PROJECT_ROOT / "templates"
+LOCALE_DIR = PROJECT_ROOT / "locale"  # gettext catalogues (.po) of the reasons' messages, read by Babel
 SAMPLES_DIR = PROJECT_ROOT / "samples"
 PREFECT_YAML = PROJECT_ROOT / "prefect.yaml"

@@ -12,6 +12,13 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from customs.core.paths import REFERENCE_DIR
 
+# Who the letters are from, in each letter's language (the authority named at the head of every notice).
+MAIL_FROM_NAMES = {
+    "kk": "ҚР мемлекеттік кірістер органдары",
+    "ru": "Органы государственных доходов РК",
+    "en": "State Revenue Authorities of Kazakhstan",
+}
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CUSTOMS_", extra="ignore")
@@ -98,8 +105,14 @@ class Settings(BaseSettings):
         None, description="CA bundle to verify the SMTP server's certificate (default: the system's)."
     )
     mail_from: str = Field(
-        "Customs clearance <noreply@customs.kgd.gov.kz>",
-        description="From: of every notice (the envelope sender is its address).",
+        "noreply@customs.kgd.gov.kz",
+        description="Address of the From: of every notice, and the envelope sender (a display name written here is "
+        "not shown: the name follows the notice's language, see mail_from_names).",
+    )
+    mail_from_names: dict[Literal["kk", "ru", "en"], str] = Field(
+        default_factory=lambda: dict(MAIL_FROM_NAMES),
+        description="Display name of the From: of a notice in each language (JSON object; a language not given "
+        "keeps its default).",
     )
     mail_domain: str = Field("customs.kgd.gov.kz", description="Right-hand side of the stable Message-IDs of notices.")
     support_address: str = Field(
@@ -223,6 +236,11 @@ class Settings(BaseSettings):
                 "or runs with a live worker would be marked Crashed"
             )
         return self
+
+    @field_validator("mail_from_names")
+    @classmethod
+    def _every_language_has_a_sender_name(cls, value: dict[str, str]) -> dict[str, str]:
+        return {**MAIL_FROM_NAMES, **{k: v for k, v in value.items() if v.strip()}}
 
     @field_validator("audit_anchor_interval")
     @classmethod

@@ -9,11 +9,13 @@ import logging
 import multiprocessing
 import threading
 from datetime import datetime
+from string import hexdigits
 from typing import Any
 
 from customs.core.clock import kz_display
 from customs.core.paths import TEMPLATES_DIR
 from customs.notices.render import template_environment
+from customs.rules.signers import LEGAL_ENTITY
 from models.declaration import Declaration, ReleaseMark
 from models.reference import ReferenceData
 
@@ -47,7 +49,62 @@ def copy_context(
             "withdrawn": mark.withdrawn_at is not None,
         },
         "sha256": declaration.content_sha256,
-        "signers": declaration.signers,
+        "signers": [readable_signer(s) for s in declaration.signers or []],
+    }
+
+
+def dn_attributes(dn: str) -> dict[str, str]:
+    """The attributes of a name as ``rfc4514_string`` wrote it (``CN=ТЕСТОВ ТЕСТ,SN=ТЕСТОВ,O=АО \\"ТЕСТ\\"``):
+    label -> value with its escapes undone (``\\,`` ``\\"`` ... and ``\\XX`` bytes); a label's first value."""
+    attributes: dict[str, str] = {}
+    i, n = 0, len(dn)
+    while i < n:
+        equals = dn.find("=", i)
+        if equals < 0:
+            break
+        label, i = dn[i:equals].strip().upper(), equals + 1
+        text, pending = [], bytearray()
+        while i < n and dn[i] not in ",+":
+            pair = dn[i + 1 : i + 3]
+            if dn[i] == "\\" and len(pair) == 2 and all(c in hexdigits for c in pair):
+                pending.append(int(pair, 16))
+                i += 3
+                continue
+            if pending:
+                text.append(pending.decode("utf-8", "replace"))
+                pending.clear()
+            if dn[i] == "\\" and i + 1 < n:
+                i += 1
+            text.append(dn[i])
+            i += 1
+        if pending:
+            text.append(pending.decode("utf-8", "replace"))
+        attributes.setdefault(label, "".join(text))
+        i += 1
+    return attributes
+
+
+def readable_signer(summary: dict[str, Any]) -> dict[str, Any]:
+    """A signer of the copy as people name them: the holder's full name (NCA writes surname and name in CN,
+    the patronymic in G), the organisation (O), IIN and BIN, the NCA roles, the certificate's serial."""
+    who = summary.get("signer") or {}
+    attributes = dn_attributes(str(who.get("subject") or ""))
+    name = attributes.get("CN", "")
+    patronymic = attributes.get("G") or attributes.get("GIVENNAME", "")
+    if patronymic and patronymic not in name.split():
+        name = f"{name} {patronymic}".strip()
+    roles = [r for r in who.get("roles") or [] if isinstance(r, str)]
+    if len(roles) > 1:
+        roles = [r for r in roles if r != LEGAL_ENTITY]  # the entity's role below it says more
+    return {
+        "document": summary.get("filename") or summary.get("document") or "",
+        "name": name,
+        "organization": attributes.get("O", ""),
+        "iin": who.get("iin") or "",
+        "bin": who.get("bin") or "",
+        "roles": roles,
+        "serial": who.get("serial") or "",
+        "valid": summary.get("valid"),
     }
 
 

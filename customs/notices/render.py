@@ -8,10 +8,14 @@ boundaries from its uid), so a notice sent again after a crash is the same e-mai
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from email.header import Header
+from email.headerregistry import Address
 from email.message import EmailMessage
-from email.utils import format_datetime
+from email.policy import Policy
+from email.utils import format_datetime, parseaddr
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -20,8 +24,9 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 
 from customs.core.clock import kz_local
 from customs.core.paths import TEMPLATES_DIR
+from customs.notices.catalogue import localised_reasons
 from models.outbox import DECISION_KINDS, Notice, NoticeKind, addressee_of
-from models.reference import ReferenceData
+from models.reference import Office, ReferenceData
 
 DECISION_SCHEMA = "kz.customs/decision@1"
 
@@ -91,15 +96,26 @@ class DeclarationFacts:
         )
 
 
-def _localised_grounds(grounds: list[dict[str, Any]], language: str) -> list[dict[str, Any]]:
-    """Grounds as {code, title} in the notice's language (facts keep every language)."""
+def _localised_grounds(grounds: list[dict[str, Any]], language: str, reference: ReferenceData | None) -> list[dict[str, Any]]:
+    """Grounds as {code, title} in the notice's language: from the facts (which keep every language), else
+    from the reference data's ground of that code, else as the facts wrote it."""
     result = []
     for ground in grounds:
         title = ground.get("title")
-        if isinstance(title, dict):
-            title = title.get(language) or title.get("ru") or next(iter(title.values()), "")
+        known = reference.grounds.get(str(ground.get("code"))) if reference else None
+        if isinstance(title, dict) and title.get(language):
+            title = title[language]
+        elif known is not None and known.title.get(language):
+            title = known.title[language]
+        elif isinstance(title, dict):
+            title = title.get("ru") or next(iter(title.values()), "")
         result.append({"code": ground.get("code"), "title": title or ""})
     return result
+
+
+def _zone_name(office: Office | None, code: str | None, language: str) -> str | None:
+    zone = office.zone(code) if office else None
+    return zone.name_in(language) if zone else None
 
 
 def notice_context(notice: Notice, declaration: DeclarationFacts, reference: ReferenceData | None) -> dict[str, Any]:
@@ -107,6 +123,7 @@ def notice_context(notice: Notice, declaration: DeclarationFacts, reference: Ref
     facts = dict(notice.facts)
     who = addressee_of(declaration.content)
     office = reference.offices.get(declaration.customs_office) if reference and declaration.customs_office else None
+    language = notice.language
     event_at = facts.get("event_at") or notice.created_at.isoformat()
     context: dict[str, Any] = {
         "lang": notice.language,
@@ -118,7 +135,7 @@ def notice_context(notice: Notice, declaration: DeclarationFacts, reference: Ref
         "declarant_name": who["name"] or "",
         "declarant_id": who["id"],
         "customs_office": declaration.customs_office,
-        "office_name": office.name if office else None,
+        "office_name": office.name_in(language) if office else None,
         "channel": declaration.channel,
         "submitted_at": declaration.submitted_at.isoformat(),
         "sha256": declaration.sha256,
@@ -129,7 +146,7 @@ def notice_context(notice: Notice, declaration: DeclarationFacts, reference: Ref
     if kind == NoticeKind.REGISTRATION:
         context["registered_at"] = facts.get("registered_at") or event_at
     elif kind == NoticeKind.REGISTRATION_REFUSAL:
-        context.update(reasons=facts.get("reasons", []), refused_at=event_at)
+        context.update(reasons=localised_reasons(facts.get("reasons", []), language), refused_at=event_at)
     elif kind == NoticeKind.RELEASE:
         automatic = bool(facts.get("automatic", facts.get("decided_by") == "system"))
         context.update(
@@ -144,7 +161,7 @@ def notice_context(notice: Notice, declaration: DeclarationFacts, reference: Ref
             decided_at=facts.get("decided_at") or event_at,
             official_id=official_id or facts.get("decided_by"),
             official_name=facts.get("official_name"),
-            grounds=_localised_grounds(facts.get("grounds", []), notice.language),
+            grounds=_localised_grounds(facts.get("grounds", []), language, reference),
             grounds_text=facts.get("grounds_text") or "",
         )
     elif kind == NoticeKind.RELEASE_CANCELLATION:
@@ -152,7 +169,7 @@ def notice_context(notice: Notice, declaration: DeclarationFacts, reference: Ref
             cancelled_at=event_at,
             official_id=official_id,
             official_name=facts.get("official_name"),
-            grounds=_localised_grounds(facts.get("grounds", []), notice.language),
+            grounds=_localised_grounds(facts.get("grounds", []), language, reference),
             grounds_text=facts.get("grounds_text") or "",
             decision_code=facts.get("decision_code"),
         )
@@ -171,11 +188,12 @@ def notice_context(notice: Notice, declaration: DeclarationFacts, reference: Ref
         context.update(
             recipient_name=facts.get("recipient_name") or "",
             zone=facts.get("zone"),
+            zone_name=_zone_name(office, facts.get("zone"), language),
             lane=facts.get("lane"),
             registered_at=facts.get("registered_at"),
             deadline_at=facts["deadline_at"],
             minutes_left=int(facts["minutes_left"]),
-            waiting_reasons=facts.get("waiting_reasons", []),
+            waiting_reasons=localised_reasons(facts.get("waiting_reasons", []), language),
             stage=facts.get("stage") or ("breach" if int(facts["minutes_left"]) <= 0 else "alert"),
         )
     elif kind == NoticeKind.REGISTRATION_DEADLINE_ALERT:
@@ -250,6 +268,38 @@ def render_notice(context: dict[str, Any], env: Environment | None = None) -> Re
     )
 
 
+class FoldedHeader:
+    """A header value that folds itself: the standard library's folder puts a long subject on a line of
+    its own (the receiver reads it with a leading space) and drops the space between two encoded words
+    (Kazakh and Russian subjects lost a space). Folded here with ``email.header.Header``: plain ASCII
+    words when every word fits on a line, UTF-8 encoded words otherwise; it reads back exactly."""
+
+    def __init__(self, name: str, value: str):
+        self.name, self.value = name, value
+
+    def fold(self, *, policy: Policy) -> str:
+        limit = policy.max_line_length or 78
+        if self.value.isascii() and all(len(word) + 1 + len(self.name) + 2 <= limit for word in self.value.split()):
+            charset = "us-ascii"
+        else:
+            charset = "utf-8"
+        folded = Header(self.value, charset, header_name=self.name).encode(linesep=policy.linesep, maxlinelen=limit)
+        return f"{self.name}: {folded}{policy.linesep}"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+def sender_address(sender: str, names: Mapping[str, str] | None, language: str) -> str | Address:
+    """The From: of a notice: the address of ``sender`` with the display name of the notice's language."""
+    name = (names or {}).get(language)
+    address = parseaddr(sender)[1]
+    if not name or not address:
+        return sender
+    local, _, domain = address.rpartition("@")
+    return Address(display_name=name, username=local, domain=domain)
+
+
 def message_id(notice: Notice, domain: str) -> str:
     return f"<{notice.message_id_local}@{domain}>"
 
@@ -261,15 +311,17 @@ def build_message(
     *,
     sender: str,
     domain: str,
+    sender_names: Mapping[str, str] | None = None,
     attachments: list[tuple[str, str, bytes]] = (),
 ) -> EmailMessage:
-    """The whole e-mail of a notice: the same bytes for the same notice, every time."""
+    """The whole e-mail of a notice: the same bytes for the same notice, every time. The From: is ``sender``'s
+    address under the name ``sender_names`` gives for the notice's language (``sender`` as is without one)."""
     context = notice_context(notice, declaration, reference)
     rendered = render_notice(context)
     message = EmailMessage()
-    message["From"] = sender
+    message["From"] = sender_address(sender, sender_names, notice.language)
     message["To"] = notice.recipient
-    message["Subject"] = rendered.subject
+    message["Subject"] = FoldedHeader("Subject", rendered.subject)
     message["Date"] = format_datetime(notice.created_at)
     message["Message-ID"] = message_id(notice, domain)
     message["Auto-Submitted"] = "auto-generated"

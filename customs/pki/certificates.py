@@ -20,6 +20,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.x509.oid import NameOID
 
+from models.reasons import Detail
+
 # OIDs of Kazakh (1.2.398.3.10) and Russian (1.2.643) GOST algorithms that no maintained Python library verifies.
 GOST_PREFIXES = ("1.2.398.3.10.", "1.2.643.")
 RSA_MIN_BITS = 2048
@@ -95,41 +97,56 @@ def key_algorithm_problem(cert: x509.Certificate) -> tuple[str, str] | None:
         oid = (
             asn1_x509.Certificate.load(cert.public_bytes(serialization.Encoding.DER)).public_key["algorithm"]["algorithm"].dotted
         )
-        family = "GOST 34.310" if oid.startswith(GOST_PREFIXES) else "an unsupported"
+        gost = oid.startswith(GOST_PREFIXES)
+        family = "GOST 34.310" if gost else "an unsupported"
         return (
             "SIGNATURE_ALGORITHM_UNSUPPORTED",
-            f"{family} key (OID {oid}) cannot be verified by this verifier; a Kalkan-based verifier is needed",
+            Detail(
+                f"{family} key (OID {oid}) cannot be verified by this verifier; a Kalkan-based verifier is needed",
+                variant="gost_key" if gost else "key",
+                oid=oid,
+            ),
         )
     if isinstance(key, rsa.RSAPublicKey):
         if key.key_size < RSA_MIN_BITS:
-            return "WEAK_KEY", f"RSA key of {key.key_size} bits; at least {RSA_MIN_BITS} are required"
+            return "WEAK_KEY", Detail(
+                f"RSA key of {key.key_size} bits; at least {RSA_MIN_BITS} are required",
+                variant="rsa",
+                bits=key.key_size,
+                min_bits=RSA_MIN_BITS,
+            )
         return None
     if isinstance(key, ec.EllipticCurvePublicKey):
         if key.curve.name not in EC_CURVES:
-            return "WEAK_KEY", f"ECDSA key on curve {key.curve.name}; P-256 or stronger is required"
+            return "WEAK_KEY", Detail(
+                f"ECDSA key on curve {key.curve.name}; P-256 or stronger is required", variant="ec", curve=key.curve.name
+            )
         return None
     if isinstance(key, (ed25519.Ed25519PublicKey, ed448.Ed448PublicKey)):
         return None
-    return "WEAK_KEY", f"{type(key).__name__} keys are not accepted; RSA 2048+ or ECDSA P-256+ is required"
+    return "WEAK_KEY", Detail(
+        f"{type(key).__name__} keys are not accepted; RSA 2048+ or ECDSA P-256+ is required",
+        variant="other",
+        key_type=type(key).__name__,
+    )
 
 
-def key_usage_problem(cert: x509.Certificate, *, require_non_repudiation: bool) -> str | None:
+def key_usage_problem(cert: x509.Certificate, *, require_non_repudiation: bool) -> Detail | None:
     try:
         usage = cert.extensions.get_extension_for_class(x509.KeyUsage).value
     except x509.ExtensionNotFound:
-        return "has no keyUsage extension; digitalSignature is required"
+        return Detail("has no keyUsage extension; digitalSignature is required", variant="no_extension")
     missing = []
     if not usage.digital_signature:
         missing.append("digitalSignature")
     if require_non_repudiation and not usage.content_commitment:
         missing.append("nonRepudiation")
     if missing:
-        hint = (
-            " (an AUTH certificate cannot sign a declaration; use the SIGN certificate)"
-            if "nonRepudiation" in missing and usage.digital_signature
-            else ""
+        auth = "nonRepudiation" in missing and usage.digital_signature
+        hint = " (an AUTH certificate cannot sign a declaration; use the SIGN certificate)" if auth else ""
+        return Detail(
+            f"keyUsage lacks {' and '.join(missing)}{hint}", variant="auth" if auth else "missing", missing=", ".join(missing)
         )
-        return f"keyUsage lacks {' and '.join(missing)}{hint}"
     return None
 
 

@@ -12,7 +12,9 @@ from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from customs.core.clock import kz_display
 from customs.pki.certificates import NAME_LABELS, crl_signed_by, load_certificates, load_crl, spki_digest
+from models.reasons import Detail
 
 log = logging.getLogger(__name__)
 
@@ -94,22 +96,28 @@ class TrustMaterial:
 
     def revocation_problem(
         self, cert: x509.Certificate, issuer: x509.Certificate, *, at: datetime, now: datetime, required: bool
-    ) -> tuple[str, str] | None:
+    ) -> tuple[str, Detail] | None:
         """Revocation status of ``cert`` (issued by ``issuer``) at the submission time ``at``, using CRLs current at ``now``."""
         issuer_name = issuer.subject.rfc4514_string(NAME_LABELS)
         entries, bad = self.crls_of(issuer)
         if bad:
             files = ", ".join(e.path.name for e in bad)
-            return "CRL_INVALID", f"CRL {files} names {issuer_name!r} as issuer but is not signed by its key"
+            return "CRL_INVALID", Detail(
+                f"CRL {files} names {issuer_name!r} as issuer but is not signed by its key", files=files, issuer=issuer_name
+            )
         if not entries:
             if required:
-                return "CRL_MISSING", f"no CRL of {issuer_name!r} in the CRL directory; revocation cannot be checked"
+                return "CRL_MISSING", Detail(
+                    f"no CRL of {issuer_name!r} in the CRL directory; revocation cannot be checked", issuer=issuer_name
+                )
             return None
         newest = max(entries, key=lambda e: e.crl.last_update_utc)
         if newest.crl.next_update_utc is not None and newest.crl.next_update_utc < now:
-            return "CRL_STALE", (
+            return "CRL_STALE", Detail(
                 f"the newest CRL of {issuer_name!r} ({newest.path.name}) expired at "
-                f"{newest.crl.next_update_utc.isoformat()}; a current CRL is needed"
+                f"{newest.crl.next_update_utc.isoformat()}; a current CRL is needed",
+                issuer=issuer_name,
+                expired_at=kz_display(newest.crl.next_update_utc),
             )
         revoked = newest.crl.get_revoked_certificate_by_serial_number(cert.serial_number)
         if revoked is not None and revoked.revocation_date_utc <= at:
@@ -119,6 +127,12 @@ class TrustMaterial:
                 why = "unspecified"
             return (
                 "CERT_REVOKED",
-                f"revoked at {revoked.revocation_date_utc.isoformat()} (reason {why}), before the submission at {at.isoformat()}",
+                Detail(
+                    f"revoked at {revoked.revocation_date_utc.isoformat()} (reason {why}), "
+                    f"before the submission at {at.isoformat()}",
+                    revoked_at=kz_display(revoked.revocation_date_utc),
+                    reason=why,
+                    at=kz_display(at),
+                ),
             )
         return None

@@ -35,6 +35,7 @@ from pyhanko.sign.validation.generic_cms import extract_certs_for_validation, ex
 from pyhanko_certvalidator import CertificateValidator, ValidationContext
 from pyhanko_certvalidator import errors as cv_errors
 
+from customs.core.clock import kz_display
 from customs.pki.certificates import (
     NAME_LABELS,
     SignerIdentity,
@@ -46,7 +47,7 @@ from customs.pki.certificates import (
 from customs.pki.trust import TrustMaterial
 from customs.rules.signers import Signer, signer_problem
 from models.document import WrittenDeclarant
-from models.reasons import Reason
+from models.reasons import Detail, Reason, params_of
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,7 @@ class DocumentVerdict:
                 "issuer": self.signer.issuer,
                 "iin": self.signer.iin,
                 "bin": self.signer.bin,
-                "roles": sorted(self.signer.roles),  # NCA role OIDs (customs.rules.signers.ROLE_NAMES)
+                "roles": sorted(self.signer.roles),  # NCA role OIDs (customs.rules.signers): the paper copy names them
             },
         }
 
@@ -160,9 +161,15 @@ class CmsSignatureVerifier:
     ) -> DocumentVerdict:
         where = f"{document.label} ({document.filename})"
 
-        def reason(code: str, message: str, signer: SignerIdentity | None = None) -> Reason:
+        def reason(code: str, message: str, signer: SignerIdentity | None = None, **params: str) -> Reason:
+            """The stored English message as before; ``params`` (with those ``message`` carries) for translations."""
             about = f"; {signer.describe()}" if signer else ""
-            return Reason(code=code, path=document.label, message=f"signature of {document.filename}: {message}{about}")
+            values = {"document": document.filename, **params_of(message), **params}
+            if signer:
+                values.update(signer_subject=signer.subject, signer_serial=signer.serial_hex)
+            return Reason(
+                code=code, path=document.label, message=f"signature of {document.filename}: {message}{about}", params=values
+            )
 
         if not document.signature:
             return DocumentVerdict(
@@ -184,7 +191,13 @@ class CmsSignatureVerifier:
             return DocumentVerdict(
                 document,
                 None,
-                (reason("SIGNATURE_INVALID", f"not a readable CMS SignedData signature ({exc.__class__.__name__}: {exc})"),),
+                (
+                    reason(
+                        "SIGNATURE_INVALID",
+                        f"not a readable CMS SignedData signature ({exc.__class__.__name__}: {exc})",
+                        variant="unreadable",
+                    ),
+                ),
             )
         if encapsulated.native is not None:
             return DocumentVerdict(
@@ -192,7 +205,9 @@ class CmsSignatureVerifier:
                 None,
                 (
                     reason(
-                        "SIGNATURE_INVALID", "the CMS carries its own content; a detached signature over the document is required"
+                        "SIGNATURE_INVALID",
+                        "the CMS carries its own content; a detached signature over the document is required",
+                        variant="attached",
                     ),
                 ),
             )
@@ -227,6 +242,7 @@ class CmsSignatureVerifier:
                         f"the signature uses {weak.upper()}, which is refused (collisions can be made): "
                         "sign with SHA-256 or stronger",
                         signer,
+                        algorithm=weak.upper(),
                     ),
                 ),
             )
@@ -236,7 +252,15 @@ class CmsSignatureVerifier:
             return DocumentVerdict(
                 document,
                 signer,
-                (reason("SIGNATURE_ALGORITHM_UNSUPPORTED", f"digest algorithm {digest_name} is not supported", signer),),
+                (
+                    reason(
+                        "SIGNATURE_ALGORITHM_UNSUPPORTED",
+                        f"digest algorithm {digest_name} is not supported",
+                        signer,
+                        variant="digest",
+                        digest=digest_name,
+                    ),
+                ),
             )
         try:
             intact, valid = validate_sig_integrity(signer_info, signer_asn1, expected_content_type="data", actual_digest=digest)
@@ -253,7 +277,12 @@ class CmsSignatureVerifier:
             )
         elif not valid:
             reasons.append(
-                reason("SIGNATURE_INVALID", "the signature value does not verify with the signer's public key", signer)
+                reason(
+                    "SIGNATURE_INVALID",
+                    "the signature value does not verify with the signer's public key",
+                    signer,
+                    variant="value",
+                )
             )
 
         # 4. Key usage allows signing.
@@ -276,7 +305,7 @@ class CmsSignatureVerifier:
 
     async def chain_problems(
         self, cert: x509.Certificate, *, at: datetime, now: datetime, embedded: Sequence = ()
-    ) -> list[tuple[str, str]]:
+    ) -> list[tuple[str, Detail]]:
         """(code, message) for a certificate that does not chain to a trust anchor at ``at`` or was revoked by then.
 
         The answer depends only on the certificate, the certificates the CMS carried and the two times,
@@ -295,7 +324,7 @@ class CmsSignatureVerifier:
 
     async def _chain_problems(
         self, cert: x509.Certificate, *, at: datetime, now: datetime, embedded: Sequence = ()
-    ) -> list[tuple[str, str]]:
+    ) -> list[tuple[str, Detail]]:
         signer_asn1 = asn1_x509.Certificate.load(cert.public_bytes(serialization.Encoding.DER))
         issuer = cert.issuer.rfc4514_string(NAME_LABELS)
         context = ValidationContext(
@@ -312,16 +341,22 @@ class CmsSignatureVerifier:
             return [
                 (
                     "CERT_UNTRUSTED",
-                    f"no chain to a trusted root: issuer {issuer!r} or its CA chain "
-                    f"is not among the trusted certificates ({exc})",
+                    Detail(
+                        f"no chain to a trusted root: issuer {issuer!r} or its CA chain "
+                        f"is not among the trusted certificates ({exc})",
+                        variant="no_chain",
+                        issuer=issuer,
+                    ),
                 )
             ]
         except cv_errors.ExpiredError as exc:
-            return [("CERT_EXPIRED", f"expired before the submission at {at.isoformat()} ({exc})")]
+            return [("CERT_EXPIRED", Detail(f"expired before the submission at {at.isoformat()} ({exc})", at=kz_display(at)))]
         except cv_errors.NotYetValidError as exc:
-            return [("CERT_NOT_YET_VALID", f"not yet valid at the submission at {at.isoformat()} ({exc})")]
+            return [
+                ("CERT_NOT_YET_VALID", Detail(f"not yet valid at the submission at {at.isoformat()} ({exc})", at=kz_display(at)))
+            ]
         except (cv_errors.PathValidationError, cv_errors.InvalidCertificateError) as exc:
-            return [("CERT_UNTRUSTED", f"the certificate chain does not validate ({exc})")]
+            return [("CERT_UNTRUSTED", Detail(f"the certificate chain does not validate ({exc})", variant="invalid"))]
         chain = [x509.load_der_x509_certificate(c.dump()) for c in path.iter_certs(include_root=True)]
         # the chain runs from the trust anchor to the signer; each non-root certificate is checked against its issuer's CRL
         for issuer_cert, subject in itertools.pairwise(chain):
@@ -330,7 +365,8 @@ class CmsSignatureVerifier:
             if problem:
                 code, message = problem
                 if not is_signer:
-                    message = f"CA certificate {subject.subject.rfc4514_string(NAME_LABELS)!r}: {message}"
+                    ca_subject = subject.subject.rfc4514_string(NAME_LABELS)
+                    message = Detail(f"CA certificate {ca_subject!r}: {message}", ca_subject=ca_subject, **message.params)
                 return [(code, message)]
         return []
 

@@ -109,6 +109,7 @@ def logic_checks(inputs: LogicInputs, reference: ReferenceData) -> list[Reason]:
                 code="OFFICE_UNKNOWN",
                 path="$.customs_office",
                 message=f"customs office {office} is not a known office empowered to register declarations",
+                params={"office": office},
             )
         )
     elif office is not None and inputs.zone is not None and inputs.zone not in reference.zones_of(office):
@@ -118,6 +119,7 @@ def logic_checks(inputs: LogicInputs, reference: ReferenceData) -> list[Reason]:
                 path="$.goods_location.zone",
                 message=f"zone {inputs.zone} is not a zone of customs control of office {office} "
                 f"({', '.join(reference.zones_of(office))})",
+                params={"zone": inputs.zone, "office": office, "zones": ", ".join(reference.zones_of(office))},
             )
         )
     goods = inputs.goods
@@ -128,6 +130,7 @@ def logic_checks(inputs: LogicInputs, reference: ReferenceData) -> list[Reason]:
                     code="ITEM_NUMBERING",
                     path=f"$.goods[{index}].item_no",
                     message=f"goods items are numbered 1, 2, 3... in order; item {index + 1} has number {item.item_no}",
+                    params={"position": index + 1, "number": item.item_no},
                 )
             )
         if item.net_kg is not None and item.gross_kg is not None and item.net_kg > item.gross_kg:
@@ -136,6 +139,7 @@ def logic_checks(inputs: LogicInputs, reference: ReferenceData) -> list[Reason]:
                     code="NET_EXCEEDS_GROSS",
                     path=f"$.goods[{index}].net_kg",
                     message=f"net weight {item.net_kg} kg exceeds gross weight {item.gross_kg} kg",
+                    params={"net": item.net_kg, "gross": item.gross_kg},
                 )
             )
     if goods is not None and inputs.totals_items is not None and inputs.totals_items != len(goods):
@@ -144,6 +148,7 @@ def logic_checks(inputs: LogicInputs, reference: ReferenceData) -> list[Reason]:
                 code="TOTALS_MISMATCH",
                 path="$.totals.items",
                 message=f"box 5 says {inputs.totals_items} items but the declaration lists {len(goods)}",
+                params={"variant": "items", "declared": inputs.totals_items, "counted": len(goods)},
             )
         )
     values = [item.customs_value for item in goods or ()]
@@ -156,6 +161,7 @@ def logic_checks(inputs: LogicInputs, reference: ReferenceData) -> list[Reason]:
                     path="$.totals.customs_value",
                     message=f"box 12 says {inputs.totals_customs_value} "
                     f"but the customs values of the items (box 45) add up to {value_sum}",
+                    params={"variant": "customs_value", "declared": inputs.totals_customs_value, "total": value_sum},
                 )
             )
     return reasons

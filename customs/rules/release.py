@@ -30,6 +30,7 @@ def decide_release(doc: GoodsDeclaration, lane: str) -> ReleaseDecision:
                     code="PAYMENT_NOT_PAID",
                     path=f"$.payments[{index}].paid",
                     message=f"payment {payment.code} of {payment.amount} {payment.currency} is not paid",
+                    params={"payment": payment.code, "amount": payment.amount, "currency": payment.currency},
                 )
             )
     if reasons:

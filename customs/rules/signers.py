@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from models.reasons import Detail
+
 INDIVIDUAL = "1.2.398.3.3.4.1.1"
 LEGAL_ENTITY = "1.2.398.3.3.4.1.2"
 FIRST_HEAD = "1.2.398.3.3.4.1.2.1"
@@ -52,27 +54,39 @@ class Signer:
         return f"{ids} (NCA role: {', '.join(named) or 'none'})"
 
 
-def signer_problem(signer: Signer, *, declarant_iin: str | None, declarant_bin: str | None) -> str | None:
+def signer_problem(signer: Signer, *, declarant_iin: str | None, declarant_bin: str | None) -> Detail | None:
     """Why this signer may not sign for this declarant, or ``None`` when it may.
 
     A BIN written in the declaration makes it a legal entity's declaration, whatever else is written:
     only the entity's head or a person with its right to sign may sign it (an IIN that matches is not
     enough: a private person's certificate never speaks for a company)."""
+    ids = {"signer_iin": signer.iin or "—", "signer_bin": signer.bin or "—"}
     if declarant_bin:
         if signer.bin != declarant_bin:
-            return (
+            return Detail(
                 f"signed by {signer.describe()}, but the declarant is the legal entity BIN {declarant_bin}: "
-                "the certificate must be issued for that BIN"
+                "the certificate must be issued for that BIN",
+                variant="bin_mismatch",
+                declarant_bin=declarant_bin,
+                **ids,
             )
         if not (signer.roles & MAY_SIGN_FOR_ENTITY):
-            return (
+            return Detail(
                 f"signed by {signer.describe()}: the certificate does not give the right to sign for BIN {declarant_bin} "
                 "(NCA issues that right to the first head, 1.2.398.3.3.4.1.2.1, and to persons with the right to sign, "
-                "1.2.398.3.3.4.1.2.2)"
+                "1.2.398.3.3.4.1.2.2)",
+                variant="no_signing_right",
+                declarant_bin=declarant_bin,
+                **ids,
             )
         return None
     if declarant_iin:
         if signer.iin != declarant_iin:
-            return f"signed by {signer.describe()}, not by the declarant (IIN {declarant_iin})"
+            return Detail(
+                f"signed by {signer.describe()}, not by the declarant (IIN {declarant_iin})",
+                variant="iin_mismatch",
+                declarant_iin=declarant_iin,
+                **ids,
+            )
         return None
-    return "the declaration names no declarant IIN or BIN to compare the signer with"
+    return Detail("the declaration names no declarant IIN or BIN to compare the signer with", variant="no_declarant_id")

@@ -253,6 +253,7 @@ async def dispatch_due(
                     item.declaration,
                     reference,
                     sender=settings.mail_from,
+                    sender_names=settings.mail_from_names,
                     domain=settings.mail_domain,
                     attachments=item.attachments,
                 )

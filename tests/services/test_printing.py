@@ -15,6 +15,8 @@ from sqlmodel import select
 
 from customs.core.clock import kz_date, kz_local, utcnow
 from customs.core.db import DeclarationNotFound, transaction
+from customs.core.reference import load_reference
+from customs.notices.paper_copy import copy_context, render_copy_pdf
 from customs.rules import Refused
 from customs.rules.printing import nearest_rank, sla_figures
 from customs.services.printing import (
@@ -29,7 +31,19 @@ from customs.services.printing import (
 )
 from models.audit import AuditEvent, verify_chain
 from models.outbox import Notice, NoticeKind
-from tests.helpers import DECLARANT_BIN, INSPECTOR, OTHER_OFFICE, cleared, pdf_text, sample, submit_signed, unique
+from tests.helpers import (
+    DECLARANT_BIN,
+    INSPECTOR,
+    OTHER_OFFICE,
+    as_bytes,
+    cleared,
+    pdf_text,
+    run_steps,
+    sample,
+    stored,
+    submit_signed,
+    unique,
+)
 
 
 def audit(application_id: str, event: str) -> list[AuditEvent]:
@@ -93,6 +107,71 @@ def test_the_pdf_copy_carries_number_every_hs_code_and_the_sha256(settings, comp
     }  # templates/print/fonts
     # Embedded (a font file in the PDF), not taken from the reader's machine.
     assert all("/FontFile2" in f["/DescendantFonts"][0].get_object()["/FontDescriptor"].get_object() for f in fonts)
+
+
+def copy_pages(declaration, reference) -> list[str]:
+    """The text of each page of the declaration's copy (rendered here, in this process)."""
+    context = copy_context(declaration, None, reference, "PR-TEST", utcnow())
+    return [page.extract_text() for page in PdfReader(io.BytesIO(render_copy_pdf(context))).pages]
+
+
+def test_the_authenticity_check_stays_on_the_page_of_its_heading(settings, company_signer):
+    """Issue 17: with 5 or 6 goods items the heading "Контроль подлинности" ended page 1 alone, its SHA-256
+    and the words that explain it on page 2. Every length from 4 to 7 items keeps them together."""
+    signed = cleared(company_signer)
+    reference = load_reference(settings.reference_dir)
+    pages_seen = set()
+    for count in range(4, 8):
+        content = as_bytes(many_items(count))
+        variant = signed.model_copy(update={"content": content, "content_sha256": hashlib.sha256(content).hexdigest()})
+        pages = copy_pages(variant, reference)
+        pages_seen.add(len(pages))
+        (heading,) = [n for n, text in enumerate(pages) if "Контроль подлинности" in text]
+        (digest,) = [n for n, text in enumerate(pages) if variant.content_sha256 in text.replace("\n", "")]
+        (advice,) = [n for n, text in enumerate(pages) if "Сверьте эту сумму" in text]
+        assert heading == digest == advice, (count, heading, digest, advice)
+    assert pages_seen == {1, 2}  # the lengths where it broke before are among them
+
+
+def test_the_signers_are_named_as_people_read_them(settings, company_signer, person_signer):
+    """Issue 17: the signers were raw certificate names (``C=KZ,O=...,OU=BIN050840001233``) and the IIN/BIN
+    column read "/ 050840001233". Now: the name, the organisation, the NCA role, and IIN and BIN labelled."""
+    reference = load_reference(settings.reference_dir)
+    company = "".join(copy_pages(cleared(company_signer), reference))
+    person_document = unique(sample("02-yellow-laptops-from-cn.json"))
+    person = submit_signed(person_signer, person_document).application_id
+    run_steps(person)
+    individual = "".join(copy_pages(stored(person), reference))
+    for text in (company, individual):
+        assert "CN=" not in text and "SERIALNUMBER=" not in text and "OU=BIN" not in text
+        assert "/ 0508" not in text and "/ 8805" not in text
+    assert "ТОО «Алатау Импорт»" in company and "первый руководитель" in company and "БИН 050840001233" in company
+    assert "ТЕСТОВ ТЕСТ" in individual and "физическое лицо" in individual and "ИИН 880501300124" in individual
+
+
+def test_nca_names_read_as_full_names():
+    """NCA writes the surname and name in CN, the patronymic in G, the organisation in O (real certificate)."""
+    from customs.notices.paper_copy import dn_attributes, readable_signer
+
+    subject = 'G=ТЕСТОВИЧ,OU=BIN123456789021,O=АО \\"ТЕСТ\\",C=KZ,SERIALNUMBER=IIN123456789011,SN=ТЕСТОВ,CN=ТЕСТОВ ТЕСТ'
+    assert dn_attributes(subject)["O"] == 'АО "ТЕСТ"'
+    signer = readable_signer(
+        {
+            "filename": "declaration.json",
+            "signer": {
+                "subject": subject,
+                "serial": "6cbd45",
+                "iin": "123456789011",
+                "bin": "123456789021",
+                "roles": ["1.2.398.3.3.4.1.2", "1.2.398.3.3.4.1.2.1"],
+            },
+        }
+    )
+    assert signer["name"] == "ТЕСТОВ ТЕСТ ТЕСТОВИЧ" and signer["organization"] == 'АО "ТЕСТ"'
+    assert signer["roles"] == ["1.2.398.3.3.4.1.2.1"] and (signer["iin"], signer["bin"]) == ("123456789011", "123456789021")
+    assert dn_attributes(r"CN=Иванов\, Иван+O=A\D0\9Eb") == {"CN": "Иванов, Иван", "O": "AОb"}
+    # stored before signers carried their roles: no role, the rest as above
+    assert readable_signer({"signer": {"subject": "CN=X,O=Y"}})["roles"] == []
 
 
 # --- Requests -------------------------------------------------------------------------------------------

@@ -1,0 +1,142 @@
+"""Reasons in the letter's language: the message catalogue of reason codes (``locale/<lang>/LC_MESSAGES/reasons.po``).
+
+A ``Reason`` is stored with its code, path and English message (the audit chain hashes them; they never
+change). What a declarant reads is made when the letter is rendered: the catalogue of the letter's
+language gives the message of the code (``CODE.variant`` when the reason names a variant), and the
+reason's ``params`` fill its ``{placeholders}``. A reason stored without the values its message needs
+(before reasons had params) gets the code's generic message (``msgctxt "generic"``). Signature messages
+are built from parts: ``Signature of {document}: `` + [``CA certificate {ca_subject}: ``] + the code's
+message + ``; certificate {signer_subject} (serial {signer_serial})``.
+
+The ``.po`` files are the catalogue: Babel reads them on first use (no compiled ``.mo`` to build or to
+go stale in a fresh clone). A code missing from a catalogue falls back to the English catalogue, then to
+the stored message; ``tests/unit/test_catalogue.py`` keeps every code the rules produce in all three.
+"""
+
+from __future__ import annotations
+
+import logging
+import string
+from collections.abc import Mapping
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from babel.messages.pofile import read_po
+
+from customs.core.paths import LOCALE_DIR
+
+log = logging.getLogger(__name__)
+
+LANGUAGES = ("kk", "ru", "en")
+DOMAIN = "reasons"
+GENERIC = "generic"
+PART = "part"
+
+Entries = dict[tuple[str | None, str], str]
+
+
+class CatalogueError(ValueError):
+    pass
+
+
+def placeholders(text: str) -> set[str]:
+    """The ``{names}`` a message uses (only plain names are allowed: no attributes, indexes or formats)."""
+    names = set()
+    for _, name, spec, conversion in string.Formatter().parse(text):
+        if name is None:
+            continue
+        if not name.isidentifier() or spec or conversion:
+            raise CatalogueError(f"placeholder {{{name}}} in {text!r}: only {{name}} is allowed")
+        names.add(name)
+    return names
+
+
+@lru_cache(maxsize=8)
+def entries(language: str, directory: Path = LOCALE_DIR) -> Entries:
+    """(msgctxt, msgid) -> msgstr of the language's catalogue: translated, not fuzzy, placeholders checked."""
+    path = directory / language / "LC_MESSAGES" / f"{DOMAIN}.po"
+    with path.open("rb") as handle:
+        catalog = read_po(handle, locale=language, domain=DOMAIN)
+    found: Entries = {}
+    for message in catalog:
+        if not message.id or not message.string or message.fuzzy:
+            continue
+        placeholders(message.string)  # raises on anything but {name}
+        found[(message.context, message.id)] = message.string
+    return found
+
+
+class _Missing(KeyError):
+    pass
+
+
+def _fill(text: str, params: Mapping[str, str]) -> str:
+    try:
+        return text.format_map(_Strict(params))
+    except _Missing:
+        raise
+    except (IndexError, ValueError) as exc:  # a broken catalogue entry: never a broken letter
+        raise _Missing(str(exc)) from None
+
+
+class _Strict(dict):
+    def __missing__(self, key: str) -> str:
+        raise _Missing(key)
+
+
+def _body(table: Entries, code: str, params: Mapping[str, str]) -> str | None:
+    variant = params.get("variant")
+    candidates = ([(None, f"{code}.{variant}")] if variant else []) + [(None, code), (GENERIC, code)]
+    for key in candidates:
+        text = table.get(key)
+        if text is None:
+            continue
+        try:
+            return _fill(text, params)
+        except _Missing:
+            continue  # this message needs a value the reason does not carry: try the next, more generic one
+    return None
+
+
+def _part(table: Entries, name: str, params: Mapping[str, str]) -> str:
+    text = table.get((PART, name))
+    if text is None:
+        return ""
+    try:
+        return _fill(text, params)
+    except _Missing:
+        return ""
+
+
+def reason_message(reason: Mapping[str, Any], language: str, *, directory: Path = LOCALE_DIR) -> str:
+    """The message of a stored reason (``{code, path, message[, params]}``) in ``language``."""
+    code = str(reason.get("code") or "")
+    params = {str(k): str(v) for k, v in (reason.get("params") or {}).items()}
+    for lang in dict.fromkeys((language, "en")):
+        table = entries(lang, directory)
+        body = _body(table, code, params)
+        if body is None:
+            continue
+        if lang != language:
+            log.warning("reason code %s has no message in the %s catalogue; the English one is used", code, language)
+        text = body
+        if "ca_subject" in params:
+            text = _part(table, "ca_certificate", params) + text
+        if "signer_subject" in params:
+            text += _part(table, "certificate", params)
+        lead = _part(table, "signature", params) if "document" in params else ""
+        if lead:  # the part begins the sentence as its language does (Kazakh: with the file's name)
+            return lead + text
+        return text[:1].upper() + text[1:]
+    log.warning("reason code %s is in no message catalogue; its stored message is used", code)
+    return str(reason.get("message") or "")
+
+
+def localised_reasons(reasons: list[Mapping[str, Any]], language: str) -> list[dict[str, Any]]:
+    """Reasons as a letter shows them: code and path as stored, the message in the letter's language."""
+    return [
+        {"code": r.get("code"), "path": r.get("path"), "message": reason_message(r, language)}
+        for r in reasons
+        if isinstance(r, Mapping)
+    ]

@@ -1,0 +1,281 @@
+"""Letters in one language (issue 17, items 7 and 8): reason messages from the catalogue, office and zone
+names, the From name and how to appeal in the letter's language; subjects that read back as written.
+
+The letters are the .eml files the outbox writes (no SMTP server configured), parsed back as a mail
+reader would."""
+
+from __future__ import annotations
+
+import email
+import html
+from datetime import UTC, datetime
+from email import policy
+
+import pytest
+
+from customs.core.paths import REFERENCE_DIR
+from customs.core.reference import load_reference
+from customs.notices.render import DeclarationFacts, build_message, notice_context, render_notice
+from customs.services.officials import cancel_release, decide
+from customs.services.outbox import dispatch_due_sync
+from models.declaration import Status
+from models.outbox import Notice, NoticeKind
+from tests.helpers import INSPECTOR, as_bytes, parts, run_steps, sample, stored, submit_signed, unique
+from tests.services.test_notices import ALL_KINDS_FACTS
+
+LANGUAGES = ("kk", "ru", "en")
+ADDRESS = "broker@alatau-import.kz"
+
+OFFICE_50101 = {
+    "kk": "Алматы қаласы бойынша МКД, «Алматы-кедендік ресімдеу орталығы» кеден бекеті",
+    "ru": "ДГД по г. Алматы, таможенный пост «Алматы-центр таможенного оформления»",
+    "en": 'State Revenue Department of Almaty, customs post "Almaty Customs Clearance Centre"',
+}
+FROM_NAMES = {
+    "kk": "ҚР мемлекеттік кірістер органдары",
+    "ru": "Органы государственных доходов РК",
+    "en": "State Revenue Authorities of Kazakhstan",
+}
+# The heading and the time limit of the appeal paragraph (templates/notices/<lang>/_appeal.j2)
+APPEAL = {
+    "kk": ("Шағымдану тәртібі", "жоғары тұрған мемлекеттік кірістер органына", "үш ай ішінде", "сотқа"),
+    "ru": ("Порядок обжалования", "в вышестоящий орган государственных доходов", "в течение трёх месяцев", "в суд"),
+    "en": ("How to appeal", "the higher state revenue body", "three months", "in court"),
+}
+
+
+def with_language(document: dict, language: str) -> dict:
+    document["declarant"]["language"] = language
+    document["declarant"]["email"] = ADDRESS
+    return document
+
+
+def letters(settings) -> list[email.message.EmailMessage]:
+    """Every notice sent so far, as the declarant's mail reader reads it."""
+    dispatch_due_sync()
+    files = sorted((settings.data_dir / "outbox").glob("*.eml"))
+    return [email.message_from_bytes(path.read_bytes(), policy=policy.default) for path in files]
+
+
+def kind_of(message) -> str:
+    return message["X-Customs-Notice"].split(";")[0]
+
+
+def bodies(message) -> tuple[str, str]:
+    both = parts(message)
+    return both["text/plain"], html.unescape(both["text/html"])
+
+
+def assert_in_language(message, language: str) -> tuple[str, str]:
+    """What every letter of this issue must say in its language: From, office and how to appeal."""
+    sender = message["From"].addresses[0]
+    assert (sender.display_name, sender.addr_spec) == (FROM_NAMES[language], "noreply@customs.kgd.gov.kz")
+    text, markup = bodies(message)
+    for body in (text, markup):
+        assert OFFICE_50101[language] in body
+        for other in set(LANGUAGES) - {language}:
+            assert OFFICE_50101[other] not in body
+    return text, markup
+
+
+def assert_appeal(text: str, markup: str, language: str) -> None:
+    for body in (text, markup):
+        assert all(piece in body for piece in APPEAL[language]), body
+        for other in set(LANGUAGES) - {language}:
+            assert APPEAL[other][0] not in body
+
+
+# --- Registration refused ---------------------------------------------------------------------------
+
+EXPECTED_REASONS = {
+    "ru": [
+        "Вес нетто 99999.000 кг превышает вес брутто 1450.000 кг",
+        "В графе 5 указано товаров: 9, а в декларации их 2",
+        "Товары нумеруются по порядку: 1, 2, 3...; у товара 2 указан номер 5",
+    ],
+    "kk": [
+        "Нетто салмағы (99999.000 кг) брутто салмағынан (1450.000 кг) асып түседі",
+        "5-бағанда 9 тауар көрсетілген, ал декларацияда 2 тауар бар",
+        "Тауарлар ретімен нөмірленеді: 1, 2, 3...; 2-тауарға 5 нөмірі көрсетілген",
+    ],
+    "en": [
+        "Net weight 99999.000 kg exceeds gross weight 1450.000 kg",
+        "Box 5 says 9 items but the declaration lists 2",
+        "Goods items are numbered 1, 2, 3... in order; item 2 has number 5",
+    ],
+}
+EXPECTED_FORMAT_REASONS = {
+    "ru": [
+        "«XX» не является кодом страны по ISO 3166-1 alpha-2 (например, KZ, CN, DE)",
+        'Суммы указываются десятичными числами в виде строк JSON, например "1250.00"; указано число 5',
+        "Обязательное поле не заполнено",
+        "Подпись документа declaration.json: сертификат (ИИН 880501300124, БИН —) выдан не декларанту — "
+        "юридическому лицу с БИН 050840001233: сертификат должен быть выдан на этот БИН; "
+        "сертификат C=KZ,SERIALNUMBER=IIN880501300124",
+    ],
+    "kk": [
+        "«XX» — ISO 3166-1 alpha-2 бойынша ел коды (мысалы, KZ, CN, DE) емес",
+        'Сомалар JSON жолы түрінде жазылған ондық сандармен көрсетіледі, мысалы "1250.00"; 5 саны көрсетілген',
+        "Міндетті өріс толтырылмаған",
+        "declaration.json құжатының қолтаңбасы: сертификат (ЖСН 880501300124, БСН —) декларантқа — БСН 050840001233 "
+        "заңды тұлғаға берілмеген",
+    ],
+    "en": [
+        '"XX" is not an ISO 3166-1 alpha-2 country code (e.g. KZ, CN, DE)',
+        'Amounts are decimals written as JSON strings, e.g. "1250.00"; the number 5 was given',
+        "This field is required",
+        "Signature of declaration.json: the certificate (IIN 880501300124, BIN —) is not issued for the declarant, "
+        "the legal entity BIN 050840001233",
+    ],
+}
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_registration_refusal_gives_every_reason_in_the_letters_language(settings, company_signer, person_signer, language):
+    logical = with_language(unique(sample()), language)
+    logical["goods"][0]["net_kg"] = "99999.000"
+    logical["goods"][1]["item_no"] = 5
+    logical["totals"]["items"] = 9
+    structural = with_language(unique(sample()), language)
+    structural["country_of_dispatch"] = "XX"
+    structural["goods"][0]["gross_kg"] = 5
+    del structural["sender"]["address"]
+    checks = {
+        submit_signed(company_signer, logical).application_id: EXPECTED_REASONS,
+        submit_signed(person_signer, structural).application_id: EXPECTED_FORMAT_REASONS,  # not the company's signer
+    }
+    for application_id in checks:
+        assert run_steps(application_id).status == Status.REGISTRATION_REFUSED
+    sent = {m["X-Customs-Application-Id"]: m for m in letters(settings) if kind_of(m) == "registration_refusal"}
+    for application_id, expected in checks.items():
+        stored_reasons = stored(application_id).reasons
+        assert stored_reasons and all(r["message"] and r["code"] for r in stored_reasons)
+        text, markup = assert_in_language(sent[application_id], language)
+        for body in (text, markup):
+            for message in expected[language]:
+                assert message in body, (message, body)
+            for reason in stored_reasons:
+                assert reason["code"] in body and reason["path"] in body
+                if language != "en":  # the stored English messages are not what a kk or ru letter says
+                    assert reason["message"] not in body, reason
+        assert_appeal(text, markup, language)
+
+
+# --- Release refused, release cancelled ---------------------------------------------------------------
+
+GROUND_TITLES = {
+    "PAYMENTS_NOT_MADE": {
+        "kk": "кедендік төлемдер төленбеген және олардың төленуі қамтамасыз етілмеген",
+        "ru": "таможенные платежи не уплачены и их уплата не обеспечена",
+        "en": "customs duties and taxes are neither paid nor secured",
+    },
+    "DOCUMENTS_INVALID": {
+        "kk": "тауарлар шығарылған құжаттар жарамсыз деп танылған",
+        "ru": "документы, на основании которых выпущены товары, признаны недействительными",
+        "en": "documents on which the release was based were found invalid",
+    },
+}
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_release_refusal_and_cancellation_letters_are_in_one_language(settings, company_signer, language):
+    refused = submit_signed(company_signer, with_language(unique(sample("03-unpaid-vat.json")), language)).application_id
+    assert run_steps(refused).status == Status.AWAITING_OFFICIAL
+    decide(refused, decision="refuse", official_id=INSPECTOR, grounds=["PAYMENTS_NOT_MADE"], grounds_text="НДС не уплачен")
+    cancelled = submit_signed(company_signer, with_language(unique(sample()), language)).application_id
+    assert run_steps(cancelled).status == Status.RELEASED
+    cancel_release(cancelled, official_id=INSPECTOR, grounds=["DOCUMENTS_INVALID"])
+    sent = {(kind_of(m), m["X-Customs-Application-Id"]): m for m in letters(settings)}
+    for kind, application_id, ground in (
+        ("release_refusal", refused, "PAYMENTS_NOT_MADE"),
+        ("release_cancellation", cancelled, "DOCUMENTS_INVALID"),
+    ):
+        message = sent[kind, application_id]
+        text, markup = assert_in_language(message, language)
+        stored_reasons = stored(application_id).reasons or []
+        for body in (text, markup):
+            assert GROUND_TITLES[ground][language] in body
+            if language != "en":
+                assert GROUND_TITLES[ground]["en"] not in body
+                assert all(r["message"] not in body for r in stored_reasons)
+        assert_appeal(text, markup, language)
+    # The other letters name the office in the language too (and have no appeal paragraph: nothing was refused).
+    for kind in ("acceptance", "registration", "release"):
+        text, markup = assert_in_language(sent[kind, cancelled], language)
+        assert APPEAL[language][0] not in text and APPEAL[language][0] not in markup
+
+
+# --- Subjects, zone names, the supervisors' alert ---------------------------------------------------------
+
+
+def rendered(kind: NoticeKind, language: str, facts: dict) -> tuple[email.message.EmailMessage, str]:
+    """A notice built as the outbox builds it, its bytes parsed back, and the subject the template gave."""
+    document = with_language(unique(sample()), language)
+    declaration = DeclarationFacts(
+        application_id="01JD8ZQ7X3M5V9K2N4P6R8T0WY",
+        channel="electronic",
+        submitted_at=datetime(2026, 11, 26, 4, 0, tzinfo=UTC),
+        sha256="ab" * 32,
+        customs_office="50101",
+        registration_number="50101/261126/0000042",
+        content=as_bytes(document),
+    )
+    notice = Notice(
+        id=7,
+        uid="0f6c1c1e2d3b4a59",
+        application_id=declaration.application_id,
+        kind=kind,
+        dedup_key=f"test:{kind}",
+        recipient=ADDRESS,
+        language=language,
+        facts={"event_at": "2026-11-26T05:00:00+00:00", **facts},
+        created_at=datetime(2026, 11, 26, 5, 0, tzinfo=UTC),
+    )
+    reference = load_reference(REFERENCE_DIR)
+    built = build_message(notice, declaration, reference, sender="noreply@customs.kgd.gov.kz", domain="customs.kgd.gov.kz")
+    subject = render_notice(notice_context(notice, declaration, reference)).subject
+    return email.message_from_bytes(built.as_bytes(), policy=policy.default), subject
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_subjects_read_back_exactly_as_written(language):
+    """English subjects longer than a line were folded right after "Subject:" and read back with a leading
+    space; Kazakh and Russian ones lost the space between two encoded words."""
+    for kind, facts in ALL_KINDS_FACTS.items():
+        message, subject = rendered(kind, language, facts)
+        assert subject == subject.strip() and "  " not in subject
+        assert str(message["Subject"]) == subject, (kind, str(message["Subject"]))
+        raw = message.as_bytes()
+        first = next(line for line in raw.splitlines() if line.startswith(b"Subject:"))
+        assert first.strip() != b"Subject:", (kind, first)  # the subject starts on the header's own line
+
+
+def test_an_english_subject_has_no_leading_space():
+    message, subject = rendered(NoticeKind.REGISTRATION, "en", ALL_KINDS_FACTS[NoticeKind.REGISTRATION])
+    assert subject == "Goods declaration registered, registration number 50101/261126/0000042"
+    assert str(message["Subject"]) == subject and not str(message["Subject"]).startswith(" ")
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_the_supervisors_alert_names_the_zone_and_the_waiting_reasons_in_its_language(language):
+    facts = dict(ALL_KINDS_FACTS[NoticeKind.RELEASE_DEADLINE_ALERT])
+    facts["waiting_reasons"] = [
+        {"code": "LANE_YELLOW", "path": "$", "message": "risk lane yellow: documentary control by an official"},
+        {
+            "code": "PAYMENT_NOT_PAID",
+            "path": "$.payments[1].paid",
+            "message": "payment 5010 of 1250.00 KZT is not paid",
+            "params": {"payment": "5010", "amount": "1250.00", "currency": "KZT"},
+        },
+    ]
+    message, _ = rendered(NoticeKind.RELEASE_DEADLINE_ALERT, language, facts)
+    text, markup = bodies(message)
+    expected = {
+        "kk": ("«Алматы-Терминал» уақытша сақтау қоймасы", "Сары дәліз", "1250.00 KZT сомасындағы 5010 төлемі төленбеген"),
+        "ru": ("СВХ «Алматы-Терминал»", "Жёлтый коридор", "Платёж 5010 на сумму 1250.00 KZT не уплачен"),
+        "en": ('Temporary storage warehouse "Almaty-Terminal"', "Risk lane yellow", "Payment 5010 of 1250.00 KZT is not paid"),
+    }[language]
+    for body in (text, markup):
+        assert "ALA-TSW" in body and all(piece in body for piece in expected), body
+        if language != "en":
+            assert "is not paid" not in body and "documentary control" not in body
