@@ -143,7 +143,10 @@ def test_the_batch_recheck_flow_without_a_clearance_deployment_reports_restart_f
     configure(settings.model_copy(update={"recheck_stuck_after": timedelta(seconds=0)}))
     application_id = submit_signed(company_signer, unique(sample())).application_id
     result = batch_recheck(restart=True)
-    assert result["scanned"] == 1 and result["counts"] == {"stuck/restart_failed": 1}
+    # only this test's declaration is stuck; the reconciler part also sees the runs other tests left in the
+    # session's shared Prefect server (their declarations are in other databases), so those counts vary
+    stuck = {key: count for key, count in result["counts"].items() if key.startswith("stuck/")}
+    assert result["scanned"] == 1 and stuck == {"stuck/restart_failed": 1}, result["counts"]
     assert status_of(application_id).status == Status.SUBMITTED  # nothing lost: the next recheck tries again
 
 
