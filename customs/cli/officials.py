@@ -72,14 +72,19 @@ def decide(
     resumed = resume_waiting_runs(result.application_id, run_input)
     for note in resumed.notes:
         typer.secho(f"note: {note}", err=True)
-    resumed = resumed.flow_runs
     dispatch_due_sync(application_id=result.application_id)
-    answer = {**outcome(result.application_id), "decided_by": official, "flow_runs_resumed": resumed}
+    answer = {
+        **outcome(result.application_id),
+        "decided_by": official,
+        "flow_runs_resumed": resumed.flow_runs,
+        "flow_runs_note": resumed.explained(),
+    }
     if as_json:
         typer.echo(json.dumps(answer, ensure_ascii=False))
         return
     print_outcome(answer)
-    typer.echo(f"decided by:           {official}" + (f"; flow run {', '.join(resumed)} resumed" if resumed else ""))
+    typer.echo(f"decided by:           {official}")
+    typer.echo(f"waiting flow run:     {resumed.explained()}")
 
 
 @commands.command("cancel-release")

@@ -27,6 +27,18 @@ class Resumed:
 
     flow_runs: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    api_url: str | None = None  # the Prefect server asked; None: none answered
+
+    def explained(self) -> str:
+        """What became of the waiting run, for the person who decided."""
+        if self.flow_runs:
+            return f"flow run {', '.join(self.flow_runs)} resumed with the decision"
+        if self.api_url is None:
+            return (
+                "no Prefect server answered: the decision is recorded; the run waiting for it is given it when "
+                "`customs serve` reaches Prefect again (batch-recheck closes runs left waiting)"
+            )
+        return f"no flow run of this declaration was waiting for a decision at {self.api_url}: the decision is recorded"
 
 
 def as_form(given: dict) -> dict:
@@ -48,6 +60,7 @@ def resume_waiting_runs(application_id: str, run_input: dict, *, settle_seconds:
         api_url = running_api_url(get_settings())
         if api_url is None or not is_healthy(api_url):
             return result
+        result.api_url = api_url
         deadline = time.monotonic() + settle_seconds
         with prefect_api(api_url), get_client(sync_client=True) as client:
             while True:

@@ -211,6 +211,22 @@ def test_exit_codes_tell_usage_refusal_not_found_apart(settings, company_signer)
     assert runner.invoke(app, ["decide", "A000000-NOTHING", "release", "--official", INSPECTOR]).exit_code == 4
 
 
+def test_decide_says_what_became_of_the_waiting_run(settings, company_signer):
+    """Issue 17: `customs decide` answered `flow_runs_resumed: []` without a word when no run was resumed. It says
+    so, and what will happen: here no Prefect server answers (the configured one is down)."""
+    from customs.core.settings import configure
+    from tests.helpers import free_port, run_steps, submit_signed
+
+    configure(settings.model_copy(update={"prefect_api_url": f"http://127.0.0.1:{free_port()}/api"}))
+    waiting = submit_signed(company_signer, unique(sample("03-unpaid-vat.json"))).application_id
+    assert run_steps(waiting).status == "awaiting_official"
+    decided = CliRunner().invoke(app, ["decide", waiting, "release", "--official", INSPECTOR, "--json"])
+    assert decided.exit_code == 0, decided.output
+    answer = json.loads(decided.stdout.strip().splitlines()[-1])
+    assert answer["status"] == "released" and answer["flow_runs_resumed"] == []
+    assert answer["flow_runs_note"].startswith("no Prefect server answered: the decision is recorded")
+
+
 def test_an_unreachable_database_or_prefect_api_exits_5(settings):
     from customs.core.settings import configure
     from tests.helpers import free_port
