@@ -107,6 +107,7 @@ class ClearanceStarter:
         self.given_up: list[str] = []
         self.started = 0
         self._queue: deque[str] = deque()
+        self._in_flight: str | None = None  # popped from the queue, being tried now
         self._attempts: dict[str, int] = {}
         self._cv = threading.Condition()
         self._stopping = False
@@ -129,8 +130,9 @@ class ClearanceStarter:
 
     @property
     def waiting(self) -> int:
+        """Starts not made yet: queued, and the one being tried."""
         with self._cv:
-            return len(self._queue)
+            return len(self._queue) + (self._in_flight is not None)
 
     def status(self) -> dict[str, Any]:
         """For health: whether runs can be started, since when not, and how many wait."""
@@ -140,7 +142,7 @@ class ClearanceStarter:
                 "state": "up" if breaker.state == "closed" else "down",
                 "down_for_seconds": round(time.monotonic() - breaker.since, 1) if breaker.since else None,
                 "last_error": breaker.last_error,
-                "starts_waiting": len(self._queue),
+                "starts_waiting": len(self._queue) + (self._in_flight is not None),
                 "started": self.started,
             }
 
@@ -222,7 +224,7 @@ class ClearanceStarter:
                 self._cv.wait()
             if self._stopping:
                 return False
-            application_id = self._queue.popleft()
+            application_id = self._in_flight = self._queue.popleft()
         try:
             self.create(application_id)
         except Exception as exc:
@@ -231,6 +233,7 @@ class ClearanceStarter:
                 return True
             if self._server_answers():  # the server is fine: this start fails on its own
                 with self._cv:
+                    self._in_flight = None
                     self._attempts[application_id] += 1
                     attempts = self._attempts[application_id]
                     if attempts < self.max_attempts:
@@ -242,12 +245,14 @@ class ClearanceStarter:
                 return True
             with self._cv:
                 self.breaker.failed(exc)
+                self._in_flight = None
                 self._queue.appendleft(application_id)
                 if self.breaker.failures == 1:
                     log.warning("clearance runs cannot be started (%s); retrying apart, intake goes on", exc)
                 self._cv.wait(self.breaker.retry_in)  # stop() wakes it
             return True
         with self._cv:
+            self._in_flight = None
             self._attempts.pop(application_id, None)
             self.started += 1
             reopened = self.breaker.succeeded()
@@ -258,6 +263,7 @@ class ClearanceStarter:
 
     def _give_up(self, application_id: str, error: BaseException) -> None:
         with self._cv:
+            self._in_flight = None
             self._attempts.pop(application_id, None)
             self.given_up.append(application_id)
         log.error("clearance of %s could not be started (%s); batch-recheck will start it", application_id, error)
