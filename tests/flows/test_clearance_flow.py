@@ -159,21 +159,13 @@ def app_cli():
 # --- Officials: the flow run waits for the decision as run input ------------------------------------
 
 
-def _paused_run(application_id: str):
-    runs = [r for r in flow_runs_of(application_id) if r.state and r.state.is_paused()]
-    return runs[0] if runs else None
-
-
-def test_a_waiting_flow_run_takes_its_decision_from_the_ui_form_and_the_cli(settings, company_signer):
+def _waiting_in_this_process(settings, company_signer):
+    """A declaration with unpaid VAT whose clearance runs in a thread here and pauses for a decision:
+    (application id, the thread, its outcome once it ends, the paused run)."""
     import contextvars
     import threading
 
-    from prefect.client.orchestration import get_client
-    from prefect.flow_runs import resume_flow_run
-
     from customs.core.settings import configure
-    from customs.rules.decision_form import RELEASE_CHOICES, decision_choices
-    from models.outbox import NoticeKind
 
     configure(settings.model_copy(update={"decision_poll_seconds": 1}))
     application_id = submit(company_signer, unique(sample("03-unpaid-vat.json")))
@@ -182,6 +174,23 @@ def test_a_waiting_flow_run_takes_its_decision_from_the_ui_form_and_the_cli(sett
     worker = threading.Thread(target=lambda: outcome.update(result=context.run(clearance, application_id)))
     worker.start()
     run = wait_until(lambda: _paused_run(application_id), "the flow run to pause for a decision")
+    return application_id, worker, outcome, run
+
+
+def _paused_run(application_id: str):
+    runs = [r for r in flow_runs_of(application_id) if r.state and r.state.is_paused()]
+    return runs[0] if runs else None
+
+
+def test_a_waiting_flow_run_takes_its_decision_from_the_ui_form_and_the_cli(settings, company_signer):
+
+    from prefect.client.orchestration import get_client
+    from prefect.flow_runs import resume_flow_run
+
+    from customs.rules.decision_form import RELEASE_CHOICES, decision_choices
+    from models.outbox import NoticeKind
+
+    application_id, worker, outcome, run = _waiting_in_this_process(settings, company_signer)
     # The UI shows a form an official fills in: the decision with its code as one choice, the grounds from the
     # list with their titles, nothing internal, no None toggles; a short summary on top, details in an artifact.
     with get_client(sync_client=True) as client:
@@ -246,23 +255,14 @@ def test_a_decision_recorded_while_prefect_was_away_resumes_its_run_when_prefect
     """Issue 18: the decision was committed but nobody could resume the waiting run (Prefect away): it stayed
     paused until its time-out, 28 hours later. The reconnect sweep gives it the recorded decision; the run
     recognises it as a replay and ends released, with no refused attempt and one release notice."""
-    import contextvars
-    import threading
 
     from prefect.client.orchestration import get_client
 
-    from customs.core.settings import configure
     from customs.orchestration.decisions import resume_decided_runs
     from customs.services.officials import decide
     from models.outbox import NoticeKind
 
-    configure(settings.model_copy(update={"decision_poll_seconds": 1}))
-    application_id = submit(company_signer, unique(sample("03-unpaid-vat.json")))
-    outcome: dict = {}
-    context = contextvars.copy_context()
-    worker = threading.Thread(target=lambda: outcome.update(result=context.run(clearance, application_id)))
-    worker.start()
-    run = wait_until(lambda: _paused_run(application_id), "the flow run to pause for a decision")
+    application_id, worker, outcome, run = _waiting_in_this_process(settings, company_signer)
     # the decision is recorded as the API records it; the hook that would resume the run never got through
     decide(application_id, decision="release", official_id="KZ-OF-0001", decision_code="10")
     assert _paused_run(application_id).id == run.id  # still waiting: nothing told it

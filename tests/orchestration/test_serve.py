@@ -74,10 +74,10 @@ def served(tmp_path, pki):
         log.close()
 
 
-def test_customs_serve_clears_a_declaration_submitted_through_the_api(served, company_signer):
-    env, api = served["env"], served["api"]
+def declarant_client(env: dict, name: str) -> dict[str, str]:
+    """A declarant API client of the served process (`customs clients add`), as request headers."""
     added = subprocess.run(
-        [CUSTOMS, "clients", "add", "alatau", "--kind", "declarant", "--id", "050840001233"],
+        [CUSTOMS, "clients", "add", name, "--kind", "declarant", "--id", "050840001233"],
         env=env,
         cwd=ROOT,
         capture_output=True,
@@ -86,8 +86,13 @@ def test_customs_serve_clears_a_declaration_submitted_through_the_api(served, co
     )
     assert added.returncode == 0, added.stderr
     token = next(line.split()[-1] for line in added.stdout.splitlines() if line.startswith("token:"))
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_customs_serve_clears_a_declaration_submitted_through_the_api(served, company_signer):
+    env, api = served["env"], served["api"]
     content = as_bytes(unique(sample()))
-    headers = {"Authorization": f"Bearer {token}"}
+    headers = declarant_client(env, "alatau")
     response = httpx.post(
         f"{api}/v1/declarations",
         headers=headers,
@@ -184,16 +189,7 @@ def test_serve_rides_out_its_prefect_server_killed(served, company_signer):
     (the starts are queued), readiness says Prefect is down, the server is restarted by itself, and every
     declaration accepted meanwhile is cleared without anyone acting."""
     env, api = served["env"], served["api"]
-    added = subprocess.run(
-        [CUSTOMS, "clients", "add", "broker", "--kind", "declarant", "--id", "050840001233"],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert added.returncode == 0, added.stderr
-    headers = {"Authorization": f"Bearer {next(x.split()[-1] for x in added.stdout.splitlines() if x.startswith('token:'))}"}
+    headers = declarant_client(env, "broker")
     pid_file = Path(env["CUSTOMS_DATA_DIR"]) / "prefect" / "server.pid"
     killed = int(pid_file.read_text())
     os.killpg(killed, signal.SIGKILL)
