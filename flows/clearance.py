@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import sys
 import time
 from typing import Literal
@@ -64,6 +65,15 @@ def _label_run(outcome: StepOutcome, current: dict) -> None:
         current.update(name=name, tags=tags)
     except Exception as exc:  # labels help people find runs; they never stop a clearance
         get_run_logger().warning("could not label the flow run %s: %s", flow_run.id, exc)
+
+
+def _test_pause_at(step: str) -> None:
+    """Test-only hook for the fault-injection suite (bench/chaos.py), never set in service: with
+    CUSTOMS_TEST_PAUSE_AT_STEP=<step> (signature_check, registration, risk_assessment, release, notices) every run
+    waits at the start of that step for CUSTOMS_TEST_PAUSE_SECONDS (600), so that a kill -9 lands there."""
+    if os.environ.get("CUSTOMS_TEST_PAUSE_AT_STEP") == step:
+        get_run_logger().warning("test hook: holding the run at the start of step %s", step)
+        time.sleep(float(os.environ.get("CUSTOMS_TEST_PAUSE_SECONDS", "600")))
 
 
 def _summary(outcome: StepOutcome, timings: dict[str, float] | None = None) -> str:
@@ -268,6 +278,7 @@ def clearance(application_id: str, requested_by: str | None = None, wait_for_off
     timings: dict[str, float] = {}
 
     def timed(name: str, call, *args):
+        _test_pause_at(name)
         started = time.perf_counter()
         try:
             return call(*args)
