@@ -2,33 +2,39 @@
 
 Each scenario starts `customs serve` in its own process (its own data directory and ports; the application
 database on a private PostgreSQL cluster this suite creates with initdb on a free port, never the machine's
-shared server; Prefect on its embedded SQLite), submits N signed green declarations through the HTTP API at
-a steady rate from several client threads, probes /v1/health and /v1/health/ready every 0.25 s, injects one
+shared server; Prefect's own database in a second private cluster that no scenario stops, or with
+``--prefect-db sqlite`` its embedded SQLite), submits N signed green declarations through the HTTP API at a
+steady rate from several client threads, probes /v1/health and /v1/health/ready every 0.25 s, injects one
 fault mid-stream, ends it after its duration, and waits until every declaration is final. Nothing else is
 done: no person acts (for serve-kill the suite starts `customs serve` again, as a service manager would).
 
-    python bench/chaos.py [--only NAME[,NAME...]] [-n 60] [--keep] [--list]
+    python bench/chaos.py [--only NAME[,NAME...]] [-n 60] [--prefect-db postgres|sqlite] [--keep] [--list]
 
 Scenarios (``--only`` takes names or prefixes, e.g. ``serve-kill``):
 
 - ``prefect-kill``: kill -9 of the Prefect server's process group (DATA/prefect/server.pid); serve's
   supervisor restarts it;
-- ``serve-kill-<step>``: every clearance run is held at the start of <step> by the test-only hook
-  CUSTOMS_TEST_PAUSE_AT_STEP (flows/clearance.py), `customs serve` is killed with SIGKILL there, and started
-  again 5 s later without the hook; steps signature_check, registration, risk_assessment, release, notices;
+- ``serve-kill-<step>``: `customs serve` killed with SIGKILL while every clearance run is held at the start
+  of <step>, and started again 5 s later (without the hook); steps signature_check, registration,
+  risk_assessment, release, notices;
 - ``db-30s``, ``db-120s``: the application's PostgreSQL stopped (pg_ctl stop -m immediate) and started again;
 - ``smtp-down``, ``smtp-4xx``, ``smtp-hang`` (60 s each): the SMTP server (aiosmtpd in this process) stopped,
   answering 451 to RCPT and DATA, or replaced on its port by a socket that accepts and never answers;
 - ``disk-full`` (60 s, no SMTP: notices are .eml files): the outbox folder on a tmpfs of its own, filled to
   the last byte, then enlarged with ``mount -o remount,size=``.
 
+Runs are held at a step by the test-only hook of flows/clearance.py (CUSTOMS_TEST_PAUSE_AT_STEP, and
+CUSTOMS_TEST_PAUSE_WHILE: while a file exists). For prefect-kill and the db scenarios every run is held at the
+start of registration until the fault begins, then let go all at once, so that a dozen clearances meet the
+fault mid-way (at the steady rate alone hardly one would).
+
 After each: the invariants (every accepted declaration released exactly once; registration numbers unique
 and gapless per office and day; exactly one release notice per declaration, sent once, received once: by
-Message-ID and message SHA-256 at the SMTP server, or the .eml file; `customs audit verify` passes; no run
-left for a person) and the figures (intake latency and /v1/health latency during the fault, readiness
-states, time from the end of the fault until every declaration is final). A table is printed and the
-results are written to bench/results/chaos-<time>.json. Needs root for the tmpfs (disk-full) and runs
-PostgreSQL as the ``postgres`` user when run as root.
+Message-ID and message SHA-256 at the SMTP server, or the .eml file; `customs audit verify` passes; every
+clearance run ended Completed in Prefect; no run left for a person) and the figures (intake latency and
+/v1/health latency during the fault, readiness states, time from the end of the fault until every
+declaration is final). A table is printed and the results are written to bench/results/chaos-<time>.json.
+Needs root for the tmpfs (disk-full); PostgreSQL runs as the ``postgres`` user when run as root.
 """
 
 from __future__ import annotations
@@ -98,7 +104,8 @@ class Scenario:
     name: str
     fault: str  # prefect-kill | serve-kill | db | smtp-down | smtp-4xx | smtp-hang | disk-full
     duration: float  # how long the fault lasts (serve-kill: until serve is started again; prefect-kill: 0)
-    step: str | None = None  # serve-kill: where the runs are held when the kill lands
+    step: str | None = None  # where the test hook holds every run (serve-kill: the kill lands there)
+    let_go: bool = False  # the held runs are let go the moment the fault begins (they meet it mid-clearance)
     lead: float = 15.0  # seconds of load before the fault
     tail: float = 30.0  # seconds of load after the fault ends
     smtp: bool = True
@@ -110,8 +117,11 @@ SCENARIOS = [
         "prefect-kill",
         "prefect-kill",
         0,
+        step="registration",
+        let_go=True,
         tail=45,
-        what="kill -9 of the Prefect server's process group; the supervisor restarts it",
+        what="kill -9 of the Prefect server's process group, the runs held before registration let go into it; "
+        "the supervisor restarts it",
     ),
     *[
         Scenario(
@@ -124,8 +134,23 @@ SCENARIOS = [
         )
         for step in STEPS
     ],
-    Scenario("db-30s", "db", 30, what="application PostgreSQL stopped (-m immediate) for 30 s"),
-    Scenario("db-120s", "db", 120, what="application PostgreSQL stopped (-m immediate) for 120 s"),
+    Scenario(
+        "db-30s",
+        "db",
+        30,
+        step="registration",
+        let_go=True,
+        what="application PostgreSQL stopped (-m immediate) for 30 s, the runs held before registration let go into it",
+    ),
+    Scenario(
+        "db-120s",
+        "db",
+        120,
+        step="registration",
+        let_go=True,
+        lead=30,
+        what="application PostgreSQL stopped (-m immediate) for 120 s, the runs held before registration let go into it",
+    ),
     Scenario("smtp-down", "smtp-down", 60, what="SMTP server stopped for 60 s (connection refused)"),
     Scenario("smtp-4xx", "smtp-4xx", 60, what="SMTP server answering 451 to RCPT and DATA for 60 s"),
     Scenario("smtp-hang", "smtp-hang", 60, what="a socket on the SMTP port that accepts and never answers, 60 s"),
@@ -665,6 +690,15 @@ class Run:
     checks: list[dict[str, Any]] = field(default_factory=list)
     events: list[tuple[float, str]] = field(default_factory=list)
 
+    @property
+    def hold(self) -> Path:
+        return self.workdir / "hold-runs"
+
+    def let_go(self) -> None:
+        if self.scenario.let_go and self.hold.exists():
+            self.hold.unlink()
+            self.mark(f"the runs held at the start of {self.scenario.step} let go")
+
     def mark(self, what: str) -> float:
         now = time.time()
         self.events.append((now, what))
@@ -716,7 +750,14 @@ def run_scenario(scenario: Scenario, args, items, pki) -> dict[str, Any]:
             tmpfs.mount()
             env["CUSTOMS_OUTBOX_DIR"] = str(tmpfs.path)
         served = Served(env, workdir / "serve.log")
-        hook = {"CUSTOMS_TEST_PAUSE_AT_STEP": scenario.step, "CUSTOMS_TEST_PAUSE_SECONDS": "900"} if scenario.step else None
+        hook = None
+        if scenario.step:  # the test-only hook of flows/clearance.py: every run waits there while the file exists
+            run.hold.touch()
+            hook = {
+                "CUSTOMS_TEST_PAUSE_AT_STEP": scenario.step,
+                "CUSTOMS_TEST_PAUSE_WHILE": str(run.hold),
+                "CUSTOMS_TEST_PAUSE_SECONDS": "900",
+            }
         started = time.time()
         served.start(hook)
         served.wait_ready()
@@ -753,6 +794,7 @@ def run_scenario(scenario: Scenario, args, items, pki) -> dict[str, Any]:
         log(f"{scenario.name}: ERROR {error}")
         run.check("scenario ran to the end", False, error)
     finally:
+        run.hold.unlink(missing_ok=True)
         if prober is not None:
             prober.stop.set()
         if served is not None:
@@ -796,6 +838,7 @@ def inject(run: Run, scenario: Scenario, served: Served, cluster: PgCluster, smt
         start = run.mark(f"kill -9 of the Prefect server's process group ({pid})")
         os.killpg(pid, signal.SIGKILL)
         run.figures["fault_start"] = run.figures["fault_end"] = start
+        run.let_go()
         # The outage lasts until the supervisor's restart answers: that is the window measured.
         deadline = time.time() + 600
         seen_down = False
@@ -825,6 +868,7 @@ def inject(run: Run, scenario: Scenario, served: Served, cluster: PgCluster, smt
         start = run.mark("pg_ctl stop -m immediate")
         cluster.stop_immediate()
         run.figures["fault_start"] = start
+        run.let_go()
         time.sleep(max(0.0, scenario.duration - (time.time() - start)))
         cluster.start()
         end = run.mark("PostgreSQL started again")

@@ -70,10 +70,16 @@ def _label_run(outcome: StepOutcome, current: dict) -> None:
 def _test_pause_at(step: str) -> None:
     """Test-only hook for the fault-injection suite (bench/chaos.py), never set in service: with
     CUSTOMS_TEST_PAUSE_AT_STEP=<step> (signature_check, registration, risk_assessment, release, notices) every run
-    waits at the start of that step for CUSTOMS_TEST_PAUSE_SECONDS (600), so that a kill -9 lands there."""
-    if os.environ.get("CUSTOMS_TEST_PAUSE_AT_STEP") == step:
-        get_run_logger().warning("test hook: holding the run at the start of step %s", step)
-        time.sleep(float(os.environ.get("CUSTOMS_TEST_PAUSE_SECONDS", "600")))
+    waits at the start of that step, for CUSTOMS_TEST_PAUSE_SECONDS (600) at most and, when
+    CUSTOMS_TEST_PAUSE_WHILE names a file, only while that file exists: a kill -9 lands there, or the held runs
+    are let go into a fault all at once."""
+    hold = os.environ.get("CUSTOMS_TEST_PAUSE_WHILE")
+    if os.environ.get("CUSTOMS_TEST_PAUSE_AT_STEP") != step or (hold is not None and not os.path.exists(hold)):
+        return
+    get_run_logger().warning("test hook: holding the run at the start of step %s", step)
+    until = time.monotonic() + float(os.environ.get("CUSTOMS_TEST_PAUSE_SECONDS", "600"))
+    while time.monotonic() < until and (hold is None or os.path.exists(hold)):
+        time.sleep(0.2)
 
 
 def _summary(outcome: StepOutcome, timings: dict[str, float] | None = None) -> str:
