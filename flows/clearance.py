@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import sys
 import time
 from typing import Literal
@@ -68,6 +69,21 @@ def _label_run(outcome: StepOutcome, current: dict) -> None:
         current.update(name=name, tags=tags)
     except Exception as exc:  # labels help people find runs; they never stop a clearance
         get_run_logger().warning("could not label the flow run %s: %s", flow_run.id, exc)
+
+
+def _test_pause_at(step: str) -> None:
+    """Test-only hook for the fault-injection suite (bench/chaos.py), never set in service: with
+    CUSTOMS_TEST_PAUSE_AT_STEP=<step> (signature_check, registration, risk_assessment, release, notices) every run
+    waits at the start of that step, for CUSTOMS_TEST_PAUSE_SECONDS (600) at most and, when
+    CUSTOMS_TEST_PAUSE_WHILE names a file, only while that file exists: a kill -9 lands there, or the held runs
+    are let go into a fault all at once."""
+    hold = os.environ.get("CUSTOMS_TEST_PAUSE_WHILE")
+    if os.environ.get("CUSTOMS_TEST_PAUSE_AT_STEP") != step or (hold is not None and not os.path.exists(hold)):
+        return
+    get_run_logger().warning("test hook: holding the run at the start of step %s", step)
+    until = time.monotonic() + float(os.environ.get("CUSTOMS_TEST_PAUSE_SECONDS", "600"))
+    while time.monotonic() < until and (hold is None or os.path.exists(hold)):
+        time.sleep(0.2)
 
 
 def _summary(outcome: StepOutcome, timings: dict[str, float] | None = None) -> str:
@@ -317,6 +333,7 @@ def clearance(application_id: str, requested_by: str | None = None, wait_for_off
     timings: dict[str, float] = {}
 
     def timed(name: str, call, *args):
+        _test_pause_at(name)
         started = time.perf_counter()
         try:
             return call(*args)
