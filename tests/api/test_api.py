@@ -26,7 +26,19 @@ from customs.services.clients import authenticate, create_client, list_clients, 
 from models.audit import AuditEvent, verify_chain
 from models.declaration import Attachment, Declaration, Status
 from models.identifiers import with_check_digit
-from tests.helpers import DECLARANT_BIN, INSPECTOR, OTHER_OFFICE, OTHER_ZONE, SAMPLES, as_bytes, run_steps, sample, stored, unique
+from tests.helpers import (
+    DECLARANT_BIN,
+    INSPECTOR,
+    OTHER_OFFICE,
+    OTHER_ZONE,
+    SAMPLES,
+    as_bytes,
+    http_scope,
+    run_steps,
+    sample,
+    stored,
+    unique,
+)
 
 OTHER_BIN = with_check_digit("99044000123")  # a valid BIN that is not the samples' declarant
 
@@ -396,20 +408,7 @@ def test_submissions_are_read_a_few_at_a_time(settings, app, company_signer):
     first_may_finish = None
 
     def scope() -> dict:
-        return {
-            "type": "http",
-            "asgi": {"version": "3.0"},
-            "http_version": "1.1",
-            "method": "POST",
-            "scheme": "http",
-            "path": "/v1/declarations",
-            "raw_path": b"/v1/declarations",
-            "query_string": b"",
-            "root_path": "",
-            "headers": [(b"host", b"testserver"), (b"content-type", b"application/json"), (b"authorization", token)],
-            "client": ("127.0.0.1", 5000),
-            "server": ("testserver", 80),
-        }
+        return http_scope("POST", "/v1/declarations", [(b"content-type", b"application/json"), (b"authorization", token)])
 
     def call(index: int):
         halves = [bodies[index][: len(bodies[index]) // 2], bodies[index][len(bodies[index]) // 2 :]]
@@ -515,20 +514,7 @@ def asgi_post(app, path: str, headers: list[tuple[bytes, bytes]], body_chunks: l
     async def send(message):
         sent.append(message)
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"host", b"testserver"), (b"content-type", content_type), *headers],
-        "client": ("127.0.0.1", 5000),
-        "server": ("testserver", 80),
-    }
+    scope = http_scope("POST", path, [(b"content-type", content_type), *headers])
     anyio.run(app, scope, receive, send)
     start = next(m for m in sent if m["type"] == "http.response.start")
     body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")

@@ -35,7 +35,18 @@ from customs.services.clients import create_client
 from customs.services.intake import submit_declaration
 from tests.fuzz.strategies import document_bytes, plausible_document_bytes
 from tests.fuzz.support import NOTES, added, fuzz_settings, outcome, row_counts, tally
-from tests.helpers import DECLARANT_BIN, DECLARANT_IIN, INSPECTOR, as_bytes, make_settings, run_steps, sample, stored, unique
+from tests.helpers import (
+    DECLARANT_BIN,
+    DECLARANT_IIN,
+    INSPECTOR,
+    as_bytes,
+    http_scope,
+    make_settings,
+    run_steps,
+    sample,
+    stored,
+    unique,
+)
 
 pytestmark = pytest.mark.fuzz
 
@@ -174,20 +185,7 @@ def asgi_call(method: str, path: str, headers: list[tuple[bytes, bytes]], body: 
     async def send(message):
         sent.append(message)
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode("utf-8", "surrogateescape"),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"host", b"testserver"), *headers],
-        "client": ("127.0.0.1", 5000),
-        "server": ("testserver", 80),
-    }
+    scope = http_scope(method, path, headers)
     anyio.run(APP, scope, receive, send)
     start = next(m for m in sent if m["type"] == "http.response.start")
     content = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
