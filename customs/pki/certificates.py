@@ -20,10 +20,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.x509.oid import NameOID
 
+from customs.pki.gost import algorithms as gost
 from models.reasons import Detail
 
-# OIDs of Kazakh (1.2.398.3.10) and Russian (1.2.643) GOST algorithms that no maintained Python library verifies.
-GOST_PREFIXES = ("1.2.398.3.10.", "1.2.643.")
 RSA_MIN_BITS = 2048
 # How names are written in messages and signer summaries (NCA's SERIALNUMBER, G and SN attributes by name).
 NAME_LABELS = {NameOID.SERIAL_NUMBER: "SERIALNUMBER", NameOID.GIVEN_NAME: "G", NameOID.SURNAME: "SN"}
@@ -89,23 +88,47 @@ def signer_identity(cert: x509.Certificate) -> SignerIdentity:
     )
 
 
+def spki_der(cert: x509.Certificate) -> bytes:
+    """The certificate's SubjectPublicKeyInfo as DER (readable whatever the key's algorithm)."""
+    return asn1_x509.Certificate.load(cert.public_bytes(serialization.Encoding.DER))["tbs_certificate"][
+        "subject_public_key_info"
+    ].dump()
+
+
+def gost_key_of(cert: x509.Certificate) -> gost.GostPublicKey | None:
+    """The certificate's GOST key, None when its key is not GOST; GostError when it is a GOST key that cannot be used."""
+    spki = spki_der(cert)
+    if not gost.is_gost(spki):
+        return None
+    return gost.public_key(spki)
+
+
 def key_algorithm_problem(cert: x509.Certificate) -> tuple[str, str] | None:
-    """(code, message) when the signer's key cannot be verified here or is too weak; ``None`` when fine."""
+    """(code, message) when the signer's key cannot be verified here or is too weak; ``None`` when fine.
+
+    NCA RK's GOST keys (GOST 34.310-2004, GOST 34.10-2015 of 256 and 512 bits) are verified by customs.pki.gost;
+    a GOST key of another kind (another parameter set, a Russian key) is refused as unsupported, with its OID."""
     try:
         key = cert.public_key()
     except (UnsupportedAlgorithm, ValueError):
-        oid = (
-            asn1_x509.Certificate.load(cert.public_bytes(serialization.Encoding.DER)).public_key["algorithm"]["algorithm"].dotted
-        )
-        gost = oid.startswith(GOST_PREFIXES)
-        family = "GOST 34.310" if gost else "an unsupported"
+        spki = spki_der(cert)
+        oid = gost.spki_algorithm(spki)
+        if gost.is_gost(spki):
+            try:
+                gost.public_key(spki)
+                return None
+            except gost.GostError as exc:
+                return (
+                    "SIGNATURE_ALGORITHM_UNSUPPORTED",
+                    Detail(
+                        f"{exc} (OID {oid}); NCA RK's GOST 34.310-2004 and GOST 34.10-2015 keys are accepted",
+                        variant="gost_key",
+                        oid=oid,
+                    ),
+                )
         return (
             "SIGNATURE_ALGORITHM_UNSUPPORTED",
-            Detail(
-                f"{family} key (OID {oid}) cannot be verified by this verifier; a Kalkan-based verifier is needed",
-                variant="gost_key" if gost else "key",
-                oid=oid,
-            ),
+            Detail(f"an unsupported key (OID {oid}) cannot be verified", variant="key", oid=oid),
         )
     if isinstance(key, rsa.RSAPublicKey):
         if key.key_size < RSA_MIN_BITS:
@@ -183,6 +206,10 @@ def decode_signature(blob: bytes) -> bytes:
 
 def crl_signed_by(crl: x509.CertificateRevocationList, ca: x509.Certificate) -> bool:
     try:
+        key = gost_key_of(ca)
+        if key is not None:  # a GOST CA's CRL: its signature algorithm must go with the key, and the value verify
+            gost.check_pairing(key, signature_oid=crl.signature_algorithm_oid.dotted_string)
+            return key.verify(crl.tbs_certlist_bytes, crl.signature)
         return crl.is_signature_valid(ca.public_key())
     except (UnsupportedAlgorithm, ValueError, TypeError):
         return False

@@ -1,7 +1,9 @@
 """A test PKI shaped like NCA RK's, and detached CMS signing as NCALayer does it.
 
 ``TestPki`` makes a root CA, an issuing CA and their CRLs as files that ``trust_dir`` and
-``crl_dir`` can point at, and issues signer certificates like NCA's: the IIN in SERIALNUMBER
+``crl_dir`` can point at, for each algorithm family asked for (RSA, and NCA's GOST families: GOST 34.310-2004,
+GOST 34.10-2015 of 512 or 256 bits, each its own root and issuing CA signed with GOST, with GOST-signed CRLs),
+and issues signer certificates like NCA's: the IIN in SERIALNUMBER
 (``IIN`` + 12 digits), the BIN in OU (``BIN`` + 12 digits), keyUsage digitalSignature +
 nonRepudiation for SIGN certificates and digitalSignature + keyEncipherment for AUTH ones.
 It is for tests, the demo and declarants' integration testing; it is not a CA to run in production.
@@ -10,11 +12,13 @@ It is for tests, the demo and declarants' integration testing; it is not a CA to
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from asn1crypto import crl as asn1_crl
 from asn1crypto import keys as asn1_keys
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
@@ -25,9 +29,19 @@ from pyhanko.sign.signers import SimpleSigner
 from pyhanko_certvalidator.registry import SimpleCertificateStore
 
 from customs.core.clock import utcnow
+from customs.pki.gost import algorithms as gost
+from customs.pki.gost.cms import sign_detached as gost_sign_detached
 
 ROOT_NAME = "НЕГІЗГІ КО TEST (RSA) CUSTOMS"
 ISSUING_NAME = "ҰКО TEST (RSA) CUSTOMS"
+# Algorithm families of the test PKI: "rsa" (RSA 2048 with SHA-256), and NCA's GOST ones, each with its own CAs
+FAMILIES = {
+    "rsa": None,
+    "gost2004": gost.GOST2004,  # GOST 34.310-2004 with GOST 34.311-95: the keys of NCA's legal-entity certificates
+    "gost2015": gost.GOST2015_512,  # GOST 34.10-2015 (512 bits) with GOST 34.11-2015: what NCA issues now
+    "gost2015-256": gost.GOST2015_256,
+}
+FAMILY_TITLES = {"rsa": "RSA", "gost2004": "GOST 2004", "gost2015": "GOST 2015", "gost2015-256": "GOST 2015-256"}
 HOLDER_INDIVIDUAL = ObjectIdentifier("1.2.398.3.3.4.1.1")
 HOLDER_LEGAL_ENTITY = ObjectIdentifier("1.2.398.3.3.4.1.2")
 # The holder's role in a legal entity, as NCA RK writes it under HOLDER_LEGAL_ENTITY (customs.rules.signers)
@@ -41,6 +55,8 @@ ENTITY_ROLES = {
 
 
 def new_key(kind: str):
+    if FAMILIES.get(kind):
+        return gost.GostPrivateKey.generate(FAMILIES[kind])
     if kind == "rsa2048":
         return rsa.generate_private_key(public_exponent=65537, key_size=2048)
     if kind == "rsa1024":
@@ -51,11 +67,88 @@ def new_key(kind: str):
         return ec.generate_private_key(ec.SECP256R1())
     if kind == "p192":
         return ec.generate_private_key(ec.SECP192R1())
-    raise ValueError(f"unknown key kind {kind!r}: rsa2048, rsa3072, rsa1024, p256 or p192")
+    gost_kinds = ", ".join(k for k in FAMILIES if k != "rsa")
+    raise ValueError(f"unknown key kind {kind!r}: rsa2048, rsa3072, rsa1024, p256, p192, {gost_kinds}")
 
 
 def _pem_key(key) -> bytes:
+    if isinstance(key, gost.GostPrivateKey):
+        return key.pem()
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+
+
+def load_private_key(pem: bytes):
+    """A key of the test PKI: a GOST one (customs.pki.gost) or one ``cryptography`` reads."""
+    return gost.GostPrivateKey.from_pem(pem) or serialization.load_pem_private_key(pem, None)
+
+
+def _key_identifier(public) -> bytes:
+    if isinstance(public, gost.GostPublicKey):  # RFC 5280 4.2.1.2 (1): SHA-1 of the subjectPublicKey's bits
+        return hashlib.sha1(public.subject_public_key()).digest()
+    return x509.SubjectKeyIdentifier.from_public_key(public).digest
+
+
+_DUMMY_KEY = None
+
+
+def _dummy_key():
+    """A stand-in key: ``cryptography`` builds the certificate or CRL, which is then re-signed with GOST."""
+    global _DUMMY_KEY
+    if _DUMMY_KEY is None:
+        _DUMMY_KEY = ec.generate_private_key(ec.SECP256R1())
+    return _DUMMY_KEY
+
+
+def _finish_certificate(builder: x509.CertificateBuilder, subject_public, issuer_key, issuer_key_id: bytes) -> x509.Certificate:
+    """Add the key and the key identifiers, and sign: with SHA-256 for RSA/EC issuers, with GOST for GOST ones."""
+    subject_gost = isinstance(subject_public, gost.GostPublicKey)
+    builder = builder.public_key(_dummy_key().public_key() if subject_gost else subject_public)
+    builder = builder.add_extension(x509.SubjectKeyIdentifier(_key_identifier(subject_public)), critical=False)
+    builder = builder.add_extension(
+        x509.AuthorityKeyIdentifier(issuer_key_id, authority_cert_issuer=None, authority_cert_serial_number=None),
+        critical=False,
+    )
+    if not subject_gost and not isinstance(issuer_key, gost.GostPrivateKey):
+        return builder.sign(issuer_key, hashes.SHA256())
+    drafted = asn1_x509.Certificate.load(builder.sign(_dummy_key(), hashes.SHA256()).public_bytes(serialization.Encoding.DER))
+    tbs = drafted["tbs_certificate"]
+    if subject_gost:
+        tbs["subject_public_key_info"] = asn1_keys.PublicKeyInfo.load(subject_public.spki())
+    if isinstance(issuer_key, gost.GostPrivateKey):
+        algorithm = {"algorithm": gost.SIGNATURE_OIDS[issuer_key.algorithm]}
+        tbs["signature"] = algorithm
+        signature = issuer_key.sign(tbs.dump(force=True))
+    else:
+        algorithm = {"algorithm": "sha256_rsa" if isinstance(issuer_key, rsa.RSAPrivateKey) else "sha256_ecdsa"}
+        tbs["signature"] = algorithm
+        signature = _classic_sign(issuer_key, tbs.dump(force=True))
+    cert = asn1_x509.Certificate({"tbs_certificate": tbs, "signature_algorithm": algorithm, "signature_value": signature})
+    return x509.load_der_x509_certificate(cert.dump(force=True))
+
+
+def _classic_sign(key, data: bytes) -> bytes:
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    if isinstance(key, rsa.RSAPrivateKey):
+        return key.sign(data, padding.PKCS1v15(), hashes.SHA256())
+    return key.sign(data, ec.ECDSA(hashes.SHA256()))
+
+
+def _finish_crl(builder: x509.CertificateRevocationListBuilder, issuer_key) -> x509.CertificateRevocationList:
+    if not isinstance(issuer_key, gost.GostPrivateKey):
+        return builder.sign(issuer_key, hashes.SHA256())
+    drafted = asn1_crl.CertificateList.load(builder.sign(_dummy_key(), hashes.SHA256()).public_bytes(serialization.Encoding.DER))
+    tbs = drafted["tbs_cert_list"]
+    algorithm = {"algorithm": gost.SIGNATURE_OIDS[issuer_key.algorithm]}
+    tbs["signature"] = algorithm
+    signed = asn1_crl.CertificateList(
+        {"tbs_cert_list": tbs, "signature_algorithm": algorithm, "signature": issuer_key.sign(tbs.dump(force=True))}
+    )
+    return x509.load_der_x509_crl(signed.dump(force=True))
+
+
+def key_id_of(cert: x509.Certificate) -> bytes:
+    return cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
 
 
 def _pem_cert(cert: x509.Certificate) -> bytes:
@@ -74,20 +167,19 @@ def _ca_cert(
     not_before: datetime,
     not_after: datetime,
     path_length: int | None,
+    issuer_key_id: bytes | None = None,
 ):
-    return (
+    builder = (
         x509.CertificateBuilder()
         .subject_name(subject)
         .issuer_name(issuer)
-        .public_key(public_key)
         .serial_number(x509.random_serial_number())
         .not_valid_before(not_before)
         .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
         .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
-        .sign(signing_key, hashes.SHA256())
     )
+    return _finish_certificate(builder, public_key, signing_key, issuer_key_id or _key_identifier(public_key))
 
 
 @dataclass
@@ -102,7 +194,9 @@ class IssuedSigner:
 
 
 class TestPki:
-    """A root CA and an issuing CA on disk: ``trust/`` (certificates), ``crl/`` (CRLs), ``ca/`` (their keys)."""
+    """Root and issuing CAs on disk, one pair per algorithm family: ``trust/`` (certificates), ``crl/`` (CRLs),
+    ``ca/`` (their keys and the revocations). The RSA family's files are ``root.pem``, ``issuing-ca.pem``, ...;
+    another family's carry its name (``issuing-ca-gost2015.pem``)."""
 
     __test__ = False  # not a pytest test class
 
@@ -110,10 +204,30 @@ class TestPki:
         self.dir = Path(directory)
         state = json.loads((self.dir / "ca" / "state.json").read_text())
         self.revoked: dict[int, str] = {int(k): v for k, v in state["revoked"].items()}
-        self.root_cert = x509.load_pem_x509_certificate((self.dir / "trust" / "root.pem").read_bytes())
-        self.issuing_cert = x509.load_pem_x509_certificate((self.dir / "trust" / "issuing-ca.pem").read_bytes())
-        self.root_key = serialization.load_pem_private_key((self.dir / "ca" / "root.key").read_bytes(), None)
-        self.issuing_key = serialization.load_pem_private_key((self.dir / "ca" / "issuing-ca.key").read_bytes(), None)
+        self.revoked_family: dict[int, str] = {int(k): v for k, v in state.get("revoked_family", {}).items()}
+        self.families: list[str] = state.get("families", ["rsa"])
+        self._cas: dict[str, tuple] = {}
+        if "rsa" in self.families:
+            self.root_cert, self.root_key, self.issuing_cert, self.issuing_key = self._ca_pair("rsa")
+
+    @staticmethod
+    def _suffix(family: str) -> str:
+        return "" if family == "rsa" else f"-{family}"
+
+    def _ca_pair(self, family: str) -> tuple:
+        """(root certificate, root key, issuing certificate, issuing key) of a family."""
+        if family not in self._cas:
+            if family not in self.families:
+                have = ", ".join(self.families)
+                raise ValueError(f"this test PKI has no {family} CA (it has {have}): see `customs pki init --alg`")
+            suffix = self._suffix(family)
+            self._cas[family] = (
+                x509.load_pem_x509_certificate((self.trust_dir / f"root{suffix}.pem").read_bytes()),
+                load_private_key((self.dir / "ca" / f"root{suffix}.key").read_bytes()),
+                x509.load_pem_x509_certificate((self.trust_dir / f"issuing-ca{suffix}.pem").read_bytes()),
+                load_private_key((self.dir / "ca" / f"issuing-ca{suffix}.key").read_bytes()),
+            )
+        return self._cas[family]
 
     @property
     def trust_dir(self) -> Path:
@@ -127,37 +241,72 @@ class TestPki:
     def issuing_cert_path(self) -> Path:
         return self.trust_dir / "issuing-ca.pem"
 
+    def issuing_cert_path_of(self, family: str) -> Path:
+        return self.trust_dir / f"issuing-ca{self._suffix(family)}.pem"
+
+    def _save_state(self) -> None:
+        (self.dir / "ca" / "state.json").write_text(
+            json.dumps(
+                {
+                    "families": self.families,
+                    "revoked": {str(k): v for k, v in self.revoked.items()},
+                    "revoked_family": {str(k): v for k, v in self.revoked_family.items()},
+                }
+            )
+        )
+
     @classmethod
     def create(
-        cls, directory: Path, *, now: datetime | None = None, root_name: str = ROOT_NAME, issuing_name: str = ISSUING_NAME
+        cls,
+        directory: Path,
+        *,
+        now: datetime | None = None,
+        root_name: str = ROOT_NAME,
+        issuing_name: str = ISSUING_NAME,
+        families: tuple[str, ...] = ("rsa",),
     ) -> TestPki:
         now = now or utcnow()
         directory = Path(directory)
+        unknown = [f for f in families if f not in FAMILIES]
+        if unknown or not families:
+            raise ValueError(f"unknown algorithm families {unknown}: {', '.join(FAMILIES)}")
         for sub in ("trust", "crl", "ca", "signers"):
             (directory / sub).mkdir(parents=True, exist_ok=True)
-        root_key = new_key("rsa2048")
-        issuing_key = new_key("rsa2048")
-        root_subject = _ca_name(root_name)
-        root = _ca_cert(
-            root_subject, root_subject, root_key.public_key(), root_key, now - timedelta(days=3650), now + timedelta(days=3650), 1
-        )
-        issuing = _ca_cert(
-            _ca_name(issuing_name),
-            root_subject,
-            issuing_key.public_key(),
-            root_key,
-            now - timedelta(days=1825),
-            now + timedelta(days=1825),
-            0,
-        )
-        (directory / "trust" / "root.pem").write_bytes(_pem_cert(root))
-        (directory / "trust" / "issuing-ca.pem").write_bytes(_pem_cert(issuing))
-        (directory / "ca" / "root.key").write_bytes(_pem_key(root_key))
-        (directory / "ca" / "issuing-ca.key").write_bytes(_pem_key(issuing_key))
-        (directory / "ca" / "state.json").write_text(json.dumps({"revoked": {}}))
+        for family in families:
+            suffix = cls._suffix(family)
+            title = FAMILY_TITLES[family]
+            kind = "rsa2048" if family == "rsa" else family
+            root_key = new_key(kind)
+            issuing_key = new_key(kind)
+            root_subject = _ca_name(root_name if family == "rsa" else root_name.replace("(RSA)", f"({title})"))
+            root = _ca_cert(
+                root_subject,
+                root_subject,
+                root_key.public_key(),
+                root_key,
+                now - timedelta(days=3650),
+                now + timedelta(days=3650),
+                1,
+            )
+            issuing = _ca_cert(
+                _ca_name(issuing_name if family == "rsa" else issuing_name.replace("(RSA)", f"({title})")),
+                root_subject,
+                issuing_key.public_key(),
+                root_key,
+                now - timedelta(days=1825),
+                now + timedelta(days=1825),
+                0,
+                issuer_key_id=key_id_of(root),
+            )
+            (directory / "trust" / f"root{suffix}.pem").write_bytes(_pem_cert(root))
+            (directory / "trust" / f"issuing-ca{suffix}.pem").write_bytes(_pem_cert(issuing))
+            (directory / "ca" / f"root{suffix}.key").write_bytes(_pem_key(root_key))
+            (directory / "ca" / f"issuing-ca{suffix}.key").write_bytes(_pem_key(issuing_key))
+        (directory / "ca" / "state.json").write_text(json.dumps({"families": list(families), "revoked": {}}))
         pki = cls(directory)
-        pki.write_crl()  # CRLs are current as of the real time, whatever ``now`` dated the CAs
-        pki.write_root_crl()
+        for family in families:
+            pki.write_crl(family=family)  # CRLs are current as of the real time, whatever ``now`` dated the CAs
+            pki.write_root_crl(family=family)
         return pki
 
     def issue(
@@ -168,7 +317,8 @@ class TestPki:
         bin: str | None = None,
         auth: bool = False,
         role: str | None = "head",
-        key_kind: str = "rsa2048",
+        key_kind: str | None = None,
+        family: str | None = None,
         not_before: datetime | None = None,
         not_after: datetime | None = None,
         issuer_cert: x509.Certificate | None = None,
@@ -178,13 +328,16 @@ class TestPki:
         """Issue a SIGN (or, with ``auth``, an AUTH) certificate and write its key and certificate.
 
         With a ``bin``, the certificate is a legal entity's, its holder in ``role`` (a key of ENTITY_ROLES, or
-        None for no role at all); without, an individual's."""
+        None for no role at all); without, an individual's. ``family`` picks the CA (rsa by default, or the
+        first the PKI has) and the signer's key goes with it; ``key_kind`` overrides the key (a weak one, say)."""
         if bin and role is not None and role not in ENTITY_ROLES:
             raise ValueError(f"role {role!r}: one of {', '.join(ENTITY_ROLES)} (or None)")
+        family = family or ("rsa" if "rsa" in self.families else self.families[0])
+        _, _, family_issuing_cert, family_issuing_key = self._ca_pair(family)
         now = utcnow()
         not_before = not_before or now - timedelta(days=1)
         not_after = not_after or now + timedelta(days=365)
-        key = new_key(key_kind)
+        key = new_key(key_kind or ("rsa2048" if family == "rsa" else family))
         attributes = [x509.NameAttribute(NameOID.COMMON_NAME, name)]
         if iin:
             attributes.append(x509.NameAttribute(NameOID.SERIAL_NUMBER, f"IIN{iin}"))
@@ -208,23 +361,20 @@ class TestPki:
             eku.insert(0, ExtendedKeyUsageOID.CLIENT_AUTH)
         else:
             eku.insert(0, ExtendedKeyUsageOID.EMAIL_PROTECTION)
-        issuer_cert = issuer_cert or self.issuing_cert
-        issuer_key = issuer_key or self.issuing_key
-        cert = (
+        issuer_cert = issuer_cert or family_issuing_cert
+        issuer_key = issuer_key or family_issuing_key
+        builder = (
             x509.CertificateBuilder()
             .subject_name(x509.Name(attributes))
             .issuer_name(issuer_cert.subject)
-            .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(not_before)
             .not_valid_after(not_after)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(usage, critical=True)
             .add_extension(x509.ExtendedKeyUsage(eku), critical=False)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_cert.public_key()), critical=False)
-            .sign(issuer_key, hashes.SHA256())
         )
+        cert = _finish_certificate(builder, key.public_key(), issuer_key, key_id_of(issuer_cert))
         label = label or f"{iin or bin or 'signer'}-{cert.serial_number:x}"[:60]
         folder = self.dir / "signers" / label
         folder.mkdir(parents=True, exist_ok=True)
@@ -233,27 +383,49 @@ class TestPki:
         (folder / "key.pem").chmod(0o600)
         return IssuedSigner(folder / "cert.pem", folder / "key.pem", cert)
 
+    def family_of(self, cert: x509.Certificate) -> str:
+        for family in self.families:
+            if cert.issuer == self._ca_pair(family)[2].subject:
+                return family
+        return "rsa"
+
     def revoke(
-        self, serial: int, *, at: datetime | None = None, now: datetime | None = None, next_update: datetime | None = None
+        self,
+        serial: int,
+        *,
+        at: datetime | None = None,
+        now: datetime | None = None,
+        next_update: datetime | None = None,
+        family: str = "rsa",
     ) -> None:
-        """Revoke a certificate of the issuing CA as of ``at`` and publish a new CRL."""
+        """Revoke a certificate of a family's issuing CA as of ``at`` and publish its new CRL."""
         self.revoked[serial] = (at or utcnow()).isoformat()
-        (self.dir / "ca" / "state.json").write_text(json.dumps({"revoked": {str(k): v for k, v in self.revoked.items()}}))
-        self.write_crl(now=now, next_update=next_update)
+        self.revoked_family[serial] = family
+        self._save_state()
+        self.write_crl(now=now, next_update=next_update, family=family)
 
     def build_crl(
-        self, *, now: datetime | None = None, next_update: datetime | None = None, signing_key=None, crl_number: int | None = None
+        self,
+        *,
+        now: datetime | None = None,
+        next_update: datetime | None = None,
+        signing_key=None,
+        crl_number: int | None = None,
+        family: str = "rsa",
     ) -> x509.CertificateRevocationList:
         """The issuing CA's CRL as of ``now``; its CRL Number is ``crl_number``, by default ``now`` in Unix seconds."""
         now = now or utcnow()
+        _, _, issuing_cert, issuing_key = self._ca_pair(family)
         builder = (
             x509.CertificateRevocationListBuilder()
-            .issuer_name(self.issuing_cert.subject)
+            .issuer_name(issuing_cert.subject)
             .last_update(now - timedelta(minutes=1))
             .next_update(next_update or now + timedelta(days=1))
             .add_extension(x509.CRLNumber(int(now.timestamp()) if crl_number is None else crl_number), critical=False)
         )
         for serial, when in sorted(self.revoked.items()):
+            if self.revoked_family.get(serial, "rsa") != family:
+                continue
             builder = builder.add_revoked_certificate(
                 x509.RevokedCertificateBuilder()
                 .serial_number(serial)
@@ -261,55 +433,71 @@ class TestPki:
                 .add_extension(x509.CRLReason(x509.ReasonFlags.key_compromise), critical=False)
                 .build()
             )
-        return builder.sign(signing_key or self.issuing_key, hashes.SHA256())
+        return _finish_crl(builder, signing_key or issuing_key)
 
     def write_crl(
-        self, *, now: datetime | None = None, next_update: datetime | None = None, signing_key=None, crl_number: int | None = None
+        self,
+        *,
+        now: datetime | None = None,
+        next_update: datetime | None = None,
+        signing_key=None,
+        crl_number: int | None = None,
+        family: str = "rsa",
     ) -> Path:
-        crl = self.build_crl(now=now, next_update=next_update, signing_key=signing_key, crl_number=crl_number)
-        path = self.crl_dir / "issuing-ca.crl"
+        crl = self.build_crl(now=now, next_update=next_update, signing_key=signing_key, crl_number=crl_number, family=family)
+        path = self.crl_dir / f"issuing-ca{self._suffix(family)}.crl"
         path.write_bytes(crl.public_bytes(serialization.Encoding.DER))
         return path
 
-    def write_root_crl(self, *, now: datetime | None = None) -> Path:
+    def write_root_crl(self, *, now: datetime | None = None, family: str = "rsa") -> Path:
         now = now or utcnow()
-        crl = (
+        root_cert, root_key, _, _ = self._ca_pair(family)
+        builder = (
             x509.CertificateRevocationListBuilder()
-            .issuer_name(self.root_cert.subject)
+            .issuer_name(root_cert.subject)
             .last_update(now - timedelta(minutes=1))
             .next_update(now + timedelta(days=30))
-            .sign(self.root_key, hashes.SHA256())
         )
-        path = self.crl_dir / "root.crl"
-        path.write_bytes(crl.public_bytes(serialization.Encoding.DER))
+        path = self.crl_dir / f"root{self._suffix(family)}.crl"
+        path.write_bytes(_finish_crl(builder, root_key).public_bytes(serialization.Encoding.DER))
         return path
 
 
 class CmsSigner:
-    """Makes detached CMS (CAdES-BES) signatures with pyHanko, as NCALayer's createCMSSignatureFromBase64 does."""
+    """Makes detached CMS (CAdES-BES) signatures as NCALayer's createCMSSignatureFromBase64 does: with pyHanko for
+    RSA and EC keys, with customs.pki.gost for GOST ones."""
 
     def __init__(self, cert_path: Path, key_path: Path, chain_paths: tuple[Path, ...] = (), *, digest: str = "sha256"):
         self.digest = digest  # another only to test that weak ones are refused (md5, sha1)
         cert = asn1_x509.Certificate.load(
             x509.load_pem_x509_certificate(Path(cert_path).read_bytes()).public_bytes(serialization.Encoding.DER)
         )
-        key = serialization.load_pem_private_key(Path(key_path).read_bytes(), None)
-        key_info = asn1_keys.PrivateKeyInfo.load(
-            key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-        )
+        key = load_private_key(Path(key_path).read_bytes())
         chain = []
         for path in chain_paths:
             for pem in x509.load_pem_x509_certificates(Path(path).read_bytes()):
                 chain.append(asn1_x509.Certificate.load(pem.public_bytes(serialization.Encoding.DER)))
+        self._gost = (key, cert, chain) if isinstance(key, gost.GostPrivateKey) else None
+        if self._gost:
+            return
+        key_info = asn1_keys.PrivateKeyInfo.load(
+            key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        )
         self._signer = SimpleSigner(
             signing_cert=cert, signing_key=key_info, cert_registry=SimpleCertificateStore.from_certs(chain), embed_roots=False
         )
 
     async def async_sign(self, data: bytes) -> bytes:
+        if self._gost:
+            key, cert, chain = self._gost
+            return gost_sign_detached(data, key, cert, chain)
         signed = await self._signer.async_sign_general_data(data, self.digest, detached=True, use_cades=True)
         return signed.dump()
 
     def sign(self, data: bytes) -> bytes:
+        if self._gost:
+            key, cert, chain = self._gost
+            return gost_sign_detached(data, key, cert, chain)
         return asyncio.run(self.async_sign(data))
 
 

@@ -166,6 +166,24 @@ def test_a_crl_signed_by_another_key_is_rejected_and_the_old_file_stays(tmp_path
     assert issuing_file(settings).stat().st_mtime_ns == old_stat.st_mtime_ns
 
 
+def test_a_gost_cas_crl_is_installed_and_a_forged_one_is_rejected(tmp_path, server):
+    """NCA's GOST CAs publish GOST-signed CRLs: the same checks apply, with the GOST signature verified."""
+    gost_pki = TestPki.create(tmp_path / "gost-pki", families=("gost2004",))
+    settings = settings_for(tmp_path, gost_pki, [server.url("/gost.crl")])
+    current = settings.crl_dir / "issuing-ca-gost2004.crl"
+    number = crl_number(x509.load_der_x509_crl(current.read_bytes()))
+    forged = gost_pki.build_crl(family="gost2004", crl_number=number + 1, signing_key=new_key("gost2004"))
+    server.serve("/gost.crl", der(forged))
+    result = only(refresh_crls(settings))
+    assert (result.outcome, result.code) == ("rejected", "CRL_SIGNATURE_INVALID")
+    assert "does not verify" in result.message
+    newer = gost_pki.build_crl(family="gost2004", crl_number=number + 1)
+    server.serve("/gost.crl", der(newer))
+    result = only(refresh_crls(settings))
+    assert result.outcome == "replaced", result
+    assert current.read_bytes() == der(newer)
+
+
 def test_an_expired_crl_is_rejected(tmp_path, server, pki):
     settings = settings_for(tmp_path, pki, [server.url("/old.crl")])
     old = issuing_file(settings).read_bytes()

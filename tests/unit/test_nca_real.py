@@ -36,7 +36,7 @@ def test_real_certificates_say_who_may_sign_for_a_company():
     """The roles NCA writes in the extended key usage, read from its real certificates, decide the rule."""
     from customs.rules.signers import FIRST_HEAD, INDIVIDUAL, Signer, signer_problem
 
-    head = signer_identity(cert("ceo_valid_sign_2004_gost.cer"))  # the GOST key is not read: the name and EKU are
+    head = signer_identity(cert("ceo_valid_sign_2004_gost.cer"))  # a GOST 34.310-2004 key: the name and EKU decide
     person = signer_identity(cert("individual_valid_sign_2004_rsa.cer"))
     assert (head.iin, head.bin, FIRST_HEAD in head.roles) == ("123456789011", "123456789021", True)
     assert (person.iin, person.bin, person.roles) == ("123456789011", None, frozenset({INDIVIDUAL}))
@@ -68,10 +68,9 @@ def test_real_auth_certificate_refused_when_non_repudiation_required():
     assert key_usage_problem(auth, require_non_repudiation=False) is None
 
 
-def test_real_gost_certificate_is_unsupported():
-    code, message = key_algorithm_problem(cert("ceo_valid_sign_2004_gost.cer"))
-    assert code == "SIGNATURE_ALGORITHM_UNSUPPORTED"
-    assert "GOST" in message and "1.2.398.3.10" in message
+def test_real_gost_certificate_is_accepted():
+    """NCA's GOST 34.310-2004 keys are verified (tests/unit/test_gost_signatures.py proves it on NCA's signatures)."""
+    assert key_algorithm_problem(cert("ceo_valid_sign_2004_gost.cer")) is None
 
 
 @pytest.fixture
