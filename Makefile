@@ -7,7 +7,8 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
 .PHONY: run serve test lint test-postgres fuzz bench chaos stop clean
 
-$(STAMP): pyproject.toml
+# setup.py builds the C extensions (customs/pki/gost/_hashes.c): a change to either rebuilds them with the install.
+$(STAMP): pyproject.toml setup.py $(wildcard customs/pki/gost/*.c)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'

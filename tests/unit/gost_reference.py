@@ -40,16 +40,23 @@ _M256 = (1 << 256) - 1
 _C3 = 0xFF00FFFF000000FFFF0000FF00FFFF0000FF00FF00FF00FFFF00FF00FF00FF00
 
 
+def _byte_sbox(sbox) -> list[list[int]]:
+    """The substitution of both nibbles of byte k of a 32-bit word (4 tables, so that a round does 4 look-ups)."""
+    return [[sbox[2 * k][b & 15] | sbox[2 * k + 1][b >> 4] << 4 for b in range(256)] for k in range(4)]
+
+
+_BYTE_SBOX: dict[int, list[list[int]]] = {}
+
+
 def _gost28147_encrypt(sbox, key: int, block: int) -> int:
     """GOST 28147-89 simple substitution mode, one 64-bit block; key and block as little-endian integers."""
+    t = _BYTE_SBOX.get(id(sbox)) or _BYTE_SBOX.setdefault(id(sbox), _byte_sbox(sbox))
     k = [(key >> (32 * i)) & _M32 for i in range(8)]
     order = k * 3 + k[::-1]
     n1, n2 = block & _M32, block >> 32
     for subkey in order:
         x = (n1 + subkey) & _M32
-        y = 0
-        for i in range(8):
-            y |= sbox[i][(x >> (4 * i)) & 15] << (4 * i)
+        y = t[0][x & 255] | t[1][x >> 8 & 255] << 8 | t[2][x >> 16 & 255] << 16 | t[3][x >> 24] << 24
         y = ((y << 11) | (y >> 21)) & _M32
         n1, n2 = n2 ^ y, n1
     return n1 << 32 | n2  # the last round does not swap
@@ -70,8 +77,8 @@ def _p(y: int) -> int:
 
 
 def _psi(y: int) -> int:
-    w = [(y >> (16 * i)) & 0xFFFF for i in range(16)]  # w[0] = y1
-    top = w[0] ^ w[1] ^ w[2] ^ w[3] ^ w[12] ^ w[15]
+    """psi(y16 || ... || y1) = (y1 ^ y2 ^ y3 ^ y4 ^ y13 ^ y16) || y16 || ... || y2, on 16-bit words (y1 the lowest)."""
+    top = (y ^ y >> 16 ^ y >> 32 ^ y >> 48 ^ y >> 192 ^ y >> 240) & 0xFFFF
     return (y >> 16) | top << 240
 
 
@@ -166,18 +173,28 @@ C = [
 _M512 = (1 << 512) - 1
 
 
-def _bytes_be(x: int) -> list[int]:
-    """The 64 bytes a63..a0 of the standard's notation: index 0 is the most significant."""
-    return list(x.to_bytes(64, "big"))
-
-
 def _s(x: int) -> int:
-    return int.from_bytes(bytes(PI[b] for b in _bytes_be(x)), "big")
+    return int.from_bytes(x.to_bytes(64, "big").translate(PI), "big")
 
 
 def _pp(x: int) -> int:
-    b = _bytes_be(x)  # P(a63..a0) = a_tau(63)..a_tau(0); with index 0 = a63 this is b'[i] = b[tau(i)]
-    return int.from_bytes(bytes(b[TAU[i]] for i in range(64)), "big")
+    """P(a63..a0) = a_tau(63)..a_tau(0); tau is its own inverse and symmetric in the byte order."""
+    b = x.to_bytes(64, "big")
+    return int.from_bytes(bytes(b[t] for t in TAU), "big")
+
+
+def _l_word(word: int) -> int:
+    """l of one 64-bit word: the XOR of the rows A[i] for the bits i set, counted from the most significant."""
+    r = 0
+    for i in range(64):
+        if (word >> (63 - i)) & 1:
+            r ^= A[i]
+    return r
+
+
+# l is linear: l(w) is the XOR of l(byte k of w, in place) over the 8 bytes (tables so that the reference runs at a few
+# seconds per MB, enough to check the C code on more than 1 MB).
+_L_BYTE = [[_l_word(b << (8 * k)) for b in range(256)] for k in range(8)]
 
 
 def _l(x: int) -> int:
@@ -185,9 +202,8 @@ def _l(x: int) -> int:
     for j in range(8):  # eight 64-bit words, each through l
         word = (x >> (64 * j)) & _M64
         r = 0
-        for i in range(64):
-            if (word >> (63 - i)) & 1:
-                r ^= A[i]
+        for k in range(8):
+            r ^= _L_BYTE[k][(word >> (8 * k)) & 255]
         out |= r << (64 * j)
     return out
 
