@@ -31,7 +31,8 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def pki(tmp_path_factory) -> TestPki:
-    return TestPki.create(tmp_path_factory.mktemp("pki"), now=utcnow() - timedelta(hours=1))
+    # NCA's RSA and GOST hierarchies side by side, as production's trust directory has them
+    return TestPki.create(tmp_path_factory.mktemp("pki"), now=utcnow() - timedelta(hours=1), families=("rsa", "gost2004"))
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Literal, Optional
 
@@ -10,7 +11,7 @@ import typer
 
 from customs.cli.root import fail
 from customs.core.clock import utcnow
-from customs.pki.testing import TestPki, sign_file
+from customs.pki.testing import FAMILIES, TestPki, sign_file
 
 commands = typer.Typer()  # registered with the root app by customs.cli.root.COMMANDS
 
@@ -19,13 +20,25 @@ commands.add_typer(pki_app, name="pki")
 
 ROLES = ("head", "signatory", "financial", "hr", "employee", "none")
 Role = Literal[ROLES]
+Alg = Enum("Alg", {name.replace("-", "_"): name for name in FAMILIES}, type=str)  # rsa, gost2004, gost2015, ...
+ALG_HELP = (
+    "rsa (RSA 2048, SHA-256); gost2004 (GOST 34.310-2004 with GOST 34.311-95, as NCA's legal-entity keys); "
+    "gost2015 (GOST 34.10-2015, 512 bits, with GOST 34.11-2015); gost2015-256 (the same, 256 bits)."
+)
 
 
 @pki_app.command("init")
-def pki_init(directory: Path) -> None:
-    """Create a root CA, an issuing CA and their CRLs under DIRECTORY (trust/, crl/, ca/)."""
-    pki = TestPki.create(directory)
-    typer.echo(f"test PKI created in {directory}")
+def pki_init(
+    directory: Path,
+    alg: Annotated[
+        list[Alg],
+        typer.Option("--alg", help=f"Algorithm families to create, each its own root and issuing CA (repeat it): {ALG_HELP}"),
+    ] = [Alg.rsa, Alg.gost2004, Alg.gost2015],
+) -> None:
+    """Create root and issuing CAs and their CRLs under DIRECTORY (trust/, crl/, ca/), one pair per --alg."""
+    families = tuple(dict.fromkeys(a.value for a in alg))
+    pki = TestPki.create(directory, families=families)
+    typer.echo(f"test PKI created in {directory} ({', '.join(families)})")
     typer.echo(f"  CUSTOMS_TRUST_DIR={pki.trust_dir}")
     typer.echo(f"  CUSTOMS_CRL_DIR={pki.crl_dir}")
 
@@ -45,6 +58,7 @@ def pki_issue(
             "head or signatory may sign for it; financial, hr, employee and none may not.",
         ),
     ] = "head",
+    alg: Annotated[Alg, typer.Option("--alg", help=f"The issuing CA's family and the key's algorithm: {ALG_HELP}")] = Alg.rsa,
     revoked: Annotated[bool, typer.Option("--revoked", help="Revoke it at once and publish a new CRL.")] = False,
     expired: Annotated[bool, typer.Option("--expired", help="Validity entirely in the past.")] = False,
 ) -> None:
@@ -54,28 +68,31 @@ def pki_issue(
     if not (directory / "ca" / "state.json").exists():
         fail(f"{directory} is not a test PKI; create it with `customs pki init {directory}`")
     pki = TestPki(directory)
+    alg = alg.value
+    if alg not in pki.families:
+        fail(f"{directory} has no {alg} CA (it has {', '.join(pki.families)}); create one with `customs pki init --alg {alg}`")
     now = utcnow()
     window = dict(not_before=now - timedelta(days=400), not_after=now - timedelta(days=30)) if expired else {}
-    signer = pki.issue(name=name, iin=iin, bin=bin, auth=auth, role=None if role == "none" else role, **window)
+    signer = pki.issue(name=name, iin=iin, bin=bin, auth=auth, role=None if role == "none" else role, family=alg, **window)
     if revoked:
-        pki.revoke(signer.serial)
+        pki.revoke(signer.serial, family=alg)
     typer.echo(f"certificate: {signer.cert_path}")
     typer.echo(f"key:         {signer.key_path}")
-    typer.echo(f"chain:       {pki.issuing_cert_path}")
+    typer.echo(f"chain:       {pki.issuing_cert_path_of(alg)}")
     typer.echo(f"serial:      {signer.serial:x}")
 
 
 @commands.command()
 def sign(
     file: Path,
-    key: Annotated[Path, typer.Option(help="Signer's private key (PEM).")],
+    key: Annotated[Path, typer.Option(help="Signer's private key (PEM): RSA, EC, or a GOST key of the test PKI.")],
     cert: Annotated[Path, typer.Option(help="Signer's certificate (PEM).")],
     chain: Annotated[list[Path], typer.Option(help="CA certificates to include (PEM).")] = [],
     output: Annotated[
         Optional[Path], typer.Option("-o", "--output", help="Where to write the signature; default FILE.p7s.")
     ] = None,
 ) -> None:
-    """Write a detached CMS signature of FILE, as NCALayer would."""
+    """Write a detached CMS signature of FILE, as NCALayer would (GOST keys sign with their own hash)."""
     for path, what in [(file, "file"), (key, "key"), (cert, "certificate"), *[(c, "chain certificate") for c in chain]]:
         if not path.is_file():
             fail(f"{what} {path} does not exist")

@@ -14,6 +14,7 @@ from customs.services.queries import declaration_status
 from flows.clearance import clearance
 from tests.helpers import (
     DECLARANT_BIN,
+    DECLARANT_IIN,
     INSPECTOR,
     ROOT,
     as_bytes,
@@ -68,6 +69,35 @@ def test_cli_submit_wait_json(settings, company_signer, tmp_path):
     refused = runner.invoke(app, ["submit", str(bad), "--json"])
     assert refused.exit_code == ExitCode.REFUSED == 3  # refused by the intake rules, not a usage error
     assert json.loads(refused.stdout)["error"]["code"] == "JSON_INVALID"
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_company_signing_with_a_gost_key_is_cleared_end_to_end_through_the_cli(settings, pki, tmp_path):
+    """Issue 16: `customs pki issue --alg gost2004` (a company head's GOST 34.310-2004 key, as NCA issues them),
+    `customs sign`, `customs submit --wait`: released, the signer read from the GOST certificate."""
+    runner = CliRunner()
+    issued = runner.invoke(
+        app,
+        ["pki", "issue", str(pki.dir), "--name", "ТОО «Алатау Импорт»", "--bin", DECLARANT_BIN, "--iin", DECLARANT_IIN]
+        + ["--alg", "gost2004"],
+    )
+    assert issued.exit_code == 0, issued.output
+    paths = dict(line.split(":", 1) for line in issued.stdout.splitlines() if ":" in line)
+    key, cert, chain = (paths[name].strip() for name in ("key", "certificate", "chain"))
+    assert chain.endswith("issuing-ca-gost2004.pem")
+    declaration = tmp_path / "declaration.json"
+    declaration.write_bytes(as_bytes(unique(sample())))
+    signed = runner.invoke(app, ["sign", str(declaration), "--key", key, "--cert", cert, "--chain", chain])
+    assert signed.exit_code == 0, signed.output
+    result = runner.invoke(app, ["submit", str(declaration), "--signature", str(declaration) + ".p7s", "--wait", "--json"])
+    assert result.exit_code == 0, result.output
+    outcome = json.loads(result.stdout.strip().splitlines()[-1])
+    assert outcome["status"] == "released" and outcome["reasons"] == []
+    status = json.loads(runner.invoke(app, ["status", outcome["application_id"], "--json"]).stdout)
+    signer = status["signers"][0]["signer"]
+    assert signer["bin"] == DECLARANT_BIN and "GOST 2004" in signer["issuer"], status["signers"]
+    wrong = runner.invoke(app, ["pki", "issue", str(pki.dir), "--name", "x", "--iin", DECLARANT_IIN, "--alg", "gost2015"])
+    assert wrong.exit_code != 0 and "has no gost2015 CA" in wrong.output
 
 
 @pytest.mark.usefixtures("prefect_harness")
