@@ -42,8 +42,8 @@ def run_demo(*, keep_server: bool = True, samples_dir: Path = SAMPLES_DIR) -> li
 
     if settings.trust_dir == settings.demo_pki_dir / "trust":
         shutil.rmtree(settings.demo_pki_dir, ignore_errors=True)
-        pki = TestPki.create(settings.demo_pki_dir)
-        typer.echo(f"test PKI:       {settings.demo_pki_dir} (fresh root, issuing CA and CRL)")
+        pki = TestPki.create(settings.demo_pki_dir, families=("rsa", "gost2004", "gost2015"))
+        typer.echo(f"test PKI:       {settings.demo_pki_dir} (fresh RSA, GOST 2004 and GOST 2015 CAs and their CRLs)")
     else:
         pki = None
         typer.echo(f"trust:          {settings.trust_dir}, CRLs {settings.crl_dir}")
@@ -59,12 +59,13 @@ def run_demo(*, keep_server: bool = True, samples_dir: Path = SAMPLES_DIR) -> li
         for sample in manifest["samples"]:
             content = (samples_dir / sample["file"]).read_bytes()
             who = sample["signer"]
-            key = (who.get("iin"), who.get("bin"))
+            family = who.get("alg", "rsa")
+            key = (who.get("iin"), who.get("bin"), family)
             if pki is None:
                 raise SystemExit("the demo signs the samples with its own test PKI; unset CUSTOMS_TRUST_DIR/CUSTOMS_CRL_DIR")
             if key not in signers:
-                issued = pki.issue(name=who["name"], iin=who.get("iin"), bin=who.get("bin"))
-                signers[key] = CmsSigner(issued.cert_path, issued.key_path, (pki.issuing_cert_path,))
+                issued = pki.issue(name=who["name"], iin=who.get("iin"), bin=who.get("bin"), family=family)
+                signers[key] = CmsSigner(issued.cert_path, issued.key_path, (pki.issuing_cert_path_of(family),))
             signer = signers[key]
             attachments = []
             for name in sample["attachments"]:
