@@ -159,3 +159,31 @@ def test_an_overdue_print_request_reaches_the_offices_supervisors_and_a_repeated
     assert httpx.post(url, json={"event": event}, headers={"Authorization": "Bearer not-it"}).status_code == 401
     unknown = httpx.post(url, json={"event": {**event, "event": "x.y"}}, headers={"Authorization": f"Bearer {token}"})
     assert unknown.status_code == 422 and unknown.json()["error"]["code"] == "ALERT_UNKNOWN"
+
+
+def test_the_job_gate_creates_a_minute_jobs_run_only_when_it_has_something_to_do(settings, company_signer):
+    from prefect.client.orchestration import get_client
+
+    from customs.orchestration.deployments import read_deployments, register_deployments
+    from customs.orchestration.gate import gate_pass
+
+    gated = [s for s in read_deployments() if s.name in ("deadline-watch", "outbox-dispatch", "print-deadlines")]
+    assert all(not spec.schedules for spec in gated)  # not scheduled every minute any more
+    register_deployments(gated)
+    quiet = utcnow() + timedelta(minutes=1)
+    if quiet.minute % 15 == 0:  # the first minute of a quarter of an hour has the periodic duties
+        quiet += timedelta(minutes=1)
+    with get_client(sync_client=True) as client:
+        for spec in gated:
+            assert not client.read_deployment_by_name(f"{spec.name}/{spec.name}").schedules
+        assert gate_pass(client, settings, now=quiet) == []  # nothing to do: no run
+        submit_signed(company_signer, unique(sample()))  # queues the acceptance notice
+        (line,) = gate_pass(client, settings, now=quiet)
+        assert line.startswith("outbox-dispatch: work to do")
+        assert gate_pass(client, settings, now=quiet) == [line]  # another worker at the same minute: the same run
+        slot = quiet.replace(minute=quiet.minute - quiet.minute % 15, second=20) + timedelta(minutes=15)
+        assert sorted(line.split(":")[0] for line in gate_pass(client, settings, now=slot)) == [
+            "deadline-watch",
+            "outbox-dispatch",
+            "print-deadlines",
+        ]
