@@ -10,6 +10,7 @@ from prefect import task
 from customs.rules import Refused
 from customs.services.deadlines import check_registration_deadlines, check_release_deadlines
 from customs.services.officials import decide
+from tasks.events import emit_deadline_breaches
 from tasks.policy import DATABASE_RETRIES
 
 
@@ -33,11 +34,17 @@ def apply_official_decision(application_id: str, decision: dict[str, Any]) -> di
 
 @task(name="release-deadlines", timeout_seconds=300, **DATABASE_RETRIES)
 def release_deadlines(application_id: str | None = None, now: datetime | None = None) -> dict[str, Any]:
-    """Supervisors alerted at 75% of the release time, breaches recorded at 100% (each once)."""
-    return check_release_deadlines(application_id=application_id, now=now).as_dict()
+    """Supervisors alerted at 75% of the release time, breaches recorded at 100% (each once; each breach told to
+    Prefect as an event for the automations)."""
+    report = check_release_deadlines(application_id=application_id, now=now)
+    emit_deadline_breaches(report.breaches)
+    return report.as_dict()
 
 
 @task(name="registration-deadlines", timeout_seconds=300, **DATABASE_RETRIES)
 def registration_deadlines() -> dict:
-    """The support service alerted at 75% of the registration time, breaches recorded at 100% (each once)."""
-    return check_registration_deadlines()
+    """The support service alerted at 75% of the registration time, breaches recorded at 100% (each once; each
+    breach told to Prefect as an event for the automations)."""
+    report = check_registration_deadlines()
+    emit_deadline_breaches(report.breaches)
+    return dict(report)

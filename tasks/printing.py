@@ -8,13 +8,17 @@ from typing import Any
 from prefect import task
 
 from customs.services.printing import check_print_deadlines, copies_to_render, render_print_copy
+from tasks.events import emit_print_overdue
 from tasks.policy import DATABASE_RETRIES
 
 
 @task(name="print-deadlines", timeout_seconds=120, **DATABASE_RETRIES)
 def print_deadline_check(now: datetime | None = None) -> dict[str, Any]:
-    """Supervisors alerted at 20 minutes, breaches recorded at 30, from the stored times (each once)."""
-    return check_print_deadlines(now=now).as_dict()
+    """Supervisors alerted at 20 minutes, breaches recorded at 30, from the stored times (each once; each request
+    found overdue told to Prefect as an event for the automations)."""
+    report = check_print_deadlines(now=now)
+    emit_print_overdue(report.overdue)
+    return report.as_dict()
 
 
 @task(name="render-paper-copy", task_run_name="render-{request_id}", retries=1, retry_delay_seconds=10)

@@ -9,6 +9,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from customs.services.recheck import batch_recheck_run
+from tasks.events import emit_deadline_breaches
 from tasks.policy import retry_on_database_error
 
 
@@ -22,4 +23,6 @@ from tasks.policy import retry_on_database_error
 )
 def recheck(restart: Callable[[str], None] | None, batch_size: int | None = None) -> dict[str, Any]:
     """Stuck declarations (each restarted with ``restart`` when given), passed release deadlines, revoked signers."""
-    return batch_recheck_run(restart=restart, batch_size=batch_size)
+    result = batch_recheck_run(restart=restart, batch_size=batch_size)
+    emit_deadline_breaches(result.pop("breaches", []))  # told to Prefect's automations, once each
+    return result

@@ -3,7 +3,8 @@
 A pure ASGI middleware (FastAPI reads a route's body before it runs the route's dependencies, so a
 dependency cannot authenticate first):
 
-1. Authentication. Every /v1 route but /v1/health needs a client token: a request without one, or with an
+1. Authentication. Every /v1 route but /v1/health needs a client token (/v1/ops/alerts the operations alert
+   token instead, see customs.api.routers.ops): a request without one, or with an
    unknown or revoked one, gets 401 at once, its body never read. The client found is handed to the route
    (``current_client`` takes it from the request's state).
 2. Size, per route. Submissions may carry ``api_max_request_bytes`` (documents and attachments); an
@@ -27,8 +28,10 @@ import anyio.to_thread
 from customs.api.errors import BAD_TOKEN, NO_TOKEN, RequestTooLarge
 from customs.core.settings import get_settings
 from customs.services.clients import authenticate
+from customs.services.ops_alerts import token_matches
 
 PUBLIC_PATHS = frozenset({"/v1/health", "/v1/health/ready"})
+OPS_PATHS = frozenset({"/v1/ops/alerts"})  # the automations' calls: the operations alert token, not a client's
 SUBMISSIONS = re.compile(r"^/v1/declarations/?$")
 
 
@@ -69,7 +72,10 @@ class RequestGate:
                     (b"www-authenticate", b"Bearer"),
                 )
                 return
-            client = await anyio.to_thread.run_sync(authenticate, token)
+            if path in OPS_PATHS:
+                client = "ops" if await anyio.to_thread.run_sync(token_matches, token) else None
+            else:
+                client = await anyio.to_thread.run_sync(authenticate, token)
             if client is None:
                 await self._refuse(
                     send,
@@ -80,7 +86,10 @@ class RequestGate:
                     (b"www-authenticate", b'Bearer error="invalid_token"'),
                 )
                 return
-            scope.setdefault("state", {})["client"] = client
+            if client == "ops":
+                scope.setdefault("state", {})["ops_caller"] = True
+            else:
+                scope.setdefault("state", {})["client"] = client
         settings = get_settings()
         submission = bool(SUBMISSIONS.match(path)) and scope.get("method") == "POST"
         if self.limit:

@@ -19,6 +19,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlmodel import Session, SQLModel, create_engine, select
 
 import models.api_client
+import models.ops_alert
 import models.outbox
 import models.printing  # noqa: F401
 from customs.core.migrations import apply_migrations, record_all_applied

@@ -119,6 +119,30 @@ class Settings(BaseSettings):
         "support@customs.kgd.gov.kz", description="Where reports of system failures go (the support service)."
     )
     support_language: Literal["kk", "ru", "en"] = Field("ru", description="Language of the reports to the support service.")
+    ops_address: str = Field(
+        "ops@customs.kgd.gov.kz",
+        description="The operations mailbox: a copy of every report of a failed or crashed clearance run (the automations).",
+    )
+    ops_alert_token: SecretStr | None = Field(
+        None,
+        description="Bearer token Prefect's automations present to POST /v1/ops/alerts; default: a random one kept in "
+        "data_dir/ops-alert-token (mode 0600), created on first need. Set it when `customs deploy` runs on another host.",
+    )
+    ops_alert_url: str | None = Field(
+        None,
+        description="Where the Prefect server calls the intake API's /v1/ops/alerts; default "
+        "http://<api_host>:<api_port>/v1/ops/alerts (127.0.0.1 when the API listens on every address).",
+    )
+    job_gate_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="How often each clearance worker looks whether deadline-watch, outbox-dispatch or print-deadlines "
+        "has something to do (a run is created only then, or when its periodic duty is due).",
+    )
+    job_idle_interval: timedelta = Field(
+        timedelta(minutes=15),
+        description="A gated job runs at least this often even with nothing to do (the audit anchor, the summaries).",
+    )
     outbox_dir: Path | None = Field(
         None, description="Where .eml files go when no SMTP server is configured; default data_dir/outbox."
     )
@@ -294,6 +318,13 @@ class Settings(BaseSettings):
     @property
     def anchor_key_path(self) -> Path:
         return self.audit_anchor_key_file or self.data_dir / "audit-anchor-key.pem"
+
+    @property
+    def ops_alert_endpoint(self) -> str:
+        if self.ops_alert_url:
+            return self.ops_alert_url
+        host = "127.0.0.1" if self.api_host in ("0.0.0.0", "::", "") else self.api_host
+        return f"http://{host}:{self.api_port}/v1/ops/alerts"
 
     @property
     def demo_pki_dir(self) -> Path:

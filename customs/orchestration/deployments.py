@@ -68,7 +68,7 @@ def register_deployments(specs: list[DeploymentSpec], work_pool: str | None = No
             description=spec.description,
             tags=list(spec.tags),
             parameters=spec.parameters,
-            schedules=schedules or None,
+            schedules=schedules,  # an empty list clears schedules a previous release had (the minute jobs: see gate.py)
             work_pool_name=work_pool,
             work_queue_name=spec.work_queue if work_pool else None,
         )

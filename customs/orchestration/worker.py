@@ -204,6 +204,7 @@ class ClearanceWorker(BaseWorker[ClearanceJobConfiguration, ClearanceVariables, 
         self._exit_stack.callback(background.cancel_scope.cancel)  # runs before the task group exits (last in, first out)
         background.start_soon(self._heartbeat_loop)
         background.start_soon(self._reconcile_loop)
+        background.start_soon(self._gate_loop)
         self.ready.set()
 
     # ------------------------------------------------------------------------------------------
@@ -469,6 +470,27 @@ class ClearanceWorker(BaseWorker[ClearanceJobConfiguration, ClearanceVariables, 
             for action in actions:
                 log.info("reconciler: %s", action)
             self.reconciled = (self.reconciled + actions)[-200:]
+
+    # ------------------------------------------------------------------------------------------
+    # The job gate: runs of the minute jobs only when they have something to do (customs.orchestration.gate)
+
+    def _gate_pass(self) -> list[str]:
+        from customs.orchestration.gate import gate_pass
+
+        with get_client(sync_client=True) as client:
+            return gate_pass(client, get_settings())
+
+    async def _gate_loop(self) -> None:
+        seconds = get_settings().job_gate_seconds
+        while True:
+            await anyio.sleep(seconds - time.time() % seconds + 1)  # just after each minute (each interval) starts
+            try:
+                started = await anyio.to_thread.run_sync(self._gate_pass)
+            except Exception as exc:  # the database or the API away: the next pass looks again
+                log.warning("job gate: %s: %s", type(exc).__name__, exc)
+                continue
+            for line in started:
+                log.info("job gate: %s", line)
 
     # ------------------------------------------------------------------------------------------
     # The suspension watch of an attempt (called from the run's thread through anyio's portal)

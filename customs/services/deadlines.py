@@ -4,7 +4,7 @@ time, breaches at the deadline, each recorded once in the audit chain, whatever 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -18,7 +18,7 @@ from customs.rules.officials import release_alert_at
 from customs.rules.registration import registration_deadline_stage
 from models.audit import append_event
 from models.declaration import Declaration, Status
-from models.outbox import NoticeKind, queue_notice
+from models.outbox import Notice, NoticeKind, queue_notice
 from models.reference import ReferenceData
 
 
@@ -26,6 +26,8 @@ from models.reference import ReferenceData
 class DeadlineReport:
     alerted: list[str]
     breached: list[str]
+    # each breach recorded by this pass, as the event that tells Prefect's automations (tasks/officials.py emits it)
+    breaches: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {"alerted": self.alerted, "breached": self.breached}
@@ -40,19 +42,41 @@ def _skip_locked(session: Session, query):
 # Release deadlines (4 hours from registration)
 
 
+def zone_supervisors(declaration: Declaration, reference: ReferenceData):
+    """The supervisors of the declaration's zone (of its office when the zone has none)."""
+    office = declaration.customs_office or ""
+    return reference.supervisors_of(office, declaration.zone) or reference.supervisors_of(office, None)
+
+
+def release_alert_key(stage: str, application_id: str, official_id: str) -> str:
+    """The outbox dedup key of a supervisor's release deadline alert: one e-mail per stage, declaration and person."""
+    return f"release_deadline_{stage}:{application_id}:{official_id}"
+
+
 def alert_supervisors(
-    session: Session, declaration: Declaration, reference: ReferenceData, now: datetime, event_seq: int, *, stage: str
-) -> int:
-    supervisors = reference.supervisors_of(declaration.customs_office or "", declaration.zone) or reference.supervisors_of(
-        declaration.customs_office or "", None
-    )
+    session: Session,
+    declaration: Declaration,
+    reference: ReferenceData,
+    now: datetime,
+    event_seq: int | None,
+    *,
+    stage: str,
+    skip_existing: bool = False,
+) -> list[str]:
+    """Queue the alert of each supervisor of the zone; returns their e-mail addresses. ``skip_existing``: leave out a
+    supervisor already alerted for this stage (the automations' path, after the breach's own transaction)."""
     minutes_left = int((declaration.release_due_at - now).total_seconds() // 60)
-    for supervisor in supervisors:
+    queued = []
+    for supervisor in zone_supervisors(declaration, reference):
+        key = release_alert_key(stage, declaration.application_id, supervisor.id)
+        if skip_existing and session.exec(select(Notice.id).where(Notice.dedup_key == key)).first() is not None:
+            continue
+        queued.append(supervisor.email)
         queue_notice(
             session,
             application_id=declaration.application_id,
             kind=NoticeKind.RELEASE_DEADLINE_ALERT,
-            dedup_key=f"release_deadline_{stage}:{declaration.application_id}:{supervisor.id}",
+            dedup_key=key,
             recipient=supervisor.email,
             language="ru",
             at=now,
@@ -70,7 +94,20 @@ def alert_supervisors(
                 "registration_number": declaration.registration_number,
             },
         )
-    return len(supervisors)
+    return queued
+
+
+def breach_occurrence(declaration: Declaration, kind: str, due_at: datetime, now: datetime) -> dict[str, Any]:
+    return {
+        "kind": kind,  # registration or release
+        "application_id": declaration.application_id,
+        "registration_number": declaration.registration_number,
+        "office": declaration.customs_office,
+        "zone": declaration.zone,
+        "status": str(declaration.status),
+        "due_at": due_at.isoformat(),
+        "breached_at": now.isoformat(),
+    }
 
 
 def record_release_breach(session: Session, declaration: Declaration, now: datetime, reference: ReferenceData) -> bool:
@@ -119,6 +156,7 @@ def check_release_deadlines(
             if now >= declaration.release_due_at:
                 record_release_breach(session, declaration, now, reference)
                 report.breached.append(declaration.application_id)
+                report.breaches.append(breach_occurrence(declaration, "release", declaration.release_due_at, now))
             elif now >= alert_at and declaration.release_alerted_at is None:
                 declaration.release_alerted_at = now
                 session.add(declaration)
@@ -140,11 +178,55 @@ def check_release_deadlines(
 # Registration deadlines (2 hours from submission)
 
 
-def check_registration_deadlines(*, now: datetime | None = None, settings: Settings | None = None) -> dict[str, list[str]]:
+def queue_registration_alert(
+    session: Session,
+    declaration: Declaration,
+    settings: Settings,
+    *,
+    stage: str,
+    due: datetime,
+    now: datetime,
+    event_seq: int | None,
+    skip_existing: bool,
+) -> list[str]:
+    """The support service's registration deadline alert (one per stage and declaration); returns the address queued
+    (none when ``skip_existing`` finds it queued already)."""
+    key = f"registration_deadline_{stage}:{declaration.application_id}"
+    if skip_existing and session.exec(select(Notice.id).where(Notice.dedup_key == key)).first() is not None:
+        return []
+    queue_notice(
+        session,
+        application_id=declaration.application_id,
+        kind=NoticeKind.REGISTRATION_DEADLINE_ALERT,
+        dedup_key=key,
+        recipient=settings.support_address,
+        language=settings.support_language,
+        at=now,
+        event_seq=event_seq,
+        facts={
+            "event_at": now.isoformat(),
+            "status": str(declaration.status),
+            "deadline_at": due.isoformat(),
+            "minutes_left": int((due - now).total_seconds() // 60),
+            "stage": stage,
+            "registration_number": None,
+        },
+    )
+    return [settings.support_address]
+
+
+class RegistrationReport(dict):
+    """``{"alerted": [...], "breached": [...]}``, and ``breaches``: each breach recorded, as its event's facts."""
+
+    breaches: list[dict[str, Any]]
+
+
+def check_registration_deadlines(*, now: datetime | None = None, settings: Settings | None = None) -> RegistrationReport:
     """Alert the support service at 75% of the registration time, record the breach at 100%; each once."""
     settings = settings or get_settings()
     now = now or utcnow()
-    report: dict[str, list[str]] = {"alerted": [], "breached": []}
+    report = RegistrationReport(alerted=[], breached=[])
+    report.breaches = []
     alert_after = settings.registration_deadline * settings.registration_alert_fraction
     with transaction(settings) as session:
         query = select(Declaration).where(
@@ -161,6 +243,7 @@ def check_registration_deadlines(*, now: datetime | None = None, settings: Setti
             if stage == "breach":
                 declaration.registration_breached_at = now
                 report["breached"].append(declaration.application_id)
+                report.breaches.append(breach_occurrence(declaration, "registration", due, now))
             else:
                 declaration.registration_alerted_at = now
                 report["alerted"].append(declaration.application_id)
@@ -174,22 +257,7 @@ def check_registration_deadlines(*, now: datetime | None = None, settings: Setti
                 event="registration_deadline_breached" if stage == "breach" else "registration_deadline_alert",
                 details={"due_at": due.isoformat(), "status": str(declaration.status)},
             )
-            queue_notice(
-                session,
-                application_id=declaration.application_id,
-                kind=NoticeKind.REGISTRATION_DEADLINE_ALERT,
-                dedup_key=f"registration_deadline_{stage}:{declaration.application_id}",
-                recipient=settings.support_address,
-                language=settings.support_language,
-                at=now,
-                event_seq=event.seq,
-                facts={
-                    "event_at": now.isoformat(),
-                    "status": str(declaration.status),
-                    "deadline_at": due.isoformat(),
-                    "minutes_left": int((due - now).total_seconds() // 60),
-                    "stage": stage,
-                    "registration_number": None,
-                },
+            queue_registration_alert(
+                session, declaration, settings, stage=stage, due=due, now=now, event_seq=event.seq, skip_existing=False
             )
     return report

@@ -12,7 +12,7 @@ import hashlib
 import math
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -30,7 +30,7 @@ from customs.rules.printing import minutes_between, not_printable, requester_pro
 from models.audit import append_event
 from models.declaration import Declaration, ReleaseMark
 from models.document import written_declarant
-from models.outbox import NoticeKind, addressee_of, queue_notice
+from models.outbox import Notice, NoticeKind, addressee_of, queue_notice
 from models.printing import PrintRequest, PrintStatus
 from models.reasons import Reason, one_line
 from models.reference import ReferenceData
@@ -375,20 +375,41 @@ def mark_printed(
 class PrintDeadlineReport:
     alerted: list[str]
     breached: list[str]
+    # each request found overdue by this pass, as the event that tells Prefect's automations (tasks/printing.py emits it)
+    overdue: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {"alerted": self.alerted, "breached": self.breached}
 
 
-def _alert_office(
-    session: Session, request: PrintRequest, reference: ReferenceData, now: datetime, event_seq: int, stage: str
-) -> None:
+def print_alert_key(stage: str, request_id: str, official_id: str) -> str:
+    """The outbox dedup key of a supervisor's print deadline alert: one e-mail per stage, request and person."""
+    return f"print_deadline_{stage}:{request_id}:{official_id}"
+
+
+def alert_office(
+    session: Session,
+    request: PrintRequest,
+    reference: ReferenceData,
+    now: datetime,
+    event_seq: int | None,
+    stage: str,
+    *,
+    skip_existing: bool = False,
+) -> list[str]:
+    """Queue the alert of each supervisor of the request's office; returns their e-mail addresses. ``skip_existing``:
+    leave out a supervisor already alerted for this stage (the automations' path, after the breach's transaction)."""
+    queued = []
     for supervisor in reference.supervisors_of(request.office, None):
+        key = print_alert_key(stage, request.request_id, supervisor.id)
+        if skip_existing and session.exec(select(Notice.id).where(Notice.dedup_key == key)).first() is not None:
+            continue
+        queued.append(supervisor.email)
         queue_notice(
             session,
             application_id=request.application_id,
             kind=NoticeKind.PRINT_DEADLINE_ALERT,
-            dedup_key=f"print_deadline_{stage}:{request.request_id}:{supervisor.id}",
+            dedup_key=key,
             recipient=supervisor.email,
             language="ru",
             at=now,
@@ -404,6 +425,7 @@ def _alert_office(
                 "registration_number": request.registration_number,
             },
         )
+    return queued
 
 
 def check_print_deadlines(*, now: datetime | None = None, settings: Settings | None = None) -> PrintDeadlineReport:
@@ -432,7 +454,7 @@ def check_print_deadlines(*, now: datetime | None = None, settings: Settings | N
                     at=now,
                     details={"request_id": request.request_id, "due_at": request.due_at.isoformat(), "office": request.office},
                 )
-                _alert_office(session, request, reference, now, event.seq, "alert")
+                alert_office(session, request, reference, now, event.seq, "alert")
                 report.alerted.append(request.request_id)
             if now >= request.due_at:
                 request.breached_at = now
@@ -445,8 +467,19 @@ def check_print_deadlines(*, now: datetime | None = None, settings: Settings | N
                     at=now,
                     details={"request_id": request.request_id, "due_at": request.due_at.isoformat(), "office": request.office},
                 )
-                _alert_office(session, request, reference, now, event.seq, "breach")
+                alert_office(session, request, reference, now, event.seq, "breach")
                 report.breached.append(request.request_id)
+                report.overdue.append(
+                    {
+                        "request_id": request.request_id,
+                        "application_id": request.application_id,
+                        "registration_number": request.registration_number,
+                        "office": request.office,
+                        "requested_at": request.requested_at.isoformat(),
+                        "due_at": request.due_at.isoformat(),
+                        "breached_at": now.isoformat(),
+                    }
+                )
             session.add(request)
     return report
 

@@ -191,4 +191,9 @@ def batch_recheck_run(
     for finding in findings:
         key = f"{finding.finding}/{finding.action}"
         counts[key] = counts.get(key, 0) + 1
-    return {"scanned": scanned, "counts": counts, "findings": [asdict(f) for f in findings]}
+    return {
+        "scanned": scanned,
+        "counts": counts,
+        "findings": [asdict(f) for f in findings],
+        "breaches": deadlines.breaches,  # told to Prefect's automations as events (tasks/recheck.py)
+    }

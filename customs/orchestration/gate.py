@@ -1,0 +1,60 @@
+"""The job gate: deadline-watch, outbox-dispatch and print-deadlines are not scheduled every minute any more
+(issue 17, item 4: three runs a minute that mostly found nothing pushed the clearance runs off the runs list).
+
+Every clearance worker (`customs serve`, `customs worker`, `prefect worker start --type customs-thread`) looks
+every CUSTOMS_JOB_GATE_SECONDS (60 s) whether a job has something to do (customs.services.duties: a few cheap
+reads of the stored times) and creates a run of its deployment only then, and in any case once every
+CUSTOMS_JOB_IDLE_INTERVAL (15 min, at :00, :15, ... Kazakhstan time) for the periodic duties (deadline-watch
+writes the audit anchor and publishes the operations summary; outbox-dispatch and print-deadlines their
+artifacts). The run's idempotency key is the job and its minute (or its idle slot), so several workers looking
+at the same moment create one run between them.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+
+from prefect.client.orchestration import SyncPrefectClient
+from prefect.exceptions import ObjectNotFound
+from prefect.states import Scheduled
+
+from customs.core.clock import job_run_name, utcnow
+from customs.core.settings import Settings
+from customs.services.duties import GATED_JOBS, jobs_with_work
+
+log = logging.getLogger("customs.gate")
+_EPOCH = datetime(2000, 1, 1, tzinfo=utcnow().tzinfo)
+
+
+def _idle_slot(now: datetime, interval: timedelta, gate: timedelta) -> datetime | None:
+    """The start of the idle slot ``now`` opens (within one gate interval after it), else None."""
+    start = _EPOCH + interval * ((now - _EPOCH) // interval)
+    return start if now - start < gate else None
+
+
+def gate_pass(client: SyncPrefectClient, settings: Settings, now: datetime | None = None) -> list[str]:
+    """Create the runs due now; returns a line per run created (or found: another worker created it)."""
+    now = now or utcnow()
+    busy = jobs_with_work(now=now, settings=settings)
+    slot = _idle_slot(now, settings.job_idle_interval, timedelta(seconds=settings.job_gate_seconds))
+    created = []
+    for job in GATED_JOBS:
+        if job in busy:
+            key, why = f"gate:{job}:{now:%Y%m%d%H%M}", "work to do"
+        elif slot is not None:
+            key, why = f"gate:{job}:idle:{slot:%Y%m%d%H%M}", "periodic duty"
+        else:
+            continue
+        try:
+            deployment = client.read_deployment_by_name(f"{job}/{job}")
+        except ObjectNotFound:  # not deployed on this Prefect server (a test's, say): nothing to start
+            continue
+        run = client.create_flow_run_from_deployment(
+            deployment.id,
+            state=Scheduled(scheduled_time=now),
+            name=job_run_name(job)(),
+            idempotency_key=key,
+        )
+        created.append(f"{job}: {why} ({run.name})")
+    return created
