@@ -86,7 +86,8 @@ def dn_attributes(dn: str) -> dict[str, str]:
 
 def readable_signer(summary: dict[str, Any]) -> dict[str, Any]:
     """A signer of the copy as people name them: the holder's full name (NCA writes surname and name in CN,
-    the patronymic in G), the organisation (O), IIN and BIN, the NCA roles, the certificate's serial."""
+    the patronymic in G), the organisation (O), IIN and BIN, the NCA roles, the certificate's serial and its key's
+    algorithm (ГОСТ 34.310-2004, RSA 2048, ...)."""
     who = summary.get("signer") or {}
     attributes = dn_attributes(str(who.get("subject") or ""))
     name = attributes.get("CN", "")
@@ -104,6 +105,7 @@ def readable_signer(summary: dict[str, Any]) -> dict[str, Any]:
         "bin": who.get("bin") or "",
         "roles": roles,
         "serial": who.get("serial") or "",
+        "algorithm": (who.get("algorithm") or "").replace("GOST", "ГОСТ").replace("bits", "бит"),
         "valid": summary.get("valid"),
     }
 

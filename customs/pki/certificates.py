@@ -51,6 +51,7 @@ class SignerIdentity:
     not_after: datetime
     roles: frozenset[str] = frozenset()  # the NCA role OIDs of its extended key usage (customs.rules.signers)
     name: str | None = None  # the holder's name (CN)
+    algorithm: str | None = None  # the key's algorithm as people name it: "GOST 34.310-2004", "RSA 2048", ...
 
     def describe(self) -> str:
         return f"certificate {self.subject!r} (serial {self.serial_hex})"
@@ -85,7 +86,24 @@ def signer_identity(cert: x509.Certificate) -> SignerIdentity:
         not_after=cert.not_valid_after_utc,
         roles=roles,
         name=next((str(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)), None),
+        algorithm=key_algorithm_name(cert),
     )
+
+
+def key_algorithm_name(cert: x509.Certificate) -> str | None:
+    """ "GOST 34.310-2004", "GOST 34.10-2015 (512 bits)", "RSA 2048", "ECDSA secp256r1", ...; None when unknown."""
+    try:
+        key = gost_key_of(cert)
+        if key is not None:
+            return key.title
+        public = cert.public_key()
+    except (UnsupportedAlgorithm, ValueError):
+        return None
+    if isinstance(public, rsa.RSAPublicKey):
+        return f"RSA {public.key_size}"
+    if isinstance(public, ec.EllipticCurvePublicKey):
+        return f"ECDSA {public.curve.name}"
+    return type(public).__name__.removesuffix("PublicKey").removeprefix("_")
 
 
 def spki_der(cert: x509.Certificate) -> bytes:

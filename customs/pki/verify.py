@@ -108,6 +108,7 @@ class DocumentVerdict:
                 "iin": self.signer.iin,
                 "bin": self.signer.bin,
                 "roles": sorted(self.signer.roles),  # NCA role OIDs (customs.rules.signers): the paper copy names them
+                "algorithm": self.signer.algorithm,  # "GOST 34.310-2004", "RSA 2048", ...
             },
         }
 

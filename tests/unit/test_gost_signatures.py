@@ -18,6 +18,7 @@ from pyhanko_certvalidator import CertificateValidator, ValidationContext
 from pyhanko_certvalidator.errors import InvalidSignature
 
 from customs.core.clock import utcnow
+from customs.notices.paper_copy import readable_signer
 from customs.pki.certificates import crl_signed_by, gost_key_of, key_algorithm_problem, signer_identity
 from customs.pki.gost import algorithms as gost
 from customs.pki.gost import ec, hashes
@@ -277,6 +278,14 @@ def test_a_gost_signature_of_each_family_is_valid_and_names_its_signer(pki, fami
     codes, verdict = check(pki, DATA, signer(pki, family).sign(DATA))
     assert codes == []
     assert verdict.signer.bin == DECLARANT_BIN and verdict.signer.iin == DECLARANT_IIN
+    titles = {
+        "gost2004": "GOST 34.310-2004",
+        "gost2015": "GOST 34.10-2015 (512 bits)",
+        "gost2015-256": "GOST 34.10-2015 (256 bits)",
+    }
+    assert verdict.summary()["signer"]["algorithm"] == titles[family]  # kept with the declaration's signers
+    copy = readable_signer(verdict.summary())  # and the paper copy names it in Russian
+    assert copy["algorithm"] == titles[family].replace("GOST", "ГОСТ").replace("bits", "бит")
     info = cms.ContentInfo.load(signer(pki, family).sign(DATA))["content"]["signer_infos"][0]
     expected = {"gost2004": "1.2.398.3.10.1.3.1", "gost2015": "1.2.398.3.10.1.3.3", "gost2015-256": "1.2.398.3.10.1.3.2"}
     assert info["digest_algorithm"]["algorithm"].dotted == expected[family]
