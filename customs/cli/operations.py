@@ -79,6 +79,13 @@ def ops(as_json: JsonOption = False) -> None:
         ((row["at_kz"], row["flow_run"], row["state"], row["action"], row["why"]) for row in summary["reconciled_runs"][:20]),
         indent="  ",
     )
+    alerts = summary.get("alerts") or []
+    typer.echo(f"alerts sent to a person by the automations (last {len(alerts)}):" if alerts else "alerts sent: none")
+    table(
+        ("received", "kind", "application", "to"),
+        ((row["received_at"][:19], row["kind"], row["application_id"], ", ".join(row["recipients"])[:70]) for row in alerts),
+        indent="  ",
+    )
     typer.echo("outbox: " + ", ".join(f"{k} {v}" for k, v in summary["outbox"].items()))
     anchor = summary["audit_anchor"]
     if anchor is None:

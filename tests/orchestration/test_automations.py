@@ -128,6 +128,10 @@ def test_a_release_deadline_breach_reaches_the_zones_supervisors_once(alerting, 
     assert alert["details"]["queued_now"] == []  # the breach's own transaction queued it: the single source
     breach = [n for n in notices(application_id, NoticeKind.RELEASE_DEADLINE_ALERT) if n.facts["stage"] == "breach"]
     assert [n.recipient for n in breach] == ["a.nurlanov@kgd.gov.kz"]  # one e-mail, not two
+    from customs.orchestration.operations import operations_view
+
+    shown = [a for a in operations_view()["alerts"] if a["alert"] == f"release_deadline_breached:{application_id}"]
+    assert shown and shown[0]["recipients"] == ["a.nurlanov@kgd.gov.kz"]  # `customs ops` lists it
 
 
 def test_an_overdue_print_request_reaches_the_offices_supervisors_and_a_repeated_call_reaches_nobody(alerting, company_signer):
