@@ -113,7 +113,10 @@ class DeliveryAttempt(SQLModel, table=True):
     notice_id: int = Field(foreign_key="notice.id", index=True)
     attempt: int
     at: datetime = Field(sa_type=UTCDateTime)
-    outcome: str = Field(max_length=20, description="sent, temporary or permanent")
+    outcome: str = Field(
+        max_length=20,
+        description="sent, temporary or permanent; unknown (never recorded: its dispatcher stopped), put_back, requeued",
+    )
     detail: str | None = Field(default=None, max_length=2000)
 
 
