@@ -16,6 +16,7 @@ import anyio.to_thread
 from fastapi import APIRouter, Request, Response
 from sqlalchemy import text
 
+from customs.api.errors import DATABASE_RETRY_AFTER
 from customs.api.schemas import HealthOut, ReadinessOut
 from customs.core.db import get_engine
 from customs.core.settings import get_settings
@@ -84,6 +85,7 @@ async def ready(request: Request, response: Response) -> dict[str, Any]:
     if dependencies["database"]["state"] != "up":
         status = "unavailable"
         response.status_code = 503
+        response.headers["Retry-After"] = str(DATABASE_RETRY_AFTER)
     elif any(d["state"] == "down" for d in dependencies.values()):
         status = "degraded"
     else:
