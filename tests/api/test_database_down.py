@@ -5,12 +5,9 @@ same request sent again once the database is back is accepted (once)."""
 
 from __future__ import annotations
 
-import threading
 from urllib.parse import urlsplit, urlunsplit
 
-import httpx
 import pytest
-import uvicorn
 from sqlmodel import select
 
 from customs.api import create_app
@@ -18,7 +15,7 @@ from customs.core.db import dispose_engines, transaction
 from customs.core.settings import configure
 from customs.services.clients import create_client
 from models.declaration import Declaration
-from tests.helpers import DECLARANT_BIN, INSPECTOR, TcpGate, as_bytes, free_port, sample, unique, wait_until
+from tests.helpers import DECLARANT_BIN, INSPECTOR, TcpGate, as_bytes, sample, served_api, unique
 
 
 def _through(url: str, port: int) -> str:
@@ -46,16 +43,8 @@ def gated(pg_settings):
 
 @pytest.fixture
 def api(gated):
-    server = uvicorn.Server(uvicorn.Config(create_app(), host="127.0.0.1", port=free_port(), log_config=None, lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_until(lambda: server.started, "the API to listen", 20)
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{server.config.port}", timeout=10) as client:
-            yield client
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    with served_api(create_app()) as client:
+        yield client
 
 
 def _stored() -> int:
