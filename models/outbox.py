@@ -62,6 +62,7 @@ class NoticeStatus(StrEnum):
     SENT = "sent"  # accepted by the SMTP server (or written as .eml)
     FAILED = "failed"  # refused permanently (5xx), or temporary failures past the attempt limit
     UNDELIVERABLE = "undeliverable"  # no usable address: nothing to send to
+    WITHDRAWN = "withdrawn"  # held, then not sent: what it said no longer holds (a failure the system healed)
 
 
 class Notice(SQLModel, table=True):
@@ -167,8 +168,10 @@ def queue_notice(
     at: datetime,
     event_seq: int | None = None,
     attachments: list[tuple[str, str, bytes]] = (),
+    due: datetime | None = None,
 ) -> Notice:
-    """Write a notice in the caller's transaction. Without a usable recipient it is kept, as undeliverable."""
+    """Write a notice in the caller's transaction. Without a usable recipient it is kept, as undeliverable.
+    ``due``: not sent before then (held); by default at once."""
     address = usable_address(recipient)
     notice = Notice(
         uid=uuid.uuid4().hex,
@@ -180,7 +183,7 @@ def queue_notice(
         language=language if language in LANGUAGES else "ru",
         facts=json.loads(json.dumps(facts, default=str)),
         created_at=at,
-        next_attempt_at=at,
+        next_attempt_at=due or at,
     )
     if address is None:
         notice.status = NoticeStatus.UNDELIVERABLE

@@ -35,9 +35,10 @@ from customs.core.reference import ReferenceDataError, load_reference
 from customs.core.settings import Settings, get_settings
 from customs.notices.delivery import PERMANENT, SENT, TEMPORARY, SendResult, Transport, backoff, transport_for
 from customs.notices.render import DeclarationFacts, build_message
+from customs.services.support import withdraw_notice
 from models.audit import append_event
 from models.declaration import Declaration
-from models.outbox import DeliveryAttempt, Notice, NoticeAttachment, NoticeStatus, usable_address
+from models.outbox import DeliveryAttempt, Notice, NoticeAttachment, NoticeKind, NoticeStatus, usable_address
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -164,6 +165,18 @@ def claim_due(settings: Settings, now: datetime, limit: int, application_id: str
                 )[:2000]
                 session.add(notice)
                 continue
+            if notice.kind == NoticeKind.FAILURE_REPORTED and "status_at_failure" in notice.facts and notice.attempts == 0:
+                status = session.exec(
+                    select(Declaration.status).where(Declaration.application_id == notice.application_id)
+                ).first()
+                if status is not None and str(status) != notice.facts["status_at_failure"]:
+                    withdraw_notice(
+                        session,
+                        notice,
+                        now,
+                        f"the declaration moved on from {notice.facts['status_at_failure']} to {status} after the failure",
+                    )
+                    continue
             if notice.id in lost:  # the one way a notice can reach its receiver twice: recorded before it is sent again
                 _record_lost(session, settings, notice, now, "sent again with the same Message-ID")
             notices.append(notice)

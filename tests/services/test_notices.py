@@ -674,3 +674,51 @@ def test_a_transport_that_raises_leaves_the_notice_for_later(smtp_settings, comp
     assert report.outcomes["retry"] == 1
     (notice,) = notices(application_id)
     assert notice.status == NoticeStatus.PENDING and "disk full" in notice.last_error
+
+
+def _database_failure(application_id, settings, *, run_count=1, now=None):
+    return report_system_failure(
+        application_id,
+        step="registration",
+        error="OperationalError: connection refused",
+        run_log="",
+        flow_run_id="run-1",
+        run_count=run_count,
+        now=now,
+        settings=settings,
+        hold=run_count < settings.reconcile_max_attempts,
+    )
+
+
+def test_a_held_failure_notice_is_sent_when_the_declaration_stayed_where_it_was(smtp_settings, smtp_server, company_signer):
+    application_id = green_declaration(company_signer)
+    now = utcnow()
+    _database_failure(application_id, smtp_settings, now=now)
+    dispatch_due_sync(now=now + timedelta(seconds=1))
+    kinds = [str(n.kind) for n in notices(application_id) if n.status == NoticeStatus.SENT]
+    assert sorted(kinds) == ["acceptance", "support_report"]  # support at once; the declarant's notice waits
+    dispatch_due_sync(now=now + smtp_settings.failure_notice_grace + timedelta(seconds=1))
+    (told,) = notices(application_id, NoticeKind.FAILURE_REPORTED)
+    assert told.status == NoticeStatus.SENT  # still at the same status: recovery gave up, the declarant is told
+
+
+def test_a_held_failure_notice_is_withdrawn_when_the_declaration_moved_on(smtp_settings, smtp_server, company_signer):
+    application_id = green_declaration(company_signer)
+    now = utcnow()
+    _database_failure(application_id, smtp_settings, now=now)
+    run_steps(application_id)  # healed (here by a batch-recheck restart, say): the declaration moved on
+    dispatch_due_sync(now=now + smtp_settings.failure_notice_grace + timedelta(seconds=1))
+    (withdrawn,) = notices(application_id, NoticeKind.FAILURE_REPORTED)
+    assert withdrawn.status == NoticeStatus.WITHDRAWN and "moved on from submitted" in withdrawn.last_error
+    assert [a.outcome for a in attempts_of(withdrawn.id)] == ["withdrawn"]
+
+
+def test_the_declarant_hears_of_repeated_failures_once_when_the_last_attempt_fails(smtp_settings, smtp_server, company_signer):
+    application_id = green_declaration(company_signer)
+    now = utcnow()
+    for run_count in range(1, smtp_settings.reconcile_max_attempts + 1):
+        _database_failure(application_id, smtp_settings, run_count=run_count, now=now + timedelta(minutes=run_count))
+    dispatch_due_sync(now=now + timedelta(minutes=10))
+    told = notices(application_id, NoticeKind.FAILURE_REPORTED)
+    assert [n.status for n in told] == [NoticeStatus.WITHDRAWN] * (len(told) - 1) + [NoticeStatus.SENT]
+    assert len(notices(application_id, NoticeKind.SUPPORT_REPORT)) == smtp_settings.reconcile_max_attempts  # each at once
