@@ -33,9 +33,10 @@ from customs.core.db import DeclarationNotFound
 from customs.core.reference import load_reference
 from customs.core.settings import get_settings
 from customs.rules.decision_form import decision_choices, from_form, ground_choice, refusal_grounds
+from customs.rules.reconcile import healed_by_reconciler
 from customs.services.officials import refused_decisions, waiting_for_official
 from customs.services.steps import StepOutcome, current_outcome
-from customs.services.support import RunLogCapture, describe_error, spool_failure
+from customs.services.support import RunLogCapture, describe_error, spool_failure, withdraw_healed_failure_notices
 from models.declaration import Status
 from models.reference import ReferenceData
 from tasks.clearance import record_rerun, register, release, report_failure, risk_assessment, signature_check
@@ -104,6 +105,17 @@ def _summary(outcome: StepOutcome, timings: dict[str, float] | None = None) -> s
         lines += ["", "## Reasons", "", "| Code | Where | Message |", "|---|---|---|"]
         lines += [f"| {r['code']} | `{r['path']}` | {r['message'].replace('|', '/')} |" for r in outcome.reasons]
     return "\n".join(lines)
+
+
+def _recovered(application_id: str, flow_run_id: str) -> None:
+    """A re-run got through the steps: the declarant's notices of earlier failures still held are withdrawn."""
+    try:
+        withdrawn = withdraw_healed_failure_notices(application_id, f"clearance run {flow_run_id} got through its steps again")
+    except Exception as exc:  # the notices stay held; the outbox withdraws them too when the status moved on
+        get_run_logger().warning("%s: held failure notices not withdrawn now: %s", application_id, exc)
+        return
+    if withdrawn:
+        get_run_logger().info("%s: recovered; %d held failure notice(s) to the declarant withdrawn", application_id, withdrawn)
 
 
 def _send_notices(application_id: str) -> None:
@@ -357,6 +369,8 @@ def clearance(application_id: str, requested_by: str | None = None, wait_for_off
                 outcome = timed(step, release, application_id)
                 logger.info("%s (%s) is %s, lane %s", application_id, outcome.registration_number, outcome.status, outcome.lane)
             _label_run(outcome, labels)
+            if requested_by or flow_run.run_count > 1:
+                _recovered(application_id, flow_run_id)
             if outcome.status == Status.AWAITING_OFFICIAL and wait_for_official:
                 step = "official_decision"
                 timed(step, _await_official, application_id)
@@ -371,6 +385,10 @@ def clearance(application_id: str, requested_by: str | None = None, wait_for_off
                 _label_run(current_outcome(application_id), labels)
             except Exception:  # the database may be what failed
                 pass
+            # A database failure the reconciler will run again: the declarant hears of it only if that does not heal it.
+            hold = healed_by_reconciler(
+                f"{type(exc).__name__}: {exc}", flow_run.run_count, max_attempts=get_settings().reconcile_max_attempts
+            )
             report = report_failure(
                 application_id,
                 step,
@@ -378,6 +396,7 @@ def clearance(application_id: str, requested_by: str | None = None, wait_for_off
                 run_log.text(),
                 flow_run_id,
                 flow_run.run_count,
+                hold,
                 return_state=True,
             )
             if report.is_completed():
@@ -391,6 +410,7 @@ def clearance(application_id: str, requested_by: str | None = None, wait_for_off
                         run_log=run_log.text(),
                         flow_run_id=flow_run_id,
                         run_count=flow_run.run_count,
+                        hold=hold,
                     )
                     logger.error(
                         "%s: the support report could not be queued (%s); kept to be reported when the database is back",

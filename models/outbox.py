@@ -62,6 +62,7 @@ class NoticeStatus(StrEnum):
     SENT = "sent"  # accepted by the SMTP server (or written as .eml)
     FAILED = "failed"  # refused permanently (5xx), or temporary failures past the attempt limit
     UNDELIVERABLE = "undeliverable"  # no usable address: nothing to send to
+    WITHDRAWN = "withdrawn"  # held, then not sent: what it said no longer holds (a failure the system healed)
 
 
 class Notice(SQLModel, table=True):
@@ -113,7 +114,10 @@ class DeliveryAttempt(SQLModel, table=True):
     notice_id: int = Field(foreign_key="notice.id", index=True)
     attempt: int
     at: datetime = Field(sa_type=UTCDateTime)
-    outcome: str = Field(max_length=20, description="sent, temporary or permanent")
+    outcome: str = Field(
+        max_length=20,
+        description="sent, temporary or permanent; unknown (never recorded: its dispatcher stopped), put_back, requeued",
+    )
     detail: str | None = Field(default=None, max_length=2000)
 
 
@@ -164,8 +168,10 @@ def queue_notice(
     at: datetime,
     event_seq: int | None = None,
     attachments: list[tuple[str, str, bytes]] = (),
+    due: datetime | None = None,
 ) -> Notice:
-    """Write a notice in the caller's transaction. Without a usable recipient it is kept, as undeliverable."""
+    """Write a notice in the caller's transaction. Without a usable recipient it is kept, as undeliverable.
+    ``due``: not sent before then (held); by default at once."""
     address = usable_address(recipient)
     notice = Notice(
         uid=uuid.uuid4().hex,
@@ -177,7 +183,7 @@ def queue_notice(
         language=language if language in LANGUAGES else "ru",
         facts=json.loads(json.dumps(facts, default=str)),
         created_at=at,
-        next_attempt_at=at,
+        next_attempt_at=due or at,
     )
     if address is None:
         notice.status = NoticeStatus.UNDELIVERABLE

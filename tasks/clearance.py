@@ -42,9 +42,11 @@ def record_rerun(application_id: str, actor: str, flow_run_id: str, run_count: i
 
 
 @task(name="report-failure", retries=3, retry_delay_seconds=[1, 2, 4], timeout_seconds=60)
-def report_failure(application_id: str, step: str, error: str, run_log: str, flow_run_id: str | None, run_count: int = 1) -> str:
+def report_failure(
+    application_id: str, step: str, error: str, run_log: str, flow_run_id: str | None, run_count: int = 1, hold: bool = False
+) -> str:
     """The support report and the applicant's notice of a failed step (the error as its formatted text);
-    once per run attempt and step."""
+    once per run attempt and step. ``hold``: the reconciler will run it again; the applicant's notice waits."""
     return report_system_failure(
-        application_id, step=step, error=error, run_log=run_log, flow_run_id=flow_run_id, run_count=run_count
+        application_id, step=step, error=error, run_log=run_log, flow_run_id=flow_run_id, run_count=run_count, hold=hold
     ).report_id

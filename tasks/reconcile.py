@@ -32,7 +32,7 @@ from prefect.states import AwaitingRetry, Cancelled, Crashed
 
 from customs.core.clock import utcnow
 from customs.core.settings import Settings, get_settings
-from customs.rules.reconcile import CLOSE, CRASH, FINAL, RERUN, RunView, reconcile_action
+from customs.rules.reconcile import CLOSE, CRASH, FINAL, RERUN, RunView, failed_on_database, reconcile_action
 from customs.services.queries import statuses_of
 from customs.services.rerun import reconciled_before, record_reconciliation
 
@@ -80,10 +80,6 @@ def _with_heartbeat(client: SyncPrefectClient, view: RunView, now: datetime, tim
     return replace(view, heartbeat_age=now - last if last else None, heartbeats_checked=True)
 
 
-# What a database that went away looks like in a failed run's state message (SQLAlchemy wraps the driver's error).
-DATABASE_AWAY = ("OperationalError", "InterfaceError", "could not connect", "connection refused", "server closed the connection")
-
-
 def _view(run: FlowRun, now: datetime) -> RunView:
     state = run.state
     message = (state.message or "") if state else ""
@@ -95,7 +91,7 @@ def _view(run: FlowRun, now: datetime) -> RunView:
         state_age=now - state.timestamp if state and state.timestamp else timedelta(0),
         run_count=run.run_count,
         application_id=(run.parameters or {}).get("application_id"),
-        failed_on_database=bool(state and state.is_failed() and any(sign in message for sign in DATABASE_AWAY)),
+        failed_on_database=bool(state and state.is_failed() and failed_on_database(message)),
     )
 
 

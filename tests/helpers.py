@@ -510,3 +510,36 @@ def http_scope(method: str, path: str, headers: list[tuple[bytes, bytes]]) -> di
         "client": ("127.0.0.1", 5000),
         "server": ("testserver", 80),
     }
+
+
+@contextlib.contextmanager
+def served_api(app):
+    """``app`` under uvicorn on a free loopback port, in a thread: an httpx client speaking real HTTP to it."""
+    import threading
+
+    import httpx
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_config=None, lifespan="off"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_until(lambda: server.started, "the API to listen", 20)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{server.config.port}", timeout=10) as client:
+            yield client
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+class SilentListener:
+    """A TCP port that accepts connections and never says a word (a hung server)."""
+
+    def __init__(self):
+        self.socket = socket.socket()
+        self.socket.bind(("127.0.0.1", 0))
+        self.socket.listen(16)
+        self.port = self.socket.getsockname()[1]
+
+    def close(self) -> None:
+        self.socket.close()

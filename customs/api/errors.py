@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from customs.core.db import DeclarationNotFound
+from customs.core.db import DeclarationNotFound, database_unavailable
 from customs.rules import Refused
 from models.reasons import json_path
+
+log = logging.getLogger("customs.api")
 
 
 class ErrorDetail(BaseModel):
@@ -55,6 +60,29 @@ class RequestTooLarge(StarletteHTTPException):
 
 def error_response(status: int, code: str, message: str, path: str = "$", headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": {"code": code, "path": path, "message": message}}, status_code=status, headers=headers)
+
+
+# While the database does not answer, every endpoint that needs it answers 503 with this many seconds in Retry-After.
+DATABASE_RETRY_AFTER = 5
+
+
+def database_unavailable_body(error: BaseException) -> dict[str, Any]:
+    first_line = (str(getattr(error, "orig", None) or error).strip().splitlines() or [""])[0][:200]
+    return {
+        "error": {
+            "code": "DATABASE_UNAVAILABLE",
+            "path": "$",
+            "message": (
+                f"the database does not answer ({type(error).__name__}: {first_line}); nothing of this request was "
+                f"stored: send it again in {DATABASE_RETRY_AFTER} s (Retry-After). A submission sent again is never "
+                "stored twice: bytes already stored are answered 200 with their application"
+            ),
+        }
+    }
+
+
+def database_unavailable_response(error: BaseException) -> JSONResponse:
+    return JSONResponse(database_unavailable_body(error), status_code=503, headers={"Retry-After": str(DATABASE_RETRY_AFTER)})
 
 
 _HTTP_CODES = {
@@ -139,14 +167,29 @@ def install_error_handlers(app: FastAPI) -> None:
             404, "DECLARATION_NOT_FOUND", f"no declaration with application id or registration number {exc.key!r}", "key"
         )
 
+    @app.exception_handler(DBAPIError)
+    @app.exception_handler(PoolTimeout)
+    async def _database(request: Request, exc: Exception) -> JSONResponse:
+        if (error := database_unavailable(exc)) is not None:
+            log.warning("%s %s: 503, the database does not answer: %s", request.method, request.url.path, type(error).__name__)
+            return database_unavailable_response(error)
+        log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+        return _internal_error()
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:  # logged (with the traceback) by the server
-        return error_response(
-            500,
-            "INTERNAL_ERROR",
-            "the server failed to handle the request; it was logged, nothing was half-done "
-            "(every act is one transaction): try again, or report it with the time of the request",
-        )
+        if (error := database_unavailable(exc)) is not None:  # raised wrapped, or outside the routes (the gate)
+            return database_unavailable_response(error)
+        return _internal_error()
+
+
+def _internal_error() -> JSONResponse:
+    return error_response(
+        500,
+        "INTERNAL_ERROR",
+        "the server failed to handle the request; it was logged, nothing was half-done "
+        "(every act is one transaction): try again, or report it with the time of the request",
+    )
 
 
 _DESCRIPTIONS = {
@@ -158,13 +201,17 @@ _DESCRIPTIONS = {
     413: "The request body, the declaration or an attachment is larger than accepted.",
     415: "The body is neither application/json nor multipart/form-data.",
     422: "The request does not match this operation's schema (code REQUEST_INVALID).",
+    503: "The database does not answer (code DATABASE_UNAVAILABLE): nothing was stored; send the request again after "
+    "Retry-After seconds.",
 }
 
 
 def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     documented: dict[int | str, dict[str, Any]] = {}
-    for status in statuses:
+    for status in (*statuses, 503):  # every endpoint with errors needs the database
         documented[status] = {"model": ErrorBody, "description": _DESCRIPTIONS[status]}
         if status == 401:
             documented[status]["headers"] = {"WWW-Authenticate": {"description": "Bearer", "schema": {"type": "string"}}}
+        if status == 503:
+            documented[status]["headers"] = {"Retry-After": {"description": "seconds", "schema": {"type": "string"}}}
     return documented

@@ -25,7 +25,8 @@ from collections.abc import Callable
 import anyio
 import anyio.to_thread
 
-from customs.api.errors import BAD_TOKEN, NO_TOKEN, RequestTooLarge
+from customs.api.errors import BAD_TOKEN, DATABASE_RETRY_AFTER, NO_TOKEN, RequestTooLarge, database_unavailable_body
+from customs.core.db import database_unavailable
 from customs.core.settings import get_settings
 from customs.services.clients import authenticate
 from customs.services.ops_alerts import token_matches
@@ -72,10 +73,18 @@ class RequestGate:
                     (b"www-authenticate", b"Bearer"),
                 )
                 return
-            if path in OPS_PATHS:
-                client = "ops" if await anyio.to_thread.run_sync(token_matches, token) else None
-            else:
-                client = await anyio.to_thread.run_sync(authenticate, token)
+            try:
+                if path in OPS_PATHS:
+                    client = "ops" if await anyio.to_thread.run_sync(token_matches, token) else None
+                else:
+                    client = await anyio.to_thread.run_sync(authenticate, token)
+            except Exception as exc:
+                if (error := database_unavailable(exc)) is None:
+                    raise
+                body = database_unavailable_body(error)["error"]
+                retry_after = (b"retry-after", str(DATABASE_RETRY_AFTER).encode())
+                await self._refuse(send, 503, body["code"], body["message"], "$", retry_after)
+                return
             if client is None:
                 await self._refuse(
                     send,

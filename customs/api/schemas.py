@@ -247,7 +247,7 @@ class HealthOut(BaseModel):
 
 class DependencyOut(BaseModel):
     model_config = ConfigDict(extra="allow")
-    state: Literal["up", "down", "not used"]
+    state: Literal["up", "down", "low", "not used"]
     detail: str | None = None
 
 

@@ -15,7 +15,8 @@ from alembic.migration import MigrationContext
 from alembic.operations import Operations
 from sqlalchemy import event, inspect, or_, text
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlmodel import Session, SQLModel, create_engine, select
 
 import models.api_client
@@ -51,7 +52,9 @@ def _sqlite_engine(url: str) -> Engine:
 
 
 def _postgres_engine(url: str, settings: Settings) -> Engine:
-    engine = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+    # connect_timeout: a database host that does not answer at all is known as away within 5 s, not after the
+    # operating system's TCP time-out (minutes), so that callers (the API's 503, the steps' retries) hear of it.
+    engine = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10, connect_args={"connect_timeout": 5})
     idle_ms = int(settings.database_idle_transaction_timeout.total_seconds() * 1000)
 
     @event.listens_for(engine, "connect")
@@ -152,6 +155,20 @@ def is_transient_database_error(exc: BaseException | None) -> bool:
         return True
     pgcode = getattr(getattr(exc, "orig", None), "sqlstate", None)
     return pgcode in {"40001", "40P01", "55P03"}
+
+
+def database_unavailable(exc: BaseException | None) -> BaseException | None:
+    """The error in ``exc``'s chain (causes and contexts) saying that the database cannot be used now: a refused,
+    lost or timed-out connection, a pool with no connection to give, a locked SQLite file; None if there is none."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, (OperationalError, InterfaceError, PoolTimeout)):
+            return exc
+        if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 # ----------------------------------------------------------------------------------------------

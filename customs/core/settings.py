@@ -146,6 +146,16 @@ class Settings(BaseSettings):
     outbox_dir: Path | None = Field(
         None, description="Where .eml files go when no SMTP server is configured; default data_dir/outbox."
     )
+    failure_notice_grace: timedelta = Field(
+        timedelta(minutes=15),
+        description="A declarant's notice of a failed step that the system may heal by itself (a database error, "
+        "re-run by the reconciler) is held this long, and withdrawn if the declaration moves on meanwhile.",
+    )
+    health_min_free_mb: int = Field(
+        200,
+        ge=0,
+        description="Readiness is degraded when the disk of the data or outbox folder has less free space than this (MiB).",
+    )
     outbox_batch_size: int = Field(100, gt=0, description="Notices claimed by one dispatcher pass.")
     outbox_lease: timedelta = Field(
         timedelta(minutes=10), description="How long a claimed notice is reserved for the dispatcher sending it."

@@ -46,7 +46,7 @@ import anyio.to_thread
 import prefect.flow_engine as engine
 from httpx import HTTPStatusError
 from prefect._flow_run_suspension import FlowRunSuspensionRequest
-from prefect._internal.observers import FlowRunSuspendingObserver, _SuspensionWatch
+from prefect._internal.observers import _SuspensionWatch
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
     FlowRunFilter,
@@ -73,6 +73,7 @@ from prefect.workers.base import BaseJobConfiguration, BaseVariables, BaseWorker
 
 from customs.core.paths import PROJECT_ROOT
 from customs.core.settings import get_settings
+from customs.orchestration.suspensions import SuspensionObserver
 from customs.services.support import report_spooled_failures
 
 log = logging.getLogger("customs.worker")
@@ -176,7 +177,7 @@ class ClearanceWorker(BaseWorker[ClearanceJobConfiguration, ClearanceVariables, 
         self._flows: dict[UUID, Flow] = {}
         self._flow_lock = anyio.Lock()
         self._threads: anyio.CapacityLimiter | None = None
-        self._observer: FlowRunSuspendingObserver | None = None
+        self._observer: SuspensionObserver | None = None
         self.executed = 0  # attempts finished (for tests and benchmarks)
         self.reconciled: list[dict[str, Any]] = []  # what the reconciler did, most recent last
         self.ready = threading.Event()  # set up: the pool polled and heartbeats sent
@@ -197,7 +198,8 @@ class ClearanceWorker(BaseWorker[ClearanceJobConfiguration, ClearanceVariables, 
         quiet_thread_timeout_warnings()
         self._threads = anyio.CapacityLimiter(self._limit or 100)
         self._reconcile = _reconciler()
-        self._observer = await self._exit_stack.enter_async_context(FlowRunSuspendingObserver(on_suspended=_no_attempt))
+        # Prefect's observer stops for good after a Prefect outage of ~30 s; this one starts again (suspensions.py).
+        self._observer = await self._exit_stack.enter_async_context(SuspensionObserver(on_suspended=_no_attempt))
         _install_attempt_observer()
         self._exit_stack.callback(_uninstall_attempt_observer)
         background = await self._exit_stack.enter_async_context(anyio.create_task_group())

@@ -20,6 +20,20 @@ FINAL = frozenset({Status.RELEASED, Status.REGISTRATION_REFUSED, Status.RELEASE_
 
 CRASH, RERUN, CLOSE, REPORT = "crash", "rerun", "close", "report"
 
+# What a database that went away looks like in a failure's text (SQLAlchemy wraps the driver's error): the
+# reconciler re-runs a Failed run whose state message shows one of these.
+DATABASE_AWAY = ("OperationalError", "InterfaceError", "could not connect", "connection refused", "server closed the connection")
+
+
+def failed_on_database(message: str) -> bool:
+    return any(sign in message for sign in DATABASE_AWAY)
+
+
+def healed_by_reconciler(message: str, run_count: int, *, max_attempts: int) -> bool:
+    """Whether the reconciler will run a run that failed with ``message`` (at its ``run_count``-th run) again:
+    a database failure with attempts left. The declarant is not told of such a failure before it had its chance."""
+    return failed_on_database(message) and run_count < max_attempts
+
 
 @dataclass(frozen=True)
 class RunView:

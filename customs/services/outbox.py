@@ -3,9 +3,14 @@ the outbox as operations staff handle it (list, requeue).
 
 Delivery is at least once. A pass first *claims* its notices in a short transaction (attempt counted,
 next attempt pushed a lease ahead, so no other dispatcher takes them), then sends, then marks each
-notice in its own transaction right after the server accepted it. A crash between the server's
-acceptance and the mark leaves the notice claimed; when the lease runs out it is sent again, as the
-same message with the same Message-ID (see customs.notices.render).
+notice in its own transaction right after the server answered it (retried for a few seconds when the
+database does not answer). The same transaction confirms that the pass still holds the next notice
+(renewing its lease): a pass that stalled past its lease never sends a notice another pass took over.
+
+A crash between the server's acceptance and the mark (a "lost mark") leaves the notice claimed; when the
+lease runs out it is sent again, as the same message with the same Message-ID (see
+customs.notices.render). The claim that takes it again finds that attempt without a recorded outcome and
+records it: a delivery attempt ``unknown`` and the audit event ``notice_outcome_lost``.
 """
 
 from __future__ import annotations
@@ -25,14 +30,15 @@ from sqlalchemy import func
 from sqlmodel import select
 
 from customs.core.clock import kz_display, utcnow
-from customs.core.db import transaction
+from customs.core.db import is_transient_database_error, transaction
 from customs.core.reference import ReferenceDataError, load_reference
 from customs.core.settings import Settings, get_settings
 from customs.notices.delivery import PERMANENT, SENT, TEMPORARY, SendResult, Transport, backoff, transport_for
 from customs.notices.render import DeclarationFacts, build_message
+from customs.services.support import withdraw_notice
 from models.audit import append_event
 from models.declaration import Declaration
-from models.outbox import DeliveryAttempt, Notice, NoticeAttachment, NoticeStatus, usable_address
+from models.outbox import DeliveryAttempt, Notice, NoticeAttachment, NoticeKind, NoticeStatus, usable_address
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -83,6 +89,59 @@ def smtp_away_for(settings: Settings) -> float:
     return max(0.0, _smtp_away_until.get((settings.smtp_host, settings.smtp_port), 0.0) - time.monotonic())
 
 
+UNKNOWN = "unknown"  # an attempt whose outcome was never recorded (its dispatcher stopped): maybe delivered
+
+
+def _lost_outcomes(session, notices: list[Notice]) -> list[Notice]:
+    """Notices whose last attempt has no recorded outcome: its pass stopped after claiming it, perhaps after the
+    server had accepted the message. Rows older than the attempt's claim (before a requeue) do not count."""
+    tried = [n for n in notices if n.attempts > 0 and n.last_attempt_at is not None]
+    if not tried:
+        return []
+    recorded = {
+        (notice_id, attempt, at)
+        for notice_id, attempt, at in session.exec(
+            select(DeliveryAttempt.notice_id, DeliveryAttempt.attempt, DeliveryAttempt.at).where(
+                DeliveryAttempt.notice_id.in_([n.id for n in tried])
+            )
+        )
+    }
+    lost = []
+    for notice in tried:
+        if not any(i == notice.id and a == notice.attempts and at >= notice.last_attempt_at for i, a, at in recorded):
+            lost.append(notice)
+    return lost
+
+
+def _record_lost(session, settings: Settings, notice: Notice, now: datetime, then: str) -> None:
+    """Write down that attempt ``notice.attempts`` has no outcome, and what happens now (``then``): a delivery
+    attempt ``unknown`` and, in the declaration's audit chain, ``notice_outcome_lost``."""
+    message_id = f"<notice-{notice.uid}@{settings.mail_domain}>"
+    detail = (
+        f"no outcome recorded: the dispatcher stopped during attempt {notice.attempts} (claimed "
+        f"{notice.last_attempt_at:%Y-%m-%d %H:%M:%S} UTC), perhaps after the server accepted the message; {then}"
+    )
+    session.add(DeliveryAttempt(notice_id=notice.id, attempt=notice.attempts, at=now, outcome=UNKNOWN, detail=detail[:2000]))
+    append_event(
+        session,
+        application_id=notice.application_id,
+        office=session.exec(
+            select(Declaration.customs_office).where(Declaration.application_id == notice.application_id)
+        ).first(),
+        event="notice_outcome_lost",
+        actor="outbox",
+        at=now,
+        details={
+            "notice_id": notice.id,
+            "kind": str(notice.kind),
+            "attempt": notice.attempts,
+            "message_id": message_id,
+            "then": then,
+        },
+    )
+    log.warning("notice %s (%s, %s): %s", notice.id, notice.kind, message_id, detail)
+
+
 def claim_due(settings: Settings, now: datetime, limit: int, application_id: str | None = None) -> list[Claimed]:
     """Reserve up to ``limit`` due notices for this pass (PostgreSQL: SKIP LOCKED lets dispatchers share the work)."""
     with transaction(settings) as session:
@@ -93,8 +152,12 @@ def claim_due(settings: Settings, now: datetime, limit: int, application_id: str
         if session.get_bind().dialect.name == "postgresql":
             query = query.with_for_update(skip_locked=True)
         notices = []
-        for notice in session.exec(query).all():
+        found = session.exec(query).all()
+        lost = {n.id for n in _lost_outcomes(session, found)}
+        for notice in found:
             if notice.attempts >= settings.outbox_max_attempts:  # its last passes died before recording anything
+                if notice.id in lost:
+                    _record_lost(session, settings, notice, now, "not sent again: the attempt limit is reached (failed)")
                 notice.status = NoticeStatus.FAILED
                 notice.last_error = (
                     f"gave up after {notice.attempts} attempts; the dispatcher stopped during the last one "
@@ -102,6 +165,20 @@ def claim_due(settings: Settings, now: datetime, limit: int, application_id: str
                 )[:2000]
                 session.add(notice)
                 continue
+            if notice.kind == NoticeKind.FAILURE_REPORTED and "status_at_failure" in notice.facts and notice.attempts == 0:
+                status = session.exec(
+                    select(Declaration.status).where(Declaration.application_id == notice.application_id)
+                ).first()
+                if status is not None and str(status) != notice.facts["status_at_failure"]:
+                    withdraw_notice(
+                        session,
+                        notice,
+                        now,
+                        f"the declaration moved on from {notice.facts['status_at_failure']} to {status} after the failure",
+                    )
+                    continue
+            if notice.id in lost:  # the one way a notice can reach its receiver twice: recorded before it is sent again
+                _record_lost(session, settings, notice, now, "sent again with the same Message-ID")
             notices.append(notice)
         if not notices:
             return []
@@ -126,36 +203,88 @@ def claim_due(settings: Settings, now: datetime, limit: int, application_id: str
 
 def record_attempt(settings: Settings, notice_id: int, attempt: int, result: SendResult, now: datetime) -> str:
     """Write what came of one attempt; returns sent, retry or failed."""
+    return record_and_hold(settings, notice_id, attempt, result, now)[0]
+
+
+def record_and_hold(
+    settings: Settings,
+    notice_id: int,
+    attempt: int,
+    result: SendResult,
+    now: datetime,
+    hold: tuple[int, int] | None = None,
+) -> tuple[str, bool]:
+    """Write what came of one attempt (sent, retry, failed or stale) and, in the same transaction, renew this
+    pass's lease on the notice it sends next (``hold``: its id and attempt): False when another pass has it."""
     with transaction(settings) as session:
-        notice = session.exec(select(Notice).where(Notice.id == notice_id).with_for_update()).one()
-        session.add(
-            DeliveryAttempt(notice_id=notice_id, attempt=attempt, at=now, outcome=result.outcome, detail=result.detail[:2000])
-        )
-        if notice.status != NoticeStatus.PENDING or notice.attempts != attempt:
-            if result.outcome == SENT and notice.status == NoticeStatus.PENDING:
-                pass  # another pass took it over after this one's lease ran out, but this one delivered it: it is sent
-            else:
-                return "stale"
-        if result.outcome == SENT:
-            notice.status = NoticeStatus.SENT
-            notice.sent_at = now
-            notice.server_response = result.detail[:2000]
-            notice.last_error = None
-            verdict = "sent"
-        elif result.outcome == PERMANENT:
-            notice.status = NoticeStatus.FAILED
-            notice.last_error = f"refused permanently: {result.detail}"[:2000]
-            verdict = "failed"
-        elif notice.attempts >= settings.outbox_max_attempts:
-            notice.status = NoticeStatus.FAILED
-            notice.last_error = f"gave up after {notice.attempts} attempts; last: {result.detail}"[:2000]
-            verdict = "failed"
-        else:
-            notice.next_attempt_at = now + backoff(notice.attempts, settings.outbox_backoff, settings.outbox_backoff_cap)
-            notice.last_error = result.detail[:2000]
-            verdict = "retry"
+        verdict = _record(session, settings, notice_id, attempt, result, now)
+        return verdict, (_hold(session, settings, *hold, now) if hold is not None else False)
+
+
+def _hold(session, settings: Settings, notice_id: int, attempt: int, now: datetime) -> bool:
+    notice = session.exec(select(Notice).where(Notice.id == notice_id).with_for_update()).one()
+    if notice.status == NoticeStatus.PENDING and notice.attempts == attempt:
+        notice.next_attempt_at = now + settings.outbox_lease
         session.add(notice)
-        return verdict
+        return True
+    return False
+
+
+def hold_claim(settings: Settings, notice_id: int, attempt: int, now: datetime) -> bool:
+    """Renew this pass's lease on one notice right before sending it; False when another pass took it over."""
+    with transaction(settings) as session:
+        return _hold(session, settings, notice_id, attempt, now)
+
+
+def _record(session, settings: Settings, notice_id: int, attempt: int, result: SendResult, now: datetime) -> str:
+    notice = session.exec(select(Notice).where(Notice.id == notice_id).with_for_update()).one()
+    session.add(
+        DeliveryAttempt(notice_id=notice_id, attempt=attempt, at=now, outcome=result.outcome, detail=result.detail[:2000])
+    )
+    if notice.status != NoticeStatus.PENDING or notice.attempts != attempt:
+        if result.outcome == SENT and notice.status == NoticeStatus.PENDING:
+            pass  # another pass took it over after this one's lease ran out, but this one delivered it: it is sent
+        else:
+            return "stale"
+    if result.outcome == SENT:
+        notice.status = NoticeStatus.SENT
+        notice.sent_at = now
+        notice.server_response = result.detail[:2000]
+        notice.last_error = None
+        verdict = "sent"
+    elif result.outcome == PERMANENT:
+        notice.status = NoticeStatus.FAILED
+        notice.last_error = f"refused permanently: {result.detail}"[:2000]
+        verdict = "failed"
+    elif notice.attempts >= settings.outbox_max_attempts:
+        notice.status = NoticeStatus.FAILED
+        notice.last_error = f"gave up after {notice.attempts} attempts; last: {result.detail}"[:2000]
+        verdict = "failed"
+    else:
+        notice.next_attempt_at = now + backoff(notice.attempts, settings.outbox_backoff, settings.outbox_backoff_cap)
+        notice.last_error = result.detail[:2000]
+        verdict = "retry"
+    session.add(notice)
+    return verdict
+
+
+# How long a pass keeps trying to record an attempt while the database does not answer (a mark that cannot be
+# written is a lost mark: the notice would be sent again when its lease runs out).
+MARK_RETRY_DELAYS = (0.2, 0.5, 1, 2, 4, 8)
+
+
+async def _record_with_retries(
+    settings: Settings, notice_id: int, attempt: int, result: SendResult, clock, hold: tuple[int, int] | None
+) -> tuple[str, bool]:
+    for delay in (*MARK_RETRY_DELAYS, None):
+        try:
+            return record_and_hold(settings, notice_id, attempt, result, clock(), hold)
+        except Exception as exc:
+            if delay is None or not is_transient_database_error(exc):
+                raise
+            log.warning("notice %s: its attempt cannot be recorded yet (%s); again in %s s", notice_id, type(exc).__name__, delay)
+            await asyncio.sleep(delay)
+    raise AssertionError("unreachable")
 
 
 def renew_claims(settings: Settings, claims: list[tuple[int, int]], now: datetime) -> set[int]:
@@ -182,6 +311,10 @@ def put_back(settings: Settings, claims: list[tuple[int, int]], now: datetime, w
                 notice.next_attempt_at = now + settings.outbox_backoff
                 notice.last_error = f"not tried: {why}"[:2000]
                 session.add(notice)
+                if notice.attempts > 0:  # the attempt before stays the last one, with an outcome as of this claim
+                    detail = f"not tried: {why}"[:2000]
+                    row = DeliveryAttempt(notice_id=notice_id, attempt=notice.attempts, at=now, outcome="put_back", detail=detail)
+                    session.add(row)
                 count += 1
     return count
 
@@ -234,17 +367,23 @@ async def dispatch_due(
         report.errors.append(f"no transport: {exc}")
         report.unavailable = f"no transport: {exc}"
         return report
+    held = True  # the first notice was claimed a moment ago; each later one is confirmed right before its send
     try:
         while pending:
             if clock() - claimed_at > settings.outbox_lease / 3:  # a slow pass renews its lease before it can run out
-                held = renew_claims(settings, [(c.notice.id, c.notice.attempts) for c in pending], clock())
-                report.outcomes["stale"] += len(pending) - len(held)
-                pending = [c for c in pending if c.notice.id in held]
+                still = renew_claims(settings, [(c.notice.id, c.notice.attempts) for c in pending], clock())
+                report.outcomes["stale"] += len(pending) - len(still)
+                pending = [c for c in pending if c.notice.id in still]
                 claimed_at = clock()
+                held = True
                 if not pending:
                     break
             item = pending.pop(0)
             notice = item.notice
+            if not held and not hold_claim(settings, notice.id, notice.attempts, clock()):
+                report.outcomes["stale"] += 1  # another pass took it over after this one's lease ran out: not sent twice
+                continue
+            held = False
             try:
                 if item.declaration is None:
                     raise LookupError(f"declaration {notice.application_id} of notice {notice.id} is missing")
@@ -268,8 +407,15 @@ async def dispatch_due(
                     result = SendResult(TEMPORARY, f"{type(exc).__name__}: {exc}")
             answers[result.outcome] += 1
             first_temporary = first_temporary or (result.detail if result.outcome == TEMPORARY else None)
-            verdict = record_attempt(settings, notice.id, notice.attempts, result, clock())
+            following = pending[0].notice if pending and not result.server_wide else None
+            # Marked right after its own SMTP transaction, with the next notice's lease confirmed in the same commit.
+            verdict, held = await _record_with_retries(
+                settings, notice.id, notice.attempts, result, clock, (following.id, following.attempts) if following else None
+            )
             report.outcomes[verdict] += 1
+            if following is not None and not held:
+                pending.pop(0)
+                report.outcomes["stale"] += 1
             if result.outcome != SENT:
                 report.errors.append(f"notice {notice.id} to {notice.recipient}: {result.detail}")
             if result.server_wide:

@@ -3,8 +3,14 @@
 The rules require the report to carry: the name of the state service, the application's registration
 number, the applicant's IIN or BIN, the applicant's name, a description of the error, and screenshots.
 Here the screenshots are the failed run's log and a rendering of the declaration's state at the time
-of the failure. The report goes to the support address through the outbox, and the applicant is told
-that the failure was reported, in the same transaction as the audit event that records it.
+of the failure. The report goes to the support address through the outbox at once, and the applicant's
+notice that the failure was reported is queued in the same transaction as the audit event that records it.
+
+A failure the system may heal by itself (``hold``: a database error the reconciler will re-run) is not told
+to the applicant at once: the notice is held for ``failure_notice_grace`` and withdrawn when the clearance
+gets through its steps again meanwhile, or when the declaration moved on (see customs.services.outbox). A
+later failure of the same declaration supersedes a notice still held, so the applicant hears of a failure
+once, when automatic recovery has given up (the last attempt's failure is told at once).
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from customs.core.settings import Settings, get_settings
 from customs.notices.render import SERVICE_NAMES
 from customs.notices.reports import render_state, state_snapshot
 from models.audit import AuditEvent, append_event
-from models.outbox import Notice, NoticeKind, addressee_of, queue_notice
+from models.outbox import DeliveryAttempt, Notice, NoticeKind, NoticeStatus, addressee_of, queue_notice
 
 LOG_FORMAT = "%(asctime)s %(levelname)-8s %(name)s | %(message)s"
 MAX_LOG_BYTES = 2 * 1024 * 1024
@@ -88,8 +94,10 @@ def report_system_failure(
     run_count: int = 1,
     now: datetime | None = None,
     settings: Settings | None = None,
+    hold: bool = False,
 ) -> FailureReport:
-    """Queue the support report and the applicant's notice, and audit the failure: one transaction, once per run and step."""
+    """Queue the support report and the applicant's notice, and audit the failure: one transaction, once per run and step.
+    ``hold``: the system may heal this failure by itself; the applicant's notice waits (see the module)."""
     settings = settings or get_settings()
     now = now or utcnow()
     dedup = f"support_report:{application_id}:{flow_run_id or now.isoformat()}:{run_count}:{step}"
@@ -120,8 +128,10 @@ def report_system_failure(
                 "step": step,
                 "flow_run_id": flow_run_id,
                 "error": type(error).__name__ if isinstance(error, BaseException) else "error",
+                **({"declarant_told_after": (now + settings.failure_notice_grace).isoformat()} if hold else {}),
             },
         )
+        _withdraw_held(session, application_id, now, f"superseded by the report of a later failure, {report_id}")
         facts = {
             "event_at": now.isoformat(),
             "registration_number": declaration.registration_number,
@@ -157,11 +167,56 @@ def report_system_failure(
                 "report_id": report_id,
                 "failed_step": step,
                 "registration_number": declaration.registration_number,
+                **(
+                    {
+                        "held_until": (now + settings.failure_notice_grace).isoformat(),
+                        "status_at_failure": str(declaration.status),
+                    }
+                    if hold
+                    else {}
+                ),
             },
             at=now,
             event_seq=event.seq,
+            due=now + settings.failure_notice_grace if hold else None,
         )
         return FailureReport(report_id, created=True)
+
+
+def _withdraw_held(session, application_id: str, now: datetime, why: str) -> int:
+    """Withdraw the applicant's failure notices of this declaration that are still held (never tried)."""
+    held = session.exec(
+        select(Notice)
+        .where(
+            Notice.application_id == application_id,
+            Notice.kind == NoticeKind.FAILURE_REPORTED,
+            Notice.status == NoticeStatus.PENDING,
+            Notice.attempts == 0,
+        )
+        .with_for_update()
+    ).all()
+    count = 0
+    for notice in held:
+        if "held_until" not in notice.facts:
+            continue
+        withdraw_notice(session, notice, now, why)
+        count += 1
+    return count
+
+
+def withdraw_notice(session, notice: Notice, now: datetime, why: str) -> None:
+    notice.status = NoticeStatus.WITHDRAWN
+    notice.last_error = f"withdrawn: {why}"[:2000]
+    session.add(notice)
+    session.add(DeliveryAttempt(notice_id=notice.id, attempt=notice.attempts, at=now, outcome="withdrawn", detail=why[:2000]))
+
+
+def withdraw_healed_failure_notices(
+    application_id: str, why: str, *, now: datetime | None = None, settings: Settings | None = None
+) -> int:
+    """The clearance got through its steps again after a failure: the applicant's notices of it still held are not sent."""
+    with transaction(settings) as session:
+        return _withdraw_held(session, application_id, now or utcnow(), why)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -182,6 +237,7 @@ def spool_failure(
     run_count: int,
     now: datetime | None = None,
     settings: Settings | None = None,
+    hold: bool = False,
 ) -> str:
     """Keep a failure whose report could not be queued (the database was away) in a file of this host, written
     atomically; ``report_spooled_failures`` reports it when the database is back (once: the report's dedup key)."""
@@ -201,6 +257,7 @@ def spool_failure(
         "flow_run_id": flow_run_id,
         "run_count": run_count,
         "at": now.isoformat(),
+        "hold": hold,
     }
     name = f"{now:%Y%m%dT%H%M%S%f}-{secrets.token_hex(4)}.json"
     descriptor, temporary = tempfile.mkstemp(dir=folder, prefix=".", suffix=".part")
@@ -238,6 +295,7 @@ def report_spooled_failures(settings: Settings | None = None) -> list[str]:
             run_count=record["run_count"],
             now=datetime.fromisoformat(record["at"]),
             settings=settings,
+            hold=record.get("hold", False),
         )
         path.unlink()
         reported.append(report.report_id)

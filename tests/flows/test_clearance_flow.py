@@ -381,3 +381,62 @@ def test_the_reconciler_reruns_crashed_runs_and_closes_runs_of_final_declaration
     assert len(events(crashed, "clearance_run_reconciled")) == 1 and len(events(decided, "clearance_run_reconciled")) == 1
     listed = {(r["application_id"], r["action"]) for r in operations_summary()["reconciled_runs"]}
     assert listed == {(crashed, "rerun"), (decided, "close")}
+
+
+def test_a_database_failure_the_reconciler_heals_is_never_told_to_the_declarant(settings, company_signer, monkeypatch):
+    """Issue 18: a step that fails on the database beyond its retries is reported to support at once, but the
+    declarant's notice is held; the reconciler's re-run gets through, and the declarant is never told."""
+    from datetime import timedelta
+
+    from prefect.client.orchestration import get_client
+    from prefect.flow_engine import run_flow
+    from prefect.states import AwaitingRetry
+    from sqlalchemy.exc import InterfaceError
+
+    import customs.services.steps as release_step
+    from customs.core.clock import utcnow
+    from customs.services.outbox import dispatch_due_sync
+    from models.outbox import NoticeKind, NoticeStatus
+
+    def away(*args, **kwargs):  # not retried by the task (the connection was not invalidated): the run fails
+        raise InterfaceError("SELECT 1", {}, Exception("server closed the connection unexpectedly"))
+
+    application_id = submit(company_signer, unique(sample()))
+    monkeypatch.setattr(release_step, "decide_release", away)
+    with pytest.raises(InterfaceError):
+        clearance(application_id)
+    monkeypatch.undo()
+    outbox = settings.data_dir / "outbox"
+    assert list(outbox.glob(f"*-support_report-{application_id}.eml"))  # support hears of it at once
+    (held,) = notices(application_id, NoticeKind.FAILURE_REPORTED)
+    assert held.status == NoticeStatus.PENDING and held.facts["status_at_failure"] == "lane_assigned"
+    assert held.next_attempt_at - held.created_at == settings.failure_notice_grace
+    assert dispatch_due_sync().claimed == 0  # held
+    assert not list(outbox.glob(f"*-failure_reported-{application_id}.eml"))
+
+    (failed,) = flow_runs_of(application_id)  # the reconciler's re-run (as tasks/reconcile.py makes it)
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(failed.id, AwaitingRetry(message="re-run by the reconciler"), force=True)
+        again = client.read_flow_run(failed.id)
+    assert run_flow(clearance, flow_run=again, parameters=again.parameters, return_type="result")["status"] == "released"
+    (withdrawn,) = notices(application_id, NoticeKind.FAILURE_REPORTED)
+    assert withdrawn.status == NoticeStatus.WITHDRAWN and "got through its steps again" in withdrawn.last_error
+    dispatch_due_sync(now=utcnow() + settings.failure_notice_grace + timedelta(minutes=1))
+    assert not list(outbox.glob(f"*-failure_reported-{application_id}.eml"))  # never told
+    assert len(notices(application_id, NoticeKind.RELEASE)) == 1
+
+
+def test_a_failure_no_automatic_recovery_will_heal_is_told_at_once(settings, company_signer, monkeypatch):
+    """A failure that is not the database's (the reconciler does not re-run it) is told to the declarant at once."""
+    import customs.services.steps as release_step
+    from models.outbox import NoticeKind, NoticeStatus
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("release service unavailable")
+
+    application_id = submit(company_signer, unique(sample()))
+    monkeypatch.setattr(release_step, "decide_release", broken)
+    with pytest.raises(RuntimeError):
+        clearance(application_id)
+    (told,) = notices(application_id, NoticeKind.FAILURE_REPORTED)
+    assert told.status == NoticeStatus.SENT and "held_until" not in told.facts

@@ -647,3 +647,74 @@ def test_a_decision_given_in_the_form_reaches_the_database_before_any_step(setti
     )
     released = [e for e in status["history"] if e["to"] == "released"]
     assert len(released) == 1 and released[0]["details"]["grounds_text"] == "from the form"
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_the_suspension_observer_survives_a_prefect_outage_and_hears_a_suspend_when_prefect_is_back():
+    """Issue 18: Prefect's own observer of suspensions stopped for good when its polls failed a few times in a
+    row (a Prefect outage of ~30 s with runs in flight), so a Suspend from the UI was ignored until the worker
+    restarted. The worker's observer, with the Prefect API behind a gate that is closed and opened again,
+    starts its delivery again, logs the outage once, and hears the Suspend once Prefect is back."""
+    import asyncio
+    import logging
+    from urllib.parse import urlparse
+
+    from prefect import flow
+    from prefect._internal.observers import _SuspensionWatch
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, PREFECT_CLIENT_MAX_RETRIES, temporary_settings
+    from prefect.states import Running, Suspended
+
+    from customs.orchestration.suspensions import SuspensionObserver
+
+    @flow(name="watched")
+    def watched() -> None:
+        pass
+
+    harness = urlparse(PREFECT_API_URL.value())
+    gate = TcpGate(harness.hostname, harness.port).open()
+    warnings: list[str] = []
+
+    class Recorder(logging.Handler):
+        def emit(self, record):
+            if record.levelno >= logging.WARNING:
+                warnings.append(record.getMessage())
+
+    recorder = Recorder()
+    logging.getLogger("customs.worker").addHandler(recorder)
+
+    async def until(predicate, what: str, timeout: float):
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            assert time.monotonic() < deadline, f"{what} did not happen within {timeout} s"
+            await asyncio.sleep(0.1)
+
+    async def scenario():
+        suspended = []
+        async with get_client() as client:
+            run = await client.create_flow_run(watched)
+            await client.set_flow_run_state(run.id, Running(), force=True)
+            async with SuspensionObserver(
+                on_suspended=lambda flow_run_id, state: suspended.append(state), polling_interval=0.3, restart_delays=(0.5, 1.0)
+            ) as observer:
+                watch = _SuspensionWatch(run.id, observer._client, observer.on_suspended, logging.getLogger("test"))
+                watch.initialize((await client.read_flow_run(run.id)).state)
+                observer._watches[run.id] = watch
+                gate.close()  # Prefect is away
+                await until(lambda: observer.restarts >= 3, "the observer's delivery to stop and be started again", 90)
+                assert observer.outages == 1 and observer.outage_since is not None
+                gate.open()  # back
+                await until(lambda: observer.outage_since is None, "the observer to find Prefect back", 60)
+                await client.set_flow_run_state(run.id, Suspended(timeout_seconds=300), force=True)  # the UI's Suspend
+                await until(lambda: suspended, "the Suspend to be heard", 30)
+                assert suspended[0].name == "Suspended"
+
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: f"http://127.0.0.1:{gate.port}/api", PREFECT_CLIENT_MAX_RETRIES: 0}):
+            asyncio.run(scenario())
+    finally:
+        gate.close()
+        logging.getLogger("customs.worker").removeHandler(recorder)
+    outage = [w for w in warnings if "does not answer" in w]
+    assert len(outage) == 1, warnings  # one warning for the outage, however many polls failed
+    assert any("answers again" in w for w in warnings)

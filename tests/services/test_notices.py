@@ -367,16 +367,16 @@ def test_temporary_failures_stop_after_the_attempt_limit(tmp_path, pki, company_
 
 def test_crash_between_send_and_mark_resends_the_same_message(smtp_settings, smtp_server, company_signer, monkeypatch):
     application_id = green_declaration(company_signer)
-    real_record = outbox.record_attempt
+    real_record = outbox.record_and_hold
 
     def crash(*args, **kwargs):
         raise SystemExit("dispatcher killed after the server accepted the message")
 
-    monkeypatch.setattr(outbox, "record_attempt", crash)
+    monkeypatch.setattr(outbox, "record_and_hold", crash)
     now = utcnow()
     with pytest.raises(SystemExit):
         dispatch_due_sync(now=now)
-    monkeypatch.setattr(outbox, "record_attempt", real_record)
+    monkeypatch.setattr(outbox, "record_and_hold", real_record)
     assert len(smtp_server.received) == 1
     (notice,) = notices(application_id)
     assert notice.status == NoticeStatus.PENDING and notice.attempts == 1  # claimed, never marked
@@ -387,6 +387,47 @@ def test_crash_between_send_and_mark_resends_the_same_message(smtp_settings, smt
     assert first["message"]["Message-ID"] == second["message"]["Message-ID"] == f"<notice-{notice.uid}@customs.kgd.gov.kz>"
     assert first["raw"] == second["raw"]  # the receiver sees the same message twice, never two different ones
     assert dispatch_due_sync(now=now + timedelta(days=1)).claimed == 0
+    # The re-send after the lost mark is on record: the attempt without an outcome, and an audit event.
+    assert [(a.attempt, a.outcome) for a in attempts_of(notice.id)] == [(1, "unknown"), (2, "sent")]
+    assert "perhaps after the server accepted the message" in attempts_of(notice.id)[0].detail
+    with transaction() as session:
+        (lost,) = session.exec(select(AuditEvent).where(AuditEvent.event == "notice_outcome_lost")).all()
+        assert verify_chain(session).intact
+    assert lost.application_id == application_id
+    assert lost.details == {
+        "notice_id": notice.id,
+        "kind": "acceptance",
+        "attempt": 1,
+        "message_id": f"<notice-{notice.uid}@customs.kgd.gov.kz>",
+        "then": "sent again with the same Message-ID",
+    }
+
+
+def test_a_pass_that_stalled_past_its_lease_never_sends_what_another_pass_took_over(smtp_settings, smtp_server, company_signer):
+    """Pass A claims two notices and stalls in its first SMTP transaction beyond the lease (the process was
+    frozen); pass B takes the second over and delivers it. A must not send it a second time: the only way a
+    notice reaches its receiver twice is a lost mark (or an SMTP answer lost on the wire)."""
+    from customs.notices.delivery import SmtpTransport
+
+    first, second = green_declaration(company_signer), green_declaration(company_signer)
+    now = utcnow()
+
+    class Stalling(SmtpTransport):
+        stalled = False
+
+        async def send(self, message, sender, recipient, name):
+            if not self.stalled:
+                self.stalled = True  # while A is stuck, the lease has run out for everyone else: B takes over
+                report = dispatch_due_sync(now=now + smtp_settings.outbox_lease + timedelta(seconds=1), application_id=second)
+                assert report.sent == 1
+            return await super().send(message, sender, recipient, name)
+
+    report = dispatch_due_sync(now=now, transport=Stalling(smtp_settings))
+    assert report.claimed == 2 and report.sent == 1 and report.outcomes["stale"] == 1
+    received = [m["message"]["Message-ID"] for m in smtp_server.received]
+    assert len(received) == 2 and len(set(received)) == 2  # each notice once
+    assert {n.status for n in notices()} == {NoticeStatus.SENT}
+    assert first != second
 
 
 def test_a_notice_renders_to_the_same_bytes_whatever_happened_since(settings, company_signer):
@@ -633,3 +674,51 @@ def test_a_transport_that_raises_leaves_the_notice_for_later(smtp_settings, comp
     assert report.outcomes["retry"] == 1
     (notice,) = notices(application_id)
     assert notice.status == NoticeStatus.PENDING and "disk full" in notice.last_error
+
+
+def _database_failure(application_id, settings, *, run_count=1, now=None):
+    return report_system_failure(
+        application_id,
+        step="registration",
+        error="OperationalError: connection refused",
+        run_log="",
+        flow_run_id="run-1",
+        run_count=run_count,
+        now=now,
+        settings=settings,
+        hold=run_count < settings.reconcile_max_attempts,
+    )
+
+
+def test_a_held_failure_notice_is_sent_when_the_declaration_stayed_where_it_was(smtp_settings, smtp_server, company_signer):
+    application_id = green_declaration(company_signer)
+    now = utcnow()
+    _database_failure(application_id, smtp_settings, now=now)
+    dispatch_due_sync(now=now + timedelta(seconds=1))
+    kinds = [str(n.kind) for n in notices(application_id) if n.status == NoticeStatus.SENT]
+    assert sorted(kinds) == ["acceptance", "support_report"]  # support at once; the declarant's notice waits
+    dispatch_due_sync(now=now + smtp_settings.failure_notice_grace + timedelta(seconds=1))
+    (told,) = notices(application_id, NoticeKind.FAILURE_REPORTED)
+    assert told.status == NoticeStatus.SENT  # still at the same status: recovery gave up, the declarant is told
+
+
+def test_a_held_failure_notice_is_withdrawn_when_the_declaration_moved_on(smtp_settings, smtp_server, company_signer):
+    application_id = green_declaration(company_signer)
+    now = utcnow()
+    _database_failure(application_id, smtp_settings, now=now)
+    run_steps(application_id)  # healed (here by a batch-recheck restart, say): the declaration moved on
+    dispatch_due_sync(now=now + smtp_settings.failure_notice_grace + timedelta(seconds=1))
+    (withdrawn,) = notices(application_id, NoticeKind.FAILURE_REPORTED)
+    assert withdrawn.status == NoticeStatus.WITHDRAWN and "moved on from submitted" in withdrawn.last_error
+    assert [a.outcome for a in attempts_of(withdrawn.id)] == ["withdrawn"]
+
+
+def test_the_declarant_hears_of_repeated_failures_once_when_the_last_attempt_fails(smtp_settings, smtp_server, company_signer):
+    application_id = green_declaration(company_signer)
+    now = utcnow()
+    for run_count in range(1, smtp_settings.reconcile_max_attempts + 1):
+        _database_failure(application_id, smtp_settings, run_count=run_count, now=now + timedelta(minutes=run_count))
+    dispatch_due_sync(now=now + timedelta(minutes=10))
+    told = notices(application_id, NoticeKind.FAILURE_REPORTED)
+    assert [n.status for n in told] == [NoticeStatus.WITHDRAWN] * (len(told) - 1) + [NoticeStatus.SENT]
+    assert len(notices(application_id, NoticeKind.SUPPORT_REPORT)) == smtp_settings.reconcile_max_attempts  # each at once
