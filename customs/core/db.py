@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import sqlalchemy
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.operations import Operations
@@ -133,7 +134,39 @@ def upgrade_schema(engine: Engine) -> list[str]:
             # Indexes, constraints and tables the models no longer name are left as they are, never dropped.
         if blocking:
             raise SchemaMismatch("the database needs a migration that cannot be applied automatically: " + "; ".join(blocking))
+    if engine.dialect.name == "postgresql":
+        applied += _add_enum_labels(engine)
     return applied
+
+
+def _add_enum_labels(engine: Engine) -> list[str]:
+    """PostgreSQL keeps an enum column's values in a type of its own: a value a model's enum gained since the
+    database was made (a notice's status ``withdrawn``, say) is added to that type, never removed. Additive, so
+    done at every start-up for whatever is missing (Alembic's comparison does not look at enum values)."""
+    wanted: dict[str, list[str]] = {}
+    for table in SQLModel.metadata.tables.values():
+        for column in table.columns:
+            kind = column.type
+            if isinstance(kind, sqlalchemy.Enum) and kind.native_enum and kind.name:
+                wanted.setdefault(kind.name, list(kind.enums))
+    added = []
+    with engine.begin() as connection:
+        present: dict[str, set[str]] = {}
+        for name, label in connection.execute(
+            text(
+                "SELECT t.typname, e.enumlabel FROM pg_enum e JOIN pg_type t ON t.oid = e.enumtypid "
+                "JOIN pg_namespace n ON n.oid = t.typnamespace WHERE n.nspname = current_schema()"
+            )
+        ):
+            present.setdefault(name, set()).add(label)
+        for name, labels in wanted.items():
+            if name not in present:  # made by create_all with every value
+                continue
+            for label in labels:
+                if label not in present[name]:
+                    connection.execute(text(f"ALTER TYPE \"{name}\" ADD VALUE IF NOT EXISTS '{label}'"))
+                    added.append(f"added value {label} to enum {name}")
+    return added
 
 
 def init_db(settings: Settings | None = None) -> None:

@@ -19,6 +19,7 @@ from customs.core.settings import Settings, configure
 from customs.services.intake import submit_declaration
 from customs.services.printing import copy_of
 from customs.services.queries import declaration_status
+from models.outbox import NoticeStatus
 from tests.helpers import as_bytes, make_settings, postgres_url, reach_postgres, run_steps, sample, stored, unique
 
 SCHEMAS = Path(__file__).parent.parent / "fixtures" / "schema"
@@ -116,6 +117,17 @@ def test_a_database_of_the_previous_release_is_migrated_keeping_every_row(previo
     assert tuple(row) == ("A261128-OLD00001", content, signature, "REGISTRATION_REFUSED", 1, None)
     assert tuple(attachment) == ("A261128-OLD00001", "invoice.pdf", b"%PDF-1.4 old")
     assert applied == {m.id for m in MIGRATIONS}
+    if engine.dialect.name == "postgresql":  # values the models' enums gained since (a notice's status withdrawn)
+        with engine.connect() as connection:
+            labels = set(
+                connection.execute(
+                    text(
+                        "SELECT e.enumlabel FROM pg_enum e JOIN pg_type t ON t.oid = e.enumtypid JOIN pg_namespace n "
+                        "ON n.oid = t.typnamespace WHERE n.nspname = current_schema() AND t.typname = 'noticestatus'"
+                    )
+                ).scalars()
+            )
+        assert labels == {s.name for s in NoticeStatus}
     request, pdf = copy_of("PR261128-OLD")  # its copy kept, ready to print
     assert (pdf, request.pdf_sha256, request.render_failures) == (
         b"%PDF-1.4 copy",
