@@ -29,10 +29,11 @@ def failed_on_database(message: str) -> bool:
     return any(sign in message for sign in DATABASE_AWAY)
 
 
-def healed_by_reconciler(message: str, run_count: int, *, max_attempts: int) -> bool:
+def healed_by_reconciler(message: str, run_count: int, *, max_attempts: int, crashed: bool = False) -> bool:
     """Whether the reconciler will run a run that failed with ``message`` (at its ``run_count``-th run) again:
-    a database failure with attempts left. The declarant is not told of such a failure before it had its chance."""
-    return failed_on_database(message) and run_count < max_attempts
+    a database failure, or a crash (its worker stopped), with attempts left. The declarant is not told of such a
+    failure before it had its chance."""
+    return (crashed or failed_on_database(message)) and run_count < max_attempts
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ from customs.core.clock import utcnow
 from customs.core.db import DeclarationNotFound, find_declaration, transaction
 from customs.core.reference import load_reference
 from customs.core.settings import Settings, get_settings
+from customs.rules.reconcile import healed_by_reconciler
 from customs.services.deadlines import alert_supervisors as alert_zone_supervisors
 from customs.services.deadlines import queue_registration_alert, zone_supervisors
 from customs.services.printing import alert_office
@@ -224,6 +225,13 @@ def _failed_run(event: dict[str, Any], common: dict[str, Any], now: datetime, se
             run_count=int(run_count) if run_count.isdigit() else 1,
             now=now,
             settings=settings,
+            # a crashed run is run again by the workers' reconciler: the declarant hears of it only if that fails too
+            hold=healed_by_reconciler(
+                message,
+                int(run_count) if run_count.isdigit() else 1,
+                max_attempts=settings.reconcile_max_attempts,
+                crashed=state == "Crashed",
+            ),
         )
     with transaction(settings) as session:
         known = _existing(session, key)

@@ -15,7 +15,7 @@ from customs.core.clock import utcnow
 from customs.core.settings import configure
 from customs.services.ops_alerts import ops_alert_token, recent_alerts
 from customs.services.printing import request_print
-from models.outbox import NoticeKind
+from models.outbox import NoticeKind, NoticeStatus
 from tests.helpers import cleared, free_port, notices, run_steps, sample, stored, submit_signed, unique, wait_until
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -105,7 +105,10 @@ def test_a_crashed_clearance_run_is_reported_by_the_automation(alerting, company
     reports = notices(application_id, NoticeKind.SUPPORT_REPORT)
     assert sorted(n.recipient for n in reports) == sorted([alerting.support_address, alerting.ops_address])
     assert "SIGKILL" in reports[0].facts["error_description"]
-    assert len(notices(application_id, NoticeKind.FAILURE_REPORTED)) == 1  # the declarant told, once
+    # the reconciler runs a crashed run again: the declarant's notice waits for that chance (told only if it fails too)
+    (held,) = notices(application_id, NoticeKind.FAILURE_REPORTED)
+    assert held.status == NoticeStatus.PENDING and "held_until" in held.facts
+    assert held.next_attempt_at - held.created_at == alerting.failure_notice_grace
 
 
 def test_a_release_deadline_breach_reaches_the_zones_supervisors_once(alerting, company_signer):

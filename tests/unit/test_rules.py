@@ -463,3 +463,19 @@ def test_a_run_failed_on_the_database_is_rerun_until_its_attempts_run_out():
     assert reconcile_action(view(run_count=3), "signatures_checked", **options) is None  # left for batch-recheck
     assert reconcile_action(view(failed_on_database=False), "signatures_checked", **options) is None  # a real failure
     assert reconcile_action(view(), "released", **options) is None  # settled meanwhile
+
+
+@pytest.mark.parametrize(
+    "message,run_count,crashed,expected",
+    [
+        ("OperationalError: could not connect to server", 1, False, True),  # the reconciler re-runs it: wait
+        ("OperationalError: could not connect to server", 3, False, False),  # its last attempt: tell at once
+        ("RuntimeError: risk profile service unavailable", 1, False, False),  # not healed by a re-run: tell
+        ("worker process exited with SIGKILL", 1, True, True),  # crashed: re-run by the reconciler
+        ("worker process exited with SIGKILL", 3, True, False),  # crashed on its last attempt: a person looks
+    ],
+)
+def test_whether_the_declarant_waits_for_the_reconcilers_chance(message, run_count, crashed, expected):
+    from customs.rules.reconcile import healed_by_reconciler
+
+    assert healed_by_reconciler(message, run_count, max_attempts=3, crashed=crashed) is expected
