@@ -141,6 +141,19 @@ def issuer_chain(signer, embedded: Sequence, limit: int = MAX_CHAIN) -> list:
     return chain
 
 
+def _parsed_through(certificates: list[asn1_x509.Certificate]) -> list[asn1_x509.Certificate]:
+    """asn1crypto parses lazily and is not thread-safe while it does: the trust anchors and intermediates, shared by
+    every clearance run's thread, are parsed to the end here, once, before any of them reads them (two runs checking
+    signatures at once on a verifier just loaded got IndexError and KeyError from half-parsed certificates: the
+    fault-injection suite found it, tests/unit/test_signatures.py keeps it)."""
+    for cert in certificates:
+        cert.native  # every field, recursively
+        for name in ("key_identifier", "authority_key_identifier", "self_issued", "self_signed", "sha1", "sha256"):
+            getattr(cert, name)  # the values asn1crypto computes once and keeps on the object
+        cert.subject.hashable, cert.issuer.hashable, cert.issuer_serial, cert.public_key.dump()
+    return certificates
+
+
 class SignatureVerifier(Protocol):
     """Verifies one signed document for a declarant, as of the submission time."""
 
@@ -160,8 +173,8 @@ class CmsSignatureVerifier:
         self.trust = trust
         self.require_non_repudiation = require_non_repudiation
         self.require_crl = require_crl
-        self._roots = trust.asn1_roots()
-        self._intermediates = trust.asn1_intermediates()
+        self._roots = _parsed_through(trust.asn1_roots())
+        self._intermediates = _parsed_through(trust.asn1_intermediates())
         self._chain_cache: dict[tuple, list[tuple[str, str]]] = {}
 
     def verify(self, document: SignedDocument, *, declarant: WrittenDeclarant, at: datetime, now: datetime) -> DocumentVerdict:

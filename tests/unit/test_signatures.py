@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import shutil
+import sys
+import threading
 from datetime import timedelta
 
 import pytest
@@ -394,3 +396,39 @@ def test_a_signature_carrying_a_mesh_of_cross_certified_cas_is_refused_without_s
     codes, verdict = check(ca, DATA, signer.sign(DATA))
     assert codes == ["CERT_UNTRUSTED"]
     assert "Mesh CA 0" in verdict.reasons[0].message
+
+
+def _check_at_once(verifier_now: CmsSignatureVerifier, barrier: threading.Barrier, signature: bytes, errors: list) -> None:
+    barrier.wait()
+    now = utcnow()
+    try:
+        verdict = verifier_now.verify(
+            SignedDocument("declaration", "declaration.json", DATA, signature), declarant=COMPANY, at=now, now=now
+        )
+        if not verdict.valid:
+            errors.append(str(verdict.reasons))
+    except Exception as exc:
+        errors.append(repr(exc))
+
+
+def test_a_verifier_just_loaded_is_used_by_several_runs_at_once(ca, good):
+    """Clearance runs check signatures in threads of their own, on one verifier. asn1crypto parses lazily and is not
+    thread-safe while it does: eight threads on a verifier just loaded got IndexError and KeyError from half-parsed
+    trust certificates (7 of 240 checks; the fault-injection suite met it after a restart). Each try is a new
+    verifier, its eight threads let go together."""
+    signature = good.sign(DATA)
+    errors: list[str] = []
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads switch as often as they can: a race shows in a few tries, not by luck
+    try:
+        for _ in range(20):
+            barrier = threading.Barrier(8)
+            verifier_now = verifier(ca)
+            threads = [threading.Thread(target=_check_at_once, args=(verifier_now, barrier, signature, errors)) for _ in range(8)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert errors == []
