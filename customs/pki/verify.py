@@ -147,10 +147,10 @@ def _parsed_through(certificates: list[asn1_x509.Certificate]) -> list[asn1_x509
     signatures at once on a verifier just loaded got IndexError and KeyError from half-parsed certificates: the
     fault-injection suite found it, tests/unit/test_signatures.py keeps it)."""
     for cert in certificates:
-        cert.native  # every field, recursively
+        _ = cert.native  # every field, recursively
         for name in ("key_identifier", "authority_key_identifier", "self_issued", "self_signed", "sha1", "sha256"):
             getattr(cert, name)  # the values asn1crypto computes once and keeps on the object
-        cert.subject.hashable, cert.issuer.hashable, cert.issuer_serial, cert.public_key.dump()
+        _ = (cert.subject.hashable, cert.issuer.hashable, cert.issuer_serial, cert.public_key.dump())
     return certificates
 
 
