@@ -34,7 +34,7 @@ from customs.core.clock import utcnow
 from customs.core.settings import Settings, get_settings
 from customs.rules.reconcile import CLOSE, CRASH, FINAL, RERUN, RunView, failed_on_database, reconcile_action
 from customs.services.queries import statuses_of
-from customs.services.rerun import reconciled_before, record_reconciliation
+from customs.services.rerun import reconciled_before, record_reconciliation, reruns_recorded
 
 CRASHED_WINDOW = timedelta(hours=24)
 PAGE = 200
@@ -92,6 +92,7 @@ def _view(run: FlowRun, now: datetime) -> RunView:
         run_count=run.run_count,
         application_id=(run.parameters or {}).get("application_id"),
         failed_on_database=bool(state and state.is_failed() and failed_on_database(message)),
+        state_id=str(state.id) if state and state.id else "",
     )
 
 
@@ -118,8 +119,11 @@ def reconcile_clearance_runs(
             status = statuses.get(view.application_id or "")
             if status is not None and status not in FINAL:
                 view = _with_heartbeat(client, view, now, timeout)
+            # A re-run that crashes before it starts (its worker could not submit it) keeps its run count: the
+            # re-runs already made count as attempts, so it is run again, and left for a person after the last.
+            reruns = reruns_recorded(view.application_id, view.flow_run_id) if status is not None else 0
             decision = reconcile_action(
-                view,
+                replace(view, run_count=max(view.run_count, reruns + 1)),
                 status,
                 max_attempts=settings.reconcile_max_attempts,
                 after=settings.reconcile_after,
@@ -133,6 +137,7 @@ def reconcile_clearance_runs(
                 "application_id": view.application_id,
                 "state": view.state_name,
                 "run_count": view.run_count,
+                "state_id": view.state_id,
                 "status": status,
                 "action": decision.action,
                 "why": decision.why,

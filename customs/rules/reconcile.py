@@ -50,6 +50,7 @@ class RunView:
     heartbeat_age: timedelta | None = None  # since its last heartbeat; None: none seen lately (or not looked at)
     heartbeats_checked: bool = False
     failed_on_database: bool = False  # a Failed run whose step failed on a database error beyond its retries
+    state_id: str = ""  # Prefect's id of the current state: a second crash of the same attempt is another state
 
 
 @dataclass(frozen=True)

@@ -49,7 +49,7 @@ def record_rerun_event(application_id: str, actor: str, flow_run_id: str, run_co
         )
 
 
-_RECONCILIATION_KEY = ("flow_run_id", "state", "run_count", "action")
+_RECONCILIATION_KEY = ("flow_run_id", "state", "state_id", "run_count", "action")
 
 
 def _reconciliations(session, application_id: str) -> list[dict]:
@@ -69,6 +69,16 @@ def reconciled_before(application_id: str, finding: dict) -> bool:
         return any({k: d.get(k) for k in _RECONCILIATION_KEY} == key for d in _reconciliations(session, application_id))
 
 
+def reruns_recorded(application_id: str, flow_run_id: str) -> int:
+    """How many times the reconciler re-ran this flow run of the declaration (its audit chain says)."""
+    with transaction() as session:
+        return sum(
+            1
+            for d in _reconciliations(session, application_id)
+            if d.get("flow_run_id") == flow_run_id and d.get("action") == "rerun"
+        )
+
+
 def record_reconciliation(application_id: str, finding: dict, *, now: datetime | None = None) -> bool:
     """Audit what the reconciler did to one of the declaration's clearance runs (re-run, closed, reported), once."""
     key = {k: finding.get(k) for k in _RECONCILIATION_KEY}
@@ -83,6 +93,6 @@ def record_reconciliation(application_id: str, finding: dict, *, now: datetime |
             event="clearance_run_reconciled",
             actor="reconciler",
             at=now or utcnow(),
-            details={k: finding.get(k) for k in ("flow_run_id", "flow_run", "state", "run_count", "action", "why")},
+            details={k: finding.get(k) for k in ("flow_run_id", "flow_run", "state", "state_id", "run_count", "action", "why")},
         )
         return True

@@ -383,6 +383,38 @@ def test_the_reconciler_reruns_crashed_runs_and_closes_runs_of_final_declaration
     assert listed == {(crashed, "rerun"), (decided, "close")}
 
 
+def test_a_rerun_that_crashes_before_it_starts_is_run_again_then_left_for_a_person(settings, company_signer):
+    """A run the reconciler let go (AwaitingRetry) that crashes again before a worker starts it (its submission failed:
+    the several-hosts test met it with a host gone) keeps its run count. It is run again all the same, each re-run
+    counting as an attempt, and after the last one it is left for a person, not re-run for ever nor forgotten."""
+    from datetime import timedelta
+
+    from prefect.client.orchestration import get_client
+    from prefect.states import Crashed, Running
+
+    from customs.core.settings import configure
+    from customs.orchestration.deployments import read_deployments, register_deployments
+    from flows.clearance import start_clearance
+    from tasks.reconcile import reconcile_clearance_runs
+
+    configure(settings.model_copy(update={"reconcile_after": timedelta(0), "reconcile_max_attempts": 3}))
+    (deployment_id, _) = register_deployments([s for s in read_deployments() if s.name == "clearance"])["clearance"]
+    application_id = submit(company_signer, unique(sample()))
+    with get_client(sync_client=True) as client:
+        run = start_clearance(application_id, deployment_id=deployment_id, client=client)
+        client.set_flow_run_state(run.id, Running(), force=True)
+        actions = []
+        for _ in range(3):
+            client.set_flow_run_state(run.id, Crashed(message="could not be submitted to its worker"), force=True)
+            assert client.read_flow_run(run.id).run_count == 1  # it never ran again
+            actions += [
+                d["action"] for d in reconcile_clearance_runs(client, scope="all") if d["application_id"] == application_id
+            ]
+        assert actions == ["rerun", "rerun", "report"]
+        assert client.read_flow_run(run.id).state.is_crashed()  # left for a person (customs rerun)
+        assert [d for d in reconcile_clearance_runs(client, scope="all") if d["application_id"] == application_id] == []
+
+
 def test_a_database_failure_the_reconciler_heals_is_never_told_to_the_declarant(settings, company_signer, monkeypatch):
     """Issue 18: a step that fails on the database beyond its retries is reported to support at once, but the
     declarant's notice is held; the reconciler's re-run gets through, and the declarant is never told."""
