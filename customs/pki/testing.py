@@ -114,24 +114,14 @@ def _finish_certificate(builder: x509.CertificateBuilder, subject_public, issuer
     tbs = drafted["tbs_certificate"]
     if subject_gost:
         tbs["subject_public_key_info"] = asn1_keys.PublicKeyInfo.load(subject_public.spki())
-    if isinstance(issuer_key, gost.GostPrivateKey):
-        algorithm = {"algorithm": gost.SIGNATURE_OIDS[issuer_key.algorithm]}
-        tbs["signature"] = algorithm
-        signature = issuer_key.sign(tbs.dump(force=True))
-    else:
-        algorithm = {"algorithm": "sha256_rsa" if isinstance(issuer_key, rsa.RSAPrivateKey) else "sha256_ecdsa"}
-        tbs["signature"] = algorithm
-        signature = _classic_sign(issuer_key, tbs.dump(force=True))
-    cert = asn1_x509.Certificate({"tbs_certificate": tbs, "signature_algorithm": algorithm, "signature_value": signature})
+    if not isinstance(issuer_key, gost.GostPrivateKey):  # as NCA does: a GOST key is certified by a GOST CA
+        raise ValueError("the test PKI certifies a GOST key with a GOST CA only (issue it from a GOST family)")
+    algorithm = {"algorithm": gost.SIGNATURE_OIDS[issuer_key.algorithm]}
+    tbs["signature"] = algorithm
+    cert = asn1_x509.Certificate(
+        {"tbs_certificate": tbs, "signature_algorithm": algorithm, "signature_value": issuer_key.sign(tbs.dump(force=True))}
+    )
     return x509.load_der_x509_certificate(cert.dump(force=True))
-
-
-def _classic_sign(key, data: bytes) -> bytes:
-    from cryptography.hazmat.primitives.asymmetric import padding
-
-    if isinstance(key, rsa.RSAPrivateKey):
-        return key.sign(data, padding.PKCS1v15(), hashes.SHA256())
-    return key.sign(data, ec.ECDSA(hashes.SHA256()))
 
 
 def _finish_crl(builder: x509.CertificateRevocationListBuilder, issuer_key) -> x509.CertificateRevocationList:
@@ -382,12 +372,6 @@ class TestPki:
         (folder / "key.pem").write_bytes(_pem_key(key))
         (folder / "key.pem").chmod(0o600)
         return IssuedSigner(folder / "cert.pem", folder / "key.pem", cert)
-
-    def family_of(self, cert: x509.Certificate) -> str:
-        for family in self.families:
-            if cert.issuer == self._ca_pair(family)[2].subject:
-                return family
-        return "rsa"
 
     def revoke(
         self,

@@ -25,11 +25,6 @@ from customs.pki.gost import algorithms as gost
 from customs.pki.gost import hashes
 
 
-def digest_name(digest_oid: str) -> str | None:
-    """The name in customs.pki.gost.hashes of a GOST digest algorithm OID, None for another."""
-    return gost.DIGESTS.get(digest_oid)
-
-
 def signer_info_integrity(
     signer_info: cms.SignerInfo, key: gost.GostPublicKey, content_digest: bytes, *, content_type: str = "data"
 ) -> tuple[bool, bool]:
