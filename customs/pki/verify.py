@@ -154,11 +154,41 @@ def _parsed_through(certificates: list[asn1_x509.Certificate]) -> list[asn1_x509
     return certificates
 
 
+class SignerRule(Protocol):
+    """Who may sign: the check of step 5, on what a certificate says of its holder (IIN, BIN, NCA roles).
+
+    A declarant's documents are signed by the declarant (``DeclarantRule``); an official's acts by that official
+    (customs.services.official_acts); the authority's documents by its service certificate (customs.notices).
+    ``code`` is the reason code of a signer the rule refuses."""
+
+    code: str
+
+    def problem(self, signer: Signer) -> Detail | None: ...
+
+
+@dataclass(frozen=True)
+class DeclarantRule:
+    """The declarant, or a head or signatory of the declarant legal entity (customs.rules.signers)."""
+
+    declarant: WrittenDeclarant
+    code: str = "SIGNER_NOT_DECLARANT"
+
+    def problem(self, signer: Signer) -> Detail | None:
+        return signer_problem(signer, declarant_iin=self.declarant.iin, declarant_bin=self.declarant.bin)
+
+
 class SignatureVerifier(Protocol):
-    """Verifies one signed document for a declarant, as of the submission time."""
+    """Verifies one signed document for a declarant (or, with ``rule``, for whoever the rule says may sign), as of
+    the time it was signed or received."""
 
     def verify(
-        self, document: SignedDocument, *, declarant: WrittenDeclarant, at: datetime, now: datetime
+        self,
+        document: SignedDocument,
+        *,
+        declarant: WrittenDeclarant | None = None,
+        at: datetime,
+        now: datetime,
+        rule: SignerRule | None = None,
     ) -> DocumentVerdict: ...
 
 
@@ -177,16 +207,34 @@ class CmsSignatureVerifier:
         self._intermediates = _parsed_through(trust.asn1_intermediates())
         self._chain_cache: dict[tuple, list[tuple[str, str]]] = {}
 
-    def verify(self, document: SignedDocument, *, declarant: WrittenDeclarant, at: datetime, now: datetime) -> DocumentVerdict:
+    def verify(
+        self,
+        document: SignedDocument,
+        *,
+        declarant: WrittenDeclarant | None = None,
+        at: datetime,
+        now: datetime,
+        rule: SignerRule | None = None,
+    ) -> DocumentVerdict:
         try:
             asyncio.get_running_loop()
         except RuntimeError:
-            return asyncio.run(self.averify(document, declarant=declarant, at=at, now=now))
+            return asyncio.run(self.averify(document, declarant=declarant, at=at, now=now, rule=rule))
         raise RuntimeError("inside an event loop: await averify() instead")
 
     async def averify(
-        self, document: SignedDocument, *, declarant: WrittenDeclarant, at: datetime, now: datetime
+        self,
+        document: SignedDocument,
+        *,
+        declarant: WrittenDeclarant | None = None,
+        at: datetime,
+        now: datetime,
+        rule: SignerRule | None = None,
     ) -> DocumentVerdict:
+        """``rule`` says who may sign (default: the declarant's rule for ``declarant``); exactly one of them is given."""
+        if (rule is None) == (declarant is None):
+            raise TypeError("give either the declarant or a signer rule")
+        rule = rule or DeclarantRule(declarant)
         where = f"{document.label} ({document.filename})"
 
         def reason(code: str, message: str, signer: SignerIdentity | None = None, **params: str) -> Reason:
@@ -345,13 +393,11 @@ class CmsSignatureVerifier:
         if usage:
             reasons.append(reason("KEY_USAGE", usage, signer))
 
-        # 5. The signer may act for the declarant: a legal entity's head or signatory (its BIN and an NCA role
-        #    that gives the right to sign), or the person who is the declarant.
-        problem = signer_problem(
-            Signer(signer.iin, signer.bin, signer.roles), declarant_iin=declarant.iin, declarant_bin=declarant.bin
-        )
+        # 5. The signer may sign this: for a declarant, a legal entity's head or signatory (its BIN and an NCA role
+        #    that gives the right to sign), or the person who is the declarant; for an official's act, that official.
+        problem = rule.problem(Signer(signer.iin, signer.bin, signer.roles))
         if problem:
-            reasons.append(reason("SIGNER_NOT_DECLARANT", problem, signer))
+            reasons.append(reason(rule.code, problem, signer))
 
         # 6. Chain to a trust anchor, valid at the submission time, and not revoked then.
         for code, message in await self.chain_problems(cert, at=at, now=now, embedded=certs.other_certs):
