@@ -69,11 +69,21 @@ class RiskProfilesFile(BaseModel):
     profiles: list[RiskProfile]
 
 
+class Authority(_Named):
+    """The revenue authority: the legal entity whose employees the officials are (the BIN in their NCA certificates)
+    and in whose name the service signs what it sends (customs.notices)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    bin: str = Field(pattern=r"^\d{12}$")
+
+
 class Official(BaseModel):
-    """An authorized official of a customs office, acting in one zone of customs control."""
+    """An authorized official of a customs office, acting in one zone of customs control, known by an NCA identity:
+    each act is signed with a certificate whose SERIALNUMBER is IIN<iin>, an employee's certificate of the authority."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     id: str = Field(pattern=r"^[A-Z0-9-]{3,40}$")
+    iin: str = Field(pattern=r"^\d{12}$", description="the official's IIN, as NCA writes it in the certificate's SERIALNUMBER")
     name: str = Field(min_length=1)
     office: str = Field(pattern=r"^\d{5}$")
     zone: str = Field(min_length=1)
@@ -84,6 +94,7 @@ class Official(BaseModel):
 class OfficialsFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
     comment: str | None = None
+    authority: Authority
     officials: list[Official] = Field(min_length=1)
 
 
@@ -111,6 +122,7 @@ class ReferenceData(BaseModel):
     risk_profiles: tuple[RiskProfile, ...]
     officials: dict[str, Official] = Field(default_factory=dict)
     grounds: dict[str, Ground] = Field(default_factory=dict)
+    authority: Authority | None = None
 
     def zones_of(self, office: str) -> list[str]:
         found = self.offices.get(office)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from models.identifiers import is_valid_identifier
 from models.reference import GroundsFile, OfficesFile, OfficialsFile, ReferenceData, RiskProfilesFile
 
 
@@ -44,11 +45,17 @@ def load_reference(directory: Path) -> ReferenceData:
     grounds = _read(directory / "release_grounds.json", GroundsFile)
     zones = {o.code: {z.code for z in o.zones} for o in offices.offices}
     seen: set[str] = set()
+    iins: dict[str, str] = {}
     for official in officials.officials:
         where = f"{directory / 'officials.json'}: official {official.id}"
         if official.id in seen:
             raise ReferenceDataError(f"{where} appears twice")
         seen.add(official.id)
+        if not is_valid_identifier(official.iin):
+            raise ReferenceDataError(f"{where}: IIN {official.iin} is not a valid IIN (its check digit is wrong)")
+        if official.iin in iins:
+            raise ReferenceDataError(f"{where}: IIN {official.iin} is already official {iins[official.iin]}'s")
+        iins[official.iin] = official.id
         if official.office not in zones:
             raise ReferenceDataError(f"{where}: office {official.office} is not in offices.json")
         if official.zone not in zones[official.office]:
@@ -70,4 +77,5 @@ def load_reference(directory: Path) -> ReferenceData:
         risk_profiles=tuple(profiles.profiles),
         officials={o.id: o for o in officials.officials},
         grounds={g.code: g for g in grounds.grounds},
+        authority=officials.authority,
     )
