@@ -15,7 +15,7 @@ from customs.core.clock import utcnow
 from customs.core.db import dispose_engines, init_db
 from customs.core.settings import Settings, configure
 from customs.pki.testing import CmsSigner, TestPki
-from tests.helpers import DECLARANT_BIN, DECLARANT_IIN, SmtpServer, make_settings, postgres_url, reach_postgres
+from tests.helpers import DECLARANT_BIN, DECLARANT_IIN, OfficialKeys, SmtpServer, make_settings, postgres_url, reach_postgres
 
 
 @pytest.hookimpl(trylast=True)
@@ -45,6 +45,12 @@ def company_signer(pki) -> CmsSigner:
 def person_signer(pki) -> CmsSigner:
     issued = pki.issue(name="ТЕСТОВ ТЕСТ", iin=DECLARANT_IIN, label="person")
     return CmsSigner(issued.cert_path, issued.key_path, (pki.issuing_cert_path,))
+
+
+@pytest.fixture(scope="session")
+def officials(pki) -> OfficialKeys:
+    """The officials' NCA employee certificates (issued on first use) and their signed acts."""
+    return OfficialKeys(pki)
 
 
 @pytest.fixture

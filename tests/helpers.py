@@ -543,3 +543,64 @@ class SilentListener:
 
     def close(self) -> None:
         self.socket.close()
+
+
+# ----------------------------------------------------------------------------------------------
+# Officials' signed acts
+
+
+class OfficialKeys:
+    """The officials of reference/officials.json with NCA employee certificates of the session's test PKI (RSA, or
+    GOST with ``family``), issued on first use; ``act`` drafts an act and signs it as NCALayer would."""
+
+    def __init__(self, pki: TestPki):
+        from customs.core.reference import load_reference
+        from customs.core.settings import REFERENCE_DIR
+
+        self.pki = pki
+        self.reference = load_reference(REFERENCE_DIR)
+        self._signers: dict[tuple[str, str], object] = {}
+
+    def signer(self, official_id: str, family: str = "rsa"):
+        from customs.pki.testing import CmsSigner
+
+        key = (official_id, family)
+        if key not in self._signers:
+            issued = self.pki.issue_official(self.reference.officials[official_id], self.reference.authority, family=family)
+            self._signers[key] = CmsSigner(issued.cert_path, issued.key_path, (self.pki.issuing_cert_path_of(family),))
+        return self._signers[key]
+
+    def act(
+        self,
+        kind: str,
+        official_id: str,
+        declaration_key: str | None = None,
+        *,
+        family: str = "rsa",
+        signed_by=None,
+        now=None,
+        subject: dict | None = None,
+        choice: dict | None = None,
+        grounds: list[str] | None = None,
+        text: str = "",
+    ):
+        """The act ``kind`` of ``official_id`` (on the declaration ``declaration_key``), signed with that official's
+        key, or with ``signed_by`` (a CmsSigner: someone else's key, a revoked one...)."""
+        from customs.services.official_acts import SignedAct, draft_act
+
+        document = draft_act(
+            kind,
+            official_id=official_id,
+            declaration_key=declaration_key,
+            subject=subject,
+            choice=choice,
+            grounds=grounds,
+            text=text,
+            now=now,
+        )
+        signer = signed_by or self.signer(official_id, family)
+        return SignedAct(document, signer.sign(document))
+
+    def decision(self, key: str, decision: str, official_id: str, *, code: str | None = None, grounds=(), text="", **kw):
+        choice = {"decision": decision} | ({"decision_code": code} if code else {})
+        return self.act("decide", official_id, key, choice=choice, grounds=list(grounds), text=text, **kw)

@@ -21,6 +21,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlmodel import Session, SQLModel, create_engine, select
 
 import models.api_client
+import models.official_act
 import models.ops_alert
 import models.outbox
 import models.printing  # noqa: F401

@@ -41,6 +41,11 @@ class Settings(BaseSettings):
         True, description="Require nonRepudiation in the signer's keyUsage (NCA SIGN certificates)."
     )
     require_crl: bool = Field(True, description="Refuse a signature whose issuing CA has no CRL in crl_dir (fail closed).")
+    official_act_max_age: timedelta = Field(
+        timedelta(minutes=10),
+        description="An official's signed act is taken within this time of its signing (its `at`), then it is stale: "
+        "a signature kept for later cannot decide anything.",
+    )
 
     max_declaration_bytes: int = Field(5 * 1024 * 1024, gt=0)
     max_attachment_bytes: int = Field(20 * 1024 * 1024, gt=0)

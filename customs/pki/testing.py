@@ -314,12 +314,14 @@ class TestPki:
         issuer_cert: x509.Certificate | None = None,
         issuer_key=None,
         label: str | None = None,
+        organization: str | None = None,
     ) -> IssuedSigner:
         """Issue a SIGN (or, with ``auth``, an AUTH) certificate and write its key and certificate.
 
         With a ``bin``, the certificate is a legal entity's, its holder in ``role`` (a key of ENTITY_ROLES, or
         None for no role at all); without, an individual's. ``family`` picks the CA (rsa by default, or the
-        first the PKI has) and the signer's key goes with it; ``key_kind`` overrides the key (a weak one, say)."""
+        first the PKI has) and the signer's key goes with it; ``key_kind`` overrides the key (a weak one, say).
+        ``organization`` names the legal entity (O) when the holder (CN) is a person: an employee's certificate."""
         if bin and role is not None and role not in ENTITY_ROLES:
             raise ValueError(f"role {role!r}: one of {', '.join(ENTITY_ROLES)} (or None)")
         family = family or ("rsa" if "rsa" in self.families else self.families[0])
@@ -333,7 +335,7 @@ class TestPki:
             attributes.append(x509.NameAttribute(NameOID.SERIAL_NUMBER, f"IIN{iin}"))
         attributes.append(x509.NameAttribute(NameOID.COUNTRY_NAME, "KZ"))
         if bin:
-            attributes.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, name))
+            attributes.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization or name))
             attributes.append(x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, f"BIN{bin}"))
         usage = x509.KeyUsage(
             digital_signature=True,
@@ -372,6 +374,29 @@ class TestPki:
         (folder / "key.pem").write_bytes(_pem_key(key))
         (folder / "key.pem").chmod(0o600)
         return IssuedSigner(folder / "cert.pem", folder / "key.pem", cert)
+
+    def issue_official(
+        self,
+        official,
+        authority,
+        *,
+        family: str | None = None,
+        label: str | None = None,
+        **options,
+    ) -> IssuedSigner:
+        """An official's SIGN certificate as NCA issues one to an employee of the revenue authority: the official's
+        name and IIN, the authority's name and BIN, the role employee (``official``: models.reference.Official,
+        ``authority``: models.reference.Authority)."""
+        return self.issue(
+            name=official.name,
+            iin=official.iin,
+            bin=authority.bin,
+            role="employee",
+            organization=authority.name,
+            family=family,
+            label=label or f"official-{official.id}-{family or 'rsa'}",
+            **options,
+        )
 
     def revoke(
         self,

@@ -20,7 +20,27 @@ DECIDED = (Status.RELEASED, Status.RELEASE_REFUSED, Status.RELEASE_CANCELLED)
 
 # What a refused official act is about: who acts (forbidden), or the state of the declaration (conflict);
 # any other code is about what the official gave (invalid).
-_FORBIDDEN = {"OFFICIAL_UNKNOWN", "OFFICE_MISMATCH", "ZONE_MISMATCH"}
+_FORBIDDEN = {"OFFICIAL_UNKNOWN", "OFFICE_MISMATCH", "ZONE_MISMATCH", "ROLE_MISMATCH"}
+# An act whose signature does not prove the official: who acts is not shown (forbidden)
+_SIGNATURE = {
+    "SIGNATURE_MISSING",
+    "SIGNATURE_INVALID",
+    "DIGEST_MISMATCH",
+    "SIGNER_CERT_MISSING",
+    "SIGNATURE_ALGORITHM_UNSUPPORTED",
+    "WEAK_KEY",
+    "WEAK_ALGORITHM",
+    "CERT_UNTRUSTED",
+    "CERT_EXPIRED",
+    "CERT_NOT_YET_VALID",
+    "CRL_MISSING",
+    "CRL_INVALID",
+    "CRL_STALE",
+    "CERT_REVOKED",
+    "KEY_USAGE",
+    "SIGNER_NOT_OFFICIAL",
+    "NO_SIGNED_DECISION",
+}
 _CONFLICT = {
     "ALREADY_DECIDED",
     "NOT_AWAITING_OFFICIAL",
@@ -31,11 +51,12 @@ _CONFLICT = {
     "MARK_ALREADY_AFFIXED",
     "RELEASE_CANCELLED",
     "ALREADY_PRINTED",
+    "ACT_REPLAYED",
 }
 
 
 def refusal_kind(code: str) -> RefusalKind:
-    if code in _FORBIDDEN:
+    if code in _FORBIDDEN or code in _SIGNATURE:
         return "forbidden"
     if code in _CONFLICT:
         return "conflict"

@@ -8,8 +8,7 @@ written to the audit chain as ``official_action_refused`` (who, what, why) and t
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterable
+import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -21,6 +20,7 @@ from customs.core.db import find_declaration, transaction
 from customs.core.reference import load_reference
 from customs.core.settings import Settings, get_settings
 from customs.rules import Refused, combined
+from customs.rules.official_acts import Expected
 from customs.rules.officials import (
     DECIDED,
     RELEASE_CODES,
@@ -31,6 +31,15 @@ from customs.rules.officials import (
     official_refusal,
 )
 from customs.services.deadlines import record_release_breach
+from customs.services.official_acts import (
+    SignedAct,
+    VerifiedAct,
+    declaration_subject,
+    expected_problem,
+    record_act,
+    replayed,
+    verify_act,
+)
 from models.audit import AuditEvent, append_event
 from models.declaration import Declaration, ReleaseMark, Status
 from models.reasons import Reason
@@ -58,6 +67,35 @@ def refuse_official_act(
         details={"action": action, **(details or {})},
     )
     return official_refusal(reason)
+
+
+def act_on_declaration(
+    session: Session,
+    declaration: Declaration,
+    checked: VerifiedAct | tuple[Reason, str],
+    expected: Expected,
+    *,
+    now: datetime,
+    settings: Settings,
+) -> tuple[VerifiedAct | None, Reason | None, str]:
+    """The signed act, if it proves its official and says it is this act on this declaration (its number and the
+    SHA-256 of its bytes) and was not taken before; else the reason. Returns (act, problem, official id to audit)."""
+    if isinstance(checked, tuple):
+        return None, checked[0], checked[1]
+    subject = {"application_id": declaration.application_id, **declaration_subject(declaration)}
+    expected = Expected(
+        act=expected.act,
+        official_id=expected.official_id,
+        subject=subject | (expected.subject or {}),
+        choice=expected.choice,
+        grounds=expected.grounds,
+    )
+    problem = expected_problem(checked, expected, now=now, settings=settings) or replayed(session, checked)
+    return checked, problem, checked.official_id
+
+
+def act_sha256(act: SignedAct) -> str:
+    return hashlib.sha256(act.document).hexdigest()
 
 
 def refused_before(session: Session, application_id: str, decision_id: str) -> Reason | None:
@@ -108,36 +146,48 @@ class DecisionResult:
 def decide(
     key: str,
     *,
-    decision: str,
-    official_id: str,
-    decision_code: str | None = None,
-    grounds: Iterable[str] = (),
-    grounds_text: str = "",
-    decision_id: str | None = None,
+    act: SignedAct,
+    official_id: str | None = None,
     now: datetime | None = None,
     settings: Settings | None = None,
 ) -> DecisionResult:
-    """Release (with a decision code) or refuse to release (with grounds) a declaration awaiting an official."""
+    """Release (with a decision code) or refuse to release (with grounds) a declaration awaiting an official, as the
+    official's signed act says (choice ``decision`` release/refuse, ``decision_code``; grounds; text). ``official_id``,
+    when given, is who the caller authenticated (an API client's official): the act must be theirs.
+
+    The act's nonce is the decision's id: the same signed act given again (a retried call) is a replay, never a
+    second decision nor a second refusal in the audit chain."""
     settings = settings or get_settings()
     reference = load_reference(settings.reference_dir)
     now = now or utcnow()
-    grounds = list(grounds)
-    decision_id = decision_id or uuid.uuid4().hex
-    if decision == "release" and decision_code is None:
-        decision_code = "10"
+    checked = verify_act(act, now=now, settings=settings, reference=reference)
     refused: Refused | None = None
-    attempt = {"decision": decision, "decision_code": decision_code, "grounds": grounds, "decision_id": decision_id}
     with transaction(settings) as session:
         declaration = find_declaration(session, key, lock=True)
-        if declaration.decision_ref == decision_id:
-            return DecisionResult(
-                declaration.application_id, declaration.registration_number, str(declaration.status), decision_id, replay=True
-            )
-        earlier = refused_before(session, declaration.application_id, decision_id)
-        if earlier is not None:  # the same decision, refused before (and audited then): refused again, not audited twice
-            raise official_refusal(earlier)
-        official = reference.officials.get(official_id)
-        problem = authority_problem(official, official_id, office=declaration.customs_office, zone=declaration.zone)
+        signed, problem, acting = act_on_declaration(
+            session, declaration, checked, Expected(act="decide", official_id=official_id), now=now, settings=settings
+        )
+        attempt: dict[str, Any] = {"act_sha256": act_sha256(act)}
+        if signed is not None:
+            decision = signed.act.choice.get("decision", "")
+            decision_code = signed.act.choice.get("decision_code") or ("10" if decision == "release" else None)
+            grounds = list(signed.act.grounds)
+            decision_id = signed.act.nonce
+            attempt |= {"decision": decision, "decision_code": decision_code, "grounds": grounds, "decision_id": decision_id}
+            if declaration.decision_ref == decision_id:
+                return DecisionResult(
+                    declaration.application_id,
+                    declaration.registration_number,
+                    str(declaration.status),
+                    decision_id,
+                    replay=True,
+                )
+            earlier = refused_before(session, declaration.application_id, decision_id)
+            if earlier is not None:  # the same act, refused before (and audited then): refused again, not audited twice
+                raise official_refusal(earlier)
+        official = reference.officials.get(acting)
+        if problem is None:
+            problem = authority_problem(official, acting, office=declaration.customs_office, zone=declaration.zone)
         if problem is None and declaration.status in DECIDED:
             problem = Reason(
                 code="ALREADY_DECIDED",
@@ -167,9 +217,12 @@ def decide(
             problem = combined(decision_problems(decision, decision_code, grounds, reference))
         if problem is not None:
             refused = refuse_official_act(
-                session, declaration.application_id, declaration.customs_office, official_id, "decide", problem, now, attempt
+                session, declaration.application_id, declaration.customs_office, acting, "decide", problem, now, attempt
             )
         else:
+            record = record_act(
+                session, signed, application_id=declaration.application_id, now=now, outcome={"decision": decision}
+            )
             declaration.decided_at = now
             declaration.decided_by = official.id
             declaration.decision_ref = decision_id
@@ -177,9 +230,10 @@ def decide(
                 "official_id": official.id,
                 "official_name": official.name,
                 "decision_id": decision_id,
-                "grounds_text": grounds_text[:2000],
+                "grounds_text": signed.act.text[:2000],
                 "automatic": False,
                 "late": late,
+                "signed_act": record.reference(),
             }
             if decision == "release":
                 declaration.decision_code = decision_code
@@ -260,22 +314,28 @@ def waiting_for_official(application_id: str) -> dict[str, Any]:
 def cancel_release(
     key: str,
     *,
-    official_id: str,
-    grounds: Iterable[str],
-    grounds_text: str = "",
+    act: SignedAct,
+    official_id: str | None = None,
     now: datetime | None = None,
     settings: Settings | None = None,
 ) -> DecisionResult:
-    """Cancel a release (automatic or by an official); the declarant gets the cancellation document."""
+    """Cancel a release (automatic or by an official) as the official's signed act says (its grounds and text); the
+    declarant gets the cancellation document."""
     settings = settings or get_settings()
     reference = load_reference(settings.reference_dir)
     now = now or utcnow()
-    grounds = list(grounds)
+    checked = verify_act(act, now=now, settings=settings, reference=reference)
     refused: Refused | None = None
     with transaction(settings) as session:
         declaration = find_declaration(session, key, lock=True)
+        signed, problem, official_id = act_on_declaration(
+            session, declaration, checked, Expected(act="cancel_release", official_id=official_id), now=now, settings=settings
+        )
+        grounds = list(signed.act.grounds) if signed else []
+        grounds_text = signed.act.text if signed else ""
         official = reference.officials.get(official_id)
-        problem = authority_problem(official, official_id, office=declaration.customs_office, zone=declaration.zone)
+        if problem is None:
+            problem = authority_problem(official, official_id, office=declaration.customs_office, zone=declaration.zone)
         if problem is None and declaration.status == Status.RELEASE_CANCELLED:
             problem = Reason(
                 code="ALREADY_CANCELLED",
@@ -300,9 +360,10 @@ def cancel_release(
                 "cancel_release",
                 problem,
                 now,
-                {"grounds": grounds},
+                {"grounds": grounds, "act_sha256": act_sha256(act)},
             )
         else:
+            record = record_act(session, signed, application_id=declaration.application_id, now=now)
             facts = ground_facts(grounds, reference)
             declaration.move_to(
                 session,
@@ -317,6 +378,7 @@ def cancel_release(
                     "grounds_text": grounds_text[:2000],
                     "decision_code": declaration.decision_code,
                     "released_at": declaration.decided_at.isoformat() if declaration.decided_at else None,
+                    "signed_act": record.reference(),
                 },
             )
             mark = session.exec(select(ReleaseMark).where(ReleaseMark.application_id == declaration.application_id)).first()
@@ -362,21 +424,38 @@ def open_marks(*, zone: str | None = None, office: str | None = None, now: datet
         ]
 
 
-def affix_mark(key: str, *, official_id: str, now: datetime | None = None, settings: Settings | None = None) -> dict[str, Any]:
-    """An official of the zone affixes the release mark after an automatic release."""
+def affix_mark(
+    key: str,
+    *,
+    act: SignedAct,
+    official_id: str | None = None,
+    now: datetime | None = None,
+    settings: Settings | None = None,
+) -> dict[str, Any]:
+    """An official of the zone affixes the release mark after an automatic release (a signed act)."""
     settings = settings or get_settings()
     reference = load_reference(settings.reference_dir)
     now = now or utcnow()
+    checked = verify_act(act, now=now, settings=settings, reference=reference)
     refused: Refused | None = None
     with transaction(settings) as session:
         declaration = find_declaration(session, key, lock=True)
         mark = session.exec(
             select(ReleaseMark).where(ReleaseMark.application_id == declaration.application_id).with_for_update()
         ).first()
-        official = reference.officials.get(official_id)
-        problem = authority_problem(
-            official, official_id, office=declaration.customs_office, zone=mark.zone if mark else declaration.zone
+        signed, problem, official_id = act_on_declaration(
+            session,
+            declaration,
+            checked,
+            Expected(act="affix_release_mark", official_id=official_id),
+            now=now,
+            settings=settings,
         )
+        official = reference.officials.get(official_id)
+        if problem is None:
+            problem = authority_problem(
+                official, official_id, office=declaration.customs_office, zone=mark.zone if mark else declaration.zone
+            )
         if problem is None and mark is None:
             problem = Reason(
                 code="NO_RELEASE_MARK",
@@ -399,9 +478,17 @@ def affix_mark(key: str, *, official_id: str, now: datetime | None = None, setti
             )
         if problem is not None:
             refused = refuse_official_act(
-                session, declaration.application_id, declaration.customs_office, official_id, "affix_release_mark", problem, now
+                session,
+                declaration.application_id,
+                declaration.customs_office,
+                official_id,
+                "affix_release_mark",
+                problem,
+                now,
+                {"act_sha256": act_sha256(act)},
             )
         else:
+            record = record_act(session, signed, application_id=declaration.application_id, now=now)
             mark.affixed_at = now
             mark.affixed_by = official.id
             session.add(mark)
@@ -412,7 +499,12 @@ def affix_mark(key: str, *, official_id: str, now: datetime | None = None, setti
                 event="release_mark_affixed",
                 actor=official.id,
                 at=now,
-                details={"zone": mark.zone, "official_name": official.name, "released_at": mark.created_at.isoformat()},
+                details={
+                    "zone": mark.zone,
+                    "official_name": official.name,
+                    "released_at": mark.created_at.isoformat(),
+                    "signed_act": record.reference(),
+                },
             )
             result = {
                 "application_id": declaration.application_id,
