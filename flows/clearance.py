@@ -8,12 +8,10 @@ re-running a failed or finished flow run continues from where the declaration st
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import sys
 import time
-from typing import Literal
 from uuid import UUID
 
 from prefect import flow, get_run_logger
@@ -23,25 +21,19 @@ from prefect.client.schemas.objects import FlowRun
 from prefect.context import get_run_context
 from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run, suspend_flow_run
-from prefect.input import RunInput
 from prefect.states import Running
-from pydantic import ConfigDict, Field, create_model
-from pydantic.json_schema import SkipJsonSchema
 
 from customs.core.clock import kz_display, utcnow
 from customs.core.db import DeclarationNotFound
-from customs.core.reference import load_reference
 from customs.core.settings import get_settings
-from customs.rules.decision_form import decision_choices, from_form, ground_choice, refusal_grounds
 from customs.rules.reconcile import healed_by_reconciler
 from customs.services.officials import refused_decisions, waiting_for_official
 from customs.services.steps import StepOutcome, current_outcome
 from customs.services.support import RunLogCapture, describe_error, spool_failure, withdraw_healed_failure_notices
 from models.declaration import Status
-from models.reference import ReferenceData
 from tasks.clearance import record_rerun, register, release, report_failure, risk_assessment, signature_check
 from tasks.notices import deliver_notices
-from tasks.officials import apply_official_decision, release_deadlines
+from tasks.officials import refuse_resume_without_decision, release_deadlines
 
 CLEARANCE_DEPLOYMENT = "clearance/clearance"
 
@@ -134,56 +126,6 @@ class DecisionWaitInterrupted(Exception):
     """Waiting for the decision stopped (the Prefect server went away); the declaration still waits in the database."""
 
 
-class ReleaseDecisionInput(RunInput):
-    """An official's decision on a declaration awaiting one (yellow or red lane, or payments pending): the form
-    the Prefect UI shows for a waiting run (``decision_form``: the choices and grounds of the reference data),
-    and what `customs decide` and the API give the run, in the same shape (customs.rules.decision_form)."""
-
-    model_config = ConfigDict(extra="ignore")  # no additionalProperties=false: decision_id comes from the CLI and API
-
-    decision: str = Field(title="Решение (decision)")
-    official_id: str = Field(
-        min_length=3, max_length=40, title="Ваш идентификатор должностного лица (your official id)", description="e.g. KZ-OF-0001"
-    )
-    grounds: list[str] = Field(default_factory=list, title="Основания отказа (grounds of a refusal)")
-    grounds_text: str = Field("", max_length=2000, title="Пояснение (remarks)")
-    decision_id: SkipJsonSchema[str | None] = None  # set by `customs decide` and the API; not in the form
-
-
-def decision_form(reference: ReferenceData | None = None) -> type[ReleaseDecisionInput]:
-    """The form with its choices: the decision (and a release's code) in one, the refusal grounds from the list."""
-    reference = reference or load_reference(get_settings().reference_dir)
-    grounds = tuple(ground_choice(g) for g in refusal_grounds(reference))
-    return create_model(
-        "ReleaseDecisionForm",
-        __base__=ReleaseDecisionInput,
-        decision=(Literal[tuple(decision_choices())], Field(title="Решение (decision)")),
-        grounds=(
-            list[Literal[grounds]],
-            Field(default_factory=list, title="Основания отказа, только для отказа (grounds, for a refusal only)"),
-        ),
-    )
-
-
-def _decision_summary(application_id: str, info: dict, refused: list[dict]) -> str:
-    """What the official reads above the form: short. The details are in the run's artifact."""
-    lines = []
-    for attempt in refused[-3:]:  # the last refusals first: the official must see why the form came back
-        lines.append(
-            f"**Решение не принято (not accepted)**: {attempt['official_id']} ({attempt['decision']}): "
-            f"{attempt['code']}: {attempt['message']}"
-        )
-    if lines:
-        lines.append("")
-    codes = ", ".join(sorted({r["code"] for r in info["reasons"]})) or "-"
-    lines += [
-        f"**{info['registration_number']}** · зона (zone) **{info['zone']}** · коридор (lane) **{info['lane']}** · "
-        f"срок (deadline) **{kz_display(info['release_due_at'])}**",
-        f"Причины (why it waits): {codes}. Подробно (details): артефакт `{_artifact_key(application_id)}`.",
-    ]
-    return "\n\n".join(lines)
-
-
 def _artifact_key(application_id: str) -> str:
     return f"decision-{application_id.lower()}"
 
@@ -206,16 +148,16 @@ def _publish_decision_details(application_id: str, info: dict, refused: list[dic
     )
 
 
-def _wait_for_decision(description: str, timeout: int) -> ReleaseDecisionInput:
-    """Suspend when the run belongs to a deployment (the process exits; a worker restart loses nothing and
-    the resumed run starts again, its finished steps skipping), else pause in this process, a minute at a time
-    (a run paused here hears only Prefect: between waits it looks in the database for a decision given
-    elsewhere)."""
-    form = decision_form().with_initial_data(description=description)
+def _wait_for_decision(timeout: int) -> None:
+    """Wait with no input form: a decision is an official's signed act, given outside Prefect, and the run is woken
+    when one is recorded. Suspend when the run belongs to a deployment (the process exits; the resumed run starts
+    again and its finished steps skip), else pause in this process, a minute at a time (between waits it looks in
+    the database for a decision given elsewhere)."""
     if get_run_context().flow_run.deployment_id is not None:
-        return suspend_flow_run(wait_for_input=form, timeout=timeout)
+        suspend_flow_run(timeout=timeout, key=_wait_key())
+        return
     poll = max(1, int(get_settings().decision_poll_seconds))
-    return pause_flow_run(wait_for_input=form, timeout=min(timeout, max(60, 10 * poll)), poll_interval=poll)
+    pause_flow_run(timeout=min(timeout, max(60, 10 * poll)), poll_interval=poll)
 
 
 def _back_to_running(reason: str) -> None:
@@ -228,56 +170,42 @@ def _back_to_running(reason: str) -> None:
         get_run_logger().warning("could not mark the run running again: %s", exc)
 
 
-def _pause_kind() -> str:
-    """How this run waits: ``suspended`` (a deployment's run) or ``paused`` (a run in this process); Prefect keys
-    the n-th wait of an attempt ``<kind>-<n>``, its run input ``<kind>-<n>-response``."""
-    return "suspended" if get_run_context().flow_run.deployment_id is not None else "paused"
+def _resumed_earlier() -> bool:
+    """This attempt follows a suspension of the same run: something resumed it (the Prefect API or UI, or
+    `customs decide` / the API after a decision was recorded), or it is the same run again."""
+    return bool(get_run_context().flow_run.empirical_policy.pause_keys)
 
 
-def _decision_of(decision: ReleaseDecisionInput | dict, flow_run_id, wait_key: str) -> dict:
-    """The decision as the official-decision task takes it. A form sent from the UI has no id: it gets one derived
-    from the run and the wait it answered, the same whenever it is read, so applying it again is a replay."""
-    values = decision.model_dump() if isinstance(decision, ReleaseDecisionInput) else dict(decision)
-    given = from_form(values)
-    given["decision_id"] = given.get("decision_id") or hashlib.sha256(f"{flow_run_id}:{wait_key}".encode()).hexdigest()[:32]
-    return given
-
-
-def _decisions_given_while_suspended(application_id: str) -> None:
-    """Decisions officials gave in the UI's form while the run was suspended, applied before anything else the
-    attempt does. The form's answer is stored by Prefect as run input when the run is resumed; applying it
-    here first means a stray event that stops this attempt early, or a worker that dies, cannot lose it:
-    whichever attempt runs next applies it (as a replay if it was applied already)."""
-    context = get_run_context()
-    flow_run = context.flow_run
-    policy = flow_run.empirical_policy
-    if not (policy.pause_keys or policy.resuming or flow_run.run_count > 1):
-        return  # never suspended: nothing can have been answered
-    inputs = context.client.filter_flow_run_input(flow_run_id=flow_run.id, key_prefix="suspended-", limit=100, exclude_keys=set())
-    for item in sorted((i for i in inputs if i.key.endswith("-response")), key=lambda i: (i.created is None, i.created)):
-        result = apply_official_decision(
-            application_id, _decision_of(item.decoded_value, flow_run.id, item.key.removesuffix("-response"))
-        )
-        get_run_logger().info(
-            "%s: the decision given in the form (%s) is %s",
-            application_id,
-            item.key,
-            "applied" if result["accepted"] else f"refused: {result['reason']['message']}",
-        )
+def _wait_key() -> str:
+    """A key per suspension: Prefect keeps the keys of suspensions that fired and skips a wait whose key it knows,
+    and each attempt of a suspended run suspends once (the process exits), so the n-th attempt waits on key n.
+    (A pause in this process keeps Prefect's own key per call: the keys are reset for each attempt.)"""
+    return f"decision-wait-{len(get_run_context().flow_run.empirical_policy.pause_keys) + 1}"
 
 
 def _await_official(application_id: str) -> None:
-    """Wait for an official's decision as run input: until the legal deadline, then (breach recorded) for a
-    supervisor's late decision until ``decision_wait_after_deadline`` has passed too. Refused input is
-    audited, logged and waited past."""
+    """Wait for an official's decision until the legal deadline, then (breach recorded) for a supervisor's late
+    decision until ``decision_wait_after_deadline`` has passed too. The decision is an official's signed act, recorded
+    in the database by `customs decide` or the API, which then wake this run; the run only reads it. A run woken
+    with no decision recorded (resumed in the Prefect UI or API) decides nothing: the attempt is audited as refused
+    (NO_SIGNED_DECISION) and the run waits again."""
     logger = get_run_logger()
-    flow_run = get_run_context().flow_run
+    flow_run_id = str(get_run_context().flow_run.id)
     settings = get_settings()
-    asked = 0
+    woken = _resumed_earlier()
     while True:
         info = waiting_for_official(application_id)
         if info["status"] != "awaiting_official":
-            return  # decided meanwhile (e.g. `customs decide` while no run was waiting)
+            logger.info("%s: %s by an official's signed decision", info["registration_number"], info["status"])
+            return
+        if woken:
+            refuse_resume_without_decision(application_id, flow_run_id)
+            logger.warning(
+                "%s: resumed without a decision; nothing is decided, the run waits again. Officials decide with their "
+                "own NCA key: `customs decide` or POST /v1/declarations/{id}/decision (README: how an official signs)",
+                info["registration_number"],
+            )
+            woken = False
         due = info["release_due_at"] or utcnow()
         give_up_at = due + settings.decision_wait_after_deadline
         now = utcnow()
@@ -292,15 +220,15 @@ def _await_official(application_id: str) -> None:
             )
         _send_notices(application_id)
         logger.info(
-            "%s waits for an official of zone %s; legal deadline %s", info["registration_number"], info["zone"], kz_display(due)
+            "%s waits for an official of zone %s; legal deadline %s. Decide with a signed act: `customs decide` or "
+            "POST /v1/declarations/{id}/decision (resuming this run in Prefect decides nothing)",
+            info["registration_number"],
+            info["zone"],
+            kz_display(due),
         )
-        asked += 1
-        refused = refused_decisions(application_id)
-        _publish_decision_details(application_id, info, refused)
+        _publish_decision_details(application_id, info, refused_decisions(application_id))
         try:
-            decision = _wait_for_decision(
-                _decision_summary(application_id, info, refused), math.ceil((give_up_at - now).total_seconds())
-            )
+            _wait_for_decision(math.ceil((give_up_at - now).total_seconds()))
         except FlowPauseTimeout:
             _back_to_running("the wait for a decision ran out")
             continue
@@ -308,27 +236,15 @@ def _await_official(application_id: str) -> None:
             raise DecisionWaitInterrupted(
                 f"{info['registration_number']}: stopped waiting for a decision: {type(exc).__name__}: {exc}"
             ) from exc
-        given = _decision_of(decision, flow_run.id, f"{_pause_kind()}-{asked}")
-        result = apply_official_decision(application_id, given)
-        if result["accepted"]:
-            logger.info("%s: %s by %s", info["registration_number"], result["status"], given["official_id"])
-            return
-        logger.error(  # an official's decision was not taken: the next form says why, first
-            "%s: the decision of %s (%s) is not accepted: %s: %s",
-            info["registration_number"],
-            given["official_id"],
-            given["decision"],
-            result["reason"]["code"],
-            result["reason"]["message"],
-        )
+        woken = True  # resumed in this process: by `customs decide` after a decision, or by someone in Prefect
 
 
 @flow(name="clearance", flow_run_name="{application_id}", persist_result=False, log_prints=False)
 def clearance(application_id: str, requested_by: str | None = None, wait_for_official: bool = True) -> dict:
     """Clear one declaration from submission to release or to its next resting state.
 
-    A declaration awaiting an official makes the run wait for the decision as run input (a form in the
-    UI; `customs decide` sends the same) until the legal deadline, unless ``wait_for_official`` is off.
+    A declaration awaiting an official makes the run wait for the official's signed decision (recorded by
+    `customs decide` or the API, which wake the run) until the legal deadline, unless ``wait_for_official`` is off.
     ``requested_by`` names who asked for a re-run (audited). A step that fails beyond its retries is a
     failure of the information system, not the declarant's: it is reported to the support service (with
     this run's log and the declaration's state), the declarant is told, and the run fails so that it
@@ -340,7 +256,6 @@ def clearance(application_id: str, requested_by: str | None = None, wait_for_off
     flow_run_id = str(flow_run.id)
     if requested_by or flow_run.run_count > 1:  # `customs rerun`, or the same run again (the UI's Retry, a reschedule)
         record_rerun(application_id, requested_by or "prefect-retry", flow_run_id, flow_run.run_count)
-    _decisions_given_while_suspended(application_id)
 
     timings: dict[str, float] = {}
 

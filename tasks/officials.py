@@ -1,4 +1,5 @@
-"""Officials' decisions given as run input, and the deadlines they are held to, as Prefect tasks."""
+"""A waiting run resumed without an official's signed decision, and the deadlines officials are held to, as
+Prefect tasks. Decisions themselves never come through Prefect: they are signed acts (customs.services.officials)."""
 
 from __future__ import annotations
 
@@ -7,29 +8,16 @@ from typing import Any
 
 from prefect import task
 
-from customs.rules import Refused
 from customs.services.deadlines import check_registration_deadlines, check_release_deadlines
-from customs.services.officials import decide
+from customs.services.officials import refuse_unsigned_resume
 from tasks.events import emit_deadline_breaches
 from tasks.policy import DATABASE_RETRIES
 
 
-@task(name="official-decision", timeout_seconds=60, **DATABASE_RETRIES)
-def apply_official_decision(application_id: str, decision: dict[str, Any]) -> dict[str, Any]:
-    """Apply the decision an official gave as run input; a refused one is reported back, not raised."""
-    try:
-        result = decide(
-            application_id,
-            decision=decision["decision"],
-            official_id=decision["official_id"],
-            decision_code=decision.get("decision_code"),
-            grounds=decision.get("grounds") or [],
-            grounds_text=decision.get("grounds_text") or "",
-            decision_id=decision.get("decision_id"),
-        )
-    except Refused as exc:
-        return {"accepted": False, "reason": exc.as_dict()}
-    return {"accepted": True, "status": result.status, "replay": result.replay}
+@task(name="unsigned-resume", timeout_seconds=60, **DATABASE_RETRIES)
+def refuse_resume_without_decision(application_id: str, flow_run_id: str) -> bool:
+    """The run was resumed with no decision recorded: audited as refused; the run waits again."""
+    return refuse_unsigned_resume(application_id, flow_run_id=flow_run_id)
 
 
 @task(name="release-deadlines", timeout_seconds=300, **DATABASE_RETRIES)

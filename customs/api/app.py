@@ -27,7 +27,7 @@ API_VERSION = "1"
 
 
 def create_app(
-    *, start_clearance: Callable[[str], Any] | None = None, decision_given: Callable[[str, dict[str, Any]], Any] | None = None
+    *, start_clearance: Callable[[str], Any] | None = None, decision_given: Callable[[str], Any] | None = None
 ) -> FastAPI:
     """The intake API. The hooks may also be set later on ``app.state`` (sync or async callables)."""
     app = FastAPI(

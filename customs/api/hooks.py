@@ -1,8 +1,8 @@
 """The hooks that connect the API to whatever runs the clearance (set on ``app.state``, default no-ops):
 
 - ``start_clearance(application_id)`` after a new declaration is committed;
-- ``decision_given(application_id, run_input)`` after an official's decision is committed (to resume a
-  flow run waiting for it);
+- ``decision_given(application_id)`` after an official's signed decision is committed (to wake the flow run
+  waiting for it, which reads the decision from the database);
 - ``print_requested(request_id, alert_at, due_at)`` after a print request is recorded (deadline timers).
 
 A hook that fails is logged; the committed act stands either way. `customs serve` sets them.

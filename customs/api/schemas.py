@@ -184,16 +184,40 @@ class PrintRequestOut(BaseModel):
     created: bool = Field(description="False: a request for this declaration was already waiting in the office's queue.")
 
 
-class DecisionIn(BaseModel):
+class SignedActIn(BaseModel):
+    """An official's act signed with the official's own NCA key (NCALayer's createCMSSignatureFromBase64): the act's
+    bytes as drafted by `POST /v1/official-acts/draft` and the detached CMS over them, both base64. The act says what
+    is done (a decision and its code, grounds, text); the client's official must be the act's and its signer."""
+
     model_config = ConfigDict(extra="forbid")
-    decision: Literal["release", "refuse"]
-    decision_code: Literal["10", "11", "12"] | None = Field(
-        None, description="For a release: 10 (default) release permitted, 11 against security, 12 under EAEU CC art. 121."
+    act: str = Field(min_length=1, max_length=22_000, description="base64 of the act document's bytes, exactly as signed")
+    signature: str = Field(min_length=1, max_length=90_000, description="base64 of the detached CMS (RSA or GOST)")
+
+
+class ActDraftIn(BaseModel):
+    """What an act is to say; the service writes it in its canonical form, names the declaration (registration
+    number, SHA-256 of its bytes), the client's official, the time and a fresh nonce."""
+
+    model_config = ConfigDict(extra="forbid")
+    act: Literal["decide", "cancel_release", "affix_release_mark", "mark_printed", "rerun", "requeue_notice"]
+    declaration: str | None = Field(None, max_length=80, description="Application id or registration number.")
+    subject: dict[Annotated[str, Field(max_length=40)], Annotated[str, Field(max_length=200)]] = Field(
+        default_factory=dict, max_length=10, description="e.g. print_request, notice_id"
     )
-    grounds: list[Annotated[str, Field(max_length=40)]] = Field(
-        default_factory=list, max_length=50, description="For a refusal: ground codes (reference/release_grounds.json)."
+    choice: dict[Annotated[str, Field(max_length=40)], Annotated[str, Field(max_length=200)]] = Field(
+        default_factory=dict, max_length=10, description="decide: decision (release/refuse), decision_code (10, 11, 12)"
     )
-    grounds_text: str = Field("", max_length=2000, description="The official's own words on the decision.")
+    grounds: list[Annotated[str, Field(max_length=40)]] = Field(default_factory=list, max_length=20)
+    text: str = Field("", max_length=2000)
+
+
+class ActDraftOut(BaseModel):
+    document: str = Field(description="base64 of the act's bytes: sign exactly these (NCALayer: createCMSSignatureFromBase64)")
+    sha256: str
+    act: dict = Field(description="the act, for the official to read before signing")
+
+
+DecisionIn = SignedActIn
 
 
 class DecisionOut(BaseModel):
@@ -203,12 +227,7 @@ class DecisionOut(BaseModel):
     decision_id: str
 
 
-class CancellationIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    grounds: list[Annotated[str, Field(max_length=40)]] = Field(
-        default_factory=list, max_length=50, description="Cancellation ground codes (reference/release_grounds.json)."
-    )
-    grounds_text: str = Field("", max_length=2000)
+CancellationIn = SignedActIn
 
 
 class CancellationOut(BaseModel):
@@ -217,8 +236,7 @@ class CancellationOut(BaseModel):
     status: Status
 
 
-class MarkIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+MarkIn = SignedActIn
 
 
 class MarkOut(BaseModel):

@@ -140,6 +140,6 @@ def serve(
             echo("stopped")
 
 
-def _decision_given(application_id: str, run_input: dict) -> None:
-    """The API recorded an official's decision: give it to the flow run waiting for it, if any."""
-    resume_waiting_runs(application_id, run_input, settle_seconds=2.0)
+def _decision_given(application_id: str) -> None:
+    """The API recorded an official's signed decision: wake the flow run waiting for it, if any."""
+    resume_waiting_runs(application_id, settle_seconds=2.0)

@@ -1,4 +1,8 @@
-"""An official's decision, once committed, given to the flow run that waits for it (as its run input)."""
+"""An official's decision, once committed (a signed act, customs.services.officials), made known to the flow run
+that waits for it: the run is resumed with no input and reads the decision from the database.
+
+Nothing given to Prefect decides anything: a waiting run has no input form (a resume through the Prefect API or UI
+carries no decision, and one that finds none is audited as refused, flows/clearance.py)."""
 
 from __future__ import annotations
 
@@ -11,12 +15,9 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, Fl
 from prefect.client.schemas.objects import StateType
 from prefect.flow_runs import resume_flow_run
 
-from customs.core.reference import load_reference
 from customs.core.settings import get_settings
 from customs.orchestration.server import is_healthy, prefect_api, running_api_url
-from customs.rules.decision_form import to_form
 from customs.services.officials import decisions_recorded_for
-from flows.clearance import decision_form
 
 log = logging.getLogger("customs.decisions")
 
@@ -41,20 +42,11 @@ class Resumed:
         return f"no flow run of this declaration was waiting for a decision at {self.api_url}: the decision is recorded"
 
 
-def as_form(given: dict) -> dict:
-    """A decision as the rules take it (decision, decision_code, ground codes), as the waiting run's form values."""
-    reference = load_reference(get_settings().reference_dir)
-    form = to_form(given, reference)
-    decision_form(reference).model_validate(form)
-    return form
-
-
-def resume_waiting_runs(application_id: str, run_input: dict, *, settle_seconds: float = 10.0) -> Resumed:
+def resume_waiting_runs(application_id: str, *, settle_seconds: float = 10.0) -> Resumed:
     """Give the decision to the flow runs of this declaration that wait for it, if a Prefect server is up.
 
     A run still on its way to the wait (running, not yet paused) is given a few seconds to get there.
     Nothing here can undo the decision, which is already committed: problems are noted, not raised."""
-    run_input = as_form(run_input)  # what the waiting run's form accepts (the Prefect server checks it)
     result = Resumed()
     try:
         api_url = running_api_url(get_settings())
@@ -73,7 +65,7 @@ def resume_waiting_runs(application_id: str, run_input: dict, *, settle_seconds:
                 for run in runs:
                     if run.state.is_paused() and str(run.id) not in result.flow_runs:
                         try:
-                            resume_flow_run(run.id, run_input=run_input)
+                            resume_flow_run(run.id)
                             result.flow_runs.append(str(run.id))
                         except Exception as exc:  # it finds the decision in the database when it next looks
                             result.notes.append(f"flow run {run.id} could not be resumed ({exc})")
@@ -89,7 +81,7 @@ def resume_waiting_runs(application_id: str, run_input: dict, *, settle_seconds:
 
 def resume_decided_runs(client) -> list[str]:
     """Clearance runs still waiting for a decision that was recorded meanwhile (given while the Prefect server
-    was away, so nobody could resume them): each is given the recorded decision now, and carries on."""
+    was away, so nobody could resume them): each is woken now, reads its decision and carries on."""
     runs = client.read_flow_runs(
         flow_run_filter=FlowRunFilter(
             tags=FlowRunFilterTags(all_=["clearance"]),
@@ -99,9 +91,9 @@ def resume_decided_runs(client) -> list[str]:
     )
     waiting = {run.parameters.get("application_id"): run for run in runs if run.parameters.get("application_id")}
     resumed = []
-    for application_id, run_input in decisions_recorded_for(list(waiting)).items():
+    for application_id in decisions_recorded_for(list(waiting)):
         try:
-            resume_flow_run(waiting[application_id].id, run_input=as_form(run_input))
+            resume_flow_run(waiting[application_id].id)
             resumed.append(application_id)
         except Exception as exc:  # the next sweep, or the run's own wait time-out, gets to it
             log.warning("%s: the run waiting for its recorded decision could not be resumed (%s)", application_id, exc)

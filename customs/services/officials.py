@@ -290,6 +290,35 @@ def decisions_recorded_for(application_ids: list[str]) -> dict[str, dict[str, An
         }
 
 
+def refuse_unsigned_resume(application_id: str, *, flow_run_id: str, now: datetime | None = None) -> bool:
+    """A run waiting for an official was resumed in Prefect (its API or UI) and no decision is recorded: nothing is
+    decided, the attempt is audited as refused (once per resume: ``resume_key``), and the run waits again. Only an
+    official's signed act decides (customs decide, the API, the officials' pages). True when it was recorded now."""
+    now = now or utcnow()
+    with transaction() as session:
+        declaration = find_declaration(session, application_id, lock=True)
+        if declaration.status != Status.AWAITING_OFFICIAL:
+            return False
+        reason = Reason(
+            code="NO_SIGNED_DECISION",
+            path="$",
+            message="the waiting clearance run was resumed in Prefect without a decision: nothing is decided. A decision "
+            "is an act signed with the official's own NCA key: `customs decide ID release --official OID --key KEY "
+            "--cert CERT`, or POST /v1/declarations/{id}/decision with the signed act; the run waits again",
+        )
+        refuse_official_act(
+            session,
+            declaration.application_id,
+            declaration.customs_office,
+            "prefect",
+            "resume",
+            reason,
+            now,
+            {"flow_run_id": flow_run_id},
+        )
+    return True
+
+
 def waiting_for_official(application_id: str) -> dict[str, Any]:
     """What the waiting flow shows the official, and until when it waits."""
     with transaction() as session:
