@@ -560,13 +560,27 @@ class OfficialKeys:
         self.pki = pki
         self.reference = load_reference(REFERENCE_DIR)
         self._signers: dict[tuple[str, str], object] = {}
+        self._issued: dict[tuple[str, str], object] = {}
+
+    def issued(self, official_id: str, family: str = "rsa"):
+        key = (official_id, family)
+        if key not in self._issued:
+            official = self.reference.officials[official_id]
+            self._issued[key] = self.pki.issue_official(official, self.reference.authority, family=family)
+        return self._issued[key]
+
+    def cli_options(self, official_id: str, family: str = "rsa") -> list[str]:
+        """The CLI's options that sign an act here with the official's key, as `customs decide ... --official` takes."""
+        issued = self.issued(official_id, family)
+        chain = str(self.pki.issuing_cert_path_of(family))
+        return ["--official", official_id, "--key", str(issued.key_path), "--cert", str(issued.cert_path), "--chain", chain]
 
     def signer(self, official_id: str, family: str = "rsa"):
         from customs.pki.testing import CmsSigner
 
         key = (official_id, family)
         if key not in self._signers:
-            issued = self.pki.issue_official(self.reference.officials[official_id], self.reference.authority, family=family)
+            issued = self.issued(official_id, family)
             self._signers[key] = CmsSigner(issued.cert_path, issued.key_path, (self.pki.issuing_cert_path_of(family),))
         return self._signers[key]
 

@@ -182,57 +182,41 @@ def _paused_run(application_id: str):
     return runs[0] if runs else None
 
 
-def test_a_waiting_flow_run_takes_its_decision_from_the_ui_form_and_the_cli(settings, company_signer):
-
+def test_a_resume_in_prefect_decides_nothing_a_signed_decision_does(settings, company_signer, officials):
+    """Issue 23: a waiting run has no input form; resuming it in the Prefect UI or API (with or without a forged
+    decision as run input) changes nothing, is audited as refused and the run waits again; the official's decision
+    signed with their own key (`customs decide --key --cert`) is recorded and wakes the run, which ends released."""
     from prefect.client.orchestration import get_client
     from prefect.flow_runs import resume_flow_run
 
-    from customs.rules.decision_form import RELEASE_CHOICES, decision_choices
     from models.outbox import NoticeKind
 
     application_id, worker, outcome, run = _waiting_in_this_process(settings, company_signer)
-    # The UI shows a form an official fills in: the decision with its code as one choice, the grounds from the
-    # list with their titles, nothing internal, no None toggles; a short summary on top, details in an artifact.
     with get_client(sync_client=True) as client:
-        schema = json.loads(client.read_flow_run_input(key="paused-1-schema", flow_run_id=run.id))
-        description = client.read_flow_run_input(key="paused-1-description", flow_run_id=run.id)
-    properties = schema["properties"]
-    assert set(properties) == {"decision", "official_id", "grounds", "grounds_text"}, properties  # no decision_id
-    assert properties["decision"]["enum"] == decision_choices() and "default" not in properties["decision"]
-    grounds = properties["grounds"]["items"]["enum"]
-    assert len(grounds) == 7 and "DOCUMENTS_NOT_PROVIDED: не представлены запрошенные документы и (или) сведения" in grounds
-    assert "anyOf" not in json.dumps(schema)  # no str/None toggles
-    assert "ALA-TSW" in description and "PAYMENT_NOT_PAID" in description and len(description) < 600
-    assert f"decision-{application_id.lower()}" in description
-    # From the UI, an official of another zone: refused, audited, and the run waits again.
-    resume_flow_run(
-        run.id,
-        run_input={"decision": RELEASE_CHOICES["10"], "official_id": "KZ-OF-0003", "grounds": [], "grounds_text": ""},
-    )
-    wait_until(lambda: events(application_id, "official_action_refused"), "the refused attempt")
+        keys = [i.key for i in client.filter_flow_run_input(flow_run_id=run.id, key_prefix="", limit=50, exclude_keys=set())]
+        artifact = next(a for a in client.read_latest_artifacts(limit=200) if a.key == f"decision-{application_id.lower()}")
+    assert not any(k.endswith("-schema") for k in keys), keys  # no form: nothing typed in Prefect decides
+    assert "ALA-TSW" in artifact.data and "PAYMENT_NOT_PAID" in artifact.data
+    # As the attacker of issue 23 did: a resume naming an official, with no signature at all.
+    with get_client(sync_client=True) as client:
+        client.resume_flow_run(run.id, run_input={"decision": "release", "official_id": "KZ-OF-0001"})
+    refused = wait_until(lambda: events(application_id, "official_action_refused"), "the refused resume")
+    assert refused[0].reasons[0]["code"] == "NO_SIGNED_DECISION" and refused[0].details["action"] == "resume"
     again = wait_until(lambda: _paused_run(application_id), "the run to wait again")
-    assert again.id == run.id
-    # the next form says first why the last decision was not taken: who, what, why; the artifact lists it too
-    with get_client(sync_client=True) as client:
-        second = wait_until(
-            lambda: next(
-                (
-                    i.decoded_value
-                    for i in client.filter_flow_run_input(
-                        flow_run_id=run.id, key_prefix="paused-2-description", limit=1, exclude_keys=set()
-                    )
-                ),
-                None,
-            ),
-            "the second form",
-        )
-        artifact = client.read_latest_artifacts(limit=200)
-    assert second.startswith("**Решение не принято (not accepted)**: KZ-OF-0003 (release): ZONE_MISMATCH"), second
-    details = next(a for a in artifact if a.key == f"decision-{application_id.lower()}")
-    assert "Decisions not accepted" in details.data and "KZ-OF-0003" in details.data
-    # From the command line, the right official: the decision is applied and the same input resumes the run.
+    assert again.id == run.id and declaration_status(application_id)["status"] == "awaiting_official"
+    resume_flow_run(run.id)  # the UI's Resume button: the same
+    wait_until(lambda: len(events(application_id, "official_action_refused")) == 2, "the second refused resume")
+    wait_until(lambda: _paused_run(application_id), "the run to wait again")
+    # A decision with no key to sign it is a usage error; signed with another official's key it is refused.
+    unsigned = CliRunner().invoke(app_cli(), ["decide", application_id, "release", "--official", "KZ-OF-0001"])
+    assert unsigned.exit_code == 2 and "--key" in unsigned.output, unsigned.output
+    forged = officials.cli_options("KZ-OF-0002")
+    forged[1] = "KZ-OF-0001"  # the supervisor's key on the inspector's act
+    impostor = CliRunner().invoke(app_cli(), ["decide", application_id, "release", *forged, "--json"])
+    assert impostor.exit_code == 3 and "SIGNER_NOT_OFFICIAL" in impostor.output, impostor.output
+    # Signed by the right official: recorded, and the waiting run is woken and ends released.
     decided = CliRunner().invoke(
-        app_cli(), ["decide", application_id, "release", "--official", "KZ-OF-0001", "--code", "11", "--json"]
+        app_cli(), ["decide", application_id, "release", *officials.cli_options("KZ-OF-0001"), "--code", "11", "--json"]
     )
     assert decided.exit_code == 0, decided.output
     assert json.loads(decided.stdout)["flow_runs_resumed"] == [str(run.id)]
@@ -240,18 +224,20 @@ def test_a_waiting_flow_run_takes_its_decision_from_the_ui_form_and_the_cli(sett
     assert outcome["result"]["status"] == "released"
     status = declaration_status(application_id)
     assert (status["decision_code"], status["decided_by"]) == ("11", "KZ-OF-0001")
-    assert [e.reasons[0]["code"] for e in events(application_id, "official_action_refused")] == ["ZONE_MISMATCH"]
+    codes = [e.reasons[0]["code"] for e in events(application_id, "official_action_refused")]
+    assert codes == ["NO_SIGNED_DECISION", "NO_SIGNED_DECISION", "SIGNER_NOT_OFFICIAL"]
     assert len(notices(application_id, NoticeKind.RELEASE)) == 1
     finished = [r for r in flow_runs_of(application_id) if r.id == run.id][0]
     assert finished.state.is_completed()
     # A second decision is refused with a clear error.
     twice = CliRunner().invoke(
-        app_cli(), ["decide", application_id, "refuse", "--official", "KZ-OF-0001", "--grounds", "CONDITIONS_NOT_MET"]
+        app_cli(),
+        ["decide", application_id, "refuse", *officials.cli_options("KZ-OF-0001"), "--grounds", "CONDITIONS_NOT_MET"],
     )
     assert twice.exit_code == 3 and "ALREADY_DECIDED" in twice.output
 
 
-def test_a_decision_recorded_while_prefect_was_away_resumes_its_run_when_prefect_is_back(settings, company_signer):
+def test_a_decision_recorded_while_prefect_was_away_resumes_its_run_when_prefect_is_back(settings, company_signer, officials):
     """Issue 18: the decision was committed but nobody could resume the waiting run (Prefect away): it stayed
     paused until its time-out, 28 hours later. The reconnect sweep gives it the recorded decision; the run
     recognises it as a replay and ends released, with no refused attempt and one release notice."""
@@ -264,7 +250,7 @@ def test_a_decision_recorded_while_prefect_was_away_resumes_its_run_when_prefect
 
     application_id, worker, outcome, run = _waiting_in_this_process(settings, company_signer)
     # the decision is recorded as the API records it; the hook that would resume the run never got through
-    decide(application_id, decision="release", official_id="KZ-OF-0001", decision_code="10")
+    decide(application_id, act=officials.decision(application_id, "release", "KZ-OF-0001", code="10"))
     assert _paused_run(application_id).id == run.id  # still waiting: nothing told it
     with get_client(sync_client=True) as client:
         assert resume_decided_runs(client) == [application_id]
@@ -309,7 +295,7 @@ def test_retrying_the_failed_flow_run_as_the_ui_does_is_safe_and_audited(setting
     assert len(notices(application_id, NoticeKind.SUPPORT_REPORT)) == 1  # the first failure, reported once
 
 
-def test_a_waiting_run_whose_deadline_passes_records_the_breach_and_says_so(settings, company_signer):
+def test_a_waiting_run_whose_deadline_passes_records_the_breach_and_says_so(settings, company_signer, officials):
     from datetime import timedelta
 
     from customs.core.settings import configure
@@ -333,12 +319,12 @@ def test_a_waiting_run_whose_deadline_passes_records_the_breach_and_says_so(sett
     (run,) = flow_runs_of(application_id)
     assert run.state.is_failed() and "no decision by" in (run.state.message or "")
     # The supervisor can still decide afterwards, with no run waiting.
-    late = CliRunner().invoke(app_cli(), ["decide", application_id, "release", "--official", "KZ-OF-0002", "--json"])
+    late = CliRunner().invoke(app_cli(), ["decide", application_id, "release", *officials.cli_options("KZ-OF-0002"), "--json"])
     assert late.exit_code == 0, late.output
     assert json.loads(late.stdout)["status"] == "released"
 
 
-def test_the_reconciler_reruns_crashed_runs_and_closes_runs_of_final_declarations(settings, company_signer):
+def test_the_reconciler_reruns_crashed_runs_and_closes_runs_of_final_declarations(settings, company_signer, officials):
     """A run whose worker died (Crashed) runs again; a run left suspended after its declaration was decided through
     the API is closed; a run waiting as it should is left alone. Each action is audited once and listed by ops."""
     from datetime import timedelta
@@ -360,7 +346,7 @@ def test_the_reconciler_reruns_crashed_runs_and_closes_runs_of_final_declaration
     waiting = submit(company_signer, unique(sample("03-unpaid-vat.json")))
     run_steps(decided)
     run_steps(waiting)
-    decide(decided, decision="release", official_id=INSPECTOR)
+    decide(decided, act=officials.decision(decided, "release", INSPECTOR))
     with get_client(sync_client=True) as client:
         runs = {}
         for application_id, final_state in (

@@ -178,13 +178,13 @@ GROUND_TITLES = {
 
 
 @pytest.mark.parametrize("language", LANGUAGES)
-def test_release_refusal_and_cancellation_letters_are_in_one_language(settings, company_signer, language):
+def test_release_refusal_and_cancellation_letters_are_in_one_language(settings, company_signer, officials, language):
     refused = submit_signed(company_signer, with_language(unique(sample("03-unpaid-vat.json")), language)).application_id
     assert run_steps(refused).status == Status.AWAITING_OFFICIAL
-    decide(refused, decision="refuse", official_id=INSPECTOR, grounds=["PAYMENTS_NOT_MADE"], grounds_text="НДС не уплачен")
+    decide(refused, act=officials.decision(refused, "refuse", INSPECTOR, grounds=["PAYMENTS_NOT_MADE"], text="НДС не уплачен"))
     cancelled = submit_signed(company_signer, with_language(unique(sample()), language)).application_id
     assert run_steps(cancelled).status == Status.RELEASED
-    cancel_release(cancelled, official_id=INSPECTOR, grounds=["DOCUMENTS_INVALID"])
+    cancel_release(cancelled, act=officials.act("cancel_release", INSPECTOR, cancelled, grounds=["DOCUMENTS_INVALID"]))
     sent = {(kind_of(m), m["X-Customs-Application-Id"]): m for m in letters(settings)}
     for kind, application_id, ground in (
         ("release_refusal", refused, "PAYMENTS_NOT_MADE"),

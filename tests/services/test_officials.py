@@ -73,15 +73,10 @@ def test_a_zone_that_is_not_the_offices_is_refused_at_registration(settings, com
     assert [(r["code"], r["path"]) for r in outcome.reasons] == [("ZONE_UNKNOWN", "$.goods_location.zone")]
 
 
-def test_release_by_the_right_official(settings, company_signer):
+def test_release_by_the_right_official(settings, company_signer, officials):
     declaration = awaiting(company_signer)
-    result = decide(
-        declaration.registration_number,
-        decision="release",
-        official_id=INSPECTOR,
-        decision_code="11",
-        grounds_text="security lodged",
-    )
+    number = declaration.registration_number
+    result = decide(number, act=officials.decision(number, "release", INSPECTOR, code="11", text="security lodged"))
     assert (result.status, result.replay) == ("released", False)
     after = stored(declaration.application_id)
     assert (after.decision_code, after.decided_by, after.decision_ref) == ("11", INSPECTOR, result.decision_id)
@@ -101,10 +96,11 @@ def test_release_by_the_right_official(settings, company_signer):
 @pytest.mark.parametrize(
     "official,code", [(OTHER_ZONE, "ZONE_MISMATCH"), (OTHER_OFFICE, "OFFICE_MISMATCH"), ("KZ-OF-9999", "OFFICIAL_UNKNOWN")]
 )
-def test_an_official_of_another_zone_or_office_is_refused_and_audited(settings, company_signer, official, code):
+def test_an_official_of_another_zone_or_office_is_refused_and_audited(settings, company_signer, officials, official, code):
     declaration = awaiting(company_signer)
+    key = officials.signer(official if official in officials.reference.officials else INSPECTOR)
     with pytest.raises(Refused) as refused:
-        decide(declaration.application_id, decision="release", official_id=official)
+        decide(declaration.application_id, act=officials.decision(declaration.application_id, "release", official, signed_by=key))
     assert refused.value.code == code
     assert stored(declaration.application_id).status == Status.AWAITING_OFFICIAL
     (attempt,) = events(declaration.application_id, "official_action_refused")
@@ -112,7 +108,7 @@ def test_an_official_of_another_zone_or_office_is_refused_and_audited(settings, 
     assert notices(declaration.application_id, NoticeKind.RELEASE) == []
 
 
-def test_refusal_needs_grounds_from_the_list(settings, company_signer):
+def test_refusal_needs_grounds_from_the_list(settings, company_signer, officials):
     declaration = awaiting(company_signer)
     for grounds, code in [
         ([], "GROUNDS_MISSING"),
@@ -120,17 +116,23 @@ def test_refusal_needs_grounds_from_the_list(settings, company_signer):
         (["DOCUMENTS_INVALID"], "GROUND_NOT_APPLICABLE"),
     ]:
         with pytest.raises(Refused) as refused:
-            decide(declaration.application_id, decision="refuse", official_id=INSPECTOR, grounds=grounds)
+            decide(
+                declaration.application_id,
+                act=officials.decision(declaration.application_id, "refuse", INSPECTOR, grounds=grounds),
+            )
         assert refused.value.code == code
     with pytest.raises(Refused) as refused:
-        decide(declaration.application_id, decision="release", official_id=INSPECTOR, decision_code="99")
+        decide(declaration.application_id, act=officials.decision(declaration.application_id, "release", INSPECTOR, code="99"))
     assert refused.value.code == "DECISION_CODE_INVALID"
     result = decide(
         declaration.application_id,
-        decision="refuse",
-        official_id=INSPECTOR,
-        grounds=["PAYMENTS_NOT_MADE", "DOCUMENTS_NOT_PROVIDED"],
-        grounds_text="VAT of item 3 unpaid",
+        act=officials.decision(
+            declaration.application_id,
+            "refuse",
+            INSPECTOR,
+            grounds=["PAYMENTS_NOT_MADE", "DOCUMENTS_NOT_PROVIDED"],
+            text="VAT of item 3 unpaid",
+        ),
     )
     assert result.status == "release_refused"
     assert [r["code"] for r in stored(declaration.application_id).reasons] == ["PAYMENTS_NOT_MADE", "DOCUMENTS_NOT_PROVIDED"]
@@ -140,24 +142,32 @@ def test_refusal_needs_grounds_from_the_list(settings, company_signer):
     assert len(events(declaration.application_id, "official_action_refused")) == 4
 
 
-def test_a_decision_is_given_once_and_a_replay_is_recognised(settings, company_signer):
+def test_a_decision_is_given_once_and_a_replay_is_recognised(settings, company_signer, officials):
     declaration = awaiting(company_signer)
-    first = decide(declaration.application_id, decision="release", official_id=INSPECTOR, decision_id="d-1")
+    act = officials.decision(declaration.application_id, "release", INSPECTOR)
+    first = decide(declaration.application_id, act=act)
     count = len(events(declaration.application_id))
-    again = decide(declaration.application_id, decision="release", official_id=INSPECTOR, decision_id="d-1")
+    again = decide(declaration.application_id, act=act)
     assert again.replay and again.status == first.status and len(events(declaration.application_id)) == count
     with pytest.raises(Refused) as refused:
-        decide(declaration.application_id, decision="refuse", official_id=SUPERVISOR, grounds=["CONDITIONS_NOT_MET"])
+        decide(
+            declaration.application_id,
+            act=officials.decision(declaration.application_id, "refuse", SUPERVISOR, grounds=["CONDITIONS_NOT_MET"]),
+        )
     assert refused.value.code == "ALREADY_DECIDED" and INSPECTOR in refused.value.reason.message
     assert len(notices(declaration.application_id, NoticeKind.RELEASE)) == 1
 
 
-def test_after_the_deadline_an_inspector_is_refused_a_supervisor_decides_late(settings, company_signer):
+def test_after_the_deadline_an_inspector_is_refused_a_supervisor_decides_late(settings, company_signer, officials):
     declaration = awaiting(company_signer)
     late = declaration.release_due_at + timedelta(minutes=1)
     for _ in range(2):
         with pytest.raises(Refused) as refused:
-            decide(declaration.application_id, decision="release", official_id=INSPECTOR, now=late)
+            decide(
+                declaration.application_id,
+                act=officials.decision(declaration.application_id, "release", INSPECTOR, now=late),
+                now=late,
+            )
         assert refused.value.code == "DEADLINE_PASSED"
     assert len(events(declaration.application_id, "release_deadline_breached")) == 1
     assert stored(declaration.application_id).release_breached_at == late
@@ -165,7 +175,9 @@ def test_after_the_deadline_an_inspector_is_refused_a_supervisor_decides_late(se
     assert [n.recipient for n in alerts] == ["a.nurlanov@kgd.gov.kz"]  # the zone's supervisor
     assert alerts[0].facts["minutes_left"] < 0 and alerts[0].facts["stage"] == "breach"
     # The goods are not stuck: the zone's supervisor may still decide, and the decision is recorded as late.
-    result = decide(declaration.application_id, decision="release", official_id=SUPERVISOR, now=late + timedelta(minutes=5))
+    later = late + timedelta(minutes=5)
+    act = officials.decision(declaration.application_id, "release", SUPERVISOR, now=later)
+    result = decide(declaration.application_id, act=act, now=later)
     assert result.status == "released"
     transition = events(declaration.application_id)[-1]
     assert transition.actor == SUPERVISOR and transition.details["late"] is True
@@ -197,58 +209,59 @@ def test_deadline_watch_alerts_at_75_percent_and_records_the_breach_at_100(setti
 # --- Cancellation --------------------------------------------------------------------------------
 
 
-def test_cancellation_of_a_release(settings, company_signer):
+def test_cancellation_of_a_release(settings, company_signer, officials):
+    def cancellation(key, grounds, text=""):
+        return officials.act("cancel_release", INSPECTOR, key, grounds=grounds, text=text)
+
     waiting = awaiting(company_signer)
     with pytest.raises(Refused) as refused:
-        cancel_release(waiting.application_id, official_id=INSPECTOR, grounds=["DOCUMENTS_INVALID"])
+        cancel_release(waiting.application_id, act=cancellation(waiting.application_id, ["DOCUMENTS_INVALID"]))
     assert refused.value.code == "NOT_RELEASED"
     declaration = released(company_signer)
     with pytest.raises(Refused) as refused:
-        cancel_release(declaration.application_id, official_id=INSPECTOR, grounds=[])
+        cancel_release(declaration.application_id, act=cancellation(declaration.application_id, []))
     assert refused.value.code == "GROUNDS_MISSING"
     result = cancel_release(
         declaration.registration_number,
-        official_id=INSPECTOR,
-        grounds=["DOCUMENTS_INVALID"],
-        grounds_text="certificate of origin forged",
+        act=cancellation(declaration.registration_number, ["DOCUMENTS_INVALID"], text="certificate of origin forged"),
     )
     assert result.status == "release_cancelled"
     (notice,) = notices(declaration.application_id, NoticeKind.RELEASE_CANCELLATION)
     assert notice.facts["official_id"] == INSPECTOR and notice.facts["decision_code"] == "10"
     assert notice.facts["grounds_text"] == "certificate of origin forged"
     with pytest.raises(Refused) as refused:
-        cancel_release(declaration.application_id, official_id=INSPECTOR, grounds=["DOCUMENTS_INVALID"])
+        cancel_release(declaration.application_id, act=cancellation(declaration.application_id, ["DOCUMENTS_INVALID"]))
     assert refused.value.code == "ALREADY_CANCELLED"
     assert open_marks() == []  # the cancelled release's mark is withdrawn
     with pytest.raises(Refused) as refused:
-        affix_mark(declaration.application_id, official_id=INSPECTOR)
+        affix_mark(declaration.application_id, act=officials.act("affix_release_mark", INSPECTOR, declaration.application_id))
     assert refused.value.code == "RELEASE_CANCELLED"
 
 
 # --- Release marks ----------------------------------------------------------------------------------
 
 
-def test_release_mark_lifecycle(settings, company_signer):
+def test_release_mark_lifecycle(settings, company_signer, officials):
     first, second = released(company_signer), released(company_signer)
     assert [m["application_id"] for m in open_marks()] == [first.application_id, second.application_id]  # oldest first
     assert [m["zone"] for m in open_marks(zone="ALA-TSW")] == ["ALA-TSW", "ALA-TSW"] and open_marks(zone="ALA-AIR") == []
     with pytest.raises(Refused) as refused:
-        affix_mark(first.application_id, official_id=OTHER_ZONE)
+        affix_mark(first.application_id, act=officials.act("affix_release_mark", OTHER_ZONE, first.application_id))
     assert refused.value.code == "ZONE_MISMATCH"
     later = utcnow() + timedelta(hours=3)
     summary = operations_summary(now=later)
     assert summary["marks_open"] == 2 and len(summary["marks_overdue"]) == 2
-    result = affix_mark(first.registration_number, official_id=INSPECTOR)
+    result = affix_mark(first.registration_number, act=officials.act("affix_release_mark", INSPECTOR, first.registration_number))
     assert result["affixed_by"] == INSPECTOR
     (event,) = events(first.application_id, "release_mark_affixed")
     assert event.actor == INSPECTOR and event.details["zone"] == "ALA-TSW"
     with pytest.raises(Refused) as refused:
-        affix_mark(first.application_id, official_id=SUPERVISOR)
+        affix_mark(first.application_id, act=officials.act("affix_release_mark", SUPERVISOR, first.application_id))
     assert refused.value.code == "MARK_ALREADY_AFFIXED"
     assert [m["application_id"] for m in open_marks()] == [second.application_id]
     waiting = awaiting(company_signer)
     with pytest.raises(Refused) as refused:
-        affix_mark(waiting.application_id, official_id=INSPECTOR)
+        affix_mark(waiting.application_id, act=officials.act("affix_release_mark", INSPECTOR, waiting.application_id))
     assert refused.value.code == "NO_RELEASE_MARK"
 
 
