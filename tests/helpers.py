@@ -618,3 +618,14 @@ class OfficialKeys:
     def decision(self, key: str, decision: str, official_id: str, *, code: str | None = None, grounds=(), text="", **kw):
         choice = {"decision": decision} | ({"decision_code": code} if code else {})
         return self.act("decide", official_id, key, choice=choice, grounds=list(grounds), text=text, **kw)
+
+
+def signed_act_over_http(post, headers: dict, signer, act: str, declaration: str, **fields) -> dict:
+    """As an officials' page does it: the API drafts the act (``post`` is httpx.post bound to the API's base URL, or
+    a test client's post), NCALayer signs its bytes, and both go back in base64 as the act endpoints take them."""
+    import base64
+
+    draft = post("/v1/official-acts/draft", json={"act": act, "declaration": declaration, **fields}, headers=headers)
+    assert draft.status_code == 200, draft.text
+    document = base64.b64decode(draft.json()["document"])
+    return {"act": draft.json()["document"], "signature": base64.b64encode(signer.sign(document)).decode()}

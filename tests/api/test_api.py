@@ -5,6 +5,7 @@ officials' acts, print requests, the hooks, the clients CLI, and a schemathesis 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import logging
 import re
@@ -32,6 +33,7 @@ from tests.helpers import (
     OTHER_OFFICE,
     OTHER_ZONE,
     SAMPLES,
+    SUPERVISOR,
     as_bytes,
     http_scope,
     run_steps,
@@ -49,13 +51,13 @@ SCHEMA.config.generation.update(max_examples=15, deterministic=True)
 class Hooks:
     def __init__(self):
         self.started: list[str] = []
-        self.decisions: list[tuple[str, dict]] = []
+        self.decisions: list[str] = []
 
     def start_clearance(self, application_id: str) -> None:
         self.started.append(application_id)
 
-    def decision_given(self, application_id: str, run_input: dict) -> None:
-        self.decisions.append((application_id, run_input))
+    def decision_given(self, application_id: str) -> None:
+        self.decisions.append(application_id)
 
 
 @pytest.fixture
@@ -317,10 +319,10 @@ def test_bad_bodies_get_errors_in_the_api_shape(http, company_signer):
         "REQUEST_INVALID",
     )
     assert_error(
-        http.post("/v1/declarations/X/decision", json={"decision": "maybe"}, headers=official),
+        http.post("/v1/declarations/X/decision", json={"act": "e30=", "signature": 5}, headers=official),
         422,
         "REQUEST_INVALID",
-        "$.decision",
+        "$.signature",
     )
     assert_error(http.get("/v1/nothing-here", headers=official), 404, "NOT_FOUND")
     assert_error(http.get("/v1/nothing-here"), 401, "UNAUTHENTICATED")  # who asks comes first, even before the route
@@ -575,7 +577,17 @@ def test_paper_entry_by_an_official(http, company_signer):
     )
 
 
-def test_a_decision_through_the_api(http, hooks, company_signer):
+def signed_act(http, headers, signer, act: str, declaration: str, **fields) -> dict:
+    """As an officials' page does it: the service drafts the act, NCALayer signs its bytes, both go back in base64."""
+    draft = http.post("/v1/official-acts/draft", json={"act": act, "declaration": declaration, **fields}, headers=headers)
+    assert draft.status_code == 200, draft.text
+    document = base64.b64decode(draft.json()["document"])
+    assert hashlib.sha256(document).hexdigest() == draft.json()["sha256"]
+    return {"act": draft.json()["document"], "signature": base64.b64encode(signer.sign(document)).decode()}
+
+
+@pytest.mark.parametrize("family", ["rsa", "gost2004"])
+def test_a_decision_through_the_api(http, hooks, company_signer, officials, family):
     declarant = bearer()
     content = as_bytes(unique(sample("03-unpaid-vat.json")))
     application_id = http.post(
@@ -584,51 +596,62 @@ def test_a_decision_through_the_api(http, hooks, company_signer):
     assert run_steps(application_id).status == Status.AWAITING_OFFICIAL
     url = f"/v1/declarations/{application_id}"
     inspector, other_zone, other_office = (bearer("official", official=o) for o in (INSPECTOR, OTHER_ZONE, OTHER_OFFICE))
+    key = officials.signer(INSPECTOR, family)
 
-    assert_error(http.post(f"{url}/decision", json={"decision": "release"}, headers=declarant), 403, "NOT_AN_OFFICIAL")
-    assert_error(http.post(f"{url}/decision", json={"decision": "release"}, headers=other_zone), 403, "ZONE_MISMATCH")
+    def decision(headers, signer=key, **choice):
+        return signed_act(http, headers, signer, "decide", application_id, choice=choice or {"decision": "release"})
+
+    assert_error(http.post(f"{url}/decision", json=decision(inspector), headers=declarant), 403, "NOT_AN_OFFICIAL")
+    assert_error(
+        http.post(f"{url}/decision", json=decision(other_zone, officials.signer(OTHER_ZONE, family)), headers=other_zone),
+        403,
+        "ZONE_MISMATCH",
+    )
+    # the token is the inspector's, the act is the inspector's, but the key is the declarant company's or another official's
+    for forged in (company_signer, officials.signer(SUPERVISOR, family)):
+        assert_error(
+            http.post(f"{url}/decision", json=decision(inspector, forged), headers=inspector), 403, "SIGNER_NOT_OFFICIAL"
+        )
+    # the inspector's act given with another official's token
+    assert_error(http.post(f"{url}/decision", json=decision(inspector), headers=other_zone), 400, "ACT_MISMATCH")
+    assert_error(
+        http.post(f"{url}/decision", json={"act": "not base64!", "signature": "AA=="}, headers=inspector), 400, "ACT_MALFORMED"
+    )
     assert_error(http.get(url, headers=other_office), 403, "OFFICE_MISMATCH")
     assert http.get(url, headers=inspector).json()["status"] == "awaiting_official"
     assert_error(
-        http.post(f"{url}/decision", json={"decision": "refuse", "grounds": []}, headers=inspector), 400, "GROUNDS_MISSING"
+        http.post(f"{url}/decision", json=decision(inspector, decision="refuse"), headers=inspector), 400, "GROUNDS_MISSING"
     )
     assert hooks.decisions == []
+    assert stored(application_id).status == Status.AWAITING_OFFICIAL
 
-    decided = http.post(
-        f"{url}/decision",
-        json={"decision": "release", "decision_code": "11", "grounds_text": "security given"},
-        headers=inspector,
-    )
+    signed = decision(inspector, decision="release", decision_code="11")
+    decided = http.post(f"{url}/decision", json=signed, headers=inspector)
     assert decided.status_code == 200, decided.text
     body = decided.json()
     assert body["status"] == "released" and body["application_id"] == application_id
-    assert hooks.decisions == [
-        (
-            application_id,
-            {
-                "decision": "release",
-                "official_id": INSPECTOR,
-                "decision_code": "11",
-                "grounds": [],
-                "grounds_text": "security given",
-                "decision_id": body["decision_id"],
-            },
-        )
-    ]
+    assert hooks.decisions == [application_id]
     declaration = stored(application_id)
     assert (
         declaration.decided_by == INSPECTOR
         and declaration.decision_ref == body["decision_id"]
         and declaration.decision_code == "11"
     )
-    assert_error(http.post(f"{url}/decision", json={"decision": "release"}, headers=inspector), 409, "ALREADY_DECIDED")
+    assert http.post(f"{url}/decision", json=signed, headers=inspector).json()["decision_id"] == body["decision_id"]  # replay
+    assert_error(http.post(f"{url}/decision", json=decision(inspector), headers=inspector), 409, "ALREADY_DECIDED")
     with transaction() as session:
         refused = session.exec(select(AuditEvent).where(AuditEvent.event == "official_action_refused")).all()
-        assert {r.reasons[0]["code"] for r in refused} == {"ZONE_MISMATCH", "GROUNDS_MISSING", "ALREADY_DECIDED"}  # audited
+        assert {r.reasons[0]["code"] for r in refused} == {
+            "ZONE_MISMATCH",
+            "SIGNER_NOT_OFFICIAL",
+            "ACT_MISMATCH",
+            "GROUNDS_MISSING",
+            "ALREADY_DECIDED",
+        }  # audited
         assert verify_chain(session).intact
 
 
-def test_release_mark_cancellation_print_request_and_queue(http, company_signer):
+def test_release_mark_cancellation_print_request_and_queue(http, company_signer, officials):
     declarant, portal, inspector = bearer(), bearer("portal"), bearer("official", official=INSPECTOR)
     content = as_bytes(unique(sample()))
     application_id = http.post(
@@ -654,20 +677,32 @@ def test_release_mark_cancellation_print_request_and_queue(http, company_signer)
     assert http.get("/v1/print-queue", headers=bearer("official", official=OTHER_OFFICE)).json() == []
     assert_error(http.get("/v1/print-queue", headers=portal), 403, "NOT_AN_OFFICIAL")
 
-    mark = http.post(f"{url}/release-mark", json={}, headers=inspector)
+    key = officials.signer(INSPECTOR)
+    assert_error(http.post(f"{url}/release-mark", json={}, headers=inspector), 422, "REQUEST_INVALID")  # unsigned
+    mark = http.post(
+        f"{url}/release-mark", json=signed_act(http, inspector, key, "affix_release_mark", application_id), headers=inspector
+    )
     assert mark.status_code == 200 and mark.json()["affixed_by"] == INSPECTOR
-    assert_error(http.post(f"{url}/release-mark", headers=inspector), 409, "MARK_ALREADY_AFFIXED")
     assert_error(
-        http.post(f"{url}/release-cancellation", json={"grounds": ["GOODS_NOT_ARRIVED"]}, headers=inspector),
+        http.post(
+            f"{url}/release-mark", json=signed_act(http, inspector, key, "affix_release_mark", application_id), headers=inspector
+        ),
+        409,
+        "MARK_ALREADY_AFFIXED",
+    )
+
+    def cancellation(grounds, text=""):
+        return signed_act(http, inspector, key, "cancel_release", application_id, grounds=grounds, text=text)
+
+    assert_error(
+        http.post(f"{url}/release-cancellation", json=cancellation(["GOODS_NOT_ARRIVED"]), headers=inspector),
         400,
         "GROUND_NOT_APPLICABLE",
     )
-    cancelled = http.post(
-        f"{url}/release-cancellation", json={"grounds": ["DOCUMENTS_INVALID"], "grounds_text": "forged"}, headers=inspector
-    )
+    cancelled = http.post(f"{url}/release-cancellation", json=cancellation(["DOCUMENTS_INVALID"], "forged"), headers=inspector)
     assert cancelled.status_code == 200 and cancelled.json()["status"] == "release_cancelled"
     assert_error(
-        http.post(f"{url}/release-cancellation", json={"grounds": ["DOCUMENTS_INVALID"]}, headers=inspector),
+        http.post(f"{url}/release-cancellation", json=cancellation(["DOCUMENTS_INVALID"]), headers=inspector),
         409,
         "ALREADY_CANCELLED",
     )

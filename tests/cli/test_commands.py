@@ -211,7 +211,7 @@ def test_cli_audit_verify_finds_a_rewrite_before_the_last_anchor(settings, compa
 # --- Issue 17, item 9: exit codes, JSON errors, choices, one name per role, status, tables, panels -----------
 
 
-def test_exit_codes_tell_usage_refusal_not_found_apart(settings, company_signer):
+def test_exit_codes_tell_usage_refusal_not_found_apart(settings, company_signer, officials):
     runner = CliRunner()
     unknown = runner.invoke(app, ["status", "A000000-NOTHING", "--json"])
     assert unknown.exit_code == ExitCode.NOT_FOUND == 4
@@ -234,14 +234,17 @@ def test_exit_codes_tell_usage_refusal_not_found_apart(settings, company_signer)
     ):
         usage = runner.invoke(app, args)
         assert usage.exit_code == ExitCode.USAGE == 2, (args, usage.output)
+    unsigned = runner.invoke(app, ["decide", "A000000-NOTHING", "release", "--official", INSPECTOR])
+    assert unsigned.exit_code == 2 and "--key" in unsigned.stderr  # an official's act is signed
+    signing = officials.cli_options(INSPECTOR)
     application_id = submit(company_signer, unique(sample()))
-    refused = runner.invoke(app, ["decide", application_id, "release", "--official", INSPECTOR, "--json"])
+    refused = runner.invoke(app, ["decide", application_id, "release", *signing, "--json"])
     assert refused.exit_code == ExitCode.REFUSED == 3  # not awaiting an official: the rules refuse it
     assert set(json.loads(refused.stdout)["error"]) == {"code", "path", "message"}
-    assert runner.invoke(app, ["decide", "A000000-NOTHING", "release", "--official", INSPECTOR]).exit_code == 4
+    assert runner.invoke(app, ["decide", "A000000-NOTHING", "release", *signing]).exit_code == 4
 
 
-def test_decide_says_what_became_of_the_waiting_run(settings, company_signer):
+def test_decide_says_what_became_of_the_waiting_run(settings, company_signer, officials):
     """Issue 17: `customs decide` answered `flow_runs_resumed: []` without a word when no run was resumed. It says
     so, and what will happen: here no Prefect server answers (the configured one is down)."""
     from customs.core.settings import configure
@@ -250,7 +253,7 @@ def test_decide_says_what_became_of_the_waiting_run(settings, company_signer):
     configure(settings.model_copy(update={"prefect_api_url": f"http://127.0.0.1:{free_port()}/api"}))
     waiting = submit_signed(company_signer, unique(sample("03-unpaid-vat.json"))).application_id
     assert run_steps(waiting).status == "awaiting_official"
-    decided = CliRunner().invoke(app, ["decide", waiting, "release", "--official", INSPECTOR, "--json"])
+    decided = CliRunner().invoke(app, ["decide", waiting, "release", *officials.cli_options(INSPECTOR), "--json"])
     assert decided.exit_code == 0, decided.output
     answer = json.loads(decided.stdout.strip().splitlines()[-1])
     assert answer["status"] == "released" and answer["flow_runs_resumed"] == []

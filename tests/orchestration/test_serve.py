@@ -20,8 +20,10 @@ from tests.helpers import (
     TcpGate,
     as_bytes,
     clearance_worker,
+    events,
     free_port,
     sample,
+    signed_act_over_http,
     submit_signed,
     unique,
     wait_until,
@@ -335,7 +337,7 @@ def test_the_clearance_worker_runs_several_clearances_at_once_in_its_own_process
     assert max(running) >= 2, [(r.start_time, r.end_time) for r in runs]
 
 
-def test_a_served_run_suspends_for_the_official_and_resumes_with_the_decision(served, company_signer):
+def test_a_served_run_suspends_for_the_official_and_resumes_with_the_decision(served, company_signer, officials):
     """Under a deployment the waiting run suspends (its thread is free); the decision through the API resumes it."""
     env, api = served["env"], served["api"]
 
@@ -366,12 +368,16 @@ def test_a_served_run_suspends_for_the_official_and_resumes_with_the_decision(se
     suspended = wait_until(
         lambda: [r for r in runs() if r["state"]["name"] == "Suspended"], "the run to suspend for a decision", 60
     )
-    decided = httpx.post(
-        f"{api}/v1/declarations/{application_id}/decision",
-        headers=official,
-        timeout=60,
-        json={"decision": "release", "decision_code": "10", "grounds": [], "grounds_text": "VAT paid at the post"},
+    signed = signed_act_over_http(
+        lambda path, **kw: httpx.post(f"{api}{path}", timeout=30, **kw),
+        official,
+        officials.signer("KZ-OF-0001"),
+        "decide",
+        application_id,
+        choice={"decision": "release", "decision_code": "10"},
+        text="VAT paid at the post",
     )
+    decided = httpx.post(f"{api}/v1/declarations/{application_id}/decision", headers=official, timeout=60, json=signed)
     assert decided.status_code == 200, decided.text
     wait_until(
         lambda: [r for r in runs() if r["id"] == suspended[0]["id"] and r["state"]["type"] == "COMPLETED"],
@@ -544,7 +550,7 @@ def test_a_clearance_start_the_server_refused_is_retried_with_backoff_and_never_
 
 @pytest.mark.usefixtures("prefect_harness")
 def test_a_quick_decision_while_the_suspended_attempt_still_exits_completes_the_resumed_run(
-    settings, company_signer, monkeypatch
+    settings, company_signer, officials, monkeypatch
 ):
     """The quick-decision race, on purpose. The suspended attempt's exit is held for 3 s (Prefect's heartbeat
     join used to hold it about 1 s) and the official decides at once; the old attempt's Suspended event then
@@ -593,16 +599,8 @@ def test_a_quick_decision_while_the_suspended_attempt_still_exits_completes_the_
             id=suspended.id,
             occurred=suspended.timestamp,
         )
-        decided = decide(application_id, decision="release", official_id=INSPECTOR, decision_code="10")
-        run_input = {
-            "decision": "release",
-            "official_id": INSPECTOR,
-            "decision_code": "10",
-            "grounds": [],
-            "grounds_text": "",
-            "decision_id": decided.decision_id,
-        }
-        assert resume_waiting_runs(application_id, run_input, settle_seconds=0).flow_runs == [str(run.id)]
+        decide(application_id, act=officials.decision(application_id, "release", INSPECTOR, code="10"))
+        assert resume_waiting_runs(application_id, settle_seconds=0).flow_runs == [str(run.id)]
         wait_until(lambda: client.read_flow_run(run.id).state.is_completed(), "the resumed run to complete", 60)
         history = [state.name for state in client.read_flow_run_states(run.id)]
     assert stale.get("delivered") == run.id  # the late event did reach the resumed attempt's watch
@@ -614,39 +612,41 @@ def test_a_quick_decision_while_the_suspended_attempt_still_exits_completes_the_
 
 
 @pytest.mark.usefixtures("prefect_harness")
-def test_a_decision_given_in_the_form_reaches_the_database_before_any_step(settings, company_signer, monkeypatch):
-    """Resumed from the UI with the form's answer, the next attempt records the decision before it does anything
-    else: here that attempt breaks down at its first step, and the declaration is released all the same."""
+def test_a_suspended_run_resumed_in_prefect_decides_nothing_and_suspends_again(settings, company_signer, officials):
+    """Issue 23: `POST /api/flow_runs/{id}/resume` naming an official released a waiting declaration. A suspended run
+    has no input form now: resumed with a forged decision as run input it starts again, finds no decision, audits
+    the resume as refused and suspends again (on a new wait key: Prefect skips a wait whose key already fired); the
+    official's signed decision then wakes it and it completes."""
     from prefect.client.orchestration import get_client
-    from prefect.flow_runs import resume_flow_run
 
-    import customs.services.steps as steps
+    from customs.orchestration.decisions import resume_waiting_runs
+    from customs.services.officials import decide
     from customs.services.queries import declaration_status
     from flows.clearance import start_clearance
 
     with clearance_worker() as (worker, deployments), get_client(sync_client=True) as client:
         application_id = submit_signed(company_signer, unique(sample("03-unpaid-vat.json"))).application_id
         run = start_clearance(application_id, deployment_id=deployments["clearance"], client=client)
-        wait_until(lambda: client.read_flow_run(run.id).state.name == "Suspended", "the run to suspend", 60)
-
-        def broken(*args, **kwargs):
-            raise RuntimeError("the attempt breaks down before it reaches its wait")
-
-        monkeypatch.setattr(steps, "check_signatures", broken)
-        from customs.rules.decision_form import RELEASE_CHOICES
-
-        form = {"decision": RELEASE_CHOICES["11"], "official_id": INSPECTOR, "grounds": [], "grounds_text": "from the form"}
-        resume_flow_run(run.id, run_input=form)  # what the UI's Resume sends: no decision id
-        wait_until(lambda: client.read_flow_run(run.id).state.is_final(), "the resumed attempt to end", 60)
-        final = client.read_flow_run(run.id).state
+        first = wait_until(
+            lambda: (state := client.read_flow_run(run.id).state) and state.name == "Suspended" and state,
+            "the run to suspend",
+            60,
+        )
+        client.resume_flow_run(run.id, run_input={"decision": "release", "official_id": INSPECTOR, "grounds": []})
+        wait_until(lambda: events(application_id, "official_action_refused"), "the refused resume", 60)
+        wait_until(
+            lambda: (state := client.read_flow_run(run.id).state) and state.name == "Suspended" and state.id != first.id,
+            "the run to suspend again",
+            60,
+        )
+        assert declaration_status(application_id)["status"] == "awaiting_official"
+        decide(application_id, act=officials.decision(application_id, "release", INSPECTOR, code="10"))
+        assert resume_waiting_runs(application_id, settle_seconds=0).flow_runs == [str(run.id)]
+        wait_until(lambda: client.read_flow_run(run.id).state.is_completed(), "the resumed run to complete", 60)
+    (refused,) = events(application_id, "official_action_refused")
+    assert refused.reasons[0]["code"] == "NO_SIGNED_DECISION" and refused.actor == "prefect"
     status = declaration_status(application_id)
-    assert final.is_failed() and (status["status"], status["decided_by"], status["decision_code"]) == (
-        "released",
-        INSPECTOR,
-        "11",
-    )
-    released = [e for e in status["history"] if e["to"] == "released"]
-    assert len(released) == 1 and released[0]["details"]["grounds_text"] == "from the form"
+    assert (status["status"], status["decided_by"]) == ("released", INSPECTOR)
 
 
 @pytest.mark.usefixtures("prefect_harness")
