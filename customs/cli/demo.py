@@ -80,18 +80,23 @@ def run_demo(*, keep_server: bool = True, samples_dir: Path = SAMPLES_DIR) -> li
             _print_result(status, sample["expect"])
 
     waiting = [r for r in results if r["status"] == "awaiting_official"]
-    for status in waiting:  # their flow runs wait for the official's decision, as a form in the UI
+    for status in waiting:  # their flow runs wait for the official's signed decision
         if status["created"]:  # an earlier demo run started theirs already
             start_in_background(status["application_id"])
+    keys = _officials_keys(pki, settings) if pki is not None else {}
     if waiting:
         typer.echo(
-            f"\n{len(waiting)} declarations wait for an official. Their flow runs are paused with a decision form "
-            "(Prefect UI: the run, then Resume); or from the command line, e.g.:"
+            f"\n{len(waiting)} declarations wait for an official. Their flow runs wait in Prefect (resuming one there "
+            "decides nothing); an official decides with an act signed by their own NCA key, e.g. with the demo's keys:"
         )
         for status in waiting:
             official = _official_for(status)
-            typer.echo(f"  customs decide {status['registration_number']} release --official {official} --code 10")
-        typer.echo("Officials, offices and zones: reference/officials.json. Release marks to affix: customs marks")
+            signing = keys.get(official, f"--official {official} --key KEY.pem --cert CERT.pem")
+            typer.echo(f"  customs decide {status['registration_number']} release --code 10 {signing}")
+        typer.echo(
+            f"Officials, offices and zones: reference/officials.json; their demo keys: {settings.demo_pki_dir}/signers/"
+            "official-*. Release marks to affix: customs marks"
+        )
 
     sent = [n for n in list_notices(limit=10_000) if any(n["application_id"] == r["application_id"] for r in results)]
     by_status: dict[str, int] = {}
@@ -111,6 +116,22 @@ def run_demo(*, keep_server: bool = True, samples_dir: Path = SAMPLES_DIR) -> li
     else:
         stop_server(settings)
     return results
+
+
+def _officials_keys(pki: TestPki, settings: Settings) -> dict[str, str]:
+    """Every official of the reference data gets an NCA employee certificate of the demo PKI (the inspectors of
+    Khorgos and Kyzylorda GOST 34.310-2004 keys, the others RSA), as NCA issues them to the authority's staff; the
+    CLI options that sign with each."""
+    reference = load_reference(settings.reference_dir)
+    options = {}
+    for official in reference.officials.values():
+        family = "gost2004" if official.office in {"39851", "55201"} else "rsa"
+        issued = pki.issue_official(official, reference.authority, family=family, label=f"official-{official.id}")
+        options[official.id] = (
+            f"--official {official.id} --key {issued.key_path} --cert {issued.cert_path} "
+            f"--chain {pki.issuing_cert_path_of(family)}"
+        )
+    return options
 
 
 def _official_for(status: dict) -> str:

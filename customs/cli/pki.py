@@ -11,6 +11,8 @@ import typer
 
 from customs.cli.root import fail
 from customs.core.clock import utcnow
+from customs.core.reference import load_reference
+from customs.core.settings import get_settings
 from customs.pki.testing import FAMILIES, TestPki, sign_file
 
 commands = typer.Typer()  # registered with the root app by customs.cli.root.COMMANDS
@@ -46,7 +48,7 @@ def pki_init(
 @pki_app.command("issue")
 def pki_issue(
     directory: Path,
-    name: Annotated[str, typer.Option(help="Holder's name (CN).")],
+    name: Annotated[Optional[str], typer.Option(help="Holder's name (CN).")] = None,
     iin: Annotated[Optional[str], typer.Option(help="IIN, written as SERIALNUMBER=IIN<12 digits>.")] = None,
     bin: Annotated[Optional[str], typer.Option("--bin", help="BIN of the legal entity, written as OU=BIN<12 digits>.")] = None,
     auth: Annotated[bool, typer.Option("--auth", help="An AUTH certificate (no nonRepudiation).")] = False,
@@ -61,9 +63,21 @@ def pki_issue(
     alg: Annotated[Alg, typer.Option("--alg", help=f"The issuing CA's family and the key's algorithm: {ALG_HELP}")] = Alg.rsa,
     revoked: Annotated[bool, typer.Option("--revoked", help="Revoke it at once and publish a new CRL.")] = False,
     expired: Annotated[bool, typer.Option("--expired", help="Validity entirely in the past.")] = False,
+    official: Annotated[
+        Optional[str],
+        typer.Option(
+            "--official",
+            help="An official of reference/officials.json: their employee certificate of the revenue authority (name, "
+            "IIN and the authority's BIN from the reference data, role employee), to sign their acts with.",
+        ),
+    ] = None,
 ) -> None:
     """Issue a signer certificate and key like NCA's."""
-    if not iin and not bin:
+    if official and (name or iin or bin):
+        fail("--official takes the name, IIN and BIN from reference/officials.json: give no --name, --iin or --bin")
+    if not official and not name:
+        fail("give --name (or --official)")
+    if not official and not iin and not bin:
         fail("give --iin, --bin or both")
     if not (directory / "ca" / "state.json").exists():
         fail(f"{directory} is not a test PKI; create it with `customs pki init {directory}`")
@@ -73,7 +87,14 @@ def pki_issue(
         fail(f"{directory} has no {alg} CA (it has {', '.join(pki.families)}); create one with `customs pki init --alg {alg}`")
     now = utcnow()
     window = dict(not_before=now - timedelta(days=400), not_after=now - timedelta(days=30)) if expired else {}
-    signer = pki.issue(name=name, iin=iin, bin=bin, auth=auth, role=None if role == "none" else role, family=alg, **window)
+    if official:
+        reference = load_reference(get_settings().reference_dir)
+        if official not in reference.officials:
+            fail(f"{official!r} is not an official of {get_settings().reference_dir / 'officials.json'}")
+        signer = pki.issue_official(reference.officials[official], reference.authority, family=alg, auth=auth, **window)
+    else:
+        role_oid = None if role == "none" else role
+        signer = pki.issue(name=name, iin=iin, bin=bin, auth=auth, role=role_oid, family=alg, **window)
     if revoked:
         pki.revoke(signer.serial, family=alg)
     typer.echo(f"certificate: {signer.cert_path}")
