@@ -11,6 +11,7 @@ from customs.cli.root import ExitCode, fail, prepare_database, table
 from customs.core.clock import kz_display
 from customs.core.settings import get_settings
 from customs.services.audit_anchors import AnchorRefused, verify_audit_anchors, write_anchor
+from customs.services.official_acts import verify_official_acts
 from customs.services.queries import verify_audit_chain
 from models.audit import LEGACY_CHAIN
 
@@ -29,16 +30,29 @@ def audit_verify(
             help="Check the anchors with this public key too (a copy kept away from this host).",
         ),
     ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only the verdict, not the table of official acts.")] = False,
 ) -> None:
     """Recompute every audit chain and check it against the signed anchors (exit 1 when one is broken).
 
-    One chain per customs office; a broken one is named with its first broken event, or the anchor it contradicts."""
+    One chain per customs office; a broken one is named with its first broken event, or the anchor it contradicts.
+    Every official act in the trail is listed with its official and certificate, its signature verified again over
+    the act as stored (a stored act or signature changed since is an error)."""
     prepare_database()
     check = verify_audit_chain()
     anchors = verify_audit_anchors(public_key_file=public_key)
+    acts = verify_official_acts()
     for warning in anchors.warnings:
         typer.secho(f"warning: {warning}", fg=typer.colors.YELLOW, err=True)
-    problems = list(anchors.problems)
+    if acts.unsigned:
+        typer.secho(
+            f"warning: {len(acts.unsigned)} official decision(s) recorded before acts were signed (no signature to show), "
+            f"the first: {acts.unsigned[0]}",
+            fg=typer.colors.YELLOW,
+            err=True,
+        )
+    if not quiet:
+        _print_acts(acts.acts)
+    problems = list(anchors.problems) + list(acts.problems)
     if not check.intact:
         problems.insert(
             0,
@@ -57,7 +71,29 @@ def audit_verify(
             f"the last at {kz_display(anchors.last.anchored_at)} (events after it are not anchored yet)"
         )
     typer.echo(
-        f"audit chains intact: {check.events} events in {check.chains} chain{'s' if check.chains != 1 else ''}; {anchored}"
+        f"audit chains intact: {check.events} events in {check.chains} chain{'s' if check.chains != 1 else ''}; {anchored}; "
+        f"{len(acts.acts)} official act{'s' if len(acts.acts) != 1 else ''} proven by the signatures of the officials named"
+    )
+
+
+def _print_acts(acts: list[dict]) -> None:
+    """Who did each official act, with which certificate: the audit's answer to "who decided, and prove it"."""
+    if not acts:
+        return
+    table(
+        ("at", "declaration", "act", "official", "certificate serial", "key", "signature"),
+        (
+            (
+                kz_display(a["at"]),
+                a["registration_number"] or a["application_id"],
+                a["what"],
+                a["official_id"],
+                a["cert_serial"],
+                a["algorithm"] or "-",
+                "verified" if a["proven"] else "NOT PROVEN",
+            )
+            for a in acts
+        ),
     )
 
 

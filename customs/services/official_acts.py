@@ -33,6 +33,7 @@ from customs.core.settings import Settings, get_settings
 from customs.pki.certificates import SignerIdentity
 from customs.pki.verify import SignedDocument, configured_verifier
 from customs.rules.official_acts import Expected, OfficialRule, act_bytes, act_problem, new_act, parse_act
+from models.audit import AuditEvent
 from models.declaration import Declaration
 from models.official_act import OfficialAct, SignedOfficialAct
 from models.reasons import Reason
@@ -226,3 +227,73 @@ def signed_acts_of(application_id: str) -> list[dict[str, Any]]:
             }
             for r in rows
         ]
+
+
+# ----------------------------------------------------------------------------------------------
+# The proof, for `customs audit verify`
+
+OFFICIAL_DECISIONS = ("released", "release_refused", "release_cancelled")
+
+
+@dataclass
+class ActsCheck:
+    """Every official act in the audit trail, with who signed it and whether the signature still proves it."""
+
+    acts: list[dict[str, Any]]
+    problems: list[str]  # an act whose stored document or signature no longer proves its audit event
+    unsigned: list[str]  # official decisions recorded before acts were signed (no signed act to show)
+
+
+def verify_official_acts(*, settings: Settings | None = None, now: datetime | None = None) -> ActsCheck:
+    """For each audit event that names a signed act: the act's row is there, its document's SHA-256 is the one the
+    (hash-chained) event recorded, the document names the event's official and act, and its signature verifies
+    again with that official's certificate as of its signing (chain, CRL, key usage). An official's decision with
+    no signed act is listed apart (decided before this release)."""
+    settings = settings or get_settings()
+    reference = load_reference(settings.reference_dir)
+    now = now or utcnow()
+    check = ActsCheck([], [], [])
+    with transaction(settings) as session:
+        events = session.exec(select(AuditEvent).order_by(AuditEvent.seq)).all()
+        rows = {r.id: r for r in session.exec(select(SignedOfficialAct)).all()}
+        numbers = dict(session.exec(select(Declaration.application_id, Declaration.registration_number)).all())
+    for event in events:
+        reference_of = (event.details or {}).get("signed_act")
+        decision = event.to_status in OFFICIAL_DECISIONS and not (event.details or {}).get("automatic", False)
+        if reference_of is None:
+            if decision and event.actor != "system":
+                check.unsigned.append(f"event {event.seq} ({event.application_id}: {event.to_status} by {event.actor})")
+            continue
+        where = f"event {event.seq} ({event.application_id}, {event.to_status or event.event} by {event.actor})"
+        row = rows.get(reference_of.get("id"))
+        entry = {
+            "seq": event.seq,
+            "application_id": event.application_id,
+            "registration_number": numbers.get(event.application_id),
+            "what": event.to_status or event.event,
+            "official_id": event.actor,
+            "cert_serial": reference_of.get("cert_serial"),
+            "algorithm": reference_of.get("algorithm"),
+            "at": event.at,
+            "proven": False,
+        }
+        check.acts.append(entry)
+        if row is None:
+            check.problems.append(f"{where}: its signed act {reference_of.get('id')} is missing from the database")
+            continue
+        if hashlib.sha256(row.document).hexdigest() != reference_of.get("sha256"):
+            check.problems.append(f"{where}: the stored act is not the document the audit event recorded (SHA-256 differs)")
+            continue
+        act = parse_act(row.document)
+        if isinstance(act, Reason) or act.official_id != event.actor:
+            check.problems.append(f"{where}: the stored act does not name official {event.actor}")
+            continue
+        verified = verify_act(SignedAct(row.document, row.signature), now=now, settings=settings, reference=reference)
+        if isinstance(verified, tuple):
+            check.problems.append(f"{where}: the stored signature no longer proves the act: {verified[0].message}")
+            continue
+        if verified.signer.serial_hex != reference_of.get("cert_serial"):
+            check.problems.append(f"{where}: signed with certificate {verified.signer.serial_hex}, the audit says another")
+            continue
+        entry["proven"] = True
+    return check

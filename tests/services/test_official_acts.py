@@ -192,3 +192,42 @@ def test_a_signed_act_serves_once(settings, company_signer, officials):
     assert cancel_release(number, act=cancel).status == Status.RELEASE_CANCELLED
     cancelled = [e for e in events(stored(number).application_id) if e.to_status == Status.RELEASE_CANCELLED][0]
     assert cancelled.actor == SUPERVISOR and cancelled.details["signed_act"]["cert_serial"]
+
+
+# --- The proof in the audit trail ------------------------------------------------------------------
+
+
+def test_audit_verify_names_the_official_and_certificate_of_every_decision_and_proves_it(settings, company_signer, officials):
+    from typer.testing import CliRunner
+
+    from customs.cli import app
+    from customs.services.official_acts import verify_official_acts
+
+    rsa, gost = awaiting(company_signer), awaiting(company_signer)
+    decide(rsa, act=officials.decision(rsa, "release", INSPECTOR))
+    decide(gost, act=officials.decision(gost, "refuse", SUPERVISOR, grounds=["PAYMENTS_NOT_MADE"], family="gost2004"))
+    check = verify_official_acts()
+    assert check.problems == [] and check.unsigned == []
+    by_number = {a["registration_number"]: a for a in check.acts}
+    assert by_number[rsa]["official_id"] == INSPECTOR and by_number[rsa]["proven"]
+    assert by_number[gost]["official_id"] == SUPERVISOR and by_number[gost]["algorithm"].startswith("GOST")
+    assert by_number[rsa]["cert_serial"] == format(officials.issued(INSPECTOR).serial, "x")
+    shown = CliRunner().invoke(app, ["audit", "verify"])
+    assert shown.exit_code == 0, shown.output
+    assert INSPECTOR in shown.stdout and SUPERVISOR in shown.stdout and by_number[rsa]["cert_serial"] in shown.stdout
+    assert "2 official acts proven" in shown.stdout
+    # The stored act rewritten in the database (release -> refuse): the audit event's SHA-256 no longer matches.
+    with transaction() as session:
+        row = session.exec(select(SignedOfficialAct).where(SignedOfficialAct.official_id == INSPECTOR)).one()
+        row.document = row.document.replace(b'"decision":"release"', b'"decision":"refuse"')
+        session.add(row)
+    broken = CliRunner().invoke(app, ["audit", "verify", "--quiet"])
+    assert broken.exit_code == 1 and "SHA-256 differs" in broken.output, broken.output
+    # Or its signature swapped for another official's over the same bytes: the signature no longer proves the act.
+    with transaction() as session:
+        row = session.exec(select(SignedOfficialAct).where(SignedOfficialAct.official_id == INSPECTOR)).one()
+        row.document = row.document.replace(b'"decision":"refuse"', b'"decision":"release"')
+        row.signature = officials.signer(SUPERVISOR).sign(row.document)
+        session.add(row)
+    swapped = verify_official_acts()
+    assert len(swapped.problems) == 1 and "no longer proves" in swapped.problems[0]
