@@ -77,11 +77,6 @@ class SignedOfficialAct(SQLModel, table=True):
     outcome: dict[str, Any] = ColumnField(default_factory=dict, sa_column=Column(JSON, nullable=False))
 
     def reference(self) -> dict[str, Any]:
-        """What the act's audit event carries of it."""
-        return {
-            "id": self.id,
-            "sha256": self.sha256,
-            "cert_serial": self.cert_serial,
-            "signer_iin": self.signer_iin,
-            "algorithm": self.algorithm,
-        }
+        """What the act's audit event carries of it (no IIN: the history of a declaration is shown to its declarant;
+        the certificate's serial names the certificate, the row keeps the rest)."""
+        return {"id": self.id, "sha256": self.sha256, "cert_serial": self.cert_serial, "algorithm": self.algorithm}
