@@ -9,12 +9,13 @@ audit chain and the notices are the same whichever way a declaration comes in. W
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import fastapi_offline
 from fastapi import FastAPI, Request
-from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.staticfiles import StaticFiles
-from swagger_ui_bundle import swagger_ui_path
 
 from customs.api.errors import install_error_handlers
 from customs.api.hooks import no_hook
@@ -55,10 +56,15 @@ def create_app(
 DOCS_ASSETS = "/docs-assets"
 
 
+DOCS_STATIC = Path(fastapi_offline.__file__).parent / "static"  # Swagger UI 5 (reads OpenAPI 3.1) and ReDoc 2, as files
+
+
 def serve_docs_offline(app: FastAPI) -> None:
-    """/docs with Swagger UI's scripts and styles from the swagger-ui-bundle package, served here: the page works
-    where there is no internet (FastAPI's default page takes them from cdn.jsdelivr.net and stays blank)."""
-    app.mount(DOCS_ASSETS, StaticFiles(directory=swagger_ui_path), name="docs-assets")
+    """/docs (Swagger UI 5) and /redoc (ReDoc 2) with their scripts and styles from the fastapi-offline package, served
+    here: the pages work where there is no internet (FastAPI's default pages take them from cdn.jsdelivr.net and stay
+    blank), and they read FastAPI's OpenAPI 3.1 (the Swagger UI 4.15 of swagger-ui-bundle could not: "Unable to
+    render this definition")."""
+    app.mount(DOCS_ASSETS, StaticFiles(directory=DOCS_STATIC), name="docs-assets")
 
     @app.get("/docs", include_in_schema=False)
     async def docs(request: Request):
@@ -68,7 +74,18 @@ def serve_docs_offline(app: FastAPI) -> None:
             title=f"{app.title}: documentation",
             swagger_js_url=f"{root}{DOCS_ASSETS}/swagger-ui-bundle.js",
             swagger_css_url=f"{root}{DOCS_ASSETS}/swagger-ui.css",
-            swagger_favicon_url=f"{root}{DOCS_ASSETS}/favicon-32x32.png",
+            swagger_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png",
+        )
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc(request: Request):
+        root = request.scope.get("root_path", "").rstrip("/")
+        return get_redoc_html(
+            openapi_url=f"{root}{app.openapi_url}",
+            title=f"{app.title}: reference",
+            redoc_js_url=f"{root}{DOCS_ASSETS}/redoc.standalone.js",
+            redoc_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png",
+            with_google_fonts=False,
         )
 
 
