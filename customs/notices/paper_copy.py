@@ -57,6 +57,7 @@ def copy_context(
     authority = reference.authority
     return {
         "check_url": url,
+        "check_base": url.partition("?")[0],
         "check_qr": qr_data_uri(url),
         "signed_by": signed_by,
         "authority_name": authority.name if authority else "",
