@@ -11,6 +11,8 @@ import typer
 
 from customs.cli.root import fail
 from customs.core.clock import utcnow
+from customs.core.reference import load_reference
+from customs.core.settings import get_settings
 from customs.pki.testing import FAMILIES, TestPki, sign_file
 
 commands = typer.Typer()  # registered with the root app by customs.cli.root.COMMANDS
@@ -46,7 +48,7 @@ def pki_init(
 @pki_app.command("issue")
 def pki_issue(
     directory: Path,
-    name: Annotated[str, typer.Option(help="Holder's name (CN).")],
+    name: Annotated[Optional[str], typer.Option(help="Holder's name (CN); with --authority, the authority's by default.")] = None,
     iin: Annotated[Optional[str], typer.Option(help="IIN, written as SERIALNUMBER=IIN<12 digits>.")] = None,
     bin: Annotated[Optional[str], typer.Option("--bin", help="BIN of the legal entity, written as OU=BIN<12 digits>.")] = None,
     auth: Annotated[bool, typer.Option("--auth", help="An AUTH certificate (no nonRepudiation).")] = False,
@@ -61,8 +63,27 @@ def pki_issue(
     alg: Annotated[Alg, typer.Option("--alg", help=f"The issuing CA's family and the key's algorithm: {ALG_HELP}")] = Alg.rsa,
     revoked: Annotated[bool, typer.Option("--revoked", help="Revoke it at once and publish a new CRL.")] = False,
     expired: Annotated[bool, typer.Option("--expired", help="Validity entirely in the past.")] = False,
+    authority: Annotated[
+        bool,
+        typer.Option(
+            "--authority",
+            help="The revenue authority's service certificate (CUSTOMS_AUTHORITY_CERT): a legal entity certificate of "
+            "the authority's BIN (reference/officials.json), no IIN, SIGN usage.",
+        ),
+    ] = False,
 ) -> None:
     """Issue a signer certificate and key like NCA's."""
+    if authority:
+        if iin or auth or role != "head":
+            fail("--authority issues the service certificate: no --iin, --auth or --role with it")
+        found = load_reference(get_settings().reference_dir).authority
+        if found is None:
+            fail(f"{get_settings().reference_dir}/officials.json names no authority")
+        if bin and bin != found.bin:
+            fail(f"--bin {bin} is not the authority's BIN {found.bin} (reference/officials.json)")
+        bin, name, role = found.bin, name or found.name, "none"
+    if not name:
+        fail("give --name")
     if not iin and not bin:
         fail("give --iin, --bin or both")
     if not (directory / "ca" / "state.json").exists():
@@ -73,13 +94,20 @@ def pki_issue(
         fail(f"{directory} has no {alg} CA (it has {', '.join(pki.families)}); create one with `customs pki init --alg {alg}`")
     now = utcnow()
     window = dict(not_before=now - timedelta(days=400), not_after=now - timedelta(days=30)) if expired else {}
-    signer = pki.issue(name=name, iin=iin, bin=bin, auth=auth, role=None if role == "none" else role, family=alg, **window)
+    if authority:
+        signer = pki.issue_authority(bin=bin, name=name, family=alg, label=f"authority-{alg}-{utcnow():%Y%m%d%H%M%S}", **window)
+    else:
+        signer = pki.issue(name=name, iin=iin, bin=bin, auth=auth, role=None if role == "none" else role, family=alg, **window)
     if revoked:
         pki.revoke(signer.serial, family=alg)
     typer.echo(f"certificate: {signer.cert_path}")
     typer.echo(f"key:         {signer.key_path}")
     typer.echo(f"chain:       {pki.issuing_cert_path_of(alg)}")
     typer.echo(f"serial:      {signer.serial:x}")
+    if authority:
+        typer.echo(f"  CUSTOMS_AUTHORITY_CERT={signer.cert_path}")
+        typer.echo(f"  CUSTOMS_AUTHORITY_KEY={signer.key_path}")
+        typer.echo(f"  CUSTOMS_AUTHORITY_CHAIN={pki.issuing_cert_path_of(alg)}")
 
 
 @commands.command()
