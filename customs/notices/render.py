@@ -350,7 +350,7 @@ def build_message(
             message.add_attachment(body, maintype="application", subtype="json", filename=DECISION_FILE)
         signed = any(name == DECISION_SIGNATURE_FILE for name, _, _ in attachments)
         message["X-Customs-Authority-Signature"] = (
-            f"{DECISION_SIGNATURE_FILE} (detached CMS of {DECISION_FILE})" if signed else "none: not signed by the authority"
+            f"{DECISION_SIGNATURE_FILE} (detached CMS)" if signed else "none: not signed by the authority"
         )
     for filename, content_type, content in attachments:
         maintype, _, subtype = content_type.partition("/")

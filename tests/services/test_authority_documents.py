@@ -75,7 +75,7 @@ def test_one_byte_changed_in_decision_json_is_not_genuine(signed_settings, compa
 
 def test_the_letter_is_sent_again_as_the_same_bytes(settings, pki, authority_gost, company_signer):
     """GOST signatures are randomised: the signature is fixed with the notice, so a resend is the same message."""
-    from customs.notices.render import DeclarationFacts, build_message
+    from customs.notices.render import build_message
     from customs.services.outbox import claim_due, fix_decision_documents
     from tests.helpers import notices
 
@@ -262,7 +262,9 @@ def test_the_check_answers_for_a_real_declaration_and_not_for_a_wrong_hash(setti
     wrong = check_declaration(declaration.registration_number, "0" * 64)
     unknown = check_declaration("50101/010101/9999999", declaration.content_sha256)
     assert wrong["found"] is False and unknown["found"] is False
-    assert wrong["message"].replace("0" * 64, "") == unknown["message"].replace("50101/010101/9999999", declaration.registration_number)
+    assert wrong["message"].replace("0" * 64, "") == unknown["message"].replace(
+        "50101/010101/9999999", declaration.registration_number
+    )
     with pytest.raises(DocumentInputError, match="64 hexadecimal"):
         check_declaration(declaration.registration_number, "abc")
 
