@@ -50,7 +50,7 @@ def run_demo(*, keep_server: bool = True, samples_dir: Path = SAMPLES_DIR) -> li
     if pki is not None and settings.authority_cert is None:
         # the authority's service certificate (RSA: the paper copies get a PAdES signature inside the PDF)
         authority = load_reference(settings.reference_dir).authority
-        issued = pki.issue_authority(bin=authority.bin, name=authority.name, label="authority")
+        issued = pki.issue_authority(bin=authority.bin, organization=authority.name, label="authority")
         settings = settings.model_copy(
             update={
                 "authority_cert": issued.cert_path,

@@ -48,7 +48,9 @@ def pki_init(
 @pki_app.command("issue")
 def pki_issue(
     directory: Path,
-    name: Annotated[Optional[str], typer.Option(help="Holder's name (CN); with --authority, the authority's by default.")] = None,
+    name: Annotated[
+        Optional[str], typer.Option(help="Holder's name (CN); with --authority, КГД МФ РК by default (the full name goes in O).")
+    ] = None,
     iin: Annotated[Optional[str], typer.Option(help="IIN, written as SERIALNUMBER=IIN<12 digits>.")] = None,
     bin: Annotated[Optional[str], typer.Option("--bin", help="BIN of the legal entity, written as OU=BIN<12 digits>.")] = None,
     auth: Annotated[bool, typer.Option("--auth", help="An AUTH certificate (no nonRepudiation).")] = False,
@@ -81,8 +83,8 @@ def pki_issue(
             fail(f"{get_settings().reference_dir}/officials.json names no authority")
         if bin and bin != found.bin:
             fail(f"--bin {bin} is not the authority's BIN {found.bin} (reference/officials.json)")
-        bin, name, role = found.bin, name or found.name, "none"
-    if not name:
+        bin, role, organization = found.bin, "none", found.name
+    if not name and not authority:
         fail("give --name")
     if not iin and not bin:
         fail("give --iin, --bin or both")
@@ -95,7 +97,14 @@ def pki_issue(
     now = utcnow()
     window = dict(not_before=now - timedelta(days=400), not_after=now - timedelta(days=30)) if expired else {}
     if authority:
-        signer = pki.issue_authority(bin=bin, name=name, family=alg, label=f"authority-{alg}-{utcnow():%Y%m%d%H%M%S}", **window)
+        signer = pki.issue_authority(
+            bin=bin,
+            family=alg,
+            organization=organization,
+            label=f"authority-{alg}-{utcnow():%Y%m%d%H%M%S}",
+            **({"name": name} if name else {}),
+            **window,
+        )
     else:
         signer = pki.issue(name=name, iin=iin, bin=bin, auth=auth, role=None if role == "none" else role, family=alg, **window)
     if revoked:

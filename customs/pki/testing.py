@@ -41,6 +41,7 @@ FAMILIES = {
     "gost2015-256": gost.GOST2015_256,
 }
 FAMILY_TITLES = {"rsa": "RSA", "gost2004": "GOST 2004", "gost2015": "GOST 2015", "gost2015-256": "GOST 2015-256"}
+AUTHORITY_CN = "КГД МФ РК"  # the service certificate's CN (at most 64 bytes); the authority's full name goes in O
 HOLDER_INDIVIDUAL = ObjectIdentifier("1.2.398.3.3.4.1.1")
 HOLDER_LEGAL_ENTITY = ObjectIdentifier("1.2.398.3.3.4.1.2")
 # The holder's role in a legal entity, as NCA RK writes it under HOLDER_LEGAL_ENTITY (customs.rules.signers)
@@ -308,6 +309,7 @@ class TestPki:
         issuer_cert: x509.Certificate | None = None,
         issuer_key=None,
         label: str | None = None,
+        organization: str | None = None,
     ) -> IssuedSigner:
         """Issue a SIGN (or, with ``auth``, an AUTH) certificate and write its key and certificate.
 
@@ -327,7 +329,7 @@ class TestPki:
             attributes.append(x509.NameAttribute(NameOID.SERIAL_NUMBER, f"IIN{iin}"))
         attributes.append(x509.NameAttribute(NameOID.COUNTRY_NAME, "KZ"))
         if bin:
-            attributes.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, name))
+            attributes.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization or name))
             attributes.append(x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, f"BIN{bin}"))
         usage = x509.KeyUsage(
             digital_signature=True,
@@ -367,7 +369,9 @@ class TestPki:
         (folder / "key.pem").chmod(0o600)
         return IssuedSigner(folder / "cert.pem", folder / "key.pem", cert)
 
-    def issue_authority(self, *, bin: str, name: str, family: str | None = None, **options) -> IssuedSigner:
+    def issue_authority(
+        self, *, bin: str, name: str = AUTHORITY_CN, family: str | None = None, organization: str | None = None, **options
+    ) -> IssuedSigner:
         """The revenue authority's service certificate: a legal entity certificate of its ``bin`` (OU=BIN...), no IIN and
         no holder role below the legal entity's, SIGN usage (digitalSignature + nonRepudiation); what signs decision.json
         and the paper copies (customs.services.authority)."""
