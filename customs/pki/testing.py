@@ -376,9 +376,8 @@ class TestPki:
         no holder role below the legal entity's, SIGN usage (digitalSignature + nonRepudiation); what signs decision.json
         and the paper copies (customs.services.authority)."""
         family = family or ("rsa" if "rsa" in self.families else self.families[0])
-        return self.issue(
-            name=name, bin=bin, role=None, family=family, label=options.pop("label", f"authority-{family}"), **options
-        )
+        label = options.pop("label", f"authority-{family}")
+        return self.issue(name=name, bin=bin, role=None, family=family, label=label, organization=organization, **options)
 
     def revoke(
         self,

@@ -265,6 +265,9 @@ def _compare_decision(states: dict[str, Any], declaration: Declaration, cancelle
         problems.append("the declaration's SHA-256 differs from the one stored")
     if states.get("registration_number") != declaration.registration_number:
         problems.append(f"the registration number stored is {declaration.registration_number}")
+    expected_code = declaration.decision_code if states.get("decision") == "release" else None
+    if expected_code and states.get("decision_code") != expected_code:
+        problems.append(f"the decision code stored is {expected_code}, not {states.get('decision_code')}")
     expected = DECISION_STATUS.get(str(states.get("decision")))
     if problems:
         answer.update(holds=False, message="the document does not match the database: " + "; ".join(problems))

@@ -90,6 +90,7 @@ def test_pki_issue_authority_of_each_family_signs_what_verifies(settings, compan
     body = json.loads(result.stdout)
     assert result.exit_code == 0 and body["genuine"] is True, result.output
     assert body["signer"]["iin"] is None and body["signer"]["bin"] == AUTHORITY_BIN
+    assert "O=Комитет государственных доходов Министерства финансов" in body["signer"]["subject"]
     assert body["database"] == {"found": False, "holds": False, "message": "no declaration A-NONE in this system's database"}
 
 

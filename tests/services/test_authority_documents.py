@@ -71,6 +71,7 @@ def test_one_byte_changed_in_decision_json_is_not_genuine(signed_settings, compa
     assert forged != files["decision.json"] and len(forged) == len(files["decision.json"])
     check = verify_document(forged, files["decision.json.p7s"], filename="decision.json")
     assert not check.genuine and codes(check) == {"DIGEST_MISMATCH"}
+    assert check.database["holds"] is False and "the decision code stored is 10, not 11" in check.database["message"]
 
 
 def test_the_letter_is_sent_again_as_the_same_bytes(settings, pki, authority_gost, company_signer):
