@@ -200,7 +200,7 @@ def render_print_copy(request_id: str, *, now: datetime | None = None, settings:
             request.request_id,
             request.requested_at,
             public_url=settings.public_url,
-            signed_by=signer.describe if signer else None,
+            signed_by=signer.printed if signer else None,
         )
         application_id, office = request.application_id, request.office
 

@@ -23,7 +23,7 @@ from customs.services.documents import DocumentInputError, check_declaration, ve
 from customs.services.officials import cancel_release
 from customs.services.outbox import dispatch_due_sync
 from customs.services.printing import copy_of, render_print_copy, request_print
-from tests.helpers import AUTHORITY_BIN, DECLARANT_BIN, INSPECTOR, attachments, authority_settings, cleared
+from tests.helpers import AUTHORITY_BIN, DECLARANT_BIN, INSPECTOR, attachments, authority_settings, cleared, pdf_text
 
 OFFICIAL_IIN = "880312447497"  # KZ-OF-0001 in reference/officials.json
 
@@ -207,6 +207,9 @@ def test_the_paper_copy_is_signed_and_verifies(signed_settings, company_signer):
     assert check.genuine, check.reasons
     assert check.kind == "paper_copy" and check.signer["bin"] == AUTHORITY_BIN
     assert check.database["request_id"] == request_id and check.database["holds"] is True
+    text = " ".join(pdf_text(pdf).split())
+    assert "Файл копии подписан ЭЦП" in text and f"БИН {AUTHORITY_BIN}" in text and "серийный номер" in text
+    assert "OU=BIN" not in text  # the certificate named as people read it
     if gost:
         assert verify_document(pdf, request.copy_signature, filename="copy.pdf").genuine
     else:
@@ -227,6 +230,7 @@ def test_an_unsigned_copy_says_it_was_issued_unsigned(settings, company_signer):
     declaration = cleared(company_signer)
     request, pdf = copy_of(copy_request(declaration.application_id))
     assert request.copy_signature_kind == "none"
+    assert "Файл копии не подписан ЭЦП органа государственных доходов" in " ".join(pdf_text(pdf).split())
     check = verify_document(pdf, None, filename="copy.pdf")
     assert not check.genuine and codes(check) == {"NOT_SIGNED"}
     assert f"copy of print request {request.request_id}, issued unsigned" in check.reasons[0]["message"]
