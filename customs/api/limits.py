@@ -4,16 +4,14 @@ A pure ASGI middleware (FastAPI reads a route's body before it runs the route's 
 dependency cannot authenticate first):
 
 1. Authentication. Every /v1 route but /v1/health and the QR check /v1/documents/check needs a client token
-   (/v1/ops/alerts the operations alert
-   token instead, see customs.api.routers.ops): a request without one, or with an
-   unknown or revoked one, gets 401 at once, its body never read. The client found is handed to the route
+   (/v1/ops/alerts the operations alert token instead, see customs.api.routers.ops): a request without one, or
+   with an unknown or revoked one, gets 401 at once, its body never read. The client found is handed to the route
    (``current_client`` takes it from the request's state).
 2. Size, per route. Submissions may carry ``api_max_request_bytes`` (documents and attachments), a document to
-   verify ``api_max_verify_bytes``; an
-   official's decision, a cancellation, a release mark or a print request is a few hundred bytes and may
-   carry ``api_max_action_bytes``; so does anything else. 413 when Content-Length says more, and a body
+   verify ``api_max_verify_bytes``; an official's decision, a cancellation, a release mark or a print request is
+   a few hundred bytes and may carry ``api_max_action_bytes``; so does anything else. 413 when Content-Length says more, and a body
    without Content-Length (chunked) is counted as it streams in and cut off at the limit.
-3. Submissions at once: at most ``api_max_concurrent_submissions`` are read and decoded at a time in this
+3. Submissions (and verifications) at once: at most ``api_max_concurrent_submissions`` are read and decoded at a time in this
    process; the others wait before a byte of their body is read (uvicorn stops reading their sockets), so
    eight 60 MB submissions no longer take eight times the memory.
 """
