@@ -9,8 +9,8 @@ dependency cannot authenticate first):
    (``current_client`` takes it from the request's state).
 2. Size, per route. Submissions may carry ``api_max_request_bytes`` (documents and attachments), a document to
    verify ``api_max_verify_bytes``; an official's decision, a cancellation, a release mark or a print request is
-   a few hundred bytes and may carry ``api_max_action_bytes``; so does anything else. 413 when Content-Length says more, and a body
-   without Content-Length (chunked) is counted as it streams in and cut off at the limit.
+   a few hundred bytes and may carry ``api_max_action_bytes``; so does anything else. 413 when Content-Length says
+   more, and a body without Content-Length (chunked) is counted as it streams in and cut off at the limit.
 3. Submissions (and verifications) at once: at most ``api_max_concurrent_submissions`` are read and decoded at a time in this
    process; the others wait before a byte of their body is read (uvicorn stops reading their sockets), so
    eight 60 MB submissions no longer take eight times the memory.
