@@ -47,6 +47,13 @@ class PrintRequest(SQLModel, table=True):
     )
     render_failures: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     render_error: str | None = Field(default=None, max_length=300)
+    # The authority's signature of the copy (customs.services.authority), fixed with the copy: "pades" (embedded in
+    # ``pdf``: an RSA or EC service key), "cms" (a detached CMS of ``pdf``'s bytes in ``copy_signature``: a GOST key,
+    # which pyHanko cannot sign a PDF with) or "none" (no service certificate was configured: the copy is unsigned).
+    # NULL for copies rendered before the authority signed them. New nullable columns: customs.core.db adds them.
+    copy_signature_kind: str | None = Field(default=None, max_length=10)
+    copy_signature: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
+    copy_signer: str | None = Field(default=None, max_length=300, description="The service certificate's subject and serial.")
 
     alerted_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     breached_at: datetime | None = Field(default=None, sa_type=UTCDateTime)

@@ -15,7 +15,17 @@ from customs.core.clock import utcnow
 from customs.core.db import dispose_engines, init_db
 from customs.core.settings import Settings, configure
 from customs.pki.testing import CmsSigner, TestPki
-from tests.helpers import DECLARANT_BIN, DECLARANT_IIN, OfficialKeys, SmtpServer, make_settings, postgres_url, reach_postgres
+from tests.helpers import (
+    AUTHORITY_BIN,
+    DECLARANT_BIN,
+    DECLARANT_IIN,
+    OfficialKeys,
+    SmtpServer,
+    authority_settings,
+    make_settings,
+    postgres_url,
+    reach_postgres,
+)
 
 
 @pytest.hookimpl(trylast=True)
@@ -51,6 +61,27 @@ def person_signer(pki) -> CmsSigner:
 def officials(pki) -> OfficialKeys:
     """The officials' NCA employee certificates (issued on first use) and their signed acts."""
     return OfficialKeys(pki)
+
+
+@pytest.fixture(scope="session")
+def authority_rsa(pki):
+    """The revenue authority's service certificate (RSA): its PAdES signature goes inside the paper copy."""
+    return pki.issue_authority(bin=AUTHORITY_BIN, name="КГД МФ РК (служебный)", family="rsa", label="authority-rsa")
+
+
+@pytest.fixture(scope="session")
+def authority_gost(pki):
+    """The service certificate on GOST 34.310-2004: the paper copy gets a detached CMS kept with the request."""
+    return pki.issue_authority(bin=AUTHORITY_BIN, name="КГД МФ РК (служебный)", family="gost2004", label="authority-gost2004")
+
+
+@pytest.fixture(params=["rsa", "gost2004"])
+def signed_settings(request, settings, pki, authority_rsa, authority_gost) -> Settings:
+    """``settings`` with the authority's service certificate configured, once RSA, once GOST."""
+    issued = authority_rsa if request.param == "rsa" else authority_gost
+    configured = settings.model_copy(update=authority_settings(pki, issued))
+    configure(configured)
+    return configured
 
 
 @pytest.fixture

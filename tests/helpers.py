@@ -38,12 +38,34 @@ OTHER_ZONE = "KZ-OF-0003"  # office 50101, zone ALA-AIR
 OTHER_OFFICE = "KZ-OF-0005"  # office 62101
 
 
-def make_settings(data_dir: Path, pki: TestPki | None = None, **overrides) -> Settings:
+AUTHORITY_BIN = "990140000007"  # reference/officials.json: the revenue authority
+
+
+def make_settings(data_dir: Path, pki: TestPki | None = None, *, authority=None, **overrides) -> Settings:
+    """``authority``: an IssuedSigner of ``pki`` (``TestPki.issue_authority``) configured as the service certificate."""
     values = dict(data_dir=data_dir)
     if pki is not None:
         values.update(trust_dir=pki.trust_dir, crl_dir=pki.crl_dir)
+    if authority is not None:
+        values.update(authority_settings(pki, authority))
     values.update(overrides)
     return Settings(**values)
+
+
+def authority_settings(pki: TestPki, issued) -> dict:
+    """The settings of a service certificate issued by ``pki``: its certificate, key and its family's issuing CA."""
+    from cryptography import x509
+
+    family = next(
+        f
+        for f in pki.families
+        if x509.load_pem_x509_certificate(pki.issuing_cert_path_of(f).read_bytes()).subject == issued.certificate.issuer
+    )
+    return {
+        "authority_cert": issued.cert_path,
+        "authority_key": issued.key_path,
+        "authority_chain": pki.issuing_cert_path_of(family),
+    }
 
 
 def postgres_url() -> str | None:

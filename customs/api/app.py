@@ -20,7 +20,7 @@ from fastapi.staticfiles import StaticFiles
 from customs.api.errors import install_error_handlers
 from customs.api.hooks import no_hook
 from customs.api.limits import RequestGate
-from customs.api.routers import declarations, officials, ops, service
+from customs.api.routers import declarations, documents, officials, ops, service
 from customs.api.schemas import SUBMISSION_FORM_SCHEMA, SubmissionIn
 
 API_TITLE = "Customs clearance intake API"
@@ -46,7 +46,7 @@ def create_app(
     app.state.dependencies = {}  # name -> callable giving its state for /v1/health/ready (`customs serve`: prefect)
     app.add_middleware(RequestGate)
     install_error_handlers(app)
-    for router in (service.router, declarations.router, officials.router, ops.router):
+    for router in (service.router, declarations.router, officials.router, documents.router, ops.router):
         app.include_router(router)
     document_submission_schemas(app)
     serve_docs_offline(app)

@@ -3,15 +3,15 @@
 A pure ASGI middleware (FastAPI reads a route's body before it runs the route's dependencies, so a
 dependency cannot authenticate first):
 
-1. Authentication. Every /v1 route but /v1/health needs a client token (/v1/ops/alerts the operations alert
-   token instead, see customs.api.routers.ops): a request without one, or with an
-   unknown or revoked one, gets 401 at once, its body never read. The client found is handed to the route
+1. Authentication. Every /v1 route but /v1/health and the QR check /v1/documents/check needs a client token
+   (/v1/ops/alerts the operations alert token instead, see customs.api.routers.ops): a request without one, or
+   with an unknown or revoked one, gets 401 at once, its body never read. The client found is handed to the route
    (``current_client`` takes it from the request's state).
-2. Size, per route. Submissions may carry ``api_max_request_bytes`` (documents and attachments); an
-   official's decision, a cancellation, a release mark or a print request is a few hundred bytes and may
-   carry ``api_max_action_bytes``; so does anything else. 413 when Content-Length says more, and a body
-   without Content-Length (chunked) is counted as it streams in and cut off at the limit.
-3. Submissions at once: at most ``api_max_concurrent_submissions`` are read and decoded at a time in this
+2. Size, per route. Submissions may carry ``api_max_request_bytes`` (documents and attachments), a document to
+   verify ``api_max_verify_bytes``; an official's decision, a cancellation, a release mark or a print request is
+   a few hundred bytes and may carry ``api_max_action_bytes``; so does anything else. 413 when Content-Length says
+   more, and a body without Content-Length (chunked) is counted as it streams in and cut off at the limit.
+3. Submissions (and verifications) at once: at most ``api_max_concurrent_submissions`` are read and decoded at a time in this
    process; the others wait before a byte of their body is read (uvicorn stops reading their sockets), so
    eight 60 MB submissions no longer take eight times the memory.
 """
@@ -31,9 +31,12 @@ from customs.core.settings import get_settings
 from customs.services.clients import authenticate
 from customs.services.ops_alerts import token_matches
 
-PUBLIC_PATHS = frozenset({"/v1/health", "/v1/health/ready"})
+# /v1/documents/check: the paper copy's QR code, scanned by anyone (a bank, a border post) with a phone; a GET with no
+# body, answering only whether a declaration of that number and SHA-256 is held and its status (customs.services.documents)
+PUBLIC_PATHS = frozenset({"/v1/health", "/v1/health/ready", "/v1/documents/check"})
 OPS_PATHS = frozenset({"/v1/ops/alerts"})  # the automations' calls: the operations alert token, not a client's
 SUBMISSIONS = re.compile(r"^/v1/declarations/?$")
+VERIFICATIONS = re.compile(r"^/v1/documents/verify/?$")  # a document and its signature: up to api_max_verify_bytes
 
 
 def _bearer_token(headers) -> str | None:
@@ -101,10 +104,13 @@ class RequestGate:
                 scope.setdefault("state", {})["client"] = client
         settings = get_settings()
         submission = bool(SUBMISSIONS.match(path)) and scope.get("method") == "POST"
+        verification = bool(VERIFICATIONS.match(path)) and scope.get("method") == "POST"
         if self.limit:
             limit = self.limit
         elif submission:
             limit = settings.api_max_request_bytes
+        elif verification:
+            limit = settings.api_max_verify_bytes
         else:
             limit = min(settings.api_max_action_bytes, settings.api_max_request_bytes)
         declared = None
@@ -138,7 +144,7 @@ class RequestGate:
             await send(message)
 
         try:
-            if submission:
+            if submission or verification:  # large bodies read and decoded: a few at a time
                 if self._submissions is None:
                     self._submissions = anyio.Semaphore(settings.api_max_concurrent_submissions)
                 async with self._submissions:

@@ -47,6 +47,19 @@ def run_demo(*, keep_server: bool = True, samples_dir: Path = SAMPLES_DIR) -> li
     else:
         pki = None
         typer.echo(f"trust:          {settings.trust_dir}, CRLs {settings.crl_dir}")
+    if pki is not None and settings.authority_cert is None:
+        # the authority's service certificate (RSA: the paper copies get a PAdES signature inside the PDF)
+        authority = load_reference(settings.reference_dir).authority
+        issued = pki.issue_authority(bin=authority.bin, organization=authority.name, label="authority")
+        settings = settings.model_copy(
+            update={
+                "authority_cert": issued.cert_path,
+                "authority_key": issued.key_path,
+                "authority_chain": pki.issuing_cert_path,
+            }
+        )
+        configure(settings)
+        typer.echo(f"service cert:   {issued.cert_path} (the authority, BIN {authority.bin}: signs decision.json and copies)")
 
     started = time.monotonic()
     api_url = ensure_server(settings)
@@ -111,6 +124,14 @@ def run_demo(*, keep_server: bool = True, samples_dir: Path = SAMPLES_DIR) -> li
         f"Flow runs: {ui_url(api_url)}/runs  (one flow run per declaration, named by registration number or application id)"
     )
     typer.echo("Status of one declaration: customs status <application id or registration number>")
+    if pki is not None:
+        typer.echo(
+            "Check a letter's decision.json (signed by the authority) from another shell:\n"
+            f"  export CUSTOMS_TRUST_DIR={settings.trust_dir} CUSTOMS_CRL_DIR={settings.crl_dir} "
+            f"CUSTOMS_AUTHORITY_CERT={settings.authority_cert} CUSTOMS_AUTHORITY_KEY={settings.authority_key} "
+            f"CUSTOMS_AUTHORITY_CHAIN={settings.authority_chain}\n"
+            f"  customs verify-document {settings.eml_dir}/<notice>-release-<application id>.eml"
+        )
     if keep_server:
         typer.echo("The Prefect server keeps running for the UI; stop it with: customs server stop  (or make stop)")
     else:

@@ -48,7 +48,9 @@ def pki_init(
 @pki_app.command("issue")
 def pki_issue(
     directory: Path,
-    name: Annotated[Optional[str], typer.Option(help="Holder's name (CN).")] = None,
+    name: Annotated[
+        Optional[str], typer.Option(help="Holder's name (CN); with --authority, КГД МФ РК by default (the full name goes in O).")
+    ] = None,
     iin: Annotated[Optional[str], typer.Option(help="IIN, written as SERIALNUMBER=IIN<12 digits>.")] = None,
     bin: Annotated[Optional[str], typer.Option("--bin", help="BIN of the legal entity, written as OU=BIN<12 digits>.")] = None,
     auth: Annotated[bool, typer.Option("--auth", help="An AUTH certificate (no nonRepudiation).")] = False,
@@ -71,12 +73,31 @@ def pki_issue(
             "IIN and the authority's BIN from the reference data, role employee), to sign their acts with.",
         ),
     ] = None,
+    authority: Annotated[
+        bool,
+        typer.Option(
+            "--authority",
+            help="The revenue authority's service certificate (CUSTOMS_AUTHORITY_CERT): a legal entity certificate of "
+            "the authority's BIN (reference/officials.json), no IIN, SIGN usage.",
+        ),
+    ] = False,
 ) -> None:
     """Issue a signer certificate and key like NCA's."""
+    if official and authority:
+        fail("--official or --authority, not both")
     if official and (name or iin or bin):
         fail("--official takes the name, IIN and BIN from reference/officials.json: give no --name, --iin or --bin")
-    if not official and not name:
-        fail("give --name (or --official)")
+    if authority:
+        if iin or auth or role != "head":
+            fail("--authority issues the service certificate: no --iin, --auth or --role with it")
+        found = load_reference(get_settings().reference_dir).authority
+        if found is None:
+            fail(f"{get_settings().reference_dir}/officials.json names no authority")
+        if bin and bin != found.bin:
+            fail(f"--bin {bin} is not the authority's BIN {found.bin} (reference/officials.json)")
+        bin, role, organization = found.bin, "none", found.name
+    if not name and not authority and not official:
+        fail("give --name (or --official, or --authority)")
     if not official and not iin and not bin:
         fail("give --iin, --bin or both")
     if not (directory / "ca" / "state.json").exists():
@@ -92,6 +113,15 @@ def pki_issue(
         if official not in reference.officials:
             fail(f"{official!r} is not an official of {get_settings().reference_dir / 'officials.json'}")
         signer = pki.issue_official(reference.officials[official], reference.authority, family=alg, auth=auth, **window)
+    elif authority:
+        signer = pki.issue_authority(
+            bin=bin,
+            family=alg,
+            organization=organization,
+            label=f"authority-{alg}-{utcnow():%Y%m%d%H%M%S}",
+            **({"name": name} if name else {}),
+            **window,
+        )
     else:
         role_oid = None if role == "none" else role
         signer = pki.issue(name=name, iin=iin, bin=bin, auth=auth, role=role_oid, family=alg, **window)
@@ -101,6 +131,10 @@ def pki_issue(
     typer.echo(f"key:         {signer.key_path}")
     typer.echo(f"chain:       {pki.issuing_cert_path_of(alg)}")
     typer.echo(f"serial:      {signer.serial:x}")
+    if authority:
+        typer.echo(f"  CUSTOMS_AUTHORITY_CERT={signer.cert_path}")
+        typer.echo(f"  CUSTOMS_AUTHORITY_KEY={signer.key_path}")
+        typer.echo(f"  CUSTOMS_AUTHORITY_CHAIN={pki.issuing_cert_path_of(alg)}")
 
 
 @commands.command()

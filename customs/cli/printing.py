@@ -117,6 +117,11 @@ def print_copy_command(
     target = output or Path(f"{request_id}.pdf")
     target.write_bytes(pdf)
     typer.echo(f"{target}: copy of {request.registration_number}, {len(pdf)} bytes, SHA-256 {request.pdf_sha256}")
+    if request.copy_signature:  # a GOST service key: the authority's detached CMS of the PDF, kept with the request
+        Path(f"{target}.p7s").write_bytes(request.copy_signature)
+        typer.echo(f"{target}.p7s: the authority's detached signature of the copy (GOST); keep it with the PDF")
+    elif request.copy_signature_kind == "none":
+        typer.secho("note: this copy is not signed by the authority (no service certificate was configured)", err=True)
 
 
 @commands.command()

@@ -61,6 +61,7 @@ COMMANDS = {
     "clear": ("declarations", DECLARATIONS),
     "rerun": ("declarations", DECLARATIONS),
     "schema": ("status", DECLARATIONS),
+    "verify-document": ("documents", DECLARATIONS),
     "decide": ("officials", OFFICIALS),
     "cancel-release": ("officials", OFFICIALS),
     "marks": ("officials", OFFICIALS),

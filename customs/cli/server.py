@@ -17,6 +17,7 @@ from customs.orchestration.ha import start_ha, stop_ha
 from customs.orchestration.server import PrefectServerError, ensure_server, prefect_api, stop_server, ui_url
 from customs.orchestration.starting import stop_background_clearances
 from customs.orchestration.worker import WORKER_TYPE, ClearanceWorker
+from customs.services.authority import announce
 
 commands = typer.Typer()  # registered with the root app by customs.cli.root.COMMANDS
 
@@ -37,6 +38,7 @@ def serve_command(
     if port is not None:
         settings = settings.model_copy(update={"api_port": port})
         configure(settings)
+    typer.echo(f"authority's documents: {announce(settings)}")  # unsigned or refused: also logged, once
     try:
         serve(settings, echo=typer.echo, exit_watchdog_seconds=45.0, with_worker=worker)
     except PrefectServerError as exc:
@@ -122,6 +124,7 @@ def worker_command(
     with prefect_api(api_url):
         worker = ClearanceWorker(pool or settings.worker_pool, limit=limit, name=name)
         typer.echo(f"worker {worker.name} (type {WORKER_TYPE}) serves work pool {worker._work_pool_name} of {api_url}")
+        typer.echo(f"authority's documents: {announce(settings)}")
         # SIGTERM (service managers) stops it like Ctrl-C: Prefect's worker then lets the runs in progress finish.
         signal.signal(signal.SIGTERM, lambda signum, frame: signal.raise_signal(signal.SIGINT))
         if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # started in the background by a shell

@@ -47,6 +47,25 @@ class Settings(BaseSettings):
         "a signature kept for later cannot decide anything.",
     )
 
+    authority_cert: Path | None = Field(
+        None,
+        description="The authority's service certificate (PEM): a legal entity certificate of the authority's BIN "
+        "(reference/officials.json), no IIN, SIGN usage; it signs decision.json and the paper copies. Unset: they go "
+        "out unsigned (one warning at start).",
+    )
+    authority_key: Path | None = Field(
+        None,
+        description="Its private key (PEM; GOST in the test PKI format); mode 0600: refused when group or others may read it.",
+    )
+    authority_chain: Path | None = Field(
+        None, description="CA certificates (PEM) put into the signatures with the service certificate (its issuing CA)."
+    )
+    public_base_url: str | None = Field(
+        None,
+        description="Where people reach the API from outside: the paper copy's QR code leads to "
+        "<public_base_url>/v1/documents/check; default http://<api_host>:<api_port>.",
+    )
+
     max_declaration_bytes: int = Field(5 * 1024 * 1024, gt=0)
     max_attachment_bytes: int = Field(20 * 1024 * 1024, gt=0)
     max_attachments: int = Field(50, gt=0)
@@ -176,6 +195,11 @@ class Settings(BaseSettings):
     # Running as a service (customs serve)
     api_host: str = Field("127.0.0.1", description="Address the intake HTTP API listens on.")
     api_port: int = Field(8080, description="Port of the intake HTTP API.")
+    api_max_verify_bytes: int = Field(
+        32 * 1024 * 1024,
+        gt=0,
+        description="The largest body of POST /v1/documents/verify (a document and its signature, base64 or multipart).",
+    )
     api_max_request_bytes: int = Field(
         64 * 1024 * 1024, gt=0, description="Largest HTTP request body accepted for a submission (413 above)."
     )
@@ -297,6 +321,9 @@ class Settings(BaseSettings):
         "smtp_ca_file",
         "audit_anchor_file",
         "audit_anchor_key_file",
+        "authority_cert",
+        "authority_key",
+        "authority_chain",
     )
     @classmethod
     def _absolute(cls, value: Path | None) -> Path | None:
@@ -340,6 +367,14 @@ class Settings(BaseSettings):
             return self.ops_alert_url
         host = "127.0.0.1" if self.api_host in ("0.0.0.0", "::", "") else self.api_host
         return f"http://{host}:{self.api_port}/v1/ops/alerts"
+
+    @property
+    def public_url(self) -> str:
+        """The API's address as people outside reach it (the paper copy's QR code), without a trailing slash."""
+        if self.public_base_url:
+            return self.public_base_url.rstrip("/")
+        host = "127.0.0.1" if self.api_host in ("0.0.0.0", "::", "") else self.api_host
+        return f"http://{host}:{self.api_port}"
 
     @property
     def demo_pki_dir(self) -> Path:

@@ -4,6 +4,8 @@ by WeasyPrint with an embedded DejaVu font (Cyrillic and the Kazakh letters Ó˜ Ò
 from __future__ import annotations
 
 import atexit
+import base64
+import io
 import json
 import logging
 import multiprocessing
@@ -11,6 +13,7 @@ import threading
 from datetime import datetime
 from string import hexdigits
 from typing import Any
+from urllib.parse import urlencode
 
 from customs.core.clock import kz_display
 from customs.core.paths import TEMPLATES_DIR
@@ -19,13 +22,46 @@ from customs.rules.signers import LEGAL_ENTITY
 from models.declaration import Declaration, ReleaseMark
 from models.reference import ReferenceData
 
+CHECK_PATH = "/v1/documents/check"
+
+
+def check_url(public_url: str, registration_number: str, sha256: str) -> str:
+    """Where the copy's QR code leads: the check of the declaration's number and SHA-256 (customs.api.routers.documents)."""
+    return f"{public_url.rstrip('/')}{CHECK_PATH}?{urlencode({'number': registration_number, 'sha256': sha256})}"
+
+
+def qr_data_uri(text: str) -> str:
+    """A QR code of ``text`` (segno, error correction M, the standard 4-module quiet zone) as an SVG data URI that
+    WeasyPrint draws at the size the template gives it."""
+    import segno
+
+    out = io.BytesIO()
+    segno.make(text, error="m", micro=False).save(out, kind="svg", border=4, xmldecl=False, dark="#000", light="#fff")
+    return "data:image/svg+xml;base64," + base64.b64encode(out.getvalue()).decode("ascii")
+
 
 def copy_context(
-    declaration: Declaration, mark: ReleaseMark | None, reference: ReferenceData, request_id: str, requested_at: datetime
+    declaration: Declaration,
+    mark: ReleaseMark | None,
+    reference: ReferenceData,
+    request_id: str,
+    requested_at: datetime,
+    *,
+    public_url: str = "http://127.0.0.1:8080",
+    signed_by: str | None = None,
 ) -> dict[str, Any]:
+    """``signed_by``: the service certificate that will sign the copy (``None``: it goes out unsigned, and says so)."""
     document = json.loads(declaration.content.decode("utf-8-sig"))
     office = reference.offices.get(declaration.customs_office or "")
+    url = check_url(public_url, declaration.registration_number or "", declaration.content_sha256)
+    authority = reference.authority
     return {
+        "check_url": url,
+        "check_base": url.partition("?")[0],
+        "check_qr": qr_data_uri(url),
+        "signed_by": signed_by,
+        "authority_name": authority.name if authority else "",
+        "authority_bin": authority.bin if authority else "",
         "d": document,
         "request_id": request_id,
         "requested_at_kz": kz_display(requested_at),

@@ -248,6 +248,19 @@ def decision_document(notice: Notice, context: dict[str, Any]) -> dict[str, Any]
     }
 
 
+DECISION_FILE = "decision.json"
+DECISION_SIGNATURE_FILE = "decision.json.p7s"
+
+
+def decision_json(notice: Notice, context: dict[str, Any]) -> bytes:
+    """The bytes of decision.json, as attached to the letter (and signed by the authority)."""
+    return json.dumps(decision_document(notice, context), ensure_ascii=False, indent=2).encode("utf-8")
+
+
+def decision_json_of(notice: Notice, declaration: DeclarationFacts, reference: ReferenceData | None) -> bytes:
+    return decision_json(notice, notice_context(notice, declaration, reference))
+
+
 @dataclass(frozen=True)
 class RenderedNotice:
     subject: str
@@ -330,8 +343,15 @@ def build_message(
     message.set_content(rendered.text)
     message.add_alternative(rendered.html, subtype="html")
     if notice.kind in DECISION_KINDS:
-        body = json.dumps(decision_document(notice, context), ensure_ascii=False, indent=2).encode("utf-8")
-        message.add_attachment(body, maintype="application", subtype="json", filename="decision.json")
+        # decision.json as fixed with the notice (customs.services.outbox keeps it with its signature, so that every
+        # attempt sends the same bytes); rendered here for a notice that has none stored
+        if not any(name == DECISION_FILE for name, _, _ in attachments):
+            body = decision_json(notice, context)
+            message.add_attachment(body, maintype="application", subtype="json", filename=DECISION_FILE)
+        signed = any(name == DECISION_SIGNATURE_FILE for name, _, _ in attachments)
+        message["X-Customs-Authority-Signature"] = (
+            f"{DECISION_SIGNATURE_FILE} (detached CMS)" if signed else "none: not signed by the authority"
+        )
     for filename, content_type, content in attachments:
         maintype, _, subtype = content_type.partition("/")
         message.add_attachment(content, maintype=maintype, subtype=subtype or "octet-stream", filename=filename)

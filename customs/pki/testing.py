@@ -11,7 +11,6 @@ It is for tests, the demo and declarants' integration testing; it is not a CA to
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 from dataclasses import dataclass
@@ -25,12 +24,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, ObjectIdentifier
-from pyhanko.sign.signers import SimpleSigner
-from pyhanko_certvalidator.registry import SimpleCertificateStore
 
 from customs.core.clock import utcnow
 from customs.pki.gost import algorithms as gost
-from customs.pki.gost.cms import sign_detached as gost_sign_detached
+from customs.pki.signing import CmsSigner, load_private_key
+
+__all__ = ["CmsSigner", "IssuedSigner", "TestPki", "load_private_key", "sign_file"]
 
 ROOT_NAME = "НЕГІЗГІ КО TEST (RSA) CUSTOMS"
 ISSUING_NAME = "ҰКО TEST (RSA) CUSTOMS"
@@ -42,6 +41,7 @@ FAMILIES = {
     "gost2015-256": gost.GOST2015_256,
 }
 FAMILY_TITLES = {"rsa": "RSA", "gost2004": "GOST 2004", "gost2015": "GOST 2015", "gost2015-256": "GOST 2015-256"}
+AUTHORITY_CN = "КГД МФ РК"  # the service certificate's CN (at most 64 bytes); the authority's full name goes in O
 HOLDER_INDIVIDUAL = ObjectIdentifier("1.2.398.3.3.4.1.1")
 HOLDER_LEGAL_ENTITY = ObjectIdentifier("1.2.398.3.3.4.1.2")
 # The holder's role in a legal entity, as NCA RK writes it under HOLDER_LEGAL_ENTITY (customs.rules.signers)
@@ -75,11 +75,6 @@ def _pem_key(key) -> bytes:
     if isinstance(key, gost.GostPrivateKey):
         return key.pem()
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-
-
-def load_private_key(pem: bytes):
-    """A key of the test PKI: a GOST one (customs.pki.gost) or one ``cryptography`` reads."""
-    return gost.GostPrivateKey.from_pem(pem) or serialization.load_pem_private_key(pem, None)
 
 
 def _key_identifier(public) -> bytes:
@@ -398,6 +393,16 @@ class TestPki:
             **options,
         )
 
+    def issue_authority(
+        self, *, bin: str, name: str = AUTHORITY_CN, family: str | None = None, organization: str | None = None, **options
+    ) -> IssuedSigner:
+        """The revenue authority's service certificate: a legal entity certificate of its ``bin`` (OU=BIN...), no IIN and
+        no holder role below the legal entity's, SIGN usage (digitalSignature + nonRepudiation); what signs decision.json
+        and the paper copies (customs.services.authority)."""
+        family = family or ("rsa" if "rsa" in self.families else self.families[0])
+        label = options.pop("label", f"authority-{family}")
+        return self.issue(name=name, bin=bin, role=None, family=family, label=label, organization=organization, **options)
+
     def revoke(
         self,
         serial: int,
@@ -470,44 +475,6 @@ class TestPki:
         path = self.crl_dir / f"root{self._suffix(family)}.crl"
         path.write_bytes(_finish_crl(builder, root_key).public_bytes(serialization.Encoding.DER))
         return path
-
-
-class CmsSigner:
-    """Makes detached CMS (CAdES-BES) signatures as NCALayer's createCMSSignatureFromBase64 does: with pyHanko for
-    RSA and EC keys, with customs.pki.gost for GOST ones."""
-
-    def __init__(self, cert_path: Path, key_path: Path, chain_paths: tuple[Path, ...] = (), *, digest: str = "sha256"):
-        self.digest = digest  # another only to test that weak ones are refused (md5, sha1)
-        cert = asn1_x509.Certificate.load(
-            x509.load_pem_x509_certificate(Path(cert_path).read_bytes()).public_bytes(serialization.Encoding.DER)
-        )
-        key = load_private_key(Path(key_path).read_bytes())
-        chain = []
-        for path in chain_paths:
-            for pem in x509.load_pem_x509_certificates(Path(path).read_bytes()):
-                chain.append(asn1_x509.Certificate.load(pem.public_bytes(serialization.Encoding.DER)))
-        self._gost = (key, cert, chain) if isinstance(key, gost.GostPrivateKey) else None
-        if self._gost:
-            return
-        key_info = asn1_keys.PrivateKeyInfo.load(
-            key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-        )
-        self._signer = SimpleSigner(
-            signing_cert=cert, signing_key=key_info, cert_registry=SimpleCertificateStore.from_certs(chain), embed_roots=False
-        )
-
-    async def async_sign(self, data: bytes) -> bytes:
-        if self._gost:
-            key, cert, chain = self._gost
-            return gost_sign_detached(data, key, cert, chain)
-        signed = await self._signer.async_sign_general_data(data, self.digest, detached=True, use_cades=True)
-        return signed.dump()
-
-    def sign(self, data: bytes) -> bytes:
-        if self._gost:
-            key, cert, chain = self._gost
-            return gost_sign_detached(data, key, cert, chain)
-        return asyncio.run(self.async_sign(data))
 
 
 def sign_file(path: Path, *, key: Path, cert: Path, chain: tuple[Path, ...] = (), output: Path | None = None) -> Path:

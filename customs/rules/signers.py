@@ -90,3 +90,39 @@ def signer_problem(signer: Signer, *, declarant_iin: str | None, declarant_bin: 
             )
         return None
     return Detail("the declaration names no declarant IIN or BIN to compare the signer with", variant="no_declarant_id")
+
+
+@dataclass(frozen=True)
+class AuthorityRule:
+    """Who signs what the authority sends (decision.json, paper copies): its service certificate, a legal entity
+    certificate of the authority's BIN with no IIN in it. An official's own certificate (an employee of the
+    authority: its IIN and the authority's BIN) signs that official's acts, never the authority's documents; a
+    declarant's or anyone else's certificate never does. A signer rule of customs.pki.verify."""
+
+    authority_bin: str
+    code: str = "SIGNER_NOT_AUTHORITY"
+
+    def problem(self, signer: Signer) -> Detail | None:
+        ids = {"signer_iin": signer.iin or "—", "signer_bin": signer.bin or "—", "authority_bin": self.authority_bin}
+        if signer.bin != self.authority_bin:
+            return Detail(
+                f"signed by {signer.describe()}, not by the revenue authority (BIN {self.authority_bin}): "
+                "only the authority's service certificate signs its documents",
+                variant="other_entity",
+                **ids,
+            )
+        if signer.iin:
+            return Detail(
+                f"signed by {signer.describe()}: a person's certificate (IIN {signer.iin}) of the authority, not its "
+                "service certificate (a legal entity certificate with no IIN)",
+                variant="person",
+                **ids,
+            )
+        if LEGAL_ENTITY not in signer.roles:
+            return Detail(
+                f"signed by {signer.describe()}: the certificate is not a legal entity certificate "
+                f"(NCA's {LEGAL_ENTITY} is missing from its extended key usage)",
+                variant="not_legal_entity",
+                **ids,
+            )
+        return None

@@ -34,11 +34,12 @@ from customs.core.db import is_transient_database_error, transaction
 from customs.core.reference import ReferenceDataError, load_reference
 from customs.core.settings import Settings, get_settings
 from customs.notices.delivery import PERMANENT, SENT, TEMPORARY, SendResult, Transport, backoff, transport_for
-from customs.notices.render import DeclarationFacts, build_message
+from customs.notices.render import DECISION_FILE, DECISION_SIGNATURE_FILE, DeclarationFacts, build_message, decision_json_of
+from customs.services.authority import authority_signer
 from customs.services.support import withdraw_notice
 from models.audit import append_event
 from models.declaration import Declaration
-from models.outbox import DeliveryAttempt, Notice, NoticeAttachment, NoticeKind, NoticeStatus, usable_address
+from models.outbox import DECISION_KINDS, DeliveryAttempt, Notice, NoticeAttachment, NoticeKind, NoticeStatus, usable_address
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -201,6 +202,44 @@ def claim_due(settings: Settings, now: datetime, limit: int, application_id: str
         return [Claimed(n, declarations.get(n.application_id), files.get(n.id, [])) for n in notices]
 
 
+def _has_decision(item: Claimed) -> bool:
+    return any(name == DECISION_FILE for name, _, _ in item.attachments)
+
+
+def fix_decision_documents(settings: Settings, items: list[Claimed], reference) -> None:
+    """Fix decision.json of each decision notice, with the authority's detached signature (decision.json.p7s) when a
+    service certificate is configured, as attachments of the notice: every attempt then sends the same bytes, and a
+    certificate configured (or renewed) later changes no letter already begun. Without a service certificate the
+    letter carries decision.json alone (and says in X-Customs-Authority-Signature that it is not signed)."""
+    signer = authority_signer(settings)
+    made: dict[int, list[tuple[str, str, bytes]]] = {}
+    for item in items:
+        body = decision_json_of(item.notice, item.declaration, reference)
+        files = [(DECISION_FILE, "application/json", body)]
+        if signer is not None:
+            try:
+                files.append((DECISION_SIGNATURE_FILE, "application/pkcs7-signature", signer.sign_detached(body)))
+            except Exception:  # the letter is not held for it: it goes unsigned, and says so
+                log.exception("notice %s: decision.json could not be signed; it goes out unsigned", item.notice.id)
+        made[item.notice.id] = files
+    with transaction(settings) as session:
+        for item in items:
+            stored = list(
+                session.exec(
+                    select(NoticeAttachment).where(NoticeAttachment.notice_id == item.notice.id).order_by(NoticeAttachment.id)
+                )
+            )
+            if not any(a.filename == DECISION_FILE for a in stored):  # another pass may have fixed it meanwhile
+                for filename, content_type, content in made[item.notice.id]:
+                    attachment = NoticeAttachment(
+                        notice_id=item.notice.id, filename=filename, content_type=content_type, content=content
+                    )
+                    session.add(attachment)
+                    stored.append(attachment)
+                session.flush()
+            item.attachments = [(a.filename, a.content_type, a.content) for a in stored]
+
+
 def record_attempt(settings: Settings, notice_id: int, attempt: int, result: SendResult, now: datetime) -> str:
     """Write what came of one attempt; returns sent, retry or failed."""
     return record_and_hold(settings, notice_id, attempt, result, now)[0]
@@ -355,6 +394,16 @@ async def dispatch_due(
     except ReferenceDataError:
         reference = None  # office names are a courtesy; the notice goes without them
     sender = parseaddr(settings.mail_from)[1] or settings.mail_from
+    unfixed = [c for c in claimed if c.notice.kind in DECISION_KINDS and c.declaration is not None and not _has_decision(c)]
+    if unfixed:
+        try:
+            await asyncio.to_thread(fix_decision_documents, settings, unfixed, reference)
+        except Exception as exc:  # the database went away: these wait for the next pass rather than go out unfixed
+            log.exception("outbox: decision.json of %d notices could not be fixed", len(unfixed))
+            report.outcomes["put_back"] += put_back(
+                settings, [(c.notice.id, c.notice.attempts) for c in unfixed], clock(), str(exc)
+            )
+            claimed = [c for c in claimed if c not in unfixed]
     claimed_at = clock()
     pending = list(claimed)
     answers: Counter = Counter()  # what the attempts of this pass came to: sent, temporary, permanent

@@ -27,6 +27,7 @@ from customs.notices.paper_copy import copy_context, render_copy_pdf_apart
 from customs.rules import Refused
 from customs.rules.officials import authority_problem, official_refusal
 from customs.rules.printing import minutes_between, not_printable, requester_problem, sla_figures
+from customs.services.authority import UNSIGNED, authority_signer
 from models.audit import append_event
 from models.declaration import Declaration, ReleaseMark
 from models.document import written_declarant
@@ -191,7 +192,16 @@ def render_print_copy(request_id: str, *, now: datetime | None = None, settings:
             return RenderOutcome(request_id, False, note="being rendered elsewhere")
         declaration = find_declaration(session, request.application_id)
         mark = session.exec(select(ReleaseMark).where(ReleaseMark.application_id == declaration.application_id)).first()
-        context = copy_context(declaration, mark, reference, request.request_id, request.requested_at)
+        signer = authority_signer(settings)  # None: the copy goes out unsigned and says so
+        context = copy_context(
+            declaration,
+            mark,
+            reference,
+            request.request_id,
+            request.requested_at,
+            public_url=settings.public_url,
+            signed_by=signer.printed if signer else None,
+        )
         application_id, office = request.application_id, request.office
 
     started = time.perf_counter()
@@ -216,6 +226,9 @@ def render_print_copy(request_id: str, *, now: datetime | None = None, settings:
             )
         raise
     seconds = round(time.perf_counter() - started, 2)
+    # The authority's signature: in the PDF (RSA or EC), or a detached CMS of its bytes kept with the request (GOST)
+    signed = signer.sign_copy(pdf) if signer else None
+    pdf = signed.pdf if signed else pdf
     digest = hashlib.sha256(pdf).hexdigest()
     with transaction(settings) as session:
         request = session.exec(select(PrintRequest).where(PrintRequest.request_id == request_id).with_for_update()).one()
@@ -223,6 +236,9 @@ def render_print_copy(request_id: str, *, now: datetime | None = None, settings:
             return RenderOutcome(request_id, False, request.pdf_sha256, len(request.pdf), note="rendered elsewhere meanwhile")
         request.pdf, request.pdf_sha256 = pdf, digest
         request.rendered_at, request.render_seconds, request.render_claimed_until = utcnow(), seconds, None
+        request.copy_signature_kind = signed.kind if signed else UNSIGNED
+        request.copy_signature = signed.signature if signed else None
+        request.copy_signer = signed.signer if signed else None
         session.add(request)
         append_event(
             session,
@@ -231,7 +247,14 @@ def render_print_copy(request_id: str, *, now: datetime | None = None, settings:
             event="copy_rendered",
             actor="system",
             at=request.rendered_at,
-            details={"request_id": request_id, "pdf_sha256": digest, "bytes": len(pdf), "seconds": seconds},
+            details={
+                "request_id": request_id,
+                "pdf_sha256": digest,
+                "bytes": len(pdf),
+                "seconds": seconds,
+                "signature": request.copy_signature_kind,
+                "signer": request.copy_signer,
+            },
         )
     return RenderOutcome(request_id, True, digest, len(pdf), seconds)
 
