@@ -149,10 +149,11 @@ def test_decision_json_signed_by_an_expired_service_certificate_is_refused(setti
     assert not check.genuine and codes(check) == {"CERT_EXPIRED"}
 
 
-def test_a_cancelled_release_is_genuine_but_no_longer_holds(signed_settings, company_signer):
+def test_a_cancelled_release_is_genuine_but_no_longer_holds(signed_settings, company_signer, officials):
     declaration = cleared(company_signer)
     files = decision_files(signed_settings, declaration.application_id)
-    cancel_release(declaration.application_id, official_id=INSPECTOR, grounds=["DOCUMENTS_INVALID"])
+    key = declaration.application_id
+    cancel_release(key, act=officials.act("cancel_release", INSPECTOR, key, grounds=["DOCUMENTS_INVALID"]))
     check = verify_document(files["decision.json"], files["decision.json.p7s"], filename="decision.json")
     assert check.genuine
     assert check.database["holds"] is False and check.database["status"] == "release_cancelled"
