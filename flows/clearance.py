@@ -331,9 +331,9 @@ def clearance(application_id: str, rerun_act: int | None = None, wait_for_offici
     UI; `customs decide` sends the same) until the legal deadline, unless ``wait_for_official`` is off.
     ``rerun_act`` is the official's signed re-run act (its id, recorded by `customs rerun` before the run
     starts): the audit chain names the act and its official; no parameter names a person. A step that fails
-    beyond its retries is a failure of the information system, not the declarant's: it is reported to the support service (with
-    this run's log and the declaration's state), the declarant is told, and the run fails so that it
-    can be retried.
+    beyond its retries is a failure of the information system, not the declarant's: it is reported to the
+    support service (with this run's log and the declaration's state), the declarant is told, and the run
+    fails so that it can be retried.
     """
     logger = get_run_logger()
     labels: dict = {}
