@@ -560,6 +560,7 @@ class OfficialKeys:
         self.pki = pki
         self.reference = load_reference(REFERENCE_DIR)
         self._signers: dict[tuple[str, str], object] = {}
+        self._issued: dict[tuple[str, str], object] = {}
 
     def signer(self, official_id: str, family: str = "rsa"):
         from customs.pki.testing import CmsSigner
@@ -568,7 +569,23 @@ class OfficialKeys:
         if key not in self._signers:
             issued = self.pki.issue_official(self.reference.officials[official_id], self.reference.authority, family=family)
             self._signers[key] = CmsSigner(issued.cert_path, issued.key_path, (self.pki.issuing_cert_path_of(family),))
+            self._issued[key] = issued
         return self._signers[key]
+
+    def cli_options(self, official_id: str, family: str = "rsa") -> list[str]:
+        """The command line's options that sign an act of ``official_id`` here with their key (customs.cli.signing)."""
+        self.signer(official_id, family)
+        issued = self._issued[(official_id, family)]
+        return [
+            "--official",
+            official_id,
+            "--key",
+            str(issued.key_path),
+            "--cert",
+            str(issued.cert_path),
+            "--chain",
+            str(self.pki.issuing_cert_path_of(family)),
+        ]
 
     def act(
         self,
