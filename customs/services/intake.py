@@ -27,6 +27,7 @@ from customs.services.official_acts import SignedAct, VerifiedAct, act_checked, 
 from customs.services.officials import act_sha256, refuse_official_act
 from models.declaration import Attachment, Declaration, Status
 from models.document import written_declarant
+from models.official_act import SignedOfficialAct
 from models.reasons import UNSAFE_CATEGORIES, Reason
 
 CHANNELS = ("electronic", "portal", "paper")
@@ -254,20 +255,19 @@ def submit_declaration(
         with transaction() as session:
             attempt, resubmission_of = 1, None
             existing = _latest_with(session, digest)
-            if existing is not None:
+            entry = None
+            if channel == "paper":  # the act first: these bytes entered before are no reason to take any act
+                entry = _paper_entry_official(session, checked, act, official_id, data, digest, now, settings, existing)
+                if isinstance(entry, Refused):  # audited in this transaction; raised once it is committed
+                    refused, entry = entry, None
+                else:
+                    actor = entry.official_id
+            if refused is None and existing is not None:
                 if not is_new_application(
                     _earlier(session, existing), signatures, limit=settings.max_applications_per_declaration
                 ):
                     return Submission(existing.application_id, existing.submitted_at, str(existing.status), created=False)
                 attempt, resubmission_of = existing.attempt + 1, existing.application_id
-            entry = None
-            if channel == "paper":
-                entry = _paper_entry_official(session, checked, act, official_id, data, digest, now, settings)
-                if isinstance(entry, Refused):  # audited in this transaction; raised once it is committed
-                    refused = entry
-                    entry = None
-                else:
-                    actor = entry.official_id
             if refused is None:
                 declaration = Declaration(
                     application_id=new_application_id(now),
@@ -354,10 +354,12 @@ def _paper_entry_official(
     digest: str,
     now: datetime,
     settings: Settings,
+    existing: Declaration | None,
 ) -> VerifiedAct | Refused:
     """The official entering a paper declaration proves it by a signed act about these bytes, and is one of the
     office the declaration is addressed to; else the refusal, audited in the caller's transaction (under
-    ``paper:<SHA-256>``: the declaration is not stored)."""
+    ``paper:<SHA-256>``: the declaration is not stored). The act that entered ``existing`` (these bytes, entered
+    before), given again, is a retried call, not a replay: the caller answers with that application."""
     office = _text_field(data, "customs_office", 80)
     expected = Expected(
         act="enter_paper_declaration",
@@ -365,6 +367,10 @@ def _paper_entry_official(
         subject={"declaration_sha256": digest, "customs_office": office or ""},
     )
     signed, problem, acting = act_checked(session, checked, expected, now=now, settings=settings)
+    if problem is not None and problem.code == "ACT_REPLAYED" and existing is not None:
+        earlier = session.exec(select(SignedOfficialAct).where(SignedOfficialAct.nonce == signed.act.nonce)).first()
+        if earlier.application_id == existing.application_id and earlier.act == "enter_paper_declaration":
+            problem = None
     if problem is None:
         official = load_reference(settings.reference_dir).officials.get(acting)
         problem = authority_problem(official, acting, office=office, zone=None)

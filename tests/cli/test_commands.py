@@ -430,6 +430,24 @@ def test_cli_paper_entry_is_the_officials_signed_act(settings, company_signer, o
     assert submitted.actor == INSPECTOR and submitted.details["signed_act"]["signer_iin"] == "880312447497"
     electronic = runner.invoke(app, ["submit", str(paper), *officials.cli_options(INSPECTOR)])
     assert electronic.exit_code == 2 and "--channel paper" in electronic.stderr
+    # drafted here, signed elsewhere (GOST), given with --act and --act-signature
+    second, act = tmp_path / "second.json", tmp_path / "act.json"
+    second.write_bytes(as_bytes(unique(sample())))
+    drafted = runner.invoke(
+        app, ["act", "draft", "enter_paper_declaration", str(second), "--official", INSPECTOR, "-o", str(act)]
+    )
+    assert drafted.exit_code == 0, drafted.output
+    assert json.loads(act.read_bytes())["subject"]["declaration_sha256"] == hashlib.sha256(second.read_bytes()).hexdigest()
+    (tmp_path / "act.json.p7s").write_bytes(officials.signer(INSPECTOR, "gost2004").sign(act.read_bytes()))
+    given = ["--act", str(act), "--act-signature", str(tmp_path / "act.json.p7s")]
+    entered = runner.invoke(app, ["submit", str(second), "--channel", "paper", *given, "--json"])
+    assert entered.exit_code == 0, entered.output
+    (submitted,) = [e for e in events(json.loads(entered.stdout)["application_id"]) if e.to_status == "submitted"]
+    assert submitted.actor == INSPECTOR and submitted.details["signed_act"]["algorithm"].startswith("GOST")
+    again = runner.invoke(app, ["submit", str(second), "--channel", "paper", *given, "--json"])  # a retry: the same
+    assert again.exit_code == 0 and json.loads(again.stdout)["created"] is False
+    other = runner.invoke(app, ["submit", str(paper), "--channel", "paper", *given, "--json"])  # an act of other bytes
+    assert other.exit_code == 3 and json.loads(other.stdout)["error"]["code"] == "ACT_MISMATCH"  # entered before or not
 
 
 def test_the_readme_documents_every_exit_code():
