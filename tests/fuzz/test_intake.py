@@ -28,7 +28,7 @@ from customs.services.official_acts import SignedAct, draft_act
 from models.audit import verify_chain
 from models.declaration import Declaration, Status
 from tests.fuzz.strategies import TRICKY_STRINGS, document_bytes, plausible_document_bytes
-from tests.fuzz.support import added, fuzz_settings, outcome, row_counts, tally
+from tests.fuzz.support import added, audited_refusal_only, fuzz_settings, outcome, row_counts, tally
 from tests.fuzz.test_documents import INTAKE_CODES, check_reason
 from tests.helpers import DECLARANT_BIN, DECLARANT_IIN, INSPECTOR, OTHER_OFFICE, SUPERVISOR, run_steps, stored
 
@@ -97,12 +97,6 @@ def paper_act(officials, content: bytes, official: str | None, signer: str | Non
     if signer == "garbage":
         return SignedAct(document, b"0\x03\x02\x01\x00")
     return SignedAct(document, officials.signer(official if signer == "own" else SUPERVISOR).sign(document))
-
-
-def audited_refusal_only(before: dict[str, int], after: dict[str, int]) -> bool:
-    """Nothing stored but, for an official's act refused, its audit event (and the audit chain it opened)."""
-    new = added(before, after)
-    return set(new) <= {"audit_event", "audit_chain"} and new.get("audit_event", 0) <= 1
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
