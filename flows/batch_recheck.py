@@ -22,10 +22,9 @@ from tasks.reconcile import reconcile_runs
 
 
 def restart_clearance(application_id: str) -> None:
-    """A new clearance run for a stuck declaration (one per declaration and minute, however often it is asked)."""
-    start_clearance(
-        application_id, requested_by="batch-recheck", idempotency_key=f"recheck:{application_id}:{utcnow():%Y%m%d%H%M}"
-    )
+    """A new clearance run for a stuck declaration (one per declaration and minute, however often it is asked); the
+    restart is audited by batch-recheck itself (``recheck_restart``), not by a parameter of the run."""
+    start_clearance(application_id, idempotency_key=f"recheck:{application_id}:{utcnow():%Y%m%d%H%M}")
 
 
 @flow(name="batch-recheck", flow_run_name=job_run_name("batch-recheck"), persist_result=False)

@@ -240,22 +240,23 @@ def _await_official(application_id: str) -> None:
 
 
 @flow(name="clearance", flow_run_name="{application_id}", persist_result=False, log_prints=False)
-def clearance(application_id: str, requested_by: str | None = None, wait_for_official: bool = True) -> dict:
+def clearance(application_id: str, rerun_act: int | None = None, wait_for_official: bool = True) -> dict:
     """Clear one declaration from submission to release or to its next resting state.
 
     A declaration awaiting an official makes the run wait for the official's signed decision (recorded by
     `customs decide` or the API, which wake the run) until the legal deadline, unless ``wait_for_official`` is off.
-    ``requested_by`` names who asked for a re-run (audited). A step that fails beyond its retries is a
-    failure of the information system, not the declarant's: it is reported to the support service (with
-    this run's log and the declaration's state), the declarant is told, and the run fails so that it
-    can be retried.
+    ``rerun_act`` is the official's signed re-run act (its id, recorded by `customs rerun` before the run
+    starts): the audit chain names the act and its official; no parameter names a person. A step that fails
+    beyond its retries is a failure of the information system, not the declarant's: it is reported to the
+    support service (with this run's log and the declaration's state), the declarant is told, and the run
+    fails so that it can be retried.
     """
     logger = get_run_logger()
     labels: dict = {}
     flow_run = get_run_context().flow_run
     flow_run_id = str(flow_run.id)
-    if requested_by or flow_run.run_count > 1:  # `customs rerun`, or the same run again (the UI's Retry, a reschedule)
-        record_rerun(application_id, requested_by or "prefect-retry", flow_run_id, flow_run.run_count)
+    if rerun_act is not None or flow_run.run_count > 1:  # `customs rerun`, or the same run again (the UI's Retry)
+        record_rerun(application_id, rerun_act, flow_run_id, flow_run.run_count)
 
     timings: dict[str, float] = {}
 
@@ -284,7 +285,7 @@ def clearance(application_id: str, requested_by: str | None = None, wait_for_off
                 outcome = timed(step, release, application_id)
                 logger.info("%s (%s) is %s, lane %s", application_id, outcome.registration_number, outcome.status, outcome.lane)
             _label_run(outcome, labels)
-            if requested_by or flow_run.run_count > 1:
+            if rerun_act is not None or flow_run.run_count > 1:
                 _recovered(application_id, flow_run_id)
             if outcome.status == Status.AWAITING_OFFICIAL and wait_for_official:
                 step = "official_decision"
@@ -351,7 +352,7 @@ def clearance(application_id: str, requested_by: str | None = None, wait_for_off
 def start_clearance(
     application_id: str,
     *,
-    requested_by: str | None = None,
+    rerun_act: int | None = None,
     idempotency_key: str | None = None,
     deployment_id: UUID | None = None,
     client: SyncPrefectClient | None = None,
@@ -366,14 +367,14 @@ def start_clearance(
         with get_client(sync_client=True) as client:  # inside a flow run: the run's own client
             return start_clearance(
                 application_id,
-                requested_by=requested_by,
+                rerun_act=rerun_act,
                 idempotency_key=idempotency_key,
                 deployment_id=deployment_id,
                 client=client,
             )
     if deployment_id is None:
         deployment_id = client.read_deployment_by_name(CLEARANCE_DEPLOYMENT).id
-    parameters = {"application_id": application_id} | ({"requested_by": requested_by} if requested_by else {})
+    parameters = {"application_id": application_id} | ({"rerun_act": rerun_act} if rerun_act is not None else {})
     return client.create_flow_run_from_deployment(
         deployment_id,
         parameters=parameters,

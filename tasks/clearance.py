@@ -36,9 +36,11 @@ def release(application_id: str) -> StepOutcome:
 
 
 @task(name="record-rerun", timeout_seconds=60, **DATABASE_RETRIES)
-def record_rerun(application_id: str, actor: str, flow_run_id: str, run_count: int) -> None:
-    """Audit that the clearance runs again, and who asked (an official, or the Prefect UI's Retry)."""
-    record_rerun_event(application_id, actor, flow_run_id, run_count)
+def record_rerun(application_id: str, rerun_act: int | None, flow_run_id: str, run_count: int) -> None:
+    """Audit that the clearance runs again, and who asked: the official of the signed re-run act (its id; a run given
+    an id that is no recorded re-run act of its declaration, or one another run took, is refused), or the Prefect
+    UI's Retry."""
+    record_rerun_event(application_id, rerun_act, flow_run_id, run_count)
 
 
 @task(name="report-failure", retries=3, retry_delay_seconds=[1, 2, 4], timeout_seconds=60)

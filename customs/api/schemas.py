@@ -76,6 +76,17 @@ class SubmissionIn(BaseModel):
         "required for declarant and portal clients, absent for paper entry by officials.",
     )
     attachments: list[AttachmentIn] = Field(default_factory=list)
+    act: str | None = Field(
+        None,
+        max_length=64 * 1024,
+        description="Paper entry by an official: the official's act enter_paper_declaration (its canonical JSON, base64), "
+        "naming the declaration's SHA-256 and customs office; required for official clients, absent otherwise.",
+    )
+    act_signature: str | None = Field(
+        None,
+        max_length=128 * 1024,
+        description="The detached CMS signature of `act` by the official's own NCA SIGN key (as NCALayer answers), base64.",
+    )
 
 
 SUBMISSION_FORM_SCHEMA = {
@@ -98,6 +109,17 @@ SUBMISSION_FORM_SCHEMA = {
             "type": "array",
             "items": {"type": "string", "format": "binary"},
             "description": "Detached signature of each attachment, in the same order.",
+        },
+        "act": {
+            "type": "string",
+            "format": "binary",
+            "description": "Paper entry by an official: the official's act enter_paper_declaration, as signed (a file "
+            "part; a text field is read as base64); required for official clients.",
+        },
+        "act_signature": {
+            "type": "string",
+            "format": "binary",
+            "description": "The detached CMS signature of `act` by the official's own NCA key (a file part, or base64).",
         },
     },
     "required": ["declaration"],

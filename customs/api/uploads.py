@@ -13,8 +13,10 @@ from customs.api.errors import ApiError, validation_error_body
 from customs.api.schemas import SubmissionIn
 from customs.core.settings import Settings
 from customs.services.intake import IncomingAttachment, Submission, read_document, submit_declaration
+from customs.services.official_acts import SignedAct
 from models.api_client import ApiClient, ClientKind
 from models.document import written_declarant
+from models.reasons import Reason
 
 
 class Part:
@@ -63,6 +65,24 @@ class Upload:
     content: bytes
     signature: bytes | None
     attachments: list[IncomingAttachment]
+    act: SignedAct | None = None  # paper entry by an official: the signed act enter_paper_declaration
+
+
+def _signed_act(act: bytes | str | None, signature: bytes | str | None) -> SignedAct | None:
+    """The official's act and its signature as bytes (file parts) or base64 (JSON, text fields), or None."""
+    if act is None and signature is None:
+        return None
+    if act is None or signature is None:
+        raise ApiError(400, "ACT_MALFORMED", "act and act_signature go together: the act and its detached signature", "act")
+    if isinstance(act, bytes) and isinstance(signature, bytes):
+        return SignedAct(act, signature)
+    signed = SignedAct.from_base64(
+        act if isinstance(act, str) else act.decode("ascii", "replace"),
+        signature if isinstance(signature, str) else signature.decode("ascii", "replace"),
+    )
+    if isinstance(signed, Reason):
+        raise ApiError(400, signed.code, signed.message, signed.path)
+    return signed
 
 
 def upload_from_form(parts: list[Part]) -> Upload:
@@ -70,11 +90,15 @@ def upload_from_form(parts: list[Part]) -> Upload:
     signature: list[Part] = []
     attachments: list[Part] = []
     attachment_signatures: list[Part] = []
+    act: list[Part] = []
+    act_signature: list[Part] = []
     fields = {
         "declaration": declaration,
         "signature": signature,
         "attachments": attachments,
         "attachment_signatures": attachment_signatures,
+        "act": act,
+        "act_signature": act_signature,
     }
     for part in parts:
         if part.name not in fields:
@@ -84,7 +108,7 @@ def upload_from_form(parts: list[Part]) -> Upload:
         fields[part.name].append(part)
     if not declaration:
         raise _form_invalid("the form has no 'declaration' file", "declaration")
-    for name, found in (("declaration", declaration), ("signature", signature)):
+    for name, found in (("declaration", declaration), ("signature", signature), ("act", act), ("act_signature", act_signature)):
         if len(found) > 1:
             raise _form_invalid(f"the form field {name!r} is given {len(found)} times; it is given once", name)
     if attachment_signatures and len(attachment_signatures) != len(attachments):
@@ -106,7 +130,13 @@ def upload_from_form(parts: list[Part]) -> Upload:
             )
             for i, part in enumerate(attachments)
         ],
+        act=_signed_act(*(_form_value(found[0]) if found else None for found in (act, act_signature))),
     )
+
+
+def _form_value(part: Part) -> bytes | str:
+    """A file part's exact bytes; a text field's text (base64)."""
+    return part.content if part.filename is not None else part.content.decode("utf-8", "replace")
 
 
 def upload_from_json(body: bytes, settings: Settings | None = None) -> Upload:
@@ -125,6 +155,7 @@ def upload_from_json(body: bytes, settings: Settings | None = None) -> Upload:
         envelope.declaration,
         envelope.signature,
         [IncomingAttachment(a.filename, a.content, a.signature) for a in envelope.attachments],
+        act=_signed_act(envelope.act, envelope.act_signature),
     )
 
 
@@ -142,10 +173,17 @@ def status_url(request: Request, application_id: str) -> str:
 
 def submit_for(client: ApiClient, upload: Upload, settings: Settings) -> Submission:
     """The rules of the client's kind, then intake itself (which stores the exact bytes or nothing)."""
-    if client.kind == ClientKind.OFFICIAL:
+    if client.kind == ClientKind.OFFICIAL:  # the client's official, and the act signed with that official's own key
         return submit_declaration(
-            upload.content, upload.signature, upload.attachments, channel="paper", official_id=client.official_id
+            upload.content,
+            upload.signature,
+            upload.attachments,
+            channel="paper",
+            official_id=client.official_id or "",
+            act=upload.act,
         )
+    if upload.act is not None:
+        raise ApiError(400, "OFFICIAL_NOT_EXPECTED", "an official's act enters a paper declaration: for official clients", "act")
     if not upload.signature:
         raise ApiError(
             400,

@@ -9,26 +9,32 @@ from typing import Annotated, Literal, Optional
 import typer
 
 from customs.cli.root import (
-    DEFAULT_OPERATOR,
     ExitCode,
     JsonOption,
-    OperatorOption,
     fail,
     not_found,
-    operator_of,
     outcome,
     prepare_database,
     print_outcome,
     read_file,
     refused,
 )
+from customs.cli.signing import (
+    ActOption,
+    ActSignatureOption,
+    CertOption,
+    ChainOption,
+    KeyOption,
+    OfficialOption,
+    signed_act_from_options,
+)
 from customs.core.db import DeclarationNotFound
 from customs.orchestration.starting import run_clearance_here, start_in_background
 from customs.rules import Refused
 from customs.rules.rerun import STEPS
-from customs.services.intake import CHANNELS, IncomingAttachment, submit_declaration
+from customs.services.intake import CHANNELS, IncomingAttachment, paper_act_subject, submit_declaration
 from customs.services.queries import declaration_status
-from customs.services.rerun import plan_rerun
+from customs.services.rerun import request_rerun, rerun_choice
 
 commands = typer.Typer()  # registered with the root app by customs.cli.root.COMMANDS
 
@@ -53,6 +59,14 @@ def submit(
         Optional[str],
         typer.Option("--official", help="With --channel paper: the id of the official entering the written declaration."),
     ] = None,
+    key: KeyOption = None,
+    cert: CertOption = None,
+    chain: ChainOption = [],
+    act: ActOption = None,
+    act_signature: Annotated[
+        Optional[Path],
+        typer.Option("--act-signature", help="With --act: its detached CMS signature (--signature is the declaration's)."),
+    ] = None,
     wait: Annotated[
         bool,
         typer.Option(
@@ -63,7 +77,14 @@ def submit(
     ] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Accept a declaration, fix its submission time and start its clearance."""
+    """Accept a declaration, fix its submission time and start its clearance. A paper declaration is entered by an
+    official's act signed with their own NCA key (--official with --key and --cert, or --act and --act-signature)."""
+    if channel != "paper" and (key or cert or chain or act or act_signature):
+        fail(
+            "--key, --cert, --act and --act-signature sign an official's entry of a paper declaration (--channel paper)",
+            as_json=as_json,
+            path="channel",
+        )
     if len(attach_signature) > len(attach):
         fail(
             f"{len(attach_signature)} --attach-signature for {len(attach)} --attach: each signature follows its attachment",
@@ -81,7 +102,21 @@ def submit(
     ]
     prepare_database()
     try:
-        submission = submit_declaration(content, sig, attachments, channel=channel, official_id=official)
+        signed = None
+        if channel == "paper":
+            signed = signed_act_from_options(
+                "enter_paper_declaration",
+                official,
+                key,
+                cert,
+                chain,
+                act,
+                act_signature,
+                as_json=as_json,
+                signature_option="--act-signature",
+                subject=paper_act_subject(content) if act is None else None,
+            )
+        submission = submit_declaration(content, sig, attachments, channel=channel, official_id=official, act=signed)
     except Refused as exc:
         fail(f"{declaration}: {exc}", ExitCode.REFUSED, as_json=as_json, error=exc.as_dict())
     if wait:
@@ -123,21 +158,37 @@ def rerun(
     from_step: Annotated[
         Optional[Step], typer.Option("--from-step", help="The step to start from; default: where it stopped.")
     ] = None,
-    operator: OperatorOption = DEFAULT_OPERATOR,
-    by: Annotated[Optional[str], typer.Option("--by", hidden=True, help="Deprecated: --operator.")] = None,
+    official: OfficialOption = None,
+    key_file: KeyOption = None,
+    cert: CertOption = None,
+    chain: ChainOption = [],
+    act: ActOption = None,
+    signature: ActSignatureOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Start the clearance again, as a new flow run, from the step where it failed (steps already done are never redone)."""
-    requested_by = operator_of(operator, by, "--by")
+    """Start the clearance again, as a new flow run, from the step where it failed (steps already done are never
+    redone), by an official's act signed with their own NCA key (rerun): the audit chain names the act."""
     prepare_database()
     try:
-        plan = plan_rerun(key, from_step)
+        signed = signed_act_from_options(
+            "rerun",
+            official,
+            key_file,
+            cert,
+            chain,
+            act,
+            signature,
+            as_json=as_json,
+            declaration_key=key,
+            choice=rerun_choice(key, from_step) if act is None else None,
+        )
+        plan = request_rerun(key, act=signed, from_step=from_step, official_id=official)
     except DeclarationNotFound as exc:
         not_found(exc, as_json)
     except Refused as exc:
         refused(exc, as_json)
     if not as_json:
-        typer.echo(f"re-running {plan.application_id} from {plan.from_step}, asked by {requested_by}")
-    run_clearance_here(plan.application_id, requested_by=requested_by)
+        typer.echo(f"re-running {plan.application_id} from {plan.from_step}, signed act {plan.rerun_act}")
+    run_clearance_here(plan.application_id, rerun_act=plan.rerun_act)
     result = outcome(plan.application_id)
     typer.echo(json.dumps(result, ensure_ascii=False)) if as_json else print_outcome(result)

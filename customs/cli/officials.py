@@ -8,7 +8,15 @@ from typing import Annotated, Literal, Optional
 import typer
 
 from customs.cli.root import JsonOption, fail, not_found, outcome, prepare_database, print_outcome, refused, table
-from customs.cli.signing import ActOption, CertOption, ChainOption, KeyOption, SignatureOption, signed_act_from_options
+from customs.cli.signing import (
+    ActOption,
+    ActSignatureOption,
+    CertOption,
+    ChainOption,
+    KeyOption,
+    OfficialOption,
+    signed_act_from_options,
+)
 from customs.core.db import DeclarationNotFound
 from customs.orchestration.decisions import resume_waiting_runs
 from customs.rules import Refused
@@ -25,11 +33,6 @@ commands = typer.Typer()  # registered with the root app by customs.cli.root.COM
 
 Decision = Literal["release", "refuse"]
 ReleaseCode = Literal[tuple(RELEASE_CODES)]
-
-
-OfficialOption = Annotated[
-    Optional[str], typer.Option("--official", help="The official's id (reference/officials.json) whose act this is.")
-]
 
 
 def _act_choice(signed: SignedAct, as_json: bool) -> dict:
@@ -58,7 +61,7 @@ def decide(
     cert: CertOption = None,
     chain: ChainOption = [],
     act_file: ActOption = None,
-    signature: SignatureOption = None,
+    signature: ActSignatureOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Release or refuse to release a declaration awaiting an official: an act signed with the official's own NCA key
@@ -122,7 +125,7 @@ def cancel_release_command(
     cert: CertOption = None,
     chain: ChainOption = [],
     act_file: ActOption = None,
-    signature: SignatureOption = None,
+    signature: ActSignatureOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Cancel a release (automatic or by an official), a signed act, and send the cancellation document."""
@@ -178,7 +181,7 @@ def mark(
     cert: CertOption = None,
     chain: ChainOption = [],
     act_file: ActOption = None,
-    signature: SignatureOption = None,
+    signature: ActSignatureOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Affix the release mark after an automatic release (an official of the zone, a signed act)."""

@@ -3,24 +3,24 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from typing import Annotated, Literal, Optional
 
 import typer
 
-from customs.cli.root import (
-    DEFAULT_OPERATOR,
-    ExitCode,
-    JsonOption,
-    OperatorOption,
-    fail,
-    not_found,
-    operator_of,
-    prepare_database,
-    table,
+from customs.cli.root import ExitCode, JsonOption, fail, not_found, prepare_database, refused, table
+from customs.cli.signing import (
+    ActOption,
+    ActSignatureOption,
+    CertOption,
+    ChainOption,
+    KeyOption,
+    OfficialOption,
+    signed_act_from_options,
+    since_moment,
 )
 from customs.core.settings import get_settings
-from customs.services.outbox import dispatch_due_sync, list_notices, requeue_failed, requeue_notice
+from customs.rules import Refused
+from customs.services.outbox import dispatch_due_sync, list_notices, requeue_failed, requeue_notice, requeue_subject
 from models.outbox import NoticeStatus
 
 commands = typer.Typer()  # registered with the root app by customs.cli.root.COMMANDS
@@ -87,35 +87,55 @@ def outbox_requeue(
     notice_id: Annotated[Optional[int], typer.Argument(help="Notice id (see `customs outbox list`).")] = None,
     to: Annotated[Optional[str], typer.Option("--to", help="Send to this corrected address instead (audited).")] = None,
     all_failed: Annotated[
-        bool, typer.Option("--all-failed", help="Every failed notice (e.g. after fixing the SMTP settings).")
+        bool, typer.Option("--all-failed", help="Every failed notice (e.g. after fixing the SMTP settings); a supervisor's act.")
     ] = False,
     since: Annotated[
         Optional[str],
         typer.Option(help="With --all-failed: only those last tried since this ISO time, e.g. 2026-11-26T10:00+05:00."),
     ] = None,
-    operator: OperatorOption = DEFAULT_OPERATOR,
-    actor: Annotated[Optional[str], typer.Option("--actor", hidden=True, help="Deprecated: --operator.")] = None,
+    official: OfficialOption = None,
+    key: KeyOption = None,
+    cert: CertOption = None,
+    chain: ChainOption = [],
+    act: ActOption = None,
+    signature: ActSignatureOption = None,
+    as_json: JsonOption = False,
 ) -> None:
-    """Queue a failed or undeliverable notice again (or every failed one)."""
-    actor = operator_of(operator, actor, "--actor")
+    """Queue a failed or undeliverable notice again (or every failed one), by an official's act signed with their own
+    NCA key (requeue_notice): the delivery attempt and the audit chain name the official and the act."""
+    if all_failed and (notice_id is not None or to is not None):
+        fail("--all-failed takes no notice id and no --to", as_json=as_json)
+    if not all_failed and notice_id is None:
+        fail("give a notice id, or --all-failed", as_json=as_json)
+    if since is not None and not all_failed:
+        fail("--since is for --all-failed", as_json=as_json, path="since")
+    moment = since_moment(since, as_json=as_json)
     prepare_database()
-    if all_failed:
-        if notice_id is not None or to is not None:
-            fail("--all-failed takes no notice id and no --to")
-        try:
-            moment = datetime.fromisoformat(since) if since else None
-        except ValueError:
-            fail(f"--since must be an ISO time such as 2026-11-26T10:00+05:00; {since!r} given")
-        if moment is not None and moment.tzinfo is None:
-            fail("--since needs a time zone, e.g. +05:00 for Kazakhstan time")
-        typer.echo(f"{requeue_failed(actor=actor, since=moment)} failed notices queued again")
-        return
-    if notice_id is None:
-        fail("give a notice id, or --all-failed")
+    subject = requeue_subject(None if all_failed else notice_id, moment)
+    signed = signed_act_from_options(
+        "requeue_notice",
+        official,
+        key,
+        cert,
+        chain,
+        act,
+        signature,
+        as_json=as_json,
+        subject=subject,
+        choice={"to": to} if to is not None else None,
+    )
     try:
-        result = requeue_notice(notice_id, actor=actor, recipient=to)
+        if all_failed:
+            count = requeue_failed(act=signed, since=moment, official_id=official)
+        else:
+            result = requeue_notice(notice_id, act=signed, recipient=to, official_id=official)
     except LookupError as exc:
-        not_found(exc, False, code="NOTICE_NOT_FOUND", path="notice_id")
-    except ValueError as exc:
-        fail(str(exc), ExitCode.REFUSED, code="NOTICE_NOT_REQUEUED", path="notice_id")
-    typer.echo(f"notice {result['id']} queued again for {result['recipient']}")
+        not_found(exc, as_json, code="NOTICE_NOT_FOUND", path="notice_id")
+    except Refused as exc:
+        refused(exc, as_json)
+    if all_failed:
+        typer.echo(json.dumps({"requeued": count}) if as_json else f"{count} failed notices queued again")
+    elif as_json:
+        typer.echo(json.dumps(result, ensure_ascii=False))
+    else:
+        typer.echo(f"notice {result['id']} queued again for {result['recipient']} (signed act {result['signed_act']})")

@@ -10,13 +10,30 @@ from typing import Annotated, Optional
 import typer
 
 from customs.cli.root import JsonOption, fail, not_found, prepare_database, refused, table
+from customs.cli.signing import (
+    ActOption,
+    ActSignatureOption,
+    CertOption,
+    ChainOption,
+    KeyOption,
+    OfficialOption,
+    signed_act_from_options,
+)
 from customs.core.clock import kz_display
 from customs.core.db import DeclarationNotFound
 from customs.core.settings import get_settings
 from customs.orchestration.timers import schedule_print_timers_if_served
 from customs.rules import Refused
 from customs.services.outbox import dispatch_due_sync
-from customs.services.printing import copy_of, mark_printed, print_queue, render_print_copy, request_print, sla_report
+from customs.services.printing import (
+    copy_of,
+    mark_printed,
+    print_act_subject,
+    print_queue,
+    render_print_copy,
+    request_print,
+    sla_report,
+)
 
 commands = typer.Typer()  # registered with the root app by customs.cli.root.COMMANDS
 
@@ -127,13 +144,30 @@ def print_copy_command(
 @commands.command()
 def printed(
     request_id: Annotated[str, typer.Argument(help="Print request id.")],
-    official: Annotated[str, typer.Option("--official", help="The official of the office who printed and handed over the copy.")],
+    official: OfficialOption = None,
+    key: KeyOption = None,
+    cert: CertOption = None,
+    chain: ChainOption = [],
+    act: ActOption = None,
+    signature: ActSignatureOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Record that the copy was printed and handed over (after the 30 minutes it is recorded as late)."""
+    """Record that the copy was printed and handed over (after the 30 minutes it is recorded as late), by the act of
+    an official of the office signed with their own NCA key (mark_printed)."""
     prepare_database()
     try:
-        result = mark_printed(request_id, official_id=official)
+        signed = signed_act_from_options(
+            "mark_printed",
+            official,
+            key,
+            cert,
+            chain,
+            act,
+            signature,
+            as_json=as_json,
+            subject=print_act_subject(request_id) if act is None else None,
+        )
+        result = mark_printed(request_id, act=signed, official_id=official)
     except Refused as exc:
         refused(exc, as_json)
     if as_json:
@@ -142,6 +176,7 @@ def printed(
         typer.echo(
             f"{request_id} printed by {result['printed_by']} after {result['minutes']} min"
             + (" (LATE: over 30 minutes)" if result["late"] else " (in time)")
+            + f"; signed act {result['signed_act']}"
         )
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
 import sys
 from collections.abc import Iterable, Sequence
 from enum import IntEnum
@@ -67,6 +66,7 @@ COMMANDS = {
     "marks": ("officials", OFFICIALS),
     "mark": ("officials", OFFICIALS),
     "deadlines": ("officials", OFFICIALS),
+    "act": ("signing", OFFICIALS),
     "print-request": ("printing", PAPER_COPIES),
     "print-queue": ("printing", PAPER_COPIES),
     "print-copy": ("printing", PAPER_COPIES),
@@ -166,25 +166,6 @@ JsonOption = Annotated[
         help='Print JSON instead of text; an error is then {"error": {"code", "path", "message"}} on stdout.',
     ),
 ]
-OperatorOption = Annotated[
-    str,
-    typer.Option(
-        "--operator",
-        help="Who asks, as recorded in the audit chain or with the notice (default: $USER).",
-        show_default=False,
-    ),
-]
-DEFAULT_OPERATOR = os.environ.get("USER", "operator")
-
-
-def operator_of(operator: str, deprecated: str | None, spelling: str) -> str:
-    """The operator, given as ``--operator`` or, for this release only, with its old ``spelling`` (a warning)."""
-    if deprecated is None:
-        return operator
-    typer.secho(f"warning: {spelling} is deprecated and goes in the next release; use --operator", fg="yellow", err=True)
-    if operator != DEFAULT_OPERATOR and operator != deprecated:
-        fail(f"--operator {operator!r} and {spelling} {deprecated!r} name two people; give --operator only")
-    return deprecated
 
 
 def fail(

@@ -274,19 +274,16 @@ def restart_with(api_url: str) -> Callable[[str], None]:
 
     def restart(application_id: str) -> None:
         with prefect_api(api_url):
-            start_clearance(
-                application_id, requested_by="batch-recheck", idempotency_key=f"recheck:{application_id}:{utcnow():%Y%m%d%H%M}"
-            )
+            start_clearance(application_id, idempotency_key=f"recheck:{application_id}:{utcnow():%Y%m%d%H%M}")
 
     return restart
 
 
-def run_clearance_here(
-    application_id: str, *, requested_by: str | None = None, wait_for_official: bool = False
-) -> dict[str, Any]:
-    """Run the clearance flow in this process, recorded in the Prefect server (started if need be)."""
+def run_clearance_here(application_id: str, *, rerun_act: int | None = None, wait_for_official: bool = False) -> dict[str, Any]:
+    """Run the clearance flow in this process, recorded in the Prefect server (started if need be); ``rerun_act``: the
+    official's signed re-run act it carries out (`customs rerun`)."""
     with prefect_api(ensure_server()):
-        return clearance(application_id, requested_by=requested_by, wait_for_official=wait_for_official)
+        return clearance(application_id, rerun_act=rerun_act, wait_for_official=wait_for_official)
 
 
 def start_in_background(application_id: str) -> None:

@@ -13,17 +13,22 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import select
+from sqlmodel import Session, select
 
 from customs.core.clock import kz_local, utcnow
 from customs.core.db import transaction
 from customs.core.reference import load_reference
 from customs.core.settings import Settings, get_settings
 from customs.rules import Refused
+from customs.rules.official_acts import Expected
+from customs.rules.officials import authority_problem
 from customs.rules.resubmission import EarlierApplication, is_new_application
+from customs.services.official_acts import SignedAct, VerifiedAct, act_checked, record_act, verify_act
+from customs.services.officials import act_sha256, refuse_official_act
 from models.declaration import Attachment, Declaration, Status
 from models.document import written_declarant
-from models.reasons import UNSAFE_CATEGORIES
+from models.official_act import SignedOfficialAct
+from models.reasons import UNSAFE_CATEGORIES, Reason
 
 CHANNELS = ("electronic", "portal", "paper")
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32: no I, L, O, U
@@ -195,20 +200,23 @@ def submit_declaration(
     now: datetime | None = None,
     actor: str = "declarant",
     official_id: str | None = None,
+    act: SignedAct | None = None,
 ) -> Submission:
     """Accept a declaration: fix the submission time, store the exact bytes with their SHA-256, audit it.
 
     Identical bytes submitted again return the existing application, never a second one, unless it was refused
     for its signatures alone and the signatures are new (customs.rules.resubmission). A paper
-    declaration is entered by an official of the office it is addressed to (``official_id``), carries
-    no electronic signature, and names that official as the actor in the audit chain.
+    declaration is entered by an official of the office it is addressed to, by a signed act
+    (``enter_paper_declaration``: the SHA-256 of the declaration's bytes and its customs office); it carries no
+    electronic signature, the act is kept with the new application, and the official the act proves is the
+    submission's actor in the audit chain. ``official_id``, when given, is who the caller authenticated (an API
+    client's official): the act must be theirs. A refused act is audited and stores nothing.
     """
     settings = get_settings()
     if channel not in CHANNELS:
         raise _refused("CHANNEL_UNKNOWN", f"channel must be one of {', '.join(CHANNELS)}; {channel!r} given", "channel")
     data = read_document(content, settings)
     if channel == "paper":
-        actor = _paper_entry_official(official_id, data, settings)
         if signature or any(a.signature for a in attachments):
             raise _refused(
                 "PAPER_SIGNED",
@@ -216,7 +224,7 @@ def submit_declaration(
                 "submit a signed declaration through the electronic channel instead",
                 "signature",
             )
-    elif official_id is not None:
+    elif official_id is not None or act is not None:
         raise _refused(
             "OFFICIAL_NOT_EXPECTED", "only paper declarations are entered by an official (--channel paper)", "official"
         )
@@ -239,87 +247,152 @@ def submit_declaration(
     digest = hashlib.sha256(content).hexdigest()
 
     now = now or utcnow()
+    checked = _paper_act(act, now, settings) if channel == "paper" else None
     declarant_id = written_declarant(data).identifier
     signatures = (signature or None, *(a.signature or None for a in attachments))
+    refused: Refused | None = None
     try:
         with transaction() as session:
             attempt, resubmission_of = 1, None
             existing = _latest_with(session, digest)
-            if existing is not None:
+            entry = None
+            if channel == "paper":  # the act first: these bytes entered before are no reason to take any act
+                entry = _paper_entry_official(session, checked, act, official_id, data, digest, now, settings, existing)
+                if isinstance(entry, Refused):  # audited in this transaction; raised once it is committed
+                    refused, entry = entry, None
+                else:
+                    actor = entry.official_id
+            if refused is None and existing is not None:
                 if not is_new_application(
                     _earlier(session, existing), signatures, limit=settings.max_applications_per_declaration
                 ):
                     return Submission(existing.application_id, existing.submitted_at, str(existing.status), created=False)
                 attempt, resubmission_of = existing.attempt + 1, existing.application_id
-            declaration = Declaration(
-                application_id=new_application_id(now),
-                channel=channel,
-                submitted_at=now,
-                updated_at=now,
-                content=content,
-                content_sha256=digest,
-                attempt=attempt,
-                resubmission_of=resubmission_of,
-                signature=signature or None,
-                schema_id=_text_field(data, "schema", 80),
-                customs_office=_text_field(data, "customs_office", 20),
-                declarant_id=declarant_id[:20] if declarant_id else None,
-                entered_by=actor if channel == "paper" else None,
-            )
-            session.add(declaration)
-            session.flush()
-            for position, attachment in enumerate(attachments):
-                session.add(
-                    Attachment(
-                        declaration_id=declaration.id,
-                        position=position,
-                        filename=attachment.filename[:255],
-                        content=attachment.content,
-                        content_sha256=hashlib.sha256(attachment.content).hexdigest(),
-                        signature=attachment.signature or None,
-                    )
+            if refused is None:
+                declaration = Declaration(
+                    application_id=new_application_id(now),
+                    channel=channel,
+                    submitted_at=now,
+                    updated_at=now,
+                    content=content,
+                    content_sha256=digest,
+                    attempt=attempt,
+                    resubmission_of=resubmission_of,
+                    signature=signature or None,
+                    schema_id=_text_field(data, "schema", 80),
+                    customs_office=_text_field(data, "customs_office", 20),
+                    declarant_id=declarant_id[:20] if declarant_id else None,
+                    entered_by=actor if channel == "paper" else None,
                 )
-            declaration.record_submission(
-                session,
-                actor=actor,
-                details={
-                    "channel": channel,
-                    "sha256": digest,
-                    "bytes": len(content),
-                    "attachments": len(attachments),
-                    **({"resubmission_of": resubmission_of, "attempt": attempt} if resubmission_of else {}),
-                },
-            )
+                session.add(declaration)
+                session.flush()
+                for position, attachment in enumerate(attachments):
+                    session.add(
+                        Attachment(
+                            declaration_id=declaration.id,
+                            position=position,
+                            filename=attachment.filename[:255],
+                            content=attachment.content,
+                            content_sha256=hashlib.sha256(attachment.content).hexdigest(),
+                            signature=attachment.signature or None,
+                        )
+                    )
+                signed_act = {}
+                if entry is not None:
+                    record = record_act(session, entry, application_id=declaration.application_id, now=now)
+                    signed_act = {"signed_act": record.reference()}
+                declaration.record_submission(
+                    session,
+                    actor=actor,
+                    details={
+                        "channel": channel,
+                        "sha256": digest,
+                        "bytes": len(content),
+                        "attachments": len(attachments),
+                        **({"resubmission_of": resubmission_of, "attempt": attempt} if resubmission_of else {}),
+                        **signed_act,
+                    },
+                )
     except IntegrityError as exc:
         # the same bytes (or the same resubmission) raced in from elsewhere; any other conflict is an error
         existing = find_by_sha256(digest) if _same_bytes_conflict(exc) else None
         if existing is None:
             raise
         return Submission(existing.application_id, existing.submitted_at, str(existing.status), created=False)
+    if refused is not None:
+        raise refused
     return Submission(declaration.application_id, declaration.submitted_at, Status.SUBMITTED.value, created=True)
 
 
-def _paper_entry_official(official_id: str | None, data: dict[str, Any], settings: Settings) -> str:
-    """The official entering a paper declaration must be one of the office the declaration is addressed to."""
-    if not official_id:
-        raise _refused(
-            "OFFICIAL_REQUIRED",
-            "a paper declaration is entered by an official: give --official with the official's id",
-            "official",
-        )
-    official = load_reference(settings.reference_dir).officials.get(official_id)
-    if official is None:
-        raise _refused(
-            "OFFICIAL_UNKNOWN", f"{official_id!r} is not an authorized official (reference/officials.json)", "official"
-        )
+def paper_act_subject(content: bytes, settings: Settings | None = None) -> dict[str, str]:
+    """How an official's act names a paper declaration to enter: the SHA-256 of its bytes and its customs office."""
+    data = read_document(content, settings or get_settings())
+    return {
+        "declaration_sha256": hashlib.sha256(content).hexdigest(),
+        "customs_office": _text_field(data, "customs_office", 80) or "",
+    }
+
+
+def _paper_act(act: SignedAct | None, now: datetime, settings: Settings) -> VerifiedAct | tuple[Reason, str]:
+    """The paper entry's act, its signature checked (before the transaction: a CRL read is no time to hold locks)."""
+    if act is None:
+        return Reason(
+            code="SIGNATURE_MISSING",
+            path="act",
+            message="a paper declaration is entered by an official's signed act (enter_paper_declaration): "
+            "give the act and its signature",
+        ), "unknown"
+    return verify_act(act, now=now, settings=settings)
+
+
+def _paper_entry_official(
+    session: Session,
+    checked: VerifiedAct | tuple[Reason, str],
+    act: SignedAct | None,
+    official_id: str | None,
+    data: dict[str, Any],
+    digest: str,
+    now: datetime,
+    settings: Settings,
+    existing: Declaration | None,
+) -> VerifiedAct | Refused:
+    """The official entering a paper declaration proves it by a signed act about these bytes, and is one of the
+    office the declaration is addressed to; else the refusal, audited in the caller's transaction (under
+    ``paper:<SHA-256>``: the declaration is not stored). The act that entered ``existing`` (these bytes, entered
+    before), given again, is a retried call, not a replay: the caller answers with that application."""
     office = _text_field(data, "customs_office", 80)
-    if official.office != office:
-        raise _refused(
-            "OFFICE_MISMATCH",
-            f"official {official.id} is of customs office {official.office}; the declaration is addressed to office {office}",
-            "customs_office",
-        )
-    return official.id
+    expected = Expected(
+        act="enter_paper_declaration",
+        official_id=official_id,
+        subject={"declaration_sha256": digest, "customs_office": office or ""},
+    )
+    signed, problem, acting = act_checked(session, checked, expected, now=now, settings=settings)
+    if problem is not None and problem.code == "ACT_REPLAYED" and existing is not None:
+        earlier = session.exec(select(SignedOfficialAct).where(SignedOfficialAct.nonce == signed.act.nonce)).first()
+        if earlier.application_id == existing.application_id and earlier.act == "enter_paper_declaration":
+            problem = None
+    if problem is None:
+        official = load_reference(settings.reference_dir).officials.get(acting)
+        problem = authority_problem(official, acting, office=office, zone=None)
+        if problem is not None and problem.code == "OFFICE_MISMATCH":
+            problem = Reason(
+                code="OFFICE_MISMATCH",
+                path="customs_office",
+                message=f"official {official.id} is of customs office {official.office}; "
+                f"the declaration is addressed to office {office}",
+            )
+    if problem is None:
+        return signed
+    return refuse_official_act(
+        session,
+        f"paper:{digest[:34]}",
+        office,
+        acting,
+        "enter_paper_declaration",
+        problem,
+        now,
+        {"declaration_sha256": digest, **({"act_sha256": act_sha256(act)} if act is not None else {})},
+    )
 
 
 def _same_bytes_conflict(exc: IntegrityError) -> bool:

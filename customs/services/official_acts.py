@@ -229,6 +229,23 @@ def signed_acts_of(application_id: str) -> list[dict[str, Any]]:
         ]
 
 
+def act_checked(
+    session: Session,
+    checked: VerifiedAct | tuple[Reason, str],
+    expected: Expected,
+    *,
+    now: datetime,
+    settings: Settings,
+) -> tuple[VerifiedAct | None, Reason | None, str]:
+    """As ``customs.services.officials.act_on_declaration`` for an act that is not about one declaration (a paper
+    declaration not stored yet, a bulk requeue of notices): the signed act if it proves its official, says what
+    ``expected`` says and was not taken before; else the reason. Returns (act, problem, official id to audit)."""
+    if isinstance(checked, tuple):
+        return None, checked[0], checked[1]
+    problem = expected_problem(checked, expected, now=now, settings=settings) or replayed(session, checked)
+    return checked, problem, checked.official_id
+
+
 # ----------------------------------------------------------------------------------------------
 # The proof, for `customs audit verify`
 

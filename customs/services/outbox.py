@@ -22,7 +22,7 @@ from collections import Counter
 from collections.abc import Awaitable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from email.utils import parseaddr
 from typing import Any, TypeVar
 
@@ -35,11 +35,18 @@ from customs.core.reference import ReferenceDataError, load_reference
 from customs.core.settings import Settings, get_settings
 from customs.notices.delivery import PERMANENT, SENT, TEMPORARY, SendResult, Transport, backoff, transport_for
 from customs.notices.render import DECISION_FILE, DECISION_SIGNATURE_FILE, DeclarationFacts, build_message, decision_json_of
+from customs.rules import Refused
+from customs.rules.official_acts import Expected
+from customs.rules.officials import authority_problem
 from customs.services.authority import authority_signer
+from customs.services.official_acts import SignedAct, act_checked, record_act, verify_act
+from customs.services.officials import act_sha256, refuse_official_act
 from customs.services.support import withdraw_notice
 from models.audit import append_event
 from models.declaration import Declaration
+from models.official_act import SignedOfficialAct
 from models.outbox import DECISION_KINDS, DeliveryAttempt, Notice, NoticeAttachment, NoticeKind, NoticeStatus, usable_address
+from models.reasons import Reason
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -504,30 +511,98 @@ def dispatch_due_sync(**kwargs) -> DispatchReport:
 # The outbox as operations staff handle it
 
 
-def requeue_failed(*, actor: str, since: datetime | None = None, now: datetime | None = None) -> int:
-    """Queue every failed notice again (e.g. after a wrong SMTP password failed a batch); undeliverable ones need an address."""
+def requeue_subject(notice_id: int | None = None, since: datetime | None = None) -> dict[str, str]:
+    """How an official's ``requeue_notice`` act names what it queues again: one notice, or every failed notice (last
+    tried since a time, or ``all``)."""
+    if notice_id is not None:
+        return {"notice_id": str(notice_id)}
+    return {"failed_since": since.astimezone(UTC).isoformat() if since is not None else "all"}
+
+
+def _office_of(session, application_id: str) -> str | None:
+    return session.exec(select(Declaration.customs_office).where(Declaration.application_id == application_id)).first()
+
+
+def requeue_failed(
+    *,
+    act: SignedAct,
+    since: datetime | None = None,
+    official_id: str | None = None,
+    now: datetime | None = None,
+    settings: Settings | None = None,
+) -> int:
+    """Queue every failed notice again (e.g. after a wrong SMTP password failed a batch), by a supervisor's signed act
+    (``requeue_notice``, subject ``failed_since``); undeliverable ones need an address. Each notice's delivery attempt
+    and its declaration's audit chain (``notice_requeued``) name the official and the act. A refused act is audited
+    (under ``outbox``: it is about no one declaration) and changes nothing."""
+    settings = settings or get_settings()
+    reference = load_reference(settings.reference_dir)
     now = now or utcnow()
-    with transaction() as session:
-        query = select(Notice).where(Notice.status == NoticeStatus.FAILED).with_for_update()
-        if since is not None:
-            query = query.where(Notice.last_attempt_at >= since)
-        notices = list(session.exec(query))
-        for notice in notices:
-            session.add(
-                DeliveryAttempt(
-                    notice_id=notice.id,
-                    attempt=notice.attempts,
-                    at=now,
-                    outcome="requeued",
-                    detail=f"queued again by {actor} (all failed)",
-                )
+    checked = verify_act(act, now=now, settings=settings, reference=reference)
+    refused = None
+    with transaction(settings) as session:
+        expected = Expected(act="requeue_notice", official_id=official_id, subject=requeue_subject(since=since))
+        signed, problem, acting = act_checked(session, checked, expected, now=now, settings=settings)
+        official = reference.officials.get(acting)
+        if problem is None:
+            problem = authority_problem(official, acting, office=official.office if official else None, zone=None)
+        if problem is None and official.role != "supervisor":
+            problem = Reason(
+                code="ROLE_MISMATCH",
+                path="official",
+                message=f"official {official.id} is an {official.role}: every failed notice, of every office, is queued "
+                "again by a supervisor (an inspector queues one notice of their office again)",
             )
-            notice.status = NoticeStatus.PENDING
-            notice.attempts = 0
-            notice.next_attempt_at = now
-            notice.last_error = None
-            session.add(notice)
-        return len(notices)
+        if problem is not None:
+            refused = refuse_official_act(
+                session,
+                "outbox",
+                None,
+                acting,
+                "requeue_failed",
+                problem,
+                now,
+                {"act_sha256": act_sha256(act), **expected.subject},
+            )
+        else:
+            query = select(Notice).where(Notice.status == NoticeStatus.FAILED).with_for_update()
+            if since is not None:
+                query = query.where(Notice.last_attempt_at >= since)
+            notices = list(session.exec(query))
+            record = record_act(session, signed, application_id=None, now=now, outcome={"notices": [n.id for n in notices]})
+            for notice in notices:
+                _requeue(session, notice, official.id, record, now, detail="(all failed)")
+            count = len(notices)
+    if refused is not None:
+        raise refused
+    return count
+
+
+def _requeue(session, notice: Notice, official_id: str, record: SignedOfficialAct, now: datetime, *, detail: str = "") -> None:
+    """Queue the notice again: a delivery attempt ``requeued`` and an audit event name the official and the act."""
+    session.add(
+        DeliveryAttempt(
+            notice_id=notice.id,
+            attempt=notice.attempts,
+            at=now,
+            outcome="requeued",
+            detail=f"queued again by official {official_id}, signed act {record.id} {detail}".strip(),
+        )
+    )
+    append_event(
+        session,
+        application_id=notice.application_id,
+        office=_office_of(session, notice.application_id),
+        event="notice_requeued",
+        actor=official_id,
+        at=now,
+        details={"notice_id": notice.id, "kind": str(notice.kind), "to": notice.recipient, "signed_act": record.reference()},
+    )
+    notice.status = NoticeStatus.PENDING
+    notice.attempts = 0
+    notice.next_attempt_at = now
+    notice.last_error = None
+    session.add(notice)
 
 
 def list_notices(*, status: str | None = None, application_id: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
@@ -557,49 +632,91 @@ def list_notices(*, status: str | None = None, application_id: str | None = None
         ]
 
 
-def requeue_notice(notice_id: int, *, actor: str, recipient: str | None = None, now: datetime | None = None) -> dict[str, Any]:
-    """Send a failed or undeliverable notice again (after the cause was fixed), optionally to a corrected address."""
+def requeue_notice(
+    notice_id: int,
+    *,
+    act: SignedAct,
+    recipient: str | None = None,
+    official_id: str | None = None,
+    now: datetime | None = None,
+    settings: Settings | None = None,
+) -> dict[str, Any]:
+    """Send a failed or undeliverable notice again (after the cause was fixed), optionally to a corrected address,
+    by an official's signed act (``requeue_notice``: subject ``notice_id``, choice ``to`` for a corrected address)
+    of the notice's office. The delivery attempt and the audit chain (``notice_requeued``, and ``notice_redirected``
+    for another address) name the official and the act. A refused act is audited and changes nothing; a notice
+    that is not there raises LookupError (nothing to audit it on)."""
+    settings = settings or get_settings()
+    reference = load_reference(settings.reference_dir)
     now = now or utcnow()
-    with transaction() as session:
+    checked = verify_act(act, now=now, settings=settings, reference=reference)
+    refused = None
+    with transaction(settings) as session:
         notice = session.exec(select(Notice).where(Notice.id == notice_id).with_for_update()).first()
         if notice is None:
             raise LookupError(f"no notice with id {notice_id}")
-        if notice.status not in (NoticeStatus.FAILED, NoticeStatus.UNDELIVERABLE):
-            raise ValueError(f"notice {notice_id} is {notice.status}; only failed or undeliverable notices are queued again")
-        if recipient is not None:
-            address = usable_address(recipient)
-            if address is None:
-                raise ValueError(f"{recipient!r} is not a usable e-mail address")
-            notice.recipient = address
-        if notice.recipient is None:
-            raise ValueError(f"notice {notice_id} has no address; give one with --to")
-        session.add(
-            DeliveryAttempt(
-                notice_id=notice.id,
-                attempt=notice.attempts,
-                at=now,
-                outcome="requeued",
-                detail=f"queued again by {actor}" + (f" to {notice.recipient}" if recipient else ""),
-            )
+        office = _office_of(session, notice.application_id)
+        expected = Expected(
+            act="requeue_notice",
+            official_id=official_id,
+            subject=requeue_subject(notice_id),
+            choice={"to": recipient} if recipient is not None else None,
         )
-        if recipient is not None:  # a legal document goes to another address: that is an act to account for
-            append_event(
-                session,
-                application_id=notice.application_id,
-                office=session.exec(
-                    select(Declaration.customs_office).where(Declaration.application_id == notice.application_id)
-                ).first(),
-                event="notice_redirected",
-                actor=actor[:60],
-                at=now,
-                details={"notice_id": notice.id, "kind": str(notice.kind), "to": notice.recipient},
+        signed, problem, acting = act_checked(session, checked, expected, now=now, settings=settings)
+        official = reference.officials.get(acting)
+        to = signed.act.choice.get("to") if signed else recipient
+        if problem is None:
+            problem = authority_problem(official, acting, office=office, zone=None)
+        kind = None
+        if problem is None and notice.status not in (NoticeStatus.FAILED, NoticeStatus.UNDELIVERABLE):
+            problem, kind = (
+                Reason(
+                    code="NOTICE_NOT_REQUEUED",
+                    path="notice_id",
+                    message=f"notice {notice_id} is {notice.status}; only failed or undeliverable notices are queued again",
+                ),
+                "conflict",
             )
-        notice.status = NoticeStatus.PENDING
-        notice.attempts = 0
-        notice.next_attempt_at = now
-        notice.last_error = None
-        session.add(notice)
-        return {"id": notice.id, "status": str(notice.status), "recipient": notice.recipient}
+        address = usable_address(to) if to is not None else notice.recipient
+        if problem is None and to is not None and address is None:
+            problem = Reason(code="ADDRESS_UNUSABLE", path="to", message=f"{to!r} is not a usable e-mail address")
+        elif problem is None and address is None:
+            problem, kind = (
+                Reason(code="NOTICE_NOT_REQUEUED", path="to", message=f"notice {notice_id} has no address; give one with --to"),
+                "invalid",
+            )
+        if problem is not None:
+            refusal = refuse_official_act(
+                session,
+                notice.application_id,
+                office,
+                acting,
+                "requeue_notice",
+                problem,
+                now,
+                {"notice_id": notice_id, "act_sha256": act_sha256(act)},
+            )
+            refused = Refused(problem, kind=kind) if kind else refusal
+        else:
+            record = record_act(
+                session, signed, application_id=notice.application_id, now=now, outcome={"notice_id": notice.id, "to": address}
+            )
+            if to is not None:  # a legal document goes to another address: that is an act to account for
+                notice.recipient = address
+                append_event(
+                    session,
+                    application_id=notice.application_id,
+                    office=office,
+                    event="notice_redirected",
+                    actor=official.id,
+                    at=now,
+                    details={"notice_id": notice.id, "kind": str(notice.kind), "to": address, "signed_act": record.reference()},
+                )
+            _requeue(session, notice, official.id, record, now, detail=f"to {address}" if to is not None else "")
+            result = {"id": notice.id, "status": str(notice.status), "recipient": notice.recipient, "signed_act": record.id}
+    if refused is not None:
+        raise refused
+    return result
 
 
 def outbox_counts() -> dict[str, int]:

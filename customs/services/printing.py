@@ -25,9 +25,12 @@ from customs.core.reference import load_reference
 from customs.core.settings import Settings, get_settings
 from customs.notices.paper_copy import copy_context, render_copy_pdf_apart
 from customs.rules import Refused
-from customs.rules.officials import authority_problem, official_refusal
+from customs.rules.official_acts import Expected
+from customs.rules.officials import authority_problem
 from customs.rules.printing import minutes_between, not_printable, requester_problem, sla_figures
 from customs.services.authority import UNSIGNED, authority_signer
+from customs.services.official_acts import SignedAct, declaration_subject, record_act, verify_act
+from customs.services.officials import act_on_declaration, act_sha256, refuse_official_act
 from models.audit import append_event
 from models.declaration import Declaration, ReleaseMark
 from models.document import written_declarant
@@ -331,20 +334,47 @@ def copy_of(request_id: str) -> tuple[PrintRequest, bytes]:
         return request, request.pdf
 
 
+def print_act_subject(request_id: str) -> dict[str, str]:
+    """How an official's act names a print request: the request, and its declaration (``declaration_subject``)."""
+    with transaction() as session:
+        request = session.exec(select(PrintRequest).where(PrintRequest.request_id == request_id)).first()
+        if request is None:
+            raise Refused.because("REQUEST_UNKNOWN", f"no print request {request_id!r}", "request_id")
+        return declaration_subject(find_declaration(session, request.application_id)) | {"print_request": request_id}
+
+
 def mark_printed(
-    request_id: str, *, official_id: str, now: datetime | None = None, settings: Settings | None = None
+    request_id: str,
+    *,
+    act: SignedAct,
+    official_id: str | None = None,
+    now: datetime | None = None,
+    settings: Settings | None = None,
 ) -> dict[str, Any]:
-    """An official of the office records that the copy was printed and handed over; after the deadline it is marked late."""
+    """An official of the office records, by a signed act (``mark_printed``: the request and its declaration), that
+    the copy was printed and handed over; after the deadline it is marked late. ``official_id``, when given, is who
+    the caller authenticated: the act must be theirs. A refused act is audited and changes nothing."""
     settings = settings or get_settings()
     reference = load_reference(settings.reference_dir)
     now = now or utcnow()
+    checked = verify_act(act, now=now, settings=settings, reference=reference)
     refused: Refused | None = None
     with transaction(settings) as session:
         request = session.exec(select(PrintRequest).where(PrintRequest.request_id == request_id).with_for_update()).first()
         if request is None:
             raise Refused.because("REQUEST_UNKNOWN", f"no print request {request_id!r}", "request_id")
-        official = reference.officials.get(official_id)
-        problem = authority_problem(official, official_id, office=request.office, zone=None)
+        declaration = find_declaration(session, request.application_id)
+        signed, problem, acting = act_on_declaration(
+            session,
+            declaration,
+            checked,
+            Expected(act="mark_printed", official_id=official_id, subject={"print_request": request_id}),
+            now=now,
+            settings=settings,
+        )
+        official = reference.officials.get(acting)
+        if problem is None:
+            problem = authority_problem(official, acting, office=request.office, zone=None)
         if problem is None and request.pdf_sha256 is None:
             problem = _not_ready(request).reason
         if problem is None and request.status == PrintStatus.PRINTED:
@@ -354,18 +384,20 @@ def mark_printed(
                 message=f"request {request_id} was printed by {request.printed_by} at {kz_display(request.printed_at)}",
             )
         if problem is not None:
-            append_event(
+            refused = refuse_official_act(
                 session,
-                application_id=request.application_id,
-                office=request.office,
-                event="official_action_refused",
-                actor=official_id[:60],
-                at=now,
-                reasons=[problem],
-                details={"action": "print", "request_id": request_id},
+                request.application_id,
+                request.office,
+                acting,
+                "print",
+                problem,
+                now,
+                {"request_id": request_id, "act_sha256": act_sha256(act)},
             )
-            refused = official_refusal(problem)
         else:
+            record = record_act(
+                session, signed, application_id=request.application_id, now=now, outcome={"request_id": request_id}
+            )
             request.status = PrintStatus.PRINTED
             request.printed_at = now
             request.printed_by = official.id
@@ -379,7 +411,13 @@ def mark_printed(
                 event="copy_printed",
                 actor=official.id,
                 at=now,
-                details={"request_id": request_id, "late": request.late, "minutes": minutes, "pdf_sha256": request.pdf_sha256},
+                details={
+                    "request_id": request_id,
+                    "late": request.late,
+                    "minutes": minutes,
+                    "pdf_sha256": request.pdf_sha256,
+                    "signed_act": record.reference(),
+                },
             )
             result = {
                 "request_id": request_id,
@@ -388,6 +426,7 @@ def mark_printed(
                 "printed_at": now.isoformat(),
                 "minutes": minutes,
                 "late": request.late,
+                "signed_act": record.id,
             }
     if refused is not None:
         raise refused

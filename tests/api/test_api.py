@@ -35,6 +35,7 @@ from tests.helpers import (
     SAMPLES,
     SUPERVISOR,
     as_bytes,
+    events,
     http_scope,
     run_steps,
     sample,
@@ -555,25 +556,77 @@ def test_an_official_action_takes_a_small_body_only(settings, app, path):
 # --- Officials ------------------------------------------------------------------------------------------
 
 
-def test_paper_entry_by_an_official(http, company_signer):
+def paper_act(officials, content: bytes, official_id: str = INSPECTOR, **signing):
+    from customs.services.intake import paper_act_subject
+
+    return officials.act("enter_paper_declaration", official_id, subject=paper_act_subject(content), **signing)
+
+
+@pytest.mark.parametrize("family", ["rsa", "gost2004"])
+def test_paper_entry_by_an_official(http, company_signer, person_signer, officials, family):
+    """Issue 23: the official client's token and the act signed with that official's own NCA key, both: as files of
+    the form, or base64 in JSON. Another official's or a declarant's key, or no act: refused (403); an act of another
+    official than the client's (400); audited, nothing stored."""
     headers = bearer("official", official=INSPECTOR)
     content = as_bytes(unique(sample()))
-    response = http.post("/v1/declarations", files=multipart(content, None), headers=headers)
+    act = paper_act(officials, content, family=family)
+    files = multipart(content, None) + [
+        ("act", ("act.json", act.document, "application/json")),
+        ("act_signature", ("act.p7s", act.signature, "application/pkcs7-signature")),
+    ]
+    response = http.post("/v1/declarations", files=files, headers=headers)
     assert response.status_code == 202, response.text
     declaration = stored(response.json()["application_id"])
     assert declaration.channel == "paper" and declaration.entered_by == INSPECTOR
+    (submitted,) = [e for e in events(declaration.application_id) if e.to_status == "submitted"]
+    assert submitted.actor == INSPECTOR and submitted.details["signed_act"]["algorithm"].startswith(
+        "GOST" if family != "rsa" else "RSA"
+    )
+    other = as_bytes(unique(sample()))
+    signed = paper_act(officials, other, family=family)
+    as_json = {"declaration": b64(other), "act": b64(signed.document), "act_signature": b64(signed.signature)}
+    entered = http.post("/v1/declarations", json=as_json, headers=headers)
+    assert entered.status_code == 202, entered.text
+    assert stored(entered.json()["application_id"]).entered_by == INSPECTOR
+
+    refused = as_bytes(unique(sample()))
+    for signer in (officials.signer(SUPERVISOR, family), company_signer, person_signer):
+        act = paper_act(officials, refused, signed_by=signer)
+        body = {"declaration": b64(refused), "act": b64(act.document), "act_signature": b64(act.signature)}
+        assert_error(http.post("/v1/declarations", json=body, headers=headers), 403, "SIGNER_NOT_OFFICIAL")
+    act = paper_act(officials, refused)  # the inspector's act, sent by the supervisor's client
+    body = {"declaration": b64(refused), "act": b64(act.document), "act_signature": b64(act.signature)}
+    assert_error(http.post("/v1/declarations", json=body, headers=bearer("official", official=SUPERVISOR)), 400, "ACT_MISMATCH")
+    assert_error(http.post("/v1/declarations", json={"declaration": b64(refused)}, headers=headers), 403, "SIGNATURE_MISSING")
+    assert_error(
+        http.post("/v1/declarations", json={"declaration": b64(refused), "act": b64(act.document)}, headers=headers),
+        400,
+        "ACT_MALFORMED",
+    )
+    assert_error(
+        http.post("/v1/declarations", json=body | {"act_signature": "not base64!"}, headers=headers), 400, "ACT_MALFORMED"
+    )
+    audited = [e for e in events(f"paper:{hashlib.sha256(refused).hexdigest()[:34]}") if e.event == "official_action_refused"]
+    assert [e.reasons[0]["code"] for e in audited] == ["SIGNER_NOT_OFFICIAL"] * 3 + ["ACT_MISMATCH", "SIGNATURE_MISSING"]
+    with transaction() as session:
+        assert (
+            session.exec(select(Declaration).where(Declaration.content_sha256 == hashlib.sha256(refused).hexdigest())).all() == []
+        )
     signed = as_bytes(unique(sample()))
     assert_error(
         http.post("/v1/declarations", files=multipart(signed, company_signer.sign(signed)), headers=headers), 400, "PAPER_SIGNED"
     )
+    other_office = as_bytes(unique(sample()))
+    act = paper_act(officials, other_office, OTHER_OFFICE)
+    body = {"declaration": b64(other_office), "act": b64(act.document), "act_signature": b64(act.signature)}
     assert_error(
-        http.post(
-            "/v1/declarations",
-            files=multipart(as_bytes(unique(sample())), None),
-            headers=bearer("official", official=OTHER_OFFICE),
-        ),
+        http.post("/v1/declarations", json=body, headers=bearer("official", official=OTHER_OFFICE)), 403, "OFFICE_MISMATCH"
+    )
+    # a declarant's client sends no official's act
+    assert_error(
+        http.post("/v1/declarations", json=body | {"signature": b64(company_signer.sign(other_office))}, headers=bearer()),
         400,
-        "OFFICE_MISMATCH",
+        "OFFICIAL_NOT_EXPECTED",
     )
 
 

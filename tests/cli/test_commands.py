@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
@@ -17,6 +18,7 @@ from tests.helpers import (
     DECLARANT_IIN,
     INSPECTOR,
     ROOT,
+    SUPERVISOR,
     as_bytes,
     cleared,
     events,
@@ -101,7 +103,7 @@ def test_a_company_signing_with_a_gost_key_is_cleared_end_to_end_through_the_cli
 
 
 @pytest.mark.usefixtures("prefect_harness")
-def test_cli_rerun_after_a_failed_step_is_audited_and_never_registers_twice(settings, company_signer, monkeypatch):
+def test_cli_rerun_after_a_failed_step_is_audited_and_never_registers_twice(settings, company_signer, officials, monkeypatch):
     import customs.services.steps as risk
     from models.outbox import NoticeKind
 
@@ -115,20 +117,26 @@ def test_cli_rerun_after_a_failed_step_is_audited_and_never_registers_twice(sett
     monkeypatch.undo()
     number = declaration_status(application_id)["registration_number"]
     runner = CliRunner()
-    refused = runner.invoke(app, ["rerun", application_id, "--from-step", "registration"])
+    unsigned = runner.invoke(app, ["rerun", application_id, "--from-step", "risk_assessment"])
+    assert unsigned.exit_code == 2 and "--key and --cert" in unsigned.stderr  # an official's act is signed
+    signing = officials.cli_options(SUPERVISOR)
+    refused = runner.invoke(app, ["rerun", application_id, "--from-step", "registration", *signing])
     assert refused.exit_code == 3 and "would not register again" in refused.output and number in refused.output
-    rerun = runner.invoke(app, ["rerun", number, "--from-step", "risk_assessment", "--operator", "KZ-OF-0002", "--json"])
+    rerun = runner.invoke(app, ["rerun", number, "--from-step", "risk_assessment", *signing, "--json"])
     assert rerun.exit_code == 0, rerun.output
     result = json.loads(rerun.stdout.strip().splitlines()[-1])
     assert (result["status"], result["registration_number"]) == ("released", number)
     (audited,) = events(application_id, "clearance_rerun")
-    assert audited.actor == "KZ-OF-0002" and audited.details["from_step"] == "risk_assessment"
+    assert audited.actor == SUPERVISOR and audited.details["from_step"] == "risk_assessment"
+    assert audited.details["signed_act"]["id"] and audited.details["signed_act"]["cert_serial"]
+    (refusal,) = events(application_id, "official_action_refused")
+    assert (refusal.actor, refusal.reasons[0]["code"]) == (SUPERVISOR, "STEP_ALREADY_DONE")
     assert len(flow_runs_of(application_id)) == 2  # a new flow run, linked by the application tag
     assert len(notices(application_id, NoticeKind.REGISTRATION)) == 1 and len(notices(application_id, NoticeKind.RELEASE)) == 1
-    nothing = runner.invoke(app, ["rerun", application_id])
+    nothing = runner.invoke(app, ["rerun", application_id, *signing])
     assert nothing.exit_code == 3 and "NOTHING_TO_RERUN" in nothing.output
     # Issue 17, item 11: a named step of a released declaration is the more specific STEP_ALREADY_DONE
-    done = runner.invoke(app, ["rerun", application_id, "--from-step", "registration", "--json"])
+    done = runner.invoke(app, ["rerun", application_id, "--from-step", "registration", *signing, "--json"])
     assert done.exit_code == 3
     assert json.loads(done.stdout)["error"] == {
         "code": "STEP_ALREADY_DONE",
@@ -138,7 +146,7 @@ def test_cli_rerun_after_a_failed_step_is_audited_and_never_registers_twice(sett
     }
 
 
-def test_cli_print_request_queue_copy_printed_and_sla(settings, company_signer, tmp_path):
+def test_cli_print_request_queue_copy_printed_and_sla(settings, company_signer, officials, tmp_path):
     declaration = cleared(company_signer)
     runner = CliRunner()
     created = runner.invoke(app, ["print-request", declaration.registration_number, "--requested-by", DECLARANT_BIN, "--json"])
@@ -151,10 +159,12 @@ def test_cli_print_request_queue_copy_printed_and_sla(settings, company_signer, 
     assert queue.stdout.splitlines()[0].split() == ["request", "registration", "number", "office", "due", "at", "time", "left"]
     copy = runner.invoke(app, ["print-copy", request_id, "-o", str(tmp_path / "copy.pdf")])
     assert copy.exit_code == 0 and declaration.registration_number in pdf_text((tmp_path / "copy.pdf").read_bytes())
-    wrong = runner.invoke(app, ["printed", request_id, "--official", "KZ-OF-0005"])
+    wrong = runner.invoke(app, ["printed", request_id, *officials.cli_options("KZ-OF-0005")])
     assert wrong.exit_code == 3 and "OFFICE_MISMATCH" in wrong.output
-    done = runner.invoke(app, ["printed", request_id, "--official", INSPECTOR])
-    assert done.exit_code == 0 and "(in time)" in done.output
+    done = runner.invoke(app, ["printed", request_id, *officials.cli_options(INSPECTOR, "gost2004")])
+    assert done.exit_code == 0 and "(in time)" in done.output and "signed act" in done.output
+    (printed,) = events(declaration.application_id, "copy_printed")
+    assert printed.actor == INSPECTOR and printed.details["signed_act"]["algorithm"].startswith("GOST")
     report = runner.invoke(app, ["sla", "--json"])
     assert json.loads(report.stdout)["total"]["printed_in_time"] == 1
     bad = runner.invoke(app, ["sla", "--from", "26.11.2026"])
@@ -328,7 +338,7 @@ def test_help_groups_the_commands_and_shows_every_choice(settings):
     def every_command(group: click.Group, ctx: click.Context):
         for name in group.list_commands(ctx):
             command = group.get_command(ctx, name)
-            if isinstance(command, click.Group):
+            if hasattr(command, "list_commands"):  # a group (Typer's own group class is not click's here)
                 yield from every_command(command, ctx)
             else:
                 yield command
@@ -338,18 +348,109 @@ def test_help_groups_the_commands_and_shows_every_choice(settings):
     with_json = [c for c in commands if any("--json" in p.opts for p in c.params)]
     assert len(with_json) >= 15
     assert all(p.help for c in with_json for p in c.params if "--json" in p.opts)
-    people = {o for c in commands for p in c.params if not p.hidden for o in p.opts} & {"--by", "--actor", "--operator"}
-    assert people == {"--operator"}  # one name per role; --by and --actor are hidden aliases for one release
+    people = {o for c in commands for p in c.params for o in p.opts} & {"--by", "--actor", "--operator"}
+    assert people == set()  # issue 23: who acts is the official whose key signs the act, never a name given
+    acts = {
+        c.name: {o for p in c.params for o in p.opts} for c in commands if c.name in {"printed", "rerun", "requeue", "submit"}
+    }
+    assert len(acts) == 4 and all({"--official", "--key", "--cert", "--chain", "--act"} <= opts for opts in acts.values())
 
 
-def test_the_old_spelling_of_operator_still_works_with_a_warning(settings, company_signer):
-    declaration = cleared(company_signer)
+def test_an_officials_act_is_signed_here_or_drafted_and_signed_elsewhere(settings, company_signer, officials, tmp_path):
+    """Issue 23: the options of an official's act on the command line (customs.cli.signing): --key/--cert sign here;
+    `customs act draft` writes the document that NCALayer (here `customs sign`) signs elsewhere, given with --act and
+    --signature; missing or conflicting options are usage errors, before anything is done."""
+    from sqlmodel import select
+
+    from customs.core.db import transaction
+    from models.outbox import Notice, NoticeStatus
+
+    application_id = submit(company_signer, unique(sample()))
+    with transaction() as session:
+        notice = session.exec(select(Notice).where(Notice.application_id == application_id)).first()
+        notice.status = NoticeStatus.FAILED
+        session.add(notice)
+        notice_id = notice.id
     runner = CliRunner()
-    old = runner.invoke(app, ["rerun", declaration.application_id, "--from-step", "registration", "--by", "KZ-OF-0002"])
-    assert old.exit_code == 3 and "STEP_ALREADY_DONE" in old.stderr
-    assert "--by is deprecated" in old.stderr and "use --operator" in old.stderr
-    both = runner.invoke(app, ["outbox", "requeue", "1", "--operator", "alice", "--actor", "bob"])
-    assert both.exit_code == 2 and "name two people" in both.stderr
+    key, cert = officials.cli_options(INSPECTOR)[3], officials.cli_options(INSPECTOR)[5]
+    act, signature = tmp_path / "act.json", tmp_path / "act.json.p7s"
+    for args, says in (
+        ([], "an official's act is signed"),
+        (["--official", INSPECTOR, "--key", key], "--key and --cert go together"),
+        (["--key", key, "--cert", cert], "give --official"),
+        (["--act", str(act)], "--act and --signature go together"),
+        (["--official", INSPECTOR, "--key", key, "--cert", cert, "--act", str(act), "--signature", str(signature)], "not both"),
+    ):
+        usage = runner.invoke(app, ["outbox", "requeue", str(notice_id), *args])
+        assert usage.exit_code == ExitCode.USAGE and says in usage.stderr, (args, usage.output)
+    assert notices(application_id)[0].status == "failed" and events(application_id, "official_action_refused") == []
+
+    drafted = runner.invoke(app, ["act", "draft", "requeue_notice", str(notice_id), "--official", INSPECTOR, "-o", str(act)])
+    assert drafted.exit_code == 0 and "SHA-256" in drafted.output, drafted.output
+    document = json.loads(act.read_bytes())
+    assert (document["act"], document["official_id"], document["subject"]) == (
+        "requeue_notice",
+        INSPECTOR,
+        {"notice_id": str(notice_id)},
+    )
+    signed = runner.invoke(app, ["sign", str(act), "--key", key, "--cert", cert])
+    assert signed.exit_code == 0 and signature.exists(), signed.output
+    requeued = runner.invoke(app, ["outbox", "requeue", str(notice_id), "--act", str(act), "--signature", str(signature)])
+    assert requeued.exit_code == 0 and "signed act" in requeued.output, requeued.output
+    (event,) = events(application_id, "notice_requeued")
+    assert event.actor == INSPECTOR and event.details["signed_act"]["sha256"] == hashlib.sha256(act.read_bytes()).hexdigest()
+    replayed = runner.invoke(
+        app, ["outbox", "requeue", str(notice_id), "--act", str(act), "--signature", str(signature), "--json"]
+    )
+    assert replayed.exit_code == 3 and json.loads(replayed.stdout)["error"]["code"] == "ACT_REPLAYED"
+    # the document of a declaration's act names it by number and SHA-256, to stdout as the exact bytes to sign
+    rerun = runner.invoke(
+        app, ["act", "draft", "rerun", application_id, "--official", INSPECTOR, "--choice", "from_step=registration"]
+    )
+    assert rerun.exit_code == 0 and not rerun.stdout.endswith("\n")
+    assert json.loads(rerun.stdout)["subject"]["declaration_sha256"] == declaration_status(application_id)["sha256"]
+    assert runner.invoke(app, ["act", "draft", "delete", application_id, "--official", INSPECTOR]).exit_code == 2
+    assert runner.invoke(app, ["act", "draft", "rerun", "A000000-NOTHING", "--official", INSPECTOR]).exit_code == 4
+
+
+def test_cli_paper_entry_is_the_officials_signed_act(settings, company_signer, officials, tmp_path, monkeypatch):
+    import customs.cli.declarations as declarations
+
+    started: list[str] = []
+    monkeypatch.setattr(declarations, "start_in_background", started.append)
+    paper = tmp_path / "paper.json"
+    paper.write_bytes(as_bytes(unique(sample())))
+    runner = CliRunner()
+    unsigned = runner.invoke(app, ["submit", str(paper), "--channel", "paper", "--official", INSPECTOR])
+    assert unsigned.exit_code == 2 and "--act-signature" in unsigned.stderr
+    wrong = runner.invoke(app, ["submit", str(paper), "--channel", "paper", *officials.cli_options("KZ-OF-0005"), "--json"])
+    assert wrong.exit_code == 3 and json.loads(wrong.stdout)["error"]["code"] == "OFFICE_MISMATCH"
+    entered = runner.invoke(app, ["submit", str(paper), "--channel", "paper", *officials.cli_options(INSPECTOR), "--json"])
+    assert entered.exit_code == 0, entered.output
+    application_id = json.loads(entered.stdout)["application_id"]
+    assert started == [application_id]
+    (submitted,) = [e for e in events(application_id) if e.to_status == "submitted"]
+    assert submitted.actor == INSPECTOR and submitted.details["signed_act"]["signer_iin"] == "880312447497"
+    electronic = runner.invoke(app, ["submit", str(paper), *officials.cli_options(INSPECTOR)])
+    assert electronic.exit_code == 2 and "--channel paper" in electronic.stderr
+    # drafted here, signed elsewhere (GOST), given with --act and --act-signature
+    second, act = tmp_path / "second.json", tmp_path / "act.json"
+    second.write_bytes(as_bytes(unique(sample())))
+    drafted = runner.invoke(
+        app, ["act", "draft", "enter_paper_declaration", str(second), "--official", INSPECTOR, "-o", str(act)]
+    )
+    assert drafted.exit_code == 0, drafted.output
+    assert json.loads(act.read_bytes())["subject"]["declaration_sha256"] == hashlib.sha256(second.read_bytes()).hexdigest()
+    (tmp_path / "act.json.p7s").write_bytes(officials.signer(INSPECTOR, "gost2004").sign(act.read_bytes()))
+    given = ["--act", str(act), "--act-signature", str(tmp_path / "act.json.p7s")]
+    entered = runner.invoke(app, ["submit", str(second), "--channel", "paper", *given, "--json"])
+    assert entered.exit_code == 0, entered.output
+    (submitted,) = [e for e in events(json.loads(entered.stdout)["application_id"]) if e.to_status == "submitted"]
+    assert submitted.actor == INSPECTOR and submitted.details["signed_act"]["algorithm"].startswith("GOST")
+    again = runner.invoke(app, ["submit", str(second), "--channel", "paper", *given, "--json"])  # a retry: the same
+    assert again.exit_code == 0 and json.loads(again.stdout)["created"] is False
+    other = runner.invoke(app, ["submit", str(paper), "--channel", "paper", *given, "--json"])  # an act of other bytes
+    assert other.exit_code == 3 and json.loads(other.stdout)["error"]["code"] == "ACT_MISMATCH"  # entered before or not
 
 
 def test_the_readme_documents_every_exit_code():

@@ -88,7 +88,7 @@ def test_database_error_is_retried_and_registers_once(settings, company_signer, 
     assert result["status"] == "released" and result["registration_number"].endswith("/0000001")
 
 
-def test_failed_step_then_rerun_continues_where_the_declaration_stands(settings, company_signer, monkeypatch):
+def test_failed_step_then_rerun_continues_where_the_declaration_stands(settings, company_signer, officials, monkeypatch):
     import customs.services.steps as risk
 
     def broken(*args, **kwargs):
@@ -115,13 +115,25 @@ def test_failed_step_then_rerun_continues_where_the_declaration_stands(settings,
     assert [e["details"]["report_id"] for e in history if e["to"] is None] == [queued["support_report"].facts["report_id"]]
     number = declaration_status(application_id)["registration_number"]
     monkeypatch.undo()
-    result = clearance(application_id)
+    # An official's signed re-run act, recorded first; the run gets its id (no parameter names a person)
+    from customs.rules import Refused
+    from customs.services.rerun import request_rerun
+
+    act = officials.act("rerun", INSPECTOR, application_id, choice={"from_step": "risk_assessment"}, family="gost2004")
+    plan = request_rerun(application_id, act=act)
+    result = clearance(application_id, rerun_act=plan.rerun_act)
     assert (result["status"], result["registration_number"]) == ("released", number)
     transitions = [e["to"] for e in declaration_status(application_id)["history"]]
     assert transitions.count("registered") == 1 and transitions.count("released") == 1
+    (rerun,) = events(application_id, "clearance_rerun")
+    assert rerun.actor == INSPECTOR and rerun.details["signed_act"]["id"] == plan.rerun_act
+    assert rerun.details["from_step"] == "risk_assessment" and rerun.details["signed_act"]["algorithm"].startswith("GOST")
+    with pytest.raises(Refused) as refused:  # the act served its run: another run given its id records nobody
+        clearance(application_id, rerun_act=plan.rerun_act)
+    assert refused.value.code == "ACT_REPLAYED" and len(events(application_id, "clearance_rerun")) == 1
 
 
-def test_outbox_dispatch_flow_sends_what_is_due_and_cli_requeues_a_failed_notice(settings, company_signer):
+def test_outbox_dispatch_flow_sends_what_is_due_and_cli_requeues_a_failed_notice(settings, company_signer, officials):
     import asyncio
 
     from flows.outbox_dispatch import outbox_dispatch
@@ -139,14 +151,17 @@ def test_outbox_dispatch_flow_sends_what_is_due_and_cli_requeues_a_failed_notice
     runner = CliRunner()
     listed = runner.invoke(app_cli(), ["outbox", "list", "--status", "undeliverable", "--json"])
     assert [row["id"] for row in json.loads(listed.stdout)] == [stuck.id]
-    refused = runner.invoke(app_cli(), ["outbox", "requeue", str(stuck.id)])
+    signing = officials.cli_options(INSPECTOR)
+    refused = runner.invoke(app_cli(), ["outbox", "requeue", str(stuck.id), *signing])
     assert refused.exit_code == 3 and "no address" in refused.output
-    requeued = runner.invoke(app_cli(), ["outbox", "requeue", str(stuck.id), "--to", "broker@alatau-import.kz"])
+    requeued = runner.invoke(app_cli(), ["outbox", "requeue", str(stuck.id), "--to", "broker@alatau-import.kz", *signing])
     assert requeued.exit_code == 0, requeued.output
+    (redirected,) = events(unreachable, "notice_redirected")
+    assert redirected.actor == INSPECTOR and redirected.details["signed_act"]["cert_serial"]
     dispatched = runner.invoke(app_cli(), ["outbox", "dispatch"])
     assert "1 sent" in dispatched.output
     assert notices(unreachable)[0].status == NoticeStatus.SENT
-    again = runner.invoke(app_cli(), ["outbox", "requeue", str(stuck.id)])
+    again = runner.invoke(app_cli(), ["outbox", "requeue", str(stuck.id), *signing])
     assert again.exit_code == 3 and "only failed or undeliverable" in again.output
 
 

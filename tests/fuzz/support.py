@@ -49,3 +49,9 @@ def row_counts() -> dict[str, int]:
 
 def added(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
     return {name: after[name] - before[name] for name in after if after[name] != before.get(name, 0)}
+
+
+def audited_refusal_only(before: dict[str, int], after: dict[str, int]) -> bool:
+    """Nothing stored but, for an official's act refused (issue 23), its audit event (and the audit chain it opened)."""
+    new = added(before, after)
+    return set(new) <= {"audit_event", "audit_chain"} and new.get("audit_event", 0) <= 1

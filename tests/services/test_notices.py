@@ -15,13 +15,18 @@ from customs.core.db import transaction
 from customs.core.settings import configure
 from customs.notices.delivery import backoff, classify_reply
 from customs.notices.render import DeclarationFacts, build_message
+from customs.rules import Refused
 from customs.services import outbox
 from customs.services.outbox import dispatch_due_sync
 from customs.services.support import report_system_failure
 from models.audit import AuditEvent, verify_chain
 from models.declaration import Declaration, Status
-from models.outbox import NoticeKind, NoticeStatus, queue_notice
+from models.official_act import SignedOfficialAct
+from models.outbox import Notice, NoticeKind, NoticeStatus, queue_notice
 from tests.helpers import (
+    INSPECTOR,
+    OTHER_OFFICE,
+    SUPERVISOR,
     RecordingSmtpHandler,
     SmtpServer,
     attachments,
@@ -34,6 +39,9 @@ from tests.helpers import (
     sample,
     submit_signed,
     unique,
+)
+from tests.helpers import (
+    events as events_of,
 )
 
 ADDRESS = "broker@alatau-import.kz"
@@ -722,3 +730,100 @@ def test_the_declarant_hears_of_repeated_failures_once_when_the_last_attempt_fai
     told = notices(application_id, NoticeKind.FAILURE_REPORTED)
     assert [n.status for n in told] == [NoticeStatus.WITHDRAWN] * (len(told) - 1) + [NoticeStatus.SENT]
     assert len(notices(application_id, NoticeKind.SUPPORT_REPORT)) == smtp_settings.reconcile_max_attempts  # each at once
+
+
+# --- Requeued by an official's signed act ------------------------------------------------------------
+
+
+def _failed(application_id: str) -> int:
+    """The declaration's acceptance notice, failed (as after a permanent rejection)."""
+    with transaction() as session:
+        notice = session.exec(select(Notice).where(Notice.application_id == application_id)).first()
+        notice.status, notice.attempts, notice.last_error, notice.last_attempt_at = NoticeStatus.FAILED, 3, "550", utcnow()
+        session.add(notice)
+        return notice.id
+
+
+def _requeue_act(officials, notice_id: int | None, official_id: str = INSPECTOR, *, since=None, to=None, **signing):
+    subject = outbox.requeue_subject(notice_id, since)
+    return officials.act("requeue_notice", official_id, subject=subject, choice={"to": to} if to else None, **signing)
+
+
+@pytest.mark.parametrize("family", ["rsa", "gost2004"])
+def test_a_notice_is_requeued_by_the_officials_signed_act(settings, company_signer, person_signer, officials, family):
+    """Signed by the official it names (RSA or GOST), of the notice's office: queued again, its delivery attempt and
+    the audit chain name the official and the act; another official's or a declarant's key, an official of another
+    office, another notice's act: refused, audited, the notice stays failed."""
+    application_id = green_declaration(company_signer)
+    notice_id = _failed(application_id)
+    for signer in (officials.signer(SUPERVISOR, family), company_signer, person_signer):
+        with pytest.raises(Refused) as refused:
+            outbox.requeue_notice(notice_id, act=_requeue_act(officials, notice_id, signed_by=signer))
+        assert refused.value.code == "SIGNER_NOT_OFFICIAL" and refused.value.kind == "forbidden"
+    with pytest.raises(Refused) as refused:
+        outbox.requeue_notice(notice_id, act=_requeue_act(officials, notice_id, OTHER_OFFICE))
+    assert refused.value.code == "OFFICE_MISMATCH"
+    with pytest.raises(Refused) as refused:
+        outbox.requeue_notice(notice_id, act=_requeue_act(officials, notice_id + 1))
+    assert (refused.value.code, refused.value.path) == ("ACT_MISMATCH", "act.subject.notice_id")
+    with pytest.raises(Refused) as refused:  # a corrected address the act does not name
+        outbox.requeue_notice(notice_id, act=_requeue_act(officials, notice_id), recipient="other@alatau-import.kz")
+    assert refused.value.code == "ACT_MISMATCH"
+    audited = [e for e in events_of(application_id) if e.event == "official_action_refused"]
+    assert [(e.actor, e.details["action"], e.reasons[0]["code"]) for e in audited] == [
+        (INSPECTOR, "requeue_notice", "SIGNER_NOT_OFFICIAL"),
+    ] * 3 + [
+        (OTHER_OFFICE, "requeue_notice", "OFFICE_MISMATCH"),
+        (INSPECTOR, "requeue_notice", "ACT_MISMATCH"),
+        (INSPECTOR, "requeue_notice", "ACT_MISMATCH"),
+    ]
+    assert notices(application_id)[0].status == NoticeStatus.FAILED and attempts_of(notice_id) == []
+    with transaction() as session:
+        assert session.exec(select(SignedOfficialAct)).all() == []
+
+    to = "customs@alatau-import.kz"
+    result = outbox.requeue_notice(notice_id, act=_requeue_act(officials, notice_id, to=to, family=family), recipient=to)
+    assert (result["status"], result["recipient"]) == ("pending", to)
+    with transaction() as session:
+        row = session.exec(select(SignedOfficialAct)).one()
+        assert verify_chain(session).intact
+    assert (row.act, row.official_id, row.application_id, row.id) == (
+        "requeue_notice",
+        INSPECTOR,
+        application_id,
+        result["signed_act"],
+    )
+    assert row.algorithm.startswith("GOST" if family != "rsa" else "RSA")
+    (attempt,) = attempts_of(notice_id)
+    assert attempt.outcome == "requeued" and f"official {INSPECTOR}, signed act {row.id}" in attempt.detail
+    for event in ("notice_requeued", "notice_redirected"):
+        (audited,) = [e for e in events_of(application_id) if e.event == event]
+        assert audited.actor == INSPECTOR and audited.details["signed_act"] == row.reference()
+    with pytest.raises(Refused) as refused:  # pending now: nothing to requeue (audited too)
+        outbox.requeue_notice(notice_id, act=_requeue_act(officials, notice_id))
+    assert (refused.value.code, refused.value.kind) == ("NOTICE_NOT_REQUEUED", "conflict")
+
+
+def test_every_failed_notice_is_requeued_by_a_supervisors_signed_act(settings, company_signer, officials):
+    first, second = green_declaration(company_signer), green_declaration(company_signer)
+    failed = [_failed(first), _failed(second)]
+    since = utcnow() - timedelta(minutes=5)
+    with pytest.raises(Refused) as refused:  # an inspector queues one notice of their office, not all of them
+        outbox.requeue_failed(act=_requeue_act(officials, None, INSPECTOR, since=since), since=since)
+    assert refused.value.code == "ROLE_MISMATCH"
+    with pytest.raises(Refused) as refused:  # signed for every failed notice, asked for those since a time
+        outbox.requeue_failed(act=_requeue_act(officials, None, SUPERVISOR), since=since)
+    assert refused.value.code == "ACT_MISMATCH"
+    audited = [e for e in events_of("outbox") if e.event == "official_action_refused"]
+    assert [(e.actor, e.reasons[0]["code"]) for e in audited] == [(INSPECTOR, "ROLE_MISMATCH"), (SUPERVISOR, "ACT_MISMATCH")]
+    assert {n.status for n in notices(first) + notices(second)} == {NoticeStatus.FAILED}
+
+    assert outbox.requeue_failed(act=_requeue_act(officials, None, SUPERVISOR, since=since), since=since) == 2
+    with transaction() as session:
+        row = session.exec(select(SignedOfficialAct)).one()
+    assert (row.official_id, row.application_id, sorted(row.outcome["notices"])) == (SUPERVISOR, None, sorted(failed))
+    for application_id, notice_id in zip((first, second), failed, strict=True):
+        assert notices(application_id)[0].status == NoticeStatus.PENDING
+        assert f"official {SUPERVISOR}, signed act {row.id}" in attempts_of(notice_id)[0].detail
+        (audited,) = [e for e in events_of(application_id) if e.event == "notice_requeued"]
+        assert audited.actor == SUPERVISOR and audited.details["signed_act"]["id"] == row.id

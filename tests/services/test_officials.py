@@ -3,6 +3,7 @@ deadlines, paper declarations and the re-run rules."""
 
 from __future__ import annotations
 
+import hashlib
 from datetime import timedelta
 
 import pytest
@@ -14,11 +15,13 @@ from customs.rules import Refused
 from customs.rules.officials import release_alert_at
 from customs.rules.rerun import rerun_problem
 from customs.services.deadlines import check_release_deadlines
-from customs.services.intake import submit_declaration
+from customs.services.intake import paper_act_subject, submit_declaration
 from customs.services.officials import affix_mark, cancel_release, decide, open_marks
 from customs.services.queries import declaration_status, operations_summary
+from customs.services.rerun import record_rerun_event, request_rerun
 from models.audit import verify_chain
 from models.declaration import Declaration, Status
+from models.official_act import SignedOfficialAct
 from models.outbox import NoticeKind
 from tests.helpers import (
     INSPECTOR,
@@ -268,9 +271,14 @@ def test_release_mark_lifecycle(settings, company_signer, officials):
 # --- Paper declarations -------------------------------------------------------------------------------
 
 
-def test_paper_declaration_from_entry_to_release(settings):
+def paper_act(officials, content: bytes, official_id: str = INSPECTOR, **signing):
+    """The official's signed act entering these bytes (enter_paper_declaration)."""
+    return officials.act("enter_paper_declaration", official_id, subject=paper_act_subject(content), **signing)
+
+
+def test_paper_declaration_from_entry_to_release(settings, officials):
     content = as_bytes(unique(sample()))
-    submission = submit_declaration(content, None, channel="paper", official_id=INSPECTOR)
+    submission = submit_declaration(content, None, channel="paper", act=paper_act(officials, content))
     outcome = run_steps(submission.application_id)
     assert outcome.status == Status.RELEASED and outcome.registration_number.startswith("50101/")
     declaration = stored(submission.application_id)
@@ -284,10 +292,11 @@ def test_paper_declaration_from_entry_to_release(settings):
     ]
 
 
-def test_paper_declaration_still_meets_the_registration_rules(settings):
+def test_paper_declaration_still_meets_the_registration_rules(settings, officials):
     document = unique(sample())
     document["totals"]["items"] = 5
-    submission = submit_declaration(as_bytes(document), None, channel="paper", official_id=INSPECTOR)
+    content = as_bytes(document)
+    submission = submit_declaration(content, None, channel="paper", act=paper_act(officials, content))
     outcome = run_steps(submission.application_id)
     assert outcome.status == Status.REGISTRATION_REFUSED and [r["code"] for r in outcome.reasons] == ["TOTALS_MISMATCH"]
 
@@ -295,24 +304,75 @@ def test_paper_declaration_still_meets_the_registration_rules(settings):
 @pytest.mark.parametrize(
     "official,signature,code",
     [
-        (None, None, "OFFICIAL_REQUIRED"),
+        (None, None, "SIGNATURE_MISSING"),
         ("KZ-OF-9999", None, "OFFICIAL_UNKNOWN"),
         (OTHER_OFFICE, None, "OFFICE_MISMATCH"),
         (INSPECTOR, b"signature", "PAPER_SIGNED"),
     ],
 )
-def test_paper_entry_is_refused_without_the_right_official(settings, official, signature, code):
+def test_paper_entry_is_refused_without_the_right_official(settings, officials, official, signature, code):
+    content = as_bytes(unique(sample()))
+    act = None
+    if official is not None:
+        act = paper_act(officials, content, official, signed_by=officials.signer(INSPECTOR) if official == "KZ-OF-9999" else None)
     with pytest.raises(Refused) as refused:
-        submit_declaration(as_bytes(unique(sample())), signature, channel="paper", official_id=official)
+        submit_declaration(content, signature, channel="paper", act=act)
     assert refused.value.code == code
     with transaction() as session:
         assert session.exec(select(Declaration)).all() == []
+        assert session.exec(select(SignedOfficialAct)).all() == []
+    audited = [e for e in events(f"paper:{hashlib.sha256(content).hexdigest()[:34]}") if e.event == "official_action_refused"]
+    assert [e.reasons[0]["code"] for e in audited] == ([] if code == "PAPER_SIGNED" else [code])
 
 
-def test_an_official_cannot_enter_an_electronic_declaration(settings, company_signer):
+@pytest.mark.parametrize("family", ["rsa", "gost2004"])
+def test_a_paper_entry_is_the_officials_signed_act(settings, company_signer, person_signer, officials, family):
+    """Signed by the official it names (RSA or GOST): the application is stored with the act, and its submission
+    names the official and the act; another official's or a declarant's key, another declaration's act, or an act
+    of another official than the API client's: refused, audited under the paper's SHA-256, nothing stored."""
+    content = as_bytes(unique(sample()))
+    pseudo = f"paper:{hashlib.sha256(content).hexdigest()[:34]}"
+    for signer in (officials.signer(SUPERVISOR, family), company_signer, person_signer):
+        with pytest.raises(Refused) as refused:
+            submit_declaration(content, None, channel="paper", act=paper_act(officials, content, signed_by=signer))
+        assert refused.value.code == "SIGNER_NOT_OFFICIAL" and refused.value.kind == "forbidden"
+    other = as_bytes(unique(sample()))
+    with pytest.raises(Refused) as refused:  # an act entering other bytes
+        submit_declaration(content, None, channel="paper", act=paper_act(officials, other))
+    assert (refused.value.code, refused.value.path) == ("ACT_MISMATCH", "act.subject.declaration_sha256")
+    with pytest.raises(Refused) as refused:  # the API client's official is not the act's
+        submit_declaration(content, None, channel="paper", act=paper_act(officials, content), official_id=SUPERVISOR)
+    assert refused.value.code == "ACT_MISMATCH"
+    audited = [e for e in events(pseudo) if e.event == "official_action_refused"]
+    assert [(e.actor, e.details["action"], e.reasons[0]["code"]) for e in audited] == [
+        (INSPECTOR, "enter_paper_declaration", "SIGNER_NOT_OFFICIAL")
+    ] * 3 + [(INSPECTOR, "enter_paper_declaration", "ACT_MISMATCH")] * 2
+    with transaction() as session:
+        assert session.exec(select(Declaration)).all() == [] and session.exec(select(SignedOfficialAct)).all() == []
+
+    act = paper_act(officials, content, family=family)
+    submission = submit_declaration(content, None, channel="paper", act=act, official_id=INSPECTOR)
+    assert submission.created
+    with transaction() as session:
+        row = session.exec(select(SignedOfficialAct)).one()
+        assert verify_chain(session).intact
+    assert (row.act, row.official_id, row.application_id) == ("enter_paper_declaration", INSPECTOR, submission.application_id)
+    assert row.document == act.document and row.algorithm.startswith("GOST" if family != "rsa" else "RSA")
+    (submitted,) = [e for e in events(submission.application_id) if e.to_status == Status.SUBMITTED]
+    assert submitted.actor == INSPECTOR and submitted.details["signed_act"] == row.reference()
+    assert stored(submission.application_id).entered_by == INSPECTOR
+    # the same call again (a retry): the same application, the act not taken twice
+    again = submit_declaration(content, None, channel="paper", act=act, official_id=INSPECTOR)
+    assert (again.application_id, again.created) == (submission.application_id, False)
+
+
+def test_an_official_cannot_enter_an_electronic_declaration(settings, company_signer, officials):
     content = as_bytes(unique(sample()))
     with pytest.raises(Refused) as refused:
         submit_declaration(content, company_signer.sign(content), official_id=INSPECTOR)
+    assert refused.value.code == "OFFICIAL_NOT_EXPECTED"
+    with pytest.raises(Refused) as refused:
+        submit_declaration(content, company_signer.sign(content), act=paper_act(officials, content))
     assert refused.value.code == "OFFICIAL_NOT_EXPECTED"
 
 
@@ -360,3 +420,75 @@ def test_rerun_of_a_done_step_of_a_released_declaration_says_which_step_is_done(
         "the lane is assigned and recorded; every automatic step is done; "
         "the declaration waits for an official's decision (customs decide)"
     )
+
+
+# --- Re-runs, signed -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("family", ["rsa", "gost2004"])
+def test_a_rerun_is_the_officials_signed_act_and_its_run_names_it(settings, company_signer, person_signer, officials, family):
+    """Signed by the official it names (RSA or GOST): the act is kept and its id given to the run, whose
+    clearance_rerun event names the official and the act; the id serves one run. Another official's or a
+    declarant's key, or a re-run the rules refuse: audited, nothing kept."""
+    application_id = submit_signed(company_signer, unique(sample())).application_id  # submitted: its steps to run
+    choice = {"from_step": "signature_check"}
+    for signer in (officials.signer(SUPERVISOR, family), company_signer, person_signer):
+        with pytest.raises(Refused) as refused:
+            request_rerun(application_id, act=officials.act("rerun", INSPECTOR, application_id, choice=choice, signed_by=signer))
+        assert refused.value.code == "SIGNER_NOT_OFFICIAL" and refused.value.kind == "forbidden"
+    with pytest.raises(Refused) as refused:  # the request names another step than the act
+        request_rerun(
+            application_id, act=officials.act("rerun", INSPECTOR, application_id, choice=choice), from_step="registration"
+        )
+    assert (refused.value.code, refused.value.path) == ("ACT_MISMATCH", "act.choice.from_step")
+    with pytest.raises(Refused) as refused:  # the rules: registration is not done yet
+        request_rerun(application_id, act=officials.act("rerun", INSPECTOR, application_id, choice={"from_step": "release"}))
+    assert (refused.value.code, refused.value.kind) == ("STEP_NOT_READY", "conflict")
+    audited = events(application_id, "official_action_refused")
+    assert [(e.actor, e.details["action"], e.reasons[0]["code"]) for e in audited] == [
+        (INSPECTOR, "rerun", "SIGNER_NOT_OFFICIAL")
+    ] * 3 + [(INSPECTOR, "rerun", "ACT_MISMATCH"), (INSPECTOR, "rerun", "STEP_NOT_READY")]
+    with transaction() as session:
+        assert session.exec(select(SignedOfficialAct)).all() == []
+
+    plan = request_rerun(application_id, act=officials.act("rerun", INSPECTOR, application_id, choice=choice, family=family))
+    assert (plan.from_step, plan.rerun_act is not None) == ("signature_check", True)
+    with transaction() as session:
+        row = session.get(SignedOfficialAct, plan.rerun_act)
+    assert (row.act, row.official_id, row.application_id) == ("rerun", INSPECTOR, application_id)
+    assert row.algorithm.startswith("GOST" if family != "rsa" else "RSA")
+    assert events(application_id, "clearance_rerun") == []  # the run records it when it starts
+    record_rerun_event(application_id, plan.rerun_act, "run-1", 1)
+    record_rerun_event(application_id, plan.rerun_act, "run-1", 1)  # its task again, after a commit: once
+    (rerun,) = events(application_id, "clearance_rerun")
+    assert rerun.actor == INSPECTOR and rerun.details["signed_act"] == row.reference()
+    assert rerun.details["flow_run_id"] == "run-1" and rerun.details["from_step"] == "signature_check"
+    record_rerun_event(application_id, plan.rerun_act, "run-1", 2)  # the UI's Retry of that run: not the official
+    assert events(application_id, "clearance_rerun")[-1].actor == "prefect-retry"
+    with pytest.raises(Refused) as refused:  # another run given the same act
+        record_rerun_event(application_id, plan.rerun_act, "run-2", 1)
+    assert refused.value.code == "ACT_REPLAYED"
+    for wrong in (plan.rerun_act + 1000, -1):
+        with pytest.raises(Refused) as refused:
+            record_rerun_event(application_id, wrong, "run-3", 1)
+        assert refused.value.code == "RERUN_ACT_UNKNOWN"
+    other = submit_signed(company_signer, unique(sample())).application_id
+    with pytest.raises(Refused) as refused:  # a re-run act of another declaration
+        record_rerun_event(other, plan.rerun_act, "run-4", 1)
+    assert refused.value.code == "RERUN_ACT_UNKNOWN"
+    assert len(events(application_id, "clearance_rerun")) == 2
+    with transaction() as session:
+        assert verify_chain(session).intact
+
+
+def test_a_rerun_of_a_finished_clearance_or_by_another_zone_is_refused_and_audited(settings, company_signer, officials):
+    declaration = released(company_signer)
+    key = declaration.registration_number
+    with pytest.raises(Refused) as refused:
+        request_rerun(key, act=officials.act("rerun", INSPECTOR, key))
+    assert (refused.value.code, refused.value.kind) == ("NOTHING_TO_RERUN", "conflict")
+    with pytest.raises(Refused) as refused:
+        request_rerun(key, act=officials.act("rerun", OTHER_ZONE, key))
+    assert refused.value.code == "ZONE_MISMATCH"
+    audited = events(declaration.application_id, "official_action_refused")
+    assert [(e.actor, e.reasons[0]["code"]) for e in audited] == [(INSPECTOR, "NOTHING_TO_RERUN"), (OTHER_ZONE, "ZONE_MISMATCH")]

@@ -24,17 +24,20 @@ from customs.services.printing import (
     copies_to_render,
     copy_of,
     mark_printed,
+    print_act_subject,
     print_queue,
     render_print_copy,
     request_print,
     sla_report,
 )
 from models.audit import AuditEvent, verify_chain
+from models.official_act import SignedOfficialAct
 from models.outbox import Notice, NoticeKind
 from tests.helpers import (
     DECLARANT_BIN,
     INSPECTOR,
     OTHER_OFFICE,
+    SUPERVISOR,
     as_bytes,
     cleared,
     pdf_text,
@@ -51,6 +54,12 @@ def audit(application_id: str, event: str) -> list[AuditEvent]:
         return list(
             session.exec(select(AuditEvent).where(AuditEvent.application_id == application_id, AuditEvent.event == event))
         )
+
+
+def printed(officials, request_id: str, official_id: str = INSPECTOR, *, now=None, **signing) -> dict:
+    """The copy printed and handed over, by the official's signed act (mark_printed) dated ``now``."""
+    act = officials.act("mark_printed", official_id, subject=print_act_subject(request_id), now=now, **signing)
+    return mark_printed(request_id, act=act, now=now)
 
 
 def many_items(count: int) -> dict:
@@ -192,7 +201,7 @@ def test_a_request_is_queued_at_the_registering_office_and_the_applicant_told(se
     assert event.actor == DECLARANT_BIN and event.details["request_id"] == result.request_id
 
 
-def test_two_requests_for_one_declaration(settings, company_signer):
+def test_two_requests_for_one_declaration(settings, company_signer, officials):
     declaration = cleared(company_signer)
     now = utcnow()
     first = request_print(declaration.application_id, now=now)
@@ -200,7 +209,7 @@ def test_two_requests_for_one_declaration(settings, company_signer):
     assert not second.created and second.request_id == first.request_id  # still in the queue: the same request
     assert len(print_queue()) == 1
     render_print_copy(first.request_id)
-    mark_printed(first.request_id, official_id=INSPECTOR, now=now + timedelta(minutes=10))
+    printed(officials, first.request_id, now=now + timedelta(minutes=10))
     third = request_print(declaration.application_id, now=now + timedelta(hours=1))  # a new copy after the first was handed over
     assert third.created and third.request_id != first.request_id
 
@@ -273,22 +282,22 @@ def test_a_copy_that_cannot_be_rendered_in_time_is_stopped_recorded_and_given_up
 # --- Printing and deadlines --------------------------------------------------------------------------------
 
 
-def test_printed_in_time(settings, company_signer):
+def test_printed_in_time(settings, company_signer, officials):
     declaration = cleared(company_signer)
     now = utcnow()
     request = request_print(declaration.application_id, now=now)
     with pytest.raises(Refused) as refused:  # nothing to print yet
-        mark_printed(request.request_id, official_id=INSPECTOR, now=now + timedelta(minutes=1))
+        printed(officials, request.request_id, now=now + timedelta(minutes=1))
     assert refused.value.code == "COPY_NOT_READY"
     render_print_copy(request.request_id)
     with pytest.raises(Refused) as refused:
-        mark_printed(request.request_id, official_id=OTHER_OFFICE, now=now + timedelta(minutes=5))
+        printed(officials, request.request_id, OTHER_OFFICE, now=now + timedelta(minutes=5))
     assert refused.value.code == "OFFICE_MISMATCH"
-    result = mark_printed(request.request_id, official_id=INSPECTOR, now=now + timedelta(minutes=12))
+    result = printed(officials, request.request_id, now=now + timedelta(minutes=12))
     assert result["late"] is False and result["minutes"] == 12.0
     assert check_print_deadlines(now=now + timedelta(minutes=40)).as_dict() == {"alerted": [], "breached": []}
     with pytest.raises(Refused) as refused:
-        mark_printed(request.request_id, official_id=INSPECTOR)
+        printed(officials, request.request_id)
     assert refused.value.code == "ALREADY_PRINTED"
     figures = sla_report(now=now + timedelta(hours=1))["total"]
     assert (figures["requests"], figures["printed_in_time"], figures["late"], figures["open"], figures["median_minutes"]) == (
@@ -300,6 +309,13 @@ def test_printed_in_time(settings, company_signer):
     )
     (event,) = audit(declaration.application_id, "copy_printed")
     assert event.actor == INSPECTOR and event.details["late"] is False
+    assert event.details["signed_act"]["id"] == result["signed_act"]
+    refusals = audit(declaration.application_id, "official_action_refused")
+    assert [(e.actor, e.reasons[0]["code"]) for e in refusals] == [
+        (INSPECTOR, "COPY_NOT_READY"),
+        (OTHER_OFFICE, "OFFICE_MISMATCH"),
+        (INSPECTOR, "ALREADY_PRINTED"),
+    ]
 
 
 def test_never_printed_alerts_at_20_minutes_and_records_the_breach_at_30(settings, company_signer):
@@ -326,13 +342,13 @@ def test_never_printed_alerts_at_20_minutes_and_records_the_breach_at_30(setting
     assert (figures["open"], figures["open_overdue"], figures["median_minutes"]) == (1, 1, None)
 
 
-def test_printed_late_is_recorded_as_late(settings, company_signer):
+def test_printed_late_is_recorded_as_late(settings, company_signer, officials):
     declaration = cleared(company_signer)
     now = utcnow()
     request = request_print(declaration.application_id, now=now)
     check_print_deadlines(now=now + timedelta(minutes=31))
     render_print_copy(request.request_id)
-    result = mark_printed(request.request_id, official_id=INSPECTOR, now=now + timedelta(minutes=41))
+    result = printed(officials, request.request_id, now=now + timedelta(minutes=41))
     assert result["late"] is True and result["minutes"] == 41.0
     figures = sla_report(now=now + timedelta(hours=1))["total"]
     assert (figures["printed_in_time"], figures["late"], figures["open"], figures["median_minutes"]) == (0, 1, 0, 41.0)
@@ -340,7 +356,43 @@ def test_printed_late_is_recorded_as_late(settings, company_signer):
         assert verify_chain(session).intact
 
 
-def test_sla_report_per_office_and_dates(settings, company_signer):
+@pytest.mark.parametrize("family", ["rsa", "gost2004"])
+def test_a_copy_printed_is_the_officials_signed_act(settings, company_signer, person_signer, officials, family):
+    """Signed by the official it names (RSA or GOST): recorded, and copy_printed names the act; signed by another
+    official or a declarant: refused, audited, and the request stays pending."""
+    declaration = cleared(company_signer)
+    request = request_print(declaration.application_id)
+    render_print_copy(request.request_id)
+    for signer in (officials.signer(SUPERVISOR, family), company_signer, person_signer):
+        with pytest.raises(Refused) as refused:
+            printed(officials, request.request_id, signed_by=signer)
+        assert refused.value.code == "SIGNER_NOT_OFFICIAL" and refused.value.kind == "forbidden"
+    refusals = audit(declaration.application_id, "official_action_refused")
+    assert [(e.actor, e.details["action"], e.reasons[0]["code"]) for e in refusals] == [
+        (INSPECTOR, "print", "SIGNER_NOT_OFFICIAL")
+    ] * 3
+    (row,) = print_queue()
+    assert row["request_id"] == request.request_id and audit(declaration.application_id, "copy_printed") == []
+    with transaction() as session:
+        assert session.exec(select(SignedOfficialAct)).all() == []
+    with pytest.raises(Refused) as refused:  # an act about another request
+        act = officials.act("mark_printed", INSPECTOR, subject=print_act_subject(request.request_id) | {"print_request": "P-1"})
+        mark_printed(request.request_id, act=act)
+    assert refused.value.code == "ACT_MISMATCH"
+
+    result = printed(officials, request.request_id, family=family)
+    assert result["printed_by"] == INSPECTOR and print_queue() == []
+    (event,) = audit(declaration.application_id, "copy_printed")
+    with transaction() as session:
+        row = session.exec(select(SignedOfficialAct)).one()
+        assert verify_chain(session).intact
+    assert (row.act, row.official_id, row.application_id) == ("mark_printed", INSPECTOR, declaration.application_id)
+    assert row.algorithm.startswith("GOST" if family != "rsa" else "RSA")
+    assert event.actor == INSPECTOR and event.details["signed_act"] == row.reference()
+    assert json.loads(row.document)["subject"]["print_request"] == request.request_id
+
+
+def test_sla_report_per_office_and_dates(settings, company_signer, officials):
     now = utcnow()
     minutes = [5, 7, 9, 12, 35]
     for n, taken in enumerate(minutes):
@@ -350,7 +402,7 @@ def test_sla_report_per_office_and_dates(settings, company_signer):
         declaration = cleared(company_signer, document)
         request = request_print(declaration.application_id, now=now)
         render_print_copy(request.request_id)
-        mark_printed(request.request_id, official_id=INSPECTOR if n < 4 else "KZ-OF-0005", now=now + timedelta(minutes=taken))
+        printed(officials, request.request_id, INSPECTOR if n < 4 else "KZ-OF-0005", now=now + timedelta(minutes=taken))
     report = sla_report(date_from=kz_date(now), date_to=kz_date(now), now=now + timedelta(hours=2))
     by_office = {row["office"]: row for row in report["offices"]}
     assert by_office["50101"]["requests"] == 4 and by_office["50101"]["printed_in_time"] == 4

@@ -178,7 +178,8 @@ def test_a_declaration_restarted_twice_without_progress_waits_for_a_person(own_p
     """Issue 15: a declaration whose run fails the same way every time (a signature that keeps path building
     busy past the step's time-out) was restarted by every batch-recheck, a support report each time. After two
     restarts with nothing changed it is held, reported once, until a person re-runs it."""
-    from customs.services.rerun import record_rerun_event
+    from customs.services.rerun import record_rerun_event, request_rerun
+    from tests.helpers import OfficialKeys
 
     pki, settings = own_pki
     application_id = submit_signed(signer_of(pki, "s"), unique(sample())).application_id
@@ -200,8 +201,10 @@ def test_a_declaration_restarted_twice_without_progress_waits_for_a_person(own_p
         held = session.exec(select(AuditEvent).where(AuditEvent.event == "recheck_finding")).all()
     assert [(e.application_id, e.details["finding"]) for e in held] == [(application_id, "restart_held")]
     assert "customs rerun" in held[0].details["detail"]
-    # A person re-runs it: batch-recheck may restart it again (twice), then holds it again.
-    record_rerun_event(application_id, "KZ-OF-0001", "flow-run", 1)
+    # A person re-runs it (an official's signed act, recorded by the run): batch-recheck may restart it again
+    # (twice), then holds it again.
+    plan = request_rerun(application_id, act=OfficialKeys(pki).act("rerun", "KZ-OF-0001", application_id))
+    record_rerun_event(application_id, plan.rerun_act, "flow-run", 1)
     assert recheck(71) == [("stuck", "restarted")]
     assert restarted == [application_id] * 3
 

@@ -55,7 +55,10 @@ router = APIRouter(tags=["declarations"])
 async def submit(request: Request, response: Response, client: Client, background: BackgroundTasks) -> SubmissionOut:
     """Declarant clients submit through the electronic channel, and only for the IIN/BIN they act for (403
     DECLARANT_NOT_YOURS); portal clients through the portal channel for anyone; official clients enter paper
-    declarations of their office (no signature). The bytes are stored exactly as received."""
+    declarations of their office (no signature on the declaration), each by the act `enter_paper_declaration`
+    signed with the client's official's own NCA key (`act` and `act_signature`; refused and audited otherwise:
+    403 SIGNATURE_MISSING, SIGNER_NOT_OFFICIAL, OFFICE_MISMATCH; 400 ACT_MISMATCH). The bytes are stored exactly as
+    received."""
     settings = get_settings()
     kind = media_type(request.headers.get("content-type"))
     if kind == "multipart/form-data":
