@@ -242,3 +242,48 @@ def test_data_dir_modes_are_tightened(tmp_path):
     with open_private(data / "logs" / "server.log") as log:
         log.write(b"line\n")
     assert _mode(data / "logs" / "server.log") == 0o600 and _mode(data / "logs") == 0o700
+
+
+# --- No deployment lets a caller set the clock ------------------------------------------------------------------------
+
+# Each deployment's parameters, all of them: none sets the clock. (clearance's requested_by, an actor's name, goes
+# with the signed official acts of issue 23's other part.)
+DEPLOYMENT_PARAMETERS = {
+    "clearance": {"application_id", "requested_by", "wait_for_official"},
+    "batch-recheck": {"restart", "batch_size"},
+    "deadline-watch": set(),
+    "outbox-dispatch": {"max_notices", "batch_size"},
+    "print-deadlines": set(),
+    "print-deadline-timer": {"request_id", "stage"},
+    "paper-copy": {"request_id"},
+    "crl-refresh": set(),
+}
+
+
+def test_no_deployment_takes_a_clock_parameter():
+    from prefect.flows import load_flow_from_entrypoint
+
+    from customs.core.paths import PROJECT_ROOT
+    from customs.orchestration.deployments import read_deployments
+
+    specs = read_deployments()
+    assert {spec.name for spec in specs} == set(DEPLOYMENT_PARAMETERS)
+    for spec in specs:
+        flow = load_flow_from_entrypoint(str(PROJECT_ROOT / spec.entrypoint))
+        assert set(flow.parameters.properties) == DEPLOYMENT_PARAMETERS[spec.name], spec.name
+        assert set(spec.parameters) <= DEPLOYMENT_PARAMETERS[spec.name], spec.name
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_print_deadlines_run_asked_for_another_moment_is_refused_by_prefect():
+    from prefect.client.orchestration import get_client
+
+    from customs.orchestration.deployments import read_deployments, register_deployments
+
+    specs = [spec for spec in read_deployments() if spec.name in ("print-deadlines", "crl-refresh")]
+    registered = register_deployments(specs)
+    with get_client(sync_client=True) as client:
+        for deployment_id, _ in registered.values():
+            with pytest.raises(Exception, match="now"):
+                client.create_flow_run_from_deployment(deployment_id, parameters={"now": "2026-12-09T09:00:00+05:00"})
+            assert not [r for r in client.read_flow_runs() if r.deployment_id == deployment_id]
