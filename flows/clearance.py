@@ -33,6 +33,7 @@ from customs.core.db import DeclarationNotFound
 from customs.core.reference import load_reference
 from customs.core.settings import get_settings
 from customs.rules.decision_form import decision_choices, from_form, ground_choice, refusal_grounds
+from customs.rules.privacy import mask_private
 from customs.rules.reconcile import healed_by_reconciler
 from customs.services.officials import refused_decisions, waiting_for_official
 from customs.services.steps import StepOutcome, current_outcome
@@ -103,7 +104,7 @@ def _summary(outcome: StepOutcome, timings: dict[str, float] | None = None) -> s
         lines += [f"| {step} | {seconds:.3f} |" for step, seconds in timings.items()]
     if outcome.reasons:
         lines += ["", "## Reasons", "", "| Code | Where | Message |", "|---|---|---|"]
-        lines += [f"| {r['code']} | `{r['path']}` | {r['message'].replace('|', '/')} |" for r in outcome.reasons]
+        lines += [f"| {r['code']} | `{r['path']}` | {mask_private(r['message']).replace('|', '/')} |" for r in outcome.reasons]
     return "\n".join(lines)
 
 
@@ -171,7 +172,7 @@ def _decision_summary(application_id: str, info: dict, refused: list[dict]) -> s
     for attempt in refused[-3:]:  # the last refusals first: the official must see why the form came back
         lines.append(
             f"**Решение не принято (not accepted)**: {attempt['official_id']} ({attempt['decision']}): "
-            f"{attempt['code']}: {attempt['message']}"
+            f"{attempt['code']}: {mask_private(attempt['message'])}"
         )
     if lines:
         lines.append("")
@@ -189,7 +190,7 @@ def _artifact_key(application_id: str) -> str:
 
 
 def _publish_decision_details(application_id: str, info: dict, refused: list[dict]) -> None:
-    reasons = "\n".join(f"| {r['code']} | `{r['path']}` | {r['message']} |" for r in info["reasons"]) or "| - | | |"
+    reasons = "\n".join(f"| {r['code']} | `{r['path']}` | {mask_private(r['message'])} |" for r in info["reasons"]) or "| - | | |"
     text = [
         f"## Decision on {info['registration_number']}",
         f"Application {application_id}, customs office {info['office']}, zone **{info['zone']}**, lane **{info['lane']}** "
@@ -199,7 +200,9 @@ def _publish_decision_details(application_id: str, info: dict, refused: list[dic
         "| code | where | what |\n|---|---|---|\n" + reasons,
     ]
     if refused:
-        rows = "\n".join(f"| {a['at']} | {a['official_id']} | {a['decision']} | {a['code']} | {a['message']} |" for a in refused)
+        rows = "\n".join(
+            f"| {a['at']} | {a['official_id']} | {a['decision']} | {a['code']} | {mask_private(a['message'])} |" for a in refused
+        )
         text += ["### Decisions not accepted", "| at | official | decision | code | why |\n|---|---|---|---|---|\n" + rows]
     create_markdown_artifact(
         key=_artifact_key(application_id), markdown="\n\n".join(text), description=f"Decision on {application_id}"
