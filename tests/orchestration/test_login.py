@@ -67,6 +67,23 @@ def _call(prefect: str, method: str, path: str, auth=None) -> int:
     return httpx.request(method, url, json=body, auth=auth, timeout=20).status_code
 
 
+def _websocket(url: str, token: str | None) -> str:
+    """What Prefect's websocket at ``url`` answers: ``auth_success``, or ``closed``."""
+    import json
+
+    from websockets.exceptions import ConnectionClosed, InvalidStatus
+    from websockets.sync.client import connect
+
+    try:
+        with connect(url, subprotocols=["prefect"] if token else None, open_timeout=10) as socket:
+            if token is None:
+                socket.recv(timeout=10)  # a client of the old protocol, with no login: never accepted
+            socket.send(json.dumps({"type": "auth", "token": token}))
+            return json.loads(socket.recv(timeout=10))["type"]
+    except (ConnectionClosed, InvalidStatus):  # closed after the handshake, or refused in it (403)
+        return "closed"
+
+
 def _mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
@@ -89,6 +106,11 @@ def test_the_served_prefect_api_demands_the_login_and_the_clients_present_it(ser
     ui = prefect.removesuffix("/api")
     assert httpx.get(f"{ui}/ui-settings", timeout=10).json()["auth"] == "BASIC"
     assert httpx.get(f"{ui}/", timeout=10).status_code == 200
+    # The websockets (the UI's and the clients' event and log streams) refuse a client that does not log in first.
+    events = prefect.replace("http://", "ws://") + "/events/out"
+    assert _websocket(events, None) == "closed"
+    assert _websocket(events, "customs:not-the-password") == "closed"
+    assert _websocket(events, ":".join(login)) == "auth_success"
     # The ops alert token of the automations' webhook block: readable with the login only.
     blocks = f"{prefect}/block_documents/filter"
     secret = {"include_secrets": True}
