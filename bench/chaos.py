@@ -963,7 +963,8 @@ def wait_notices(run: Run, served: Served, load: Load, smtp, tmpfs, wait: float)
 def clearance_runs(served: Served) -> list[dict[str, Any]]:
     """Every clearance flow run in Prefect: its application, state type and run count."""
     runs, offset = [], 0
-    with httpx.Client(timeout=10.0) as client:
+    login = (Path(served.env["CUSTOMS_DATA_DIR"]) / "prefect-auth").read_text().strip()  # the server's (issue 23)
+    with httpx.Client(timeout=10.0, auth=tuple(login.split(":", 1))) as client:
         while True:
             page = client.post(
                 f"{served.prefect}/flow_runs/filter",

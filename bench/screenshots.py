@@ -12,6 +12,7 @@ PNG files to bench/screenshots/.
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import signal
@@ -87,6 +88,7 @@ def main() -> None:
     serve = subprocess.Popen([CUSTOMS, "serve"], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_until(lambda: httpx.get(f"{api}/v1/health", timeout=2).status_code == 200, "customs serve", 240)
+        login = (work / "data" / "prefect-auth").read_text().strip()  # the Prefect server's (issue 23)
         added = subprocess.run(
             [CUSTOMS, "clients", "add", "alatau", "--kind", "declarant", "--id", "050840001233"],
             env=env,
@@ -113,6 +115,7 @@ def main() -> None:
                 f"{prefect}/api/flow_runs/filter",
                 json={"flow_runs": {"tags": {"all_": [f"application:{waiting}"]}}},
                 timeout=10,
+                auth=tuple(login.split(":", 1)),
             ).json()
             return next((r for r in runs if r["state"]["name"] == "Suspended"), None)
 
@@ -120,6 +123,10 @@ def main() -> None:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=args.chromium, args=["--no-sandbox"])
             page = browser.new_page(viewport={"width": 1440, "height": 900})
+            # what the UI's login page stores once ops staff typed the line of data/prefect-auth
+            page.add_init_script(
+                f"localStorage.setItem('prefect-password', {json.dumps(base64.b64encode(login.encode()).decode())})"
+            )
             page.goto(f"{prefect}/runs", wait_until="networkidle")
             page.wait_for_timeout(2000)
             page.screenshot(path=str(args.out / "runs-list.png"))

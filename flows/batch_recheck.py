@@ -16,6 +16,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
 from customs.core.clock import job_run_name, utcnow
+from customs.rules.privacy import mask_private
 from flows.clearance import start_clearance
 from tasks.recheck import recheck
 from tasks.reconcile import reconcile_runs
@@ -39,20 +40,24 @@ def batch_recheck(restart: bool = True, batch_size: int | None = None) -> dict:
     for action in reconciled:
         key = f"run_{action['state'].lower()}/{action['action']}"
         counts[key] = counts.get(key, 0) + 1
-    rows = [
-        {k: f[k] for k in ("application_id", "registration_number", "status", "finding", "action", "detail")}
-        for f in result["findings"][:500]
-    ] + [
-        {
-            "application_id": a["application_id"],
-            "registration_number": a["flow_run"],
-            "status": a["status"],
-            "finding": f"clearance run {a['state']}",
-            "action": a["action"],
-            "detail": a["why"],
-        }
-        for a in reconciled[:500]
-    ]
+    rows = (
+        [
+            {k: f[k] for k in ("application_id", "registration_number", "status", "finding", "action")}
+            | {"detail": mask_private(f["detail"])}  # a revoked signer's certificate subject: initials, IIN masked
+            for f in result["findings"][:500]
+        ]
+        + [
+            {
+                "application_id": a["application_id"],
+                "registration_number": a["flow_run"],
+                "status": a["status"],
+                "finding": f"clearance run {a['state']}",
+                "action": a["action"],
+                "detail": mask_private(a["why"] or ""),
+            }
+            for a in reconciled[:500]
+        ]
+    )
     create_table_artifact(
         key="batch-recheck",
         table=rows or [{"application_id": "-", "finding": "nothing stuck, no revoked signer", "action": "-"}],

@@ -26,6 +26,7 @@ from prefect.states import Running
 from customs.core.clock import kz_display, utcnow
 from customs.core.db import DeclarationNotFound
 from customs.core.settings import get_settings
+from customs.rules.privacy import mask_private
 from customs.rules.reconcile import healed_by_reconciler
 from customs.services.officials import refused_decisions, waiting_for_official
 from customs.services.steps import StepOutcome, current_outcome
@@ -95,7 +96,7 @@ def _summary(outcome: StepOutcome, timings: dict[str, float] | None = None) -> s
         lines += [f"| {step} | {seconds:.3f} |" for step, seconds in timings.items()]
     if outcome.reasons:
         lines += ["", "## Reasons", "", "| Code | Where | Message |", "|---|---|---|"]
-        lines += [f"| {r['code']} | `{r['path']}` | {r['message'].replace('|', '/')} |" for r in outcome.reasons]
+        lines += [f"| {r['code']} | `{r['path']}` | {mask_private(r['message']).replace('|', '/')} |" for r in outcome.reasons]
     return "\n".join(lines)
 
 
@@ -131,7 +132,7 @@ def _artifact_key(application_id: str) -> str:
 
 
 def _publish_decision_details(application_id: str, info: dict, refused: list[dict]) -> None:
-    reasons = "\n".join(f"| {r['code']} | `{r['path']}` | {r['message']} |" for r in info["reasons"]) or "| - | | |"
+    reasons = "\n".join(f"| {r['code']} | `{r['path']}` | {mask_private(r['message'])} |" for r in info["reasons"]) or "| - | | |"
     text = [
         f"## Decision on {info['registration_number']}",
         f"Application {application_id}, customs office {info['office']}, zone **{info['zone']}**, lane **{info['lane']}** "
@@ -141,7 +142,9 @@ def _publish_decision_details(application_id: str, info: dict, refused: list[dic
         "| code | where | what |\n|---|---|---|\n" + reasons,
     ]
     if refused:
-        rows = "\n".join(f"| {a['at']} | {a['official_id']} | {a['decision']} | {a['code']} | {a['message']} |" for a in refused)
+        rows = "\n".join(
+            f"| {a['at']} | {a['official_id']} | {a['decision']} | {a['code']} | {mask_private(a['message'])} |" for a in refused
+        )
         text += ["### Decisions not accepted", "| at | official | decision | code | why |\n|---|---|---|---|---|\n" + rows]
     create_markdown_artifact(
         key=_artifact_key(application_id), markdown="\n\n".join(text), description=f"Decision on {application_id}"

@@ -8,8 +8,6 @@ per-URL outcome as a table artifact.
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
@@ -22,8 +20,9 @@ _COLUMNS = ("url", "outcome", "code", "issuer", "crl_number", "this_update", "ne
 
 
 @flow(name="crl-refresh", flow_run_name=job_run_name("crl-refresh"), persist_result=False)
-def crl_refresh(now: datetime | None = None) -> list[dict]:
-    """One pass over the configured CRL URLs; ``now`` lets an operator (or a test) judge validity at another moment."""
+def crl_refresh() -> list[dict]:
+    """One pass over the configured CRL URLs, judging validity at the real time (no parameter sets the clock;
+    ``customs.pki.crl_refresh.refresh_crls`` takes ``now`` for tests)."""
     logger = get_run_logger()
     settings = get_settings()
     if not settings.crl_urls:
@@ -31,7 +30,7 @@ def crl_refresh(now: datetime | None = None) -> list[dict]:
             "no CRL URLs configured (CUSTOMS_CRL_URLS): nothing refreshed; the CRLs in %s age until they are stale",
             settings.crl_dir,
         )
-    rows = refresh_crls_task.with_options(timeout_seconds=task_timeout(settings))(now)
+    rows = refresh_crls_task.with_options(timeout_seconds=task_timeout(settings))()
     counts: dict[str, int] = {}
     for row in rows:
         counts[row["outcome"]] = counts.get(row["outcome"], 0) + 1

@@ -21,9 +21,15 @@ from tasks.printing import find_copies_to_render, print_deadline_check, render_p
 
 
 @flow(name="print-deadlines", flow_run_name=job_run_name("print-deadlines"), persist_result=False)
-def print_deadlines(now: datetime | None = None) -> dict:
-    """One pass; ``now`` lets an operator (or a test) replay a moment."""
-    moment = now or utcnow()
+def print_deadlines() -> dict:
+    """One pass, at the real time. No parameter sets the clock (issue 23: a run created with a future `now` wrote
+    false breaches into the audit chain and e-mailed the supervisors); a test replays a moment with
+    ``deadline_pass(moment)`` inside a flow of its own."""
+    return deadline_pass(utcnow())
+
+
+def deadline_pass(moment: datetime) -> dict:
+    """The body of a print-deadlines pass as of ``moment`` (the flow's: now)."""
     report = print_deadline_check(moment)
     if report["alerted"] or report["breached"]:
         get_run_logger().warning(

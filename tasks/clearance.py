@@ -8,34 +8,39 @@ from customs.services import steps
 from customs.services.rerun import record_rerun_event
 from customs.services.steps import StepOutcome
 from customs.services.support import report_system_failure
-from tasks.policy import DATABASE_RETRIES
+from tasks.policy import DATABASE_RETRIES, private_errors
 
 
 @task(name="signature-check", timeout_seconds=120, **DATABASE_RETRIES)
+@private_errors
 def signature_check(application_id: str) -> StepOutcome:
     """Detached CMS signatures on the declaration and every attachment, as of the submission time."""
     return steps.check_signatures(application_id)
 
 
 @task(name="registration", timeout_seconds=60, **DATABASE_RETRIES)
+@private_errors
 def register(application_id: str) -> StepOutcome:
     """Format and logic control; registration number or refusal with every reason."""
     return steps.register_declaration(application_id)
 
 
 @task(name="risk-assessment", timeout_seconds=60, **DATABASE_RETRIES)
+@private_errors
 def risk_assessment(application_id: str) -> StepOutcome:
     """Lane from the risk profiles: green, yellow (documentary control) or red (inspection)."""
     return steps.assign_lane(application_id)
 
 
 @task(name="release", timeout_seconds=60, **DATABASE_RETRIES)
+@private_errors
 def release(application_id: str) -> StepOutcome:
     """Automatic release (code 10) of green, paid declarations; the rest wait for an official."""
     return steps.release_or_hold(application_id)
 
 
 @task(name="record-rerun", timeout_seconds=60, **DATABASE_RETRIES)
+@private_errors
 def record_rerun(application_id: str, rerun_act: int | None, flow_run_id: str, run_count: int) -> None:
     """Audit that the clearance runs again, and who asked: the official of the signed re-run act (its id; a run given
     an id that is no recorded re-run act of its declaration, or one another run took, is refused), or the Prefect

@@ -3,9 +3,14 @@ and a half is ridden out), a refusal or a programming error never is."""
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from customs.core.db import is_transient_database_error
+from customs.rules.privacy import mask_private
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def retry_on_database_error(task, task_run, state) -> bool:
@@ -26,3 +31,22 @@ DATABASE_RETRIES: dict[str, Any] = {
     "retry_delay_seconds": [1, 2, 4, 8, 15, 30, 30],
     "retry_condition_fn": retry_on_database_error,
 }
+
+
+def private_errors(fn: F) -> F:
+    """The error of a step, as Prefect shows it (the task's and the flow's state message, the engine's log), with
+    private persons' IINs and names masked (issue 23): the exception's string arguments are masked in place, so its
+    type (and the retry condition that reads it) stays. Put it under ``@task``."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            try:
+                exc.args = tuple(mask_private(a) if isinstance(a, str) else a for a in exc.args)
+            except (AttributeError, TypeError):  # an exception that will not have its arguments replaced
+                pass
+            raise
+
+    return wrapper  # type: ignore[return-value]

@@ -12,10 +12,11 @@ from typing import Annotated
 import typer
 
 from customs.core.db import init_db
+from customs.core.files import tighten_data_dir
 from customs.core.paths import SAMPLES_DIR
 from customs.core.reference import load_reference
 from customs.core.settings import Settings, configure, get_settings
-from customs.orchestration.server import ensure_server, prefect_api, stop_server, ui_url
+from customs.orchestration.server import ensure_server, login_hint, prefect_api, stop_server, ui_url
 from customs.orchestration.starting import start_in_background
 from customs.pki.testing import CmsSigner, TestPki
 from customs.services.intake import IncomingAttachment, submit_declaration
@@ -36,6 +37,7 @@ def demo_settings(base: Settings) -> Settings:
 def run_demo(*, keep_server: bool = True, samples_dir: Path = SAMPLES_DIR) -> list[dict]:
     settings = demo_settings(get_settings())
     configure(settings)
+    tighten_data_dir(settings.data_dir)
     typer.echo(f"data directory: {settings.data_dir}")
     init_db(settings)
     typer.echo(f"database:       {settings.sqlalchemy_url}")
@@ -68,7 +70,7 @@ def run_demo(*, keep_server: bool = True, samples_dir: Path = SAMPLES_DIR) -> li
     manifest = json.loads((samples_dir / "manifest.json").read_text(encoding="utf-8"))
     signers: dict[tuple, CmsSigner] = {}
     results = []
-    with prefect_api(api_url):
+    with prefect_api(api_url, settings):
         for sample in manifest["samples"]:
             content = (samples_dir / sample["file"]).read_bytes()
             who = sample["signer"]
@@ -123,6 +125,7 @@ def run_demo(*, keep_server: bool = True, samples_dir: Path = SAMPLES_DIR) -> li
     typer.echo(
         f"Flow runs: {ui_url(api_url)}/runs  (one flow run per declaration, named by registration number or application id)"
     )
+    typer.echo(f"Prefect UI login: {login_hint(settings)}")
     typer.echo("Status of one declaration: customs status <application id or registration number>")
     if pki is not None:
         typer.echo(

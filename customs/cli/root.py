@@ -27,6 +27,7 @@ from typer.core import TyperGroup
 from typer.main import get_group
 
 from customs.core.db import init_db
+from customs.core.files import private_umask
 from customs.rules import Refused
 from customs.services.queries import declaration_status
 
@@ -156,6 +157,7 @@ def main() -> None:
 
     Exit codes: 0 done, 1 a problem found (a broken audit chain, a refused CRL...), 2 usage, 3 refused by the
     rules, 4 not found, 5 a service unavailable (database, Prefect, SMTP)."""
+    private_umask()  # what any command creates (databases, logs, keys, the Prefect server's files): its user's only
 
 
 # Shared options: one name and one help per role and per flag.

@@ -15,10 +15,11 @@ import uvicorn
 
 from customs.api import create_app
 from customs.core.db import init_db
+from customs.core.files import private_umask, tighten_data_dir
 from customs.core.settings import Settings, get_settings
 from customs.orchestration.decisions import resume_decided_runs, resume_waiting_runs
 from customs.orchestration.deployments import apply_project
-from customs.orchestration.server import ServerSupervisor, ensure_server, prefect_api, ui_url
+from customs.orchestration.server import ServerSupervisor, ensure_server, login_hint, prefect_api, ui_url
 from customs.orchestration.starting import ClearanceStarter
 from customs.orchestration.timers import schedule_print_timers
 from customs.orchestration.worker import ClearanceWorker, WorkerThread
@@ -65,6 +66,8 @@ def serve(
             print(*args, flush=True)
 
     settings = settings or get_settings()
+    private_umask()  # the databases, logs, keys and Prefect's files: the service's user only
+    tighten_data_dir(settings.data_dir)
     if not port_free(settings.api_host, settings.api_port):
         raise SystemExit(
             f"port {settings.api_port} on {settings.api_host} is taken: the intake API cannot start "
@@ -74,7 +77,7 @@ def serve(
     api_url = ensure_server(settings)
     supervisor = ServerSupervisor(settings).start()  # the local Prefect server, restarted if it dies
     stop = stop or threading.Event()
-    with prefect_api(api_url):
+    with prefect_api(api_url, settings):  # the worker, the starter and the API's calls to Prefect: with the login
         project = apply_project(settings)
         for note in project.notes:
             echo(note)
@@ -97,7 +100,7 @@ def serve(
             if server.started:
                 break
             time.sleep(0.1)
-        echo(f"Prefect UI:   {ui_url(api_url)}/runs")
+        echo(f"Prefect UI:   {ui_url(api_url)}/runs  (login: {login_hint(settings)})")
         echo(f"Prefect API:  {api_url}")
         echo(f"Intake API:   http://{settings.api_host}:{settings.api_port}/v1  (OpenAPI: /docs, /openapi.json)")
         echo(f"Deployments:  {', '.join(deployments)} (work pool {project.pool.name})")

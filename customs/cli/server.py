@@ -11,10 +11,19 @@ import typer
 from customs.cli.root import ExitCode, fail
 from customs.cli.serve import serve
 from customs.core.db import init_db
+from customs.core.files import tighten_data_dir
 from customs.core.settings import configure, get_settings
 from customs.orchestration.deployments import apply_project
 from customs.orchestration.ha import start_ha, stop_ha
-from customs.orchestration.server import PrefectServerError, ensure_server, prefect_api, stop_server, ui_url
+from customs.orchestration.server import (
+    PrefectServerError,
+    PrefectServerRefused,
+    ensure_server,
+    login_hint,
+    prefect_api,
+    stop_server,
+    ui_url,
+)
 from customs.orchestration.starting import stop_background_clearances
 from customs.orchestration.worker import WORKER_TYPE, ClearanceWorker
 from customs.services.authority import announce
@@ -41,6 +50,8 @@ def serve_command(
     typer.echo(f"authority's documents: {announce(settings)}")  # unsigned or refused: also logged, once
     try:
         serve(settings, echo=typer.echo, exit_watchdog_seconds=45.0, with_worker=worker)
+    except PrefectServerRefused as exc:
+        fail(str(exc), ExitCode.PROBLEM)
     except PrefectServerError as exc:
         fail(str(exc), ExitCode.UNAVAILABLE)
     except (RuntimeError, ValueError) as exc:
@@ -58,15 +69,23 @@ def server_start(
         ),
     ] = False,
 ) -> None:
-    """Start the local Prefect server (or find it running)."""
+    """Start the local Prefect server (or find it running), behind its login (CUSTOMS_PREFECT_AUTH_STRING)."""
+    settings = get_settings()
+    tighten_data_dir(settings.data_dir)
     try:
-        apis = start_ha(get_settings()) if ha else [ensure_server()]
+        apis = start_ha(settings) if ha else [ensure_server(settings)]
+    except PrefectServerRefused as exc:
+        fail(str(exc), ExitCode.PROBLEM)
     except PrefectServerError as exc:
         fail(str(exc), ExitCode.UNAVAILABLE)
     for api in apis:
         typer.echo(f"Prefect API: {api}   UI: {ui_url(api)}")
+    typer.echo(f"UI login: {login_hint(settings)}")
     if ha:
-        typer.echo(f"give each client one of them: CUSTOMS_PREFECT_API_URL={apis[0]} (or a load balancer in front)")
+        typer.echo(
+            f"give each client one of them: CUSTOMS_PREFECT_API_URL={apis[0]} (or a load balancer in front), and the "
+            "login: CUSTOMS_PREFECT_AUTH_STRING"
+        )
 
 
 @server_app.command("stop")
@@ -93,6 +112,8 @@ def deploy_command() -> None:
         api_url = ensure_server()
         with prefect_api(api_url):
             project = apply_project()
+    except PrefectServerRefused as exc:
+        fail(str(exc), ExitCode.PROBLEM)
     except PrefectServerError as exc:
         fail(str(exc), ExitCode.UNAVAILABLE)
     except ValueError as exc:
@@ -116,12 +137,15 @@ def worker_command(
     For the Prefect API of CUSTOMS_PREFECT_API_URL or PREFECT_API_URL (else the local server); on Ctrl-C or SIGTERM
     the runs in progress finish."""
     settings = get_settings()
+    tighten_data_dir(settings.data_dir)
     init_db(settings)
     try:
         api_url = ensure_server(settings)
+    except PrefectServerRefused as exc:
+        fail(str(exc), ExitCode.PROBLEM)
     except PrefectServerError as exc:
         fail(str(exc), ExitCode.UNAVAILABLE)
-    with prefect_api(api_url):
+    with prefect_api(api_url, settings):
         worker = ClearanceWorker(pool or settings.worker_pool, limit=limit, name=name)
         typer.echo(f"worker {worker.name} (type {WORKER_TYPE}) serves work pool {worker._work_pool_name} of {api_url}")
         typer.echo(f"authority's documents: {announce(settings)}")

@@ -34,7 +34,9 @@ _engines: dict[str, Engine] = {}
 
 
 def _sqlite_engine(url: str) -> Engine:
-    engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
+    # hide_parameters: an error's text never carries the statement's values (an IIN, a name): it reaches logs and
+    # Prefect's state messages (issue 23)
+    engine = create_engine(url, hide_parameters=True, connect_args={"timeout": 60, "check_same_thread": False})
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection, _record):
@@ -56,7 +58,9 @@ def _sqlite_engine(url: str) -> Engine:
 def _postgres_engine(url: str, settings: Settings) -> Engine:
     # connect_timeout: a database host that does not answer at all is known as away within 5 s, not after the
     # operating system's TCP time-out (minutes), so that callers (the API's 503, the steps' retries) hear of it.
-    engine = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10, connect_args={"connect_timeout": 5})
+    engine = create_engine(
+        url, hide_parameters=True, pool_pre_ping=True, pool_size=5, max_overflow=10, connect_args={"connect_timeout": 5}
+    )
     idle_ms = int(settings.database_idle_transaction_timeout.total_seconds() * 1000)
 
     @event.listens_for(engine, "connect")

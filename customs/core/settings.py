@@ -273,6 +273,16 @@ class Settings(BaseSettings):
     prefect_api_url: str | None = Field(
         None, description="Prefect API to record flow runs in; default: the local server the CLI starts under data_dir."
     )
+    prefect_auth_string: SecretStr | None = Field(
+        None,
+        description="The login of the Prefect server and UI, `user:password` (Prefect's basic authentication): the "
+        "local server demands it (PREFECT_SERVER_API_AUTH_STRING) and every client of this project presents it "
+        "(PREFECT_API_AUTH_STRING): the CLI, the workers, the intake API, the background clearance processes. "
+        "Unset: a random one, `customs:<32 characters>`, kept in data_dir/prefect-auth (mode 0600), made on first "
+        "need; ops staff type that whole line into the UI's login. Set it on every host whose processes use a "
+        "Prefect API run elsewhere (CUSTOMS_PREFECT_API_URL). An empty string turns the login off, which is "
+        "refused for a server listening on anything but a loopback address.",
+    )
     prefect_port: int = Field(4200, description="Port of the local Prefect server started by the CLI.")
     prefect_host: str = Field(
         "127.0.0.1", description="Address the local Prefect server listens on (another host's workers need one they reach)."
@@ -304,6 +314,19 @@ class Settings(BaseSettings):
     @classmethod
     def _every_language_has_a_sender_name(cls, value: dict[str, str]) -> dict[str, str]:
         return {**MAIL_FROM_NAMES, **{k: v for k, v in value.items() if v.strip()}}
+
+    @field_validator("prefect_auth_string")
+    @classmethod
+    def _login_shape(cls, value: SecretStr | None) -> SecretStr | None:
+        text = value.get_secret_value() if value is not None else None
+        if text:  # None: generated; "": no login (loopback only, checked when a server starts)
+            user, colon, password = text.partition(":")
+            if not colon or not user or any(c.isspace() for c in text) or len(password) < 12:
+                raise ValueError(
+                    "prefect_auth_string must be `user:password` with no spaces and a password of at least 12 "
+                    "characters (or unset, for a generated one kept in data_dir/prefect-auth)"
+                )
+        return value
 
     @field_validator("audit_anchor_interval")
     @classmethod

@@ -72,8 +72,18 @@ def register_deployments(specs: list[DeploymentSpec], work_pool: str | None = No
             work_pool_name=work_pool,
             work_queue_name=spec.work_queue if work_pool else None,
         )
-        registered[spec.name] = (deployment.apply(work_pool_name=work_pool), flow)
+        deployment_id = deployment.apply(work_pool_name=work_pool)
+        close_parameters(deployment_id, flow)
+        registered[spec.name] = (deployment_id, flow)
     return registered
+
+
+def close_parameters(deployment_id: UUID, flow: Any) -> None:
+    """The deployment's parameter schema with ``additionalProperties: false``: Prefect then refuses a run created
+    with a parameter its flow does not take (e.g. a clock, ``now``, issue 23) instead of creating one that fails."""
+    schema = {**flow.parameters.model_dump_for_openapi(), "additionalProperties": False}
+    with get_client(sync_client=True) as client:
+        client.request("PATCH", "/deployments/{id}", path_params={"id": deployment_id}, json={"parameter_openapi_schema": schema})
 
 
 @dataclass

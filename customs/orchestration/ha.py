@@ -11,7 +11,8 @@
   messaging and its cache, causal ordering, concurrency leases, the background-task queue (Docket) and the
   worker-channel cleanup queue.
 
-Clients (the intake process, workers) are given one API each, or a load balancer in front of them.
+Clients (the intake process, workers) are given one API each, or a load balancer in front of them. Every
+process gets the login of ``server_environment`` (PREFECT_SERVER_API_AUTH_STRING): each API process demands it.
 """
 
 from __future__ import annotations
@@ -24,8 +25,17 @@ import time
 from pathlib import Path
 from urllib.parse import urlparse
 
+from customs.core.files import open_private, private_dir
 from customs.core.settings import Settings
-from customs.orchestration.server import PrefectServerError, is_healthy, prefect_home, server_environment
+from customs.orchestration.server import (
+    PrefectServerError,
+    check_exposure,
+    check_login,
+    is_healthy,
+    prefect_home,
+    server_auth_string,
+    server_environment,
+)
 
 
 def ha_home(settings: Settings) -> Path:
@@ -67,10 +77,16 @@ def ha_environment(settings: Settings) -> dict[str, str]:
 
 
 def _spawn(name: str, command: list[str], env: dict[str, str], home: Path) -> subprocess.Popen:
-    log = open(home / f"{name}.log", "ab")
-    process = subprocess.Popen(
-        command, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
-    )
+    with open_private(home / f"{name}.log") as log:
+        process = subprocess.Popen(
+            command,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            umask=0o077,
+        )
     (home / f"{name}.pid").write_text(str(process.pid))
     return process
 
@@ -78,12 +94,15 @@ def _spawn(name: str, command: list[str], env: dict[str, str], home: Path) -> su
 def start_ha(settings: Settings, *, wait_seconds: float = 120.0) -> list[str]:
     """Start the high-availability Prefect server; returns the URLs of its API processes."""
     env = ha_environment(settings)
-    home = ha_home(settings)
-    home.mkdir(parents=True, exist_ok=True)
+    home = private_dir(ha_home(settings))
     prefect = str(Path(sys.executable).with_name("prefect"))
     urls = api_urls(settings)
+    auth = server_auth_string(settings)
     if all(is_healthy(url) for url in urls):
+        for url in urls:
+            check_login(url, auth)
         return urls
+    check_exposure(settings.prefect_host, auth)
     migrated = subprocess.run(
         [prefect, "server", "database", "upgrade", "-y"], env=env, capture_output=True, text=True, timeout=wait_seconds
     )

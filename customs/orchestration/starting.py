@@ -29,8 +29,9 @@ from typing import Any
 from uuid import UUID
 
 from customs.core.clock import utcnow
+from customs.core.files import open_private
 from customs.core.settings import get_settings
-from customs.orchestration.server import ensure_server, prefect_api
+from customs.orchestration.server import client_environment, ensure_server, prefect_api
 from flows.clearance import clearance, start_clearance
 
 log = logging.getLogger("customs.starter")
@@ -289,10 +290,9 @@ def run_clearance_here(application_id: str, *, rerun_act: int | None = None, wai
 def start_in_background(application_id: str) -> None:
     """The clearance flow in a detached process (its log under data/logs/), so the command returns at once."""
     settings = get_settings()
-    env = dict(os.environ, PREFECT_API_URL=ensure_server())
+    env = client_environment(settings, ensure_server(settings))  # with the login of the Prefect API
     log_dir = settings.data_dir / "logs"
-    log_dir.mkdir(parents=True, exist_ok=True)
-    with open(log_dir / f"clearance-{application_id}.log", "ab") as log_file:
+    with open_private(log_dir / f"clearance-{application_id}.log") as log_file:
         process = subprocess.Popen(
             [sys.executable, "-m", "flows.clearance", application_id],
             env=env,
@@ -300,6 +300,7 @@ def start_in_background(application_id: str) -> None:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            umask=0o077,
         )
     (log_dir / f"clearance-{application_id}.pid").write_text(str(process.pid))
 

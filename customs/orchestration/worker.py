@@ -66,13 +66,20 @@ from prefect.events.schemas.events import RelatedResource
 from prefect.exceptions import Abort, Pause
 from prefect.flow_engine import run_flow
 from prefect.flows import Flow, load_flow_from_entrypoint
-from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, PREFECT_WORKER_QUERY_SECONDS, temporary_settings
+from prefect.settings import (
+    PREFECT_API_AUTH_STRING,
+    PREFECT_API_URL,
+    PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
+    PREFECT_WORKER_QUERY_SECONDS,
+    temporary_settings,
+)
 from prefect.states import Crashed, Pending
 from prefect.utilities.engine import propose_state
 from prefect.workers.base import BaseJobConfiguration, BaseVariables, BaseWorker, BaseWorkerResult
 
 from customs.core.paths import PROJECT_ROOT
 from customs.core.settings import get_settings
+from customs.orchestration.server import client_auth_string
 from customs.orchestration.suspensions import SuspensionObserver
 from customs.services.support import report_spooled_failures
 
@@ -190,6 +197,11 @@ class ClearanceWorker(BaseWorker[ClearanceJobConfiguration, ClearanceVariables, 
         """Prefect's worker loops, with the engine's per-run heartbeat thread off (this worker heartbeats every
         run it holds), the poll interval of CUSTOMS_WORKER_POLL_SECONDS, and one API client for all runs."""
         updates = {PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None, PREFECT_WORKER_QUERY_SECONDS: self.poll_seconds}
+        if not PREFECT_API_AUTH_STRING.value() and PREFECT_API_URL.value():
+            # `prefect worker start` told only CUSTOMS_PREFECT_AUTH_STRING (or on the server's host): the login too
+            auth = client_auth_string(get_settings(), PREFECT_API_URL.value())
+            if auth:
+                updates[PREFECT_API_AUTH_STRING] = auth
         with temporary_settings(updates=updates), SyncClientContext():
             await super().start(*args, **kwargs)
 

@@ -11,6 +11,7 @@ from sqlmodel import select
 from customs.core.clock import kz_display, utcnow
 from customs.core.db import find_declaration, transaction
 from customs.core.settings import get_settings
+from customs.rules.privacy import mask_private
 from customs.services.audit_anchors import latest_anchor
 from customs.services.officials import open_marks
 from models.audit import AuditEvent, ChainCheck, verify_chain
@@ -209,14 +210,16 @@ def operations_summary_markdown(summary: dict[str, Any]) -> str:
     lines += ["", "## Failed clearance runs (24 h): " + ("unknown" if failed is None else str(len(failed))), ""]
     if failed:
         lines += ["| flow run | state | message |", "|---|---|---|"]
-        lines += [f"| {r['flow_run']} | {r['state']} | {r['message'][:120].replace('|', '/')} |" for r in failed[:50]]
+        lines += [
+            f"| {r['flow_run']} | {r['state']} | {mask_private(r['message'])[:120].replace('|', '/')} |" for r in failed[:50]
+        ]
     reconciled = summary["reconciled_runs"]
     lines += ["", f"## Clearance runs reconciled (24 h): {len(reconciled)}", ""]
     if reconciled:
         lines += ["| at | application | flow run | state | action | why |", "|---|---|---|---|---|---|"]
         lines += [
             f"| {r['at_kz']} | {r['application_id']} | {r['flow_run']} | {r['state']} | {r['action']} | "
-            f"{(r['why'] or '').replace('|', '/')} |"
+            f"{mask_private(r['why'] or '').replace('|', '/')} |"
             for r in reconciled[:50]
         ]
     lines += [

@@ -138,12 +138,19 @@ def test_a_release_deadline_breach_reaches_the_zones_supervisors_once(alerting, 
 
 
 def test_an_overdue_print_request_reaches_the_offices_supervisors_and_a_repeated_call_reaches_nobody(alerting, company_signer):
-    from flows.print_deadlines import print_deadlines
+    from prefect import flow
+
+    from flows.print_deadlines import deadline_pass
 
     declaration = cleared(company_signer)
     now = utcnow()
     request = request_print(declaration.application_id, now=now)
-    assert print_deadlines(now=now + timedelta(minutes=31))["breached"] == [request.request_id]
+
+    @flow(name="print-deadlines-replayed")
+    def one_pass():  # the deployment's flow uses the real clock; the test replays minute 31
+        return deadline_pass(now + timedelta(minutes=31))
+
+    assert one_pass()["breached"] == [request.request_id]
     alert = alert_for(f"print_overdue:{request.request_id}")
     assert alert["recipients"] and alert["details"]["queued_now"] == []
     breach = [n for n in notices(declaration.application_id, NoticeKind.PRINT_DEADLINE_ALERT) if n.facts["stage"] == "breach"]

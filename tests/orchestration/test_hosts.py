@@ -136,11 +136,17 @@ class Cluster:
         )
         assert started.returncode == 0, started.stdout + started.stderr
         self.api_urls = [f"http://{hosts.host_ip}:{port}/api" for port in ports]
+        # The server listens on the bridge: it demands the login it generated (issue 23); the hosts are given it.
+        self.login_line = (tmp_path / "server" / "prefect-auth").read_text().strip()
+        self.login = tuple(self.login_line.split(":", 1))
+        for url in self.api_urls:
+            assert httpx.post(f"{url}/flow_runs/filter", json={}, timeout=10).status_code == 401
         self.settings = make_settings(
             tmp_path / "test",
             pki,
             database_url=_app_url("127.0.0.1", 5432, schema, statement_timeout_ms=30_000),
             prefect_api_url=self.api_urls[0],
+            prefect_auth_string=self.login_line,
             worker_heartbeat_seconds=2,
             worker_heartbeat_timeout=timedelta(seconds=10),
             worker_reconcile_seconds=2,
@@ -164,11 +170,13 @@ class Cluster:
                 "CUSTOMS_DATABASE_IDLE_TRANSACTION_TIMEOUT": "PT10S",
                 "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             }
-            if index == 0:  # the project's command
+            if index == 0:  # the project's command, with the project's setting for the login
                 env["CUSTOMS_PREFECT_API_URL"] = api
+                env["CUSTOMS_PREFECT_AUTH_STRING"] = self.login_line
                 command = [str(BIN / "customs"), "worker", "--name", namespace, "--limit", "4"]
-            else:  # Prefect's own command, finding the worker type through the entry point
+            else:  # Prefect's own command, finding the worker type through the entry point, with Prefect's settings
                 env["PREFECT_API_URL"] = api
+                env["PREFECT_API_AUTH_STRING"] = self.login_line
                 command = [
                     str(BIN / "prefect"),
                     "worker",
@@ -214,9 +222,9 @@ class Cluster:
         return (self.tmp / f"{namespace}.log").read_text(errors="replace")[-4000:]
 
 
-def _runs(api: str, application_ids: list[str]) -> dict[str, list[dict]]:
+def _runs(api: str, application_ids: list[str], login: tuple[str, str]) -> dict[str, list[dict]]:
     runs = httpx.post(
-        f"{api}/flow_runs/filter", json={"flow_runs": {"tags": {"all_": ["clearance"]}}, "limit": 200}, timeout=20
+        f"{api}/flow_runs/filter", json={"flow_runs": {"tags": {"all_": ["clearance"]}}, "limit": 200}, timeout=20, auth=login
     ).json()
     by_application: dict[str, list[dict]] = {}
     for run in runs:
@@ -246,7 +254,10 @@ def _kill_test(cluster: Cluster, company_signer) -> None:
             cluster.start_workers()
             api = cluster.api_urls[0]
             wait_until(
-                lambda: len(httpx.post(f"{api}/work_pools/customs/workers/filter", json={}, timeout=10).json()) == 2,
+                lambda: (
+                    len(httpx.post(f"{api}/work_pools/customs/workers/filter", json={}, timeout=10, auth=cluster.login).json())
+                    == 2
+                ),
                 "both workers to be known to Prefect",
                 90,
             )
@@ -275,7 +286,7 @@ def _kill_test(cluster: Cluster, company_signer) -> None:
                 def in_flight_on_victim() -> list[dict]:
                     return [
                         run
-                        for runs in _runs(api, ids).values()
+                        for runs in _runs(api, ids, cluster.login).values()
                         for run in runs
                         if run["state_type"] in ("PENDING", "RUNNING") and f":{victim.pid}:" in (run["infrastructure_pid"] or "")
                     ]
@@ -298,14 +309,14 @@ def _kill_test(cluster: Cluster, company_signer) -> None:
                     180,
                 )
                 wait_until(
-                    lambda: all(r["state_type"] == "COMPLETED" for runs in _runs(api, ids).values() for r in runs),
+                    lambda: all(r["state_type"] == "COMPLETED" for runs in _runs(api, ids, cluster.login).values() for r in runs),
                     "every clearance run to complete",
                     120,
                 )
                 orphans = {run["id"] for run in on_victim}
                 histories = {run_id: [s.name for s in client.read_flow_run_states(run_id)] for run_id in orphans}
         survivor = cluster.workers[1].pid
-        runs = _runs(cluster.api_urls[0], ids)
+        runs = _runs(cluster.api_urls[0], ids, cluster.login)
         # Exactly once: one run each, one registration number each, one release and one release notice each.
         assert sorted(runs) == sorted(ids) and all(len(r) == 1 for r in runs.values())
         statuses = [declaration_status(a) for a in ids]
@@ -328,12 +339,14 @@ def _kill_test(cluster: Cluster, company_signer) -> None:
             print(f"--- {namespace}\n{cluster.log(namespace)}")
         try:  # where the runs that did not complete stand, and what the automations say
             api = cluster.api_urls[0]
-            for application_id, runs in _runs(api, ids).items():
+            for application_id, runs in _runs(api, ids, cluster.login).items():
                 for run in runs:
                     if run["state_type"] != "COMPLETED":
-                        history = httpx.get(f"{api}/flow_run_states/", params={"flow_run_id": run["id"]}, timeout=10).json()
+                        history = httpx.get(
+                            f"{api}/flow_run_states/", params={"flow_run_id": run["id"]}, timeout=10, auth=cluster.login
+                        ).json()
                         print(application_id, run["infrastructure_pid"], [(h["name"], h["timestamp"]) for h in history])
-            print(httpx.post(f"{api}/automations/filter", json={}, timeout=10).json())
+            print(httpx.post(f"{api}/automations/filter", json={}, timeout=10, auth=cluster.login).json())
         except Exception as exc:
             print("no diagnostics:", exc)
         raise
