@@ -430,7 +430,9 @@ def test_cli_paper_entry_is_the_officials_signed_act(settings, company_signer, o
     application_id = json.loads(entered.stdout)["application_id"]
     assert started == [application_id]
     (submitted,) = [e for e in events(application_id) if e.to_status == "submitted"]
-    assert submitted.actor == INSPECTOR and submitted.details["signed_act"]["signer_iin"] == "880312447497"
+    assert submitted.actor == INSPECTOR and submitted.details["signed_act"]["cert_serial"] == format(
+        officials.issued(INSPECTOR).serial, "x"
+    )
     electronic = runner.invoke(app, ["submit", str(paper), *officials.cli_options(INSPECTOR)])
     assert electronic.exit_code == 2 and "--channel paper" in electronic.stderr
     # drafted here, signed elsewhere (GOST), given with --act and --act-signature

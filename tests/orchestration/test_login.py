@@ -268,10 +268,10 @@ def test_data_dir_modes_are_tightened(tmp_path):
 
 # --- No deployment lets a caller set the clock ------------------------------------------------------------------------
 
-# Each deployment's parameters, all of them: none sets the clock. (clearance's requested_by, an actor's name, goes
-# with the signed official acts of issue 23's other part.)
+# Each deployment's parameters, all of them: none sets the clock, none names a person (a re-run names the official's
+# signed act by its id: the official is whoever signed it).
 DEPLOYMENT_PARAMETERS = {
-    "clearance": {"application_id", "requested_by", "wait_for_official"},
+    "clearance": {"application_id", "rerun_act", "wait_for_official"},
     "batch-recheck": {"restart", "batch_size"},
     "deadline-watch": set(),
     "outbox-dispatch": {"max_notices", "batch_size"},
