@@ -66,9 +66,13 @@ class Settings(BaseSettings):
         "<public_base_url>/v1/documents/check; default http://<api_host>:<api_port>.",
     )
 
-    max_declaration_bytes: int = Field(5 * 1024 * 1024, gt=0)
-    max_attachment_bytes: int = Field(20 * 1024 * 1024, gt=0)
-    max_attachments: int = Field(50, gt=0)
+    max_declaration_bytes: int = Field(
+        5 * 1024 * 1024, gt=0, description="Intake limit: the largest declaration document, in bytes (5 MiB)."
+    )
+    max_attachment_bytes: int = Field(
+        20 * 1024 * 1024, gt=0, description="Intake limit: the largest attachment, in bytes (20 MiB)."
+    )
+    max_attachments: int = Field(50, gt=0, description="Intake limit: the most attachments one submission may carry.")
     max_applications_per_declaration: int = Field(
         5,
         gt=0,
@@ -111,8 +115,8 @@ class Settings(BaseSettings):
     smtp_security: Literal["none", "starttls", "tls"] = Field(
         "none", description="none, starttls (upgrade after connect) or tls (implicit TLS)."
     )
-    smtp_username: str | None = None
-    smtp_password: SecretStr | None = None
+    smtp_username: str | None = Field(None, description="Login name at the SMTP server; unset: no login.")
+    smtp_password: SecretStr | None = Field(None, description="Password of that login (a secret: hidden when the settings are printed).")
     smtp_timeout: float = Field(15.0, gt=0, description="Seconds to wait for the SMTP server at each step.")
     smtp_timeout_in_clearance: float = Field(
         3.0,
