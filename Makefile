@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: run serve test lint test-postgres fuzz bench chaos stop clean
+.PHONY: run serve test lint docs test-postgres fuzz bench chaos stop clean
 
 # setup.py builds the C extensions (customs/pki/gost/_hashes.c): a change to either rebuilds them with the install.
 $(STAMP): pyproject.toml setup.py $(wildcard customs/pki/gost/*.c)
@@ -20,7 +20,7 @@ run: $(STAMP)
 serve: $(STAMP)
 	$(BIN)/customs serve
 
-test: lint
+test: lint docs
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The code's own checks: lint, format, and the import-linter layer contracts (pyproject.toml).
@@ -29,11 +29,16 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 
+# The documentation site (mkdocs.yml, docs/): built into site/, the reference pages generated from the code
+# (docs/hooks/reference.py); --strict makes a broken link or a missing description fail `make test`.
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict --quiet
+
 test-postgres: $(STAMP)
 	CUSTOMS_TEST_POSTGRES_URL=$${CUSTOMS_TEST_POSTGRES_URL:-postgresql://postgres@127.0.0.1:5432/test} CUSTOMS_REQUIRE_POSTGRES=1 \
 		$(BIN)/python -m pytest -m postgres $(PYTEST_ARGS)
 
-# Fuzzing (tests/fuzz, README "Fuzzing"): schemathesis against the intake API, hypothesis against the document
+# Fuzzing (tests/fuzz, docs/how-to/fuzzing.md): schemathesis against the intake API, hypothesis against the document
 # parser and the submission path; the generated inputs are counted and printed at the end, and a run with fewer
 # than CUSTOMS_FUZZ_MIN_INPUTS fails. CUSTOMS_FUZZ_SCALE multiplies every test's examples (0.1: a quick look, with
 # CUSTOMS_FUZZ_MIN_INPUTS=0); CUSTOMS_FUZZ_SEED repeats schemathesis's requests.
@@ -49,7 +54,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/recheck.py
 	$(BIN)/python bench/clearance.py
 
-# The fault-injection suite (issue 18): 20-40 minutes, root needed (a tmpfs, a private PostgreSQL cluster run as
+# The fault-injection suite (docs/how-to/fault-injection.md): 20-40 minutes, root needed (a tmpfs, a private PostgreSQL cluster run as
 # postgres); not part of `make test`. CHAOS_ARGS, e.g. "--only prefect-kill,db-30s -n 30".
 chaos: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[test,bench]'
@@ -59,4 +64,4 @@ stop: $(STAMP)
 	$(BIN)/customs server stop
 
 clean:
-	rm -rf $(VENV) data .pytest_cache
+	rm -rf $(VENV) data .pytest_cache site
