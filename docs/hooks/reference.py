@@ -8,7 +8,8 @@
   and method, its summary and description, its responses and error codes;
 - ``reference/reason-codes.md``: the message catalogue of reason codes (``locale/<lang>/LC_MESSAGES/reasons.po``,
   read by ``customs.notices.catalogue``) in kk, ru and en;
-- ``reference/deployments.md``: the work pool, its queues and the deployments of ``prefect.yaml``.
+- ``reference/deployments.md``: the work pool, its queues and the deployments of ``prefect.yaml``;
+- ``img/*.png``: the screenshots of ``bench/screenshots/``, served as they are.
 
 The pages are added to MkDocs' files in ``on_files`` (``File.generated``): nothing is written into ``docs/``.
 A field without a description, or a command without help, fails the build (the reference would be silent).
@@ -411,4 +412,7 @@ def on_files(files: Files, config: Any) -> Files:
             if files.get_file_from_path(uri) is not None:
                 raise ReferenceError(f"docs/{uri} is generated: remove the file from docs/")
             files.append(File.generated(config, uri, content=make()))
+    # The screenshots stay in bench/screenshots/ (bench/screenshots.py takes them); the site serves them as img/.
+    for picture in sorted((ROOT / "bench" / "screenshots").glob("*.png")):
+        files.append(File.generated(config, f"img/{picture.name}", abs_src_path=str(picture)))
     return files
