@@ -205,7 +205,7 @@ def _await_official(application_id: str) -> None:
             refuse_resume_without_decision(application_id, flow_run_id)
             logger.warning(
                 "%s: resumed without a decision; nothing is decided, the run waits again. Officials decide with their "
-                "own NCA key: `customs decide` or POST /v1/declarations/{id}/decision (README: how an official signs)",
+                "own NCA key: `customs decide` or POST /v1/declarations/{id}/decision (docs: tutorials/officials.md)",
                 info["registration_number"],
             )
             woken = False
@@ -275,7 +275,7 @@ def clearance(application_id: str, rerun_act: int | None = None, wait_for_offici
         step = "signature_check"
         try:
             # The run is labelled (renamed to the registration number, tagged) once the steps are through, and
-            # before any wait: one API call per run instead of one per step (see README, throughput).
+            # before any wait: one API call per run instead of one per step (see docs/explanation/performance.md).
             outcome = timed(step, signature_check, application_id)
             step = "registration"
             outcome = timed(step, register, application_id)

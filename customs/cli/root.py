@@ -33,7 +33,7 @@ from customs.services.queries import declaration_status
 
 
 class ExitCode(IntEnum):
-    """How every ``customs`` command ends (README, "The command line")."""
+    """How every ``customs`` command ends (docs/reference/cli-conventions.md)."""
 
     OK = 0
     PROBLEM = 1  # a check ran and found a problem (audit verify: a broken chain; crl refresh: a CRL refused)

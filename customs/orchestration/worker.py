@@ -630,7 +630,7 @@ class WorkerThread:
 
 class _OnceFilter(logging.Filter):
     """Prefect warns at every task run in a worker thread that its timeout cannot interrupt blocking work.
-    True (and said in the README); once per process is enough for operations staff."""
+    True (and said in the docs); once per process is enough for operations staff."""
 
     def __init__(self):
         super().__init__()

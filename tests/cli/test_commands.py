@@ -455,8 +455,8 @@ def test_cli_paper_entry_is_the_officials_signed_act(settings, company_signer, o
     assert other.exit_code == 3 and json.loads(other.stdout)["error"]["code"] == "ACT_MISMATCH"  # entered before or not
 
 
-def test_the_readme_documents_every_exit_code():
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = readme[readme.index("## The command line") : readme.index("## Settings")]
+def test_the_docs_document_every_exit_code():
+    page = (ROOT / "docs" / "reference" / "cli-conventions.md").read_text(encoding="utf-8")
+    section = page[page.index("## Exit codes") : page.index("## Errors as JSON")]
     for code in ExitCode:
         assert f"| {code.value} |" in section, code
