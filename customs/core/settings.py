@@ -116,7 +116,9 @@ class Settings(BaseSettings):
         "none", description="none, starttls (upgrade after connect) or tls (implicit TLS)."
     )
     smtp_username: str | None = Field(None, description="Login name at the SMTP server; unset: no login.")
-    smtp_password: SecretStr | None = Field(None, description="Password of that login (a secret: hidden when the settings are printed).")
+    smtp_password: SecretStr | None = Field(
+        None, description="Password of that login (a secret: hidden when settings are printed)."
+    )
     smtp_timeout: float = Field(15.0, gt=0, description="Seconds to wait for the SMTP server at each step.")
     smtp_timeout_in_clearance: float = Field(
         3.0,
