@@ -154,7 +154,7 @@ def _type_name(annotation: Any) -> str:
     if text is None:
         text = str(annotation).replace("typing.", "").replace("pathlib.", "").replace("datetime.", "")
         text = text.replace("pydantic.types.", "")
-    return text
+    return text.replace(" | ", " or ")
 
 
 def _default(field: Any) -> str:
@@ -192,14 +192,14 @@ def settings_page() -> str:
         "`customs/core/settings.py`); a `.env` file is not read. Durations are ISO 8601 (`PT15M`) or seconds, "
         "lists and objects are JSON. This page is generated from the fields of `Settings`: "
         f"{len(Settings.model_fields)} settings.\n\n",
-        "| setting | type | default | meaning |\n|---|---|---|---|\n",
+        "| setting | default | meaning |\n|---|---|---|\n",
     ]
     for name, field in Settings.model_fields.items():
         if not field.description:
             raise ReferenceError(f"Settings.{name} has no description")
         env = f"{prefix}{name}".upper()
         lines.append(
-            f'| <span id="{env.lower()}"></span>`{env}` | {cell(code(_type_name(field.annotation)))} '
+            f'| <span id="{env.lower()}"></span>`{env}`<br>{code(_type_name(field.annotation))} '
             f"| {cell(_default(field))} | {cell(prose(field.description))} |\n"
         )
     return "".join(lines)
