@@ -318,14 +318,20 @@ def reasons_page() -> str:
     lines = [
         GENERATED_NOTE,
         "# Reason codes reference\n\n",
-        "Every reason code a declarant, an official or an operator can meet, with the message a letter shows for it "
-        "in each language, read from the gettext catalogues `locale/<lang>/LC_MESSAGES/reasons.po` (the files "
+        "The reasons a declarant is given (a refused registration, a signature refused, a release waiting for an "
+        "official), with the message a letter shows for each in each language, read from the gettext catalogues `locale/<lang>/LC_MESSAGES/reasons.po` (the files "
         "`customs/notices/catalogue.py` reads when it renders a letter; see `locale/README.md`). A reason is stored "
         "with its code, its path and its English message; the letter's message comes from this catalogue, with the "
         "reason's `params` in place of `{names}`. `CODE.variant` is one of several messages of a code; the generic "
         "message is used for a reason stored without the values the main one needs. Which checks give which codes: "
-        "[Declarations and their refusals](../explanation/declaration-lifecycle.md#refusal-reason-codes). "
-        f"{len(codes)} entries.\n\n",
+        "[How a declaration moves](../explanation/declaration-lifecycle.md#refusal-reason-codes). "
+        f"{len(codes)} entries.\n\n"
+        "Codes that never reach a letter are not in the catalogue; their pages explain them: officials' acts "
+        "(`SIGNER_NOT_OFFICIAL`, `ACT_STALE`, `ALREADY_DECIDED`...: [Officials' signed acts]"
+        "(../explanation/official-acts.md)), documents the authority signs (`SIGNER_NOT_AUTHORITY`, `NOT_SIGNED`...: "
+        "[Documents the authority signs](../explanation/authority-documents.md)), CRL refresh (`CRL_EXPIRED`...: "
+        "[The service](../explanation/service.md#scheduled-jobs)), and the command line's and the API's errors "
+        "([Command-line conventions](cli-conventions.md), [Intake API](api.md)).\n\n",
         "| code | en | ru | kk |\n|---|---|---|---|\n",
     ]
     for msgid in codes:
