@@ -319,7 +319,8 @@ def reasons_page() -> str:
         GENERATED_NOTE,
         "# Reason codes reference\n\n",
         "The reasons a declarant is given (a refused registration, a signature refused, a release waiting for an "
-        "official), with the message a letter shows for each in each language, read from the gettext catalogues `locale/<lang>/LC_MESSAGES/reasons.po` (the files "
+        "official), with the message a letter shows for each in each language, read from the gettext catalogues "
+        "`locale/<lang>/LC_MESSAGES/reasons.po` (the files "
         "`customs/notices/catalogue.py` reads when it renders a letter; see `locale/README.md`). A reason is stored "
         "with its code, its path and its English message; the letter's message comes from this catalogue, with the "
         "reason's `params` in place of `{names}`. `CODE.variant` is one of several messages of a code; the generic "
