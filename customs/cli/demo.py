@@ -102,8 +102,11 @@ def run_demo(*, keep_server: bool = True, samples_dir: Path = SAMPLES_DIR) -> li
     if waiting:
         typer.echo(
             f"\n{len(waiting)} declarations wait for an official. Their flow runs wait in Prefect (resuming one there "
-            "decides nothing); an official decides with an act signed by their own NCA key, e.g. with the demo's keys:"
+            "decides nothing); an official decides with an act signed by their own NCA key, e.g. with the demo's keys, "
+            "from another shell that trusts the demo's PKI:"
         )
+        if pki is not None:
+            typer.echo(f"  {_demo_environment(settings)}")
         for status in waiting:
             official = _official_for(status)
             signing = keys.get(official, f"--official {official} --key KEY.pem --cert CERT.pem")
@@ -130,9 +133,7 @@ def run_demo(*, keep_server: bool = True, samples_dir: Path = SAMPLES_DIR) -> li
     if pki is not None:
         typer.echo(
             "Check a letter's decision.json (signed by the authority) from another shell:\n"
-            f"  export CUSTOMS_TRUST_DIR={settings.trust_dir} CUSTOMS_CRL_DIR={settings.crl_dir} "
-            f"CUSTOMS_AUTHORITY_CERT={settings.authority_cert} CUSTOMS_AUTHORITY_KEY={settings.authority_key} "
-            f"CUSTOMS_AUTHORITY_CHAIN={settings.authority_chain}\n"
+            f"  {_demo_environment(settings)}\n"
             f"  customs verify-document {settings.eml_dir}/<notice>-release-<application id>.eml"
         )
     if keep_server:
@@ -140,6 +141,16 @@ def run_demo(*, keep_server: bool = True, samples_dir: Path = SAMPLES_DIR) -> li
     else:
         stop_server(settings)
     return results
+
+
+def _demo_environment(settings: Settings) -> str:
+    """What another shell sets to act on the demo's declarations: trust the demo's PKI (officials' acts are verified
+    against it) and sign as the demo's authority (the documents sent)."""
+    return (
+        f"export CUSTOMS_DATA_DIR={settings.data_dir} CUSTOMS_TRUST_DIR={settings.trust_dir} "
+        f"CUSTOMS_CRL_DIR={settings.crl_dir} CUSTOMS_AUTHORITY_CERT={settings.authority_cert} "
+        f"CUSTOMS_AUTHORITY_KEY={settings.authority_key} CUSTOMS_AUTHORITY_CHAIN={settings.authority_chain}"
+    )
 
 
 def _officials_keys(pki: TestPki, settings: Settings) -> dict[str, str]:
