@@ -50,6 +50,7 @@ fuzz: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[test,bench]'
 	$(BIN)/python bench/signatures.py
+	$(BIN)/python bench/official_acts.py
 	$(BIN)/python bench/outbox.py
 	$(BIN)/python bench/recheck.py
 	$(BIN)/python bench/clearance.py
