@@ -91,6 +91,7 @@ class SuspensionWatcher:
         self._client: PrefectClient | None = None
         self._client_cm: Any = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._subscriber: Any = None
         self._closing = False
 
     # ------------------------------------------------------------------------------------------
@@ -212,7 +213,7 @@ class SuspensionWatcher:
                 self.reconnects += 1
             first = False
             try:
-                subscriber = get_events_subscriber(filter=event_filter, reconnection_attempts=0)
+                subscriber = self._subscriber = get_events_subscriber(filter=event_filter, reconnection_attempts=0)
                 async with asyncio.timeout(CONNECT_TIMEOUT):
                     await subscriber.__aenter__()
             except Exception as exc:
@@ -233,6 +234,7 @@ class SuspensionWatcher:
                 self._down(exc)
             finally:
                 self.streaming = False
+                self._subscriber = None
                 try:
                     await subscriber.__aexit__(None, None, None)
                 except Exception:
@@ -288,11 +290,17 @@ class SuspensionWatcher:
         for watch in self.watched():
             watch.closed = True
         self._watches.clear()
+        subscriber, self._subscriber = self._subscriber, None
+        if subscriber is not None:  # closing the websocket ends the stream's iteration (a cancel alone can be lost in it)
+            try:
+                await asyncio.wait_for(subscriber.__aexit__(None, None, None), timeout=2.0)
+            except Exception:  # TimeoutError included
+                pass
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        if tasks:  # bounded: the worker's shutdown never waits on Prefect
+            await asyncio.wait(tasks, timeout=2.0)
         if self._client_cm is not None:
             await self._client_cm.__aexit__(*exc_info)
             self._client = None
