@@ -17,7 +17,10 @@ Prefect's own workers:
   retried). Each attempt watches for "suspended from outside" from the server state it was claimed in, so
   the Suspended event of an earlier attempt is never taken for this one's (the quick-decision race), and
   only the attempt that added a watch removes it. A process never starts an attempt of a run while an
-  earlier attempt of the same run is still exiting there.
+  earlier attempt of the same run is still exiting there. The watches share one watcher of the process
+  (customs.orchestration.suspensions: Prefect's public events and client API); the engine hands each run's
+  suspension request to its attempt through customs.orchestration.prefect_adapter, the one place that touches
+  Prefect's internals, instead of starting an observer thread and websocket per run.
 - **Outcomes checked.** An attempt that stops as suspended while the server shows the run Pending or
   Running is logged as an error and marked Crashed, to be re-run, never left dangling.
 
@@ -28,25 +31,21 @@ in pyproject.toml); ``customs serve`` and ``customs worker`` start it with the p
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 import os
 import socket
 import threading
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
 import anyio
-import anyio.from_thread
 import anyio.to_thread
-import prefect.flow_engine as engine
 from httpx import HTTPStatusError
-from prefect._flow_run_suspension import FlowRunSuspensionRequest
-from prefect._internal.observers import _SuspensionWatch
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
     FlowRunFilter,
@@ -79,8 +78,10 @@ from prefect.workers.base import BaseJobConfiguration, BaseVariables, BaseWorker
 
 from customs.core.paths import PROJECT_ROOT
 from customs.core.settings import get_settings
+from customs.orchestration import prefect_adapter
+from customs.orchestration.prefect_adapter import SuspensionRequest
 from customs.orchestration.server import client_auth_string
-from customs.orchestration.suspensions import SuspensionObserver
+from customs.orchestration.suspensions import AttemptWatch, SuspensionWatcher
 from customs.services.support import report_spooled_failures
 
 log = logging.getLogger("customs.worker")
@@ -88,7 +89,7 @@ log = logging.getLogger("customs.worker")
 WORKER_TYPE = "customs-thread"
 FULL_POLL_SECONDS = 10.0  # Prefect's poll at least this often (deployments and queues are Ready within 60 s of one)
 
-# The attempt the current thread executes (set by the worker before run_flow, read by the suspension watch).
+# The attempt the current thread executes (set by the worker before run_flow, read by the engine's suspension hook).
 _current_attempt: contextvars.ContextVar[Attempt | None] = contextvars.ContextVar("customs_attempt", default=None)
 
 
@@ -112,9 +113,11 @@ class Attempt:
     resource: dict[str, str]
     related: list[RelatedResource]
     worker: ClearanceWorker
-    request: FlowRunSuspensionRequest | None = None
-    watch: Any = None
+    request: SuspensionRequest | None = None  # the engine's, handed over when the run starts (prefect_adapter)
+    suspended: State | None = None  # the suspension heard for this attempt, if any
+    watch: AttemptWatch | None = None
     finished: anyio.Event = field(default_factory=anyio.Event)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def id(self) -> UUID:
@@ -126,8 +129,22 @@ class Attempt:
 
     def on_suspended(self, flow_run_id: UUID, state: State) -> None:
         """The server suspended the run after this attempt began: stop at the next task boundary."""
-        if self.request is not None and flow_run_id == self.id:
-            self.request.mark_requested(state)
+        if flow_run_id != self.id:
+            return
+        with self._lock:
+            self.suspended = state
+            request = self.request
+        if request is not None:
+            request.mark_requested(state)
+
+    def attach(self, request: SuspensionRequest) -> None:
+        """The engine's request for this attempt (in the run's thread, as the run starts); a suspension heard
+        before it is passed on at once."""
+        with self._lock:
+            self.request = request
+            suspended = self.suspended
+        if suspended is not None:
+            request.mark_requested(suspended)
 
 
 class ClearanceWorker(BaseWorker[ClearanceJobConfiguration, ClearanceVariables, ClearanceWorkerResult]):
@@ -184,7 +201,7 @@ class ClearanceWorker(BaseWorker[ClearanceJobConfiguration, ClearanceVariables, 
         self._flows: dict[UUID, Flow] = {}
         self._flow_lock = anyio.Lock()
         self._threads: anyio.CapacityLimiter | None = None
-        self._observer: SuspensionObserver | None = None
+        self._watcher: SuspensionWatcher | None = None
         self.executed = 0  # attempts finished (for tests and benchmarks)
         self.reconciled: list[dict[str, Any]] = []  # what the reconciler did, most recent last
         self.ready = threading.Event()  # set up: the pool polled and heartbeats sent
@@ -210,10 +227,12 @@ class ClearanceWorker(BaseWorker[ClearanceJobConfiguration, ClearanceVariables, 
         quiet_thread_timeout_warnings()
         self._threads = anyio.CapacityLimiter(self._limit or 100)
         self._reconcile = _reconciler()
-        # Prefect's observer stops for good after a Prefect outage of ~30 s; this one starts again (suspensions.py).
-        self._observer = await self._exit_stack.enter_async_context(SuspensionObserver(on_suspended=_no_attempt))
-        _install_attempt_observer()
-        self._exit_stack.callback(_uninstall_attempt_observer)
+        # One watcher of suspensions for all attempts, through Prefect's public API; it outlives Prefect outages.
+        self._watcher = await self._exit_stack.enter_async_context(SuspensionWatcher())
+        # The engine hands this worker's runs' suspension requests to their attempts instead of starting an
+        # observer of its own per run (the one private hook, confined to prefect_adapter).
+        if prefect_adapter.install(_route_attempt):
+            self._exit_stack.callback(prefect_adapter.uninstall, _route_attempt)
         background = await self._exit_stack.enter_async_context(anyio.create_task_group())
         self._exit_stack.callback(background.cancel_scope.cancel)  # runs before the task group exits (last in, first out)
         background.start_soon(self._heartbeat_loop)
@@ -340,12 +359,14 @@ class ClearanceWorker(BaseWorker[ClearanceJobConfiguration, ClearanceVariables, 
             await previous.finished.wait()
         attempt = Attempt(flow_run, *self._heartbeat_template(flow_run), worker=self)
         self._attempts[flow_run.id] = attempt
+        self._watch(attempt)
         emit_event(event="prefect.flow-run.heartbeat", resource=attempt.resource, related=attempt.related)  # the first, at once
         if task_status is not None:
             task_status.started(identifier)
         try:
             outcome = await anyio.to_thread.run_sync(self._execute, flow, attempt, limiter=self._threads, abandon_on_cancel=False)
         finally:
+            self._unwatch(attempt)
             if self._attempts.get(flow_run.id) is attempt:
                 del self._attempts[flow_run.id]
             attempt.finished.set()
@@ -507,27 +528,18 @@ class ClearanceWorker(BaseWorker[ClearanceJobConfiguration, ClearanceVariables, 
                 log.info("job gate: %s", line)
 
     # ------------------------------------------------------------------------------------------
-    # The suspension watch of an attempt (called from the run's thread through anyio's portal)
+    # The suspension watch of an attempt (from claim to end, in the worker's loop)
 
     def _watch(self, attempt: Attempt) -> None:
-        """Watch for "suspended from outside" from the server state the attempt was claimed in: events of the
-        run that occurred at or before it belong to earlier attempts and are ignored."""
-        if self._observer is None or self._observer._client is None:
-            return
-        watch = _SuspensionWatch(attempt.id, self._observer._client, attempt.on_suspended, log)
-        watch.initialize(attempt.baseline)
-        attempt.watch = watch
-        self._observer._watches[attempt.id] = watch
+        """Watch for "suspended from outside" from the server state the attempt was claimed in: suspensions of
+        the run that occurred at or before it belong to earlier attempts and are ignored."""
+        if self._watcher is not None:
+            attempt.watch = self._watcher.watch(attempt.id, attempt.baseline, attempt.on_suspended)
 
     def _unwatch(self, attempt: Attempt) -> None:
         """Only the attempt that added a watch removes it."""
-        if self._observer is not None and attempt.watch is not None and self._observer._watches.get(attempt.id) is attempt.watch:
-            self._observer._watches.pop(attempt.id)
-            attempt.watch.cancel()
-
-
-def _no_attempt(flow_run_id: UUID, state: State) -> None:
-    """Every watch of the shared observer is an attempt's own, with its own callback."""
+        if self._watcher is not None and attempt.watch is not None:
+            self._watcher.unwatch(attempt.watch)
 
 
 def _reconciler():
@@ -539,47 +551,15 @@ def _reconciler():
     return reconcile_clearance_runs
 
 
-# ----------------------------------------------------------------------------------------------
-# The engine's suspension observer, replaced for the attempts of clearance workers. Prefect 3.9 starts a
-# thread with its own loop, client and events websocket per deployment run for it; a run executed by a
-# ClearanceWorker uses its worker's observer with a watch of its own instead.
-
-_prefect_observe = engine.observe_flow_run_suspension
-_installed = 0
-_installed_lock = threading.Lock()
-
-
-@contextmanager
-def _observe_attempt(flow_run_id: UUID, suspension_request: FlowRunSuspensionRequest, polling_interval: float = 10):
+def _route_attempt(flow_run_id: UUID, request: SuspensionRequest) -> contextlib.AbstractContextManager[None] | None:
+    """The engine's suspension hook (prefect_adapter), in the run's thread: a run this thread executes for a
+    clearance worker hands its request to its attempt (whose watch the worker keeps); any other run, a subflow's
+    included, is left to Prefect's own observer."""
     attempt = _current_attempt.get()
-    if attempt is None or attempt.id != flow_run_id:  # not a run of a clearance worker (or one of its subflows)
-        with _prefect_observe(flow_run_id, suspension_request, polling_interval):
-            yield
-        return
-    attempt.request = suspension_request
-    anyio.from_thread.run_sync(attempt.worker._watch, attempt)
-    try:
-        yield
-    finally:
-        try:
-            anyio.from_thread.run_sync(attempt.worker._unwatch, attempt)
-        except RuntimeError:  # the worker's loop is closing: nothing left to unwatch
-            pass
-
-
-def _install_attempt_observer() -> None:
-    global _installed
-    with _installed_lock:
-        _installed += 1
-        engine.observe_flow_run_suspension = _observe_attempt
-
-
-def _uninstall_attempt_observer() -> None:
-    global _installed
-    with _installed_lock:
-        _installed -= 1
-        if _installed == 0:
-            engine.observe_flow_run_suspension = _prefect_observe
+    if attempt is None or attempt.id != flow_run_id:
+        return None
+    attempt.attach(request)
+    return contextlib.nullcontext()
 
 
 # ----------------------------------------------------------------------------------------------

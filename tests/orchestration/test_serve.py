@@ -404,18 +404,19 @@ def test_a_served_run_suspends_for_the_official_and_resumes_with_the_decision(se
 @pytest.mark.usefixtures("prefect_harness")
 def test_a_run_suspended_from_outside_stops_at_its_next_step():
     """The worker replaces Prefect's per-run suspension observer with one watch per attempt on a shared
-    observer: suspending a running run from outside (the UI's Suspend) must still stop it at its next task,
+    watcher: suspending a running run from outside (the UI's Suspend) must still stop it at its next task,
     leaving it suspended, and stopping the worker gives Prefect its own observer back."""
-    import prefect.flow_engine as engine
     from prefect.client.orchestration import get_client
     from prefect.states import Suspended
 
-    original = engine.observe_flow_run_suspension
+    from customs.orchestration import prefect_adapter
+
+    assert not prefect_adapter.installed()
     ticking = ("ticking", "tests/fixtures/suspendable_flow.py:ticking")
     with clearance_worker(ticking, limit=1) as (worker, deployments), get_client(sync_client=True) as client:
         run = client.create_flow_run_from_deployment(deployments["ticking"], parameters={"seconds": 60})
         wait_until(lambda: client.read_flow_run(run.id).state.is_running(), "the run to start", 60)
-        assert engine.observe_flow_run_suspension is not original  # the worker's watch is in place
+        assert prefect_adapter.installed()  # the engine hands the worker's runs to their attempts' watches
         wait_until(lambda: len(client.read_task_runs()) >= 2, "a few ticks", 30)
         client.set_flow_run_state(run.id, Suspended(timeout_seconds=300), force=True)
         wait_until(lambda: worker.executed == 1, "the suspended run to stop executing", 20)
@@ -424,7 +425,7 @@ def test_a_run_suspended_from_outside_stops_at_its_next_step():
         ticks = len(client.read_task_runs())
         time.sleep(1.0)
         assert len(client.read_task_runs()) == ticks  # it stopped ticking
-    assert engine.observe_flow_run_suspension is original
+    assert not prefect_adapter.installed()
 
 
 @pytest.mark.usefixtures("prefect_harness")
@@ -593,7 +594,7 @@ def test_a_quick_decision_while_the_suspended_attempt_still_exits_completes_the_
         watch(self, attempt)
         if "event" in stale and "delivered" not in stale:
             stale["delivered"] = attempt.id
-            self._observer._handle_event(stale["event"])
+            self._watcher.handle_event(stale["event"])
 
     monkeypatch.setattr(ClearanceWorker, "_execute", held_exit)
     monkeypatch.setattr(ClearanceWorker, "_watch", watch_then_late_event)
@@ -665,19 +666,18 @@ def test_a_suspended_run_resumed_in_prefect_decides_nothing_and_suspends_again(s
 def test_the_suspension_observer_survives_a_prefect_outage_and_hears_a_suspend_when_prefect_is_back():
     """Issue 18: Prefect's own observer of suspensions stopped for good when its polls failed a few times in a
     row (a Prefect outage of ~30 s with runs in flight), so a Suspend from the UI was ignored until the worker
-    restarted. The worker's observer, with the Prefect API behind a gate that is closed and opened again,
-    starts its delivery again, logs the outage once, and hears the Suspend once Prefect is back."""
+    restarted. The worker's watcher, with the Prefect API behind a gate that is closed and opened again, keeps
+    opening its events stream and polling, logs the outage once, and hears the Suspend once Prefect is back."""
     import asyncio
     import logging
     from urllib.parse import urlparse
 
     from prefect import flow
-    from prefect._internal.observers import _SuspensionWatch
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL, PREFECT_CLIENT_MAX_RETRIES, temporary_settings
     from prefect.states import Running, Suspended
 
-    from customs.orchestration.suspensions import SuspensionObserver
+    from customs.orchestration.suspensions import SuspensionWatcher
 
     @flow(name="watched")
     def watched() -> None:
@@ -706,20 +706,21 @@ def test_the_suspension_observer_survives_a_prefect_outage_and_hears_a_suspend_w
         async with get_client() as client:
             run = await client.create_flow_run(watched)
             await client.set_flow_run_state(run.id, Running(), force=True)
-            async with SuspensionObserver(
-                on_suspended=lambda flow_run_id, state: suspended.append(state), polling_interval=0.3, restart_delays=(0.5, 1.0)
-            ) as observer:
-                watch = _SuspensionWatch(run.id, observer._client, observer.on_suspended, logging.getLogger("test"))
-                watch.initialize((await client.read_flow_run(run.id)).state)
-                observer._watches[run.id] = watch
+            async with SuspensionWatcher(polling_interval=0.3, restart_delays=(0.5, 1.0)) as watcher:
+                await until(lambda: watcher.streaming, "the watcher's events stream to open", 30)
+                since = (await client.read_flow_run(run.id)).state
+                watcher.watch(run.id, since, lambda flow_run_id, state: suspended.append(state))
                 gate.close()  # Prefect is away
-                await until(lambda: observer.restarts >= 3, "the observer's delivery to stop and be started again", 90)
-                assert observer.outages == 1 and observer.outage_since is not None
+                await until(lambda: watcher.reconnects >= 3, "the watcher's stream to fail and be opened again", 90)
+                assert watcher.outages == 1 and watcher.outage_since is not None
+                await asyncio.sleep(1.0)  # several polls fail meanwhile
+                assert watcher.outages == 1
                 gate.open()  # back
-                await until(lambda: observer.outage_since is None, "the observer to find Prefect back", 60)
+                await until(lambda: watcher.outage_since is None, "the watcher to find Prefect back", 60)
                 await client.set_flow_run_state(run.id, Suspended(timeout_seconds=300), force=True)  # the UI's Suspend
                 await until(lambda: suspended, "the Suspend to be heard", 30)
                 assert suspended[0].name == "Suspended"
+                assert len(suspended) == 1  # told once, by the stream or the poll, whichever came first
 
     try:
         with temporary_settings(updates={PREFECT_API_URL: f"http://127.0.0.1:{gate.port}/api", PREFECT_CLIENT_MAX_RETRIES: 0}):
@@ -728,5 +729,5 @@ def test_the_suspension_observer_survives_a_prefect_outage_and_hears_a_suspend_w
         gate.close()
         logging.getLogger("customs.worker").removeHandler(recorder)
     outage = [w for w in warnings if "does not answer" in w]
-    assert len(outage) == 1, warnings  # one warning for the outage, however many polls failed
+    assert len(outage) == 1, warnings  # one warning for the outage, however many connections and polls failed
     assert any("answers again" in w for w in warnings)
