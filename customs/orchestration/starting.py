@@ -378,7 +378,7 @@ class Launcher:
     picks the run up within ``pickup_seconds``, the command runs a ``CommandWorker`` in this process for as
     long as it waits; it is stopped when the launcher closes."""
 
-    def __init__(self, settings: Settings | None = None, *, pickup_seconds: float = 15.0, poll_seconds: float = 0.5):
+    def __init__(self, settings: Settings | None = None, *, pickup_seconds: float = 10.0, poll_seconds: float = 0.5):
         self.settings = settings
         self.pickup_seconds = pickup_seconds
         self.poll_seconds = poll_seconds
