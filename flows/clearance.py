@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 import time
 from uuid import UUID
 
@@ -19,9 +18,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.objects import FlowRun
 from prefect.context import get_run_context
-from prefect.exceptions import FlowPauseTimeout
-from prefect.flow_runs import pause_flow_run, suspend_flow_run
-from prefect.states import Running
+from prefect.flow_runs import suspend_flow_run
 
 from customs.core.clock import kz_display, utcnow
 from customs.core.db import DeclarationNotFound
@@ -153,24 +150,11 @@ def _publish_decision_details(application_id: str, info: dict, refused: list[dic
 
 def _wait_for_decision(timeout: int) -> None:
     """Wait with no input form: a decision is an official's signed act, given outside Prefect, and the run is woken
-    when one is recorded. Suspend when the run belongs to a deployment (the process exits; the resumed run starts
-    again and its finished steps skip), else pause in this process, a minute at a time (between waits it looks in
-    the database for a decision given elsewhere)."""
-    if get_run_context().flow_run.deployment_id is not None:
-        suspend_flow_run(timeout=timeout, key=_wait_key())
-        return
-    poll = max(1, int(get_settings().decision_poll_seconds))
-    pause_flow_run(timeout=min(timeout, max(60, 10 * poll)), poll_interval=poll)
-
-
-def _back_to_running(reason: str) -> None:
-    """After a wait timed out the server still shows the run paused (and would answer any state with
-    "paused and never resumed"): put it back to Running so that what it does next is what it records."""
-    try:
-        context = get_run_context()
-        context.client.set_flow_run_state(context.flow_run.id, Running(message=reason), force=True)
-    except Exception as exc:  # the run's own outcome is what matters; the label is a courtesy
-        get_run_logger().warning("could not mark the run running again: %s", exc)
+    when one is recorded. The run suspends (Suspended, until ``timeout``: the deadline and the supervisors' time
+    after it): its attempt ends and the worker lets it go; the resumed run is picked up by any worker of the pool,
+    starts again, and its finished steps skip. There is no waiting in a process: a run paused in its own process
+    for a while at a time was marked Failed by the server ("paused and never resumed") between two waits (issue 24)."""
+    suspend_flow_run(timeout=timeout, key=_wait_key())
 
 
 def _resumed_earlier() -> bool:
@@ -181,8 +165,7 @@ def _resumed_earlier() -> bool:
 
 def _wait_key() -> str:
     """A key per suspension: Prefect keeps the keys of suspensions that fired and skips a wait whose key it knows,
-    and each attempt of a suspended run suspends once (the process exits), so the n-th attempt waits on key n.
-    (A pause in this process keeps Prefect's own key per call: the keys are reset for each attempt.)"""
+    and each attempt of a suspended run suspends once (the attempt ends), so the n-th attempt waits on key n."""
     return f"decision-wait-{len(get_run_context().flow_run.empirical_policy.pause_keys) + 1}"
 
 
@@ -232,14 +215,11 @@ def _await_official(application_id: str) -> None:
         _publish_decision_details(application_id, info, refused_decisions(application_id))
         try:
             _wait_for_decision(math.ceil((give_up_at - now).total_seconds()))
-        except FlowPauseTimeout:
-            _back_to_running("the wait for a decision ran out")
-            continue
         except Exception as exc:  # orchestration, not clearance: `customs decide` works without this run
             raise DecisionWaitInterrupted(
                 f"{info['registration_number']}: stopped waiting for a decision: {type(exc).__name__}: {exc}"
             ) from exc
-        woken = True  # resumed in this process: by `customs decide` after a decision, or by someone in Prefect
+        woken = True  # a suspension returns here only when Prefect skipped it (its key known): treated as woken
 
 
 @flow(name="clearance", flow_run_name="{application_id}", persist_result=False, log_prints=False)
@@ -290,13 +270,21 @@ def clearance(application_id: str, rerun_act: int | None = None, wait_for_offici
             _label_run(outcome, labels)
             if rerun_act is not None or flow_run.run_count > 1:
                 _recovered(application_id, flow_run_id)
-            if outcome.status == Status.AWAITING_OFFICIAL and wait_for_official:
+            if outcome.status == Status.AWAITING_OFFICIAL and wait_for_official and flow_run.deployment_id is None:
+                # Called as a plain function (tests, a script): there is no worker to give the resumed run to, so
+                # nothing waits; `customs decide` records the decision all the same (issue 24: no pausing in a process).
+                logger.info(
+                    "%s awaits an official; not waiting: this run has no deployment (only runs of the clearance "
+                    "deployment suspend for the decision)",
+                    application_id,
+                )
+            elif outcome.status == Status.AWAITING_OFFICIAL and wait_for_official:
                 step = "official_decision"
                 timed(step, _await_official, application_id)
                 outcome = current_outcome(application_id)
         except DeclarationNotFound:
             raise  # nothing to report on: the caller named no stored declaration
-        except (ReleaseDeadlinePassed, FlowPauseTimeout, DecisionWaitInterrupted):
+        except (ReleaseDeadlinePassed, DecisionWaitInterrupted):
             raise  # not a failure of a clearance step: nobody decided in time, or the wait itself was cut off
         except Exception as exc:
             logger.error("%s: step %s failed beyond its retries: %s: %s", application_id, step, type(exc).__name__, exc)
@@ -360,8 +348,9 @@ def start_clearance(
     deployment_id: UUID | None = None,
     client: SyncPrefectClient | None = None,
 ) -> FlowRun:
-    """Create a run of the clearance deployment for one declaration: the one way every caller starts one
-    (intake through customs serve, batch-recheck, `customs recheck --restart`).
+    """Create a run of the clearance deployment for one declaration: the one way every caller starts one (intake
+    through customs serve, batch-recheck, `customs recheck --restart`, and the commands through
+    customs.orchestration.starting.Launcher: `submit`, `submit --wait`, `clear`, `rerun`, the demo).
 
     The idempotency key (default ``intake:<application id>``) makes a retried call after an ambiguous
     failure (the run was created, the answer lost) return the same run instead of a second one.
@@ -385,7 +374,3 @@ def start_clearance(
         tags=["clearance", f"application:{application_id}"],
         idempotency_key=idempotency_key or f"intake:{application_id}",
     )
-
-
-if __name__ == "__main__":  # python -m flows.clearance APPLICATION_ID (used by `customs submit` without --wait)
-    clearance(sys.argv[1])

@@ -357,18 +357,16 @@ def wait_until(predicate, what: str, timeout: float = 60.0):
 # A clearance worker in this process (under the session's Prefect test harness)
 
 
-@contextlib.contextmanager
-def clearance_worker(*entrypoints: tuple[str, str], limit: int = 4, **worker_options):
-    """A ClearanceWorker in a thread, serving a work pool of its own to which the given deployments (name,
-    entrypoint) are attached (default: the clearance deployment of prefect.yaml). Yields (worker, name ->
-    deployment id); the worker is stopped afterwards."""
+def fresh_deployments(*entrypoints: tuple[str, str]) -> tuple[str, dict]:
+    """The given deployments (name, entrypoint; default: the clearance deployment of prefect.yaml) attached to a work
+    pool of their own that no worker serves yet: (pool name, name -> deployment id). What the commands find when
+    they run with no `customs serve` (they then run a worker of their own)."""
     from prefect.client.orchestration import get_client
 
     from customs.orchestration.deployments import DeploymentSpec, read_deployments, register_deployments
     from customs.orchestration.pool import ensure_pool, read_pool
-    from customs.orchestration.worker import ClearanceWorker, WorkerThread
 
-    pool_name = f"test-{uuid.uuid4().hex[:8]}"  # other tests' scheduled runs never reach this worker
+    pool_name = f"test-{uuid.uuid4().hex[:8]}"  # other tests' scheduled runs never reach this pool's worker
     with get_client(sync_client=True) as client:
         ensure_pool(client, read_pool(name=pool_name))
     if entrypoints:
@@ -376,6 +374,17 @@ def clearance_worker(*entrypoints: tuple[str, str], limit: int = 4, **worker_opt
     else:
         specs = [s for s in read_deployments() if s.name == "clearance"]
     deployments = {name: deployment_id for name, (deployment_id, _) in register_deployments(specs, work_pool=pool_name).items()}
+    return pool_name, deployments
+
+
+@contextlib.contextmanager
+def clearance_worker(*entrypoints: tuple[str, str], limit: int = 4, **worker_options):
+    """A ClearanceWorker in a thread, serving a work pool of its own to which the given deployments (name,
+    entrypoint) are attached (default: the clearance deployment of prefect.yaml). Yields (worker, name ->
+    deployment id); the worker is stopped afterwards."""
+    from customs.orchestration.worker import ClearanceWorker, WorkerThread
+
+    pool_name, deployments = fresh_deployments(*entrypoints)
     options = {"poll_seconds": 0.2, "run_heartbeat_seconds": 1, "reconcile_seconds": 1} | worker_options
     runner = WorkerThread(ClearanceWorker(pool_name, limit=limit, **options))
     worker = runner.start()

@@ -1,8 +1,9 @@
-"""Declarations: submit, clear (run the clearance here), rerun."""
+"""Declarations: submit, clear, rerun: each starts a run of the clearance deployment (customs.orchestration.starting)."""
 
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 from typing import Annotated, Literal, Optional
 
@@ -29,7 +30,7 @@ from customs.cli.signing import (
     signed_act_from_options,
 )
 from customs.core.db import DeclarationNotFound
-from customs.orchestration.starting import run_clearance_here, start_in_background
+from customs.orchestration.starting import Launched, launch_clearance
 from customs.rules import Refused
 from customs.rules.rerun import STEPS
 from customs.services.intake import CHANNELS, IncomingAttachment, paper_act_subject, submit_declaration
@@ -71,8 +72,8 @@ def submit(
         bool,
         typer.Option(
             "--wait",
-            help="Run the clearance to its next resting state and print the outcome "
-            "(a declaration awaiting an official is then decided with `customs decide`).",
+            help="Wait until the clearance run rests (released, refused, or Suspended waiting for an official: then "
+            "decided with `customs decide`) and print the outcome.",
         ),
     ] = False,
     as_json: JsonOption = False,
@@ -119,11 +120,12 @@ def submit(
         submission = submit_declaration(content, sig, attachments, channel=channel, official_id=official, act=signed)
     except Refused as exc:
         fail(f"{declaration}: {exc}", ExitCode.REFUSED, as_json=as_json, error=exc.as_dict())
-    if wait:
-        run_clearance_here(submission.application_id)
-    elif submission.created:
-        start_in_background(submission.application_id)
+    launched = None
+    if wait or submission.created:  # one run per submission (idempotency key intake:<id>, as the intake API's)
+        launched = launch_clearance(submission.application_id, wait=wait)
     result = outcome(submission.application_id, created=submission.created)
+    if launched is not None and not as_json:
+        _say(launched)
     if as_json:
         typer.echo(json.dumps(result, ensure_ascii=False))
     else:
@@ -136,19 +138,24 @@ def clear(
     wait_for_official: Annotated[
         bool,
         typer.Option(
-            "--wait-for-official", help="Keep waiting (paused) for an official's decision, as a form in the Prefect UI."
+            "--wait-for-official",
+            hidden=True,
+            help="No effect (kept for scripts): a run that waits for an official is Suspended, and the command returns.",
         ),
     ] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Run (or re-run) a declaration's clearance to its next resting state; finished steps are not repeated."""
+    """Run (or re-run) a declaration's clearance, as a new run of the clearance deployment, to its next resting state
+    (finished steps are not repeated; a declaration waiting for an official leaves its run Suspended)."""
     prepare_database()
     try:
         application_id = declaration_status(application_id)["application_id"]
     except DeclarationNotFound as exc:
         not_found(exc, as_json)
-    run_clearance_here(application_id, wait_for_official=wait_for_official)
+    launched = launch_clearance(application_id, idempotency_key=f"clear:{application_id}:{uuid.uuid4().hex}")
     result = outcome(application_id)
+    if not as_json:
+        _say(launched)
     typer.echo(json.dumps(result, ensure_ascii=False)) if as_json else print_outcome(result)
 
 
@@ -189,6 +196,14 @@ def rerun(
         refused(exc, as_json)
     if not as_json:
         typer.echo(f"re-running {plan.application_id} from {plan.from_step}, signed act {plan.rerun_act}")
-    run_clearance_here(plan.application_id, rerun_act=plan.rerun_act)
+    launched = launch_clearance(
+        plan.application_id, rerun_act=plan.rerun_act, idempotency_key=f"rerun:{plan.application_id}:{plan.rerun_act}"
+    )
     result = outcome(plan.application_id)
+    if not as_json:
+        _say(launched)
     typer.echo(json.dumps(result, ensure_ascii=False)) if as_json else print_outcome(result)
+
+
+def _say(launched: Launched) -> None:
+    typer.echo(launched.explained(), err=launched.failed)

@@ -1,5 +1,7 @@
 """The main job on the embedded default: the bundled sample declarations, signed with a fresh test PKI,
-cleared end to end through the Prefect server, one flow run each."""
+cleared end to end through the Prefect server: one run of the clearance deployment each, executed by a worker
+(the demo's own, in this process, unless one serves the pool already); the declarations that wait for an official
+are left Suspended for `customs decide`."""
 
 from __future__ import annotations
 
@@ -16,13 +18,12 @@ from customs.core.files import tighten_data_dir
 from customs.core.paths import SAMPLES_DIR
 from customs.core.reference import load_reference
 from customs.core.settings import Settings, configure, get_settings
-from customs.orchestration.server import ensure_server, login_hint, prefect_api, stop_server, ui_url
-from customs.orchestration.starting import start_in_background
+from customs.orchestration.server import ensure_server, login_hint, stop_server, ui_url
+from customs.orchestration.starting import Launcher
 from customs.pki.testing import CmsSigner, TestPki
 from customs.services.intake import IncomingAttachment, submit_declaration
 from customs.services.outbox import list_notices
 from customs.services.queries import declaration_status
-from flows.clearance import clearance
 
 commands = typer.Typer()  # registered with the root app by customs.cli.root.COMMANDS
 
@@ -70,7 +71,9 @@ def run_demo(*, keep_server: bool = True, samples_dir: Path = SAMPLES_DIR) -> li
     manifest = json.loads((samples_dir / "manifest.json").read_text(encoding="utf-8"))
     signers: dict[tuple, CmsSigner] = {}
     results = []
-    with prefect_api(api_url, settings):
+    with Launcher(settings) as launcher:
+        if not launcher.served():
+            typer.echo(f"worker:         this process's, on work pool {launcher.pool}, while the samples are cleared\n")
         for sample in manifest["samples"]:
             content = (samples_dir / sample["file"]).read_bytes()
             who = sample["signer"]
@@ -87,23 +90,23 @@ def run_demo(*, keep_server: bool = True, samples_dir: Path = SAMPLES_DIR) -> li
                 data = (samples_dir / "attachments" / name).read_bytes()
                 attachments.append(IncomingAttachment(name, data, signer.sign(data)))
             submission = submit_declaration(content, signer.sign(content), attachments, channel="electronic")
-            clearance(submission.application_id, wait_for_official=False)
+            run = launcher.start(submission.application_id)  # the intake's key: a repeated demo finds the same run
+            launched = launcher.wait(run.id)
             status = declaration_status(submission.application_id)
+            status["flow_run"] = {"id": str(launched.flow_run_id), "state": launched.state}
             status["sample"] = sample["file"]
             status["created"] = submission.created
             results.append(status)
             _print_result(status, sample["expect"])
 
     waiting = [r for r in results if r["status"] == "awaiting_official"]
-    for status in waiting:  # their flow runs wait for the official's signed decision
-        if status["created"]:  # an earlier demo run started theirs already
-            start_in_background(status["application_id"])
     keys = _officials_keys(pki, settings) if pki is not None else {}
     if waiting:
         typer.echo(
-            f"\n{len(waiting)} declarations wait for an official. Their flow runs wait in Prefect (resuming one there "
-            "decides nothing); an official decides with an act signed by their own NCA key, e.g. with the demo's keys, "
-            "from another shell that trusts the demo's PKI:"
+            f"\n{len(waiting)} declarations wait for an official. Their flow runs are Suspended in Prefect (resuming one "
+            "there decides nothing); an official decides with an act signed by their own NCA key, e.g. with the demo's "
+            "keys, from another shell that trusts the demo's PKI (the resumed run is finished by a worker: customs serve, "
+            "or customs worker):"
         )
         if pki is not None:
             typer.echo(f"  {_demo_environment(settings)}")
@@ -190,6 +193,8 @@ def _print_result(status: dict, expect: str) -> None:
         else ""
     )
     typer.echo(f"  status:              {status['status']}{lane}")
+    if status.get("flow_run"):
+        typer.echo(f"  flow run:            {status['flow_run']['id']} ({status['flow_run']['state']})")
     for reason in status["reasons"]:
         typer.echo(f"    - {reason['code']} at {reason['path']}: {reason['message']}")
 

@@ -24,7 +24,6 @@ from customs.orchestration.server import (
     stop_server,
     ui_url,
 )
-from customs.orchestration.starting import stop_background_clearances
 from customs.orchestration.worker import WORKER_TYPE, ClearanceWorker
 from customs.services.authority import announce
 
@@ -91,11 +90,6 @@ def server_start(
 @server_app.command("stop")
 def server_stop() -> None:
     """Stop the local Prefect server started by this tool."""
-    stopped = stop_background_clearances()
-    if stopped:
-        typer.echo(
-            f"stopped {stopped} background clearance run(s) (their declarations keep their state; `customs decide` still works)"
-        )
     ha = stop_ha(get_settings())
     if ha:
         typer.echo(f"high-availability Prefect server stopped ({ha} processes)")

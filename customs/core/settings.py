@@ -106,7 +106,10 @@ class Settings(BaseSettings):
         description="How long a flow run keeps waiting for a supervisor's late decision after the release deadline.",
     )
     decision_poll_seconds: float = Field(
-        5.0, gt=0, description="How often a flow run waiting for an official's decision looks for it."
+        5.0,
+        gt=0,
+        description="Unused: a run waiting for an official is Suspended and woken by the decision (issue 24); still read, so "
+        "configurations that set it keep loading.",
     )
 
     # E-mail (the outbox dispatcher). With no smtp_host the notices are written as .eml files under outbox_dir.

@@ -45,7 +45,7 @@ class Resumed:
 def resume_waiting_runs(application_id: str, *, settle_seconds: float = 10.0) -> Resumed:
     """Give the decision to the flow runs of this declaration that wait for it, if a Prefect server is up.
 
-    A run still on its way to the wait (running, not yet paused) is given a few seconds to get there.
+    A run still on its way to the wait (running, not yet suspended) is given a few seconds to get there.
     Nothing here can undo the decision, which is already committed: problems are noted, not raised."""
     result = Resumed()
     try:

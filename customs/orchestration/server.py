@@ -154,7 +154,7 @@ def check_login(api_url: str, auth_string: str | None, timeout: float = 5.0) -> 
 
 
 def client_environment(settings: Settings, api_url: str) -> dict[str, str]:
-    """The environment of a process this project starts to talk to ``api_url`` (a background clearance)."""
+    """The environment of a process this project starts to talk to ``api_url`` (e.g. `prefect worker start`)."""
     env = dict(os.environ, PREFECT_API_URL=api_url)
     auth = client_auth_string(settings, api_url)
     if auth:

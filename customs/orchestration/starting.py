@@ -4,12 +4,12 @@
   queued and made apart, behind a breaker, so intake never waits on Prefect; owed starts found in the
   database when it starts and when Prefect comes back;
 - ``restart_with``: what `customs recheck --restart` gives batch-recheck to restart stuck declarations;
-- ``run_clearance_here``: the clearance flow in this process (`customs submit --wait`, `customs clear`,
-  `customs rerun`, the demo), recorded in the Prefect server;
-- ``start_in_background``: the same in a detached process (`customs submit` without `--wait`), and
-  ``stop_background_clearances`` for `customs server stop`.
+- ``Launcher`` and ``launch_clearance``: what the commands use (`customs submit`, `submit --wait`, `clear`,
+  `rerun`, the demo): a run of the deployment, waited for until it rests, executed by a worker of the pool or,
+  when none serves it, by a ``CommandWorker`` in the command's own process.
 
-Every deployment run is created by ``flows.clearance.start_clearance`` (name, tags, idempotency key).
+Every clearance is a run of the ``clearance`` deployment, created by ``flows.clearance.start_clearance`` (name,
+tags, idempotency key) and executed by a worker; there is no other way (docs/explanation/launching-a-clearance.md).
 """
 
 from __future__ import annotations
@@ -17,22 +17,26 @@ from __future__ import annotations
 import contextvars
 import logging
 import os
-import signal
-import subprocess
-import sys
+import socket
 import threading
 import time
+import warnings
 from collections import deque
 from collections.abc import Callable
-from pathlib import Path
+from contextlib import ExitStack
+from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
+import anyio
+from prefect.client.schemas.responses import WorkerFlowRunResponse
+from prefect.utilities.dispatch import register_type
+
 from customs.core.clock import utcnow
-from customs.core.files import open_private
-from customs.core.settings import get_settings
-from customs.orchestration.server import client_environment, ensure_server, prefect_api
-from flows.clearance import clearance, start_clearance
+from customs.core.settings import Settings, get_settings
+from customs.orchestration.server import ensure_server, prefect_api
+from customs.orchestration.worker import ClearanceWorker, WorkerThread
+from flows.clearance import CLEARANCE_DEPLOYMENT, start_clearance
 
 log = logging.getLogger("customs.starter")
 
@@ -280,54 +284,205 @@ def restart_with(api_url: str) -> Callable[[str], None]:
     return restart
 
 
-def run_clearance_here(application_id: str, *, rerun_act: int | None = None, wait_for_official: bool = False) -> dict[str, Any]:
-    """Run the clearance flow in this process, recorded in the Prefect server (started if need be); ``rerun_act``: the
-    official's signed re-run act it carries out (`customs rerun`)."""
-    with prefect_api(ensure_server()):
-        return clearance(application_id, rerun_act=rerun_act, wait_for_official=wait_for_official)
+CLI_WORKER_PREFIX = "command-"  # the in-process worker of a CLI command: not a worker that serves the pool
 
 
-def start_in_background(application_id: str) -> None:
-    """The clearance flow in a detached process (its log under data/logs/), so the command returns at once."""
-    settings = get_settings()
-    env = client_environment(settings, ensure_server(settings))  # with the login of the Prefect API
-    log_dir = settings.data_dir / "logs"
-    with open_private(log_dir / f"clearance-{application_id}.log") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "flows.clearance", application_id],
-            env=env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            umask=0o077,
+with warnings.catch_warnings():  # a subclass of a worker type takes over its key in Prefect's registry of types:
+    warnings.simplefilter("ignore")  # given back at once, so `prefect worker start --type customs-thread` is unchanged
+
+    class CommandWorker(ClearanceWorker):
+        """The worker a command (`customs submit`, `clear`, `rerun`, the demo) runs in its own process while it waits,
+        when no worker serves the pool: a ClearanceWorker that executes only the runs the command started (handed to it
+        with ``serve``), so the run has its deployment, work pool and Retry all the same, and nothing else of the pool
+        is taken up by a process about to exit. No reconciler nor job gate: those belong to the pool's own workers."""
+
+        def __init__(self, work_pool_name: str, **kwargs: Any):
+            kwargs.setdefault("name", f"{CLI_WORKER_PREFIX}{socket.gethostname()}-{os.getpid()}")
+            kwargs.setdefault("poll_seconds", 0.2)
+            super().__init__(work_pool_name, **kwargs)
+            self.runs: set[UUID] = set()
+
+        def serve(self, flow_run_id: UUID) -> None:
+            self.runs.add(flow_run_id)
+
+        async def _get_scheduled_flow_runs(self) -> list[WorkerFlowRunResponse]:
+            due = []
+            for flow_run_id in list(self.runs):
+                run = await self.client.read_flow_run(flow_run_id)
+                if run.state is not None and run.state.is_scheduled() and self._work_pool is not None:
+                    pool_id = self._work_pool.id
+                    due.append(WorkerFlowRunResponse(work_pool_id=pool_id, work_queue_id=run.work_queue_id, flow_run=run))
+            return due
+
+        async def _reconcile_loop(self) -> None:
+            await anyio.sleep_forever()
+
+        async def _gate_loop(self) -> None:
+            await anyio.sleep_forever()
+
+    register_type(ClearanceWorker)
+
+
+def workers_serving(client: Any, pool_name: str) -> list[str]:
+    """The workers Prefect shows online on the pool, other than commands' own (which serve their runs only).
+    Online is Prefect's word: a worker that died less than three heartbeats ago still counts (``Launcher.wait``
+    runs the run itself when nobody picks it up within ``pickup_seconds``)."""
+    from prefect.client.schemas.filters import WorkerFilter, WorkerFilterStatus
+    from prefect.client.schemas.objects import WorkerStatus
+
+    online = client.read_workers_for_work_pool(
+        pool_name, worker_filter=WorkerFilter(status=WorkerFilterStatus(any_=[WorkerStatus.ONLINE]))
+    )
+    return [w.name for w in online if not w.name.startswith(CLI_WORKER_PREFIX)]
+
+
+def resting(run: Any) -> bool:
+    """Final (Completed, Failed, Crashed, Cancelled), or Suspended/Paused: waiting for an official's decision."""
+    return run.state is not None and (run.state.is_final() or run.state.is_paused())
+
+
+@dataclass
+class Launched:
+    """A clearance run a command created, and what became of it."""
+
+    flow_run_id: UUID
+    state: str  # the state's name when the command let go: Scheduled, Completed, Suspended, Failed...
+    message: str | None
+    pool: str
+    ran_here: bool  # executed by this command's own in-process worker
+
+    @property
+    def failed(self) -> bool:
+        return self.state in ("Failed", "Crashed", "Cancelled", "TimedOut")
+
+    def explained(self) -> str:
+        where = "by this command's worker" if self.ran_here else f"by a worker of pool {self.pool}"
+        if self.state == "Scheduled":
+            return f"clearance run {self.flow_run_id} is Scheduled on work pool {self.pool}: its workers run it"
+        if self.state in ("Suspended", "Paused"):
+            return (
+                f"clearance run {self.flow_run_id} ({where}) waits for an official (Suspended): "
+                "`customs decide` records the signed decision and resumes it; any worker of the pool finishes it"
+            )
+        return f"clearance run {self.flow_run_id} ({where}): {self.state}" + (f" ({self.message})" if self.message else "")
+
+
+class Launcher:
+    """How a command starts clearances: each one a run of the ``clearance`` deployment (``start_clearance``),
+    executed by a worker of its work pool, waited for where the command needs the outcome.
+
+    ``with Launcher() as launcher: run = launcher.start(application_id); launcher.wait(run.id)``. The Prefect
+    server is found or started, the deployment registered when missing (what `customs deploy` does). ``wait``
+    polls the run until it rests: final, or Suspended (a declaration waiting for an official: resting, not
+    failed). When no worker serves the pool (plain CLI use, no `customs serve` nor `customs worker`), or none
+    picks the run up within ``pickup_seconds``, the command runs a ``CommandWorker`` in this process for as
+    long as it waits; it is stopped when the launcher closes."""
+
+    def __init__(self, settings: Settings | None = None, *, pickup_seconds: float = 10.0, poll_seconds: float = 0.5):
+        self.settings = settings
+        self.pickup_seconds = pickup_seconds
+        self.poll_seconds = poll_seconds
+        self._stack = ExitStack()
+        self._worker: WorkerThread | None = None
+        self.client: Any = None
+        self.deployment: Any = None
+
+    def __enter__(self) -> Launcher:
+        from prefect.client.orchestration import get_client
+
+        settings = self.settings or get_settings()
+        try:
+            self._stack.enter_context(prefect_api(ensure_server(settings), settings))
+            self.client = self._stack.enter_context(get_client(sync_client=True))
+            self.deployment = self._clearance_deployment(settings)
+        except BaseException:
+            self._stack.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        try:
+            if self._worker is not None:
+                self._worker.stop(wait_seconds=30.0)
+                self._worker = None
+        finally:
+            self._stack.close()
+
+    @property
+    def pool(self) -> str:
+        return self.deployment.work_pool_name
+
+    def _clearance_deployment(self, settings: Settings) -> Any:
+        from prefect.exceptions import ObjectNotFound
+
+        try:
+            deployment = self.client.read_deployment_by_name(CLEARANCE_DEPLOYMENT)
+        except ObjectNotFound:
+            deployment = None
+        if deployment is None or not deployment.work_pool_name:
+            from customs.orchestration.deployments import apply_project
+
+            log.info("the clearance deployment is not on the Prefect server: putting the project there (customs deploy)")
+            apply_project(settings)
+            deployment = self.client.read_deployment_by_name(CLEARANCE_DEPLOYMENT)
+        return deployment
+
+    def start(self, application_id: str, *, rerun_act: int | None = None, idempotency_key: str | None = None) -> Any:
+        """Create the run (or, with the same idempotency key, find the one made before)."""
+        return start_clearance(
+            application_id,
+            rerun_act=rerun_act,
+            idempotency_key=idempotency_key,
+            deployment_id=self.deployment.id,
+            client=self.client,
         )
-    (log_dir / f"clearance-{application_id}.pid").write_text(str(process.pid))
+
+    def served(self) -> bool:
+        return bool(workers_serving(self.client, self.pool))
+
+    def run_here(self, flow_run_id: UUID) -> None:
+        """Execute this run in this process's own worker (started on first need)."""
+        if self._worker is None:
+            self._worker = WorkerThread(CommandWorker(self.pool))
+            self._worker.start()
+        worker = self._worker.worker
+        assert isinstance(worker, CommandWorker)
+        worker.serve(flow_run_id)
+
+    def wait(self, flow_run_id: UUID, *, timeout: float | None = None) -> Launched:
+        """Until the run rests (final, or Suspended waiting for an official), running it here when need be."""
+        ran_here = self._worker is not None and flow_run_id in getattr(self._worker.worker, "runs", ())
+        if not ran_here and not self.served():
+            self.run_here(flow_run_id)
+            ran_here = True
+        started = time.monotonic()
+        while True:
+            run = self.client.read_flow_run(flow_run_id)
+            if resting(run):
+                return Launched(run.id, run.state.name, run.state.message, self.pool, ran_here)
+            waited = time.monotonic() - started
+            if not ran_here and run.state is not None and run.state.is_scheduled() and waited > self.pickup_seconds:
+                log.warning("no worker of pool %s picked up run %s in %.0f s: running it here", self.pool, run.id, waited)
+                self.run_here(flow_run_id)
+                ran_here = True
+            if timeout is not None and waited > timeout:
+                return Launched(run.id, run.state.name if run.state else "?", None, self.pool, ran_here)
+            time.sleep(self.poll_seconds)
 
 
-def stop_background_clearances() -> int:
-    """Stop clearance runs started in the background (e.g. waiting for an official) before their server goes."""
-
-    def ours(pid: int) -> bool:  # never a process that merely reused the number
-        try:
-            return b"flows.clearance" in Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            return False
-
-    pids = []
-    for pid_file in (get_settings().data_dir / "logs").glob("clearance-*.pid"):
-        try:
-            pid = int(pid_file.read_text())
-        except ValueError:
-            pid = 0
-        pid_file.unlink(missing_ok=True)
-        if pid and ours(pid):
-            os.kill(pid, signal.SIGTERM)  # the run reports itself crashed while the server is still up
-            pids.append(pid)
-    deadline = time.monotonic() + 20
-    while any(ours(pid) for pid in pids) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    for pid in pids:
-        if ours(pid):
-            os.kill(pid, signal.SIGKILL)
-    return len(pids)
+def launch_clearance(
+    application_id: str,
+    *,
+    wait: bool = True,
+    rerun_act: int | None = None,
+    idempotency_key: str | None = None,
+    settings: Settings | None = None,
+) -> Launched:
+    """One clearance run of the deployment for a command. ``wait``: until it rests (`submit --wait`, `clear`,
+    `rerun`). Without ``wait`` (`customs submit`): left Scheduled for the pool's workers when one is online;
+    when none is, run here until it rests all the same (the command would otherwise leave it for nobody)."""
+    with Launcher(settings) as launcher:
+        run = launcher.start(application_id, rerun_act=rerun_act, idempotency_key=idempotency_key)
+        if not wait and launcher.served():
+            return Launched(run.id, run.state.name if run.state else "Scheduled", None, launcher.pool, False)
+        return launcher.wait(run.id)

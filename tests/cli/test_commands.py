@@ -23,6 +23,7 @@ from tests.helpers import (
     cleared,
     events,
     flow_runs_of,
+    fresh_deployments,
     notices,
     pdf_text,
     rewrite_audit_event,
@@ -38,6 +39,7 @@ def submit(signer, document) -> str:
 
 @pytest.mark.usefixtures("prefect_harness")
 def test_cli_submit_wait_json(settings, company_signer, tmp_path):
+    fresh_deployments()  # the clearance deployment on a pool of its own: the command runs the run with a worker of its own
     declaration = tmp_path / "declaration.json"
     declaration.write_bytes(as_bytes(unique(sample())))
     (tmp_path / "declaration.json.p7s").write_bytes(company_signer.sign(declaration.read_bytes()))
@@ -77,6 +79,7 @@ def test_cli_submit_wait_json(settings, company_signer, tmp_path):
 def test_a_company_signing_with_a_gost_key_is_cleared_end_to_end_through_the_cli(settings, pki, tmp_path):
     """Issue 16: `customs pki issue --alg gost2004` (a company head's GOST 34.310-2004 key, as NCA issues them),
     `customs sign`, `customs submit --wait`: released, the signer read from the GOST certificate."""
+    fresh_deployments()
     runner = CliRunner()
     issued = runner.invoke(
         app,
@@ -110,6 +113,7 @@ def test_cli_rerun_after_a_failed_step_is_audited_and_never_registers_twice(sett
     def broken(*args, **kwargs):
         raise RuntimeError("risk profile service unavailable")
 
+    fresh_deployments()
     application_id = submit(company_signer, unique(sample()))
     monkeypatch.setattr(risk, "assess_risk", broken)
     with pytest.raises(RuntimeError):
@@ -131,7 +135,10 @@ def test_cli_rerun_after_a_failed_step_is_audited_and_never_registers_twice(sett
     assert audited.details["signed_act"]["id"] and audited.details["signed_act"]["cert_serial"]
     (refusal,) = events(application_id, "official_action_refused")
     assert (refusal.actor, refusal.reasons[0]["code"]) == (SUPERVISOR, "STEP_ALREADY_DONE")
-    assert len(flow_runs_of(application_id)) == 2  # a new flow run, linked by the application tag
+    runs = flow_runs_of(application_id)
+    assert len(runs) == 2  # a new flow run, linked by the application tag
+    (rerun_run,) = [r for r in runs if r.parameters.get("rerun_act") == audited.details["signed_act"]["id"]]
+    assert rerun_run.deployment_id is not None and rerun_run.work_pool_name  # a run of the deployment (issue 24)
     assert len(notices(application_id, NoticeKind.REGISTRATION)) == 1 and len(notices(application_id, NoticeKind.RELEASE)) == 1
     nothing = runner.invoke(app, ["rerun", application_id, *signing])
     assert nothing.exit_code == 3 and "NOTHING_TO_RERUN" in nothing.output
@@ -417,7 +424,7 @@ def test_cli_paper_entry_is_the_officials_signed_act(settings, company_signer, o
     import customs.cli.declarations as declarations
 
     started: list[str] = []
-    monkeypatch.setattr(declarations, "start_in_background", started.append)
+    monkeypatch.setattr(declarations, "launch_clearance", lambda application_id, wait: started.append(application_id))
     paper = tmp_path / "paper.json"
     paper.write_bytes(as_bytes(unique(sample())))
     runner = CliRunner()

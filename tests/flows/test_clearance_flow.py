@@ -3,6 +3,7 @@ safe to re-run, retried on database errors only."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import pytest
@@ -16,6 +17,7 @@ from tests.helpers import (
     INSPECTOR,
     as_bytes,
     attachments,
+    clearance_worker,
     events,
     flow_runs_of,
     notices,
@@ -171,25 +173,22 @@ def app_cli():
     return app
 
 
-# --- Officials: the flow run waits for the decision as run input ------------------------------------
+# --- Officials: the run of the deployment suspends for the decision; a worker runs it again when woken -----------
 
 
-def _waiting_in_this_process(settings, company_signer):
-    """A declaration with unpaid VAT whose clearance runs in a thread here and pauses for a decision:
-    (application id, the thread, its outcome once it ends, the paused run)."""
-    import contextvars
-    import threading
+@contextlib.contextmanager
+def _waiting_under_a_worker(settings, company_signer):
+    """A declaration with unpaid VAT whose clearance is a run of the clearance deployment, executed by a worker (in a
+    thread here) and Suspended for a decision: yields (application id, the suspended run). There is no waiting in a
+    process any more (issue 24): the resumed run is picked up by the worker again."""
+    from prefect.client.orchestration import get_client
 
-    from customs.core.settings import configure
+    from flows.clearance import start_clearance
 
-    configure(settings.model_copy(update={"decision_poll_seconds": 1}))
-    application_id = submit(company_signer, unique(sample("03-unpaid-vat.json")))
-    outcome: dict = {}
-    context = contextvars.copy_context()
-    worker = threading.Thread(target=lambda: outcome.update(result=context.run(clearance, application_id)))
-    worker.start()
-    run = wait_until(lambda: _paused_run(application_id), "the flow run to pause for a decision")
-    return application_id, worker, outcome, run
+    with clearance_worker() as (_, deployments), get_client(sync_client=True) as client:
+        application_id = submit(company_signer, unique(sample("03-unpaid-vat.json")))
+        start_clearance(application_id, deployment_id=deployments["clearance"], client=client)
+        yield application_id, wait_until(lambda: _paused_run(application_id), "the flow run to suspend for a decision")
 
 
 def _paused_run(application_id: str):
@@ -197,16 +196,25 @@ def _paused_run(application_id: str):
     return runs[0] if runs else None
 
 
+def _completed(application_id: str, run_id):
+    run = next(r for r in flow_runs_of(application_id) if r.id == run_id)
+    return run if run.state.is_completed() else None
+
+
 def test_a_resume_in_prefect_decides_nothing_a_signed_decision_does(settings, company_signer, officials):
     """Issue 23: a waiting run has no input form; resuming it in the Prefect UI or API (with or without a forged
     decision as run input) changes nothing, is audited as refused and the run waits again; the official's decision
     signed with their own key (`customs decide --key --cert`) is recorded and wakes the run, which ends released."""
+    with _waiting_under_a_worker(settings, company_signer) as (application_id, run):
+        _resume_decides_nothing_a_signed_decision_does(application_id, run, officials)
+
+
+def _resume_decides_nothing_a_signed_decision_does(application_id, run, officials):
     from prefect.client.orchestration import get_client
     from prefect.flow_runs import resume_flow_run
 
     from models.outbox import NoticeKind
 
-    application_id, worker, outcome, run = _waiting_in_this_process(settings, company_signer)
     with get_client(sync_client=True) as client:
         keys = [i.key for i in client.filter_flow_run_input(flow_run_id=run.id, key_prefix="", limit=50, exclude_keys=set())]
         artifact = next(a for a in client.read_latest_artifacts(limit=200) if a.key == f"decision-{application_id.lower()}")
@@ -217,11 +225,11 @@ def test_a_resume_in_prefect_decides_nothing_a_signed_decision_does(settings, co
         client.resume_flow_run(run.id, run_input={"decision": "release", "official_id": "KZ-OF-0001"})
     refused = wait_until(lambda: events(application_id, "official_action_refused"), "the refused resume")
     assert refused[0].reasons[0]["code"] == "NO_SIGNED_DECISION" and refused[0].details["action"] == "resume"
-    again = wait_until(lambda: _paused_run(application_id), "the run to wait again")
+    again = wait_until(lambda: (r := _paused_run(application_id)) and r.state.id != run.state.id and r, "the run to wait again")
     assert again.id == run.id and declaration_status(application_id)["status"] == "awaiting_official"
     resume_flow_run(run.id)  # the UI's Resume button: the same
     wait_until(lambda: len(events(application_id, "official_action_refused")) == 2, "the second refused resume")
-    wait_until(lambda: _paused_run(application_id), "the run to wait again")
+    wait_until(lambda: (r := _paused_run(application_id)) and r.state.id != again.state.id, "the run to wait again")
     # A decision with no key to sign it is a usage error; signed with another official's key it is refused.
     unsigned = CliRunner().invoke(app_cli(), ["decide", application_id, "release", "--official", "KZ-OF-0001"])
     assert unsigned.exit_code == 2 and "--key" in unsigned.output, unsigned.output
@@ -235,15 +243,13 @@ def test_a_resume_in_prefect_decides_nothing_a_signed_decision_does(settings, co
     )
     assert decided.exit_code == 0, decided.output
     assert json.loads(decided.stdout)["flow_runs_resumed"] == [str(run.id)]
-    worker.join(60)
-    assert outcome["result"]["status"] == "released"
+    wait_until(lambda: _completed(application_id, run.id), "the woken run to complete")
     status = declaration_status(application_id)
     assert (status["decision_code"], status["decided_by"]) == ("11", "KZ-OF-0001")
     codes = [e.reasons[0]["code"] for e in events(application_id, "official_action_refused")]
     assert codes == ["NO_SIGNED_DECISION", "NO_SIGNED_DECISION", "SIGNER_NOT_OFFICIAL"]
     assert len(notices(application_id, NoticeKind.RELEASE)) == 1
-    finished = [r for r in flow_runs_of(application_id) if r.id == run.id][0]
-    assert finished.state.is_completed()
+    assert [r.id for r in flow_runs_of(application_id)] == [run.id]  # one run, never a second
     # A second decision is refused with a clear error.
     twice = CliRunner().invoke(
         app_cli(),
@@ -254,7 +260,7 @@ def test_a_resume_in_prefect_decides_nothing_a_signed_decision_does(settings, co
 
 def test_a_decision_recorded_while_prefect_was_away_resumes_its_run_when_prefect_is_back(settings, company_signer, officials):
     """Issue 18: the decision was committed but nobody could resume the waiting run (Prefect away): it stayed
-    paused until its time-out, 28 hours later. The reconnect sweep gives it the recorded decision; the run
+    suspended until its time-out, 28 hours later. The reconnect sweep gives it the recorded decision; the run
     recognises it as a replay and ends released, with no refused attempt and one release notice."""
 
     from prefect.client.orchestration import get_client
@@ -263,14 +269,14 @@ def test_a_decision_recorded_while_prefect_was_away_resumes_its_run_when_prefect
     from customs.services.officials import decide
     from models.outbox import NoticeKind
 
-    application_id, worker, outcome, run = _waiting_in_this_process(settings, company_signer)
-    # the decision is recorded as the API records it; the hook that would resume the run never got through
-    decide(application_id, act=officials.decision(application_id, "release", "KZ-OF-0001", code="10"))
-    assert _paused_run(application_id).id == run.id  # still waiting: nothing told it
-    with get_client(sync_client=True) as client:
-        assert resume_decided_runs(client) == [application_id]
-    worker.join(60)
-    assert outcome["result"]["status"] == "released"
+    with _waiting_under_a_worker(settings, company_signer) as (application_id, run):
+        # the decision is recorded as the API records it; the hook that would resume the run never got through
+        decide(application_id, act=officials.decision(application_id, "release", "KZ-OF-0001", code="10"))
+        assert _paused_run(application_id).id == run.id  # still waiting: nothing told it
+        with get_client(sync_client=True) as client:
+            assert resume_decided_runs(client) == [application_id]
+        wait_until(lambda: _completed(application_id, run.id), "the woken run to complete")
+    assert declaration_status(application_id)["status"] == "released"
     assert events(application_id, "official_action_refused") == []
     assert len(notices(application_id, NoticeKind.RELEASE)) == 1
     with get_client(sync_client=True) as client:
@@ -313,22 +319,18 @@ def test_retrying_the_failed_flow_run_as_the_ui_does_is_safe_and_audited(setting
 def test_a_waiting_run_whose_deadline_passes_records_the_breach_and_says_so(settings, company_signer, officials):
     from datetime import timedelta
 
-    from customs.core.settings import configure
-    from flows.clearance import ReleaseDeadlinePassed
+    from prefect.client.orchestration import get_client
 
-    configure(
-        settings.model_copy(
-            update={
-                "release_deadline": timedelta(seconds=3),
-                "decision_wait_after_deadline": timedelta(seconds=2),
-                "decision_poll_seconds": 1,
-            }
-        )
-    )
+    from customs.core.settings import configure
+    from flows.clearance import start_clearance
+
+    # Already past its deadline and the supervisors' time after it when the run gets to the wait (a run resumed
+    # late, or one started late): it records the breach and stops, as a run of the deployment, under a worker.
+    configure(settings.model_copy(update={"release_deadline": timedelta(0), "decision_wait_after_deadline": timedelta(0)}))
     application_id = submit(company_signer, unique(sample("03-unpaid-vat.json")))
-    with pytest.raises(ReleaseDeadlinePassed) as passed:
-        clearance(application_id)
-    assert "the breach is recorded" in str(passed.value)
+    with clearance_worker() as (_, deployments), get_client(sync_client=True) as client:
+        started = start_clearance(application_id, deployment_id=deployments["clearance"], client=client)
+        wait_until(lambda: client.read_flow_run(started.id).state.is_final(), "the run to end")
     assert len(events(application_id, "release_deadline_breached")) == 1
     assert declaration_status(application_id)["release_breached_at"] is not None
     (run,) = flow_runs_of(application_id)

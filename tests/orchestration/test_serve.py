@@ -197,6 +197,70 @@ def test_customs_serve_clears_a_declaration_submitted_through_the_api(served, co
     assert "stopping" in served["log"].read_text() and "stopped" in served["log"].read_text()
 
 
+def test_a_waiting_declaration_has_one_suspended_deployment_run_however_it_was_submitted(served, company_signer, tmp_path):
+    """Issue 24: submitted through the API, with `customs submit` and with `customs submit --wait` while `customs serve`
+    runs, a declaration that waits for an official has exactly one clearance run: of the deployment, on the work pool
+    `customs`, Suspended until its deadline at least (never paused a minute at a time and marked Failed), with no
+    failure letter, support report or operations alert queued for it."""
+    import json
+    import sqlite3
+    from datetime import UTC, datetime
+
+    env, api, prefect, login = served["env"], served["api"], served["prefect"], served["login"]
+    content = as_bytes(unique(sample("03-unpaid-vat.json")))
+    response = httpx.post(
+        f"{api}/v1/declarations",
+        headers=declarant_client(env, "alatau"),
+        timeout=30,
+        files={"declaration": ("d.json", content), "signature": ("d.p7s", company_signer.sign(content))},
+    )
+    assert response.status_code == 202, response.text
+    submitted = {"api": response.json()["application_id"]}
+    for how, options in (("customs submit", []), ("customs submit --wait", ["--wait"])):
+        path = tmp_path / f"{len(submitted)}.json"
+        path.write_bytes(as_bytes(unique(sample("03-unpaid-vat.json"))))
+        Path(f"{path}.p7s").write_bytes(company_signer.sign(path.read_bytes()))
+        done = subprocess.run(
+            [CUSTOMS, "submit", str(path), "--signature", f"{path}.p7s", *options, "--json"],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        assert done.returncode == 0, done.stderr
+        submitted[how] = json.loads(done.stdout.strip().splitlines()[-1])["application_id"]
+
+    def runs(application_id: str) -> list[dict]:
+        body = {"flow_runs": {"tags": {"all_": [f"application:{application_id}"]}}}
+        return httpx.post(f"{prefect}/flow_runs/filter", json=body, timeout=10, auth=login).json()
+
+    for how, application_id in submitted.items():
+        (run,) = wait_until(
+            lambda application_id=application_id: [r for r in runs(application_id) if r["state"]["name"] == "Suspended"],
+            f"the run of the declaration submitted by {how} to suspend",
+            90,
+        )
+        assert len(runs(application_id)) == 1, how
+        assert run["deployment_id"] and run["work_pool_name"] == "customs", (how, run)
+        states = httpx.get(f"{prefect}/flow_run_states/", params={"flow_run_id": run["id"]}, timeout=10, auth=login).json()
+        assert not [s for s in states if s["type"] in ("FAILED", "CRASHED")], (how, [s["name"] for s in states])
+        status = subprocess.run(
+            [CUSTOMS, "status", application_id, "--json"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60
+        )
+        declaration = json.loads(status.stdout)
+        assert declaration["status"] == "awaiting_official", how
+        due = datetime.fromisoformat(declaration["release_due_at"])
+        due = due if due.tzinfo else due.replace(tzinfo=UTC)
+        assert datetime.fromisoformat(run["state"]["state_details"]["pause_timeout"]) >= due, how
+    with sqlite3.connect(Path(env["CUSTOMS_DATA_DIR"]) / "customs.db") as db:
+        marks = ",".join("?" * len(submitted))
+        ids = list(submitted.values())
+        kinds = db.execute(f"SELECT kind FROM notice WHERE application_id IN ({marks})", ids).fetchall()
+        alerts = db.execute(f"SELECT kind FROM ops_alert WHERE application_id IN ({marks})", ids).fetchall()
+    assert not [k for (k,) in kinds if k in ("failure_reported", "support_report")] and alerts == []
+
+
 def test_serve_rides_out_its_prefect_server_killed(served, company_signer):
     """Issue 18: kill -9 of the Prefect server that `customs serve` started. Intake answers at once all the same
     (the starts are queued), readiness says Prefect is down, the server is restarted by itself, and every
