@@ -13,7 +13,8 @@ from tasks.policy import time_limit
 def _log(report: DispatchReport) -> dict[str, Any]:
     logger = get_run_logger()
     if report.claimed:
-        logger.info("notices: %s", report.as_dict())
+        counts = ", ".join(f"{count} {outcome}" for outcome, count in sorted(report.outcomes.items()) if count)
+        logger.info("notices: %d due, %s", report.claimed, counts or "none tried")
     if report.deferred:
         logger.warning("notices: %s", report.deferred)
     for error in report.errors[:10]:
