@@ -25,7 +25,7 @@ from prefect.flow_runs import pause_flow_run, suspend_flow_run
 from prefect.states import Completed, Failed, Running, State
 from pydantic import Field
 
-from customs.core.clock import kz_display, utcnow
+from customs.core.clock import kz_display, kz_local, utcnow
 from customs.core.db import DeclarationNotFound
 from customs.core.settings import get_settings
 from customs.rules.outcomes import NOT_STARTED, OUTCOME_TAG_PREFIX, outcome_of
@@ -45,6 +45,10 @@ from tasks.officials import refuse_resume_without_decision, release_deadlines
 CLEARANCE_DEPLOYMENT = "clearance/clearance"
 
 DOCUMENT_TAGS = {"kz.customs/goods-declaration@1": "goods-declaration", "kz.customs/release-statement@1": "release-statement"}
+
+# The clearance deployment's choice of where a run starts (the steps of customs.rules.rerun.STEPS)
+WHERE_IT_STOPPED = "where it stopped"
+FromStep = Literal["where it stopped", "signature_check", "registration", "risk_assessment", "release"]
 
 
 def run_labels(outcome: StepOutcome) -> tuple[str, list[str]]:
@@ -94,7 +98,8 @@ def _test_pause_at(step: str) -> None:
 
 
 def _when(moment) -> str:
-    return kz_display(moment) or "-"
+    """A time in the artifact's tables: Kazakhstan time, to the minute (the heading says so once)."""
+    return kz_local(moment).strftime("%d.%m.%Y %H:%M") if moment is not None else "-"
 
 
 def _cell(text: object) -> str:
@@ -108,6 +113,8 @@ def _summary(outcome: StepOutcome, timings: dict[str, float] | None = None, stor
     ended = outcome_of(outcome.status)
     lines = [
         f"# Clearance of {outcome.application_id}: {ended.state_name if ended else outcome.status}",
+        "",
+        "Times are Kazakhstan time (UTC+5). Private persons are masked.",
         "",
         "| | |",
         "|---|---|",
@@ -129,10 +136,10 @@ def _summary(outcome: StepOutcome, timings: dict[str, float] | None = None, stor
     elif decision.automatic:
         lines.append(f"- automatic release, decision code **{decision.code}**, at {_when(decision.decided_at)}")
     else:
+        what = f"released, decision code **{decision.code}**" if decision.code else f"**{outcome.status}**"
         lines.append(
-            f"- decision code **{decision.code or '-'}** ({outcome.status}) by official **{decision.official_id}** at "
-            f"{_when(decision.decided_at)}; signed act {decision.act_id or '-'}, certificate serial "
-            f"`{decision.cert_serial or '-'}` ({decision.algorithm or '-'})"
+            f"- {what}, by official **{decision.official_id}** at {_when(decision.decided_at)}; signed act "
+            f"{decision.act_id or '-'}, certificate serial `{decision.cert_serial or '-'}` ({decision.algorithm or '-'})"
         )
     if outcome.reasons:
         lines += ["", "## Reasons", "", "| Code | Where | Message |", "|---|---|---|"]
@@ -151,13 +158,13 @@ def _summary(outcome: StepOutcome, timings: dict[str, float] | None = None, stor
         lines += ["", "## Deadlines", "", "| Deadline | Due | Breached |", "|---|---|---|"]
         registered = f"registered {_when(story.registered_at)}" if story.registered_at else "not registered"
         lines.append(
-            f"| Registration (2 h after submission at {_when(story.submitted_at)}) | {_when(story.registration_due_at)} "
+            f"| Registration (submitted {_when(story.submitted_at)}) | {_when(story.registration_due_at)} "
             f"| {_when(story.registration_breached_at) if story.registration_breached_at else 'no'} ({registered}) |"
         )
         if outcome.release_due_at is not None:
             decided = f"decided {_when(decision.decided_at)}" if decision and decision.decided_at else "no decision yet"
             lines.append(
-                f"| Release (4 h after registration) | {_when(outcome.release_due_at)} "
+                f"| Release (registered {_when(story.registered_at)}) | {_when(outcome.release_due_at)} "
                 f"| {_when(story.release_breached_at) if story.release_breached_at else 'no'} ({decided}) |"
             )
     if timings:
@@ -370,10 +377,6 @@ def _await_official(application_id: str) -> None:
                 f"{info['registration_number']}: stopped waiting for a decision: {type(exc).__name__}: {exc}"
             ) from exc
         woken = True  # resumed in this process: by `customs decide` after a decision, or by someone in Prefect
-
-
-WHERE_IT_STOPPED = "where it stopped"
-FromStep = Literal["where it stopped", "signature_check", "registration", "risk_assessment", "release"]  # rules.rerun.STEPS
 
 
 @flow(name="clearance", flow_run_name="{application_id}", persist_result=False, log_prints=False)
