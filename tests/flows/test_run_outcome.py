@@ -185,6 +185,17 @@ def test_a_wrong_application_id_is_a_plain_refusal_with_no_traceback_and_no_supp
     assert notices(UNKNOWN_ID, NoticeKind.SUPPORT_REPORT) == []
 
 
+def test_the_zombie_run_automation_takes_every_outcome_state_as_an_end():
+    """Prefect names a state's event after the state: a run ending "Released" emits prefect.flow-run.Released, which the
+    automation that crashes runs whose heartbeats stopped must count as an end (else it would crash a finished run)."""
+    from customs.orchestration.automations import _RUN_ENDED
+    from customs.rules.outcomes import final_state_names
+
+    names = {"Released", "Refused", "Awaiting official", "Release cancelled", "Not started"}
+    assert final_state_names() == names
+    assert {f"prefect.flow-run.{name}" for name in names} <= _RUN_ENDED
+
+
 def test_a_from_step_that_cannot_run_is_not_started_and_one_that_can_skips_the_steps_done(settings, company_signer, monkeypatch):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
@@ -325,3 +336,28 @@ def test_a_task_past_its_time_limit_is_stopped_in_a_worker_thread_without_prefec
     assert seen["result"] == ("done", "slow ran past its time limit of 0.5 s and was stopped")
     assert time.monotonic() - started < 8
     assert not [r for r in caplog.records if "Timeout of" in r.getMessage() or "worker thread" in r.getMessage()]
+
+
+def test_no_sync_task_uses_prefect_s_timeout_and_each_keeps_a_time_limit():
+    """The cause of the warning removed: no sync task sets timeout_seconds (Prefect warns at each run of one outside
+    the main thread); each that had one keeps its limit through tasks.policy.time_limit (async tasks keep Prefect's
+    timeout, which cancels them cleanly and does not warn)."""
+    import importlib
+    import pkgutil
+
+    from prefect import Task
+
+    import tasks
+
+    found = {}
+    for module in pkgutil.iter_modules(tasks.__path__):
+        for name, value in vars(importlib.import_module(f"tasks.{module.name}")).items():
+            if isinstance(value, Task):
+                found[f"{module.name}.{name}"] = value
+    assert len(found) >= 15, found
+    for name, task in found.items():
+        if task.isasync:
+            continue
+        assert task.timeout_seconds is None, name
+    limited = {name for name, task in found.items() if getattr(task.fn, "time_limit", None)}
+    assert {"clearance.signature_check", "clearance.register", "notices.deliver_notices", "crl.refresh_crls_task"} <= limited
