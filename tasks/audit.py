@@ -8,10 +8,11 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from customs.services.audit_anchors import write_anchor
-from tasks.policy import DATABASE_RETRIES
+from tasks.policy import DATABASE_RETRIES, time_limit
 
 
-@task(name="audit-anchor", timeout_seconds=120, cache_policy=NO_CACHE, **DATABASE_RETRIES)
+@task(name="audit-anchor", cache_policy=NO_CACHE, **DATABASE_RETRIES)
+@time_limit(120)
 def anchor_audit_chains() -> dict[str, Any] | None:
     """Sign the heads of every audit chain and append them to the anchor file, when none was written in the
     current CUSTOMS_AUDIT_ANCHOR_INTERVAL; what was anchored, or None."""

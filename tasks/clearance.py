@@ -8,38 +8,43 @@ from customs.services import steps
 from customs.services.rerun import record_rerun_event
 from customs.services.steps import StepOutcome
 from customs.services.support import report_system_failure
-from tasks.policy import DATABASE_RETRIES, private_errors
+from tasks.policy import DATABASE_RETRIES, private_errors, time_limit
 
 
-@task(name="signature-check", timeout_seconds=120, **DATABASE_RETRIES)
+@task(name="signature-check", **DATABASE_RETRIES)
+@time_limit(120)
 @private_errors
 def signature_check(application_id: str) -> StepOutcome:
     """Detached CMS signatures on the declaration and every attachment, as of the submission time."""
     return steps.check_signatures(application_id)
 
 
-@task(name="registration", timeout_seconds=60, **DATABASE_RETRIES)
+@task(name="registration", **DATABASE_RETRIES)
+@time_limit(60)
 @private_errors
 def register(application_id: str) -> StepOutcome:
     """Format and logic control; registration number or refusal with every reason."""
     return steps.register_declaration(application_id)
 
 
-@task(name="risk-assessment", timeout_seconds=60, **DATABASE_RETRIES)
+@task(name="risk-assessment", **DATABASE_RETRIES)
+@time_limit(60)
 @private_errors
 def risk_assessment(application_id: str) -> StepOutcome:
     """Lane from the risk profiles: green, yellow (documentary control) or red (inspection)."""
     return steps.assign_lane(application_id)
 
 
-@task(name="release", timeout_seconds=60, **DATABASE_RETRIES)
+@task(name="release", **DATABASE_RETRIES)
+@time_limit(60)
 @private_errors
 def release(application_id: str) -> StepOutcome:
     """Automatic release (code 10) of green, paid declarations; the rest wait for an official."""
     return steps.release_or_hold(application_id)
 
 
-@task(name="record-rerun", timeout_seconds=60, **DATABASE_RETRIES)
+@task(name="record-rerun", **DATABASE_RETRIES)
+@time_limit(60)
 @private_errors
 def record_rerun(application_id: str, rerun_act: int | None, flow_run_id: str, run_count: int) -> None:
     """Audit that the clearance runs again, and who asked: the official of the signed re-run act (its id; a run given
@@ -48,7 +53,8 @@ def record_rerun(application_id: str, rerun_act: int | None, flow_run_id: str, r
     record_rerun_event(application_id, rerun_act, flow_run_id, run_count)
 
 
-@task(name="report-failure", retries=3, retry_delay_seconds=[1, 2, 4], timeout_seconds=60)
+@task(name="report-failure", retries=3, retry_delay_seconds=[1, 2, 4])
+@time_limit(60)
 def report_failure(
     application_id: str, step: str, error: str, run_log: str, flow_run_id: str | None, run_count: int = 1, hold: bool = False
 ) -> str:

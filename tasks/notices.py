@@ -7,12 +7,14 @@ from typing import Any
 from prefect import get_run_logger, task
 
 from customs.services.outbox import DispatchReport, dispatch_due, dispatch_due_sync
+from tasks.policy import time_limit
 
 
 def _log(report: DispatchReport) -> dict[str, Any]:
     logger = get_run_logger()
     if report.claimed:
-        logger.info("notices: %s", report.as_dict())
+        counts = ", ".join(f"{count} {outcome}" for outcome, count in sorted(report.outcomes.items()) if count)
+        logger.info("notices: %d due, %s", report.claimed, counts or "none tried")
     if report.deferred:
         logger.warning("notices: %s", report.deferred)
     for error in report.errors[:10]:
@@ -20,7 +22,8 @@ def _log(report: DispatchReport) -> dict[str, Any]:
     return report.as_dict()
 
 
-@task(name="deliver-notices", retries=2, retry_delay_seconds=[2, 5], timeout_seconds=300)
+@task(name="deliver-notices", retries=2, retry_delay_seconds=[2, 5])
+@time_limit(300)
 def deliver_notices(application_id: str | None = None, limit: int | None = None, in_clearance: bool = False) -> dict[str, Any]:
     """Send the due notices (of one declaration, or all); delivery problems are recorded, not raised.
     ``in_clearance``: a clearance run's own pass, which never waits long for the SMTP server (see dispatch_due)."""

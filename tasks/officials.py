@@ -11,16 +11,18 @@ from prefect import task
 from customs.services.deadlines import check_registration_deadlines, check_release_deadlines
 from customs.services.officials import refuse_unsigned_resume
 from tasks.events import emit_deadline_breaches
-from tasks.policy import DATABASE_RETRIES
+from tasks.policy import DATABASE_RETRIES, time_limit
 
 
-@task(name="unsigned-resume", timeout_seconds=60, **DATABASE_RETRIES)
+@task(name="unsigned-resume", **DATABASE_RETRIES)
+@time_limit(60)
 def refuse_resume_without_decision(application_id: str, flow_run_id: str) -> bool:
     """The run was resumed with no decision recorded: audited as refused; the run waits again."""
     return refuse_unsigned_resume(application_id, flow_run_id=flow_run_id)
 
 
-@task(name="release-deadlines", timeout_seconds=300, **DATABASE_RETRIES)
+@task(name="release-deadlines", **DATABASE_RETRIES)
+@time_limit(300)
 def release_deadlines(application_id: str | None = None, now: datetime | None = None) -> dict[str, Any]:
     """Supervisors alerted at 75% of the release time, breaches recorded at 100% (each once; each breach told to
     Prefect as an event for the automations)."""
@@ -29,7 +31,8 @@ def release_deadlines(application_id: str | None = None, now: datetime | None = 
     return report.as_dict()
 
 
-@task(name="registration-deadlines", timeout_seconds=300, **DATABASE_RETRIES)
+@task(name="registration-deadlines", **DATABASE_RETRIES)
+@time_limit(300)
 def registration_deadlines() -> dict:
     """The support service alerted at 75% of the registration time, breaches recorded at 100% (each once; each
     breach told to Prefect as an event for the automations)."""

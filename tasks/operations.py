@@ -20,6 +20,7 @@ from prefect.client.schemas.objects import StateType
 
 from customs.core.clock import utcnow
 from customs.services.queries import operations_summary, operations_summary_markdown
+from tasks.policy import time_limit
 
 FAILED_RUNS_WINDOW = timedelta(hours=24)
 
@@ -47,7 +48,8 @@ def failed_clearance_runs(
     ]
 
 
-@task(name="operations-summary", timeout_seconds=120)
+@task(name="operations-summary")
+@time_limit(120)
 def publish_operations_summary() -> None:
     """The figures of `customs ops` as the `operations-summary` artifact in the UI."""
     now = utcnow()

@@ -9,10 +9,11 @@ from prefect import task
 
 from customs.services.printing import check_print_deadlines, copies_to_render, render_print_copy
 from tasks.events import emit_print_overdue
-from tasks.policy import DATABASE_RETRIES
+from tasks.policy import DATABASE_RETRIES, time_limit
 
 
-@task(name="print-deadlines", timeout_seconds=120, **DATABASE_RETRIES)
+@task(name="print-deadlines", **DATABASE_RETRIES)
+@time_limit(120)
 def print_deadline_check(now: datetime | None = None) -> dict[str, Any]:
     """Supervisors alerted at 20 minutes, breaches recorded at 30, from the stored times (each once; each request
     found overdue told to Prefect as an event for the automations)."""

@@ -10,7 +10,7 @@ from prefect.cache_policies import NO_CACHE
 
 from customs.services.recheck import batch_recheck_run
 from tasks.events import emit_deadline_breaches
-from tasks.policy import retry_on_database_error
+from tasks.policy import retry_on_database_error, time_limit
 
 
 @task(
@@ -18,9 +18,9 @@ from tasks.policy import retry_on_database_error
     retries=2,
     retry_delay_seconds=[5, 15],
     retry_condition_fn=retry_on_database_error,
-    timeout_seconds=1800,
     cache_policy=NO_CACHE,
 )
+@time_limit(1800)
 def recheck(restart: Callable[[str], None] | None, batch_size: int | None = None) -> dict[str, Any]:
     """Stuck declarations (each restarted with ``restart`` when given), passed release deadlines, revoked signers."""
     result = batch_recheck_run(restart=restart, batch_size=batch_size)

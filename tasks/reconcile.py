@@ -35,6 +35,7 @@ from customs.core.settings import Settings, get_settings
 from customs.rules.reconcile import CLOSE, CRASH, FINAL, RERUN, RunView, failed_on_database, reconcile_action
 from customs.services.queries import statuses_of
 from customs.services.rerun import reconciled_before, record_reconciliation, reruns_recorded
+from tasks.policy import time_limit
 
 CRASHED_WINDOW = timedelta(hours=24)
 PAGE = 200
@@ -178,7 +179,8 @@ def _act(client: SyncPrefectClient, view: RunView, action: str, why: str) -> boo
     return True  # report: nothing to do in Prefect
 
 
-@task(name="reconcile-runs", timeout_seconds=600)
+@task(name="reconcile-runs")
+@time_limit(600)
 def reconcile_runs() -> list[dict[str, Any]]:
     """Clearance runs whose state disagrees with their declaration: re-run or closed (see tasks/reconcile.py)."""
     with get_client(sync_client=True) as client:

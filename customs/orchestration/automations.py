@@ -32,6 +32,7 @@ from prefect.client.schemas.objects import StateType, WorkPool
 from pydantic import SecretStr
 
 from customs.core.settings import Settings
+from customs.rules.outcomes import final_state_names
 from customs.services.ops_alerts import (
     FAILED_RUN_EVENTS,
     PRINT_REQUEST_OVERDUE,
@@ -59,6 +60,9 @@ _RUN_ENDED = {
     "prefect.flow-run.Crashed",
     "prefect.flow-run.Suspended",
     "prefect.flow-run.Paused",
+    # A clearance run ends in a state named after its outcome (Released, Refused, ..., Not started): Prefect names
+    # its event after the state, so each is an end too (else a completed run would be marked Crashed).
+    *(f"prefect.flow-run.{name}" for name in sorted(final_state_names())),
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,11 +12,13 @@ import yaml
 from prefect.client.orchestration import get_client
 from prefect.flows import load_flow_from_entrypoint
 from prefect.schedules import Cron
+from pydantic.fields import FieldInfo
 
 from customs.core.paths import PREFECT_YAML, PROJECT_ROOT
 from customs.core.settings import Settings, get_settings
 from customs.orchestration.automations import apply_automations
 from customs.orchestration.pool import ensure_pool, read_pool
+from customs.rules.outcomes import NOT_STARTED, OUTCOMES
 
 
 @dataclass(frozen=True)
@@ -78,10 +81,37 @@ def register_deployments(specs: list[DeploymentSpec], work_pool: str | None = No
     return registered
 
 
+def parameter_schema(flow: Any) -> dict[str, Any]:
+    """The flow's parameter schema as the deployment's run form shows it (issue 24, part 2).
+
+    Prefect's own schema titles each parameter with its Python name and drops the title and description of a
+    pydantic ``Field`` in ``Annotated``; here they are put back (a parameter with none gets its name in words, and
+    its description from the docstring as Prefect reads it). An optional parameter (``int | None = None``) is shown
+    as its type alone, left empty when not given: the form then has a plain field, not a type toggle. And
+    ``additionalProperties: false``: Prefect refuses a run created with a parameter its flow does not take (e.g. a
+    clock, ``now``, issue 23) instead of creating one that fails."""
+    schema = flow.parameters.model_dump_for_openapi()
+    try:
+        hints = typing.get_type_hints(flow.fn, include_extras=True)
+    except Exception:  # a flow whose annotations do not resolve keeps Prefect's titles
+        hints = {}
+    for name, prop in (schema.get("properties") or {}).items():
+        field = next((m for m in getattr(hints.get(name), "__metadata__", ()) if isinstance(m, FieldInfo)), None)
+        prop["title"] = field.title if field is not None and field.title else name.replace("_", " ").capitalize()
+        if field is not None and field.description:
+            prop["description"] = field.description
+        options = prop.get("anyOf")
+        if options and prop.get("default", ...) is None and name not in schema.get("required", ()):
+            others = [o for o in options if o != {"type": "null"}]
+            if len(others) == 1 and len(others) < len(options):
+                del prop["anyOf"], prop["default"]
+                prop.update(others[0])
+    return {**schema, "additionalProperties": False}
+
+
 def close_parameters(deployment_id: UUID, flow: Any) -> None:
-    """The deployment's parameter schema with ``additionalProperties: false``: Prefect then refuses a run created
-    with a parameter its flow does not take (e.g. a clock, ``now``, issue 23) instead of creating one that fails."""
-    schema = {**flow.parameters.model_dump_for_openapi(), "additionalProperties": False}
+    """The deployment's parameter schema (``parameter_schema``: titled, described, closed)."""
+    schema = parameter_schema(flow)
     with get_client(sync_client=True) as client:
         client.request("PATCH", "/deployments/{id}", path_params={"id": deployment_id}, json={"parameter_openapi_schema": schema})
 
@@ -117,6 +147,8 @@ SAVED_SEARCHES = {
     "Clearance": [_run_filter("tag", ["clearance"])],
     "Waiting for an official": [_run_filter("tag", ["clearance"]), _run_filter("state", ["Paused", "Suspended"])],
     "Failed clearance": [_run_filter("tag", ["clearance"]), _run_filter("state", ["Failed", "Crashed"])],
+    # One per outcome, by the run's outcome:<status> tag (customs.rules.outcomes)
+    **{o.search: [_run_filter("tag", [o.tag])] for o in (*OUTCOMES.values(), NOT_STARTED)},
 }
 
 

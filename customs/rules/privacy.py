@@ -83,3 +83,24 @@ def mask_run_logs() -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(f, PrivateDataFilter) for f in logger.filters):
             logger.addFilter(PrivateDataFilter())
+
+
+def describe_signature(summary: dict) -> str:
+    """One signature as the run's log and artifact show it (a verdict's ``summary()``, as the declaration keeps it):
+    what was signed, by whom (the person's name as initials, the IIN masked, the BIN as it is), in which NCA role,
+    and whether it held: ``declaration: Т. Т. (IIN 8601******23, BIN 990840000123; first head) valid``. A certificate
+    with no IIN and a BIN is the organisation's own: its name stays."""
+    from customs.rules.signers import LEGAL_ENTITY, ROLE_NAMES
+
+    signer = summary.get("signer") or {}
+    what = str(summary.get("document") or "document")
+    verdict = "valid" if summary.get("valid") else "NOT valid"
+    if not signer:
+        return f"{what}: no readable signer, {verdict}"
+    ids = [f"IIN {mask_iin(signer['iin'])}" if signer.get("iin") else "", f"BIN {signer['bin']}" if signer.get("bin") else ""]
+    roles = [ROLE_NAMES.get(r, r) for r in signer.get("roles") or () if r != LEGAL_ENTITY]
+    about = "; ".join(filter(None, [", ".join(filter(None, ids)), ", ".join(roles) or "no NCA role"]))
+    name = str(signer.get("name") or "")
+    if signer.get("iin") or not signer.get("bin"):  # a person holds the certificate (an entity's names its employee)
+        name = initials(name)
+    return mask_private(f"{what}: {name or 'no name'} ({about}) {verdict}", [signer.get("name")] if signer.get("iin") else ())

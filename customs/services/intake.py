@@ -32,6 +32,9 @@ from models.reasons import UNSAFE_CATEGORIES, Reason
 
 CHANNELS = ("electronic", "portal", "paper")
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32: no I, L, O, U
+# What new_application_id makes: A, the day of submission (yymmdd, Kazakhstan time), -, ten of _ALPHABET. A
+# clearance run's parameter is checked against it (a mistyped id is refused by the run form, not the run).
+APPLICATION_ID_PATTERN = r"^A[0-9]{6}-[0-9A-HJKMNP-TV-Z]{10}$"
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from customs.core.db import find_declaration, transaction
 from customs.core.reference import load_reference
 from customs.core.settings import Settings, get_settings
 from customs.pki.verify import SignedDocument, configured_verifier, verify_documents
+from customs.rules.privacy import describe_signature
 from customs.rules.registration import format_logical_control, registration_number, zone_of
 from customs.rules.release import decide_release
 from customs.rules.risk import assess_risk
@@ -42,6 +43,14 @@ class StepOutcome(BaseModel):
     customs_office: str | None = None
     schema_id: str | None = None
     reasons: list[dict[str, Any]] = []
+    # What the steps found, for the run's log lines and its artifact (private persons masked: customs.rules.privacy)
+    signers: list[str] = []
+    risk_profiles: list[str] = []
+    zone: str | None = None
+    release_due_at: datetime | None = None
+    decision_code: str | None = None
+    decided_by: str | None = None
+    decided_at: datetime | None = None
 
 
 def outcome_of(declaration: Declaration, *, acted: bool) -> StepOutcome:
@@ -54,6 +63,13 @@ def outcome_of(declaration: Declaration, *, acted: bool) -> StepOutcome:
         customs_office=declaration.customs_office,
         schema_id=declaration.schema_id,
         reasons=list(declaration.reasons),
+        signers=[describe_signature(s) for s in declaration.signers],
+        risk_profiles=list(declaration.risk_profiles),
+        zone=declaration.zone,
+        release_due_at=declaration.release_due_at,
+        decision_code=declaration.decision_code,
+        decided_by=declaration.decided_by,
+        decided_at=declaration.decided_at,
     )
 
 

@@ -77,7 +77,7 @@ def test_a_private_persons_declaration_leaves_no_iin_or_name_in_prefect(settings
     # Cleared to its resting state: waits for an official (yellow lane); signed by the declarant herself.
     waiting = _submit(person_signer, unique(sample("02-yellow-laptops-from-cn.json")))
     assert clearance(waiting, wait_for_official=False)["status"] == "awaiting_official"
-    shown = _shown_by_prefect(waiting, "is awaiting_official")
+    shown = _shown_by_prefect(waiting, "notices: acceptance sent")
     _assert_private(shown)
 
     # Refused because another person signed: both IINs are in the reasons, which the run's artifact lists, masked.
@@ -88,7 +88,7 @@ def test_a_private_persons_declaration_leaves_no_iin_or_name_in_prefect(settings
     assert result["status"] == "registration_refused"
     message = next(r["message"] for r in result["reasons"] if r["code"] == "SIGNER_NOT_DECLARANT")
     assert STRANGER_IIN in message and DECLARANT_IIN in message  # the declarant reads them in full (the database)
-    shown = _shown_by_prefect(refused, "refused registration: ")
+    shown = _shown_by_prefect(refused, "registration refused: ")
     _assert_private(shown)
     assert "9103******52" in shown and "8805******24" in shown  # the artifact still says what was wrong
 

@@ -271,7 +271,7 @@ def test_data_dir_modes_are_tightened(tmp_path):
 # Each deployment's parameters, all of them: none sets the clock, none names a person (a re-run names the official's
 # signed act by its id: the official is whoever signed it).
 DEPLOYMENT_PARAMETERS = {
-    "clearance": {"application_id", "rerun_act", "wait_for_official"},
+    "clearance": {"application_id", "rerun_act", "wait_for_official", "from_step"},  # from_step: a step, not a clock
     "batch-recheck": {"restart", "batch_size"},
     "deadline-watch": set(),
     "outbox-dispatch": {"max_notices", "batch_size"},

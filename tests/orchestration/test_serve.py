@@ -403,7 +403,8 @@ def test_the_clearance_worker_runs_several_clearances_at_once_in_its_own_process
         history = [s.name for s in client.read_flow_run_states(runs[0].id)]
     assert len(runs) == 4 and all(r.state.is_completed() for r in runs)
     assert {r.infrastructure_pid.split(":")[1] for r in runs} == {str(os.getpid())}  # executed in this very process
-    assert history == ["Scheduled", "Pending", "Running", "Completed"]  # claimed (Pending) through orchestration
+    # claimed (Pending) through orchestration; completed under the outcome's name (issue 24, part 2)
+    assert history == ["Scheduled", "Pending", "Running", "Released"]
     # Executed at once, not one after another: at some moment several of them were running. (All four at one
     # moment is not guaranteed: a clearance takes a few hundred ms, and the fourth claim can come after the
     # first run has ended; a worker that ran them one by one would never show two at once.)
@@ -683,7 +684,7 @@ def test_a_quick_decision_while_the_suspended_attempt_still_exits_completes_the_
     assert stale.get("delivered") == run.id  # the late event did reach the resumed attempt's watch
     assert [kind for kind, _ in timeline] == ["start", "end", "start", "end"]
     assert timeline[2][1] >= timeline[1][1]  # the resumed attempt started only once the held one had ended
-    assert "Crashed" not in history and history[-1] == "Completed", history
+    assert "Crashed" not in history and history[-1] == "Released", history
     status = declaration_status(application_id)
     assert (status["status"], status["decided_by"]) == ("released", INSPECTOR)
 
