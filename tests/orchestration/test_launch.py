@@ -142,7 +142,7 @@ def test_clear_creates_a_run_of_the_deployment(settings, company_signer):
     (run,) = flow_runs_of(application_id)
     assert (run.deployment_id, run.work_pool_name) == (deployments["clearance"], pool) and run.state.is_completed()
     again = CliRunner().invoke(app, ["clear", application_id])  # a second clear: a second run, nothing redone
-    assert again.exit_code == 0 and "Completed" in again.stdout, again.output
+    assert again.exit_code == 0 and "Released" in again.stdout, again.output  # the state named after the outcome
     assert len(flow_runs_of(application_id)) == 2
 
 
@@ -164,7 +164,7 @@ def test_the_demo_clears_each_sample_in_one_deployment_run_and_leaves_the_waitin
     pool, _ = fresh_deployments()
     results = {r["sample"]: r for r in run_demo(samples_dir=samples)}
     green, waiting = results["01-green-household-appliances.json"], results["03-unpaid-vat.json"]
-    assert (green["status"], green["flow_run"]["state"]) == ("released", "Completed")
+    assert (green["status"], green["flow_run"]["state"]) == ("released", "Released")
     (run,) = flow_runs_of(green["application_id"])
     assert run.deployment_id is not None and run.work_pool_name == pool
     assert waiting["flow_run"]["state"] == "Suspended"
