@@ -187,6 +187,8 @@ def _step_line(step: str, outcome: StepOutcome) -> str:
     if step == "risk_assessment":
         return f"lane {outcome.lane}{again}: risk profiles hit: {', '.join(outcome.risk_profiles) or 'none'}"
     if step == "release":
+        if outcome.status == "released" and outcome.decided_by not in (None, "system"):
+            return f"released{again} by official {outcome.decided_by}, decision code {outcome.decision_code}"
         if outcome.status == "released":
             return f"released{again}: automatic release, decision code {outcome.decision_code}"
         if outcome.status == "awaiting_official":

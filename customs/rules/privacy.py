@@ -19,7 +19,9 @@ import re
 from collections.abc import Iterable
 
 # 12 digits not part of a longer number, the fifth 0-3: an IIN (NCA puts "IIN" before it in SERIALNUMBER).
-_IIN = re.compile(r"(?<!\d)(\d{4})([0-3]\d{5})(\d{2})(?!\d)")
+# Twelve digits standing alone or after NCA's "IIN" (SERIALNUMBER=IIN...): not a run of digits inside a longer token
+# (a certificate's hexadecimal serial, a hash)
+_IIN = re.compile(r"(?:(?<=IIN)|(?<![0-9A-Za-z]))(\d{4})([0-3]\d{5})(\d{2})(?![0-9A-Za-z])")
 # A person's attribute in an RFC 4514 subject: its value runs to the next unescaped , or +.
 _PERSON_ATTRIBUTE = re.compile(r"\b(CN|SN|GN|G|SURNAME|GIVENNAME|commonName|surname|givenName)=((?:\\.|[^,+\\])+)")
 _EMAIL = re.compile(r"\b([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9.-]+\.[A-Za-z]{2,})\b")

@@ -144,6 +144,14 @@ def test_an_official_decision_retags_the_run_and_the_artifact_names_the_official
     story = _artifact(application_id)
     assert f"**release_refused**, by official **{INSPECTOR}**" in story and f"certificate serial `{act.cert_serial}`" in story
     assert "| release_refusal |" in story
+    # A release by an official is said to be one, not "automatic" (the demo's resumed run said so).
+    released = submit(company_signer, unique(sample("03-unpaid-vat.json")))
+    clearance(released, wait_for_official=False)
+    decide(released, act=officials.decision(released, "release", INSPECTOR, code="11"))
+    assert clearance(released)["status"] == "released"
+    last = [r for r in flow_runs_of(released) if r.state.name == "Released"][0]
+    lines = [m for m in _logs(last.id, "notices:") if ": released (done before)" in m]
+    assert lines and all(f"by official {INSPECTOR}, decision code 11" in m and "automatic" not in m for m in lines), lines
 
 
 def _decision_acts(application_id: str):

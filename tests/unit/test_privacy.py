@@ -66,3 +66,15 @@ def test_the_log_filter_masks_messages_arguments_and_tracebacks():
     assert "880501300124" not in joined and "ТЕСТОВ ТЕСТ" not in joined
     assert "A1 failed: CN=Т. Т.,SERIALNUMBER=IIN8805******24" in joined
     assert "RuntimeError: signer 8805******24 unknown" in joined  # the traceback too
+
+
+def test_digits_inside_a_serial_or_a_hash_are_not_taken_for_an_iin():
+    """A certificate's hexadecimal serial held twelve digits in a row: the log showed it half masked."""
+    from customs.rules.privacy import mask_private
+
+    serial = "36434c286b8dc5e05d874489c5e1895101231270c"
+    assert mask_private(f"signed act certificate serial {serial}") == f"signed act certificate serial {serial}"
+    sha = "ab" + "860101300123" + "cd"
+    assert mask_private(sha) == sha
+    assert "860101300123" not in mask_private("SERIALNUMBER=IIN860101300123,CN=X")
+    assert "860101300123" not in mask_private("IIN 860101300123 signed")
