@@ -209,26 +209,6 @@ def record_act(
     return row
 
 
-def signed_acts_of(application_id: str) -> list[dict[str, Any]]:
-    """The signed acts on a declaration, oldest first (for `customs status` and the audit's proof)."""
-    with transaction() as session:
-        rows = session.exec(
-            select(SignedOfficialAct).where(SignedOfficialAct.application_id == application_id).order_by(SignedOfficialAct.id)
-        ).all()
-        return [
-            {
-                "id": r.id,
-                "act": r.act,
-                "official_id": r.official_id,
-                "signed_at": r.signed_at.isoformat(),
-                "cert_serial": r.cert_serial,
-                "algorithm": r.algorithm,
-                "sha256": r.sha256,
-            }
-            for r in rows
-        ]
-
-
 def act_checked(
     session: Session,
     checked: VerifiedAct | tuple[Reason, str],

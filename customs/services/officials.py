@@ -34,10 +34,9 @@ from customs.services.deadlines import record_release_breach
 from customs.services.official_acts import (
     SignedAct,
     VerifiedAct,
+    act_checked,
     declaration_subject,
-    expected_problem,
     record_act,
-    replayed,
     verify_act,
 )
 from models.audit import AuditEvent, append_event
@@ -80,8 +79,6 @@ def act_on_declaration(
 ) -> tuple[VerifiedAct | None, Reason | None, str]:
     """The signed act, if it proves its official and says it is this act on this declaration (its number and the
     SHA-256 of its bytes) and was not taken before; else the reason. Returns (act, problem, official id to audit)."""
-    if isinstance(checked, tuple):
-        return None, checked[0], checked[1]
     subject = {"application_id": declaration.application_id, **declaration_subject(declaration)}
     expected = Expected(
         act=expected.act,
@@ -90,8 +87,7 @@ def act_on_declaration(
         choice=expected.choice,
         grounds=expected.grounds,
     )
-    problem = expected_problem(checked, expected, now=now, settings=settings) or replayed(session, checked)
-    return checked, problem, checked.official_id
+    return act_checked(session, checked, expected, now=now, settings=settings)
 
 
 def act_sha256(act: SignedAct) -> str:
@@ -264,30 +260,21 @@ def decide(
     return result
 
 
-def decisions_recorded_for(application_ids: list[str]) -> dict[str, dict[str, Any]]:
-    """Of these declarations, those decided by an official (released, refused, cancelled since), each with the
-    decision as run input: given to a run still waiting for it, it is recognised as a replay (its id)."""
+def decisions_recorded_for(application_ids: list[str]) -> list[str]:
+    """Of these declarations, those an official decided (released, refused, cancelled since): a run still waiting for
+    one of them is woken and reads the decision."""
     if not application_ids:
-        return {}
+        return []
     with transaction() as session:
-        rows = session.exec(
-            select(Declaration).where(
-                Declaration.application_id.in_(application_ids),
-                Declaration.status.in_(DECIDED),
-                Declaration.decision_ref.is_not(None),
-            )
-        ).all()
-        return {
-            d.application_id: {
-                "decision": "refuse" if d.status == Status.RELEASE_REFUSED else "release",
-                "official_id": d.decided_by,
-                "decision_code": d.decision_code if d.status != Status.RELEASE_REFUSED else None,
-                "grounds": [],
-                "grounds_text": "",
-                "decision_id": d.decision_ref,
-            }
-            for d in rows
-        }
+        return list(
+            session.exec(
+                select(Declaration.application_id).where(
+                    Declaration.application_id.in_(application_ids),
+                    Declaration.status.in_(DECIDED),
+                    Declaration.decision_ref.is_not(None),
+                )
+            ).all()
+        )
 
 
 def refuse_unsigned_resume(application_id: str, *, flow_run_id: str, now: datetime | None = None) -> bool:

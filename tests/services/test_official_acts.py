@@ -42,12 +42,12 @@ def refused_event(application_id: str) -> dict:
     return [e for e in events(application_id) if e.event == "official_action_refused"][-1]
 
 
-def assert_unchanged(number: str, status: Status = Status.AWAITING_OFFICIAL) -> None:
+def assert_unchanged(number: str) -> None:
+    """Still waiting, decided by nobody, and no signed act kept."""
     declaration = stored(number)
-    assert declaration.status == status
-    assert declaration.decided_by is None if status == Status.AWAITING_OFFICIAL else True
+    assert declaration.status == Status.AWAITING_OFFICIAL and declaration.decided_by is None
     with transaction() as session:
-        assert session.exec(select(SignedOfficialAct)).all() == [] if status == Status.AWAITING_OFFICIAL else True
+        assert session.exec(select(SignedOfficialAct)).all() == []
 
 
 # --- The canonical document ----------------------------------------------------------------------
