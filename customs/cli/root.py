@@ -77,6 +77,7 @@ COMMANDS = {
     "ops": ("operations", OPERATIONS),
     "recheck": ("operations", OPERATIONS),
     "audit": ("audit", OPERATIONS),
+    "backup": ("backup", OPERATIONS),
     "clients": ("clients", OPERATIONS),
     "crl": ("crl", OPERATIONS),
     "serve": ("server", OPERATIONS),

@@ -24,6 +24,7 @@ from customs.orchestration.starting import ClearanceStarter
 from customs.orchestration.timers import schedule_print_timers
 from customs.orchestration.worker import ClearanceWorker, WorkerThread
 from customs.services.queries import owed_clearances
+from customs.services.restore import restore_check
 
 
 def port_free(host: str, port: int) -> bool:
@@ -74,6 +75,7 @@ def serve(
             "(set CUSTOMS_API_PORT, or stop what listens there)"
         )
     init_db(settings)
+    echo(f"Restore check: {restore_check(settings=settings).summary()}")
     api_url = ensure_server(settings)
     supervisor = ServerSupervisor(settings).start()  # the local Prefect server, restarted if it dies
     stop = stop or threading.Event()

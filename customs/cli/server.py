@@ -26,6 +26,7 @@ from customs.orchestration.server import (
 )
 from customs.orchestration.worker import WORKER_TYPE, ClearanceWorker
 from customs.services.authority import announce
+from customs.services.restore import restore_check
 
 commands = typer.Typer()  # registered with the root app by customs.cli.root.COMMANDS
 
@@ -133,6 +134,7 @@ def worker_command(
     settings = get_settings()
     tighten_data_dir(settings.data_dir)
     init_db(settings)
+    typer.echo(f"restore check: {restore_check(settings=settings).summary()}")
     try:
         api_url = ensure_server(settings)
     except PrefectServerRefused as exc:

@@ -274,6 +274,16 @@ class Settings(BaseSettings):
         timedelta(minutes=15),
         description="deadline-watch writes an anchor when none was written in the current interval (15 min: at :00, :15, ...).",
     )
+    sent_journal_dir: Path | None = Field(
+        None,
+        description="The sent journal (customs.core.sent_journal): every registration number issued and every notice "
+        "sent, outside the database, so that a database restored from a backup never issues a number or sends a "
+        "notice twice; default data_dir/sent-journal. Put it on another disk than the database (each host writes its "
+        "own file in it; a folder shared by the hosts lets each see the others').",
+    )
+    backup_dir: Path | None = Field(
+        None, description="Where `customs backup create` writes its backups; default data_dir/backups (best another disk)."
+    )
     audit_anchor_required: bool = Field(
         False,
         description="customs audit verify fails when there is no anchor at all (otherwise only once a key or anchors exist).",
@@ -388,6 +398,14 @@ class Settings(BaseSettings):
         """The anchors' public key, next to them, for a verifier that has no access to the signing key."""
         anchors = self.anchor_path
         return anchors.with_name(anchors.name.removesuffix(".jsonl") + ".pub.pem")
+
+    @property
+    def sent_journal_path(self) -> Path:
+        return self.sent_journal_dir or self.data_dir / "sent-journal"
+
+    @property
+    def backup_path(self) -> Path:
+        return self.backup_dir or self.data_dir / "backups"
 
     @property
     def anchor_key_path(self) -> Path:

@@ -200,6 +200,19 @@ def registration_number(office: str, day: date, serial: int) -> str:
     return f"{office}/{day:%d%m%y}/{serial:07d}"
 
 
+def parse_registration_number(number: str) -> tuple[str, date, int] | None:
+    """The office, day and serial of a number ``registration_number`` made; ``None`` for anything else."""
+    office, _, rest = number.partition("/")
+    day_text, _, serial_text = rest.partition("/")
+    if not (office.isdigit() and len(day_text) == 6 and day_text.isdigit() and serial_text.isdigit()):
+        return None
+    try:
+        day = date(2000 + int(day_text[4:]), int(day_text[2:4]), int(day_text[:2]))
+    except ValueError:
+        return None
+    return office, day, int(serial_text)
+
+
 def registration_deadline_stage(
     submitted_at: datetime, now: datetime, deadline: timedelta, alert_fraction: float
 ) -> tuple[str | None, datetime]:

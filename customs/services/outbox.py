@@ -32,6 +32,7 @@ from sqlmodel import select
 from customs.core.clock import kz_display, utcnow
 from customs.core.db import is_transient_database_error, transaction
 from customs.core.reference import ReferenceDataError, load_reference
+from customs.core.sent_journal import append, index_of, notice_record
 from customs.core.settings import Settings, get_settings
 from customs.notices.delivery import PERMANENT, SENT, TEMPORARY, SendResult, Transport, backoff, transport_for
 from customs.notices.render import DECISION_FILE, DECISION_SIGNATURE_FILE, DeclarationFacts, build_message, decision_json_of
@@ -440,27 +441,7 @@ async def dispatch_due(
                 report.outcomes["stale"] += 1  # another pass took it over after this one's lease ran out: not sent twice
                 continue
             held = False
-            try:
-                if item.declaration is None:
-                    raise LookupError(f"declaration {notice.application_id} of notice {notice.id} is missing")
-                message = build_message(
-                    notice,
-                    item.declaration,
-                    reference,
-                    sender=settings.mail_from,
-                    sender_names=settings.mail_from_names,
-                    domain=settings.mail_domain,
-                    attachments=item.attachments,
-                )
-            except Exception as exc:  # a template or data defect: retrying will not cure it
-                log.exception("notice %s (%s) cannot be rendered", notice.id, notice.kind)
-                result = SendResult(PERMANENT, f"cannot be rendered: {type(exc).__name__}: {exc}")
-            else:
-                try:
-                    result = await transport.send(message, sender, notice.recipient, eml_name(notice))
-                except Exception as exc:  # whatever it was, the notice waits for its next attempt
-                    log.exception("notice %s: the transport failed", notice.id)
-                    result = SendResult(TEMPORARY, f"{type(exc).__name__}: {exc}")
+            result = await _send_one(settings, item, reference, transport, sender)
             answers[result.outcome] += 1
             first_temporary = first_temporary or (result.detail if result.outcome == TEMPORARY else None)
             following = pending[0].notice if pending and not result.server_wide else None
@@ -491,6 +472,56 @@ async def dispatch_due(
     if report.unavailable is None and answers[TEMPORARY] and not answers[SENT] and not answers[PERMANENT]:
         report.unavailable = first_temporary
     return report
+
+
+ALREADY_SENT = "sent before the database was restored (the sent journal has its Message-ID): not sent again"
+
+
+async def _send_one(settings: Settings, item: Claimed, reference, transport: Transport, sender: str) -> SendResult:
+    """Render and send one claimed notice; never raises. A notice the sent journal already holds (the database was
+    restored from a backup older than its sending) is not sent again; one the server takes goes into the journal
+    before it is marked sent."""
+    notice = item.notice
+    journal = settings.sent_journal_path
+    if index_of(journal).was_sent(notice.uid, notice.dedup_key, str(notice.kind), notice.application_id):
+        log.warning("notice %s (%s, %s): %s", notice.id, notice.kind, notice.dedup_key, ALREADY_SENT)
+        return SendResult(SENT, ALREADY_SENT)
+    try:
+        if item.declaration is None:
+            raise LookupError(f"declaration {notice.application_id} of notice {notice.id} is missing")
+        message = build_message(
+            notice,
+            item.declaration,
+            reference,
+            sender=settings.mail_from,
+            sender_names=settings.mail_from_names,
+            domain=settings.mail_domain,
+            attachments=item.attachments,
+        )
+    except Exception as exc:  # a template or data defect: retrying will not cure it
+        log.exception("notice %s (%s) cannot be rendered", notice.id, notice.kind)
+        return SendResult(PERMANENT, f"cannot be rendered: {type(exc).__name__}: {exc}")
+    try:
+        result = await transport.send(message, sender, notice.recipient, eml_name(notice))
+    except Exception as exc:  # whatever it was, the notice waits for its next attempt
+        log.exception("notice %s: the transport failed", notice.id)
+        return SendResult(TEMPORARY, f"{type(exc).__name__}: {exc}")
+    if result.outcome == SENT:
+        declaration = item.declaration
+        record = notice_record(
+            uid=notice.uid,
+            dedup_key=notice.dedup_key,
+            application_id=notice.application_id,
+            kind=str(notice.kind),
+            recipient=notice.recipient,
+            number=declaration.registration_number if declaration is not None else None,
+            at=utcnow(),
+        )
+        try:
+            await asyncio.to_thread(append, journal, record)
+        except OSError:  # the notice is out: marking it sent matters more; the journal's folder is looked into
+            log.exception("notice %s: sent, but the sent journal %s could not be written", notice.id, journal)
+    return result
 
 
 def run_sync(coroutine: Awaitable[T]) -> T:

@@ -20,10 +20,11 @@ from sqlmodel import Session, select
 from customs.core.clock import kz_date, utcnow
 from customs.core.db import find_declaration, transaction
 from customs.core.reference import load_reference
+from customs.core.sent_journal import append, index_of, number_record
 from customs.core.settings import Settings, get_settings
 from customs.pki.verify import SignedDocument, configured_verifier, verify_documents
 from customs.rules.privacy import describe_signature
-from customs.rules.registration import format_logical_control, registration_number, zone_of
+from customs.rules.registration import format_logical_control, parse_registration_number, registration_number, zone_of
 from customs.rules.release import decide_release
 from customs.rules.risk import assess_risk
 from models.declaration import Attachment, Declaration, RegistrationCounter, ReleaseMark, Status
@@ -178,6 +179,35 @@ def next_serial(session: Session, office: str, day: date) -> int:
     return session.execute(bump).scalar_one()
 
 
+def raise_counter(session: Session, office: str, day: date, serial: int) -> None:
+    """The office's counter for the day at least ``serial`` (a number announced before a restore is never issued again)."""
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    session.execute(insert(RegistrationCounter).values(office=office, day=day, last_value=0).on_conflict_do_nothing())
+    session.execute(
+        update(RegistrationCounter)
+        .where(RegistrationCounter.office == office, RegistrationCounter.day == day, RegistrationCounter.last_value < serial)
+        .values(last_value=serial)
+    )
+
+
+def _announced_number(declaration: Declaration, step: StepContext) -> str | None:
+    """The number the sent journal says this declaration was given before the database was restored, when no other
+    declaration holds it: registered again, it keeps the number its declarant was told."""
+    announced = index_of(step.settings.sent_journal_path).declarations.get(declaration.application_id)
+    if announced is None or not announced.number or (parsed := parse_registration_number(announced.number)) is None:
+        return None
+    holder = step.session.exec(
+        select(Declaration.application_id).where(Declaration.registration_number == announced.number)
+    ).first()
+    if holder is not None and holder != declaration.application_id:
+        return None
+    raise_counter(step.session, *parsed)
+    return announced.number
+
+
 def _register(declaration: Declaration, step: StepContext) -> None:
     doc, reasons = format_logical_control(declaration.content, step.reference)
     all_reasons = [Reason(**r) for r in declaration.signature_reasons] + reasons
@@ -193,7 +223,9 @@ def _register(declaration: Declaration, step: StepContext) -> None:
         )
         return
     day = kz_date(step.now)
-    number = registration_number(doc.customs_office, day, next_serial(step.session, doc.customs_office, day))
+    number = _announced_number(declaration, step) or registration_number(
+        doc.customs_office, day, next_serial(step.session, doc.customs_office, day)
+    )
     declaration.registration_number = number
     declaration.registered_at = step.now
     declaration.zone = zone_of(doc, step.reference)
@@ -213,8 +245,17 @@ def _register(declaration: Declaration, step: StepContext) -> None:
 
 
 def register_declaration(application_id: str, *, now: datetime | None = None) -> StepOutcome:
-    """Register or refuse to register; does nothing when the declaration is already past this step."""
-    return run_step(application_id, Status.SIGNATURES_CHECKED, _register, now=now)
+    """Register or refuse to register; does nothing when the declaration is already past this step.
+
+    The number, once committed, goes into the sent journal (customs.core.sent_journal)."""
+    outcome = run_step(application_id, Status.SIGNATURES_CHECKED, _register, now=now)
+    if outcome.acted and outcome.registration_number and (parsed := parse_registration_number(outcome.registration_number)):
+        office, day, serial = parsed
+        append(
+            get_settings().sent_journal_path,
+            number_record(application_id, office, day, serial, outcome.registration_number, now or utcnow()),
+        )
+    return outcome
 
 
 # ----------------------------------------------------------------------------------------------
