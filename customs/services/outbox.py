@@ -151,6 +151,9 @@ def _record_lost(session, settings: Settings, notice: Notice, now: datetime, the
     log.warning("notice %s (%s, %s): %s", notice.id, notice.kind, message_id, detail)
 
 
+JOURNAL_HAS_IT = "the sent journal holds it (the server had accepted it): marked sent, not sent again"
+
+
 def claim_due(settings: Settings, now: datetime, limit: int, application_id: str | None = None) -> list[Claimed]:
     """Reserve up to ``limit`` due notices for this pass (PostgreSQL: SKIP LOCKED lets dispatchers share the work)."""
     with transaction(settings) as session:
@@ -187,7 +190,11 @@ def claim_due(settings: Settings, now: datetime, limit: int, application_id: str
                     )
                     continue
             if notice.id in lost:  # the one way a notice can reach its receiver twice: recorded before it is sent again
-                _record_lost(session, settings, notice, now, "sent again with the same Message-ID")
+                journal = index_of(settings.sent_journal_path)
+                if journal.was_sent(notice.uid, notice.dedup_key, str(notice.kind), notice.application_id):
+                    _record_lost(session, settings, notice, now, JOURNAL_HAS_IT)
+                else:
+                    _record_lost(session, settings, notice, now, "sent again with the same Message-ID")
             notices.append(notice)
         if not notices:
             return []

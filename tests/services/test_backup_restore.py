@@ -10,6 +10,7 @@ import shutil
 from collections import Counter
 
 import pytest
+from sqlalchemy.exc import NoResultFound
 from sqlmodel import select
 
 from customs.core import sent_journal
@@ -89,7 +90,9 @@ def _after_the_restore(smtp_server, signer, first, caught, lost, announced, done
     assert _sent_about(smtp_server, caught) == ["acceptance", "registration", "release"]
     assert _sent_about(smtp_server, fresh) == ["acceptance", "registration", "release"]
     with transaction() as session:
-        skipped = session.exec(select(Notice).where(Notice.application_id == caught, Notice.server_response == ALREADY_SENT)).all()
+        skipped = session.exec(
+            select(Notice).where(Notice.application_id == caught, Notice.server_response == ALREADY_SENT)
+        ).all()
         assert {str(n.kind) for n in skipped} == {"registration", "release"}
         assert all(n.status == NoticeStatus.SENT for n in skipped)
         (event,) = session.exec(select(AuditEvent).where(AuditEvent.event == "restore_detected")).all()
@@ -104,7 +107,7 @@ def test_restore_drill_on_sqlite(smtp_settings, smtp_server, company_signer):
     first, caught, lost, announced, _, done = drill(smtp_settings, smtp_server, company_signer)
     assert done["database"] == "sqlite"
     assert stored(first).status == Status.RELEASED and stored(caught).status == Status.SUBMITTED
-    with pytest.raises(Exception):
+    with pytest.raises(NoResultFound):
         stored(lost)
     _after_the_restore(smtp_server, company_signer, first, caught, lost, announced, done)
 

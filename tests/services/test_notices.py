@@ -373,18 +373,40 @@ def test_temporary_failures_stop_after_the_attempt_limit(tmp_path, pki, company_
         dispose_engines()
 
 
-def test_crash_between_send_and_mark_resends_the_same_message(smtp_settings, smtp_server, company_signer, monkeypatch):
+def test_crash_between_send_and_mark_after_the_journal_does_not_send_again(
+    smtp_settings, smtp_server, company_signer, monkeypatch
+):
+    """The dispatcher killed after the server accepted a notice and the sent journal took it, before the mark: the
+    next pass finds it in the journal and marks it sent without sending it again (issue 26)."""
     application_id = green_declaration(company_signer)
-    real_record = outbox.record_and_hold
-
-    def crash(*args, **kwargs):
-        raise SystemExit("dispatcher killed after the server accepted the message")
-
-    monkeypatch.setattr(outbox, "record_and_hold", crash)
+    monkeypatch.setattr(outbox, "record_and_hold", _killed)
     now = utcnow()
     with pytest.raises(SystemExit):
         dispatch_due_sync(now=now)
-    monkeypatch.setattr(outbox, "record_and_hold", real_record)
+    monkeypatch.undo()
+    (notice,) = notices(application_id)
+    assert notice.status == NoticeStatus.PENDING and len(smtp_server.received) == 1
+    assert dispatch_due_sync(now=now + smtp_settings.outbox_lease + timedelta(seconds=1)).sent == 1
+    assert len(smtp_server.received) == 1
+    assert [(a.attempt, a.outcome) for a in attempts_of(notice.id)] == [(1, "unknown"), (2, "sent")]
+    assert outbox.JOURNAL_HAS_IT in attempts_of(notice.id)[0].detail
+    assert attempts_of(notice.id)[1].detail == outbox.ALREADY_SENT
+    (notice,) = notices(application_id)
+    assert notice.status == NoticeStatus.SENT
+
+
+def _killed(*args, **kwargs):
+    raise SystemExit("dispatcher killed after the server accepted the message")
+
+
+def test_crash_between_send_and_journal_resends_the_same_message(smtp_settings, smtp_server, company_signer, monkeypatch):
+    """The one window left: killed after the server accepted the message, before the sent journal took it."""
+    application_id = green_declaration(company_signer)
+    monkeypatch.setattr(outbox, "append", _killed)
+    now = utcnow()
+    with pytest.raises(SystemExit):
+        dispatch_due_sync(now=now)
+    monkeypatch.undo()
     assert len(smtp_server.received) == 1
     (notice,) = notices(application_id)
     assert notice.status == NoticeStatus.PENDING and notice.attempts == 1  # claimed, never marked
