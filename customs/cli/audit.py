@@ -12,7 +12,7 @@ from customs.core.clock import kz_display
 from customs.core.settings import get_settings
 from customs.services.audit_anchors import AnchorRefused, verify_audit_anchors, write_anchor
 from customs.services.official_acts import verify_official_acts
-from customs.services.queries import verify_audit_chain
+from customs.services.queries import verify_audit_chain, verify_declaration_statuses
 from models.audit import LEGACY_CHAIN
 
 commands = typer.Typer()  # registered with the root app by customs.cli.root.COMMANDS
@@ -36,11 +36,13 @@ def audit_verify(
 
     One chain per customs office; a broken one is named with its first broken event, or the anchor it contradicts.
     Every official act in the trail is listed with its official and certificate, its signature verified again over
-    the act as stored (a stored act or signature changed since is an error)."""
+    the act as stored (a stored act or signature changed since is an error). Every declaration's status must be the
+    one its last transition in the trail made it."""
     prepare_database()
     check = verify_audit_chain()
     anchors = verify_audit_anchors(public_key_file=public_key)
     acts = verify_official_acts()
+    statuses = verify_declaration_statuses()
     for warning in anchors.warnings:
         typer.secho(f"warning: {warning}", fg=typer.colors.YELLOW, err=True)
     if acts.unsigned:
@@ -52,7 +54,7 @@ def audit_verify(
         )
     if not quiet:
         _print_acts(acts.acts)
-    problems = list(anchors.problems) + list(acts.problems)
+    problems = list(anchors.problems) + list(acts.problems) + [str(mismatch) for mismatch in statuses]
     if not check.intact:
         problems.insert(
             0,
