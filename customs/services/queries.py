@@ -309,7 +309,9 @@ class StatusMismatch:
 
     def __str__(self) -> str:
         if self.last_transition is None:
-            return f"declaration {self.application_id}: status {self.status} in the database, but no transition in the audit trail"
+            return (
+                f"declaration {self.application_id}: status {self.status} in the database, but no transition in the audit trail"
+            )
         return (
             f"declaration {self.application_id}: status {self.status} in the database, but its last transition in the audit "
             f"trail (event {self.event_seq}) is {self.last_transition}: the status was changed outside the state machine"

@@ -32,9 +32,7 @@ def refused_for_its_signature(company_signer) -> str:
 
 def released_by_hand(application_id: str) -> None:
     with get_engine().begin() as connection:
-        connection.execute(
-            text("UPDATE declaration SET status = 'RELEASED' WHERE application_id = :id"), {"id": application_id}
-        )
+        connection.execute(text("UPDATE declaration SET status = 'RELEASED' WHERE application_id = :id"), {"id": application_id})
 
 
 def drop_status_guard() -> None:
@@ -58,7 +56,9 @@ def test_a_status_changed_by_hand_is_refused_by_the_database(database, company_s
     assert declaration_status(refused)["status"] == "registration_refused"
     # nor back to an earlier status the trail once held, nor with an event of another transition
     with pytest.raises(DBAPIError, match="declaration_status_audited"), get_engine().begin() as connection:
-        connection.execute(text("UPDATE declaration SET status = 'SIGNATURES_CHECKED' WHERE application_id = :id"), {"id": refused})
+        connection.execute(
+            text("UPDATE declaration SET status = 'SIGNATURES_CHECKED' WHERE application_id = :id"), {"id": refused}
+        )
     # nor a declaration inserted already decided
     with pytest.raises(DBAPIError, match="SUBMITTED"), get_engine().begin() as connection:
         connection.execute(
@@ -81,14 +81,20 @@ def test_a_status_changed_with_the_trigger_dropped_is_reported_by_audit_verify(d
     drop_status_guard()
     released_by_hand(refused)
     with get_engine().begin() as connection:
-        connection.execute(text("UPDATE declaration SET status = 'AWAITING_OFFICIAL' WHERE application_id = :id"), {"id": released})
+        connection.execute(
+            text("UPDATE declaration SET status = 'AWAITING_OFFICIAL' WHERE application_id = :id"), {"id": released}
+        )
     (first, second) = verify_declaration_statuses()
     assert (first.application_id, first.status, first.last_transition) == (
         refused,
         "released",
         "signatures_checked -> registration_refused",
     )
-    assert (second.application_id, second.status, second.last_transition) == (released, "awaiting_official", "lane_assigned -> released")
+    assert (second.application_id, second.status, second.last_transition) == (
+        released,
+        "awaiting_official",
+        "lane_assigned -> released",
+    )
     result = CliRunner().invoke(app, ["audit", "verify", "--quiet"])
     assert result.exit_code == 1
     assert f"declaration {refused}: status released in the database, but its last transition in the audit trail" in result.output
