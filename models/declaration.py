@@ -59,6 +59,62 @@ def check_transition(application_id: str, from_status: Status | None, to_status:
         raise IllegalTransition(application_id, from_status, to_status)
 
 
+# The status column holds the enum's names (SQLAlchemy's Enum), the audit events its values: one is the other upper-cased.
+assert all(status.name == status.value.upper() for status in Status)
+
+# The database's own guard of the status (issue 25, item 3): a declaration is inserted as SUBMITTED, and its status
+# changes only to the ``to_status`` of its latest transition event (the latest event of that declaration carrying a
+# ``to_status``), and only from that event's ``from_status``. ``Declaration.move_to`` appends that event before the
+# status is written, in the same transaction; the pairing makes each event good for exactly one change (after it
+# the status is its ``to_status``, and moving on needs a newer event from there). An UPDATE made by hand, with no
+# such event, is refused; one made with the trigger dropped is found by ``customs audit verify`` (the status
+# against the last transition). Installed by the migration 2026-12-06-declaration-status-audited and checked at
+# every start-up (customs.core.db.init_db), so a dropped trigger comes back with the next start.
+STATUS_GUARD = "declaration_status_audited"
+STATUS_DDL = {
+    "sqlite": [
+        f"CREATE TRIGGER IF NOT EXISTS {STATUS_GUARD} BEFORE UPDATE OF status, application_id ON declaration "
+        "WHEN OLD.status IS NOT NEW.status OR OLD.application_id IS NOT NEW.application_id "
+        "BEGIN SELECT RAISE(ABORT, 'a declaration''s status changes only with its audit event: the latest transition "
+        "event of the declaration must go from the old status to the new one (declaration_status_audited)') "
+        "WHERE OLD.application_id IS NOT NEW.application_id OR NOT EXISTS (SELECT 1 FROM (SELECT from_status, to_status "
+        "FROM audit_event WHERE application_id = NEW.application_id AND to_status IS NOT NULL ORDER BY seq DESC LIMIT 1) "
+        "AS last WHERE upper(last.to_status) = NEW.status AND upper(last.from_status) = OLD.status); END",
+        "CREATE TRIGGER IF NOT EXISTS declaration_inserted_submitted BEFORE INSERT ON declaration "
+        "WHEN NEW.status IS NOT 'SUBMITTED' BEGIN SELECT RAISE(ABORT, 'a declaration enters the database as "
+        "SUBMITTED; every later status comes with its audit event (declaration_inserted_submitted)'); END",
+    ],
+    "postgresql": [
+        f"CREATE OR REPLACE FUNCTION {STATUS_GUARD}() RETURNS trigger LANGUAGE plpgsql AS $$ "
+        "DECLARE last_from text; last_to text; "
+        "BEGIN "
+        "IF TG_OP = 'INSERT' THEN "
+        "IF CAST(NEW.status AS text) <> 'SUBMITTED' THEN RAISE EXCEPTION USING ERRCODE = 'check_violation', MESSAGE = "
+        "'declaration ' || NEW.application_id || ': a declaration enters the database as SUBMITTED, not ' || "
+        "CAST(NEW.status AS text) || ' (declaration_status_audited)'; END IF; "
+        "RETURN NEW; END IF; "
+        "IF NEW.application_id IS DISTINCT FROM OLD.application_id THEN RAISE EXCEPTION USING ERRCODE = 'check_violation', "
+        "MESSAGE = 'declaration ' || OLD.application_id || ': its application id does not change "
+        "(declaration_status_audited)'; END IF; "
+        "IF NEW.status IS NOT DISTINCT FROM OLD.status THEN RETURN NEW; END IF; "
+        "SELECT from_status, to_status INTO last_from, last_to FROM audit_event WHERE application_id = NEW.application_id "
+        "AND to_status IS NOT NULL ORDER BY seq DESC LIMIT 1; "
+        "IF last_to IS NULL OR upper(last_to) <> CAST(NEW.status AS text) "
+        "OR upper(last_from) IS DISTINCT FROM CAST(OLD.status AS text) THEN "
+        "RAISE EXCEPTION USING ERRCODE = 'check_violation', MESSAGE = 'declaration ' || NEW.application_id || ': status ' "
+        "|| CAST(OLD.status AS text) || ' -> ' || CAST(NEW.status AS text) || ' has no audit event of that transition "
+        "(its latest transition event is ' || coalesce(last_from, 'nothing') || ' -> ' || coalesce(last_to, 'none') || "
+        "'): a declaration''s status changes only with its audit event (declaration_status_audited)'; END IF; "
+        "RETURN NEW; END $$",
+        # created when missing only: no lock on the declaration table at every start-up
+        "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'declaration_status_audited' "
+        "AND tgrelid = to_regclass('declaration')) THEN "
+        "CREATE TRIGGER declaration_status_audited BEFORE INSERT OR UPDATE OF status, application_id ON declaration "
+        "FOR EACH ROW EXECUTE FUNCTION declaration_status_audited(); END IF; END $$",
+    ],
+}
+
+
 class Declaration(SQLModel, table=True):
     __tablename__ = "declaration"
     __table_args__ = (UniqueConstraint("content_sha256", "attempt", name="uq_declaration_content_attempt"),)

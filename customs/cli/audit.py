@@ -12,7 +12,7 @@ from customs.core.clock import kz_display
 from customs.core.settings import get_settings
 from customs.services.audit_anchors import AnchorRefused, verify_audit_anchors, write_anchor
 from customs.services.official_acts import verify_official_acts
-from customs.services.queries import verify_audit_chain
+from customs.services.queries import verify_audit_chain, verify_declaration_statuses
 from models.audit import LEGACY_CHAIN
 
 commands = typer.Typer()  # registered with the root app by customs.cli.root.COMMANDS
@@ -30,17 +30,26 @@ def audit_verify(
             help="Check the anchors with this public key too (a copy kept away from this host).",
         ),
     ] = None,
+    copy: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--copy",
+            help="Compare the anchors with this copy of them (default: the one in CUSTOMS_AUDIT_ANCHOR_COPY_DIR, if set).",
+        ),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only the verdict, not the table of official acts.")] = False,
 ) -> None:
     """Recompute every audit chain and check it against the signed anchors (exit 1 when one is broken).
 
     One chain per customs office; a broken one is named with its first broken event, or the anchor it contradicts.
     Every official act in the trail is listed with its official and certificate, its signature verified again over
-    the act as stored (a stored act or signature changed since is an error)."""
+    the act as stored (a stored act or signature changed since is an error). Every declaration's status must be the
+    one its last transition in the trail made it."""
     prepare_database()
     check = verify_audit_chain()
-    anchors = verify_audit_anchors(public_key_file=public_key)
+    anchors = verify_audit_anchors(public_key_file=public_key, copy=copy)
     acts = verify_official_acts()
+    statuses = verify_declaration_statuses()
     for warning in anchors.warnings:
         typer.secho(f"warning: {warning}", fg=typer.colors.YELLOW, err=True)
     if acts.unsigned:
@@ -52,7 +61,7 @@ def audit_verify(
         )
     if not quiet:
         _print_acts(acts.acts)
-    problems = list(anchors.problems) + list(acts.problems)
+    problems = list(anchors.problems) + list(acts.problems) + [str(mismatch) for mismatch in statuses]
     if not check.intact:
         problems.insert(
             0,
@@ -64,11 +73,12 @@ def audit_verify(
             typer.secho(f"error: {problem}", fg=typer.colors.RED, err=True)
         fail(problems[-1], ExitCode.PROBLEM)
     if anchors.last is None:
-        anchored = f"no anchors yet in {anchors.file}"
+        anchored = f"no events and no anchors yet in {anchors.file}"
     else:
         anchored = (
-            f"{anchors.anchors} anchor{'s' if anchors.anchors != 1 else ''} checked, "
-            f"the last at {kz_display(anchors.last.anchored_at)} (events after it are not anchored yet)"
+            f"{anchors.anchors} anchor{'s' if anchors.anchors != 1 else ''} checked"
+            f"{f' (with the copy {anchors.copy})' if anchors.copy else ''}, the last at {kz_display(anchors.last.anchored_at)} "
+            f"({anchors.unanchored} event{'s' if anchors.unanchored != 1 else ''} after it, not anchored yet)"
         )
     typer.echo(
         f"audit chains intact: {check.events} events in {check.chains} chain{'s' if check.chains != 1 else ''}; {anchored}; "
@@ -101,7 +111,8 @@ def _print_acts(acts: list[dict]) -> None:
 def audit_anchor() -> None:
     """Sign the head of every audit chain and append it to the anchor file.
 
-    What deadline-watch does once per CUSTOMS_AUDIT_ANCHOR_INTERVAL, with the service's key."""
+    What deadline-watch does once per CUSTOMS_AUDIT_ANCHOR_INTERVAL and the job gate every minute the chains grew,
+    with the service's key (copied to CUSTOMS_AUDIT_ANCHOR_COPY_DIR when set)."""
     prepare_database()
     try:
         anchor = write_anchor()
@@ -118,3 +129,5 @@ def audit_anchor() -> None:
         indent="  ",
     )
     typer.echo(f"public key: {settings.anchor_public_key_path} (SHA-256 {anchor.key})")
+    if settings.audit_anchor_public_key is None:
+        typer.echo(f"pin it in the service's configuration: CUSTOMS_AUDIT_ANCHOR_PUBLIC_KEY={anchor.key}")

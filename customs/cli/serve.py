@@ -23,6 +23,7 @@ from customs.orchestration.server import ServerSupervisor, ensure_server, login_
 from customs.orchestration.starting import ClearanceStarter
 from customs.orchestration.timers import schedule_print_timers
 from customs.orchestration.worker import ClearanceWorker, WorkerThread
+from customs.services.audit_anchors import AnchorRefused, ensure_anchor_key
 from customs.services.queries import owed_clearances
 from customs.services.restore import restore_check
 
@@ -76,6 +77,11 @@ def serve(
         )
     init_db(settings)
     echo(f"Restore check: {restore_check(settings=settings).summary()}")
+    try:  # the anchor key, made on the first start: its SHA-256 printed, to be pinned in the configuration
+        for line in ensure_anchor_key(settings).lines():
+            echo(line)
+    except AnchorRefused as exc:
+        raise SystemExit(f"audit anchors: {exc}") from None
     api_url = ensure_server(settings)
     supervisor = ServerSupervisor(settings).start()  # the local Prefect server, restarted if it dies
     stop = stop or threading.Event()

@@ -107,6 +107,16 @@ def load_public_key(pem: bytes) -> Ed25519PublicKey:
     return key
 
 
+def pinned_fingerprint(pinned: str) -> str:
+    """The SHA-256 of the key CUSTOMS_AUDIT_ANCHOR_PUBLIC_KEY pins (given as its PEM, or as that SHA-256 already)."""
+    return public_key_fingerprint(load_public_key(pinned.encode("ascii"))) if pinned.startswith("-----BEGIN") else pinned
+
+
+def pinned_public_key(pinned: str) -> Ed25519PublicKey | None:
+    """The pinned key itself when it was given as PEM (a SHA-256 alone cannot check a signature)."""
+    return load_public_key(pinned.encode("ascii")) if pinned.startswith("-----BEGIN") else None
+
+
 def canonical(value: dict[str, Any]) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 

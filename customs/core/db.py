@@ -28,7 +28,7 @@ import models.printing  # noqa: F401
 from customs.core.migrations import apply_migrations, record_all_applied
 from customs.core.settings import Settings, get_settings
 from models.audit import AUDIT_DDL, AuditHead
-from models.declaration import Declaration
+from models.declaration import STATUS_DDL, Declaration
 
 _engines: dict[str, Engine] = {}
 
@@ -175,14 +175,15 @@ def _add_enum_labels(engine: Engine) -> list[str]:
 
 
 def init_db(settings: Settings | None = None) -> None:
-    """Create or upgrade the tables, the audit chain head and the append-only guard (idempotent)."""
+    """Create or upgrade the tables, the audit chain head, the append-only guard and the guard of the declarations'
+    status (idempotent: a guard dropped since is made again)."""
     engine = get_engine(settings)
     upgrade_schema(engine)
     with Session(engine) as session, session.begin():
         if session.get(AuditHead, 1) is None:
             session.add(AuditHead(id=1))
-        for statement in AUDIT_DDL.get(engine.dialect.name, []):
-            session.execute(text(statement))
+        for statement in AUDIT_DDL.get(engine.dialect.name, []) + STATUS_DDL.get(engine.dialect.name, []):
+            session.connection().exec_driver_sql(statement)
 
 
 def is_transient_database_error(exc: BaseException | None) -> bool:

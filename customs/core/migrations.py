@@ -29,7 +29,7 @@ from sqlalchemy.schema import CreateTable
 from sqlmodel import Field, SQLModel
 
 from customs.core.clock import utcnow
-from models.declaration import Declaration
+from models.declaration import STATUS_DDL, Declaration
 from models.printing import PrintRequest
 from models.types import UTCDateTime
 
@@ -49,6 +49,7 @@ class Migration:
     summary: str
     postgresql: Callable[[Operations, Connection], None]
     sqlite_tables: tuple[Table, ...]  # rebuilt from today's model on SQLite
+    sqlite: Callable[[Connection], None] | None = None  # then run on SQLite (triggers, say)
 
 
 def _add_missing_columns(operations: Operations, connection: Connection, table: Table) -> None:
@@ -77,6 +78,16 @@ def _copy_rendered_later_pg(operations: Operations, connection: Connection) -> N
     _add_missing_columns(operations, connection, PrintRequest.__table__)
 
 
+def _status_audited_pg(_operations: Operations, connection: Connection) -> None:
+    for statement in STATUS_DDL["postgresql"]:
+        connection.exec_driver_sql(statement)
+
+
+def _status_audited_sqlite(connection: Connection) -> None:
+    for statement in STATUS_DDL["sqlite"]:
+        connection.exec_driver_sql(statement)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         "2026-11-29-declaration-resubmission",
@@ -94,6 +105,16 @@ MIGRATIONS: tuple[Migration, ...] = (
         "(existing requests keep their copy; rendered_at stays NULL for them)",
         _copy_rendered_later_pg,
         (PrintRequest.__table__,),
+    ),
+    Migration(
+        "2026-12-06-declaration-status-audited",
+        "a declaration's status changes only with its audit event: triggers refuse an UPDATE of declaration.status "
+        "unless the declaration's latest transition event goes from the old status to the new one, and an INSERT of a "
+        "declaration in any status but SUBMITTED (no row is changed; `customs audit verify` reports any declaration "
+        "whose status already differs from its last transition)",
+        _status_audited_pg,
+        (),
+        _status_audited_sqlite,
     ),
 )
 
@@ -156,6 +177,8 @@ def apply_migrations(engine: Engine) -> list[str]:
                             continue
                         for table in migration.sqlite_tables:
                             _rebuild_sqlite_table(connection, table)
+                        if migration.sqlite is not None:
+                            migration.sqlite(connection)
                         problems = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
                         if problems:
                             raise RuntimeError(f"{migration.id}: foreign keys broken after the rebuild: {problems[:5]}")

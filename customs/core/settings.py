@@ -272,7 +272,9 @@ class Settings(BaseSettings):
     )
     audit_anchor_interval: timedelta = Field(
         timedelta(minutes=15),
-        description="deadline-watch writes an anchor when none was written in the current interval (15 min: at :00, :15, ...).",
+        description="deadline-watch writes an anchor when none was written in the current interval (15 min: at :00, "
+        ":15, ...), new events or not; between those, every job gate pass (CUSTOMS_JOB_GATE_SECONDS, a minute) anchors "
+        "the chains when they grew, so at most a minute of events is unanchored.",
     )
     sent_journal_dir: Path | None = Field(
         None,
@@ -285,8 +287,23 @@ class Settings(BaseSettings):
         None, description="Where `customs backup create` writes its backups; default data_dir/backups (best another disk)."
     )
     audit_anchor_required: bool = Field(
-        False,
-        description="customs audit verify fails when there is no anchor at all (otherwise only once a key or anchors exist).",
+        True,
+        description="customs audit verify fails when the database holds audit events and the anchors cannot be "
+        "checked: the anchor file or the anchor key is missing, or no key to check them with (a database with no "
+        "events yet passes). False (a development database only): anchors are checked only where they exist.",
+    )
+    audit_anchor_public_key: str | None = Field(
+        None,
+        description="The anchors' public key, pinned: its PEM (-----BEGIN PUBLIC KEY-----...) or the SHA-256 of the "
+        "raw Ed25519 key in hex (what customs serve and customs audit anchor print). customs audit verify checks the "
+        "anchors with it and fails on a key file that differs; anchoring refuses a key that differs, and makes no "
+        "new key when the pinned one's is missing. Unset: the key beside the anchors is trusted (a warning).",
+    )
+    audit_anchor_copy_dir: Path | None = Field(
+        None,
+        description="A second place every anchor line is appended to (fsynced), away from this machine (another "
+        "disk, a mount of another host): the file of the same name as the anchor file in this directory. customs "
+        "audit verify compares the anchors with it, so anchors cut from or rewritten in the local file are seen.",
     )
 
     prefect_api_url: str | None = Field(
@@ -347,6 +364,31 @@ class Settings(BaseSettings):
                 )
         return value
 
+    @field_validator("audit_anchor_public_key")
+    @classmethod
+    def _pinned_key(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip()
+        if value.startswith("-----BEGIN"):
+            from cryptography.hazmat.primitives import serialization
+            from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+            try:
+                key = serialization.load_pem_public_key(value.encode("ascii"))
+            except (ValueError, UnicodeEncodeError) as exc:
+                raise ValueError(f"audit_anchor_public_key is not a public key in PEM: {exc}") from None
+            if not isinstance(key, Ed25519PublicKey):
+                raise ValueError("audit_anchor_public_key is not an Ed25519 public key (the anchors are signed with Ed25519)")
+            return value
+        fingerprint = value.lower().removeprefix("sha256:")
+        if len(fingerprint) != 64 or not set(fingerprint) <= set("0123456789abcdef"):
+            raise ValueError(
+                "audit_anchor_public_key must be the anchors' public key in PEM or its SHA-256 in hex (64 characters), "
+                f"got {value[:80]!r}"
+            )
+        return fingerprint
+
     @field_validator("audit_anchor_interval")
     @classmethod
     def _positive_interval(cls, value: timedelta) -> timedelta:
@@ -363,6 +405,7 @@ class Settings(BaseSettings):
         "smtp_ca_file",
         "audit_anchor_file",
         "audit_anchor_key_file",
+        "audit_anchor_copy_dir",
         "authority_cert",
         "authority_key",
         "authority_chain",
@@ -410,6 +453,11 @@ class Settings(BaseSettings):
     @property
     def anchor_key_path(self) -> Path:
         return self.audit_anchor_key_file or self.data_dir / "audit-anchor-key.pem"
+
+    @property
+    def anchor_copy_path(self) -> Path | None:
+        """The copy of the anchor file in CUSTOMS_AUDIT_ANCHOR_COPY_DIR (same name), when one is configured."""
+        return self.audit_anchor_copy_dir / self.anchor_path.name if self.audit_anchor_copy_dir else None
 
     @property
     def ops_alert_endpoint(self) -> str:

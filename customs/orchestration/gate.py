@@ -8,6 +8,11 @@ CUSTOMS_JOB_IDLE_INTERVAL (15 min, at :00, :15, ... Kazakhstan time) for the per
 writes the audit anchor and publishes the operations summary; outbox-dispatch and print-deadlines their
 artifacts). The run's idempotency key is the job and its minute (or its idle slot), so several workers looking
 at the same moment create one run between them.
+
+Each pass also anchors the audit chains when they grew since the last anchor (issue 25, item 4): at most a
+minute of events is ever unanchored, without a flow run per minute (a look at the chain heads and the anchor
+file's last line when nothing changed). Only on the host that holds the anchor key (``customs serve`` makes it);
+several workers there write one anchor between them (the anchor file's lock).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from prefect.states import Scheduled
 
 from customs.core.clock import job_run_name, utcnow
 from customs.core.settings import Settings
+from customs.services.audit_anchors import AnchorRefused, write_anchor
 from customs.services.duties import GATED_JOBS, jobs_with_work
 
 log = logging.getLogger("customs.gate")
@@ -33,9 +39,28 @@ def _idle_slot(now: datetime, interval: timedelta, gate: timedelta) -> datetime 
     return start if now - start < gate else None
 
 
+def anchor_pass(settings: Settings, now: datetime | None = None) -> str | None:
+    """Anchor the audit chains if they grew since the last anchor (where the anchor key is); what was written."""
+    if not settings.anchor_key_path.exists():
+        return None
+    try:
+        anchor = write_anchor(settings, now=now, only_if_changed=True)
+    except (AnchorRefused, OSError) as exc:  # deadline-watch's anchor fails its run, which alerts; here: the log
+        log.warning("job gate: audit anchor not written: %s", exc)
+        return None
+    if anchor is None:
+        return None
+    heads = ", ".join(f"{name} {head.seq}" for name, head in anchor.heads().items() if head.seq)
+    line = f"audit anchor {anchor.number}: {heads}"
+    log.info("job gate: %s", line)
+    return line
+
+
 def gate_pass(client: SyncPrefectClient, settings: Settings, now: datetime | None = None) -> list[str]:
-    """Create the runs due now; returns a line per run created (or found: another worker created it)."""
+    """Anchor new audit events; create the runs due now; returns a line per run created (or found: another worker
+    created it)."""
     now = now or utcnow()
+    anchor_pass(settings)  # at the real time, whatever minute the runs are created for
     busy = jobs_with_work(now=now, settings=settings)
     slot = _idle_slot(now, settings.job_idle_interval, timedelta(seconds=settings.job_gate_seconds))
     created = []

@@ -39,6 +39,8 @@ from customs.core.audit_anchors import (
     load_private_key,
     load_public_key,
     parse_anchor,
+    pinned_fingerprint,
+    pinned_public_key,
     private_key_pem,
     public_key_fingerprint,
     public_key_pem,
@@ -95,11 +97,19 @@ def _create_exclusively(path: Path, content: bytes, mode: int) -> bool:
 
 
 def signing_key(settings: Settings | None = None) -> Ed25519PrivateKey:
-    """The service's anchor key, created (mode 0600) when there is none; a key file group or others may read
-    or write is refused: whoever can read it can forge anchors."""
+    """The service's anchor key, created (mode 0600) when there is none and no key is pinned; a key file group or
+    others may read or write is refused (whoever can read it can forge anchors), and so is a key that is not the
+    pinned one (CUSTOMS_AUDIT_ANCHOR_PUBLIC_KEY). With a pinned key and no key file, no new key is made: it
+    would not be the pinned one, and the anchors would stop being checkable."""
     settings = settings or get_settings()
     path = settings.anchor_key_path
+    pinned = pinned_fingerprint(settings.audit_anchor_public_key) if settings.audit_anchor_public_key else None
     if not path.exists():
+        if pinned is not None:
+            raise AnchorRefused(
+                f"the audit anchor key {path} is missing, and CUSTOMS_AUDIT_ANCHOR_PUBLIC_KEY pins the key {pinned[:16]}…: "
+                "restore the key from its backup (a new key would not be the pinned one)"
+            )
         _create_exclusively(path, private_key_pem(Ed25519PrivateKey.generate()), 0o600)
     loose = _loose_mode(path)
     if loose is not None:
@@ -108,11 +118,53 @@ def signing_key(settings: Settings | None = None) -> Ed25519PrivateKey:
             f"anchors; `chmod 600 {path}` (and consider the key compromised if others did read it)"
         )
     try:
-        return load_private_key(path.read_bytes())
+        key = load_private_key(path.read_bytes())
     except OSError as exc:
         raise AnchorRefused(f"the audit anchor key {path} cannot be read: {exc.strerror}") from None
     except ValueError as exc:
         raise AnchorRefused(f"the audit anchor key {path} is not an Ed25519 key in PEM: {exc}") from None
+    fingerprint = public_key_fingerprint(key.public_key())
+    if pinned is not None and fingerprint != pinned:
+        raise AnchorRefused(
+            f"the audit anchor key {path} ({fingerprint[:16]}…) is not the key CUSTOMS_AUDIT_ANCHOR_PUBLIC_KEY pins "
+            f"({pinned[:16]}…): was the key replaced? Restore the pinned key; no anchor is signed with another"
+        )
+    return key
+
+
+@dataclass(frozen=True)
+class AnchorKey:
+    """The anchor key as `customs serve` reports it at start: its SHA-256, whether it was just made, whether pinned."""
+
+    path: Path
+    fingerprint: str
+    created: bool
+    pinned: bool
+
+    def lines(self) -> list[str]:
+        made = "made now" if self.created else "in place"
+        lines = [f"Audit anchors: key {self.path} ({made}), SHA-256 {self.fingerprint}"]
+        if not self.pinned:
+            lines.append(
+                "Audit anchors: the key is NOT pinned; pin it in the service's configuration (not beside the key) so "
+                f"that a replaced key is refused: CUSTOMS_AUDIT_ANCHOR_PUBLIC_KEY={self.fingerprint}"
+            )
+        return lines
+
+
+def ensure_anchor_key(settings: Settings | None = None) -> AnchorKey:
+    """The anchor key, made now when there is none (and none pinned), with its public half beside the anchors;
+    ``AnchorRefused`` when it is missing though pinned, open to others, or not the pinned one."""
+    settings = settings or get_settings()
+    existed = settings.anchor_key_path.exists()
+    key = signing_key(settings)
+    _publish_public_key(settings, key)
+    return AnchorKey(
+        settings.anchor_key_path,
+        public_key_fingerprint(key.public_key()),
+        created=not existed,
+        pinned=settings.audit_anchor_public_key is not None,
+    )
 
 
 def _publish_public_key(settings: Settings, key: Ed25519PrivateKey) -> None:
@@ -179,11 +231,91 @@ def _due(last: datetime, now: datetime, interval: timedelta) -> bool:
     return math.floor(now.timestamp() / step) > math.floor(last.timestamp() / step)
 
 
-def write_anchor(settings: Settings | None = None, *, now: datetime | None = None, when_due: bool = False) -> Anchor | None:
-    """Sign the heads of every audit chain and append them to the anchor file; the anchor written.
+def _write_all(fd: int, data: bytes) -> None:
+    while data:
+        data = data[os.write(fd, data) :]
+    os.fsync(fd)
+
+
+def _all_lines(fd: int) -> list[bytes]:
+    size = os.fstat(fd).st_size
+    data = b""
+    while len(data) < size:
+        chunk = os.pread(fd, size - len(data), len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data.split(b"\n")[:-1]  # the caller has seen it end with a newline
+
+
+def _previous_anchor(fd: int, path: Path, fingerprint: str, settings: Settings) -> tuple[bytes | None, Anchor | None]:
+    """The log's last line and its anchor (None, None for an empty log); refused when it is not one of ours."""
+    last_line = _last_line(fd, path)
+    if last_line is None:
+        return None, None
+    try:
+        previous = parse_anchor(last_line)
+    except AnchorFormatError as exc:
+        raise AnchorRefused(
+            f"the last line of the audit anchor file {path} is not an anchor ({exc}); `customs audit verify` shows what is wrong"
+        ) from None
+    if previous.key != fingerprint:
+        raise AnchorRefused(
+            f"the last anchor in {path} was signed by another key ({previous.key[:16]}…) than "
+            f"{settings.anchor_key_path} ({fingerprint[:16]}…)"
+        )
+    return last_line, previous
+
+
+def _copy_out(settings: Settings, local_fd: int, local: Path, line: bytes, number: int) -> None:
+    """Append the anchor just written to the copy (CUSTOMS_AUDIT_ANCHOR_COPY_DIR), and any the copy lacks (it was
+    unreachable when they were written), fsynced; the copy must be a beginning of the local file, else refused."""
+    copy = settings.anchor_copy_path
+    if copy is None:
+        return
+    try:
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        created = not copy.exists()
+        fd = os.open(copy, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise AnchorRefused(f"anchor {number} was written to {local} but not copied to {copy}: {exc}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        last = _last_line(fd, copy)
+        if last is None:
+            missing = _all_lines(local_fd)  # a new copy: every anchor so far
+        elif line_hash(last) == parse_anchor(line).previous:
+            missing = [line]
+        else:
+            lines = _all_lines(local_fd)
+            try:
+                copied = parse_anchor(last).number
+            except AnchorFormatError:
+                copied = 0
+            if not 0 < copied < number or lines[copied - 1] != last:
+                raise AnchorRefused(
+                    f"anchor {number} was written to {local}, but the copy {copy} does not continue it: its last line is not "
+                    f"the local file's line {copied or '?'} (one of them was altered, cut or replaced); "
+                    "`customs audit verify` compares them; a person must look before copying goes on"
+                )
+            missing = lines[copied:]
+        _write_all(fd, b"".join(m + b"\n" for m in missing))
+    except OSError as exc:
+        raise AnchorRefused(f"anchor {number} was written to {local} but not copied to {copy}: {exc}") from None
+    finally:
+        os.close(fd)
+    if created:
+        _fsync_dir(copy.parent)
+
+
+def write_anchor(
+    settings: Settings | None = None, *, now: datetime | None = None, when_due: bool = False, only_if_changed: bool = False
+) -> Anchor | None:
+    """Sign the heads of every audit chain and append them to the anchor file (and its copy); the anchor written.
 
     ``when_due``: only when no anchor was written yet in the current ``audit_anchor_interval`` (None otherwise),
-    as the scheduled flow asks.
+    as the scheduled flow asks. ``only_if_changed``: only when a chain grew (or changed) since the last anchor,
+    as every job gate pass asks (None otherwise: nothing new to anchor).
     """
     settings = settings or get_settings()
     key = signing_key(settings)
@@ -195,42 +327,35 @@ def write_anchor(settings: Settings | None = None, *, now: datetime | None = Non
     fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)  # released by close
-        last_line = _last_line(fd, path)
-        previous = None
-        if last_line is not None:
-            try:
-                previous = parse_anchor(last_line)
-            except AnchorFormatError as exc:
-                raise AnchorRefused(
-                    f"the last line of the audit anchor file {path} is not an anchor ({exc}); "
-                    "`customs audit verify` shows what is wrong"
-                ) from None
-            if previous.key != fingerprint:
-                raise AnchorRefused(
-                    f"the last anchor in {path} was signed by another key ({previous.key[:16]}…) than "
-                    f"{settings.anchor_key_path} ({fingerprint[:16]}…)"
-                )
+        last_line, previous = _previous_anchor(fd, path, fingerprint, settings)
         now = now or utcnow()
         if when_due and previous is not None and not _due(previous.anchored_at, now, settings.audit_anchor_interval):
             return None
         with transaction(settings) as session:
             chains, legacy = chain_heads(session)
+        if only_if_changed:
+            unchanged = (
+                (previous.chains, previous.legacy) == (chains, legacy)
+                if previous is not None
+                else legacy.seq == 0 and not any(head.seq for head in chains.values())
+            )
+            if unchanged:
+                return None
+        number = previous.number + 1 if previous else 1
         line = signed_anchor_line(
             key,
-            number=previous.number + 1 if previous else 1,
+            number=number,
             anchored_at=now,
             chains=chains,
             legacy=legacy,
             previous=line_hash(last_line) if last_line is not None else FIRST_PREVIOUS,
         )
-        data = line + b"\n"
-        while data:
-            data = data[os.write(fd, data) :]
-        os.fsync(fd)
+        _write_all(fd, line + b"\n")
+        if created:
+            _fsync_dir(path.parent)
+        _copy_out(settings, fd, path, line, number)
     finally:
         os.close(fd)
-    if created:
-        _fsync_dir(path.parent)
     return parse_anchor(line)
 
 
@@ -273,63 +398,134 @@ def latest_anchor(settings: Settings | None = None) -> dict[str, Any] | None:
 
 @dataclass
 class AnchorVerification:
-    """The anchors' verdict: how many were checked (those whose signature holds), the last, what is wrong."""
+    """The anchors' verdict: how many were checked (those whose signature holds), the last, what is wrong; how many
+    events the database holds and how many of them no anchor covers yet."""
 
     file: Path
     anchors: int = 0
     last: Anchor | None = None
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    events: int = 0
+    unanchored: int = 0
+    copy: Path | None = None
 
     @property
     def intact(self) -> bool:
         return not self.problems
 
 
-def _trusted_key(
-    settings: Settings, public_key_file: Path | None, result: AnchorVerification
-) -> tuple[Ed25519PublicKey | None, str | None]:
-    """The public key the anchors are checked with, and why anchors are expected (None: they may be absent).
+def _read_key(name: str, read, keys: list[tuple[str, Ed25519PublicKey]], result: AnchorVerification) -> None:
+    try:
+        keys.append((name, read()))
+    except PermissionError:
+        pass  # a verifier without access to the signing key checks with its public half
+    except (OSError, ValueError) as exc:
+        result.problems.append(f"{name} cannot be read: {exc}")
 
-    A key given on the command line comes first (a copy kept elsewhere), then the signing key, then the public
-    key next to the anchors; whichever of them exist must be the same key.
-    """
+
+def _trusted_key(
+    settings: Settings, public_key_file: Path | None, result: AnchorVerification, required: bool
+) -> Ed25519PublicKey | None:
+    """The public key the anchors are checked with: the pinned key (CUSTOMS_AUDIT_ANCHOR_PUBLIC_KEY), a key given on
+    the command line, the signing key, the public key beside the anchors; every one of them must be the pinned key
+    (or, with none pinned, the same key as the others). With anchors required, a missing signing key is a problem
+    on the host that signs (a verifier elsewhere names its key with ``public_key_file``)."""
     keys: list[tuple[str, Ed25519PublicKey]] = []
-    expected = "CUSTOMS_AUDIT_ANCHOR_REQUIRED is set" if settings.audit_anchor_required else None
+    pinned = settings.audit_anchor_public_key
+    if pinned is not None:
+        _read_key("the pinned key CUSTOMS_AUDIT_ANCHOR_PUBLIC_KEY", lambda: pinned_public_key(pinned), keys, result)
+        keys = [(name, key) for name, key in keys if key is not None]
     if public_key_file is not None:
-        expected = expected or f"the public key {public_key_file} was given"
-        try:
-            keys.append((f"the given public key {public_key_file}", load_public_key(public_key_file.read_bytes())))
-        except (OSError, ValueError) as exc:
-            result.problems.append(f"the given public key {public_key_file} cannot be read: {exc}")
+        _read_key(f"the given public key {public_key_file}", lambda: load_public_key(public_key_file.read_bytes()), keys, result)
     key_path = settings.anchor_key_path
     if key_path.exists():
-        expected = expected or f"the anchor key {key_path} exists"
-        try:
-            keys.append((f"the anchor key {key_path}", load_private_key(key_path.read_bytes()).public_key()))
-        except PermissionError:
-            pass  # a verifier without access to the key checks with its public half
-        except (OSError, ValueError) as exc:
-            result.problems.append(f"the anchor key {key_path} cannot be read: {exc}")
+        _read_key(f"the anchor key {key_path}", lambda: load_private_key(key_path.read_bytes()).public_key(), keys, result)
         loose = _loose_mode(key_path)
         if loose is not None:
             result.warnings.append(
                 f"the anchor key {key_path} is open to group or others (mode {loose:04o}): whoever read it could forge anchors"
             )
-    published_path = settings.anchor_public_key_path
-    if published_path.exists():
-        expected = expected or f"the anchors' public key {published_path} exists"
-        try:
-            keys.append((f"the anchors' public key {published_path}", load_public_key(published_path.read_bytes())))
-        except (OSError, ValueError) as exc:
-            result.problems.append(f"the anchors' public key {published_path} cannot be read: {exc}")
+    elif required and public_key_file is None:
+        result.problems.append(
+            f"the anchor key {key_path} is missing: no anchor can be signed, so events written from now on are not "
+            "anchored (restore the key from its backup)"
+        )
+    published = settings.anchor_public_key_path
+    if published.exists():
+        _read_key(f"the anchors' public key {published}", lambda: load_public_key(published.read_bytes()), keys, result)
+    if pinned is not None:
+        fingerprint = pinned_fingerprint(pinned)
+        for name, key in keys:
+            if public_key_fingerprint(key) != fingerprint:
+                result.problems.append(
+                    f"{name} ({public_key_fingerprint(key)[:16]}…) is not the key CUSTOMS_AUDIT_ANCHOR_PUBLIC_KEY pins "
+                    f"({fingerprint[:16]}…): was the key replaced?"
+                )
+        keys = [(name, key) for name, key in keys if public_key_fingerprint(key) == fingerprint]
+    elif keys and required:
+        result.warnings.append(
+            "no anchor key is pinned: a key and anchor file replaced together would not be noticed; set "
+            f"CUSTOMS_AUDIT_ANCHOR_PUBLIC_KEY={public_key_fingerprint(keys[0][1])} in the service's configuration"
+        )
     if not keys:
-        return None, expected
+        return None
     first_name, first = keys[0]
     for name, other in keys[1:]:
-        if public_key_fingerprint(other) != public_key_fingerprint(first):
+        if pinned is None and public_key_fingerprint(other) != public_key_fingerprint(first):
             result.problems.append(f"{name} is not the same key as {first_name}")
-    return first, expected
+    return first
+
+
+def _log_lines(path: Path, what: str, result: AnchorVerification) -> list[bytes] | None:
+    """The lines of an anchor log (None when the file is not there, or cannot be read: a problem then)."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        result.problems.append(f"{what} {path} cannot be read: {exc.strerror}")
+        return None
+    lines = data.split(b"\n")
+    if lines[-1] == b"":
+        lines.pop()
+    else:
+        result.problems.append(f"{what} {path} does not end with a complete line (cut short, or altered)")
+    return lines
+
+
+def _with_copy(local: list[Anchor], copied: list[Anchor], result: AnchorVerification, copy: Path) -> list[Anchor]:
+    """The local anchors compared with the copy's; the anchors to check the database against: the local ones and
+    those only the copy still holds (cut from the local file, or the file replaced)."""
+    mine = {anchor.number: anchor for anchor in local}
+    local_last = max(mine, default=0)
+    only_copied = []
+    for anchor in copied:
+        kept = mine.get(anchor.number)
+        if kept is None:
+            only_copied.append(anchor)
+        elif kept.line_hash != anchor.line_hash:
+            result.problems.append(
+                f"anchor {anchor.number} differs between the audit anchor file {result.file} and its copy {copy}: "
+                "one of them was rewritten"
+            )
+    if only_copied:
+        numbers = [a.number for a in only_copied]
+        result.problems.append(
+            f"the audit anchor file {result.file} lacks anchors {_ranges(numbers)} that its copy {copy} holds "
+            f"(the file was cut short, replaced or removed; the last is {described(only_copied[-1])})"
+        )
+    copied_last = max((a.number for a in copied), default=0)
+    if local_last > copied_last:
+        result.warnings.append(
+            f"the anchor copy {copy} lacks anchors {copied_last + 1}..{local_last} (it could not be reached when they "
+            "were written; the next anchor copies them)"
+        )
+    return sorted(local + only_copied, key=lambda a: a.number)
+
+
+def _ranges(numbers: list[int]) -> str:
+    return f"{numbers[0]}..{numbers[-1]}" if len(numbers) > 1 else str(numbers[0])
 
 
 def _stored_hashes(session: Session, chain: str, positions: list[int]) -> dict[int, str]:
@@ -378,39 +574,8 @@ def _compare_chain(
     return None
 
 
-def verify_audit_anchors(settings: Settings | None = None, *, public_key_file: Path | None = None) -> AnchorVerification:
-    """Check the anchor log (signatures, links) and the database against every anchor in it."""
-    settings = settings or get_settings()
-    path = settings.anchor_path
-    result = AnchorVerification(file=path)
-    public_key, expected = _trusted_key(settings, public_key_file, result)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        data = b""
-    except OSError as exc:
-        result.problems.append(f"the audit anchor file {path} cannot be read: {exc.strerror}")
-        return result
-    if not data:
-        if expected is not None:
-            result.problems.append(f"the audit anchor file {path} is missing or empty, but anchors were expected: {expected}")
-        return result
-    lines = data.split(b"\n")
-    if lines[-1] == b"":
-        lines.pop()
-    else:
-        result.problems.append(f"the audit anchor file {path} does not end with a complete line (cut short, or altered)")
-    if public_key is None:
-        result.problems.append(
-            f"no key to check the audit anchors in {path} with: neither the anchor key {settings.anchor_key_path} nor "
-            f"its public key {settings.anchor_public_key_path} is there (give one with --public-key)"
-        )
-        return result
-    log = check_anchor_log(lines, public_key, name=f"audit anchor file {path}")
-    result.problems += log.problems
-    result.anchors = len(log.anchors)
-    result.last = log.anchors[-1] if log.anchors else None
-    chains, contradictions = anchored_chains(log.anchors)
+def _check_database(settings: Settings, anchors: list[Anchor], result: AnchorVerification) -> None:
+    chains, contradictions = anchored_chains(anchors)
     result.problems += contradictions
     with transaction(settings) as session:
         heads, legacy = chain_heads(session)
@@ -423,4 +588,52 @@ def verify_audit_anchors(settings: Settings | None = None, *, public_key_file: P
             problem = _compare_chain(name, positions, stored, heads.get(name))
             if problem is not None:
                 result.problems.append(problem)
+    last = anchors[-1].heads() if anchors else {}
+    result.unanchored = sum(max(0, head.seq - (last[name].seq if name in last else 0)) for name, head in heads.items())
+
+
+def verify_audit_anchors(
+    settings: Settings | None = None, *, public_key_file: Path | None = None, copy: Path | None = None
+) -> AnchorVerification:
+    """Check the anchor log (signatures, links), compare it with its copy (``copy``, else
+    CUSTOMS_AUDIT_ANCHOR_COPY_DIR's), and check the database against every anchor in either."""
+    settings = settings or get_settings()
+    path = settings.anchor_path
+    result = AnchorVerification(file=path, copy=copy or settings.anchor_copy_path)
+    with transaction(settings) as session:
+        heads, legacy = chain_heads(session)
+    result.events = legacy.seq + sum(head.seq for head in heads.values())
+    required = settings.audit_anchor_required and result.events > 0
+    public_key = _trusted_key(settings, public_key_file, result, required)
+    lines = _log_lines(path, "the audit anchor file", result)
+    copied = _log_lines(result.copy, "the anchor copy", result) if result.copy is not None else None
+    if not lines:
+        if required:
+            result.problems.append(
+                f"the audit anchor file {path} is missing or empty, but the database holds {result.events} audit events "
+                "(anchors are required: CUSTOMS_AUDIT_ANCHOR_REQUIRED)"
+            )
+        elif settings.anchor_key_path.exists() or settings.anchor_public_key_path.exists() or public_key_file:
+            result.problems.append(f"the audit anchor file {path} is missing or empty, but the anchor key exists")
+    if result.copy is not None and not copied and (lines or required):
+        result.problems.append(f"the anchor copy {result.copy} is missing or empty, but the anchors are copied there")
+    if not lines and not copied:
+        result.unanchored = result.events
+        return result
+    if public_key is None:
+        result.problems.append(
+            f"no key to check the audit anchors in {path} with: neither the anchor key {settings.anchor_key_path} nor "
+            f"its public key {settings.anchor_public_key_path} is there, nor one pinned (give one with --public-key)"
+        )
+        return result
+    log = check_anchor_log(lines or [], public_key, name=f"audit anchor file {path}")
+    result.problems += log.problems
+    anchors = log.anchors
+    if copied:
+        copy_log = check_anchor_log(copied, public_key, name=f"anchor copy {result.copy}")
+        result.problems += copy_log.problems
+        anchors = _with_copy(log.anchors, copy_log.anchors, result, result.copy)
+    result.anchors = len(anchors)
+    result.last = anchors[-1] if anchors else None
+    _check_database(settings, anchors, result)
     return result

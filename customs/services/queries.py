@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func
+from sqlalchemy import String, cast, func, or_
+from sqlalchemy.orm import aliased
 from sqlmodel import select
 
 from customs.core.clock import kz_display, utcnow
@@ -294,3 +296,54 @@ def verify_audit_chain() -> ChainCheck:
     """Recompute the audit hash chain; the result names the first broken event."""
     with transaction() as session:
         return verify_chain(session)
+
+
+@dataclass(frozen=True)
+class StatusMismatch:
+    """A declaration whose status is not what its last transition in the audit trail made it."""
+
+    application_id: str
+    status: str  # as stored (the value, when it is one of the statuses)
+    last_transition: str | None  # "from -> to" of its latest transition event, None when it has none
+    event_seq: int | None
+
+    def __str__(self) -> str:
+        if self.last_transition is None:
+            return (
+                f"declaration {self.application_id}: status {self.status} in the database, but no transition in the audit trail"
+            )
+        return (
+            f"declaration {self.application_id}: status {self.status} in the database, but its last transition in the audit "
+            f"trail (event {self.event_seq}) is {self.last_transition}: the status was changed outside the state machine"
+        )
+
+
+def verify_declaration_statuses(batch: int = 5000) -> list[StatusMismatch]:
+    """Every declaration whose status differs from the ``to_status`` of its latest transition event (the status is
+    read as stored, so a value that is not a status at all is reported as it is)."""
+    names = {status.name: status.value for status in Status}
+    stored = cast(Declaration.__table__.c.status, String)
+    transition = aliased(AuditEvent)
+    last = (
+        select(func.max(transition.seq))
+        .where(transition.application_id == Declaration.application_id, transition.to_status.is_not(None))
+        .correlate(Declaration)
+        .scalar_subquery()
+    )
+    query = (
+        select(Declaration.id, Declaration.application_id, stored, AuditEvent.seq, AuditEvent.from_status, AuditEvent.to_status)
+        .outerjoin(AuditEvent, AuditEvent.seq == last)
+        .where(or_(AuditEvent.seq.is_(None), func.upper(AuditEvent.to_status) != stored))
+        .order_by(Declaration.id)
+    )
+    found: list[StatusMismatch] = []
+    last_id = 0
+    with transaction() as session:
+        while True:
+            rows = session.execute(query.where(Declaration.id > last_id).limit(batch)).all()
+            for _, application_id, status, seq, from_status, to_status in rows:
+                transition = f"{from_status or 'nothing'} -> {to_status}" if seq is not None else None
+                found.append(StatusMismatch(application_id, names.get(status, status), transition, seq))
+            if len(rows) < batch:
+                return found
+            last_id = rows[-1][0]

@@ -180,6 +180,7 @@ def test_the_job_gate_creates_a_minute_jobs_run_only_when_it_has_something_to_do
 
     from customs.orchestration.deployments import read_deployments, register_deployments
     from customs.orchestration.gate import gate_pass
+    from customs.services.audit_anchors import ensure_anchor_key, verify_audit_anchors
 
     gated = [s for s in read_deployments() if s.name in ("deadline-watch", "outbox-dispatch", "print-deadlines")]
     assert all(not spec.schedules for spec in gated)  # not scheduled every minute any more
@@ -190,10 +191,14 @@ def test_the_job_gate_creates_a_minute_jobs_run_only_when_it_has_something_to_do
     with get_client(sync_client=True) as client:
         for spec in gated:
             assert not client.read_deployment_by_name(f"{spec.name}/{spec.name}").schedules
+        ensure_anchor_key(settings)  # this host anchors (customs serve makes the key)
         assert gate_pass(client, settings, now=quiet) == []  # nothing to do: no run
+        assert verify_audit_anchors(settings).anchors == 0  # and no events: no anchor
         submit_signed(company_signer, unique(sample()))  # queues the acceptance notice
         (line,) = gate_pass(client, settings, now=quiet)
         assert line.startswith("outbox-dispatch: work to do")
+        anchored = verify_audit_anchors(settings)  # the new event anchored in the same pass (issue 25, item 4)
+        assert anchored.intact and anchored.anchors == 1 and anchored.unanchored == 0
         assert gate_pass(client, settings, now=quiet) == [line]  # another worker at the same minute: the same run
         slot = quiet.replace(minute=quiet.minute - quiet.minute % 15, second=20) + timedelta(minutes=15)
         assert sorted(line.split(":")[0] for line in gate_pass(client, settings, now=slot)) == [

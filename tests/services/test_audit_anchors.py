@@ -197,25 +197,37 @@ def test_events_after_the_last_anchor_left_alone_verify(settings):
     append("50101", 3)
     append("00000", 1)
     check = verify_audit_anchors()
-    assert check.intact and check.anchors == 2 and check.last == last and chains_intact()
+    assert check.intact and check.anchors == 2 and check.last == last and chains_intact() and check.unanchored == 4
     assert last.chains["office:50101"].seq == 5 and last.chains["office:62101"].seq == 4
 
 
-def test_a_missing_anchor_file_fails_once_anchors_were_written(settings):
-    assert verify_audit_anchors().intact  # nothing anchored yet, nothing expected
-    append("50101", 1)
+def test_deleting_the_anchor_file_and_both_keys_fails_verify(settings):
+    """Issue 25, item 4: the probe deleted the anchor file and both keys after rewriting an anchored event, and
+    verify passed ("no anchors yet"). A database with events needs its anchors and its key."""
+    assert verify_audit_anchors().intact  # a new installation: no events, no anchors, nothing expected
+    append("50101", 3)
     write_anchor()
-    settings.anchor_path.unlink()
-    assert "is missing or empty, but anchors were expected: the anchor key" in only_problem()
+    rewrite_audit_event("office:50101", 2, actor="someone")
+    for path in (settings.anchor_path, settings.anchor_key_path, settings.anchor_public_key_path):
+        path.unlink()
+    problems = verify_audit_anchors().problems
+    assert any(
+        p.startswith(f"the audit anchor file {settings.anchor_path} is missing or empty, but the database holds 3 audit events")
+        for p in problems
+    ), problems
+    assert any(p.startswith(f"the anchor key {settings.anchor_key_path} is missing") for p in problems), problems
     settings.anchor_path.write_bytes(b"")
-    assert "is missing or empty" in only_problem()
+    assert any("is missing or empty" in p for p in verify_audit_anchors().problems)
 
 
-def test_anchors_are_required_when_the_setting_says_so(settings):
+def test_anchors_are_required_unless_the_setting_says_otherwise(settings):
     from customs.core.settings import configure
 
-    configure(settings.model_copy(update={"audit_anchor_required": True}))
-    assert "CUSTOMS_AUDIT_ANCHOR_REQUIRED is set" in only_problem()
+    append("50101", 1)
+    assert any("the database holds 1 audit events (anchors are required" in p for p in verify_audit_anchors().problems)
+    configure(settings.model_copy(update={"audit_anchor_required": False}))  # a development database
+    check = verify_audit_anchors()
+    assert check.intact and check.unanchored == 1
 
 
 def test_the_key_is_created_private_and_refused_when_others_may_read_it(settings):
@@ -237,9 +249,9 @@ def test_a_verifier_with_only_the_public_key_checks_the_anchors(settings, tmp_pa
     elsewhere = tmp_path / "kept-elsewhere.pub.pem"
     shutil.copy(settings.anchor_public_key_path, elsewhere)
     settings.anchor_key_path.unlink()
-    assert verify_audit_anchors().intact  # the public key next to the anchors
+    assert only_problem().startswith(f"the anchor key {settings.anchor_key_path} is missing")  # on the host that signs
+    assert verify_audit_anchors(public_key_file=elsewhere).intact  # a verifier elsewhere, naming its key
     settings.anchor_public_key_path.unlink()
-    assert "no key to check the audit anchors" in only_problem()
     check = verify_audit_anchors(public_key_file=elsewhere)
     assert check.intact and check.anchors == 1
     other = tmp_path / "other.pub.pem"
@@ -299,3 +311,156 @@ def test_the_operations_summary_carries_the_last_anchor(settings):
     assert f"Anchor {anchor.number} of " in markdown
     assert f"| office:62101 | 2 | `{anchor.chains['office:62101'].last_hash}` |" in markdown
     assert f"`{anchor.signature}`" in markdown and anchor_lines(settings)[-1].decode() in markdown
+
+
+# --- Issue 25, item 4: the key pinned in the configuration; a copy of the anchors elsewhere; a minute's anchors ----
+
+
+def pinned(settings, key_file=None):
+    """The settings with the key of ``key_file`` (default: the anchor key) pinned, as its SHA-256."""
+    from customs.core.audit_anchors import load_private_key, public_key_fingerprint
+    from customs.core.settings import configure
+
+    key = load_private_key((key_file or settings.anchor_key_path).read_bytes())
+    configured = settings.model_copy(update={"audit_anchor_public_key": public_key_fingerprint(key.public_key())})
+    configure(configured)
+    return configured
+
+
+def test_a_key_and_anchors_replaced_together_fail_against_the_pinned_key(settings, tmp_path):
+    append("50101", 3)
+    write_anchor()
+    original = tmp_path / "original-key.pem"
+    shutil.copy(settings.anchor_key_path, original)
+    # the attacker rewrites an event, removes the key and the anchors, and anchors the rewritten chains anew
+    rewrite_audit_event("office:50101", 2, actor="someone")
+    for path in (settings.anchor_path, settings.anchor_key_path, settings.anchor_public_key_path):
+        path.unlink()
+    write_anchor()  # a new key, beside new anchors: without a pin they agree with each other
+    assert verify_audit_anchors().intact
+    pinned(settings, original)
+    problems = verify_audit_anchors().problems
+    assert any(
+        f"the anchor key {settings.anchor_key_path}" in p and "is not the key CUSTOMS_AUDIT_ANCHOR_PUBLIC_KEY pins" in p
+        for p in problems
+    )
+    assert any(p.startswith("no key to check the audit anchors") for p in problems), problems
+    with pytest.raises(AnchorRefused, match="is not the key CUSTOMS_AUDIT_ANCHOR_PUBLIC_KEY pins"):
+        write_anchor()
+
+
+def test_with_a_pinned_key_a_missing_key_is_not_replaced(settings):
+    from customs.services.audit_anchors import ensure_anchor_key
+
+    made = ensure_anchor_key()
+    assert made.created and not made.pinned
+    assert f"CUSTOMS_AUDIT_ANCHOR_PUBLIC_KEY={made.fingerprint}" in "\n".join(made.lines())  # what customs serve prints
+    pinned(settings)
+    kept = ensure_anchor_key()
+    assert (kept.created, kept.pinned, kept.fingerprint) == (False, True, made.fingerprint) and len(kept.lines()) == 1
+    append("50101", 1)
+    write_anchor()
+    settings.anchor_key_path.unlink()
+    with pytest.raises(AnchorRefused, match="is missing, and CUSTOMS_AUDIT_ANCHOR_PUBLIC_KEY pins the key"):
+        write_anchor()
+    assert not settings.anchor_key_path.exists()
+
+
+def test_the_pinned_key_is_its_pem_or_its_sha256():
+    from pydantic import ValidationError
+
+    from customs.core.settings import Settings
+
+    key = Ed25519PrivateKey.generate().public_key()
+    pem = public_key_pem(key).decode()
+    assert Settings(audit_anchor_public_key=pem).audit_anchor_public_key == pem.strip()
+    assert Settings(audit_anchor_public_key="AB" * 32).audit_anchor_public_key == "ab" * 32
+    with pytest.raises(ValidationError, match="its SHA-256 in hex"):
+        Settings(audit_anchor_public_key="not a key")
+
+
+def with_copy(settings, tmp_path):
+    from customs.core.settings import configure
+
+    configured = settings.model_copy(update={"audit_anchor_copy_dir": tmp_path / "elsewhere"})
+    configure(configured)
+    return configured
+
+
+def test_anchors_cut_from_the_file_are_found_in_the_copy(settings, tmp_path):
+    """An event written after anchor 1 and anchored by anchor 2 is rewritten, and anchor 2 cut from the file: the
+    event is then after the last local anchor, and only the copy elsewhere still signs it."""
+    configured = with_copy(settings, tmp_path)
+    append("50101", 3)
+    write_anchor()
+    append("50101", 2)
+    write_anchor()
+    assert configured.anchor_copy_path.read_bytes() == configured.anchor_path.read_bytes()
+    rewrite_audit_event("office:50101", 5, actor="someone")
+    configured.anchor_path.write_bytes(anchor_lines(configured)[0] + b"\n")
+    assert verify_audit_anchors(settings).intact  # the local file alone: event 5 is not anchored any more
+    problems = verify_audit_anchors().problems
+    assert any(p.startswith(f"the audit anchor file {configured.anchor_path} lacks anchors 2 that its copy") for p in problems)
+    assert any("audit chain office:50101 was rewritten: event 5" in p and "anchor 2 of" in p for p in problems), problems
+    configured.anchor_path.unlink()  # or the whole file removed: the copy still signs every event
+    problems = verify_audit_anchors().problems
+    assert any("lacks anchors 1..2 that its copy" in p for p in problems), problems
+    assert any("audit chain office:50101 was rewritten: event 5" in p for p in problems), problems
+
+
+def test_an_anchor_file_signed_anew_with_a_stolen_key_differs_from_its_copy(settings, tmp_path):
+    """Whoever holds the key can sign a new anchor file over a rewritten database; the copy elsewhere still has the
+    anchors signed before."""
+    configured = with_copy(settings, tmp_path)
+    append("50101", 3)
+    write_anchor()
+    rewrite_audit_event("office:50101", 2, actor="someone")
+    configured.anchor_path.unlink()
+    write_anchor(settings)  # with the key, but without the copy: a new anchor 1
+    assert verify_audit_anchors(settings).intact
+    problems = verify_audit_anchors().problems
+    assert problems == [
+        f"anchor 1 differs between the audit anchor file {configured.anchor_path} and its copy "
+        f"{configured.anchor_copy_path}: one of them was rewritten"
+    ]
+
+
+def test_the_copy_catches_up_after_it_could_not_be_reached(settings, tmp_path):
+    from customs.core.settings import configure
+
+    blocked = tmp_path / "not-a-directory"
+    blocked.write_text("a file where the copy's directory should be")
+    configure(settings.model_copy(update={"audit_anchor_copy_dir": blocked}))
+    append("50101", 1)
+    with pytest.raises(AnchorRefused, match=r"anchor 1 was written to .* but not copied to"):
+        write_anchor()
+    configured = with_copy(settings, tmp_path)
+    check = verify_audit_anchors()
+    assert "the anchor copy" in check.problems[0] and "is missing or empty" in check.problems[0]
+    append("50101", 1)
+    write_anchor()  # anchor 2, and anchor 1 that the copy lacked
+    assert configured.anchor_copy_path.read_bytes() == configured.anchor_path.read_bytes()
+    assert verify_audit_anchors().intact
+    # a copy that does not continue the local file (one of them altered) stops the copying, loudly
+    configured.anchor_copy_path.write_bytes(anchor_lines(configured)[0] + b"\n" + b'{"x": 1}\n')
+    append("50101", 1)
+    with pytest.raises(AnchorRefused, match="does not continue it"):
+        write_anchor()
+
+
+def test_the_job_gate_anchors_new_events_within_the_minute(settings):
+    """Between deadline-watch's anchors (every 15 minutes) every gate pass anchors what is new, so an event is
+    anchored within a minute of being written and cannot be rewritten unseen after that."""
+    from customs.orchestration.gate import anchor_pass
+    from customs.services.audit_anchors import ensure_anchor_key
+
+    append("50101", 2)
+    assert anchor_pass(settings) is None  # no key on this host: not the anchoring host
+    ensure_anchor_key()
+    assert anchor_pass(settings) == "audit anchor 1: office:50101 2"
+    assert anchor_pass(settings) is None  # nothing new: nothing written
+    append("50101", 1)
+    append("62101", 1)
+    assert anchor_pass(settings) == "audit anchor 2: office:50101 3, office:62101 1"
+    rewrite_audit_event("office:62101", 1, actor="someone")
+    assert "audit chain office:62101 was rewritten: event 1" in only_problem()

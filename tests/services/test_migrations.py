@@ -148,12 +148,12 @@ def test_a_database_of_the_previous_release_is_migrated_keeping_every_row(previo
         "ix_declaration_status",
     }
     # the bytes are still unique per attempt: the database itself refuses a second attempt 2
-    with pytest.raises(IntegrityError), engine.begin() as connection:
+    with pytest.raises(IntegrityError, match=r"uq_declaration_content_attempt|UNIQUE"), engine.begin() as connection:
         connection.execute(
             text(
                 "INSERT INTO declaration (application_id, channel, submitted_at, content, content_sha256, status, "
                 "updated_at, signature_reasons, signers, reasons, risk_profiles, attempt) SELECT 'A-DUPLICATE', channel, "
-                "submitted_at, content, content_sha256, status, updated_at, signature_reasons, signers, reasons, "
+                "submitted_at, content, content_sha256, 'SUBMITTED', updated_at, signature_reasons, signers, reasons, "
                 "risk_profiles, attempt FROM declaration WHERE attempt = 2"
             )
         )
