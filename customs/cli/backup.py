@@ -75,11 +75,22 @@ def backup_restore(
 
 
 @backup_app.command("check")
-def backup_check(as_json: JsonOption = False) -> None:
-    """Compare the database with the sent journal (every host does it when it starts): raise the registration counters
-    past every number announced, mark sent the notices already sent, and list the declarations lost or behind."""
+def backup_check(
+    record_restore: Annotated[
+        bool,
+        typer.Option(
+            "--record-restore",
+            help="Confirm that the database was restored from a backup: a database behind the audit anchors gets a "
+            "signed restore anchor, and anchoring goes on from it.",
+        ),
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Compare the database with the sent journal and the audit anchors (every host does it when it starts): raise the
+    registration counters past every number announced, mark sent the notices already sent, list the declarations
+    lost or behind, and say whether the audit chains end before the anchors."""
     prepare_database()
-    report = restore_check()
+    report = restore_check(record=record_restore)
     if as_json:
         echo_json(report.as_dict())
         return
@@ -88,6 +99,13 @@ def backup_check(as_json: JsonOption = False) -> None:
 
 def _print_check(check: dict, summary: str) -> None:
     typer.echo(summary)
+    if check.get("anchors") and not check["anchors"]["recorded"]:
+        typer.secho(
+            f"audit chains {check['anchors']['described']}: anchoring is stopped until the restore is confirmed "
+            "(customs backup check --record-restore)",
+            fg=typer.colors.YELLOW,
+            err=True,
+        )
     if check["lost"]:
         typer.echo("\nDeclarations lost (the database never had them; their declarants were told the following):")
         rows = (

@@ -73,6 +73,9 @@ class Anchor:
     key: str
     signature: str
     line_hash: str
+    # A restore anchor: the database was restored from a backup to the state after anchor ``after_anchor``; the
+    # events ``lost`` ({chain: [first, last]}) are gone, and the chains go on from the heads this anchor signs.
+    restored: dict[str, Any] | None = None
 
     def heads(self) -> dict[str, ChainHead]:
         """Every chain it anchors, the legacy chain under its name ``legacy``."""
@@ -138,8 +141,10 @@ def signed_anchor_line(
     chains: dict[str, ChainHead],
     legacy: ChainHead,
     previous: str,
+    restored: dict[str, Any] | None = None,
 ) -> bytes:
-    """The anchor's line (without its newline), signed with ``key``."""
+    """The anchor's line (without its newline), signed with ``key``; ``restored``: a restore anchor's record of the
+    restore (``{"after_anchor": N, "lost": {chain: [first, last]}}``)."""
     if anchored_at.tzinfo is None:
         raise ValueError("anchored_at must carry a zone")
     record: dict[str, Any] = {
@@ -151,6 +156,8 @@ def signed_anchor_line(
         "previous": previous,
         "key": public_key_fingerprint(key.public_key()),
     }
+    if restored is not None:
+        record["restored"] = restored
     record["signature"] = base64.b64encode(key.sign(_signed_fields(record))).decode("ascii")
     return canonical(record)
 
@@ -183,9 +190,26 @@ def _record(line: bytes) -> dict[str, Any]:
     if record.get("format") != ANCHOR_FORMAT:
         raise AnchorFormatError(f"format is not {ANCHOR_FORMAT}")
     expected = {"format", "anchor", "anchored_at", "chains", "legacy", "previous", "key", "signature"}
-    if set(record) != expected:
-        raise AnchorFormatError("fields " + ", ".join(sorted(set(record) ^ expected)) + " missing or unexpected")
+    wrong = (expected - set(record)) | (set(record) - expected - {"restored"})
+    if wrong:
+        raise AnchorFormatError("fields " + ", ".join(sorted(wrong)) + " missing or unexpected")
     return record
+
+
+def _restored(value: Any) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or set(value) != {"after_anchor", "lost"}:
+        raise AnchorFormatError("restored is not {after_anchor, lost}")
+    after = value["after_anchor"]
+    if not isinstance(after, int) or isinstance(after, bool) or after < 0:
+        raise AnchorFormatError("restored: after_anchor is not an anchor number")
+    lost = value["lost"]
+    if not isinstance(lost, dict) or not all(
+        isinstance(span, list) and len(span) == 2 and all(isinstance(n, int) and n > 0 for n in span) for span in lost.values()
+    ):
+        raise AnchorFormatError("restored: lost is not {chain: [first, last]}")
+    return value
 
 
 def parse_anchor(line: bytes) -> Anchor:
@@ -214,6 +238,7 @@ def parse_anchor(line: bytes) -> Anchor:
         key=_hash_field(record["key"], "key"),
         signature=record["signature"],
         line_hash=line_hash(line),
+        restored=_restored(record.get("restored")),
     )
 
 
@@ -301,6 +326,11 @@ def anchored_chains(anchors: Iterable[Anchor]) -> tuple[dict[str, AnchoredChain]
     reported: set[str] = set()
     for anchor in anchors:  # in the log's order: the order they were written in, under the log's lock
         heads = anchor.heads()
+        if anchor.restored is not None:  # a recorded restore: the chains go on from its heads, what came after is lost
+            for name, chain in chains.items():
+                head = heads.get(name, ChainHead(0, GENESIS_HASH))
+                chain.positions = {seq: fixed for seq, fixed in chain.positions.items() if seq <= head.seq}
+                chain.latest = (head, anchor)
         for name, chain in chains.items():
             if name not in heads and chain.latest is not None and chain.latest[0].seq > 0 and name not in reported:
                 reported.add(name)

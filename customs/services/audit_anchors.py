@@ -308,8 +308,23 @@ def _copy_out(settings: Settings, local_fd: int, local: Path, line: bytes, numbe
         _fsync_dir(copy.parent)
 
 
+def _behind(previous: Anchor, chains: dict[str, ChainHead], legacy: ChainHead) -> list[str]:
+    """The chains the database holds fewer events of than ``previous`` signed."""
+    now_heads = {LEGACY_CHAIN: legacy} | chains
+    return [
+        f"{name} ({now_heads.get(name, ChainHead(0, GENESIS_HASH)).seq} events, anchor {previous.number} signed {head.seq})"
+        for name, head in sorted(previous.heads().items())
+        if now_heads.get(name, ChainHead(0, GENESIS_HASH)).seq < head.seq
+    ]
+
+
 def write_anchor(
-    settings: Settings | None = None, *, now: datetime | None = None, when_due: bool = False, only_if_changed: bool = False
+    settings: Settings | None = None,
+    *,
+    now: datetime | None = None,
+    when_due: bool = False,
+    only_if_changed: bool = False,
+    restored: dict[str, Any] | None = None,
 ) -> Anchor | None:
     """Sign the heads of every audit chain and append them to the anchor file (and its copy); the anchor written.
 
@@ -341,6 +356,13 @@ def write_anchor(
             )
             if unchanged:
                 return None
+        behind = _behind(previous, chains, legacy) if previous is not None and restored is None else []
+        if behind:  # never sign a cut chain as if it were the service's state: a restore is recorded as one
+            raise AnchorRefused(
+                f"the database holds fewer events than the last anchor signed: {', '.join(behind)}; restored from a "
+                "backup? `customs backup check` records the restore (every host does at start); otherwise the chains "
+                "were cut: `customs audit verify`"
+            )
         number = previous.number + 1 if previous else 1
         line = signed_anchor_line(
             key,
@@ -349,6 +371,7 @@ def write_anchor(
             chains=chains,
             legacy=legacy,
             previous=line_hash(last_line) if last_line is not None else FIRST_PREVIOUS,
+            restored=restored,
         )
         _write_all(fd, line + b"\n")
         if created:
@@ -409,6 +432,7 @@ class AnchorVerification:
     events: int = 0
     unanchored: int = 0
     copy: Path | None = None
+    restore_point: RestorePoint | None = None  # the database is behind the anchors without a rewrite
 
     @property
     def intact(self) -> bool:
@@ -574,20 +598,84 @@ def _compare_chain(
     return None
 
 
+@dataclass(frozen=True)
+class RestorePoint:
+    """The database is an earlier state of the anchored history: every event it holds agrees with the anchors, but
+    chains end before the anchors' last heads. ``after_anchor``: the last anchor it holds entirely (0: none);
+    ``lost``: per chain, the events the anchors signed that it lacks."""
+
+    after_anchor: int
+    anchored_at: datetime | None
+    lost: dict[str, list[int]]
+
+    def described(self) -> str:
+        where = (
+            f"anchor {self.after_anchor} of {kz_display(self.anchored_at)}"
+            if self.anchored_at
+            else "a state before the first anchor"
+        )
+        spans = ", ".join(f"{name} events {first}..{last}" for name, (first, last) in sorted(self.lost.items()))
+        return f"restored to {where}; events after it are missing ({spans})"
+
+    def as_record(self) -> dict[str, Any]:
+        return {"after_anchor": self.after_anchor, "lost": {name: list(span) for name, span in sorted(self.lost.items())}}
+
+
+def _restore_point(
+    anchors: list[Anchor], chains: dict[str, Any], heads: dict[str, ChainHead], agreeing: set[str]
+) -> RestorePoint | None:
+    """A restore rather than tampering: every chain agrees with the anchors up to its head (``agreeing``), and some end
+    before the anchors' last heads."""
+    lost = {
+        name: [heads.get(name, ChainHead(0, GENESIS_HASH)).seq + 1, anchored.latest[0].seq]
+        for name, anchored in chains.items()
+        if anchored.latest is not None and heads.get(name, ChainHead(0, GENESIS_HASH)).seq < anchored.latest[0].seq
+    }
+    if not lost or set(chains) - agreeing:
+        return None
+    held = [a for a in anchors if all(h.seq <= heads.get(n, ChainHead(0, GENESIS_HASH)).seq for n, h in a.heads().items())]
+    last = held[-1] if held else None
+    return RestorePoint(last.number if last else 0, last.anchored_at if last else None, lost)
+
+
+def _agrees_to_head(positions: list[tuple[int, tuple[str, Anchor]]], stored: dict[int, str], head: ChainHead | None) -> bool:
+    """Whether every anchored position up to the database's head holds the anchored hash."""
+    top = head.seq if head is not None else 0
+    return all(stored.get(seq) == expected for seq, (expected, _) in positions if seq <= top)
+
+
 def _check_database(settings: Settings, anchors: list[Anchor], result: AnchorVerification) -> None:
     chains, contradictions = anchored_chains(anchors)
     result.problems += contradictions
+    problems: list[str] = []
+    agreeing: set[str] = set()
     with transaction(settings) as session:
         heads, legacy = chain_heads(session)
         heads[LEGACY_CHAIN] = legacy
         for name, anchored in sorted(chains.items()):
             positions = sorted(anchored.positions.items())
-            if not positions:
-                continue
-            stored = _stored_hashes(session, name, [seq for seq, _ in positions])
-            problem = _compare_chain(name, positions, stored, heads.get(name))
+            stored = _stored_hashes(session, name, [seq for seq, _ in positions]) if positions else {}
+            if _agrees_to_head(positions, stored, heads.get(name)):
+                agreeing.add(name)
+            problem = _compare_chain(name, positions, stored, heads.get(name)) if positions else None
             if problem is not None:
-                result.problems.append(problem)
+                problems.append(problem)
+    point = _restore_point(anchors, chains, heads, agreeing) if problems and not contradictions else None
+    if point is not None:
+        result.restore_point = point
+        problems = [
+            f"the database was {point.described()}. Every event it holds agrees with the anchors, so nothing was "
+            "rewritten: it was restored from a backup (or its last events were deleted). Once an operator has "
+            "confirmed the restore, `customs backup check --record-restore` signs it and the chains go on from there"
+        ]
+    result.problems += problems
+    for anchor in anchors:
+        if anchor.restored is not None:
+            result.warnings.append(
+                f"{described(anchor)} records a restore of the database to anchor {anchor.restored['after_anchor']}: events "
+                + ", ".join(f"{name} {first}..{last}" for name, (first, last) in sorted(anchor.restored["lost"].items()))
+                + " were lost with it"
+            )
     last = anchors[-1].heads() if anchors else {}
     result.unanchored = sum(max(0, head.seq - (last[name].seq if name in last else 0)) for name, head in heads.items())
 
@@ -637,3 +725,24 @@ def verify_audit_anchors(
     result.last = anchors[-1] if anchors else None
     _check_database(settings, anchors, result)
     return result
+
+
+def restore_point(settings: Settings | None = None) -> RestorePoint | None:
+    """Where the database stands when it is an earlier state of the anchored history (None otherwise)."""
+    settings = settings or get_settings()
+    if not settings.anchor_path.exists() and settings.anchor_copy_path is None:
+        return None
+    return verify_audit_anchors(settings).restore_point
+
+
+def record_restore(settings: Settings | None = None, *, now: datetime | None = None) -> RestorePoint | None:
+    """An operator's confirmation of a restore: when the database is an earlier state of the anchored history, sign a
+    restore anchor that says so. The chains go on from the database's heads, anchoring resumes (it refuses to sign a
+    state behind the last anchor), and verify names the lost events as a warning instead of failing on them.
+    Nothing is written for a database that agrees with the anchors, or one that was rewritten (verify reports it).
+    Deleting the last events looks the same as a restore: that is why a person confirms it, and it stays on record."""
+    settings = settings or get_settings()
+    point = restore_point(settings)
+    if point is not None:
+        write_anchor(settings, now=now, restored=point.as_record())
+    return point

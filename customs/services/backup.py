@@ -179,7 +179,7 @@ def restore_backup(folder: Path, *, settings: Settings | None = None, now: datet
             shutil.copy2(folder / name, path)
             os.chmod(path, 0o600)
             put_back.append(str(path))
-    report: RestoreReport = restore_check(settings=settings, now=now)
+    report: RestoreReport = restore_check(settings=settings, now=now, record=True)  # the operator restored it
     return {
         "restored_from": str(folder),
         "backup_created_at": manifest.get("created_at"),

@@ -10,6 +10,9 @@ its last transactions). The check then, in one transaction:
 - lists the declarations the database lost entirely (submitted after the backup), with what their declarants were
   told, for re-entry; and those it holds at an earlier stage than announced (registered again, they keep the
   number they were given: customs.services.steps);
+- compares the database with the audit anchors: a database that ends before the anchors without a rewrite is
+  reported as restored to anchor N (events after it missing), and, once an operator confirms the restore
+  (``record``), gets a signed restore anchor so anchoring and verify go on from it;
 - writes the list to ``data_dir/restore-reports/`` and one audit event on the service's chain.
 
 Nothing is deleted or sent by the check. Run on an intact database, it finds nothing and writes nothing.
@@ -33,6 +36,7 @@ from customs.core.files import private_dir
 from customs.core.sent_journal import JournalIndex, announcement_key
 from customs.core.settings import Settings, get_settings
 from customs.rules.registration import parse_registration_number
+from customs.services.audit_anchors import AnchorRefused, record_restore, restore_point
 from customs.services.steps import raise_counter
 from models.audit import append_event
 from models.declaration import Declaration, RegistrationCounter
@@ -53,12 +57,13 @@ class RestoreReport:
     notices_marked_sent: list[dict[str, Any]] = field(default_factory=list)
     lost: list[dict[str, Any]] = field(default_factory=list)
     behind: list[dict[str, Any]] = field(default_factory=list)
+    anchors: dict[str, Any] | None = None  # the database was behind the audit anchors: the restore anchor's record
     lost_reported_before: int = 0  # lost declarations an earlier check listed already
     report_file: str | None = None
 
     @property
     def restored(self) -> bool:
-        return bool(self.counters_raised or self.notices_marked_sent or self.lost or self.behind)
+        return bool(self.counters_raised or self.notices_marked_sent or self.lost or self.behind or self.anchors)
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "restored": self.restored}
@@ -73,7 +78,7 @@ class RestoreReport:
             f"the database is behind what was announced (restored from a backup?): {len(self.counters_raised)} "
             f"registration counters raised, {len(self.notices_marked_sent)} notices marked sent (not sent again), "
             f"{len(self.lost)} declarations lost (re-entry needed), {len(self.behind)} at an earlier stage than "
-            f"announced; the list: {self.report_file}"
+            f"announced{'; audit chains ' + self.anchors['described'] if self.anchors else ''}; the list: {self.report_file}"
         )
 
 
@@ -182,13 +187,23 @@ def _write_report(settings: Settings, report: RestoreReport) -> Path:
     return path
 
 
-def restore_check(*, settings: Settings | None = None, now: datetime | None = None) -> RestoreReport:
-    """Compare the database with the sent journal and repair what a restore broke (see the module)."""
+def restore_check(*, settings: Settings | None = None, now: datetime | None = None, record: bool = False) -> RestoreReport:
+    """Compare the database with the sent journal and the audit anchors, and repair what a restore broke (see the
+    module). ``record``: an operator confirmed the restore (``customs backup restore``, ``customs backup check
+    --record-restore``): a database behind the audit anchors gets its restore anchor; otherwise it is only reported,
+    and anchoring stays stopped until someone looks."""
     settings = settings or get_settings()
     now = now or utcnow()
     journal = JournalIndex(settings.sent_journal_path).refresh()  # a fresh read: the whole journal, not a cache
     report = RestoreReport(checked_at=now, journal_records=journal.records)
-    if not journal.records:
+    try:
+        point = record_restore(settings, now=now) if record else restore_point(settings)
+    except AnchorRefused as exc:  # the key is gone or the file damaged: verify says what; the journal's part goes on
+        log.error("restore check: the anchors could not record a restore: %s", exc)
+        point = None
+    if point is not None:
+        report.anchors = {**point.as_record(), "described": point.described(), "recorded": record}
+    if not journal.records and point is None:
         return report
     with transaction() as session:
         _raise_counters(session, journal, report)
@@ -210,6 +225,7 @@ def restore_check(*, settings: Settings | None = None, now: datetime | None = No
                 "lost": [d["application_id"] for d in report.lost][:200],
                 "behind": [d["application_id"] for d in report.behind][:200],
                 "report_file": report.report_file,
+                "anchors": report.anchors,
             },
         )
     log.error("restore check: %s", report.summary())

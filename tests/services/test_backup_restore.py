@@ -166,7 +166,52 @@ def test_the_backup_keeps_the_anchors_key_private_and_restore_keeps_the_live_anc
     newer = settings.anchor_path.read_bytes()
     assert newer != live
     done = restore_backup(backup.folder)
-    assert settings.anchor_path.read_bytes() == newer and str(settings.anchor_path) in done["files_kept"]
+    assert str(settings.anchor_path) in done["files_kept"]
+    assert settings.anchor_path.read_bytes().startswith(newer)  # kept, with the restore anchor after it
+
+
+def test_verify_tells_a_restore_from_a_rewrite_and_the_confirmed_restore_goes_on(settings, company_signer):
+    """Issue 26: a restore older than the last anchor was reported as tampering ("was cut short"). Now verify says
+    "restored to anchor N; events after it are missing"; an operator's confirmation signs a restore anchor; anchoring
+    and verify go on from it; a rewrite is still a rewrite."""
+    from customs.services.audit_anchors import AnchorRefused, verify_audit_anchors, write_anchor
+    from tests.helpers import rewrite_audit_event
+
+    run_steps(_submit(company_signer))
+    first = write_anchor()
+    backup = create_backup()
+    run_steps(_submit(company_signer))
+    write_anchor()
+    # Restored by hand (a pg_restore, a copied file), the service not yet started: reported, not signed.
+    from customs.core.db import dispose_engines
+
+    dispose_engines()
+    database = settings.data_dir / "customs.db"
+    for log_file in (database.with_name("customs.db-wal"), database.with_name("customs.db-shm")):
+        log_file.unlink(missing_ok=True)
+    shutil.copyfile(backup.folder / "customs.db", database)
+    (problem,) = verify_audit_anchors().problems
+    assert problem.startswith(f"the database was restored to anchor {first.number} of ")
+    assert "events after it are missing (office:50101 events" in problem and "nothing was rewritten" in problem
+    with pytest.raises(AnchorRefused, match="fewer events than the last anchor"):
+        write_anchor()
+    started = restore_check()  # what every host does at start: the restore reported, anchoring still stopped
+    assert (
+        started.anchors is not None and started.anchors["recorded"] is False and started.anchors["after_anchor"] == first.number
+    )
+    assert verify_audit_anchors().problems == [problem]
+    # The operator confirms: the restore anchor is signed, the chains go on.
+    confirmed = restore_check(record=True)
+    assert confirmed.anchors["recorded"] is True
+    check = verify_audit_anchors()
+    assert check.intact, check.problems
+    assert any("records a restore of the database to anchor 1" in w for w in check.warnings)
+    run_steps(_submit(company_signer))
+    write_anchor()
+    assert verify_audit_anchors().intact
+    # A rewrite after all this is still found as one.
+    rewrite_audit_event("office:50101", 2, details={"channel": "paper"})
+    assert any("was rewritten" in p for p in verify_audit_anchors().problems)
 
 
 def test_journal_reads_torn_lines_and_several_hosts(tmp_path):
