@@ -142,6 +142,23 @@ def test_the_authenticity_check_stays_on_the_page_of_its_heading(settings, compa
     assert pages_seen == {1, 2}  # the lengths where it broke before are among them
 
 
+def test_a_bidirectional_override_prints_as_an_escape_in_the_stored_order(settings, company_signer):
+    """Issue 25 part 6: "Холодильники \u202egnp.exe\u202c" as a goods description printed as "Холодильники exe.png"
+    (U+202E draws what follows right to left). Every declarant-supplied value (here a description, the declarant's
+    and the sender's names, an address) now prints each bidirectional control as [U+XXXX], in the stored order."""
+    document = many_items(2)
+    document["goods"][0]["description"] = "Холодильники \u202egnp.exe\u202c"
+    document["declarant"]["name"] += " \u202eкинжалодохэ\u202c"
+    document["sender"]["name"] = "\u2067Shenzhen\u2069 \u200fEL\u200e"
+    document["sender"]["address"] = "\u202d12 Road\u202c \u061c"
+    declaration = cleared(company_signer, document)
+    assert "\u202egnp.exe" in declaration.content.decode("utf-8")  # stored as sent
+    text = " ".join("".join(copy_pages(declaration, load_reference(settings.reference_dir))).split())  # lines joined
+    assert "Холодильники [U+202E]gnp.exe[U+202C]" in text and "exe.png" not in text
+    assert "[U+202E]кинжалодохэ[U+202C]" in text and "эходолажник" not in text
+    assert "[U+2067]Shenzhen[U+2069] [U+200F]EL[U+200E]" in text and "[U+202D]12 Road[U+202C] [U+061C]" in text
+
+
 def test_the_signers_are_named_as_people_read_them(settings, company_signer, person_signer):
     """Issue 17: the signers were raw certificate names (``C=KZ,O=...,OU=BIN050840001233``) and the IIN/BIN
     column read "/ 050840001233". Now: the name, the organisation, the NCA role, and IIN and BIN labelled."""
