@@ -273,6 +273,49 @@ def test_a_request_is_recorded_before_its_copy_is_rendered_and_one_renderer_rend
     assert row["copy_ready"] is True and copies_to_render(now=now) == []
 
 
+def test_a_small_copy_is_rendered_ahead_of_large_ones_asked_before_it(settings, company_signer):
+    """Issue 25 part 7: one renderer, copies in the order asked: a 1-item copy waited 8.6 min behind four 999-item
+    ones. The safety net's list puts it first, and with two renderers it starts while the second large copy still
+    waits (the last renderer is kept for small copies), not after it."""
+    import threading
+
+    from customs.notices.paper_copy import CopyRenderers
+
+    now = utcnow()
+    large = [cleared(company_signer, many_items(150)) for _ in range(2)]
+    small = cleared(company_signer, many_items(1))
+    asked = [request_print(d.application_id, now=now + timedelta(seconds=n)) for n, d in enumerate([*large, small])]
+    assert copies_to_render(now=now + timedelta(seconds=5)) == [asked[2].request_id, asked[0].request_id, asked[1].request_id]
+
+    reference = load_reference(settings.reference_dir)
+    renderers = CopyRenderers(2)
+    rendered: dict[str, bytes] = {}
+
+    def render(name, declaration, priority, is_large):
+        context = copy_context(declaration, None, reference, name, now)
+        rendered[name] = renderers.render(context, 300, priority, large=is_large)
+
+    def start(name, declaration, priority, is_large, until):
+        thread = threading.Thread(target=render, args=(name, declaration, priority, is_large))
+        thread.start()
+        while not until():  # the order of asking fixed: each is rendering or waiting before the next asks
+            threading.Event().wait(0.01)
+        return thread
+
+    try:
+        threads = [
+            start("L1", large[0], (1, 150, 1), True, lambda: len(renderers.started) == 1),
+            start("L2", large[1], (1, 150, 2), True, lambda: renderers.waiting == 1),  # may not take the last renderer
+            start("S", small, (1, 1, 3), False, lambda: len(renderers.started) == 2),
+        ]
+        for thread in threads:
+            thread.join()
+    finally:
+        renderers.stop()
+    assert renderers.started == [(1, 150, 1), (1, 1, 3), (1, 150, 2)]
+    assert all(pdf.startswith(b"%PDF") for pdf in rendered.values()) and len(rendered) == 3
+
+
 def test_a_copy_that_cannot_be_rendered_in_time_is_stopped_recorded_and_given_up_after_its_attempts(settings, company_signer):
     from customs.core.settings import configure
     from customs.notices.paper_copy import RenderTimedOut
