@@ -298,6 +298,19 @@ def copies_to_render(*, now: datetime | None = None, older_than: timedelta = tim
     return [request_id for _, request_id in sorted(waiting)[:limit]]
 
 
+def copy_is_large(request_id: str) -> bool:
+    """Whether the request's copy has more goods items than ``print_large_copy_items`` (minutes to render)."""
+    settings = get_settings()
+    with transaction(settings) as session:
+        request = session.exec(select(PrintRequest).where(PrintRequest.request_id == request_id)).first()
+        if request is None:
+            raise Refused.because("REQUEST_UNKNOWN", f"no print request {request_id!r}", "request_id")
+        items = request.goods_items
+        if items is None:
+            items = goods_items_of(find_declaration(session, request.application_id).content)
+    return items > settings.print_large_copy_items
+
+
 def print_queue(*, office: str | None = None, now: datetime | None = None) -> list[dict[str, Any]]:
     """Pending requests, the most urgent first, with the minutes left (negative: overdue)."""
     now = now or utcnow()

@@ -22,6 +22,7 @@ from customs.rules.printing import nearest_rank, sla_figures
 from customs.services.printing import (
     check_print_deadlines,
     copies_to_render,
+    copy_is_large,
     copy_of,
     mark_printed,
     print_act_subject,
@@ -286,6 +287,8 @@ def test_a_small_copy_is_rendered_ahead_of_large_ones_asked_before_it(settings, 
     small = cleared(company_signer, many_items(1))
     asked = [request_print(d.application_id, now=now + timedelta(seconds=n)) for n, d in enumerate([*large, small])]
     assert copies_to_render(now=now + timedelta(seconds=5)) == [asked[2].request_id, asked[0].request_id, asked[1].request_id]
+    # their runs: the large copies' in the printing-large queue (one at a time), the small one's at once (prefect.yaml)
+    assert [copy_is_large(a.request_id) for a in asked] == [True, True, False]
 
     reference = load_reference(settings.reference_dir)
     renderers = CopyRenderers(2)
