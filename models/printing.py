@@ -40,6 +40,9 @@ class PrintRequest(SQLModel, table=True):
     pdf: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
     pdf_sha256: str | None = Field(default=None, max_length=64)
     declaration_sha256: str = Field(max_length=64)
+    goods_items: int | None = Field(
+        default=None, description="Goods items of the declaration: how large the copy is (which renders first). NULL before."
+    )
     rendered_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     render_seconds: float | None = None
     render_claimed_until: datetime | None = Field(

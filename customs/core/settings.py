@@ -101,6 +101,17 @@ class Settings(BaseSettings):
         description="Rendering one paper copy (in a process of its own) is stopped after this long and tried again.",
     )
     print_render_attempts: int = Field(3, gt=0, description="Renderings of one copy tried before a person is needed.")
+    print_render_processes: int = Field(
+        2,
+        gt=0,
+        description="Processes that render paper copies, per worker process. Waiting copies are taken the most urgent, "
+        "then the fewest goods items, first; large copies may hold all of them but one, kept for small copies.",
+    )
+    print_large_copy_items: int = Field(
+        100,
+        gt=0,
+        description="A paper copy with more goods items than this is large: it may not take the last free renderer.",
+    )
     decision_wait_after_deadline: timedelta = Field(
         timedelta(hours=24),
         description="How long a flow run keeps waiting for a supervisor's late decision after the release deadline.",

@@ -6,9 +6,11 @@ from __future__ import annotations
 import atexit
 import base64
 import io
+import itertools
 import json
 import logging
 import multiprocessing
+import multiprocessing.pool
 import threading
 from datetime import datetime
 from string import hexdigits
@@ -17,7 +19,9 @@ from urllib.parse import urlencode
 
 from customs.core.clock import kz_display
 from customs.core.paths import TEMPLATES_DIR
+from customs.core.settings import get_settings
 from customs.notices.render import template_environment
+from customs.rules.printing import WaitingCopy, next_to_render
 from customs.rules.signers import LEGAL_ENTITY
 from models.declaration import Declaration, ReleaseMark
 from models.reference import ReferenceData
@@ -174,33 +178,94 @@ class RenderTimedOut(TimeoutError):
     pass
 
 
-_renderer = None
-_renderer_lock = threading.Lock()
+class CopyRenderers:
+    """A few processes that render copies (``processes``), each started once and reused, and the copies waiting for
+    one, taken in the order of their ``priority`` (customs.rules.printing.render_priority: the most urgent, then the
+    smallest), not in the order they asked.
 
+    WeasyPrint lays out in Python and holds the GIL throughout: a 999-item copy takes seconds to minutes. Rendered
+    inside the process that answers the intake API and runs the worker's flows, it stalled both (/v1/health took
+    6.4 s): hence processes of their own. With one process, a 1-item copy waited behind four 999-item ones (8.6 min,
+    issue 25 part 7); now a large copy (``large=True``) may hold every process but one: the last is kept for small
+    copies, so a small copy never waits behind large ones (with ``processes`` of 1 it has no other choice).
+    A copy that takes longer than ``timeout`` seconds has its process stopped (the others go on)."""
 
-def render_copy_pdf_apart(context: dict[str, Any], timeout: float) -> bytes:
-    """``render_copy_pdf`` in a process of its own, started once and reused (one copy at a time).
+    def __init__(self, processes: int):
+        self.processes = max(1, processes)
+        self._slots: list[multiprocessing.pool.Pool | None] = [None] * self.processes
+        self._free = list(range(self.processes))
+        self._large_rendering = 0
+        self._waiting: list[WaitingCopy] = []
+        self._numbers = itertools.count()
+        self._changed = threading.Condition()
+        self.started: list[tuple] = []  # the priorities in the order their rendering began (tests, the benchmark)
 
-    WeasyPrint lays out in Python and holds the GIL throughout: a 999-item copy takes seconds to minutes.
-    Rendered inside the process that answers the intake API and runs the worker's flows, it stalled both
-    (/v1/health took 6.4 s). A copy that takes longer than ``timeout`` seconds has its process stopped."""
-    global _renderer
-    with _renderer_lock:  # one copy at a time per process; the others wait here, not in the renderer
-        if _renderer is None:
-            _renderer = multiprocessing.get_context("spawn").Pool(1, maxtasksperchild=50)
-            atexit.register(stop_renderer)  # terminated before the interpreter tears down what Pool.__del__ needs
-        pending = _renderer.apply_async(render_copy_pdf, (context,))
+    @property
+    def waiting(self) -> int:
+        with self._changed:
+            return len(self._waiting)
+
+    def _may_start(self, ticket: WaitingCopy) -> bool:
+        return next_to_render(self._waiting, len(self._free), self._large_rendering, self.processes) is ticket
+
+    def render(self, context: dict[str, Any], timeout: float, priority: tuple = (), *, large: bool = False) -> bytes:
+        """``render_copy_pdf(context)`` in one of the processes, once the copy's turn comes."""
+        ticket = WaitingCopy(priority, next(self._numbers), large)
+        with self._changed:
+            self._waiting.append(ticket)
+            while not self._may_start(ticket):
+                self._changed.wait()
+            self._waiting.remove(ticket)
+            slot = self._free.pop(0)
+            self._large_rendering += large
+            self.started.append(priority)
+            if self._slots[slot] is None:
+                self._slots[slot] = multiprocessing.get_context("spawn").Pool(1, maxtasksperchild=50)
+            pool = self._slots[slot]
+            self._changed.notify_all()  # another copy may start in the next free process
         try:
-            return pending.get(timeout)
+            return pool.apply_async(render_copy_pdf, (context,)).get(timeout)
         except multiprocessing.TimeoutError:
-            _renderer.terminate()
-            _renderer = None
+            pool.terminate()
+            with self._changed:
+                self._slots[slot] = None
             raise RenderTimedOut(f"rendering the copy took more than {timeout:.0f} s; its process was stopped") from None
+        finally:
+            with self._changed:
+                self._free.append(slot)
+                self._large_rendering -= large
+                self._changed.notify_all()
+
+    def stop(self) -> None:
+        with self._changed:
+            for index, pool in enumerate(self._slots):
+                if pool is not None:
+                    pool.terminate()
+                    self._slots[index] = None
+
+
+_renderers: CopyRenderers | None = None
+_renderers_lock = threading.Lock()
+
+
+def copy_renderers() -> CopyRenderers:
+    """This process's renderers (``print_render_processes`` of them), started at the first copy."""
+    global _renderers
+    with _renderers_lock:
+        if _renderers is None:
+            _renderers = CopyRenderers(get_settings().print_render_processes)
+            atexit.register(stop_renderer)  # terminated before the interpreter tears down what Pool.__del__ needs
+        return _renderers
+
+
+def render_copy_pdf_apart(context: dict[str, Any], timeout: float, priority: tuple = (), *, large: bool = False) -> bytes:
+    """``render_copy_pdf`` in a process of its own (``CopyRenderers``), in its turn among the copies waiting."""
+    return copy_renderers().render(context, timeout, priority, large=large)
 
 
 def stop_renderer() -> None:
-    global _renderer
-    with _renderer_lock:
-        if _renderer is not None:
-            _renderer.terminate()
-            _renderer = None
+    global _renderers
+    with _renderers_lock:
+        if _renderers is not None:
+            _renderers.stop()
+            _renderers = None

@@ -21,10 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from markupsafe import Markup
 
 from customs.core.clock import kz_local
 from customs.core.paths import TEMPLATES_DIR
 from customs.notices.catalogue import localised_reasons
+from customs.rules.bidi import has_bidi_controls, shown_as_stored
 from models.outbox import DECISION_KINDS, Notice, NoticeKind, addressee_of
 from models.reference import Office, ReferenceData
 
@@ -55,9 +57,23 @@ def kz_day(value: Any) -> str:
     return "" if moment is None else kz_local(moment).strftime("%d.%m.%Y")
 
 
+def shown_as_stored_value(value: Any) -> Any:
+    """Every ``{{ ... }}`` of every template, before it is escaped: a bidirectional control in it (a declarant's name, a
+    goods description, any value at all) is shown as ``[U+202E]`` instead of reordering the text around it
+    (customs.rules.bidi). Markup (a macro's output, already shown this way) stays Markup: the escapes hold no HTML."""
+    if value is None or isinstance(value, int | float):
+        return value
+    text = str(value)
+    if not has_bidi_controls(text):
+        return value
+    return Markup(shown_as_stored(text)) if isinstance(value, Markup) else shown_as_stored(text)
+
+
 @lru_cache(maxsize=4)
 def template_environment(directory: Path = TEMPLATES_DIR) -> Environment:
-    """HTML templates (``*.html.j2``) autoescape; plain-text ones do not. Unknown variables are errors."""
+    """HTML templates (``*.html.j2``) autoescape; plain-text ones do not. Unknown variables are errors. Whatever a
+    template prints shows bidirectional controls as escapes (``shown_as_stored_value``): letters, paper copies and
+    reports read in the stored order."""
     env = Environment(
         loader=FileSystemLoader(str(directory)),
         autoescape=select_autoescape(enabled_extensions=("html.j2",), default_for_string=False),
@@ -65,6 +81,7 @@ def template_environment(directory: Path = TEMPLATES_DIR) -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
+        finalize=shown_as_stored_value,
     )
     env.filters["kz_time"] = kz_time
     env.filters["kz_date"] = kz_day

@@ -12,6 +12,9 @@ from prefect.states import Scheduled
 from customs.core.clock import utcnow
 from customs.core.settings import get_settings
 from customs.orchestration.server import is_healthy, prefect_api, running_api_url, shared_client
+from customs.services.printing import copy_is_large
+
+LARGE_COPIES_QUEUE = "printing-large"
 
 
 def schedule_print_timers(request_id: str, alert_at: datetime, due_at: datetime) -> list[str]:
@@ -27,6 +30,8 @@ def schedule_print_timers(request_id: str, alert_at: datetime, due_at: datetime)
         name=f"copy-{request_id}",
         tags=["printing", f"print-request:{request_id}"],
         idempotency_key=f"paper-copy:{request_id}",
+        # a large copy's run waits in printing-large (one at a time), not in a worker thread (prefect.yaml)
+        work_queue_name=LARGE_COPIES_QUEUE if copy_is_large(request_id) else None,
     )
     created.append(str(run.id))
     deployment = client.read_deployment_by_name("print-deadline-timer/print-deadline-timer")

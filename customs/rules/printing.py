@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 import statistics
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from customs.rules import Refused
@@ -77,3 +78,33 @@ def not_printable(application_id: str, status: str, registration_number: str | N
             kind="conflict",
         )
     return None
+
+
+# --- Which copy renders next (issue 25 part 7) -------------------------------------------------------------
+
+
+def render_priority(due_at: datetime, goods_items: int, now: datetime, urgent_within: timedelta) -> tuple:
+    """Where a copy waiting for a renderer stands (the smallest first): a copy due within ``urgent_within`` (the longest
+    a rendering may take) goes first, the nearest deadline first; any other, the fewest goods items first (seconds
+    for a few items, minutes for 999), then the nearest deadline. Every copy is due 30 minutes after its request, so
+    by deadline alone a 1-item copy waited behind every 999-item one asked a moment before it."""
+    if due_at - now <= urgent_within:
+        return (0, due_at, goods_items)
+    return (1, goods_items, due_at)
+
+
+@dataclass(frozen=True)
+class WaitingCopy:
+    priority: tuple
+    number: int  # the order they asked in: between equal priorities
+    large: bool
+
+
+def next_to_render(waiting: list[WaitingCopy], free: int, large_rendering: int, processes: int) -> WaitingCopy | None:
+    """The copy that starts now, if any: none without a free process; otherwise the first by priority of those allowed
+    to start. A large copy may hold every process but one (``processes - 1``, at least one), so a small copy always
+    finds one free: a large copy in front that may not start yet does not hold back a small one behind it."""
+    if free <= 0:
+        return None
+    allowed = [w for w in waiting if not w.large or large_rendering < max(1, processes - 1)]
+    return min(allowed, key=lambda w: (w.priority, w.number), default=None)

@@ -9,6 +9,7 @@ in memory and can stop and start again.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import secrets
 import time
@@ -27,7 +28,7 @@ from customs.notices.paper_copy import copy_context, render_copy_pdf_apart
 from customs.rules import Refused
 from customs.rules.official_acts import Expected
 from customs.rules.officials import authority_problem
-from customs.rules.printing import minutes_between, not_printable, requester_problem, sla_figures
+from customs.rules.printing import minutes_between, not_printable, render_priority, requester_problem, sla_figures
 from customs.services.authority import UNSIGNED, authority_signer
 from customs.services.official_acts import SignedAct, declaration_subject, record_act, verify_act
 from customs.services.officials import act_on_declaration, act_sha256, refuse_official_act
@@ -38,6 +39,15 @@ from models.outbox import Notice, NoticeKind, addressee_of, queue_notice
 from models.printing import PrintRequest, PrintStatus
 from models.reasons import Reason, one_line
 from models.reference import ReferenceData
+
+
+def goods_items_of(content: bytes) -> int:
+    """How many goods items the declaration lists (what makes a copy long to render); 0 when it cannot be read."""
+    try:
+        goods = json.loads(content.decode("utf-8-sig")).get("goods")
+    except (ValueError, AttributeError):
+        return 0
+    return len(goods) if isinstance(goods, list) else 0
 
 
 def _applicant_ids(declaration: Declaration) -> set[str]:
@@ -105,6 +115,7 @@ def request_print(
             alert_at=now + settings.print_alert_after,
             due_at=now + settings.print_deadline,
             declaration_sha256=declaration.content_sha256,
+            goods_items=goods_items_of(declaration.content),
         )
         session.add(request)
         event = append_event(
@@ -175,10 +186,11 @@ def _claim(session: Session, request_id: str, now: datetime, until: datetime) ->
 def render_print_copy(request_id: str, *, now: datetime | None = None, settings: Settings | None = None) -> RenderOutcome:
     """Render the copy of a recorded request and store it with its SHA-256 (audited as ``copy_rendered``).
 
-    One renderer at a time holds the request (``render_claimed_until``); the rendering runs in a process of its
-    own (customs.notices.paper_copy). A failure is recorded on the request and audited, then raised; after
-    ``print_render_attempts`` failures nobody tries again without a person (the supervisors' alert at 20
-    minutes comes all the same)."""
+    One renderer at a time holds the request (``render_claimed_until``); the rendering runs in one of a few processes
+    (customs.notices.paper_copy.CopyRenderers), in its turn: the most urgent, then the fewest goods items, first
+    (customs.rules.printing.render_priority), a large copy never in the last free process. A failure is recorded on
+    the request and audited, then raised; after ``print_render_attempts`` failures nobody tries again without a
+    person (the supervisors' alert at 20 minutes comes all the same)."""
     settings = settings or get_settings()
     reference = load_reference(settings.reference_dir)
     timeout = settings.print_render_timeout
@@ -206,10 +218,12 @@ def render_print_copy(request_id: str, *, now: datetime | None = None, settings:
             signed_by=signer.printed if signer else None,
         )
         application_id, office = request.application_id, request.office
+        items = request.goods_items if request.goods_items is not None else goods_items_of(declaration.content)
+        priority = render_priority(request.due_at, items, now, timeout)
 
     started = time.perf_counter()
-    try:
-        pdf = render_copy_pdf_apart(context, timeout.total_seconds())
+    try:  # in its turn among the copies waiting for a renderer (the most urgent, then the smallest, first)
+        pdf = render_copy_pdf_apart(context, timeout.total_seconds(), priority, large=items > settings.print_large_copy_items)
     except Exception as exc:
         problem = one_line(f"{type(exc).__name__}: {exc}", 280)
         with transaction(settings) as session:
@@ -263,23 +277,38 @@ def render_print_copy(request_id: str, *, now: datetime | None = None, settings:
 
 
 def copies_to_render(*, now: datetime | None = None, older_than: timedelta = timedelta(0), limit: int = 20) -> list[str]:
-    """Pending requests without their copy, nobody rendering them, not given up on: the oldest first."""
+    """Pending requests without their copy, nobody rendering them, not given up on: in the order they render
+    (``render_priority``: the most urgent, then the fewest goods items, first)."""
     settings = get_settings()
     now = now or utcnow()
     with transaction(settings) as session:
-        query = (
-            select(PrintRequest.request_id)
-            .where(
-                PrintRequest.status == PrintStatus.PENDING,
-                PrintRequest.pdf.is_(None),
-                PrintRequest.requested_at <= now - older_than,
-                PrintRequest.render_failures < settings.print_render_attempts,
-                or_(PrintRequest.render_claimed_until.is_(None), PrintRequest.render_claimed_until < now),
-            )
-            .order_by(PrintRequest.due_at)
-            .limit(limit)
+        query = select(PrintRequest).where(
+            PrintRequest.status == PrintStatus.PENDING,
+            PrintRequest.pdf.is_(None),
+            PrintRequest.requested_at <= now - older_than,
+            PrintRequest.render_failures < settings.print_render_attempts,
+            or_(PrintRequest.render_claimed_until.is_(None), PrintRequest.render_claimed_until < now),
         )
-        return list(session.exec(query))
+        waiting = []
+        for request in session.exec(query):
+            items = request.goods_items  # NULL for requests made before it was kept: counted from the declaration
+            if items is None:
+                items = goods_items_of(find_declaration(session, request.application_id).content)
+            waiting.append((render_priority(request.due_at, items, now, settings.print_render_timeout), request.request_id))
+    return [request_id for _, request_id in sorted(waiting)[:limit]]
+
+
+def copy_is_large(request_id: str) -> bool:
+    """Whether the request's copy has more goods items than ``print_large_copy_items`` (minutes to render)."""
+    settings = get_settings()
+    with transaction(settings) as session:
+        request = session.exec(select(PrintRequest).where(PrintRequest.request_id == request_id)).first()
+        if request is None:
+            raise Refused.because("REQUEST_UNKNOWN", f"no print request {request_id!r}", "request_id")
+        items = request.goods_items
+        if items is None:
+            items = goods_items_of(find_declaration(session, request.application_id).content)
+    return items > settings.print_large_copy_items
 
 
 def print_queue(*, office: str | None = None, now: datetime | None = None) -> list[dict[str, Any]]:

@@ -16,6 +16,7 @@ import pytest
 from customs.core.paths import REFERENCE_DIR
 from customs.core.reference import load_reference
 from customs.notices.render import DeclarationFacts, build_message, notice_context, render_notice
+from customs.rules.bidi import BIDI_CONTROLS
 from customs.services.officials import cancel_release, decide
 from customs.services.outbox import dispatch_due_sync
 from models.declaration import Status
@@ -279,3 +280,59 @@ def test_the_supervisors_alert_names_the_zone_and_the_waiting_reasons_in_its_lan
         assert "ALA-TSW" in body and all(piece in body for piece in expected), body
         if language != "en":
             assert "is not paid" not in body and "documentary control" not in body
+
+
+# --- Bidirectional controls (issue 25, part 6) -------------------------------------------------------------
+
+SPOOF = "Холодильники \u202egnp.exe\u202c \u2067ТОО\u2069\u200f \u200e\u061c\u202a\u202b\u202d\u2066\u2068"
+
+
+def with_controls(value):
+    """``value`` with SPOOF appended to every string in it (the facts' texts, a reason's message, a ground's title)."""
+    if isinstance(value, str):
+        return f"{value} {SPOOF}"
+    if isinstance(value, list):
+        return [with_controls(v) for v in value]
+    if isinstance(value, dict):
+        return {k: v if k in ("code", "path", "stage") or "_at" in k else with_controls(v) for k, v in value.items()}
+    return value
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_a_bidirectional_control_anywhere_is_shown_escaped_in_every_letter(language):
+    """U+202E in a declarant's name reached the letters raw: "Холодильники \u202egnp.exe\u202c" read as
+    "Холодильники exe.png". In every kind of letter, subject, text and HTML, no bidirectional control is left
+    (whichever value carried it: the declarant's name, the facts of the notice) and the escapes read in order."""
+    document = with_language(unique(sample()), language)
+    document["declarant"]["name"] = f"ТОО {SPOOF}"
+    declaration = DeclarationFacts(
+        application_id="01JD8ZQ7X3M5V9K2N4P6R8T0WY",
+        channel="electronic",
+        submitted_at=datetime(2026, 11, 26, 4, 0, tzinfo=UTC),
+        sha256="ab" * 32,
+        customs_office="50101",
+        registration_number="50101/261126/0000042",
+        content=as_bytes(document),
+    )
+    reference = load_reference(REFERENCE_DIR)
+    escaped = "Холодильники [U+202E]gnp.exe[U+202C] [U+2067]ТОО[U+2069][U+200F] [U+200E][U+061C]"
+    for kind, facts in ALL_KINDS_FACTS.items():
+        notice = Notice(
+            id=7,
+            uid="0f6c1c1e2d3b4a59",
+            application_id=declaration.application_id,
+            kind=kind,
+            dedup_key=f"test:{kind}",
+            recipient=ADDRESS,
+            language=language,
+            facts={"event_at": "2026-11-26T05:00:00+00:00", **with_controls(facts)},
+            created_at=datetime(2026, 11, 26, 5, 0, tzinfo=UTC),
+        )
+        built = build_message(notice, declaration, reference, sender="noreply@customs.kgd.gov.kz", domain="customs.kgd.gov.kz")
+        message = email.message_from_bytes(built.as_bytes(), policy=policy.default)
+        text, markup = bodies(message)
+        for where, shown in (("subject", str(message["Subject"])), ("text", text), ("html", markup)):
+            assert not set(shown) & BIDI_CONTROLS, (kind, where)
+        if "Холодильники" in text:  # the kinds that name the declarant (or show the facts given)
+            assert escaped in text and escaped in markup, kind
+    assert notice_context(notice, declaration, reference)["declarant_name"] == f"ТОО {SPOOF}"  # the data as stored

@@ -22,6 +22,7 @@ from customs.rules.printing import nearest_rank, sla_figures
 from customs.services.printing import (
     check_print_deadlines,
     copies_to_render,
+    copy_is_large,
     copy_of,
     mark_printed,
     print_act_subject,
@@ -142,6 +143,23 @@ def test_the_authenticity_check_stays_on_the_page_of_its_heading(settings, compa
     assert pages_seen == {1, 2}  # the lengths where it broke before are among them
 
 
+def test_a_bidirectional_override_prints_as_an_escape_in_the_stored_order(settings, company_signer):
+    """Issue 25 part 6: "Холодильники \u202egnp.exe\u202c" as a goods description printed as "Холодильники exe.png"
+    (U+202E draws what follows right to left). Every declarant-supplied value (here a description, the declarant's
+    and the sender's names, an address) now prints each bidirectional control as [U+XXXX], in the stored order."""
+    document = many_items(2)
+    document["goods"][0]["description"] = "Холодильники \u202egnp.exe\u202c"
+    document["declarant"]["name"] += " \u202eкинжалодохэ\u202c"
+    document["sender"]["name"] = "\u2067Shenzhen\u2069 \u200fEL\u200e"
+    document["sender"]["address"] = "\u202d12 Road\u202c \u061c"
+    declaration = cleared(company_signer, document)
+    assert "\u202egnp.exe" in declaration.content.decode("utf-8")  # stored as sent
+    text = " ".join("".join(copy_pages(declaration, load_reference(settings.reference_dir))).split())  # lines joined
+    assert "Холодильники [U+202E]gnp.exe[U+202C]" in text and "exe.png" not in text
+    assert "[U+202E]кинжалодохэ[U+202C]" in text and "эходолажник" not in text
+    assert "[U+2067]Shenzhen[U+2069] [U+200F]EL[U+200E]" in text and "[U+202D]12 Road[U+202C] [U+061C]" in text
+
+
 def test_the_signers_are_named_as_people_read_them(settings, company_signer, person_signer):
     """Issue 17: the signers were raw certificate names (``C=KZ,O=...,OU=BIN050840001233``) and the IIN/BIN
     column read "/ 050840001233". Now: the name, the organisation, the NCA role, and IIN and BIN labelled."""
@@ -254,6 +272,51 @@ def test_a_request_is_recorded_before_its_copy_is_rendered_and_one_renderer_rend
     assert len(audit(declaration.application_id, "copy_rendered")) == 1
     (row,) = print_queue(now=now)
     assert row["copy_ready"] is True and copies_to_render(now=now) == []
+
+
+def test_a_small_copy_is_rendered_ahead_of_large_ones_asked_before_it(settings, company_signer):
+    """Issue 25 part 7: one renderer, copies in the order asked: a 1-item copy waited 8.6 min behind four 999-item
+    ones. The safety net's list puts it first, and with two renderers it starts while the second large copy still
+    waits (the last renderer is kept for small copies), not after it."""
+    import threading
+
+    from customs.notices.paper_copy import CopyRenderers
+
+    now = utcnow()
+    large = [cleared(company_signer, many_items(150)) for _ in range(2)]
+    small = cleared(company_signer, many_items(1))
+    asked = [request_print(d.application_id, now=now + timedelta(seconds=n)) for n, d in enumerate([*large, small])]
+    assert copies_to_render(now=now + timedelta(seconds=5)) == [asked[2].request_id, asked[0].request_id, asked[1].request_id]
+    # their runs: the large copies' in the printing-large queue (one at a time), the small one's at once (prefect.yaml)
+    assert [copy_is_large(a.request_id) for a in asked] == [True, True, False]
+
+    reference = load_reference(settings.reference_dir)
+    renderers = CopyRenderers(2)
+    rendered: dict[str, bytes] = {}
+
+    def render(name, declaration, priority, is_large):
+        context = copy_context(declaration, None, reference, name, now)
+        rendered[name] = renderers.render(context, 300, priority, large=is_large)
+
+    def start(name, declaration, priority, is_large, until):
+        thread = threading.Thread(target=render, args=(name, declaration, priority, is_large))
+        thread.start()
+        while not until():  # the order of asking fixed: each is rendering or waiting before the next asks
+            threading.Event().wait(0.01)
+        return thread
+
+    try:
+        threads = [
+            start("L1", large[0], (1, 150, 1), True, lambda: len(renderers.started) == 1),
+            start("L2", large[1], (1, 150, 2), True, lambda: renderers.waiting == 1),  # may not take the last renderer
+            start("S", small, (1, 1, 3), False, lambda: len(renderers.started) == 2),
+        ]
+        for thread in threads:
+            thread.join()
+    finally:
+        renderers.stop()
+    assert renderers.started == [(1, 150, 1), (1, 1, 3), (1, 150, 2)]
+    assert all(pdf.startswith(b"%PDF") for pdf in rendered.values()) and len(rendered) == 3
 
 
 def test_a_copy_that_cannot_be_rendered_in_time_is_stopped_recorded_and_given_up_after_its_attempts(settings, company_signer):
