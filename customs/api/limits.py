@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import threading
 from collections.abc import Callable
 
 import anyio
@@ -52,6 +53,7 @@ OPS_PATHS = frozenset({"/v1/ops/alerts"})  # the automations' calls: the operati
 SUBMISSIONS = re.compile(r"^/v1/declarations/?$")
 VERIFICATIONS = re.compile(r"^/v1/documents/verify/?$")  # a document and its signature: up to api_max_verify_bytes
 log = logging.getLogger("customs.api")
+TRIM_AFTER_SECONDS = 1.0
 
 
 def _content_length(scope: dict) -> int | None:
@@ -89,6 +91,7 @@ class RequestGate:
         self.quotas = ClientQuotas()
         self._decoding: anyio.Semaphore | None = None
         self._decoding_now = 0
+        self._trim: threading.Timer | None = None
         self._trim_due = False  # a body larger than api_body_memory_bytes was decoded since glibc last gave memory back
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
@@ -163,7 +166,16 @@ class RequestGate:
                 self._decoding_now -= 1
                 if not self._decoding_now and self._trim_due:  # the last large body let go of: give its memory back
                     self._trim_due = False
-                    give_memory_back()
+                    self._give_memory_back_soon()
+
+    def _give_memory_back_soon(self) -> None:
+        """malloc_trim a moment after the last large body was decoded: at once, the request's objects (the body's
+        bytes among them) are still held by what answered it, and the memory stayed with the process."""
+        if self._trim is not None:
+            self._trim.cancel()
+        self._trim = threading.Timer(TRIM_AFTER_SECONDS, give_memory_back)
+        self._trim.daemon = True
+        self._trim.start()
 
     async def _run(self, scope: dict, receive: Callable, send: Callable) -> None:
         started = False
