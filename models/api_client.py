@@ -7,11 +7,11 @@ revoked client keeps its row (and its name) for the record; its token no longer 
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Column
+from sqlalchemy import JSON, BigInteger, Column
 from sqlmodel import Field, SQLModel
 
 from models.types import UTCDateTime
@@ -57,3 +57,16 @@ class ApiClient(SQLModel, table=True):
             "created_at": self.created_at.isoformat(),
             "revoked_at": self.revoked_at.isoformat() if self.revoked_at else None,
         }
+
+
+class ApiClientUsage(SQLModel, table=True):
+    """The request bodies a client sent for submissions and verifications on one Kazakhstan calendar day: what
+    ``api_client_bytes_per_day`` is counted against. Kept in the database, so the count survives a restart and
+    holds across API processes; a row per client per day, bumped once per request when its body is read."""
+
+    __tablename__ = "api_client_usage"
+
+    client_id: int = Field(primary_key=True, foreign_key="api_client.id")
+    day: date = Field(primary_key=True, description="Kazakhstan (Asia/Almaty) date")
+    body_bytes: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, server_default="0"))
+    requests: int = Field(default=0, sa_column_kwargs={"server_default": "0"})

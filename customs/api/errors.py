@@ -94,6 +94,7 @@ _HTTP_CODES = {
     406: "NOT_ACCEPTABLE",
     413: "TOO_LARGE",
     415: "UNSUPPORTED_MEDIA_TYPE",
+    429: "TOO_MANY_REQUESTS",
 }
 
 # A refusal of the rules, by what it is about (customs.rules.Refused.kind).
@@ -198,9 +199,13 @@ _DESCRIPTIONS = {
     403: "The client may not do this (wrong kind, another declarant's declaration, another office or zone).",
     404: "No declaration with that application id or registration number.",
     409: "The declaration is not in a state that allows this (already decided, not registered, ...).",
+    408: "The request body did not arrive in time (too slow, a pause too long, or longer than accepted; code "
+    "REQUEST_TIMEOUT): nothing was stored, the connection is closed.",
     413: "The request body, the declaration or an attachment is larger than accepted.",
     415: "The body is neither application/json nor multipart/form-data.",
     422: "The request does not match this operation's schema (code REQUEST_INVALID).",
+    429: "The client is over one of its limits (code TOO_MANY_AT_ONCE, TOO_MANY_PER_MINUTE or DAILY_BYTES_EXCEEDED; "
+    "the message names the limit): nothing was stored; send it again after Retry-After seconds.",
     503: "The database does not answer (code DATABASE_UNAVAILABLE): nothing was stored; send the request again after "
     "Retry-After seconds.",
 }
@@ -208,10 +213,11 @@ _DESCRIPTIONS = {
 
 def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     documented: dict[int | str, dict[str, Any]] = {}
-    for status in (*statuses, 503):  # every endpoint with errors needs the database
+    with_body = (408,) if 413 in statuses else ()  # a route that takes a body: it must arrive in time
+    for status in sorted({*statuses, *with_body, 503}):  # every endpoint with errors needs the database
         documented[status] = {"model": ErrorBody, "description": _DESCRIPTIONS[status]}
         if status == 401:
             documented[status]["headers"] = {"WWW-Authenticate": {"description": "Bearer", "schema": {"type": "string"}}}
-        if status == 503:
+        if status in (429, 503):
             documented[status]["headers"] = {"Retry-After": {"description": "seconds", "schema": {"type": "string"}}}
     return documented

@@ -14,6 +14,7 @@ import time
 import uvicorn
 
 from customs.api import create_app
+from customs.api.http11 import HEADER_BYTES, intake_protocol
 from customs.core.db import init_db
 from customs.core.files import private_umask, tighten_data_dir
 from customs.core.settings import Settings, get_settings
@@ -42,9 +43,23 @@ def intake_server(app, settings: Settings) -> uvicorn.Server:
     """The intake API's uvicorn server. log_config=None: uvicorn's own logging set-up (dictConfig) shuts down
     every existing handler, and flushing Prefect's API log handler then stops Prefect's events service for
     the whole process (the worker's events were refused: "Cannot put items in a stopped service instance").
-    uvicorn's loggers go through Prefect's handlers instead."""
+    uvicorn's loggers go through Prefect's handlers instead.
+
+    Slow clients (issue 25): request headers must arrive within api_header_seconds (customs.api.http11; h11 has
+    no such limit of its own) and be at most 16 KiB; a kept-alive connection is closed after 5 s of silence;
+    beyond api_max_connections connections or requests at once uvicorn answers 503. The time limits on bodies
+    are the API's own (customs.api.limits)."""
     config = uvicorn.Config(
-        app, host=settings.api_host, port=settings.api_port, log_level="warning", log_config=None, lifespan="on"
+        app,
+        host=settings.api_host,
+        port=settings.api_port,
+        log_level="warning",
+        log_config=None,
+        lifespan="on",
+        http=intake_protocol(settings.api_header_seconds),
+        h11_max_incomplete_event_size=HEADER_BYTES,
+        timeout_keep_alive=5,
+        limit_concurrency=settings.api_max_connections,
     )
     return uvicorn.Server(config)
 

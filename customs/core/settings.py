@@ -226,13 +226,67 @@ class Settings(BaseSettings):
     api_max_concurrent_submissions: int = Field(
         4,
         gt=0,
-        description="Submissions read and decoded at once by one API process; the others wait, their bodies unread "
-        "(memory stays bounded by this times api_max_request_bytes and its decoding).",
+        description="Submissions (and verifications) read and decoded at once by one API process, each once its body "
+        "has all arrived; the others wait, their bodies in temporary files (memory stays bounded by this times "
+        "api_max_request_bytes and its decoding; a slow sender holds no place).",
     )
     api_max_action_bytes: int = Field(
         64 * 1024,
         gt=0,
         description="Largest body of any other request: a decision, cancellation, release mark or print request (413 above).",
+    )
+    api_header_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="A connection whose request line and headers have not all arrived this many seconds after it "
+        "opened (or after its previous answer) gets 408 REQUEST_TIMEOUT and is closed.",
+    )
+    api_body_seconds: float = Field(
+        300.0,
+        gt=0,
+        description="The longest a request body may take to arrive, however fast it flows: 408 REQUEST_TIMEOUT after "
+        "(a 64 MiB submission must come at 220 KiB/s or more).",
+    )
+    api_body_idle_seconds: float = Field(
+        15.0,
+        gt=0,
+        description="The longest pause in a request body (and the time its first bytes may take): 408 REQUEST_TIMEOUT after.",
+    )
+    api_body_min_bytes_per_second: int = Field(
+        16 * 1024,
+        gt=0,
+        description="After its first api_body_idle_seconds a body must have come at this rate on average "
+        "(1 byte every 2 s is cut there): 408 REQUEST_TIMEOUT below.",
+    )
+    api_body_memory_bytes: int = Field(
+        1024 * 1024,
+        gt=0,
+        description="A body is received in memory up to this size, in a temporary file beyond (it is read and decoded "
+        "once it has all arrived, api_max_concurrent_submissions at a time).",
+    )
+    api_max_connections: int = Field(
+        1000,
+        gt=0,
+        description="Connections and requests the API process holds at once; beyond, uvicorn answers 503 at once.",
+    )
+    api_client_concurrent_submissions: int = Field(
+        4,
+        gt=0,
+        description="Submissions and verifications one API client may have in progress at once in one API process "
+        "(429 TOO_MANY_AT_ONCE above, before the body is read).",
+    )
+    api_client_submissions_per_minute: int = Field(
+        120,
+        gt=0,
+        description="Submissions and verifications one API client may start in any 60 seconds in one API process "
+        "(429 TOO_MANY_PER_MINUTE above).",
+    )
+    api_client_bytes_per_day: int = Field(
+        4 * 1024**3,
+        gt=0,
+        description="Request body bytes one API client may send in submissions and verifications per Kazakhstan "
+        "calendar day, counted in the database (all processes, across restarts): 429 DAILY_BYTES_EXCEEDED above, "
+        "before the body is read when its Content-Length already says so.",
     )
     worker_pool: str = Field("customs", description="The Prefect work pool the deployments are attached to and the workers poll.")
     worker_concurrency: int = Field(16, gt=0, description="Flow runs one worker process executes at once (threads).")

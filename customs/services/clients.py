@@ -11,7 +11,7 @@ import hashlib
 import hmac
 import secrets
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import date, datetime
 
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
@@ -20,7 +20,7 @@ from customs.core.clock import utcnow
 from customs.core.db import transaction
 from customs.core.reference import load_reference
 from customs.core.settings import Settings, get_settings
-from models.api_client import ApiClient, ClientKind
+from models.api_client import ApiClient, ApiClientUsage, ClientKind
 from models.identifiers import identifier_problem
 
 KINDS = tuple(k.value for k in ClientKind)
@@ -136,3 +136,30 @@ def authenticate(token: str | None, *, settings: Settings | None = None) -> ApiC
     if client is None or not hmac.compare_digest(client.token_sha256, digest) or client.revoked_at is not None:
         return None
     return client
+
+
+def bytes_sent_on(client_id: int, day: date, *, settings: Settings | None = None) -> int:
+    """The body bytes ``client_id`` sent for submissions and verifications on ``day`` (Kazakhstan date), as counted
+    by ``count_bytes_sent``: in the database, so a restart or another API process does not forget them."""
+    with transaction(settings) as session:
+        usage = session.get(ApiClientUsage, (client_id, day))
+        return usage.body_bytes if usage is not None else 0
+
+
+def count_bytes_sent(client_id: int, day: date, body_bytes: int, *, settings: Settings | None = None) -> None:
+    """Add one request's body to the client's count for ``day`` (one row per client per day, bumped atomically)."""
+    with transaction(settings) as session:
+        if session.get_bind().dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        row = insert(ApiClientUsage).values(client_id=client_id, day=day, body_bytes=body_bytes, requests=1)
+        session.execute(
+            row.on_conflict_do_update(
+                index_elements=["client_id", "day"],
+                set_={
+                    "body_bytes": ApiClientUsage.body_bytes + row.excluded.body_bytes,
+                    "requests": ApiClientUsage.requests + 1,
+                },
+            )
+        )

@@ -40,7 +40,7 @@ router = APIRouter(tags=["declarations"])
             "headers": {"Location": {"description": "The status URL of the application.", "schema": {"type": "string"}}},
         },
         200: {"model": SubmissionOut, "description": "These exact bytes were submitted before: the existing application."},
-        **errors(400, 401, 403, 413, 415, 422),
+        **errors(400, 401, 403, 413, 415, 422, 429),
     },
     openapi_extra={
         "requestBody": {

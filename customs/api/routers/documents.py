@@ -125,7 +125,7 @@ async def _read(request: Request) -> tuple[bytes, bytes | None, str, str | None]
     VERIFY_PATH,
     response_model=DocumentCheckOut,
     summary="Is this document genuine? A decision.json (with its .p7s) or a paper copy's PDF",
-    responses=errors(401, 413, 415, 422, 503),
+    responses=errors(401, 413, 415, 422, 429, 503),
     openapi_extra={
         "requestBody": {
             "required": True,
