@@ -10,7 +10,8 @@ folder); this process sends to it and samples the child's RSS (/proc/<pid>/statu
 2. Slow senders: 4 connections of one declarant sending 1 byte every 2 s, then a portal submission: how long
    it waited, and when the slow ones were cut (408).
 
-    python bench/intake_burst.py [-n 16] [--no-trim]      (--no-trim: without malloc_trim, to compare)
+    python bench/intake_burst.py [-n 16] [--no-trim] [--arenas]
+    (--no-trim: without malloc_trim; --arenas: with glibc's heap per thread; to compare)
 """
 
 from __future__ import annotations
@@ -162,6 +163,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=16, help="submissions in the burst")
     parser.add_argument("--no-trim", action="store_true", help="without malloc_trim (to compare)")
+    parser.add_argument("--arenas", action="store_true", help="glibc's default heaps, one per thread (to compare)")
     parser.add_argument("--serve", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
@@ -182,7 +184,10 @@ def main() -> None:
     portals = [create_client(f"portal-{i}", "portal", (), None)[1] for i in range(4)]
     declarant = create_client("declarant-slow", "declarant", ("050840001233",), None)[1]
     command = [sys.executable, __file__, "--serve", data, str(port)] + (["--no-trim"] if args.no_trim else [])
-    child = subprocess.Popen(command, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    if args.arenas:  # few_malloc_arenas() leaves an operator's MALLOC_ARENA_MAX alone: 64 is glibc's own ceiling here
+        env["MALLOC_ARENA_MAX"] = "64"
+    child = subprocess.Popen(command, env=env)
     try:
         for _ in range(200):
             try:
@@ -190,9 +195,10 @@ def main() -> None:
                 break
             except OSError:
                 time.sleep(0.1)
-        print(f"malloc_trim: {'off' if args.no_trim else 'on'}")
+        print(f"malloc_trim: {'off' if args.no_trim else 'on'}; heaps: {'one per thread' if args.arenas else 'two'}")
         print("burst, one client:  ", json.dumps(burst(port, child.pid, portals[:1], args.n)))
         print("burst, four clients:", json.dumps(burst(port, child.pid, portals, args.n)))
+        print("again, four clients:", json.dumps(burst(port, child.pid, portals, args.n)))  # no growth from burst to burst
         print("4 slow senders:     ", json.dumps(slow_senders(port, declarant, portals[1])))
     finally:
         child.terminate()

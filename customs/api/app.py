@@ -17,6 +17,7 @@ from fastapi import FastAPI, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.staticfiles import StaticFiles
 
+from customs.api.bodies import few_malloc_arenas
 from customs.api.errors import install_error_handlers
 from customs.api.hooks import no_hook
 from customs.api.limits import RequestGate
@@ -31,6 +32,7 @@ def create_app(
     *, start_clearance: Callable[[str], Any] | None = None, decision_given: Callable[[str], Any] | None = None
 ) -> FastAPI:
     """The intake API. The hooks may also be set later on ``app.state`` (sync or async callables)."""
+    few_malloc_arenas()  # large bodies are decoded in threads: their freed memory goes back (customs.api.bodies)
     app = FastAPI(
         docs_url=None,  # served by serve_docs_offline: FastAPI's own page loads Swagger UI from a CDN
         redoc_url=None,
