@@ -19,7 +19,7 @@ from customs.core.settings import configure
 from customs.orchestration.automations import CLEARANCE_FAILED, apply_automations
 from customs.orchestration.deployments import apply_project
 from customs.services.ops_alerts import recent_alerts
-from tests.helpers import flow_runs_of, free_port, fresh_deployments, sample, submit_signed, unique
+from tests.helpers import flow_runs_of, free_port, fresh_deployments, sample, submit_signed, unique, wait_until
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -118,6 +118,26 @@ def test_a_hosts_check_rebuilds_and_several_hosts_at_once_make_one_of_each(proje
     with get_client(sync_client=True) as client:
         assert len(client.read_automations_by_name(CLEARANCE_FAILED)) == 1
     assert len(flow_runs_of(application_id)) == 1  # one run between them
+
+
+def test_the_clearance_starter_meeting_its_deployment_gone_rebuilds_and_starts_instead_of_giving_up(project, company_signer):
+    from customs.orchestration.starting import ClearanceStarter
+    from customs.orchestration.upkeep import keep_project
+
+    settings, applied = project
+    lost = applied.deployments["clearance"][0]
+    with get_client(sync_client=True) as client:
+        client.delete_deployment(lost)
+    application_id = submit_signed(company_signer, unique(sample())).application_id  # intake queues its start now
+    starter = ClearanceStarter(lost, on_missing_deployment=lambda: keep_project(settings, noticed_by="the starter"))
+    try:
+        starter(application_id)
+        (run,) = wait_until(lambda: flow_runs_of(application_id), "the clearance to be started", 60)
+    finally:
+        starter.stop()
+    assert starter.given_up == [] and starter.deployment_id != lost and run.deployment_id == starter.deployment_id
+    (alert,) = [a for a in recent_alerts() if a["kind"] == "prefect_state_missing"]
+    assert alert["details"]["missing"] == ["deployment clearance"]
 
 
 class _Answers500(http.server.BaseHTTPRequestHandler):
