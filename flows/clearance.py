@@ -36,6 +36,7 @@ from customs.services.run_story import ClearanceStory, clearance_story, notices_
 from customs.services.steps import StepOutcome, current_outcome
 from customs.services.support import RunLogCapture, describe_error, spool_failure, withdraw_healed_failure_notices
 from models.declaration import Status
+from tasks.attempts import leave_if_moved_on
 from tasks.clearance import record_rerun, register, release, report_failure, risk_assessment, signature_check
 from tasks.notices import deliver_notices
 from tasks.officials import refuse_resume_without_decision, release_deadlines
@@ -490,6 +491,7 @@ def clearance(
         except (ReleaseDeadlinePassed, DecisionWaitInterrupted):
             raise  # not a failure of a clearance step: nobody decided in time, or the wait itself was cut off
         except Exception as exc:
+            leave_if_moved_on()  # a stopped worker's attempt, resumed after the run went on: it reports nothing
             logger.error("%s: step %s failed beyond its retries: %s: %s", application_id, step, type(exc).__name__, exc)
             try:
                 _label_run(current_outcome(application_id), labels)
@@ -549,6 +551,7 @@ def clearance(
         markdown=_summary(outcome, timings, story),
         description=f"Outcome of {application_id}",
     )
+    leave_if_moved_on()  # a stopped worker's attempt, resumed after another attempt took the run: no second end
     return _final_state(outcome)
 
 

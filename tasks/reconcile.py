@@ -28,11 +28,13 @@ from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.client.schemas.sorting import FlowRunSort
 from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter, EventResourceFilter
 from prefect.exceptions import ObjectNotFound
+from prefect.logging import get_logger
 from prefect.states import AwaitingRetry, Cancelled, Crashed
 
 from customs.core.clock import utcnow
 from customs.core.settings import Settings, get_settings
 from customs.rules.reconcile import CLOSE, CRASH, FINAL, RERUN, RunView, failed_on_database, reconcile_action
+from customs.services.ops_alerts import crash_seen_by_reconciler
 from customs.services.queries import statuses_of
 from customs.services.rerun import reconciled_before, record_reconciliation, reruns_recorded
 from tasks.policy import time_limit
@@ -94,6 +96,7 @@ def _view(run: FlowRun, now: datetime) -> RunView:
         application_id=(run.parameters or {}).get("application_id"),
         failed_on_database=bool(state and state.is_failed() and failed_on_database(message)),
         state_id=str(state.id) if state and state.id else "",
+        state_message=message[:2000],
     )
 
 
@@ -145,8 +148,13 @@ def reconcile_clearance_runs(
             }
             if status is not None and reconciled_before(view.application_id, entry):
                 continue  # a run left for a person stays as it is: said once
+            crashed = view.state_type == "CRASHED"
             if not _act(client, view, decision.action, decision.why):
                 entry["action"] = f"{decision.action}_failed"
+            elif decision.action == CRASH:
+                crashed = True
+            if crashed and status is not None:
+                _alert_crash(view, decision.why if decision.action == CRASH else view.state_message, now)
             if status is not None:
                 record_reconciliation(view.application_id, entry, now=now)
             done.append(entry)
@@ -160,6 +168,24 @@ def reconcile_clearance_runs(
                 batch = []
         settle(batch)
     return done
+
+
+def _alert_crash(view: RunView, message: str, now: datetime) -> None:
+    """The crash's alert, as the automation would have made it (the same key: one alert, whoever sees it first);
+    the only one when Prefect's events did not get through (its Redis away: no automation fired)."""
+    try:
+        crash_seen_by_reconciler(
+            view.application_id or "",
+            flow_run_id=view.flow_run_id,
+            run_name=view.name,
+            run_count=view.run_count,
+            message=message,
+            now=now,
+        )
+    except Exception as exc:  # the database away: the next pass sees the crash again (a re-run one: the automation's)
+        get_logger("customs.reconciler").warning(
+            "the crash of %s could not be alerted: %s: %s", view.name, type(exc).__name__, exc
+        )
 
 
 def _act(client: SyncPrefectClient, view: RunView, action: str, why: str) -> bool:

@@ -287,7 +287,7 @@ class HealthOut(BaseModel):
 
 class DependencyOut(BaseModel):
     model_config = ConfigDict(extra="allow")
-    state: Literal["up", "down", "low", "not used"]
+    state: Literal["up", "degraded", "down", "low", "not used"]
     detail: str | None = None
 
 

@@ -23,6 +23,7 @@ from customs.orchestration.deployments import apply_project
 from customs.orchestration.server import ServerSupervisor, ensure_server, login_hint, prefect_api, ui_url
 from customs.orchestration.starting import ClearanceStarter
 from customs.orchestration.timers import schedule_print_timers
+from customs.orchestration.upkeep import PrefectReadiness, ProjectKeeper, keep_project
 from customs.orchestration.worker import ClearanceWorker, WorkerThread
 from customs.services.audit_anchors import AnchorRefused, ensure_anchor_key
 from customs.services.queries import owed_clearances
@@ -104,15 +105,23 @@ def serve(
         project = apply_project(settings)
         for note in project.notes:
             echo(note)
-        worker = WorkerThread(ClearanceWorker(project.pool.name)) if with_worker else None
+        # The project's state on the Prefect server is checked by this host and re-created when lost (issue 26):
+        # by the worker's keeper, or by one of its own when this process has no worker.
+        worker = WorkerThread(ClearanceWorker(project.pool.name, keeps_project=True)) if with_worker else None
+        keeper = None if with_worker else ProjectKeeper(settings, first_check=False).start()
         if worker is not None:
             worker.start()
         deployments = project.deployments
         app = create_app()
-        starter = ClearanceStarter(deployments["clearance"][0], owed=owed_clearances, on_reconnect=resume_decided_runs)
+        starter = ClearanceStarter(
+            deployments["clearance"][0],
+            owed=owed_clearances,
+            on_reconnect=resume_decided_runs,
+            on_missing_deployment=lambda: keep_project(settings, noticed_by="the clearance starter (deployment missing)"),
+        )
         starter.start()  # first: the clearances owed from before (this process, or another, died with starts queued)
         app.state.start_clearance = starter
-        app.state.dependencies["prefect"] = starter.status
+        app.state.dependencies["prefect"] = PrefectReadiness(api_url, settings, starter=starter.status)
         app.state.decision_given = _decision_given
         app.state.print_requested = schedule_print_timers
         server = intake_server(app, settings)
@@ -161,6 +170,8 @@ def serve(
             if worker is not None:
                 worker.stop(wait_seconds=15.0)
             starter.stop()
+            if keeper is not None:
+                keeper.stop()
             supervisor.stop()
             api_thread.join(5)
             echo("stopped")

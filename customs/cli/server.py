@@ -142,7 +142,9 @@ def worker_command(
     except PrefectServerError as exc:
         fail(str(exc), ExitCode.UNAVAILABLE)
     with prefect_api(api_url, settings):
-        worker = ClearanceWorker(pool or settings.worker_pool, limit=limit, name=name)
+        # the project's pool: this host also keeps the project's state on the Prefect server (re-created if lost)
+        keeps = (pool or settings.worker_pool) == settings.worker_pool
+        worker = ClearanceWorker(pool or settings.worker_pool, limit=limit, name=name, keeps_project=keeps)
         typer.echo(f"worker {worker.name} (type {WORKER_TYPE}) serves work pool {worker._work_pool_name} of {api_url}")
         typer.echo(f"authority's documents: {announce(settings)}")
         # SIGTERM (service managers) stops it like Ctrl-C: Prefect's worker then lets the runs in progress finish.

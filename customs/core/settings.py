@@ -305,6 +305,13 @@ class Settings(BaseSettings):
     worker_reconcile_seconds: float = Field(
         15.0, gt=0, description="How often each worker looks for crashed clearance runs to run again."
     )
+    project_check_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="How often each clearance host (customs serve, customs worker) checks that the work pool, its "
+        "queues, the deployments, their schedules and the automations are on the Prefect server, re-creating what "
+        "is missing (a Prefect database lost); every 5 s while the Prefect server does not answer.",
+    )
     reconcile_max_attempts: int = Field(
         3,
         gt=0,
@@ -394,6 +401,11 @@ class Settings(BaseSettings):
     )
     redis_url: str = Field(
         "redis://127.0.0.1:6379/0", description="Redis of the high-availability Prefect server (messaging, ordering, leases)."
+    )
+    prefect_ha: bool = Field(
+        False,
+        description="The Prefect API is the high-availability server (customs server start --ha): readiness also "
+        "checks its Redis (CUSTOMS_REDIS_URL), without which it answers 500.",
     )
     prefect_database_url: str | None = Field(
         None,

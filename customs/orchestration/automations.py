@@ -26,9 +26,12 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from httpx import HTTPStatusError
 from prefect.automations import Automation, CallWebhook, ChangeFlowRunState, EventTrigger, Posture
 from prefect.blocks.webhook import Webhook
+from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import StateType, WorkPool
+from prefect.exceptions import ObjectNotFound
 from pydantic import SecretStr
 
 from customs.core.settings import Settings
@@ -182,9 +185,28 @@ def apply_automations(pool: WorkPool, settings: Settings) -> list[str]:
         except ValueError:
             wanted.create()
             done.append(f"automation {wanted.name!r} created")
+            done += _one_of_each(wanted.name)
             continue
         if existing.model_dump(exclude={"id", "owner_resource"}) != wanted.model_dump(exclude={"id", "owner_resource"}):
             wanted.id = existing.id
             wanted.update()
             done.append(f"automation {wanted.name!r} updated")
     return done
+
+
+def _one_of_each(name: str) -> list[str]:
+    """Prefect does not keep automation names unique: two hosts re-creating a lost one at the same moment (see
+    customs.orchestration.upkeep) would each make one, and each firing would call twice. Every host keeps the one
+    with the lowest id and deletes the others, so they agree whichever sees the pair first."""
+    with get_client(sync_client=True) as client:
+        same = sorted(client.read_automations_by_name(name), key=lambda a: str(a.id))
+        for extra in same[1:]:
+            try:
+                client.delete_automation(extra.id)
+            except (ObjectNotFound, HTTPStatusError):  # the other host deleted it first (404)
+                continue
+    return (
+        [f"automation {name!r}: {len(same) - 1} duplicate(s) made by another host at the same moment deleted"]
+        if len(same) > 1
+        else []
+    )

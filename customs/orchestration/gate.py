@@ -56,9 +56,16 @@ def anchor_pass(settings: Settings, now: datetime | None = None) -> str | None:
     return line
 
 
-def gate_pass(client: SyncPrefectClient, settings: Settings, now: datetime | None = None) -> list[str]:
+def gate_pass(
+    client: SyncPrefectClient, settings: Settings, now: datetime | None = None, *, keeps_project: bool = False
+) -> list[str]:
     """Anchor new audit events; create the runs due now; returns a line per run created (or found: another worker
-    created it)."""
+    created it).
+
+    ``keeps_project`` (the workers of `customs serve` and `customs worker`): a job's deployment missing means the
+    Prefect server lost the project's state (issue 26): logged as an error, an operations alert recorded, and
+    everything re-created at once (customs.orchestration.upkeep), then the run created. Without it (a worker of
+    another deployment set, a test's server) a missing deployment is left alone."""
     now = now or utcnow()
     anchor_pass(settings)  # at the real time, whatever minute the runs are created for
     busy = jobs_with_work(now=now, settings=settings)
@@ -73,8 +80,15 @@ def gate_pass(client: SyncPrefectClient, settings: Settings, now: datetime | Non
             continue
         try:
             deployment = client.read_deployment_by_name(f"{job}/{job}")
-        except ObjectNotFound:  # not deployed on this Prefect server (a test's, say): nothing to start
-            continue
+        except ObjectNotFound:
+            if not keeps_project:  # not this project's Prefect server (a test's, say): nothing to start
+                continue
+            log.error("job gate: the deployment %s/%s is missing on the Prefect server; %s is due (%s)", job, job, job, why)
+            from customs.orchestration.upkeep import keep_project
+
+            for line in keep_project(settings, noticed_by=f"the job gate ({job} due: {why})"):
+                created.append(f"rebuilt: {line}")
+            deployment = client.read_deployment_by_name(f"{job}/{job}")
         run = client.create_flow_run_from_deployment(
             deployment.id,
             state=Scheduled(scheduled_time=now),

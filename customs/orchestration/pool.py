@@ -17,7 +17,7 @@ import yaml
 from prefect.client.orchestration import SyncPrefectClient
 from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
 from prefect.client.schemas.objects import WorkPool
-from prefect.exceptions import ObjectNotFound
+from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
 from customs.core.paths import PREFECT_YAML
 from customs.orchestration.worker import WORKER_TYPE, ClearanceWorker
@@ -73,16 +73,19 @@ def ensure_pool(client: SyncPrefectClient, spec: PoolSpec) -> tuple[WorkPool, li
     try:
         pool = client.read_work_pool(spec.name)
     except ObjectNotFound:
-        pool = client.create_work_pool(
-            WorkPoolCreate(
-                name=spec.name,
-                type=WORKER_TYPE,
-                description=spec.description or None,
-                concurrency_limit=spec.concurrency_limit,
-                base_job_template=ClearanceWorker.get_default_base_job_template(),
+        try:
+            pool = client.create_work_pool(
+                WorkPoolCreate(
+                    name=spec.name,
+                    type=WORKER_TYPE,
+                    description=spec.description or None,
+                    concurrency_limit=spec.concurrency_limit,
+                    base_job_template=ClearanceWorker.get_default_base_job_template(),
+                )
             )
-        )
-        notes.append(f"work pool {spec.name} created (type {WORKER_TYPE})")
+            notes.append(f"work pool {spec.name} created (type {WORKER_TYPE})")
+        except ObjectAlreadyExists:  # another host created it at the same moment (both rebuilding: upkeep.py)
+            pool = client.read_work_pool(spec.name)
     template = ClearanceWorker.get_default_base_job_template()
     if pool.type == WORKER_TYPE and pool.base_job_template != template:  # made by an earlier version: nothing to keep
         client.update_work_pool(spec.name, WorkPoolUpdate(base_job_template=template))
@@ -96,13 +99,16 @@ def ensure_pool(client: SyncPrefectClient, spec: PoolSpec) -> tuple[WorkPool, li
         try:
             existing = client.read_work_queue_by_name(queue.name, work_pool_name=spec.name)
         except ObjectNotFound:
-            client.create_work_queue(
-                name=queue.name,
-                work_pool_name=spec.name,
-                priority=queue.priority,
-                concurrency_limit=queue.concurrency_limit,
-                description=queue.description or None,
-            )
+            try:
+                client.create_work_queue(
+                    name=queue.name,
+                    work_pool_name=spec.name,
+                    priority=queue.priority,
+                    concurrency_limit=queue.concurrency_limit,
+                    description=queue.description or None,
+                )
+            except ObjectAlreadyExists:  # another host created it at the same moment
+                continue
             notes.append(
                 f"work queue {spec.name}/{queue.name} created (priority {queue.priority}, limit {queue.concurrency_limit})"
             )

@@ -70,6 +70,11 @@ class Breaker:
         return was_open
 
 
+def _not_found(error: BaseException) -> bool:
+    response = getattr(error, "response", None) or getattr(getattr(error, "http_exc", None), "response", None)
+    return getattr(response, "status_code", None) == 404
+
+
 def _refused_for_good(error: BaseException) -> bool:
     """A 4xx other than 408/409/429: this start will never be accepted (the server itself is fine)."""
     response = getattr(error, "response", None)
@@ -102,8 +107,10 @@ class ClearanceStarter:
         on_reconnect: Callable[[Any], Any] | None = None,
         timeout: float = 5.0,
         max_attempts: int = 8,
+        on_missing_deployment: Callable[[], Any] | None = None,
     ):
         self.deployment_id = deployment_id
+        self.on_missing_deployment = on_missing_deployment
         self.breaker = Breaker(delays)
         self.owed = owed
         self.on_reconnect = on_reconnect
@@ -233,6 +240,11 @@ class ClearanceStarter:
         try:
             self.create(application_id)
         except Exception as exc:
+            if _not_found(exc) and self._deployment_back():
+                with self._cv:
+                    self._in_flight = None
+                    self._queue.appendleft(application_id)
+                return True
             if _refused_for_good(exc):
                 self._give_up(application_id, exc)
                 return True
@@ -266,12 +278,38 @@ class ClearanceStarter:
             self._sweep("after the Prefect server came back")
         return True
 
+    def _deployment_back(self) -> bool:
+        """The clearance deployment was not found (the Prefect server lost it): the project re-created
+        (``on_missing_deployment``, customs.orchestration.upkeep), and the deployment's new id taken; False when
+        it is still missing (the start is then given up like any refused one, and said so)."""
+        from prefect.exceptions import ObjectNotFound
+
+        log.error("the clearance deployment %s is gone from the Prefect server: re-creating the project", self.deployment_id)
+        try:
+            if self.on_missing_deployment is not None:
+                self.on_missing_deployment()
+            deployment = self._prefect().read_deployment_by_name(CLEARANCE_DEPLOYMENT)
+        except ObjectNotFound:
+            return False
+        except Exception as exc:
+            log.warning("the clearance deployment could not be re-created: %s: %s", type(exc).__name__, exc)
+            return False
+        if deployment.id == self.deployment_id:
+            return False
+        log.warning("clearance runs are started with the re-created deployment %s", deployment.id)
+        self.deployment_id = deployment.id
+        return True
+
     def _give_up(self, application_id: str, error: BaseException) -> None:
         with self._cv:
             self._in_flight = None
             self._attempts.pop(application_id, None)
             self.given_up.append(application_id)
-        log.error("clearance of %s could not be started (%s); batch-recheck will start it", application_id, error)
+        log.error(
+            "clearance of %s could not be started (%s); batch-recheck will restart it after CUSTOMS_RECHECK_STUCK_AFTER",
+            application_id,
+            error,
+        )
 
 
 def restart_with(api_url: str) -> Callable[[str], None]:

@@ -181,6 +181,7 @@ class ClearanceWorker(BaseWorker[ClearanceJobConfiguration, ClearanceVariables, 
         run_heartbeat_seconds: float | None = None,
         reconcile_seconds: float | None = None,
         poll_seconds: float | None = None,
+        keeps_project: bool = False,
         **kwargs: Any,
     ):
         settings = get_settings()
@@ -197,6 +198,10 @@ class ClearanceWorker(BaseWorker[ClearanceJobConfiguration, ClearanceVariables, 
         self.run_heartbeat_seconds = run_heartbeat_seconds or settings.worker_heartbeat_seconds
         self.reconcile_seconds = reconcile_seconds or settings.worker_reconcile_seconds
         self.poll_seconds = poll_seconds or settings.worker_poll_seconds
+        # The host's project keeper (`customs worker`, `customs serve`): the pool, deployments and automations kept
+        # on the Prefect server, re-created when lost (customs.orchestration.upkeep); the job gate rebuilds too.
+        self.keeps_project = keeps_project
+        self.keeper: Any = None
         self._attempts: dict[UUID, Attempt] = {}
         self._flows: dict[UUID, Flow] = {}
         self._flow_lock = anyio.Lock()
@@ -238,6 +243,11 @@ class ClearanceWorker(BaseWorker[ClearanceJobConfiguration, ClearanceVariables, 
         background.start_soon(self._heartbeat_loop)
         background.start_soon(self._reconcile_loop)
         background.start_soon(self._gate_loop)
+        if self.keeps_project:
+            from customs.orchestration.upkeep import ProjectKeeper
+
+            self.keeper = ProjectKeeper(first_check=False).start()  # the host applied the project just before
+            self._exit_stack.callback(self.keeper.stop)
         self.ready.set()
 
     # ------------------------------------------------------------------------------------------
@@ -513,7 +523,7 @@ class ClearanceWorker(BaseWorker[ClearanceJobConfiguration, ClearanceVariables, 
         from customs.orchestration.gate import gate_pass
 
         with get_client(sync_client=True) as client:
-            return gate_pass(client, get_settings())
+            return gate_pass(client, get_settings(), keeps_project=self.keeps_project)
 
     async def _gate_loop(self) -> None:
         seconds = get_settings().job_gate_seconds

@@ -51,6 +51,7 @@ class RunView:
     heartbeats_checked: bool = False
     failed_on_database: bool = False  # a Failed run whose step failed on a database error beyond its retries
     state_id: str = ""  # Prefect's id of the current state: a second crash of the same attempt is another state
+    state_message: str = ""  # the current state's message (a crash's: why)
 
 
 @dataclass(frozen=True)

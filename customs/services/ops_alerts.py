@@ -48,6 +48,7 @@ FAILED_RUN_EVENTS = ("prefect.flow-run.Failed", "prefect.flow-run.Crashed")
 REGISTRATION_DEADLINE_BREACHED = "customs.declaration.registration-deadline-breached"
 RELEASE_DEADLINE_BREACHED = "customs.declaration.release-deadline-breached"
 PRINT_REQUEST_OVERDUE = "customs.print-request.overdue"
+RECONCILER = "the workers' reconciler"  # who reported a crash Prefect's events did not bring (crash_seen_by_reconciler)
 EVENTS = (*FAILED_RUN_EVENTS, REGISTRATION_DEADLINE_BREACHED, RELEASE_DEADLINE_BREACHED, PRINT_REQUEST_OVERDUE)
 
 
@@ -158,8 +159,8 @@ def _key_of(event: dict[str, Any]) -> str:
     name = str(event.get("event") or "")
     resource = event["resource"]
     resource_id = str(resource.get("prefect.resource.id") or "")
-    if name in FAILED_RUN_EVENTS:
-        return f"clearance_run:{_suffix(resource_id, 'prefect.flow-run.')}:{resource.get('prefect.run-count') or '1'}"
+    if name in FAILED_RUN_EVENTS:  # keyed by the declaration's failure (failure_key); this for a run of none
+        return f"clearance_run:{_suffix(resource_id, 'prefect.flow-run.')}"
     if name == PRINT_REQUEST_OVERDUE:
         return f"print_overdue:{_suffix(resource_id, 'customs.print-request.')}"
     stage = "release" if name == RELEASE_DEADLINE_BREACHED else "registration"
@@ -186,53 +187,162 @@ def _support_notice(session: Session, application_id: str, flow_run_id: str, run
 
 def _failed_run(event: dict[str, Any], common: dict[str, Any], now: datetime, settings: Settings) -> dict[str, Any]:
     resource = event["resource"]
-    flow_run_id = _suffix(common["resource_id"], "prefect.flow-run.")
-    run_count = str(resource.get("prefect.run-count") or "1")
-    state = resource.get("prefect.state-name") or common["event"].rsplit(".", 1)[-1]
-    message = resource.get("prefect.state-message") or ""
-    key = _key_of(event)
+    return clearance_failure_alert(
+        _application_of_run(event) or "",
+        flow_run_id=_suffix(common["resource_id"], "prefect.flow-run."),
+        run_name=str(resource.get("prefect.resource.name") or ""),
+        run_count=str(resource.get("prefect.run-count") or "1"),
+        state=resource.get("prefect.state-name") or common["event"].rsplit(".", 1)[-1],
+        message=resource.get("prefect.state-message") or "",
+        seen=f"Prefect event {common['event']} ({common['event_id']}) at {event.get('occurred')}",
+        common=common,
+        now=now,
+        settings=settings,
+    )
+
+
+def crash_seen_by_reconciler(
+    application_id: str,
+    *,
+    flow_run_id: str,
+    run_name: str,
+    run_count: int,
+    message: str,
+    now: datetime | None = None,
+    settings: Settings | None = None,
+) -> dict[str, Any]:
+    """A crashed clearance run as the workers' reconciler found it: the same alert as the automation's call for
+    it (the same key, so whichever comes first reaches support and the operations mailbox, the other nobody).
+    It is how a crash is reported when Prefect's events did not get through (its Redis away in the
+    high-availability setup: no automation fired)."""
+    now = now or utcnow()
+    common = {
+        "automation": RECONCILER,
+        "event": "prefect.flow-run.Crashed",
+        "event_id": None,
+        "resource_id": f"prefect.flow-run.{flow_run_id}",
+        "received_at": now,
+    }
+    return clearance_failure_alert(
+        application_id,
+        flow_run_id=flow_run_id,
+        run_name=run_name,
+        run_count=str(run_count),
+        state="Crashed",
+        message=message,
+        seen=f"found Crashed by the workers' reconciler at {now.isoformat()}",
+        common=common,
+        now=now,
+        settings=settings or get_settings(),
+    )
+
+
+def failure_key(declaration: Any) -> str:
+    """One alert per declaration and failure: a failure is where the declaration stopped (its status, and when it
+    entered it). Whatever run count, flow run or event id a call carries, a call about a declaration that has not
+    moved since its last alert is the same failure: a replayed (or forged) event, a second automation firing, the
+    reconciler's sighting of the crash the automation already reported, or a re-run that stopped at the same
+    point. A failure after the declaration moved on is a new one."""
+    return f"clearance_failure:{declaration.application_id}:{declaration.status}:{declaration.updated_at:%Y%m%dT%H%M%S%f}"
+
+
+def clearance_failure_alert(
+    application_ref: str,
+    *,
+    flow_run_id: str,
+    run_name: str,
+    run_count: str,
+    state: str,
+    message: str,
+    seen: str,
+    common: dict[str, Any],
+    now: datetime,
+    settings: Settings,
+) -> dict[str, Any]:
+    """The support report of a failed or crashed clearance (the run's own, or one made here from its state) and
+    its copy to the operations mailbox, once per declaration and failure (``failure_key``)."""
     with transaction(settings) as session:
+        try:
+            declaration = find_declaration(session, application_ref)
+        except DeclarationNotFound:
+            declaration = None
+        key = failure_key(declaration) if declaration is not None else f"clearance_run:{flow_run_id}"
         known = _existing(session, key)
         if known is not None:
             return _answer(known, created=False)
-        try:
-            application_id = find_declaration(session, _application_of_run(event) or "").application_id
-        except DeclarationNotFound:
-            application_id = None
+        application_id = declaration.application_id if declaration is not None else None
         support = _support_notice(session, application_id, flow_run_id, run_count) if application_id else None
         reported_by_run = support is not None
-    if application_id is None:  # nothing to report on; recorded so that ops can see it was received
+    try:
+        if application_id is None:  # nothing to report on; recorded so that ops can see it was received
+            with transaction(settings) as session:
+                alert = OpsAlert(
+                    key=key, kind="clearance_run_failed", details={"state": state, "message": message[:2000]}, **common
+                )
+                session.add(alert)
+                session.flush()
+                return _answer(alert, created=True)
+        if not reported_by_run:  # crashed (its worker died), or failed outside a step: the report is made from its state
+            _report_from_state(application_id, flow_run_id, run_name, run_count, state, message, seen, now, settings)
+        by = RECONCILER if common.get("automation") == RECONCILER else "the automation"
+        return _record_failure_alert(
+            key, application_id, flow_run_id, run_count, state, message, reported_by_run, by, common, now, settings
+        )
+    except IntegrityError:  # the same failure recorded at this moment by another call: that one reached them
         with transaction(settings) as session:
-            alert = OpsAlert(key=key, kind="clearance_run_failed", details={"state": state, "message": message[:2000]}, **common)
-            session.add(alert)
-            session.flush()
-            return _answer(alert, created=True)
-    if not reported_by_run:  # crashed (its worker died), or failed outside a step: the report is made from the run's state
-        again = (
-            f" The workers' reconciler runs it again (up to CUSTOMS_RECONCILE_MAX_ATTEMPTS = {settings.reconcile_max_attempts})."
-            if state == "Crashed"
-            else ""
-        )
-        report_system_failure(
-            application_id,
-            step="clearance_run",
-            error=(
-                f"The clearance run {resource.get('prefect.resource.name') or ''} (flow run {flow_run_id}, attempt {run_count}) "
-                f"ended {state} without reporting a failed step.{again}\n\nState message: {message or '-'}"
-            ),
-            run_log=f"Prefect event {common['event']} ({common['event_id']}) at {event.get('occurred')}\n{message}\n",
-            flow_run_id=flow_run_id,
-            run_count=int(run_count) if run_count.isdigit() else 1,
-            now=now,
-            settings=settings,
-            # a crashed run is run again by the workers' reconciler: the declarant hears of it only if that fails too
-            hold=healed_by_reconciler(
-                message,
-                int(run_count) if run_count.isdigit() else 1,
-                max_attempts=settings.reconcile_max_attempts,
-                crashed=state == "Crashed",
-            ),
-        )
+            known = _existing(session, key)
+            if known is not None:
+                return _answer(known, created=False)
+        raise
+
+
+def _report_from_state(
+    application_id: str,
+    flow_run_id: str,
+    run_name: str,
+    run_count: str,
+    state: str,
+    message: str,
+    seen: str,
+    now: datetime,
+    settings: Settings,
+) -> None:
+    again = (
+        f" The workers' reconciler runs it again (up to CUSTOMS_RECONCILE_MAX_ATTEMPTS = {settings.reconcile_max_attempts})."
+        if state == "Crashed"
+        else ""
+    )
+    count = int(run_count) if run_count.isdigit() else 1
+    report_system_failure(
+        application_id,
+        step="clearance_run",
+        error=(
+            f"The clearance run {run_name} (flow run {flow_run_id}, attempt {run_count}) "
+            f"ended {state} without reporting a failed step.{again}\n\nState message: {message or '-'}"
+        ),
+        run_log=f"{seen}\n{message}\n",
+        flow_run_id=flow_run_id,
+        run_count=count,
+        now=now,
+        settings=settings,
+        # a crashed run is run again by the workers' reconciler: the declarant hears of it only if that fails too
+        hold=healed_by_reconciler(message, count, max_attempts=settings.reconcile_max_attempts, crashed=state == "Crashed"),
+    )
+
+
+def _record_failure_alert(
+    key: str,
+    application_id: str,
+    flow_run_id: str,
+    run_count: str,
+    state: str,
+    message: str,
+    reported_by_run: bool,
+    by: str,
+    common: dict[str, Any],
+    now: datetime,
+    settings: Settings,
+) -> dict[str, Any]:
     with transaction(settings) as session:
         known = _existing(session, key)
         if known is not None:
@@ -266,7 +376,7 @@ def _failed_run(event: dict[str, Any], common: dict[str, Any], now: datetime, se
                 "flow_run_id": flow_run_id,
                 "run_count": run_count,
                 "report_id": support.facts.get("report_id"),
-                "reported_by": "the run" if reported_by_run else "the automation",
+                "reported_by": "the run" if reported_by_run else by,
             },
             **common,
         )
@@ -377,6 +487,46 @@ def _print_overdue(event: dict[str, Any], common: dict[str, Any], now: datetime,
         session.add(alert)
         session.flush()
         return _answer(alert, created=True)
+
+
+# The project's own objects missing on the Prefect server (its database lost or reset): the hosts re-create them
+
+
+PREFECT_STATE_MISSING = "prefect_state_missing"
+
+
+def record_prefect_state_missing(
+    missing: list[str], *, noticed_by: str, now: datetime | None = None, settings: Settings | None = None
+) -> dict[str, Any]:
+    """Record that the project's objects were missing on the Prefect server (``missing``: what, by name) as an
+    operations alert (``customs ops``, GET /v1/ops/alerts), once per minute whoever noticed it (the job gate, a
+    host's periodic check, the clearance starter): several hosts noticing the same loss record one alert."""
+    settings = settings or get_settings()
+    now = now or utcnow()
+    key = f"{PREFECT_STATE_MISSING}:{now:%Y%m%d%H%M}"
+    try:
+        with transaction(settings) as session:
+            known = _existing(session, key)
+            if known is not None:
+                return _answer(known, created=False)
+            alert = OpsAlert(
+                key=key,
+                kind=PREFECT_STATE_MISSING,
+                event="customs.prefect.state-missing",
+                resource_id="customs.prefect-server",
+                received_at=now,
+                automation=None,
+                recipients=[],  # read in customs ops and readiness; the outbox's letters are about a declaration
+                details={"missing": missing[:50], "noticed_by": noticed_by[:200], "rebuilt": "re-created by the host"},
+            )
+            session.add(alert)
+            session.flush()
+            return _answer(alert, created=True)
+    except IntegrityError:  # another host recorded it at this moment
+        with transaction(settings) as session:
+            known = _existing(session, key)
+            assert known is not None
+            return _answer(known, created=False)
 
 
 def recent_alerts(*, limit: int = 20, settings: Settings | None = None) -> list[dict[str, Any]]:

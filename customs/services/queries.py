@@ -281,6 +281,30 @@ def owed_clearances(*, older_than: timedelta = timedelta(seconds=5), limit: int 
         )
 
 
+# A declaration in one of these has a clearance run somewhere (Scheduled, Running, or Suspended for an official).
+UNFINISHED = (
+    Status.SUBMITTED,
+    Status.SIGNATURES_CHECKED,
+    Status.REGISTERED,
+    Status.LANE_ASSIGNED,
+    Status.AWAITING_OFFICIAL,
+)
+
+
+def unfinished_clearances(*, older_than: timedelta = timedelta(seconds=5), limit: int = 5000) -> list[str]:
+    """Declarations whose clearance has not ended (submitted, part-way, waiting for an official), oldest first:
+    each should have a clearance run in Prefect. ``older_than`` leaves the ones just accepted to intake's start."""
+    with transaction() as session:
+        return list(
+            session.exec(
+                select(Declaration.application_id)
+                .where(Declaration.status.in_(UNFINISHED), Declaration.submitted_at <= utcnow() - older_than)
+                .order_by(Declaration.submitted_at)
+                .limit(limit)
+            )
+        )
+
+
 def statuses_of(application_ids: list[str]) -> dict[str, str]:
     """The status of each of these declarations (those that are stored)."""
     if not application_ids:

@@ -64,6 +64,12 @@ def alert_for(key: str, timeout: float = 60.0) -> dict:
     return found
 
 
+def failure_alert(application_id: str) -> str:
+    """The key of the alert of the declaration's failure where it stands (one per declaration and failure)."""
+    declaration = stored(application_id)
+    return f"clearance_failure:{application_id}:{declaration.status}:{declaration.updated_at:%Y%m%dT%H%M%S%f}"
+
+
 def test_a_failed_clearance_run_reaches_support_and_the_ops_mailbox_once(alerting, company_signer, monkeypatch):
     import customs.services.steps as steps
     from flows.clearance import clearance
@@ -79,7 +85,7 @@ def test_a_failed_clearance_run_reaches_support_and_the_ops_mailbox_once(alertin
     from tests.helpers import flow_runs_of
 
     (run,) = flow_runs_of(application_id)
-    alert = alert_for(f"clearance_run:{run.id}:1")
+    alert = alert_for(failure_alert(application_id))
     assert alert["application_id"] == application_id and alert["kind"] == "clearance_run_failed"
     assert alert["recipients"] == [alerting.support_address, alerting.ops_address]
     assert alert["details"]["reported_by"] == "the run"  # the run reported its failed step: no second report
@@ -100,7 +106,7 @@ def test_a_crashed_clearance_run_is_reported_by_the_automation(alerting, company
         run = client.create_flow_run(clearance, name=application_id, tags=["clearance", f"application:{application_id}"])
         client.set_flow_run_state(run.id, Running(), force=True)
         client.set_flow_run_state(run.id, Crashed(message="worker process exited with SIGKILL"), force=True)
-    alert = alert_for(f"clearance_run:{run.id}:1")
+    alert = alert_for(failure_alert(application_id))
     assert alert["details"]["reported_by"] == "the automation" and alert["details"]["state"] == "Crashed"
     reports = notices(application_id, NoticeKind.SUPPORT_REPORT)
     assert sorted(n.recipient for n in reports) == sorted([alerting.support_address, alerting.ops_address])
@@ -109,6 +115,82 @@ def test_a_crashed_clearance_run_is_reported_by_the_automation(alerting, company
     (held,) = notices(application_id, NoticeKind.FAILURE_REPORTED)
     assert held.status == NoticeStatus.PENDING and "held_until" in held.facts
     assert held.next_attempt_at - held.created_at == alerting.failure_notice_grace
+
+
+def test_a_replayed_failure_alert_with_other_run_counts_reaches_nobody(alerting, company_signer):
+    """Issue 25, item 5: the same Failed event posted again with run counts 2, 3 (and new event ids) made a new
+    support report and failure letter each time. One alert per declaration and failure, whatever the run count."""
+    from prefect.client.orchestration import get_client
+    from prefect.states import Crashed, Running
+
+    from flows.clearance import clearance
+
+    application_id = submit_signed(company_signer, unique(sample())).application_id
+    with get_client(sync_client=True) as client:
+        run = client.create_flow_run(clearance, name=application_id, tags=["clearance", f"application:{application_id}"])
+        client.set_flow_run_state(run.id, Running(), force=True)
+        client.set_flow_run_state(run.id, Crashed(message="worker process exited with SIGKILL"), force=True)
+    (first,) = wait_until(lambda: [a for a in recent_alerts() if a["application_id"] == application_id], "the alert", 60)
+    letters = notices(application_id)
+    assert sorted(n.kind for n in letters if n.kind != NoticeKind.ACCEPTANCE) == [
+        NoticeKind.FAILURE_REPORTED,
+        NoticeKind.SUPPORT_REPORT,
+        NoticeKind.SUPPORT_REPORT,
+    ]
+    url, token = alerting.ops_alert_endpoint, ops_alert_token(alerting)
+    for run_count in (2, 3):
+        event = {
+            "id": f"00000000-0000-0000-0000-00000000000{run_count}",
+            "event": "prefect.flow-run.Failed",
+            "occurred": utcnow().isoformat(),
+            "resource": {
+                "prefect.resource.id": f"prefect.flow-run.{run.id}",
+                "prefect.resource.name": application_id,
+                "prefect.run-count": str(run_count),
+                "prefect.state-name": "Failed",
+                "prefect.state-message": "replayed",
+            },
+            "related": [{"prefect.resource.id": f"prefect.tag.application:{application_id}", "prefect.resource.role": "tag"}],
+        }
+        replay = httpx.post(url, json={"automation": "replayed", "event": event}, headers={"Authorization": f"Bearer {token}"})
+        assert replay.status_code == 200 and replay.json()["created"] is False, replay.json()
+        assert replay.json()["alert"] == first["alert"]
+    assert [n.id for n in notices(application_id)] == [n.id for n in letters]  # nobody reached again
+
+
+def test_a_crash_no_automation_heard_of_is_alerted_by_the_reconciler_once(settings, company_signer):
+    """A crash during a Redis outage of the high-availability server: Prefect's events, and so the automation, never
+    came. The reconciler's sighting makes the same single alert; the automation's late call for it reaches nobody."""
+    from prefect.client.orchestration import get_client
+    from prefect.states import Crashed, Running
+
+    from customs.services.ops_alerts import receive_alert
+    from flows.clearance import clearance
+    from tasks.reconcile import reconcile_clearance_runs
+
+    application_id = submit_signed(company_signer, unique(sample())).application_id
+    with get_client(sync_client=True) as client:
+        run = client.create_flow_run(
+            clearance,
+            parameters={"application_id": application_id},
+            name=application_id,
+            tags=["clearance", f"application:{application_id}"],
+        )
+        client.set_flow_run_state(run.id, Running(), force=True)
+        client.set_flow_run_state(run.id, Crashed(message="worker process exited with SIGKILL"), force=True)
+        done = [d for d in reconcile_clearance_runs(client, scope="orphans") if d["application_id"] == application_id]
+    assert [d["action"].removesuffix("_failed") for d in done] == ["rerun"]
+    (alert,) = [a for a in recent_alerts() if a["application_id"] == application_id]
+    assert alert["details"]["reported_by"] == "the workers' reconciler" and alert["details"]["state"] == "Crashed"
+    reports = notices(application_id, NoticeKind.SUPPORT_REPORT)
+    assert sorted(n.recipient for n in reports) == sorted([settings.support_address, settings.ops_address])
+    late = {
+        "id": "00000000-0000-0000-0000-0000000000aa",
+        "event": "prefect.flow-run.Crashed",
+        "resource": {"prefect.resource.id": f"prefect.flow-run.{run.id}", "prefect.resource.name": application_id},
+    }
+    assert receive_alert({"automation": "late", "event": late}, settings=settings)["created"] is False
+    assert len(notices(application_id, NoticeKind.SUPPORT_REPORT)) == 2
 
 
 def test_a_release_deadline_breach_reaches_the_zones_supervisors_once(alerting, company_signer):

@@ -3,13 +3,15 @@
 Readiness answers within 1 s: its probes run side by side, each bounded. The database gets 0.8 s (in threads
 of its own, never behind the requests that wait for the shared pool); the SMTP server 0.8 s to greet and
 answer EHLO and NOOP (remembered for 5 s, so that probes stay cheap); the free space of the data and outbox
-folders' disks 0.3 s; the Prefect server is reported from what the clearance starter last saw (it is never
-called here).
+folders' disks 0.3 s; the Prefect server 0.8 s under `customs serve` (its state of the project: whether it answers,
+with a 5xx or not, and whether the deployments and automations are there; remembered 3 s), else what the
+clearance starter last saw.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import shutil
 import time
@@ -137,6 +139,16 @@ async def _disk() -> dict[str, Any]:
     return {"state": "down", "detail": f"the free space could not be read within {DISK_PROBE_SECONDS} s"}
 
 
+async def _prefect(probe) -> dict[str, Any]:
+    """What the process's composition root gave for Prefect (``customs serve``: the Prefect server's state of the
+    project, customs.orchestration.upkeep.PrefectReadiness, bounded and remembered there); a plain callable is
+    called as it is."""
+    if probe is None:
+        return {"state": "not used", "detail": "no clearance starter in this process"}
+    answer = probe()
+    return await answer if inspect.isawaitable(answer) else answer
+
+
 @router.get(
     "/v1/health/ready",
     response_model=ReadinessOut,
@@ -145,21 +157,18 @@ async def _disk() -> dict[str, Any]:
 )
 async def ready(request: Request, response: Response) -> dict[str, Any]:
     """``ready``: everything answers. ``degraded``: submissions are accepted, but clearance or notices wait
-    (Prefect or SMTP down, or the disk's free space low; they catch up by themselves). ``unavailable`` (503):
+    (Prefect or SMTP down, Prefect answering 5xx or missing a deployment or an automation, or the disk's free space
+    low; they catch up by themselves). ``unavailable`` (503):
     the database does not answer."""
-    prefect = request.app.state.dependencies.get("prefect")
-    database, smtp, disk = await asyncio.gather(_database(), _smtp(), _disk())  # side by side: within 1 s in all
-    dependencies = {
-        "database": database,
-        "prefect": prefect() if prefect else {"state": "not used", "detail": "no clearance starter in this process"},
-        "smtp": smtp,
-        "disk": disk,
-    }
+    database, smtp, disk, prefect = await asyncio.gather(  # side by side: within 1 s in all
+        _database(), _smtp(), _disk(), _prefect(request.app.state.dependencies.get("prefect"))
+    )
+    dependencies = {"database": database, "prefect": prefect, "smtp": smtp, "disk": disk}
     if dependencies["database"]["state"] != "up":
         status = "unavailable"
         response.status_code = 503
         response.headers["Retry-After"] = str(DATABASE_RETRY_AFTER)
-    elif any(d["state"] in ("down", "low") for d in dependencies.values()):
+    elif any(d["state"] in ("down", "degraded", "low") for d in dependencies.values()):
         status = "degraded"
     else:
         status = "ready"
