@@ -39,9 +39,14 @@ class NoticeKind(StrEnum):
     PRINT_REQUEST_ACCEPTED = "print_request_accepted"
     PRINT_DEADLINE_ALERT = "print_deadline_alert"
     REGISTRATION_DEADLINE_ALERT = "registration_deadline_alert"
+    OPS_SYSTEM_ALERT = "ops_system_alert"  # to the operations mailbox about the service itself, not a declaration
 
 
 # Notices that carry a decision, and so the decision as a JSON attachment.
+# Notices about the service, not a declaration: their application_id is SYSTEM_APPLICATION, and they are rendered
+# from their facts alone (customs.notices.render.build_system_message).
+SYSTEM_KINDS = frozenset({NoticeKind.OPS_SYSTEM_ALERT})
+SYSTEM_APPLICATION = "-"
 DECISION_KINDS = frozenset({NoticeKind.RELEASE, NoticeKind.RELEASE_REFUSAL, NoticeKind.RELEASE_CANCELLATION})
 
 # Which transition sends which document to the declarant (statuses as strings: models.declaration imports us).

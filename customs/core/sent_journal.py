@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from customs.core.files import private_dir
+from models.outbox import SYSTEM_APPLICATION
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +170,10 @@ class JournalIndex:
         if not isinstance(record, dict) or not record.get("app"):
             return
         self.records += 1
+        if record["app"] == SYSTEM_APPLICATION:  # a letter about the service (to operations), not a declaration
+            self.sent_uids.update([record["uid"]] if record.get("uid") else [])
+            self.sent_keys.update([record["key"]] if record.get("key") else [])
+            return
         announced = self.declarations.setdefault(record["app"], Announced(record["app"]))
         number = record.get("number")
         if number:

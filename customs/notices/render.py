@@ -334,6 +334,40 @@ def message_id(notice: Notice, domain: str) -> str:
     return f"<{notice.message_id_local}@{domain}>"
 
 
+def build_system_message(
+    notice: Notice, *, sender: str, domain: str, sender_names: Mapping[str, str] | None = None
+) -> EmailMessage:
+    """The e-mail of a notice about the service itself (``SYSTEM_KINDS``: to the operations mailbox), rendered from
+    its facts alone; the same bytes every time, like every notice."""
+    facts = dict(notice.facts)
+    context = {
+        "lang": notice.language,
+        "kind": str(notice.kind),
+        "service_name": SERVICE_NAMES[notice.language],
+        "application_id": "—",
+        "what": facts.get("what", ""),
+        "lines": [str(line) for line in facts.get("lines", [])],
+        "noticed_by": facts.get("noticed_by"),
+        "at": facts.get("at") or notice.created_at.isoformat(),
+    }
+    rendered = render_notice(context)
+    message = EmailMessage()
+    message["From"] = sender_address(sender, sender_names, notice.language)
+    message["To"] = notice.recipient
+    message["Subject"] = FoldedHeader("Subject", rendered.subject)
+    message["Date"] = format_datetime(notice.created_at)
+    message["Message-ID"] = message_id(notice, domain)
+    message["Auto-Submitted"] = "auto-generated"
+    message["X-Customs-Notice"] = f"{notice.kind}; id={notice.uid}"
+    message.set_content(rendered.text)
+    message.add_alternative(rendered.html, subtype="html")
+    message["Content-Language"] = notice.language
+    for index, part in enumerate(message.walk()):
+        if part.is_multipart():
+            part.set_boundary(f"=_{notice.uid}_{index}")
+    return message
+
+
 def build_message(
     notice: Notice,
     declaration: DeclarationFacts,

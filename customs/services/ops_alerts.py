@@ -41,7 +41,7 @@ from customs.services.printing import alert_office
 from customs.services.support import report_system_failure
 from models.audit import AuditEvent
 from models.ops_alert import OpsAlert
-from models.outbox import Notice, NoticeAttachment, NoticeKind, queue_notice
+from models.outbox import SYSTEM_APPLICATION, Notice, NoticeAttachment, NoticeKind, queue_notice
 from models.printing import PrintRequest
 
 FAILED_RUN_EVENTS = ("prefect.flow-run.Failed", "prefect.flow-run.Crashed")
@@ -495,6 +495,26 @@ def _print_overdue(event: dict[str, Any], common: dict[str, Any], now: datetime,
 PREFECT_STATE_MISSING = "prefect_state_missing"
 
 
+def queue_ops_system_alert(
+    session: Session, settings: Settings, *, key: str, what: str, lines: list[str], noticed_by: str, at: datetime
+) -> Notice | None:
+    """An e-mail to the operations mailbox about the service itself (``what``: prefect_state_missing,
+    restore_detected), in the caller's transaction, once per ``key``."""
+    dedup_key = f"ops_system_alert:{key}"[:120]
+    if session.exec(select(Notice.id).where(Notice.dedup_key == dedup_key)).first() is not None:
+        return None
+    return queue_notice(
+        session,
+        application_id=SYSTEM_APPLICATION,
+        kind=NoticeKind.OPS_SYSTEM_ALERT,
+        dedup_key=dedup_key,
+        recipient=settings.ops_address,
+        language=settings.support_language,
+        facts={"what": what, "lines": [line[:500] for line in lines[:50]], "noticed_by": noticed_by[:200], "at": at},
+        at=at,
+    )
+
+
 def record_prefect_state_missing(
     missing: list[str], *, noticed_by: str, now: datetime | None = None, settings: Settings | None = None
 ) -> dict[str, Any]:
@@ -516,10 +536,13 @@ def record_prefect_state_missing(
                 resource_id="customs.prefect-server",
                 received_at=now,
                 automation=None,
-                recipients=[],  # read in customs ops and readiness; the outbox's letters are about a declaration
+                recipients=[settings.ops_address],  # and in customs ops, GET /v1/ops/alerts, readiness
                 details={"missing": missing[:50], "noticed_by": noticed_by[:200], "rebuilt": "re-created by the host"},
             )
             session.add(alert)
+            queue_ops_system_alert(
+                session, settings, key=key, what="prefect_state_missing", lines=missing, noticed_by=noticed_by, at=now
+            )
             session.flush()
             return _answer(alert, created=True)
     except IntegrityError:  # another host recorded it at this moment

@@ -35,7 +35,14 @@ from customs.core.reference import ReferenceDataError, load_reference
 from customs.core.sent_journal import append, index_of, notice_record
 from customs.core.settings import Settings, get_settings
 from customs.notices.delivery import PERMANENT, SENT, TEMPORARY, SendResult, Transport, backoff, transport_for
-from customs.notices.render import DECISION_FILE, DECISION_SIGNATURE_FILE, DeclarationFacts, build_message, decision_json_of
+from customs.notices.render import (
+    DECISION_FILE,
+    DECISION_SIGNATURE_FILE,
+    DeclarationFacts,
+    build_message,
+    build_system_message,
+    decision_json_of,
+)
 from customs.rules import Refused
 from customs.rules.official_acts import Expected
 from customs.rules.officials import authority_problem
@@ -46,7 +53,16 @@ from customs.services.support import withdraw_notice
 from models.audit import append_event
 from models.declaration import Declaration
 from models.official_act import SignedOfficialAct
-from models.outbox import DECISION_KINDS, DeliveryAttempt, Notice, NoticeAttachment, NoticeKind, NoticeStatus, usable_address
+from models.outbox import (
+    DECISION_KINDS,
+    SYSTEM_KINDS,
+    DeliveryAttempt,
+    Notice,
+    NoticeAttachment,
+    NoticeKind,
+    NoticeStatus,
+    usable_address,
+)
 from models.reasons import Reason
 
 log = logging.getLogger(__name__)
@@ -494,17 +510,22 @@ async def _send_one(settings: Settings, item: Claimed, reference, transport: Tra
         log.warning("notice %s (%s, %s): %s", notice.id, notice.kind, notice.dedup_key, ALREADY_SENT)
         return SendResult(SENT, ALREADY_SENT)
     try:
-        if item.declaration is None:
+        if notice.kind in SYSTEM_KINDS:
+            message = build_system_message(
+                notice, sender=settings.mail_from, sender_names=settings.mail_from_names, domain=settings.mail_domain
+            )
+        elif item.declaration is None:
             raise LookupError(f"declaration {notice.application_id} of notice {notice.id} is missing")
-        message = build_message(
-            notice,
-            item.declaration,
-            reference,
-            sender=settings.mail_from,
-            sender_names=settings.mail_from_names,
-            domain=settings.mail_domain,
-            attachments=item.attachments,
-        )
+        else:
+            message = build_message(
+                notice,
+                item.declaration,
+                reference,
+                sender=settings.mail_from,
+                sender_names=settings.mail_from_names,
+                domain=settings.mail_domain,
+                attachments=item.attachments,
+            )
     except Exception as exc:  # a template or data defect: retrying will not cure it
         log.exception("notice %s (%s) cannot be rendered", notice.id, notice.kind)
         return SendResult(PERMANENT, f"cannot be rendered: {type(exc).__name__}: {exc}")

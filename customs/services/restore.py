@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -37,6 +38,7 @@ from customs.core.sent_journal import JournalIndex, announcement_key
 from customs.core.settings import Settings, get_settings
 from customs.rules.registration import parse_registration_number
 from customs.services.audit_anchors import AnchorRefused, record_restore, restore_point
+from customs.services.ops_alerts import queue_ops_system_alert
 from customs.services.steps import raise_counter
 from models.audit import append_event
 from models.declaration import Declaration, RegistrationCounter
@@ -180,6 +182,21 @@ def _compare_declarations(session: Session, settings: Settings, journal: Journal
             )
 
 
+def _alert_lines(report: RestoreReport) -> list[str]:
+    lines = [f"report: {report.report_file}"]
+    if report.anchors:
+        lines.append(f"audit chains {report.anchors['described']}")
+    lines += [f"lost: {d['application_id']} ({d['registration_number'] or 'no number'})" for d in report.lost[:20]]
+    lines += [
+        f"behind: {d['application_id']} ({d['status_now']}, announced {d['registration_number']})" for d in report.behind[:20]
+    ]
+    if report.counters_raised:
+        lines.append(f"registration counters raised: {len(report.counters_raised)}")
+    if report.notices_marked_sent:
+        lines.append(f"notices marked sent, not sent again: {len(report.notices_marked_sent)}")
+    return lines
+
+
 def _write_report(settings: Settings, report: RestoreReport) -> Path:
     folder = private_dir(settings.data_dir / "restore-reports")
     path = folder / f"restore-{report.checked_at:%Y%m%dT%H%M%S%fZ}.json"
@@ -227,6 +244,15 @@ def restore_check(*, settings: Settings | None = None, now: datetime | None = No
                 "report_file": report.report_file,
                 "anchors": report.anchors,
             },
+        )
+        queue_ops_system_alert(
+            session,
+            settings,
+            key=f"restore_detected:{now:%Y%m%dT%H%M%S}",
+            what="restore_detected",
+            lines=_alert_lines(report),
+            noticed_by=f"the restore check of {socket.gethostname()}",
+            at=now,
         )
     log.error("restore check: %s", report.summary())
     return report

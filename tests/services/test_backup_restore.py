@@ -37,6 +37,7 @@ def _message_ids(smtp_server) -> Counter:
 
 
 def _sent_about(smtp_server, application_id: str) -> list[str]:
+    """The kinds of the letters about a declaration (the operations mailbox's alerts about the service left out)."""
     return sorted(
         m["message"]["X-Customs-Notice"].split(";")[0]
         for m in smtp_server.received
@@ -97,6 +98,14 @@ def _after_the_restore(smtp_server, signer, first, caught, lost, announced, done
         assert all(n.status == NoticeStatus.SENT for n in skipped)
         (event,) = session.exec(select(AuditEvent).where(AuditEvent.event == "restore_detected")).all()
         assert event.details["lost"] == [lost]
+
+    # The operations mailbox was told, once, in the support language, with the lost and the behind.
+    (alert,) = [m for m in smtp_server.received if m["message"]["X-Customs-Notice"].startswith("ops_system_alert")]
+    assert alert["rcpt_tos"] == ["ops@customs.kgd.gov.kz"]
+    text = alert["message"].get_body(("plain",)).get_content()
+    assert "База данных отстаёт от объявленного" in alert["message"]["Subject"]
+    assert f"lost: {lost} ({announced[lost]})" in text and f"behind: {caught} (submitted, announced {announced[caught]})" in text
+    assert "customs backup check --record-restore" in text
 
     # A second start finds the database in step; the lost declaration is not listed again.
     again = restore_check()
