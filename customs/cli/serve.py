@@ -92,7 +92,8 @@ def serve(
             "(set CUSTOMS_API_PORT, or stop what listens there)"
         )
     init_db(settings)
-    echo(f"Restore check: {restore_check(settings=settings).summary()}")
+    restored = restore_check(settings=settings)
+    echo(f"Restore check: {restored.summary()}")
     try:  # the anchor key, made on the first start: its SHA-256 printed, to be pinned in the configuration
         for line in ensure_anchor_key(settings).lines():
             echo(line)
@@ -120,6 +121,8 @@ def serve(
             on_missing_deployment=lambda: keep_project(settings, noticed_by="the clearance starter (deployment missing)"),
         )
         starter.start()  # first: the clearances owed from before (this process, or another, died with starts queued)
+        if restored.behind:  # put back at an earlier step by a restore: their earlier runs ended elsewhere
+            starter.restart([d["application_id"] for d in restored.behind], f"restore:{restored.checked_at:%Y%m%dT%H%M%S}")
         app.state.start_clearance = starter
         app.state.dependencies["prefect"] = PrefectReadiness(api_url, settings, starter=starter.status)
         app.state.decision_given = _decision_given

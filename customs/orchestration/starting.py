@@ -121,6 +121,7 @@ class ClearanceStarter:
         self._queue: deque[str] = deque()
         self._in_flight: str | None = None  # popped from the queue, being tried now
         self._attempts: dict[str, int] = {}
+        self._keys: dict[str, str] = {}  # starts with an idempotency key of their own (restart), until made
         self._cv = threading.Condition()
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -133,6 +134,15 @@ class ClearanceStarter:
     def __call__(self, application_id: str) -> None:
         """Queue the start (never blocks on Prefect)."""
         self._enqueue([application_id])
+
+    def restart(self, application_ids: list[str], key_prefix: str) -> None:
+        """Queue new runs for declarations whose earlier run ended in a state the database no longer holds (a
+        restore from a backup put them back at an earlier step): keyed ``<key_prefix>:<application id>``, since
+        intake's key would find that earlier run and start nothing."""
+        with self._cv:
+            for application_id in application_ids:
+                self._keys[application_id] = f"{key_prefix}:{application_id}"
+        self._enqueue(application_ids)
 
     def start(self) -> None:
         """Start the thread; it looks up the clearances owed from before (a process that died, a stop) first."""
@@ -169,7 +179,8 @@ class ClearanceStarter:
     # -- the thread -------------------------------------------------------------------------------
 
     def create(self, application_id: str) -> None:
-        start_clearance(application_id, deployment_id=self.deployment_id, client=self._prefect())
+        key = self._keys.get(application_id)  # None: intake's own key (flows.clearance.start_clearance)
+        start_clearance(application_id, deployment_id=self.deployment_id, client=self._prefect(), idempotency_key=key)
 
     def _prefect(self):
         if self._client is None:
@@ -271,6 +282,7 @@ class ClearanceStarter:
         with self._cv:
             self._in_flight = None
             self._attempts.pop(application_id, None)
+            self._keys.pop(application_id, None)
             self.started += 1
             reopened = self.breaker.succeeded()
         if reopened:

@@ -241,3 +241,33 @@ def test_a_resumed_zombie_attempt_writes_no_state_over_the_run_another_attempt_e
     assert [s.name for s in states if s.is_completed()] == [second.name]  # one end, attempt 2's
     assert "moved on without this attempt" in outcome.get("aborted", "")
     assert final.id == states[-1].id and final.name == second.name
+
+
+def test_a_declaration_a_restore_put_back_is_cleared_again_with_its_announced_number(settings, company_signer):
+    """The chaos suite's restore scenario (issue 26): after a restore, declarations the backup held at an earlier
+    step stayed there: their start used intake's idempotency key, which found the run that had cleared them before
+    the restore, and started nothing. `customs serve` now restarts the restore check's "behind" declarations under
+    a key of the restore; they are cleared again and keep the number their declarants were told."""
+    from customs.orchestration.starting import ClearanceStarter
+    from customs.services.backup import create_backup, restore_backup
+    from customs.services.queries import declaration_status
+    from tests.helpers import clearance_worker, stored
+
+    with clearance_worker(limit=2) as (worker, deployments):
+        start = ClearanceStarter(deployments["clearance"])
+        application_id = submit_signed(company_signer, unique(sample())).application_id
+        backup = create_backup()
+        start(application_id)
+        wait_until(lambda: declaration_status(application_id)["status"] == "released", "the release", 60)
+        number = stored(application_id).registration_number
+        done = restore_backup(backup.folder)
+        assert [d["application_id"] for d in done["check"]["behind"]] == [application_id]
+        assert stored(application_id).status == "submitted"
+        start(application_id)  # intake's key: the run of before the restore is found, nothing starts
+        wait_until(lambda: start.waiting == 0, "the start to be made", 30)
+        assert len(flow_runs_of(application_id)) == 1 and stored(application_id).status == "submitted"
+        start.restart([application_id], "restore:test")
+        wait_until(lambda: declaration_status(application_id)["status"] == "released", "the release after the restore", 60)
+        start.stop()
+    assert len(flow_runs_of(application_id)) == 2
+    assert stored(application_id).registration_number == number
