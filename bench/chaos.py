@@ -1840,7 +1840,12 @@ def main() -> None:
             print(f"{s.name:<28} {s.what}")
         return
     scenarios = select([n for group in args.only or [] for n in group.split(",") if n])
-    scenarios = [replace(s, duration=args.zombie_seconds) if s.fault == "zombie-worker" else s for s in scenarios]
+    scenarios = [
+        replace(s, duration=args.zombie_seconds, what=s.what.replace("180 s", f"{args.zombie_seconds:g} s"))
+        if s.fault == "zombie-worker"
+        else s
+        for s in scenarios
+    ]
     if any(s.fault == "disk-full" for s in scenarios) and os.geteuid() != 0:
         raise SystemExit("disk-full mounts a tmpfs: run as root, or leave it out (--only ...)")
     args.root = Path(tempfile.mkdtemp(prefix="customs-chaos-"))
