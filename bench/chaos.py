@@ -21,7 +21,23 @@ Scenarios (``--only`` takes names or prefixes, e.g. ``serve-kill``):
 - ``smtp-down``, ``smtp-4xx``, ``smtp-hang`` (60 s each): the SMTP server (aiosmtpd in this process) stopped,
   answering 451 to RCPT and DATA, or replaced on its port by a socket that accepts and never answers;
 - ``disk-full`` (60 s, no SMTP: notices are .eml files): the outbox folder on a tmpfs of its own, filled to
-  the last byte, then enlarged with ``mount -o remount,size=``.
+  the last byte, then enlarged with ``mount -o remount,size=``;
+- ``prefect-db-lost``: kill -9 of the Prefect server, its database dropped and created again empty (with
+  ``--prefect-db sqlite``: its file deleted); the supervisor restarts it on the empty database;
+- ``zombie-worker``: a second ``customs worker`` process beside serve's worker, stopped with SIGSTOP while it
+  holds runs at the start of registration (``--zombie-seconds``, 180), then SIGCONT; besides the suite's
+  invariants: its runs crashed and were completed by the other worker, no run has a state after Completed
+  (Prefect's state history of each run), one operations alert per crashed or failed attempt;
+- ``redis-down`` (30 s, needs ``--prefect-db postgres``): Prefect in its high-availability shape (`customs server
+  start --ha`, two API processes and a services process) with a private redis-server of the scenario, killed and
+  started again empty; besides: /v1/health/ready never says ready within 0.5 s of a Prefect call (a worker's poll,
+  a read of flow runs) answered 5xx or not at all, one alert per crashed or failed attempt;
+- ``restore``: ``customs backup create`` 25 s in with the runs held at the start of release (let go once the
+  backup is written: registered in it, released after it), 30 s more clearing, serve stopped (Ctrl-C),
+  ``customs backup restore``, serve started again; besides (the declarations accepted after the backup are lost
+  by design): no registration number held by two declarations (the database before and after, every number in a
+  message the SMTP server received), no Message-ID received twice, the restore report lists exactly the
+  declarations accepted after the backup that the database lacks; gaps only where a lost declaration's number was.
 
 Runs are held at a step by the test-only hook of flows/clearance.py (CUSTOMS_TEST_PAUSE_AT_STEP, and
 CUSTOMS_TEST_PAUSE_WHILE: while a file exists). For prefect-kill and the db scenarios every run is held at the
@@ -48,6 +64,7 @@ import json
 import os
 import platform
 import pwd
+import re
 import shutil
 import signal
 import socket
@@ -59,7 +76,7 @@ import time
 import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from email import policy
 from pathlib import Path
@@ -78,6 +95,7 @@ FINAL = ("released", "registration_refused", "release_refused", "release_cancell
 TARGET_RECOVERY_S = 120.0
 TARGET_INTAKE_P99_S = 1.0
 TARGET_HEALTH_S = 1.0
+REGISTRATION_NUMBER = re.compile(r"\b\d{5,8}/\d{6}/\d{4,8}\b")  # office/DDMMYY/serial (customs.rules.registration)
 
 
 def free_port() -> int:
@@ -102,13 +120,16 @@ def log(message: str) -> None:
 @dataclass(frozen=True)
 class Scenario:
     name: str
-    fault: str  # prefect-kill | serve-kill | db | smtp-down | smtp-4xx | smtp-hang | disk-full
+    fault: str  # prefect-kill | serve-kill | db | smtp-down | smtp-4xx | smtp-hang | disk-full | prefect-db-lost
+    # | zombie-worker | redis-down | restore
     duration: float  # how long the fault lasts (serve-kill: until serve is started again; prefect-kill: 0)
     step: str | None = None  # where the test hook holds every run (serve-kill: the kill lands there)
     let_go: bool = False  # the held runs are let go the moment the fault begins (they meet it mid-clearance)
     lead: float = 15.0  # seconds of load before the fault
     tail: float = 30.0  # seconds of load after the fault ends
     smtp: bool = True
+    second_worker: bool = False  # a `customs worker` process beside serve's own worker (zombie-worker)
+    ha: bool = False  # Prefect in its high-availability shape with a private Redis (redis-down)
     what: str = ""
 
 
@@ -156,6 +177,48 @@ SCENARIOS = [
     Scenario("smtp-hang", "smtp-hang", 60, what="a socket on the SMTP port that accepts and never answers, 60 s"),
     Scenario(
         "disk-full", "disk-full", 60, smtp=False, what="outbox folder (.eml, no SMTP) on a tmpfs filled for 60 s, then enlarged"
+    ),
+    Scenario(
+        "prefect-db-lost",
+        "prefect-db-lost",
+        0,
+        step="registration",
+        let_go=True,
+        tail=45,
+        what="kill -9 of the Prefect server, its database dropped and created again empty (SQLite: the file deleted), "
+        "the runs held before registration let go into it; the supervisor restarts it",
+    ),
+    Scenario(
+        "zombie-worker",
+        "zombie-worker",
+        180,
+        step="registration",
+        let_go=True,
+        lead=20,
+        second_worker=True,
+        what="SIGSTOP of a second `customs worker` process holding runs before registration (180 s, --zombie-seconds), "
+        "then SIGCONT: its runs crash and are re-run by serve's worker while it sleeps",
+    ),
+    Scenario(
+        "redis-down",
+        "redis-down",
+        30,
+        step="registration",
+        let_go=True,
+        ha=True,
+        what="the high-availability Prefect server (two API processes, services, a private Redis): Redis stopped for "
+        "30 s, the runs held before registration let go into it",
+    ),
+    Scenario(
+        "restore",
+        "restore",
+        30,
+        step="release",
+        let_go=True,
+        lead=25,
+        tail=40,
+        what="customs backup create mid-stream with the runs held before release (registered in the backup, "
+        "released after it), 30 s more clearing, customs serve stopped, customs backup restore, serve started again",
     ),
 ]
 
@@ -231,6 +294,15 @@ class PgCluster:
 # An SMTP server that records what it accepts, and can be made to fail
 
 
+def numbers_in(message) -> list[str]:
+    """The registration numbers a message tells its reader (subject and text)."""
+    text = str(message.get("Subject", ""))
+    with contextlib.suppress(Exception):  # a message without a text part tells its number nowhere we read
+        body = message.get_body(("plain", "html"))
+        text += "\n" + (body.get_content() if body is not None else "")
+    return sorted(set(REGISTRATION_NUMBER.findall(text)))
+
+
 class RecordingHandler:
     def __init__(self):
         self.mode = "up"  # up | 4xx
@@ -258,6 +330,7 @@ class RecordingHandler:
                 "kind": str(message.get("X-Customs-Notice", "")).split(";")[0].strip(),
                 "sha256": hashlib.sha256(raw).hexdigest(),
                 "to": list(envelope.rcpt_tos),
+                "numbers": numbers_in(message),
             }
         )
         return "250 2.0.0 Message accepted for delivery"
@@ -352,7 +425,7 @@ class Served:
         self.log_path = log_path
         self.process: subprocess.Popen | None = None
         self.api = f"http://127.0.0.1:{env['CUSTOMS_API_PORT']}"
-        self.prefect = f"http://127.0.0.1:{env['CUSTOMS_PREFECT_PORT']}/api"
+        self.prefect = env.get("CUSTOMS_PREFECT_API_URL") or f"http://127.0.0.1:{env['CUSTOMS_PREFECT_PORT']}/api"
         self.pids: set[int] = set()
 
     def start(self, extra: dict[str, str] | None = None) -> None:
@@ -390,6 +463,21 @@ class Served:
             return int((Path(self.env["CUSTOMS_DATA_DIR"]) / "prefect" / "server.pid").read_text().strip())
         except (OSError, ValueError):
             return None
+
+    def interrupt(self) -> None:
+        """Stop `customs serve` as an operator does (Ctrl-C); the Prefect server it started keeps running."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(30)
+
+    def prefect_login(self) -> tuple[str, str]:
+        login = (Path(self.env["CUSTOMS_DATA_DIR"]) / "prefect-auth").read_text().strip()  # the server's (issue 23)
+        user, _, password = login.partition(":")
+        return user, password
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -576,8 +664,9 @@ class Load:
 
 
 class Prober:
-    def __init__(self, served: Served):
+    def __init__(self, served: Served, *, api_calls: bool = False):
         self.served = served
+        self.api_calls = api_calls  # also two calls of Prefect's API a worker makes (not only /health)
         self.health: list[dict[str, Any]] = []
         self.ready: list[dict[str, Any]] = []
         self.prefect: list[dict[str, Any]] = []
@@ -626,14 +715,29 @@ class Prober:
         self._loop(0.25, probe)
 
     def _prefect(self) -> None:
+        login = self.served.prefect_login() if self.api_calls else None
+
         def probe(client, started):
             try:
                 ok = client.get(f"{self.served.prefect}/health", timeout=2.0).status_code == 200
             except httpx.HTTPError:
                 ok = False
-            self.prefect.append({"t": started, "ok": ok})
+            record: dict[str, Any] = {"t": started, "ok": ok}
+            if login is not None:
+                record["api"] = self._api_statuses(client, login)
+            self.prefect.append(record)
 
         self._loop(0.5, probe)
+
+    def _api_statuses(self, client: httpx.Client, login: tuple[str, str]) -> list[int | str]:
+        """What Prefect answers a worker's poll and a read of flow runs (the status, or the error's name)."""
+        statuses: list[int | str] = []
+        for path, body in (("work_pools/customs/get_scheduled_flow_runs", {}), ("flow_runs/filter", {"limit": 1})):
+            try:
+                statuses.append(client.post(f"{self.served.prefect}/{path}", json=body, auth=login, timeout=5.0).status_code)
+            except httpx.HTTPError as exc:
+                statuses.append(type(exc).__name__)
+        return statuses
 
 
 # ----------------------------------------------------------------------------------------------
@@ -678,6 +782,118 @@ class Tmpfs:
 
 
 # ----------------------------------------------------------------------------------------------
+# What some scenarios add: a second worker, a private Redis for the high-availability Prefect server
+
+
+class PrivateRedis:
+    """redis-server on a free port in the scenario's directory (never the machine's shared Redis); no persistence."""
+
+    def __init__(self, directory: Path):
+        self.dir = directory
+        self.port = free_port()
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        server = shutil.which("redis-server")
+        if server is None:
+            raise RuntimeError("redis-server not found (the redis-down scenario runs a private one)")
+        with open(self.dir / "redis.log", "ab") as log_file:
+            self.process = subprocess.Popen(
+                [server, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir)]
+                + ["--save", "", "--appendonly", "no"],
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as probe:
+                probe.sendall(b"PING\r\n")
+                if probe.recv(16).startswith(b"+PONG"):
+                    return
+            time.sleep(0.2)
+        raise RuntimeError(f"the private redis-server did not answer on {self.port}; see {self.dir / 'redis.log'}")
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(30)
+
+
+class SecondWorker:
+    """`customs worker` in a process of its own beside serve's worker (as on a second host, docs/how-to/
+    deploy-several-hosts.md): the same settings, the Prefect API of serve's server and its login."""
+
+    def __init__(self, log_path: Path):
+        self.log_path = log_path
+        self.process: subprocess.Popen | None = None
+        self.stopped = False
+
+    def start(self, served: Served, extra: dict[str, str] | None) -> None:
+        env = served.env | (extra or {})
+        env.update(CUSTOMS_PREFECT_API_URL=served.prefect, CUSTOMS_PREFECT_AUTH_STRING=":".join(served.prefect_login()))
+        with open(self.log_path, "ab") as log_file:
+            self.process = subprocess.Popen(
+                [CUSTOMS, "worker", "--name", "chaos-second"], env=env, cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT
+            )
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def freeze(self) -> None:
+        os.kill(self.pid, signal.SIGSTOP)
+        self.stopped = True
+
+    def thaw(self) -> None:
+        os.kill(self.pid, signal.SIGCONT)
+        self.stopped = False
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        if self.stopped:
+            self.thaw()
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(30)
+
+
+@dataclass
+class Rig:
+    """The parts of a scenario beyond serve: Prefect's own cluster, a second worker, Redis, the backup taken."""
+
+    prefect_cluster: PgCluster | None = None
+    worker: SecondWorker | None = None
+    redis: PrivateRedis | None = None
+    restore: dict[str, Any] = field(default_factory=dict)  # restore: the backup, what was seen before, the report
+
+
+def start_ha_server(env: dict[str, str], redis: PrivateRedis, workdir: Path) -> dict[str, str]:
+    """`customs server start --ha` on two free ports with the private Redis; returns what serve is to be given."""
+    if not env.get("CUSTOMS_PREFECT_DATABASE_URL", "").startswith("postgresql://"):
+        raise RuntimeError("the high-availability Prefect server needs PostgreSQL: run with --prefect-db postgres")
+    redis.start()
+    ports = [free_port(), free_port()]
+    ha = {"CUSTOMS_PREFECT_HA_PORTS": json.dumps(ports), "CUSTOMS_REDIS_URL": redis.url}
+    started = subprocess.run(
+        [CUSTOMS, "server", "start", "--ha"], env=env | ha, cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    (workdir / "server-start-ha.log").write_text(started.stdout + started.stderr)
+    if started.returncode != 0:
+        raise RuntimeError(f"customs server start --ha failed: {(started.stdout + started.stderr)[-600:]}")
+    return ha | {"CUSTOMS_PREFECT_API_URL": f"http://127.0.0.1:{ports[0]}/api"}
+
+
+# ----------------------------------------------------------------------------------------------
 # One scenario
 
 
@@ -689,6 +905,7 @@ class Run:
     figures: dict[str, Any] = field(default_factory=dict)
     checks: list[dict[str, Any]] = field(default_factory=list)
     events: list[tuple[float, str]] = field(default_factory=list)
+    forgotten: set[str] = field(default_factory=set)  # restore: accepted, then lost with the restore (its report's)
 
     @property
     def hold(self) -> Path:
@@ -716,7 +933,8 @@ def run_scenario(scenario: Scenario, args, items, pki) -> dict[str, Any]:
     workdir.mkdir(parents=True, exist_ok=True)
     run = Run(scenario, workdir, len(items))
     cluster = PgCluster(workdir / "pg")
-    prefect_cluster = PgCluster(workdir / "prefect-pg") if args.prefect_db == "postgres" else None
+    rig = Rig(prefect_cluster=PgCluster(workdir / "prefect-pg") if args.prefect_db == "postgres" else None)
+    prefect_cluster = rig.prefect_cluster
     smtp = SmtpRecorder() if scenario.smtp else None
     tmpfs = Tmpfs(workdir / "outbox-tmpfs") if scenario.fault == "disk-full" else None
     served: Served | None = None
@@ -749,6 +967,9 @@ def run_scenario(scenario: Scenario, args, items, pki) -> dict[str, Any]:
         if tmpfs is not None:
             tmpfs.mount()
             env["CUSTOMS_OUTBOX_DIR"] = str(tmpfs.path)
+        if scenario.ha:  # the high-availability Prefect server, started apart; serve is given its first API
+            rig.redis = PrivateRedis(workdir / "redis")
+            env.update(start_ha_server(env, rig.redis, workdir))
         served = Served(env, workdir / "serve.log")
         hook = None
         if scenario.step:  # the test-only hook of flows/clearance.py: every run waits there while the file exists
@@ -766,21 +987,24 @@ def run_scenario(scenario: Scenario, args, items, pki) -> dict[str, Any]:
         if added.returncode != 0:
             raise RuntimeError(f"customs clients add failed: {added.stdout} {added.stderr}")
         token = json.loads(added.stdout)["token"]
-        prober = Prober(served).start()
+        if scenario.second_worker:
+            rig.worker = SecondWorker(workdir / "worker.log")
+            rig.worker.start(served, hook)
+        prober = Prober(served, api_calls=scenario.ha).start()
         stream = scenario.lead + scenario.duration + scenario.tail
         rate = len(items) / stream
         run.figures["rate_per_s"] = round(rate, 2)
         load = Load(served.api, token, items, rate).start()
         run.mark(f"load started: {len(items)} declarations at {rate:.2f}/s")
         time.sleep(scenario.lead)
-        window_end = inject(run, scenario, served, cluster, smtp, tmpfs, prober)
+        window_end = inject(run, scenario, served, cluster, smtp, tmpfs, prober, rig, load)
         fault_end = run.figures["fault_end"]
         if not load.wait(max(60.0, stream + 400 - (time.time() - run.figures["fault_start"]))):
             run.mark("the load did not finish (submissions still retrying)")
         run.mark(f"load done: {len(load.accepted)} accepted, {len(load.gave_up)} given up")
         final_at = wait_final(run, served, load, fault_end, args.wait)
         notices_at = wait_notices(run, served, load, smtp, tmpfs, args.wait) if final_at else None
-        run.figures["_application_ids"] = sorted(v["application_id"] for v in load.accepted.values())
+        run.figures["_application_ids"] = sorted({v["application_id"] for v in load.accepted.values()} - run.forgotten)
         settled_at = wait_runs(run, served, args.wait) if final_at else None
         run.figures.pop("_application_ids")
         run.figures["runs_settled_after_fault_end_s"] = (
@@ -788,7 +1012,7 @@ def run_scenario(scenario: Scenario, args, items, pki) -> dict[str, Any]:
         )
         prober.stop.set()
         measure(run, served, load, prober, window_end, final_at, notices_at)
-        invariants(run, served, load, smtp, tmpfs)
+        invariants(run, served, load, smtp, tmpfs, rig, prober)
     except Exception as exc:
         error = f"{type(exc).__name__}: {exc}"
         log(f"{scenario.name}: ERROR {error}")
@@ -797,8 +1021,12 @@ def run_scenario(scenario: Scenario, args, items, pki) -> dict[str, Any]:
         run.hold.unlink(missing_ok=True)
         if prober is not None:
             prober.stop.set()
+        if rig.worker is not None:  # before serve: it would otherwise run on against a stopped server
+            rig.worker.stop()
         if served is not None:
             served.stop()
+        if rig.redis is not None:
+            rig.redis.kill()
         if smtp is not None:
             smtp.close()
         leftovers = kill_processes_under(workdir, spare_postgres=True)
@@ -830,7 +1058,9 @@ def run_scenario(scenario: Scenario, args, items, pki) -> dict[str, Any]:
     return result
 
 
-def inject(run: Run, scenario: Scenario, served: Served, cluster: PgCluster, smtp, tmpfs, prober: Prober) -> float:
+def inject(
+    run: Run, scenario: Scenario, served: Served, cluster: PgCluster, smtp, tmpfs, prober: Prober, rig: Rig, load: Load
+) -> float:
     """Cause the fault, end it after its duration; returns the end of the window in which its effects are measured."""
     fault = scenario.fault
     if fault == "prefect-kill":
@@ -839,19 +1069,15 @@ def inject(run: Run, scenario: Scenario, served: Served, cluster: PgCluster, smt
         os.killpg(pid, signal.SIGKILL)
         run.figures["fault_start"] = run.figures["fault_end"] = start
         run.let_go()
-        # The outage lasts until the supervisor's restart answers: that is the window measured.
-        deadline = time.time() + 600
-        seen_down = False
-        while time.time() < deadline:
-            time.sleep(0.5)
-            last = prober.prefect[-1] if prober.prefect else None
-            if last and last["t"] > start and not last["ok"]:
-                seen_down = True
-            if seen_down and last and last["ok"] and last["t"] > start:
-                break
-        back = run.mark(f"the Prefect server answers again (pid {served.prefect_pid()})")
-        run.figures["prefect_outage_s"] = round(back - start, 1)
-        return back
+        return wait_prefect_back(run, served, prober, start)
+    if fault == "prefect-db-lost":
+        return lose_prefect_database(run, served, prober, rig)
+    if fault == "zombie-worker":
+        return freeze_worker(run, scenario, served, rig)
+    if fault == "redis-down":
+        return stop_redis(run, scenario, rig)
+    if fault == "restore":
+        return back_up_and_restore(run, scenario, served, smtp, rig, load)
     if fault == "serve-kill":
         start = run.mark(f"kill -9 of customs serve (pid {served.process.pid}), its runs held at {scenario.step}")
         served.kill9()
@@ -897,6 +1123,152 @@ def inject(run: Run, scenario: Scenario, served: Served, cluster: PgCluster, smt
     raise ValueError(fault)
 
 
+def wait_prefect_back(run: Run, served: Served, prober: Prober, start: float) -> float:
+    """Until the Prefect server, seen down since ``start``, answers again (the supervisor restarted it)."""
+    deadline = time.time() + 600
+    seen_down = False
+    while time.time() < deadline:
+        time.sleep(0.5)
+        last = prober.prefect[-1] if prober.prefect else None
+        if last and last["t"] > start and not last["ok"]:
+            seen_down = True
+        if seen_down and last and last["ok"] and last["t"] > start:
+            break
+    back = run.mark(f"the Prefect server answers again (pid {served.prefect_pid()})")
+    run.figures["prefect_outage_s"] = round(back - start, 1)
+    return back
+
+
+def lose_prefect_database(run: Run, served: Served, prober: Prober, rig: Rig) -> float:
+    """prefect-db-lost: kill -9 of the Prefect server, its database gone (created again empty) before the
+    supervisor starts it again: the pool, the deployments, the automations and every run's record are lost."""
+    pid = served.prefect_pid()
+    start = run.mark(f"kill -9 of the Prefect server's process group ({pid}); its database to be lost")
+    os.killpg(pid, signal.SIGKILL)
+    run.figures["fault_start"] = run.figures["fault_end"] = start
+    if rig.prefect_cluster is not None:
+        import psycopg
+
+        with psycopg.connect(rig.prefect_cluster.url("postgres"), autocommit=True) as connection:
+            connection.execute('DROP DATABASE "prefect" WITH (FORCE)')
+            connection.execute('CREATE DATABASE "prefect"')
+        lost = "PostgreSQL database prefect dropped and created again, empty"
+    else:
+        files = sorted((Path(served.env["CUSTOMS_DATA_DIR"]) / "prefect").glob("prefect.db*"))
+        for path in files:
+            path.unlink()
+        lost = f"SQLite files deleted: {[p.name for p in files]}"
+    run.mark(lost)
+    run.let_go()
+    return wait_prefect_back(run, served, prober, start)
+
+
+def runs_held_by(served: Served, pid: int) -> list[str]:
+    """The clearance runs Running in a worker process (its pid in the run's infrastructure_pid, host:pid:run)."""
+    return [r["id"] for r in clearance_runs(served) if r["state"] == "RUNNING" and f":{pid}:" in (r["infrastructure_pid"] or "")]
+
+
+def freeze_worker(run: Run, scenario: Scenario, served: Served, rig: Rig) -> float:
+    """zombie-worker: SIGSTOP of the second worker while it holds runs at the hook's step; the held runs are let go
+    (serve's continue, the frozen worker's cannot); SIGCONT after the scenario's duration."""
+    worker = rig.worker
+    deadline, held = time.time() + 90, []
+    while time.time() < deadline:  # its share of the held runs: two at least, or what it has after 90 s
+        with contextlib.suppress(httpx.HTTPError, ValueError):
+            held = runs_held_by(served, worker.pid)
+        if len(held) >= 2:
+            break
+        time.sleep(2)
+    start = run.mark(f"SIGSTOP of the second worker (pid {worker.pid}), holding {len(held)} runs at {scenario.step}")
+    worker.freeze()
+    run.figures["fault_start"] = start
+    run.figures["zombie_pid"] = worker.pid
+    run.figures["zombie_runs"] = held
+    run.let_go()
+    time.sleep(scenario.duration)
+    worker.thaw()
+    end = run.mark("SIGCONT of the second worker: the zombie wakes")
+    run.figures["fault_end"] = end
+    return end
+
+
+def stop_redis(run: Run, scenario: Scenario, rig: Rig) -> float:
+    """redis-down: the high-availability server's Redis killed, started again (empty) after the duration."""
+    start = run.mark(f"Redis (port {rig.redis.port}) stopped")
+    rig.redis.kill()
+    run.figures["fault_start"] = start
+    run.let_go()
+    time.sleep(scenario.duration)
+    rig.redis.start()
+    end = run.mark("Redis started again (empty: no persistence)")
+    run.figures["fault_end"] = end
+    return end
+
+
+def numbers_held(served: Served) -> dict[str, str]:
+    """Every registration number in the application's database, with its declaration."""
+    from sqlalchemy import text
+
+    engine = engine_of(served)
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(text("SELECT application_id, registration_number FROM declaration")).all()
+    finally:
+        engine.dispose()
+    return {a: n for a, n in rows if n}
+
+
+def back_up_and_restore(run: Run, scenario: Scenario, served: Served, smtp, rig: Rig, load: Load) -> float:
+    """restore: `customs backup create` mid-stream, clearing goes on for the duration, serve stopped (Ctrl-C),
+    `customs backup restore`, serve started again. What was announced before the restore is kept for the checks."""
+    backup_started = run.mark("customs backup create")
+    made = served.cli("backup", "create", "--json", timeout=600)
+    if made.returncode != 0:
+        raise RuntimeError(f"customs backup create failed: {made.stdout[-400:]} {made.stderr[-400:]}")
+    folder = json.loads(made.stdout)["folder"]
+    run.figures["fault_start"] = run.mark(f"backup written to {folder}")
+    run.let_go()  # the runs held before release go on: the backup has them registered, not released
+    time.sleep(scenario.duration)
+    run.mark("customs serve stopped (Ctrl-C) for the restore")
+    served.interrupt()
+    time.sleep(1)  # the load thread records the last answers
+    accepted = {v["application_id"]: v["at"] for v in load.accepted.values()}
+    before = numbers_held(served)
+    restored = served.cli("backup", "restore", folder, "--json", timeout=600)
+    if restored.returncode != 0:
+        raise RuntimeError(f"customs backup restore failed: {restored.stdout[-400:]} {restored.stderr[-400:]}")
+    report = json.loads(restored.stdout)["check"]
+    run.forgotten = set(accepted) - set(_declaration_ids(served))
+    verify = served.cli("audit", "verify")
+    rig.restore.update(
+        folder=folder,
+        backup_started=backup_started,
+        accepted=accepted,
+        numbers_before=before,
+        numbers_told=[(m["application_id"], n) for m in smtp.handler.received for n in m["numbers"]] if smtp else [],
+        report=report,
+        verify_after_restore=(verify.returncode, (verify.stdout.strip() or verify.stderr.strip())[-300:]),
+    )
+    run.mark(f"restored: {restored.stdout and json.loads(restored.stdout)['summary']}")
+    end = run.mark("customs serve started again on the restored database")
+    served.start()
+    run.figures["fault_end"] = end
+    back = served.wait_ready()
+    run.mark("customs serve answers again")
+    return back
+
+
+def _declaration_ids(served: Served) -> list[str]:
+    from sqlalchemy import text
+
+    engine = engine_of(served)
+    try:
+        with engine.connect() as connection:
+            return [a for (a,) in connection.execute(text("SELECT application_id FROM declaration"))]
+    finally:
+        engine.dispose()
+
+
 def engine_of(served: Served):
     from sqlalchemy import create_engine
 
@@ -918,7 +1290,7 @@ def wait_final(run: Run, served: Served, load: Load, fault_end: float, wait: flo
                 time.sleep(1)
                 continue
             statuses = {a: str(s).lower() for a, s in rows}
-            accepted = {v["application_id"] for v in load.accepted.values()}
+            accepted = {v["application_id"] for v in load.accepted.values()} - run.forgotten
             if accepted <= set(statuses) and all(s in FINAL for s in statuses.values()) and load.done.is_set():
                 at = run.mark(f"all {len(statuses)} declarations final")
                 return at
@@ -961,10 +1333,9 @@ def wait_notices(run: Run, served: Served, load: Load, smtp, tmpfs, wait: float)
 
 
 def clearance_runs(served: Served) -> list[dict[str, Any]]:
-    """Every clearance flow run in Prefect: its application, state type and run count."""
+    """Every clearance flow run in Prefect: its id, application, state type, run count and worker (infrastructure_pid)."""
     runs, offset = [], 0
-    login = (Path(served.env["CUSTOMS_DATA_DIR"]) / "prefect-auth").read_text().strip()  # the server's (issue 23)
-    with httpx.Client(timeout=10.0, auth=tuple(login.split(":", 1))) as client:
+    with httpx.Client(timeout=10.0, auth=served.prefect_login()) as client:
         while True:
             page = client.post(
                 f"{served.prefect}/flow_runs/filter",
@@ -972,15 +1343,28 @@ def clearance_runs(served: Served) -> list[dict[str, Any]]:
             ).json()
             runs += [
                 {
+                    "id": r.get("id"),
                     "application_id": (r.get("parameters") or {}).get("application_id"),
                     "state": (r.get("state") or {}).get("type"),
                     "run_count": r.get("run_count"),
+                    "infrastructure_pid": r.get("infrastructure_pid"),
                 }
                 for r in page
             ]
             if len(page) < 200:
                 return runs
             offset += 200
+
+
+def state_histories(served: Served, run_ids: list[str]) -> dict[str, list[tuple[str, float]]]:
+    """Each flow run's states in Prefect, oldest first: type (SCHEDULED, PENDING, RUNNING, CRASHED, ...) and time."""
+    histories = {}
+    with httpx.Client(timeout=10.0, auth=served.prefect_login()) as client:
+        for run_id in run_ids:
+            states = client.get(f"{served.prefect}/flow_run_states/", params={"flow_run_id": run_id}).json()
+            stamped = [(s["type"], datetime.fromisoformat(s["timestamp"]).timestamp()) for s in states]
+            histories[run_id] = sorted(stamped, key=lambda state: state[1])
+    return histories
 
 
 def wait_runs(run: Run, served: Served, wait: float) -> float | None:
@@ -1087,7 +1471,111 @@ def measure(run: Run, served: Served, load: Load, prober: Prober, window_end: fl
         figures["release_notices_delivered_after_fault_end_s"] = round(notices_at - fault_end, 1)
 
 
-def invariants(run: Run, served: Served, load: Load, smtp, tmpfs) -> None:
+def alerts_per_crash(run: Run, served: Served, histories: dict[str, list[str]]) -> None:
+    """One operations alert per crashed or failed attempt: ops_alert rows (key clearance_run:<run>:<count>) against
+    the Crashed and Failed states in each run's history."""
+    from sqlalchemy import text
+
+    engine = engine_of(served)
+    try:
+        with engine.connect() as connection:
+            keys = [k for (k,) in connection.execute(text("SELECT key FROM ops_alert WHERE kind = 'clearance_run_failed'"))]
+    finally:
+        engine.dispose()
+    alerts = Counter(key.split(":")[1] for key in keys)
+    crashes = {rid: sum(1 for t in states if t in ("CRASHED", "FAILED")) for rid, states in histories.items()}
+    wrong = {rid: {"crashed_or_failed": c, "alerts": alerts.get(rid, 0)} for rid, c in crashes.items() if c != alerts.get(rid, 0)}
+    run.figures["crashes_and_alerts"] = {"crashed_or_failed": sum(crashes.values()), "alerts": len(keys)}
+    run.check(
+        "one alert per crashed or failed run attempt (ops_alert against Prefect's state history)",
+        not wrong,
+        f"{sum(crashes.values())} crashed or failed states, {len(keys)} alerts; runs where they differ {list(wrong.items())[:5]}",
+    )
+
+
+def zombie_invariants(run: Run, served: Served, smtp, rig: Rig, prober: Prober) -> None:
+    runs = clearance_runs(served)
+    stamps = state_histories(served, [r["id"] for r in runs])
+    histories = {rid: [t for t, _ in states] for rid, states in stamps.items()}
+    final = {r["id"]: r for r in runs}
+    zombie, pid = run.figures.get("zombie_runs", []), run.figures.get("zombie_pid")
+    not_rerun = [
+        rid
+        for rid in zombie
+        if "CRASHED" not in histories.get(rid, [])
+        or final.get(rid, {}).get("state") != "COMPLETED"
+        or f":{pid}:" in (final.get(rid, {}).get("infrastructure_pid") or "")
+    ]
+    run.check(
+        "the frozen worker's runs crashed and were completed by the other worker",
+        bool(zombie) and not not_rerun,
+        f"{len(zombie)} runs held by the frozen worker; not crashed, not completed or last run by it: "
+        f"{[(r, histories.get(r), final.get(r, {}).get('infrastructure_pid')) for r in not_rerun][:3]}",
+    )
+    # A terminal state written after the run was Completed: the zombie finishing an attempt another one completed.
+    after_done = {rid: states[states.index("COMPLETED") :] for rid, states in histories.items() if "COMPLETED" in states[:-1]}
+    woke = run.figures.get("fault_end", 0)
+    run.figures["states_after_completed"] = {  # when, from the SIGCONT: the zombie's, or another's
+        rid: [f"{t} {at - woke:+.1f} s" for t, at in stamps[rid][histories[rid].index("COMPLETED") :]] for rid in after_done
+    }
+    run.figures["completed_states_per_run_max"] = max((s.count("COMPLETED") for s in histories.values()), default=0)
+    run.check(
+        "no run has a state after Completed (one Completed each: the zombie wrote no second end)",
+        not after_done,
+        f"{len(after_done)} runs; e.g. {list(after_done.items())[:3]}",
+    )
+    alerts_per_crash(run, served, histories)
+
+
+def redis_invariants(run: Run, served: Served, smtp, rig: Rig, prober: Prober) -> None:
+    """Readiness must not say ready while Prefect answers 5xx (or not at all) to a worker's calls."""
+    failing = [p["t"] for p in prober.prefect if any(not isinstance(s, int) or s >= 500 for s in p.get("api", []))]
+    ready_then = [r for r in prober.ready if r.get("ready") == "ready" and any(abs(r["t"] - t) <= 0.5 for t in failing)]
+    run.figures["prefect_api_failing_probes"] = len(failing)
+    run.figures["prefect_api_statuses"] = dict(Counter(str(s) for p in prober.prefect for s in p.get("api", [])))
+    run.figures["ready_while_prefect_failing"] = len(ready_then)
+    run.check(
+        "readiness not 'ready' while Prefect answers 5xx (probes within 0.5 s of a failing Prefect call)",
+        not ready_then,
+        f"{len(ready_then)} readiness probes said ready while Prefect failed ({len(failing)} failing Prefect probes)",
+    )
+    runs = clearance_runs(served)
+    histories = state_histories(served, [r["id"] for r in runs])
+    alerts_per_crash(run, served, {rid: [t for t, _ in states] for rid, states in histories.items()})
+
+
+def restore_invariants(run: Run, served: Served, smtp, rig: Rig, prober: Prober) -> None:
+    """No number issued twice, no message received twice, the report lists exactly what the restore lost."""
+    r = rig.restore
+    holders: dict[str, set[str]] = {}
+    told = [*r["numbers_before"].items(), *r["numbers_told"], *numbers_held(served).items()]
+    told += [(m["application_id"], n) for m in smtp.handler.received for n in m["numbers"]]
+    for application_id, number in told:
+        holders.setdefault(number, set()).add(application_id)
+    shared = {n: sorted(a) for n, a in holders.items() if len(a) > 1}
+    run.figures["numbers_seen"] = len(holders)
+    run.check(
+        "restore: no registration number held by two declarations (database before and after, notices received)",
+        not shared,
+        f"{len(holders)} numbers seen; held by several {list(shared.items())[:5]}",
+    )
+    twice = {mid: c for mid, c in Counter(m["message_id"] for m in smtp.handler.received).items() if c > 1}
+    run.check("restore: no Message-ID received twice (every kind)", not twice, f"received more than once {twice}")
+    report = r["report"]
+    listed = {d["application_id"] for d in report["lost"]}
+    before_backup = sorted(a for a in run.forgotten if r["accepted"][a] < r["backup_started"])
+    run.figures["restore_report"] = {k: len(report[k]) for k in ("counters_raised", "notices_marked_sent", "lost", "behind")}
+    run.figures["lost_with_the_restore"] = len(run.forgotten)
+    run.figures["audit_verify_after_restore"] = r["verify_after_restore"]
+    run.check(
+        "restore: the report lists exactly the declarations accepted after the backup that the database lacks",
+        listed == run.forgotten and not before_backup,
+        f"{len(run.forgotten)} accepted and lacking, {len(listed)} listed; not listed {sorted(run.forgotten - listed)[:5]}; "
+        f"listed but held {sorted(listed - run.forgotten)[:5]}; accepted before the backup yet lacking {before_backup[:5]}",
+    )
+
+
+def invariants(run: Run, served: Served, load: Load, smtp, tmpfs, rig: Rig, prober: Prober) -> None:
     from sqlalchemy import text
 
     figures = run.figures
@@ -1124,12 +1612,13 @@ def invariants(run: Run, served: Served, load: Load, smtp, tmpfs) -> None:
     figures["outbox"] = {f"{k}/{s}": c for (k, s), c in sorted(outbox.items())}
     accepted = {v["application_id"] for v in load.accepted.values()}
 
-    lost = sorted(accepted - set(declarations))
+    lost = sorted(accepted - set(declarations) - run.forgotten)  # restore: what it lost is its report's (below)
     not_final = sorted(a for a, (s, _, _) in declarations.items() if s != "released")
     run.check(
         "nothing lost: every accepted declaration stored and released",
         not lost and not not_final and not load.gave_up,
-        f"{len(accepted)} accepted, {len(declarations)} stored; missing {lost[:5]}; not released {not_final[:5]}; "
+        f"{len(accepted)} accepted, {len(declarations)} stored, {len(run.forgotten)} lost with the restore (listed by it: "
+        f"below); missing {lost[:5]}; not released {not_final[:5]}; "
         f"submissions given up {len(load.gave_up)}",
     )
     twice = {a: transitions[(a, "released")] for a in declarations if transitions[(a, "released")] != 1}
@@ -1141,10 +1630,16 @@ def invariants(run: Run, served: Served, load: Load, smtp, tmpfs) -> None:
     for number in numbers:
         office, day, serial = number.split("/")
         by_day.setdefault(f"{office}/{day}", []).append(int(serial))
+    # restore: the numbers of the declarations it lost stay unissued (their declarants hold them): gaps, but no others
+    excused = Counter()
+    for lost in rig.restore.get("report", {}).get("lost", ()):
+        if lost.get("registration_number"):
+            office, day, serial = lost["registration_number"].split("/")
+            excused[(f"{office}/{day}", int(serial))] += 1
     gaps = {
-        key: sorted(set(range(1, max(serials) + 1)) - set(serials))
+        key: missing
         for key, serials in by_day.items()
-        if sorted(serials) != list(range(1, len(serials) + 1))
+        if (missing := sorted(set(range(1, max(serials) + 1)) - set(serials) - {s for k, s in excused if k == key}))
     }
     run.check(
         "registration numbers unique and gapless per office and day",
@@ -1256,6 +1751,24 @@ def invariants(run: Run, served: Served, load: Load, smtp, tmpfs) -> None:
         )
     restarts = served.log_path.read_text(errors="replace").count("restarting it")
     figures["prefect_restarts_by_supervisor"] = restarts
+    figures["prefect_objects"] = prefect_objects(served)
+    more = {"zombie-worker": zombie_invariants, "redis-down": redis_invariants, "restore": restore_invariants}
+    if run.scenario.fault in more:
+        more[run.scenario.fault](run, served, smtp, rig, prober)
+
+
+def prefect_objects(served: Served) -> dict[str, Any]:
+    """What Prefect holds of the project at the end: the work pool, deployments and automations (prefect-db-lost)."""
+    with httpx.Client(timeout=10.0, auth=served.prefect_login()) as client:
+        try:
+            pool = client.get(f"{served.prefect}/work_pools/customs")
+        except httpx.HTTPError as exc:
+            return {"error": type(exc).__name__}
+        return {
+            "work_pool": pool.json().get("status") if pool.status_code == 200 else pool.status_code,
+            "deployments": len(client.post(f"{served.prefect}/deployments/filter", json={}).json()),
+            "automations": len(client.post(f"{served.prefect}/automations/filter", json={}).json()),
+        }
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1315,6 +1828,9 @@ def main() -> None:
         default="postgres",
         help="Prefect's own database: a second private PostgreSQL cluster (no scenario stops it), or its embedded SQLite",
     )
+    parser.add_argument(
+        "--zombie-seconds", type=float, default=180, help="how long zombie-worker keeps the second worker stopped (SIGSTOP)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the scenarios' directories (logs are kept anyway)")
     parser.add_argument("--list", action="store_true", help="list the scenarios")
     parser.add_argument("--out", type=Path, default=None, help="results JSON (default bench/results/chaos-<time>.json)")
@@ -1324,6 +1840,12 @@ def main() -> None:
             print(f"{s.name:<28} {s.what}")
         return
     scenarios = select([n for group in args.only or [] for n in group.split(",") if n])
+    scenarios = [
+        replace(s, duration=args.zombie_seconds, what=s.what.replace("180 s", f"{args.zombie_seconds:g} s"))
+        if s.fault == "zombie-worker"
+        else s
+        for s in scenarios
+    ]
     if any(s.fault == "disk-full" for s in scenarios) and os.geteuid() != 0:
         raise SystemExit("disk-full mounts a tmpfs: run as root, or leave it out (--only ...)")
     args.root = Path(tempfile.mkdtemp(prefix="customs-chaos-"))
