@@ -195,7 +195,7 @@ def _decision(
 ) -> dict[str, Markup]:
     """Box C (the decision by its code's name, when and by whom) and box D (the release mark)."""
     decisions = reference.classifiers.decisions if reference.classifiers else None
-    when = copy_time(declaration.decided_at)
+    when = _nowrap(copy_time(declaration.decided_at))
     if declaration.decided_by == "system":
         who = words["decided_by_system"]
     else:
@@ -216,7 +216,10 @@ def _decision(
         stamp = escape("—")
     elif mark.affixed_at:
         stamp = _say(
-            words["mark_affixed"], at=copy_time(mark.affixed_at), official=_official(reference, mark.affixed_by), zone=zone_name
+            words["mark_affixed"],
+            at=_nowrap(copy_time(mark.affixed_at)),
+            official=_official(reference, mark.affixed_by),
+            zone=zone_name,
         )
     elif mark.withdrawn_at is not None:
         stamp = escape(words["mark_withdrawn"])
