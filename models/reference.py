@@ -114,6 +114,42 @@ class GroundsFile(BaseModel):
     grounds: list[Ground] = Field(min_length=1)
 
 
+class ClassifierCode(BaseModel):
+    """A code of a classifier and its names: ``titles`` the full name per language, ``names`` a short one where the
+    classifier has it (units: "шт", "кг"), ``aliases`` other spellings declarations carry (a Latin "BN" for "БН")."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    code: str = Field(min_length=1, max_length=10)
+    titles: dict[Language, str]
+    names: dict[Language, str] = Field(default_factory=dict)
+    aliases: list[str] = Field(default_factory=list)
+
+
+class Classifier(BaseModel):
+    """The codes of one classifier that the project prints by name, with the published classifier they come from."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    source: str = Field(min_length=1)
+    codes: list[ClassifierCode] = Field(min_length=1)
+
+    def find(self, code: object) -> ClassifierCode | None:
+        text = str(code or "").strip()
+        return next((c for c in self.codes if text == c.code or text in c.aliases), None)
+
+
+class ClassifiersFile(BaseModel):
+    """reference/classifiers.json: the names of codes a declaration carries (boxes 1, 41, 44, 47 and C)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    comment: str | None = None
+    units: Classifier
+    payment_methods: Classifier
+    payment_types: Classifier
+    document_types: Classifier
+    procedures: Classifier
+    decisions: Classifier
+
+
 class ReferenceData(BaseModel):
     """Everything the rules read besides the declaration itself."""
 
@@ -123,6 +159,7 @@ class ReferenceData(BaseModel):
     officials: dict[str, Official] = Field(default_factory=dict)
     grounds: dict[str, Ground] = Field(default_factory=dict)
     authority: Authority | None = None
+    classifiers: ClassifiersFile | None = None
 
     def zones_of(self, office: str) -> list[str]:
         found = self.offices.get(office)

@@ -1,5 +1,5 @@
 """Reference data loaded from JSON files and validated at start-up: offices and zones, risk profiles,
-officials, grounds for refusing or cancelling a release."""
+officials, grounds for refusing or cancelling a release, the names of classifier codes."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from models.identifiers import is_valid_identifier
-from models.reference import GroundsFile, OfficesFile, OfficialsFile, ReferenceData, RiskProfilesFile
+from models.reference import ClassifiersFile, GroundsFile, OfficesFile, OfficialsFile, ReferenceData, RiskProfilesFile
 
 
 class ReferenceDataError(Exception):
@@ -29,6 +29,27 @@ def _read(path: Path, model):
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise ReferenceDataError(f"reference data file {path} is invalid: {problems}") from None
+
+
+def _classifiers(path: Path) -> ClassifiersFile:
+    """Every code named in the three languages, no code (or alias) twice in a classifier."""
+    found = _read(path, ClassifiersFile)
+    for name in ClassifiersFile.model_fields:
+        classifier = getattr(found, name)
+        if name == "comment" or classifier is None:
+            continue
+        seen: set[str] = set()
+        for entry in classifier.codes:
+            missing = {"kk", "ru", "en"} - set(entry.titles)
+            if missing:
+                raise ReferenceDataError(f"{path}: {name} code {entry.code} has no title in {', '.join(sorted(missing))}")
+            if entry.names and {"kk", "ru", "en"} - set(entry.names):
+                raise ReferenceDataError(f"{path}: {name} code {entry.code} has short names, but not in every language")
+            for spelling in (entry.code, *entry.aliases):
+                if spelling in seen:
+                    raise ReferenceDataError(f"{path}: {name} code {spelling} appears twice")
+                seen.add(spelling)
+    return found
 
 
 @lru_cache(maxsize=4)
@@ -74,6 +95,7 @@ def load_reference(directory: Path) -> ReferenceData:
             )
     return ReferenceData(
         offices={o.code: o for o in offices.offices},
+        classifiers=_classifiers(directory / "classifiers.json"),
         risk_profiles=tuple(profiles.profiles),
         officials={o.id: o for o in officials.officials},
         grounds={g.code: g for g in grounds.grounds},

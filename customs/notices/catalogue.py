@@ -52,12 +52,13 @@ def placeholders(text: str) -> set[str]:
     return names
 
 
-@lru_cache(maxsize=8)
-def entries(language: str, directory: Path = LOCALE_DIR) -> Entries:
-    """(msgctxt, msgid) -> msgstr of the language's catalogue: translated, not fuzzy, placeholders checked."""
-    path = directory / language / "LC_MESSAGES" / f"{DOMAIN}.po"
+@lru_cache(maxsize=16)
+def entries(language: str, directory: Path = LOCALE_DIR, domain: str = DOMAIN) -> Entries:
+    """(msgctxt, msgid) -> msgstr of the language's catalogue: translated, not fuzzy, placeholders checked.
+    ``domain``: which catalogue (``reasons``; ``paper_copy``: the paper copy's words, customs.notices.paper_copy)."""
+    path = directory / language / "LC_MESSAGES" / f"{domain}.po"
     with path.open("rb") as handle:
-        catalog = read_po(handle, locale=language, domain=DOMAIN)
+        catalog = read_po(handle, locale=language, domain=domain)
     found: Entries = {}
     for message in catalog:
         if not message.id or not message.string or message.fuzzy:

@@ -1,5 +1,10 @@
 """The paper copy of an electronic declaration: a Jinja2 HTML template (templates/print/) rendered to PDF
-by WeasyPrint with an embedded DejaVu font (Cyrillic and the Kazakh letters Ә Ғ Қ Ң Ө Ұ Ү Һ І)."""
+by WeasyPrint with an embedded DejaVu font (Cyrillic and the Kazakh letters Ә Ғ Қ Ң Ө Ұ Ү Һ І).
+
+The copy is wholly in the declarant's language (kk, ru, en): its words come from the catalogue
+locale/<lang>/LC_MESSAGES/paper_copy.po, the codes it prints (status, unit, payment method and type, document
+type, procedure, decision) by their names (the catalogue, reference/classifiers.json), officials by name
+(reference/officials.json), dates dd.mm.yyyy and times HH:MM in Astana time (docs/explanation/paper-copies.md)."""
 
 from __future__ import annotations
 
@@ -11,20 +16,27 @@ import json
 import logging
 import multiprocessing
 import multiprocessing.pool
+import string
 import threading
-from datetime import datetime
+from datetime import date, datetime
 from string import hexdigits
 from typing import Any
 from urllib.parse import urlencode
 
-from customs.core.clock import kz_display
+from markupsafe import Markup, escape
+
+from customs.core.clock import kz_local
 from customs.core.paths import TEMPLATES_DIR
 from customs.core.settings import get_settings
+from customs.notices.catalogue import entries
 from customs.notices.render import template_environment
 from customs.rules.printing import WaitingCopy, next_to_render
 from customs.rules.signers import LEGAL_ENTITY
 from models.declaration import Declaration, ReleaseMark
-from models.reference import ReferenceData
+from models.outbox import addressee_of
+from models.reference import Classifier, ClassifiersFile, ReferenceData
+
+log = logging.getLogger(__name__)
 
 CHECK_PATH = "/v1/documents/check"
 
@@ -44,6 +56,178 @@ def qr_data_uri(text: str) -> str:
     return "data:image/svg+xml;base64," + base64.b64encode(out.getvalue()).decode("ascii")
 
 
+COPY_DOMAIN = "paper_copy"  # locale/<lang>/LC_MESSAGES/paper_copy.po: every word the copy prints
+CODE_NAMES = ("status", "channel", "direction", "role")  # the catalogue's msgctxt of code names
+
+
+def copy_language(declaration: Declaration) -> str:
+    """The declarant's language, as the stored document gives it (kk, ru, en; ru when it names none)."""
+    return addressee_of(declaration.content)["language"]
+
+
+def copy_words(language: str) -> dict[str, Any]:
+    """The copy's words in ``language``: ``{msgid: text}``, and ``{context: {code: name}}`` for ``CODE_NAMES``.
+    A word the language's catalogue lacks is the English one (logged; tests/unit/test_paper_copy_words.py keeps
+    the three catalogues complete)."""
+    english = entries("en", domain=COPY_DOMAIN)
+    table = entries(language, domain=COPY_DOMAIN) if language != "en" else english
+    words: dict[str, Any] = {context: {} for context in CODE_NAMES}
+    for (context, key), text in english.items():
+        if (context, key) not in table:
+            log.warning("the %s paper copy catalogue has no %s; the English word is used", language, key)
+        text = table.get((context, key), text)
+        if context is None:
+            words[key] = text
+        else:
+            words.setdefault(context, {})[key] = text
+    return words
+
+
+def copy_time(moment: datetime | None) -> str:
+    """A time as the copy prints it: dd.mm.yyyy HH:MM in Astana time (UTC+5; the copy says so once)."""
+    return kz_local(moment).strftime("%d.%m.%Y %H:%M") if moment else ""
+
+
+def copy_date(value: Any) -> str:
+    """A date of the document (ISO, as the declaration carries it) as dd.mm.yyyy; anything else as written."""
+    try:
+        return date.fromisoformat(str(value)).strftime("%d.%m.%Y")
+    except ValueError:
+        return str(value or "")
+
+
+def css_string(text: str) -> str:
+    """``text`` as a CSS string: quoted, with quotes, backslashes and ``<`` escaped (it sits inside <style>)."""
+    escaped = text.replace("\\", "\\\\").replace('"', "\\22 ").replace("<", "\\3c ").replace("\n", " ")
+    return f'"{escaped}"'
+
+
+def css_content(template: str, values: dict[str, str], counters: tuple[str, ...] = ()) -> Markup:
+    """A catalogue text as the value of a CSS ``content``: its ``{names}`` filled from ``values``, except the page
+    ``counters`` (``page``, ``pages``), which become ``counter(page)`` where the language puts them."""
+    parts = []
+    for literal, name, _, _ in string.Formatter().parse(template):
+        if literal:
+            parts.append(css_string(literal))
+        if name in counters:
+            parts.append(f"counter({name})")
+        elif name is not None:
+            parts.append(css_string(values[name]))
+    return Markup(" ".join(parts) or '""')
+
+
+def _named(classifier: Classifier | None, code: Any, language: str, short: bool = False) -> str:
+    """A code by its name in the language (the short name where asked and known); an unknown code as written."""
+    entry = classifier.find(code) if classifier else None
+    if entry is None:
+        return str(code or "")
+    return (entry.names.get(language) if short else None) or entry.titles[language]  # type: ignore[index]
+
+
+def _official(reference: ReferenceData, official_id: str | None) -> Markup:
+    """An official by name, with the id staff look them up by (kept on one line); an id the reference data lacks as
+    written."""
+    official = reference.officials.get(official_id or "")
+    if official is None:
+        return _nowrap(official_id or "")
+    return Markup("{} {}").format(official.name, _nowrap(f"({official.id})"))
+
+
+def _nowrap(text: Any) -> Markup:
+    return Markup('<span class="nowrap">{}</span>').format(text)
+
+
+def _say(text: str, **values: Any) -> Markup:
+    """A catalogue text with its ``{names}`` filled, as markup: the text and plain values escaped, markup kept."""
+    return Markup(escape(text)).format(**values)
+
+
+def _lines(document: dict[str, Any], classifiers: ClassifiersFile | None, words: dict[str, Any], language: str) -> dict:
+    """Goods, documents and payments with their codes named (boxes 41, 44, 47) and their dates dd.mm.yyyy."""
+    units = classifiers.units if classifiers else None
+    goods = [
+        {**g, "quantity_text": f"{g.get('quantity')} {_named(units, g.get('unit_code'), language, short=True)}"}
+        for g in document.get("goods") or []
+    ]
+    documents = [
+        {
+            **doc,
+            "type_text": _joined(
+                doc.get("code"), _named(classifiers.document_types if classifiers else None, doc.get("code"), language)
+            ),
+            "date_text": copy_date(doc.get("date")),
+        }
+        for doc in document.get("documents") or []
+    ]
+    payments = []
+    for p in document.get("payments") or []:
+        paid = p.get("paid")
+        methods = classifiers.payment_methods if classifiers else None
+        paid_text = (
+            words["not_paid"]
+            if not paid
+            else _say(
+                words["paid"],
+                method=_named(methods, paid.get("method"), language, short=True),
+                number=paid.get("document_number"),
+                date=_nowrap(copy_date(paid.get("date"))),
+            )
+        )
+        kind = _named(classifiers.payment_types if classifiers else None, p.get("code"), language)
+        payments.append({**p, "type_text": _joined(p.get("code"), kind), "paid_text": paid_text})
+    return {"goods": goods, "documents": documents, "payments": payments}
+
+
+def _box1(document: dict[str, Any], classifiers: ClassifiersFile | None, words: dict[str, Any], language: str) -> str:
+    """Box 1 as the form writes it in the language (ИМ 40, IM 40), and the procedure by its name."""
+    direction = words["direction"].get(document.get("direction"), str(document.get("direction") or ""))
+    code = str(document.get("procedure") or "")
+    procedure = _named(classifiers.procedures if classifiers else None, code, language)
+    return _joined(" ".join(filter(None, [direction, code])), procedure if procedure != code else "")
+
+
+def _joined(code: Any, name: str) -> str:
+    return f"{code} · {name}" if name and name != str(code) else str(code or "")
+
+
+def _decision(
+    declaration: Declaration, mark: ReleaseMark | None, reference: ReferenceData, words: dict, language: str, zone_name: str
+) -> dict[str, Markup]:
+    """Box C (the decision by its code's name, when and by whom) and box D (the release mark)."""
+    decisions = reference.classifiers.decisions if reference.classifiers else None
+    when = _nowrap(copy_time(declaration.decided_at))
+    if declaration.decided_by == "system":
+        who = words["decided_by_system"]
+    else:
+        who = _say(words["decided_by_official"], name=_official(reference, declaration.decided_by))
+    status = str(declaration.status)
+    if declaration.decision_code:
+        what = _say(
+            words["decision"], code=declaration.decision_code, name=_named(decisions, declaration.decision_code, language)
+        )
+        if status == "release_cancelled":
+            what += Markup(" ({})").format(words["decision_cancelled"])
+        decision = Markup(" · ").join([what, when, who])
+    elif status == "release_refused":
+        decision = Markup(" · ").join([words["decision_refused"], when, who])
+    else:
+        decision = escape(words["no_decision"])
+    if mark is None:
+        stamp = escape("—")
+    elif mark.affixed_at:
+        stamp = _say(
+            words["mark_affixed"],
+            at=_nowrap(copy_time(mark.affixed_at)),
+            official=_official(reference, mark.affixed_by),
+            zone=zone_name,
+        )
+    elif mark.withdrawn_at is not None:
+        stamp = escape(words["mark_withdrawn"])
+    else:
+        stamp = _say(words["mark_waiting"], zone=zone_name)
+    return {"decision_text": decision, "mark_text": stamp}
+
+
 def copy_context(
     declaration: Declaration,
     mark: ReleaseMark | None,
@@ -52,45 +236,71 @@ def copy_context(
     requested_at: datetime,
     *,
     public_url: str = "http://127.0.0.1:8080",
-    signed_by: str | None = None,
+    signed_by: dict[str, str] | None = None,
+    language: str | None = None,
 ) -> dict[str, Any]:
-    """``signed_by``: the service certificate that will sign the copy (``None``: it goes out unsigned, and says so)."""
+    """Everything the copy prints, in ``language`` (by default the declarant's, ``copy_language``): its words from the
+    catalogue, codes by their names (reference/classifiers.json), officials by name, times dd.mm.yyyy HH:MM.
+    ``signed_by``: the service certificate that will sign the copy (``name``, ``serial``, ``algorithm``; ``None``: it
+    goes out unsigned, and says so). Plain data: it goes to the rendering process as it is."""
+    language = language or copy_language(declaration)
+    words = copy_words(language)
     document = json.loads(declaration.content.decode("utf-8-sig"))
     office = reference.offices.get(declaration.customs_office or "")
-    url = check_url(public_url, declaration.registration_number or "", declaration.content_sha256)
+    zone = office.zone(declaration.zone) if office else None
+    zone_name = zone.name_in(language) if zone else str(declaration.zone or "")
+    number = declaration.registration_number or ""
+    url = check_url(public_url, number, declaration.content_sha256)
     authority = reference.authority
+    classifiers = reference.classifiers
+    statement = str(document.get("schema") or "").endswith("release-statement@1")
     return {
+        "lang": language,
+        "t": words,
+        "title": words["title.statement" if statement else "title.declaration"],
+        "doc_title": words["doc_title"].format(number=number),
+        "copy_line": words["copy_line"].format(number=number, request=request_id, requested_at=copy_time(requested_at)),
+        "footer_css": css_content(words["footer"], {"number": number, "request": request_id}),
+        "page_css": css_content(words["page_of"], {}, ("page", "pages")),
+        "box1": _box1(document, classifiers, words, language),
+        "price_heading": words["col.42"].format(currency=document.get("currency") or ""),
         "check_url": url,
         "check_base": url.partition("?")[0],
         "check_qr": qr_data_uri(url),
-        "signed_by": signed_by,
-        "authority_name": authority.name if authority else "",
-        "authority_bin": authority.bin if authority else "",
+        "sha256_advice": words["sha256_advice"].format(number=number),
+        "signed_text": _signed_text(words, authority, signed_by, language),
         "d": document,
+        **_lines(document, classifiers, words, language),
         "request_id": request_id,
-        "requested_at_kz": kz_display(requested_at),
         "application_id": declaration.application_id,
-        "registration_number": declaration.registration_number,
-        "office_name": office.name if office else "",
-        "zone": declaration.zone,
-        "channel": declaration.channel,
-        "status": str(declaration.status),
-        "submitted_at_kz": kz_display(declaration.submitted_at),
-        "registered_at_kz": kz_display(declaration.registered_at),
-        "decision_code": declaration.decision_code,
-        "decided_at_kz": kz_display(declaration.decided_at) if declaration.decided_at else "",
-        "decided_by": declaration.decided_by,
-        "mark": None
-        if mark is None
-        else {
-            "affixed_at_kz": kz_display(mark.affixed_at) if mark.affixed_at else "",
-            "affixed_by": mark.affixed_by,
-            "zone": mark.zone,
-            "withdrawn": mark.withdrawn_at is not None,
-        },
+        "registration_number": number,
+        "office_name": office.name_in(language) if office else "",
+        "zone_name": zone_name,
+        "channel_name": words["channel"].get(declaration.channel, declaration.channel),
+        "status_name": words["status"].get(str(declaration.status), str(declaration.status)),
+        "submitted_at": copy_time(declaration.submitted_at),
+        "registered_at": copy_time(declaration.registered_at),
+        **_decision(declaration, mark, reference, words, language, zone_name),
         "sha256": declaration.content_sha256,
-        "signers": [readable_signer(s) for s in declaration.signers or []],
+        "signers": [readable_signer(s, words) for s in declaration.signers or []],
     }
+
+
+def _algorithm(algorithm: str, words: dict[str, Any]) -> str:
+    return (algorithm or "").replace("GOST", words["gost"]).replace("bits", words["bits"])
+
+
+def _signed_text(words: dict[str, Any], authority: Any, signed_by: dict[str, str] | None, language: str) -> str | None:
+    """What the copy says of the authority's signature on its file (``None``: unsigned)."""
+    if not signed_by:
+        return None
+    certificate = words["certificate"].format(
+        name=signed_by.get("name", ""),
+        serial=signed_by.get("serial", ""),
+        algorithm=_algorithm(signed_by.get("algorithm", ""), words),
+    )
+    name = authority.name_in(language) if authority else ""
+    return words["signed"].format(authority=name, bin=authority.bin if authority else "", certificate=certificate)
 
 
 def dn_attributes(dn: str) -> dict[str, str]:
@@ -124,10 +334,11 @@ def dn_attributes(dn: str) -> dict[str, str]:
     return attributes
 
 
-def readable_signer(summary: dict[str, Any]) -> dict[str, Any]:
+def readable_signer(summary: dict[str, Any], words: dict[str, Any] | None = None) -> dict[str, Any]:
     """A signer of the copy as people name them: the holder's full name (NCA writes surname and name in CN,
-    the patronymic in G), the organisation (O), IIN and BIN, the NCA roles, the certificate's serial and its key's
-    algorithm (ГОСТ 34.310-2004, RSA 2048, ...)."""
+    the patronymic in G), the organisation (O), IIN and BIN, the NCA roles by name in the copy's language (``words``,
+    ``copy_words``; Russian by default), the certificate's serial and its key's algorithm (ГОСТ 34.310-2004, RSA 2048)."""
+    words = words or copy_words("ru")
     who = summary.get("signer") or {}
     attributes = dn_attributes(str(who.get("subject") or ""))
     name = attributes.get("CN", "")
@@ -144,8 +355,9 @@ def readable_signer(summary: dict[str, Any]) -> dict[str, Any]:
         "iin": who.get("iin") or "",
         "bin": who.get("bin") or "",
         "roles": roles,
+        "role_names": [words["role"].get(role, role) for role in roles],
         "serial": who.get("serial") or "",
-        "algorithm": (who.get("algorithm") or "").replace("GOST", "ГОСТ").replace("bits", "бит"),
+        "algorithm": _algorithm(who.get("algorithm") or "", words),
         "valid": summary.get("valid"),
     }
 

@@ -100,9 +100,12 @@ class AuthoritySigner:
                 f"{self.identity.not_after:%Y-%m-%d}, not now"
             )
         self.describe = f"{self.identity.subject} (serial {self.identity.serial_hex}, {self.identity.algorithm})"[:300]
-        # as the paper copy names it (people read a name, not a distinguished name)
-        algorithm = (self.identity.algorithm or "").replace("GOST", "ГОСТ").replace("bits", "бит")
-        self.printed = f"{self.identity.name or self.identity.subject}, серийный номер {self.identity.serial_hex}, {algorithm}"
+        # as the paper copy names it, in the declarant's language (people read a name, not a distinguished name)
+        self.copy_signer = {
+            "name": self.identity.name or self.identity.subject,
+            "serial": self.identity.serial_hex,
+            "algorithm": self.identity.algorithm or "",
+        }
 
     @property
     def is_gost(self) -> bool:

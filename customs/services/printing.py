@@ -215,7 +215,7 @@ def render_print_copy(request_id: str, *, now: datetime | None = None, settings:
             request.request_id,
             request.requested_at,
             public_url=settings.public_url,
-            signed_by=signer.printed if signer else None,
+            signed_by=signer.copy_signer if signer else None,
         )
         application_id, office = request.application_id, request.office
         items = request.goods_items if request.goods_items is not None else goods_items_of(declaration.content)

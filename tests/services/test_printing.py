@@ -6,7 +6,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from datetime import timedelta
+import re
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -16,7 +17,7 @@ from sqlmodel import select
 from customs.core.clock import kz_date, kz_local, utcnow
 from customs.core.db import DeclarationNotFound, transaction
 from customs.core.reference import load_reference
-from customs.notices.paper_copy import copy_context, render_copy_pdf
+from customs.notices.paper_copy import copy_context, copy_words, render_copy_pdf
 from customs.rules import Refused
 from customs.rules.printing import nearest_rank, sla_figures
 from customs.services.printing import (
@@ -32,6 +33,7 @@ from customs.services.printing import (
     sla_report,
 )
 from models.audit import AuditEvent, verify_chain
+from models.declaration import ReleaseMark
 from models.official_act import SignedOfficialAct
 from models.outbox import Notice, NoticeKind
 from tests.helpers import (
@@ -106,9 +108,9 @@ def test_the_pdf_copy_carries_number_every_hs_code_and_the_sha256(settings, comp
     assert declaration.content_sha256 in text.replace("\n", "")
     hs_codes = [g["hs_code"] for g in json.loads(declaration.content)["goods"]]
     assert len(hs_codes) == 40 and all(code in text for code in hs_codes)
-    assert "Копия электронной декларации" in text
-    assert "ТАУАРЛАРҒА АРНАЛҒАН ДЕКЛАРАЦИЯ" in text and "ӘҒҚҢӨҰҮҺІ" in text  # Kazakh letters come out as text
-    assert "код 10" in text  # the release decision
+    assert "Копия электронной декларации" in text and "ДЕКЛАРАЦИЯ НА ТОВАРЫ" in text  # the declarant's language: ru
+    assert "ӘҒҚҢӨҰҮҺІ" in text  # Kazakh letters come out as text
+    assert "код 10 — выпуск товаров разрешён" in " ".join(text.split())  # the release decision, by its name
     fonts = [font.get_object() for page in reader.pages for font in page["/Resources"]["/Font"].values()]
     assert {str(f["/BaseFont"]).split("+")[1] for f in fonts} == {
         "Copy-Sans",
@@ -119,28 +121,129 @@ def test_the_pdf_copy_carries_number_every_hs_code_and_the_sha256(settings, comp
     assert all("/FontFile2" in f["/DescendantFonts"][0].get_object()["/FontDescriptor"].get_object() for f in fonts)
 
 
-def copy_pages(declaration, reference) -> list[str]:
+def copy_pages(declaration, reference, mark=None, requested_at=None) -> list[str]:
     """The text of each page of the declaration's copy (rendered here, in this process)."""
-    context = copy_context(declaration, None, reference, "PR-TEST", utcnow())
+    context = copy_context(declaration, mark, reference, "PR-TEST", requested_at or utcnow())
     return [page.extract_text() for page in PdfReader(io.BytesIO(render_copy_pdf(context))).pages]
 
 
-def test_the_authenticity_check_stays_on_the_page_of_its_heading(settings, company_signer):
+def in_language(declaration, language: str, document: dict | None = None, **fields):
+    """The stored declaration as if its declarant wrote ``language`` (and ``document``, and ``fields``)."""
+    document = document or json.loads(declaration.content)
+    document["declarant"]["language"] = language
+    content = as_bytes(document)
+    return declaration.model_copy(update={"content": content, "content_sha256": hashlib.sha256(content).hexdigest(), **fields})
+
+
+@pytest.mark.parametrize("language", ["kk", "ru", "en"])
+def test_the_authenticity_check_never_ends_the_copy_alone_on_a_page(settings, company_signer, language):
     """Issue 17: with 5 or 6 goods items the heading "Контроль подлинности" ended page 1 alone, its SHA-256
-    and the words that explain it on page 2. Every length from 1 to 7 items keeps them together."""
+    and the words that explain it on page 2. Issue 31: with 4 to 6 items the whole check went over alone, onto an
+    almost empty page 2. Now the check keeps with the decision before it (boxes C and D), and the signatures before
+    that: the last page always holds more than the check, in every language, at every length from 1 to 8 items (one
+    page, then two)."""
     signed = cleared(company_signer)
     reference = load_reference(settings.reference_dir)
+    words = copy_words(language)
     pages_seen = set()
-    for count in range(1, 8):  # the QR code (issue 23) made the block taller: it moves to page 2 with fewer items
-        content = as_bytes(many_items(count))
-        variant = signed.model_copy(update={"content": content, "content_sha256": hashlib.sha256(content).hexdigest()})
+    for count in range(1, 9):
+        variant = in_language(signed, language, many_items(count))
         pages = copy_pages(variant, reference)
         pages_seen.add(len(pages))
-        (heading,) = [n for n, text in enumerate(pages) if "Контроль подлинности" in text]
+        joined = [" ".join(text.split()) for text in pages]
+        (heading,) = [n for n, text in enumerate(joined) if words["authenticity"] in text]
         (digest,) = [n for n, text in enumerate(pages) if variant.content_sha256 in text.replace("\n", "")]
-        (advice,) = [n for n, text in enumerate(pages) if "Сверьте эту сумму" in text]
-        assert heading == digest == advice, (count, heading, digest, advice)
+        (decision,) = [n for n, text in enumerate(joined) if words["decision_section"] in text]
+        (signatures,) = [n for n, text in enumerate(joined) if words["signatures"] in text]  # they go over with it
+        assert heading == digest == decision == signatures == len(pages) - 1, (language, count, heading, decision, len(pages))
+        last = joined[-1]
+        assert last.index(words["decision_section"]) < last.index(words["authenticity"]), (language, count)
     assert pages_seen == {1, 2}  # the lengths where it broke before are among them
+
+
+OFFICIAL = "Сейткали Айгерім Нұрланқызы"  # KZ-OF-0001 in reference/officials.json
+COPY_READS = {  # what a declarant reads on the copy of sample 01 released by an official under code 11
+    "kk": [
+        "ТАУАРЛАРҒА АРНАЛҒАН ДЕКЛАРАЦИЯ",
+        "Мәртебесі тауарлар шығарылды",
+        "№ PR-TEST сұрау (басып шығаруға сұрау) бойынша",
+        "20 дана",
+        "қолма-қолсыз, 20.11.2026 № PP-88120",
+        "5010 · қосылған құн салығы",
+        "11 коды — кедендік баждар мен салықтарды төлеуді қамтамасыз ете отырып тауарларды шығару",
+        f"лауазымды адам {OFFICIAL} (KZ-OF-0001)",
+        "ИМ 40 · ішкі тұтыну үшін шығару",
+        "04021 · шот-фактура (инвойс)",
+        "бірінші басшы",
+        "БСН 050840001233",
+        "Уақыт Астана уақытымен (UTC+5) көрсетілген",
+        "Түпнұсқалықты тексеру",
+    ],
+    "ru": [
+        "ДЕКЛАРАЦИЯ НА ТОВАРЫ",
+        "Статус товары выпущены",
+        "по запросу № PR-TEST (запрос на печать) от 08.12.2026 13:05",
+        "20 шт",
+        "безналичный, № PP-88120 от 20.11.2026",
+        "5010 · налог на добавленную стоимость",
+        "код 11 — выпуск товаров с обеспечением уплаты таможенных пошлин, налогов",
+        f"должностное лицо {OFFICIAL} (KZ-OF-0001)",
+        "ИМ 40 · выпуск для внутреннего потребления",
+        "04021 · счёт-фактура (инвойс)",
+        "первый руководитель",
+        "БИН 050840001233",
+        "Время указано по Астане (UTC+5)",
+        "Контроль подлинности",
+    ],
+    "en": [
+        "GOODS DECLARATION",
+        "Status goods released",
+        "printed on request No. PR-TEST (print request) of 08.12.2026 13:05",
+        "20 pcs",
+        "bank transfer, No. PP-88120 of 20.11.2026",
+        "5010 · value added tax",
+        "code 11: release of the goods against security for customs duties and taxes",
+        f"official {OFFICIAL} (KZ-OF-0001)",
+        "IM 40 · release for domestic consumption",
+        "04021 · commercial invoice",
+        "head of the organisation",
+        "BIN 050840001233",
+        "Times are Astana time (UTC+5)",
+        "Authenticity check",
+    ],
+}
+
+
+def latin_words(text: str) -> set[str]:
+    return set(re.findall(r"[A-Za-z]{2,}", text))
+
+
+@pytest.mark.parametrize("language", ["kk", "ru", "en"])
+def test_the_copy_reads_wholly_in_the_declarants_language(settings, company_signer, language):
+    """Issue 31: the copy printed the status as "released", the schema id under the title, "по запросу декларанта
+    № PR…" (as if PR… were the declarant's number), "код 11 … должностное лицо KZ-OF-0005" without a name or the
+    code's meaning, "25 (796)", "BN", ISO dates beside dd.mm.yyyy, and a Kazakh declarant's copy in Russian. Now every
+    word is the declarant's language and every code prints by its name."""
+    signed = cleared(company_signer)
+    decided = datetime(2026, 12, 8, 7, 40, tzinfo=UTC)
+    variant = in_language(signed, language, decision_code="11", decided_by="KZ-OF-0001", decided_at=decided)
+    mark = ReleaseMark(
+        application_id=signed.application_id, zone="ALA-TSW", created_at=decided, affixed_at=decided, affixed_by="KZ-OF-0001"
+    )
+    reference = load_reference(settings.reference_dir)
+    raw = "\n".join(copy_pages(variant, reference, mark, requested_at=datetime(2026, 12, 8, 8, 5, tzinfo=UTC)))
+    text = " ".join(raw.split())
+    for line in COPY_READS[language]:
+        assert line in text, (language, line)
+    assert "08.12.2026 12:40" in text and "02.11.2026" in text  # decision, mark and documents: dd.mm.yyyy (HH:MM)
+    assert not re.search(r"\d{4}-\d{2}-\d{2}", text)  # no ISO date
+    assert "(796)" not in text and not re.search(r"\bBN\b", text) and "kz.customs/" not in text
+    assert "released" not in text.replace("goods released", "")
+    if language != "en":  # no English word beyond what the declaration, its ids and signatures carry
+        carried = latin_words(variant.content.decode("utf-8") + json.dumps(variant.signers) + variant.application_id)
+        ids = f"{variant.registration_number} {variant.content_sha256} KZ-OF-0001 PR-TEST"
+        carried |= latin_words(f"{ids} {settings.public_url}/v1/documents/check")
+        assert latin_words(text) - carried <= {"SHA", "QR", "UTC", "CMR"}, latin_words(text) - carried
 
 
 def test_a_bidirectional_override_prints_as_an_escape_in_the_stored_order(settings, company_signer):
@@ -173,7 +276,8 @@ def test_the_signers_are_named_as_people_read_them(settings, company_signer, per
         assert "CN=" not in text and "SERIALNUMBER=" not in text and "OU=BIN" not in text
         assert "/ 0508" not in text and "/ 8805" not in text
     assert "ТОО «Алатау Импорт»" in company and "первый руководитель" in company and "БИН 050840001233" in company
-    assert "ТЕСТОВ ТЕСТ" in individual and "физическое лицо" in individual and "ИИН 880501300124" in individual
+    # sample 02's declarant writes Kazakh: the roles and the IIN read in Kazakh (ЖСН)
+    assert "ТЕСТОВ ТЕСТ" in individual and "жеке тұлға" in individual and "ЖСН 880501300124" in individual
 
 
 def test_nca_names_read_as_full_names():
