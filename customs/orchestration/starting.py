@@ -251,10 +251,14 @@ class ClearanceStarter:
         try:
             self.create(application_id)
         except Exception as exc:
-            if _not_found(exc) and self._deployment_back():
+            back = self._deployment_back() if _not_found(exc) else False
+            if back == "back" or isinstance(back, BaseException):  # re-created, or not yet (an error: try later)
                 with self._cv:
                     self._in_flight = None
                     self._queue.appendleft(application_id)
+                    if isinstance(back, BaseException):  # the rebuild itself failed (the server is unwell): as an outage
+                        self.breaker.failed(back)
+                        self._cv.wait(self.breaker.retry_in)
                 return True
             if _refused_for_good(exc):
                 self._give_up(application_id, exc)
@@ -290,10 +294,11 @@ class ClearanceStarter:
             self._sweep("after the Prefect server came back")
         return True
 
-    def _deployment_back(self) -> bool:
+    def _deployment_back(self) -> str | bool | BaseException:
         """The clearance deployment was not found (the Prefect server lost it): the project re-created
-        (``on_missing_deployment``, customs.orchestration.upkeep), and the deployment's new id taken; False when
-        it is still missing (the start is then given up like any refused one, and said so)."""
+        (``on_missing_deployment``, customs.orchestration.upkeep), and the deployment's new id taken ("back");
+        False when it is still missing (the start is then given up like any refused one, and said so); the error
+        when the re-creation itself failed (a 503 while the server recovers: the start waits and tries again)."""
         from prefect.exceptions import ObjectNotFound
 
         log.error("the clearance deployment %s is gone from the Prefect server: re-creating the project", self.deployment_id)
@@ -304,13 +309,13 @@ class ClearanceStarter:
         except ObjectNotFound:
             return False
         except Exception as exc:
-            log.warning("the clearance deployment could not be re-created: %s: %s", type(exc).__name__, exc)
-            return False
+            log.warning("the clearance deployment could not be re-created yet: %s: %s", type(exc).__name__, exc)
+            return exc
         if deployment.id == self.deployment_id:
             return False
         log.warning("clearance runs are started with the re-created deployment %s", deployment.id)
         self.deployment_id = deployment.id
-        return True
+        return "back"
 
     def _give_up(self, application_id: str, error: BaseException) -> None:
         with self._cv:

@@ -140,6 +140,36 @@ def test_the_clearance_starter_meeting_its_deployment_gone_rebuilds_and_starts_i
     assert alert["details"]["missing"] == ["deployment clearance"]
 
 
+def test_a_rebuild_that_fails_while_prefect_recovers_leaves_the_start_waiting_not_given_up(project, company_signer):
+    """Seen in the full suite under load: the server answered 503 to one call of the rebuild, and the starter gave
+    the start up ("batch-recheck will restart it"). A rebuild that fails is now waited out like an outage."""
+    from prefect.exceptions import PrefectHTTPStatusError
+
+    from customs.orchestration.starting import ClearanceStarter
+    from customs.orchestration.upkeep import keep_project
+
+    settings, applied = project
+    lost = applied.deployments["clearance"][0]
+    with get_client(sync_client=True) as client:
+        client.delete_deployment(lost)
+    calls = []
+
+    def rebuild():
+        calls.append(utcnow())
+        if len(calls) == 1:
+            raise PrefectHTTPStatusError("Server error '503 Service Unavailable'", request=None, response=None)
+        keep_project(settings, noticed_by="the starter")
+
+    application_id = submit_signed(company_signer, unique(sample())).application_id
+    starter = ClearanceStarter(lost, delays=(0.2, 0.5), on_missing_deployment=rebuild)
+    try:
+        starter(application_id)
+        (run,) = wait_until(lambda: flow_runs_of(application_id), "the clearance to be started", 60)
+    finally:
+        starter.stop()
+    assert len(calls) == 2 and starter.given_up == [] and run.deployment_id == starter.deployment_id != lost
+
+
 class _Answers500(http.server.BaseHTTPRequestHandler):
     def _fail(self) -> None:
         self.send_response(500)
