@@ -39,6 +39,7 @@ class NoticeKind(StrEnum):
     PRINT_REQUEST_ACCEPTED = "print_request_accepted"
     PRINT_DEADLINE_ALERT = "print_deadline_alert"
     REGISTRATION_DEADLINE_ALERT = "registration_deadline_alert"
+    AWAITING_OFFICIAL = "awaiting_official"  # the declaration waits for an official: why, and the deadline
 
 
 # Notices that carry a decision, and so the decision as a JSON attachment.
@@ -48,6 +49,7 @@ DECISION_KINDS = frozenset({NoticeKind.RELEASE, NoticeKind.RELEASE_REFUSAL, Noti
 NOTICE_ON_TRANSITION: dict[str, NoticeKind] = {
     "submitted": NoticeKind.ACCEPTANCE,
     "registered": NoticeKind.REGISTRATION,
+    "awaiting_official": NoticeKind.AWAITING_OFFICIAL,
     "registration_refused": NoticeKind.REGISTRATION_REFUSAL,
     "released": NoticeKind.RELEASE,
     "release_refused": NoticeKind.RELEASE_REFUSAL,
