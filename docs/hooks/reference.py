@@ -366,7 +366,7 @@ def reasons_page() -> str:
     )
     for context, title, lead in sections:
         keys = sorted(msgid for (ctx, msgid) in english if ctx == context)
-        lines.append(f"\n## {title}\n\n{lead} (`msgctxt \"{context}\"`)\n\n| key | en | ru | kk |\n|---|---|---|---|\n")
+        lines.append(f'\n## {title}\n\n{lead} (`msgctxt "{context}"`)\n\n| key | en | ru | kk |\n|---|---|---|---|\n')
         for msgid in keys:
             row = [f"`{msgid}`"] + [cell(prose(tables[language].get((context, msgid), ""))) for language in ("en", "ru", "kk")]
             lines.append("| " + " | ".join(row) + " |\n")
