@@ -234,6 +234,8 @@ class Declaration(SQLModel, table=True):
             "reasons": event.reasons,
             "registration_number": self.registration_number,
             "registered_at": self.registered_at.isoformat() if self.registered_at else None,
+            "release_due_at": self.release_due_at.isoformat() if self.release_due_at else None,
+            "zone": self.zone,
             "decision_code": self.decision_code,
             "decided_at": self.decided_at.isoformat() if self.decided_at else None,
             "decided_by": self.decided_by,

@@ -40,6 +40,7 @@ class NoticeKind(StrEnum):
     PRINT_DEADLINE_ALERT = "print_deadline_alert"
     REGISTRATION_DEADLINE_ALERT = "registration_deadline_alert"
     OPS_SYSTEM_ALERT = "ops_system_alert"  # to the operations mailbox about the service itself, not a declaration
+    AWAITING_OFFICIAL = "awaiting_official"  # the declaration waits for an official: why, and the deadline
 
 
 # Notices that carry a decision, and so the decision as a JSON attachment.
@@ -53,6 +54,7 @@ DECISION_KINDS = frozenset({NoticeKind.RELEASE, NoticeKind.RELEASE_REFUSAL, Noti
 NOTICE_ON_TRANSITION: dict[str, NoticeKind] = {
     "submitted": NoticeKind.ACCEPTANCE,
     "registered": NoticeKind.REGISTRATION,
+    "awaiting_official": NoticeKind.AWAITING_OFFICIAL,
     "registration_refused": NoticeKind.REGISTRATION_REFUSAL,
     "released": NoticeKind.RELEASE,
     "release_refused": NoticeKind.RELEASE_REFUSAL,

@@ -25,8 +25,11 @@ from markupsafe import Markup
 
 from customs.core.clock import kz_local
 from customs.core.paths import TEMPLATES_DIR
-from customs.notices.catalogue import localised_reasons
+from customs.notices.catalogue import localised_reasons, payment_name, step_name
 from customs.rules.bidi import has_bidi_controls, shown_as_stored
+from customs.rules.places import place_of
+from customs.rules.release import unpaid_payments
+from models.document import parse_declaration
 from models.outbox import DECISION_KINDS, Notice, NoticeKind, addressee_of
 from models.reference import Office, ReferenceData
 
@@ -135,6 +138,22 @@ def _zone_name(office: Office | None, code: str | None, language: str) -> str | 
     return zone.name_in(language) if zone else None
 
 
+def unpaid_in(content: bytes, language: str) -> list[dict[str, str]]:
+    """The box-47 payments of the stored declaration with no proof of payment, named in ``language``
+    ({name: "платёж 5010 (НДС)", amount, currency}): what release waits for (customs.rules.release)."""
+    try:
+        data = json.loads(content.decode("utf-8-sig"))
+    except (UnicodeDecodeError, ValueError):
+        return []
+    doc, _ = parse_declaration(data) if isinstance(data, dict) else (None, [])
+    if doc is None:
+        return []
+    return [
+        {"name": payment_name(payment.code, language), "amount": str(payment.amount), "currency": payment.currency}
+        for _, payment in unpaid_payments(doc)
+    ]
+
+
 def notice_context(notice: Notice, declaration: DeclarationFacts, reference: ReferenceData | None) -> dict[str, Any]:
     """The variables of the notice's templates (see templates/notices/)."""
     facts = dict(notice.facts)
@@ -161,9 +180,30 @@ def notice_context(notice: Notice, declaration: DeclarationFacts, reference: Ref
     official_id = facts.get("official_id") or (facts.get("actor") if facts.get("actor") not in (None, "system") else None)
     kind = NoticeKind(notice.kind)
     if kind == NoticeKind.REGISTRATION:
-        context["registered_at"] = facts.get("registered_at") or event_at
+        context.update(
+            registered_at=facts.get("registered_at") or event_at,
+            release_due_at=facts.get("release_due_at"),
+            unpaid=unpaid_in(declaration.content, language),
+        )
+    elif kind == NoticeKind.AWAITING_OFFICIAL:
+        reasons = [r for r in facts.get("reasons", []) if isinstance(r, Mapping)]
+        context.update(
+            registered_at=facts.get("registered_at"),
+            release_due_at=facts.get("release_due_at"),
+            lane=facts.get("lane"),
+            zone_name=_zone_name(office, facts.get("zone"), language),
+            reasons=localised_reasons(reasons, language),
+            unpaid=unpaid_in(declaration.content, language),
+        )
     elif kind == NoticeKind.REGISTRATION_REFUSAL:
-        context.update(reasons=localised_reasons(facts.get("reasons", []), language), refused_at=event_at)
+        reasons = [r for r in facts.get("reasons", []) if isinstance(r, Mapping)]
+        context.update(
+            reasons=localised_reasons(reasons, language),
+            refused_at=event_at,
+            # refused for signatures alone: the same bytes may come again with a new signature (customs.rules.resubmission)
+            signature_only=bool(reasons)
+            and all(r.get("path") == "declaration" or place_of(r.get("path")).key == "attachment" for r in reasons),
+        )
     elif kind == NoticeKind.RELEASE:
         automatic = bool(facts.get("automatic", facts.get("decided_by") == "system"))
         context.update(
@@ -172,6 +212,8 @@ def notice_context(notice: Notice, declaration: DeclarationFacts, reference: Ref
             automatic=automatic,
             official_id=None if automatic else official_id or facts.get("decided_by"),
             official_name=None if automatic else facts.get("official_name"),
+            zone=facts.get("zone"),
+            zone_name=_zone_name(office, facts.get("zone"), language),
         )
     elif kind == NoticeKind.RELEASE_REFUSAL:
         context.update(
@@ -191,11 +233,16 @@ def notice_context(notice: Notice, declaration: DeclarationFacts, reference: Ref
             decision_code=facts.get("decision_code"),
         )
     elif kind == NoticeKind.FAILURE_REPORTED:
-        context.update(report_id=facts["report_id"], failed_step=facts["failed_step"])
+        context.update(
+            report_id=facts["report_id"],
+            failed_step=facts["failed_step"],
+            failed_step_name=step_name(facts["failed_step"], language),
+        )
     elif kind == NoticeKind.SUPPORT_REPORT:
         context.update(
             report_id=facts["report_id"],
             failed_step=facts["failed_step"],
+            failed_step_name=step_name(facts["failed_step"], language),
             flow_run_id=facts.get("flow_run_id"),
             occurred_at=facts.get("occurred_at") or event_at,
             error_description=facts["error_description"],

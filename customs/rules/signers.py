@@ -16,7 +16,11 @@ signed by that person: the certificate's IIN is the declarant's. Anything else i
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.x509.oid import NameOID
 
 from models.reasons import Detail
 
@@ -126,3 +130,52 @@ class AuthorityRule:
                 **ids,
             )
         return None
+
+
+@dataclass(frozen=True)
+class CertificateHolder:
+    """Whom a certificate names, as a person reads it: the holder (CN), the organisation (O) when it is not the
+    holder itself, and the IIN and BIN NCA RK writes in SERIALNUMBER and OU (``IIN…``, ``BIN…``)."""
+
+    name: str | None = None
+    organisation: str | None = None
+    iin: str | None = None
+    bin: str | None = None
+
+    @property
+    def shown_name(self) -> str | None:
+        """``ТОО «Алатау Импорт»``, ``ИВАНОВ ИВАН (ТОО «Алатау Импорт»)``; ``None`` with neither CN nor O."""
+        if self.name and self.organisation and self.organisation != self.name:
+            return f"{self.name} ({self.organisation})"
+        return self.name or self.organisation
+
+
+# The labels customs.pki.certificates writes a name with (rfc4514_string(NAME_LABELS)), to read it back
+_NAME_LABELS = {"SERIALNUMBER": NameOID.SERIAL_NUMBER, "G": NameOID.GIVEN_NAME, "SN": NameOID.SURNAME}
+
+
+def holder_of(subject: str) -> CertificateHolder:
+    """The holder of a certificate from its subject as stored (an RFC 4514 string, ``C=KZ,...,CN=...``); an empty
+    holder when the text is no such name. Letters name a certificate by this and its serial, never by the DN."""
+    try:
+        name = x509.Name.from_rfc4514_string(subject, _NAME_LABELS)
+    except ValueError:
+        return CertificateHolder()
+
+    def first(oid) -> str | None:
+        values = [str(a.value).strip() for a in name.get_attributes_for_oid(oid)]
+        return next((v for v in values if v), None)
+
+    def number(oid, prefix: str) -> str | None:
+        for attribute in name.get_attributes_for_oid(oid):
+            match = re.fullmatch(rf"{prefix}(\d{{12}})", str(attribute.value))
+            if match:
+                return match.group(1)
+        return None
+
+    return CertificateHolder(
+        name=first(NameOID.COMMON_NAME),
+        organisation=first(NameOID.ORGANIZATION_NAME),
+        iin=number(NameOID.SERIAL_NUMBER, "IIN"),
+        bin=number(NameOID.ORGANIZATIONAL_UNIT_NAME, "BIN"),
+    )

@@ -310,7 +310,7 @@ def _schema_type(spec: dict[str, Any]) -> str:
 
 def reasons_page() -> str:
     from customs.core.paths import LOCALE_DIR
-    from customs.notices.catalogue import GENERIC, LANGUAGES, PART, entries
+    from customs.notices.catalogue import GENERIC, LANGUAGES, PART, PAYMENT, PLACE, STEP, entries
 
     tables = {language: entries(language, LOCALE_DIR) for language in LANGUAGES}
     english = tables["en"]
@@ -352,6 +352,24 @@ def reasons_page() -> str:
     for msgid in parts:
         row = [f"`{msgid}`"] + [cell(prose(tables[language].get((PART, msgid), ""))) for language in ("en", "ru", "kk")]
         lines.append("| " + " | ".join(row) + " |\n")
+    sections = (
+        (
+            PLACE,
+            "Places in the declaration",
+            "Where a reason is, as a letter names it (`customs/rules/places.py` parses the stored path into one of "
+            "these keys, `customs.notices.catalogue.place_name` says it): `box.N` a box of the EAEU goods declaration, "
+            "`sub.*` a field within its box, `entry.*` which goods item, document or payment, `unknown` any path it "
+            "cannot place ([Notices](../explanation/notices.md#places-steps-payments-and-certificates)).",
+        ),
+        (STEP, "Processing steps", "The step a failure letter names (`failed_step`), `unknown` for any other."),
+        (PAYMENT, "Payments of box 47", "How a letter names a payment it says is unpaid; `other` for any other code."),
+    )
+    for context, title, lead in sections:
+        keys = sorted(msgid for (ctx, msgid) in english if ctx == context)
+        lines.append(f'\n## {title}\n\n{lead} (`msgctxt "{context}"`)\n\n| key | en | ru | kk |\n|---|---|---|---|\n')
+        for msgid in keys:
+            row = [f"`{msgid}`"] + [cell(prose(tables[language].get((context, msgid), ""))) for language in ("en", "ru", "kk")]
+            lines.append("| " + " | ".join(row) + " |\n")
     return "".join(lines)
 
 

@@ -112,7 +112,7 @@ EXPECTED_FORMAT_REASONS = {
         "Обязательное поле не заполнено",
         "Подпись документа declaration.json: сертификат (ИИН 880501300124, БИН —) выдан не декларанту — "
         "юридическому лицу с БИН 050840001233: сертификат должен быть выдан на этот БИН; "
-        "сертификат C=KZ,SERIALNUMBER=IIN880501300124",
+        "сертификат ТЕСТОВ ТЕСТ, серийный номер ",
     ],
     "kk": [
         "«XX» — ISO 3166-1 alpha-2 бойынша ел коды (мысалы, KZ, CN, DE) емес",
@@ -120,6 +120,7 @@ EXPECTED_FORMAT_REASONS = {
         "Міндетті өріс толтырылмаған",
         "declaration.json құжатының қолтаңбасы: сертификат (ЖСН 880501300124, БСН —) декларантқа — БСН 050840001233 "
         "заңды тұлғаға берілмеген",
+        "; ТЕСТОВ ТЕСТ сертификаты, сериялық нөмірі ",
     ],
     "en": [
         '"XX" is not an ISO 3166-1 alpha-2 country code (e.g. KZ, CN, DE)',
@@ -127,8 +128,46 @@ EXPECTED_FORMAT_REASONS = {
         "This field is required",
         "Signature of declaration.json: the certificate (IIN 880501300124, BIN —) is not issued for the declarant, "
         "the legal entity BIN 050840001233",
+        "; certificate of ТЕСТОВ ТЕСТ, serial number ",
     ],
 }
+# Where each reason is, as the declarant reads the form (customs.rules.places): never the stored JSON path
+EXPECTED_PLACES = {
+    "ru": [
+        "графа 38 «Вес нетто (кг)», товар 1",
+        "графа 5 «Всего наименований товаров»",
+        "графа 32 «Товар», товар 2",
+    ],
+    "kk": ["38-баған «Нетто салмағы (кг)», 1-тауар", "5-баған «Тауарлар атауларының жалпы саны»", "32-баған «Тауар», 2-тауар"],
+    "en": ['box 38 "Net mass (kg)", item 1', 'box 5 "Total number of items"', 'box 32 "Item", item 2'],
+}
+EXPECTED_FORMAT_PLACES = {
+    "ru": [
+        "графа 15 «Страна отправления»",
+        "графа 35 «Вес брутто (кг)», товар 1",
+        "графа 2 «Отправитель/Экспортер», адрес",
+        "декларация в целом",
+    ],
+    "kk": [
+        "15-баған «Жөнелтуші ел»",
+        "35-баған «Брутто салмағы (кг)», 1-тауар",
+        "2-баған «Жөнелтуші/Экспорттаушы», мекенжайы",
+        "декларация тұтастай",
+    ],
+    "en": [
+        'box 15 "Country of dispatch"',
+        'box 35 "Gross mass (kg)", item 1',
+        'box 2 "Consignor/Exporter", address',
+        "the declaration as a whole",
+    ],
+}
+
+
+def assert_reads_as_a_person(*bodies: str) -> None:
+    """What issue 31 found in the letters: JSON paths, certificates named by their DN, step codes."""
+    for body in bodies:
+        for raw in ("$.", "$[", "CN=", "SERIALNUMBER=", "OU=BIN", "clearance_run", "signature_check", "risk_assessment"):
+            assert raw not in body, (raw, body)
 
 
 @pytest.mark.parametrize("language", LANGUAGES)
@@ -142,21 +181,25 @@ def test_registration_refusal_gives_every_reason_in_the_letters_language(setting
     structural["goods"][0]["gross_kg"] = 5
     del structural["sender"]["address"]
     checks = {
-        submit_signed(company_signer, logical).application_id: EXPECTED_REASONS,
-        submit_signed(person_signer, structural).application_id: EXPECTED_FORMAT_REASONS,  # not the company's signer
+        submit_signed(company_signer, logical).application_id: (EXPECTED_REASONS, EXPECTED_PLACES),
+        # not the company's signer
+        submit_signed(person_signer, structural).application_id: (EXPECTED_FORMAT_REASONS, EXPECTED_FORMAT_PLACES),
     }
     for application_id in checks:
         assert run_steps(application_id).status == Status.REGISTRATION_REFUSED
     sent = {m["X-Customs-Application-Id"]: m for m in letters(settings) if kind_of(m) == "registration_refusal"}
-    for application_id, expected in checks.items():
+    for application_id, (expected, places) in checks.items():
         stored_reasons = stored(application_id).reasons
         assert stored_reasons and all(r["message"] and r["code"] for r in stored_reasons)
+        assert any(r["path"].startswith("$.") for r in stored_reasons)  # the data keeps the path
         text, markup = assert_in_language(sent[application_id], language)
+        assert_reads_as_a_person(text, markup)
         for body in (text, markup):
-            for message in expected[language]:
+            for message in expected[language] + places[language]:
                 assert message in body, (message, body)
             for reason in stored_reasons:
-                assert reason["code"] in body and reason["path"] in body
+                assert reason["code"] in body
+                assert reason["path"] == "declaration" or reason["path"] not in body  # "declaration": a word too
                 if language != "en":  # the stored English messages are not what a kk or ru letter says
                     assert reason["message"] not in body, reason
         assert_appeal(text, markup, language)
@@ -336,3 +379,127 @@ def test_a_bidirectional_control_anywhere_is_shown_escaped_in_every_letter(langu
         if "Холодильники" in text:  # the kinds that name the declarant (or show the facts given)
             assert escaped in text and escaped in markup, kind
     assert notice_context(notice, declaration, reference)["declarant_name"] == f"ТОО {SPOOF}"  # the data as stored
+
+
+# --- What to do next, in every letter (issue 31) ------------------------------------------------------------
+
+NEXT_HEAD = {"kk": "Келесі қадам:", "ru": "Дальнейшие действия:", "en": "Next step:"}
+# One sentence (or more) each kind's last paragraph must say, per language
+NEXT_STEP = {
+    "ru": {
+        "acceptance": ["в течение 2 часов с момента подачи"],
+        "registration": ["не позднее 4 часов с момента регистрации декларации — до "],
+        "awaiting_official": [
+            "принимает должностное лицо таможенного органа (ДГД по г. Алматы",
+            "не позднее 4 часов с момента регистрации декларации — до ",
+            "Уплатите платёж 5010 (НДС), 2178234.24 KZT",
+            "выпуск товаров ожидает этой уплаты",
+        ],
+        "registration_refusal": ["Исправьте декларацию по каждой из указанных причин и подайте её повторно"],
+        "signature_refusal": ["подпишите тот же файл декларации (без изменений) действующим сертификатом и подайте его снова"],
+        "release": [
+            "Отметку о выпуске товаров проставит должностное лицо органа государственных доходов в зоне таможенного "
+            "контроля СВХ «Алматы-Терминал»",
+            "Копию декларации на бумажном носителе можно запросить в таможенном органе",
+            "копия готова в течение 30 минут",
+            "/print-requests",
+        ],
+        "release_refusal": ["подать новую декларацию на товары либо обжаловать решение"],
+        "failure_reported": ["Повторно подавать декларацию на товары и документы не требуется"],
+    },
+    "kk": {
+        "acceptance": ["берілген сәттен бастап 2 сағат ішінде"],
+        "registration": ["декларация тіркелген сәттен бастап 4 сағаттан кешіктірілмей ("],
+        "awaiting_official": [
+            "лауазымды адамы декларация тіркелген сәттен бастап 4 сағаттан кешіктірілмей (",
+            "5010 төлемі (ҚҚС), 2178234.24 KZT төлеңіз",
+            "тауарларды шығару осы төлемді күтеді",
+        ],
+        "registration_refusal": ["Декларацияны көрсетілген әрбір себеп бойынша түзетіп, қайта беріңіз"],
+        "signature_refusal": ["сол декларация файлына (өзгеріссіз) жарамды сертификатпен қол қойып, оны қайта беріңіз"],
+        "release": [
+            "Тауарларды шығару туралы белгіні тауарлар орналасқан кедендік бақылау аймағында",
+            "30 минут ішінде дайын болады",
+        ],
+        "release_refusal": ["жаңа тауарларға арналған декларация бере аласыз немесе шешімге"],
+        "failure_reported": ["Тауарларға арналған декларацияны және құжаттарды қайта берудің қажеті жоқ"],
+    },
+    "en": {
+        "acceptance": ["within 2 hours of its submission"],
+        "registration": ["within 4 hours of the registration of the declaration, by "],
+        "awaiting_official": [
+            "An official of the customs office (State Revenue Department of Almaty",
+            "within 4 hours of the registration of the declaration, by ",
+            "Pay payment 5010 (VAT), 2178234.24 KZT",
+            "the release of the goods waits for this payment",
+        ],
+        "registration_refusal": ["Correct the declaration for every reason listed and submit it again"],
+        "signature_refusal": ["sign the same declaration file (unchanged) with a valid certificate and submit it again"],
+        "release": [
+            "The release mark will be affixed by an official of the state revenue authority in the zone of customs control "
+            'Temporary storage warehouse "Almaty-Terminal"',
+            "ask the customs office",
+            "the copy is ready within 30 minutes of the request",
+        ],
+        "release_refusal": ["submit a new goods declaration, or appeal against the decision"],
+        "failure_reported": ["You do not need to submit the goods declaration or its documents again"],
+    },
+}
+STEP_NAMES = {
+    "kk": "Өңдеу кезеңі: декларацияны өңдеу",
+    "ru": "Этап обработки: обработка декларации",
+    "en": "Processing step: processing of the declaration",
+}
+
+
+def assert_next_step(message, language: str, kind: str) -> None:
+    text, markup = bodies(message)
+    assert_reads_as_a_person(text, markup)
+    for body in (text, markup):
+        assert NEXT_HEAD[language] in body, (kind, body)
+        for sentence in NEXT_STEP[language][kind]:
+            assert sentence in body, (kind, sentence, body)
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_every_letter_says_what_to_do_next_in_its_language(settings, company_signer, person_signer, officials, language):
+    """Issue 31: the unpaid-VAT declarant's only letter said "being checked"; the release letter gave no next step. Every
+    letter to the declarant now ends with what happens next and what to do, and the unpaid VAT one names the payment."""
+    released = submit_signed(company_signer, with_language(unique(sample()), language)).application_id
+    assert run_steps(released).status == Status.RELEASED
+    unpaid = submit_signed(company_signer, with_language(unique(sample("03-unpaid-vat.json")), language)).application_id
+    assert run_steps(unpaid).status == Status.AWAITING_OFFICIAL
+    broken = with_language(unique(sample()), language)
+    broken["totals"]["items"] = 9
+    refused = submit_signed(company_signer, broken).application_id
+    signed_by_another = submit_signed(person_signer, with_language(unique(sample()), language)).application_id
+    for application_id in (refused, signed_by_another):
+        assert run_steps(application_id).status == Status.REGISTRATION_REFUSED
+    sent = {(kind_of(m), m["X-Customs-Application-Id"]): m for m in letters(settings)}
+    assert_next_step(sent["acceptance", released], language, "acceptance")
+    assert_next_step(sent["registration", released], language, "registration")
+    assert_next_step(sent["release", released], language, "release")
+    # the unpaid VAT: told at registration and again when the declaration waits for the official
+    assert_next_step(sent["awaiting_official", unpaid], language, "awaiting_official")
+    registration = sent["registration", unpaid]
+    assert_next_step(registration, language, "registration")
+    for sentence in NEXT_STEP[language]["awaiting_official"][-2:]:
+        assert sentence in bodies(registration)[0] and sentence in bodies(registration)[1]
+    assert_next_step(sent["registration_refusal", refused], language, "registration_refusal")
+    assert_next_step(sent["registration_refusal", signed_by_another], language, "signature_refusal")
+    assert NEXT_STEP[language]["signature_refusal"][0] not in bodies(sent["registration_refusal", refused])[0]
+    assert ("awaiting_official", released) not in sent  # released at once: nothing waits
+    decide(unpaid, act=officials.decision(unpaid, "refuse", INSPECTOR, grounds=["PAYMENTS_NOT_MADE"]))
+    sent = {(kind_of(m), m["X-Customs-Application-Id"]): m for m in letters(settings)}
+    assert_next_step(sent["release_refusal", unpaid], language, "release_refusal")
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_a_failure_letter_names_the_step_in_words(language):
+    """The failure letter said "Processing step: clearance_run" (a run that ended without naming its step)."""
+    for step, words in (("clearance_run", STEP_NAMES[language]), ("registration", None)):
+        message, _ = rendered(NoticeKind.FAILURE_REPORTED, language, {"report_id": "SR261126-0A1B2C3D", "failed_step": step})
+        text, markup = bodies(message)
+        if words:
+            assert words in text
+        assert_next_step(message, language, "failure_reported")

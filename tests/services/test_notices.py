@@ -175,6 +175,14 @@ ALL_KINDS_FACTS = {
         "grounds": [{"code": "CONDITIONS_NOT_MET", "title": "release conditions not met"}],
         "grounds_text": "certificate withdrawn",
     },
+    NoticeKind.AWAITING_OFFICIAL: {
+        "registration_number": "50101/261126/0000042",
+        "registered_at": "2026-11-26T05:00:00+00:00",
+        "release_due_at": "2026-11-26T09:00:00+00:00",
+        "lane": "yellow",
+        "zone": "ALA-TSW",
+        "reasons": [{"code": "LANE_YELLOW", "path": "$", "message": "risk lane yellow: documentary control by an official"}],
+    },
     NoticeKind.FAILURE_REPORTED: {"report_id": "SR261126-0A1B2C3D", "failed_step": "registration"},
     NoticeKind.SUPPORT_REPORT: {
         "report_id": "SR261126-0A1B2C3D",

@@ -62,7 +62,9 @@ def test_the_three_catalogues_have_the_same_entries_with_the_same_placeholders()
         assert set(table) == set(english), language
         for key, text in table.items():
             assert placeholders(text) == placeholders(english[key]), (language, key, text)
-    assert {key for key in english if key[0] == PART} == {(PART, "signature"), (PART, "certificate"), (PART, "ca_certificate")}
+    assert {key for key in english if key[0] == PART} == {
+        (PART, name) for name in ("signature", "certificate", "ca_certificate", "holder_iin", "holder_bin", "holder_unnamed")
+    }
 
 
 def test_catalogues_are_read_from_the_po_files_alone(tmp_path):
@@ -82,7 +84,9 @@ def test_catalogues_are_read_from_the_po_files_alone(tmp_path):
 def _translated_with_every_value(reason: Reason, language: str) -> str:
     message = reason_message(reason.model_dump(), language)
     for name, value in reason.params.items():
-        if name != "variant":
+        if name == "signer_subject":  # a certificate is named by its holder, never by its DN
+            assert value not in message and "CN=" not in message, (language, message)
+        elif name != "variant":
             assert value in message, (language, reason.code, name, value, message)
     return message
 
@@ -175,7 +179,7 @@ def test_signature_reasons_are_translated_from_their_parts():
     )
     assert reason_message(reason.model_dump(), "ru") == (
         "Подпись документа declaration.json: сертификат (ИИН 880501300124, БИН —) выдан не декларанту — юридическому "
-        "лицу с БИН 050840001233: сертификат должен быть выдан на этот БИН; сертификат CN=X (серийный номер 1f)"
+        "лицу с БИН 050840001233: сертификат должен быть выдан на этот БИН; сертификат X, серийный номер 1f"
     )
     assert reason_message(reason.model_dump(), "kk").startswith("declaration.json құжатының қолтаңбасы: сертификат (ЖСН")
     # Stored before reasons had params: the code's own message, in the language.
