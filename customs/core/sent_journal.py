@@ -42,7 +42,15 @@ NOTICE = "notice"
 # same announcement may be queued again under another dedup key (its audit event's sequence number differs), so
 # these are known by kind and declaration.
 ONCE_PER_DECLARATION = frozenset(
-    {"acceptance", "registration", "registration_refusal", "release", "release_refusal", "release_cancellation"}
+    {
+        "acceptance",
+        "registration",
+        "registration_refusal",
+        "awaiting_official",
+        "release",
+        "release_refusal",
+        "release_cancellation",
+    }
 )
 
 
