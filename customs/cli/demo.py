@@ -83,7 +83,7 @@ def run_demo(*, keep_server: bool = True, samples_dir: Path = SAMPLES_DIR) -> li
     results = []
     total = len(manifest["samples"])
     with ExitStack() as stack:
-        with waiting("putting the work pool and the deployments on the Prefect server", done="ready"):
+        with waiting("putting the work pool and the deployments on the Prefect server", done="ready", grace=0):
             launcher = stack.enter_context(Launcher(settings))
             served = launcher.served()
         if not served:

@@ -24,11 +24,13 @@ Echo = Callable[[str], None]
 class Waiting:
     """One step being waited for; ``note`` changes what is said (a new phase of the same wait)."""
 
-    def __init__(self, what: str, echo: Echo, *, live: bool, every: float):
+    def __init__(self, what: str, echo: Echo, *, live: bool, every: float, grace: float = 0.0):
         self.what = what
         self.echo = echo
         self.live = live
         self.every = every
+        self.grace = grace  # a step over within this many seconds says nothing at all
+        self.announced = False
         self.started = time.monotonic()
         self._said = self.started
         self._stop = threading.Event()
@@ -42,7 +44,7 @@ class Waiting:
     def note(self, what: str) -> None:
         with self._lock:
             changed, self.what = what != self.what, what
-            if changed and not self.live:
+            if changed and self.announced and not self.live:
                 self._say(f"{self.elapsed:.0f} s")
 
     def _say(self, suffix: str, *, end: bool = False) -> None:
@@ -59,16 +61,24 @@ class Waiting:
             self.echo(f"{self.what}… {suffix}".rstrip())
             self._said = time.monotonic()
 
+    def _announce(self) -> None:
+        self.announced = True
+        self._say("")
+
     def _tick(self) -> None:
-        while not self._stop.wait(1.0 if self.live else 0.5):
+        while not self._stop.wait(0.25 if not self.announced else 1.0 if self.live else 0.5):
             with self._lock:
                 if self._stop.is_set():
                     return
-                if self.live or time.monotonic() - self._said >= self.every:
+                if not self.announced:
+                    if self.elapsed >= self.grace:
+                        self._announce()
+                elif self.live or time.monotonic() - self._said >= self.every:
                     self._say(f"{self.elapsed:.0f} s")
 
     def run(self) -> threading.Thread:
-        self._say("")
+        if self.grace <= 0:
+            self._announce()
         thread = threading.Thread(target=self._tick, name="progress", daemon=True)
         thread.start()
         return thread
@@ -76,7 +86,8 @@ class Waiting:
     def finish(self, outcome: str) -> None:
         self._stop.set()
         with self._lock:
-            self._say(f"{outcome} in {self.elapsed:.1f} s", end=True)
+            if self.announced:
+                self._say(f"{outcome} in {self.elapsed:.1f} s", end=True)
 
 
 def is_terminal() -> bool:
@@ -84,13 +95,16 @@ def is_terminal() -> bool:
 
 
 @contextmanager
-def waiting(what: str, *, echo: Echo | None = None, every: float = 10.0, done: str = "done") -> Iterator[Waiting]:
+def waiting(
+    what: str, *, echo: Echo | None = None, every: float = 10.0, done: str = "done", grace: float = 1.0
+) -> Iterator[Waiting]:
     """Say ``what`` is awaited and count the seconds until the block ends (``done`` then, ``failed`` on an
-    error). On stderr (stdout stays the command's answer: ``--json`` prints JSON alone), one line rewritten in
-    place on a terminal, else a line at the start, every ``every`` seconds and at the end; through ``echo``
-    when one is given (`customs serve` run by a test or a service: its log)."""
+    error); a block over within ``grace`` seconds says nothing (0: always said). On stderr (stdout stays the
+    command's answer: ``--json`` prints JSON alone), one line rewritten in place on a terminal, else a line at
+    the start, every ``every`` seconds and at the end; through ``echo`` when one is given (`customs serve` run by
+    a test or a service: its log)."""
     live = echo is None and is_terminal()
-    step = Waiting(what, echo or (lambda line: typer.echo(line, err=True)), live=live, every=every)
+    step = Waiting(what, echo or (lambda line: typer.echo(line, err=True)), live=live, every=every, grace=grace)
     thread = step.run()
     try:
         yield step

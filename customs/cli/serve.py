@@ -93,7 +93,7 @@ def serve(
     if progress is None:
 
         def progress(what: str) -> AbstractContextManager:
-            return waiting(what, echo=echo)
+            return waiting(what, echo=echo, grace=0)
 
     settings = settings or get_settings()
     private_umask()  # the databases, logs, keys and Prefect's files: the service's user only

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+from contextlib import AbstractContextManager
 from typing import Annotated, Optional
 
 import anyio
@@ -38,6 +39,11 @@ server_app = typer.Typer(help="The local Prefect server that records flow runs."
 commands.add_typer(server_app, name="server")
 
 
+def every_step(what: str) -> AbstractContextManager:
+    """`customs serve` says each step of its start, however short: its log shows how the start went."""
+    return waiting(what, grace=0)
+
+
 @commands.command("serve")
 def serve_command(
     port: Annotated[Optional[int], typer.Option(help="Port of the intake API (default CUSTOMS_API_PORT, 8080).")] = None,
@@ -53,7 +59,7 @@ def serve_command(
         configure(settings)
     typer.echo(f"authority's documents: {announce(settings)}")  # unsigned or refused: also logged, once
     try:
-        serve(settings, echo=typer.echo, exit_watchdog_seconds=45.0, with_worker=worker, progress=waiting)
+        serve(settings, echo=typer.echo, exit_watchdog_seconds=45.0, with_worker=worker, progress=every_step)
     except PrefectServerRefused as exc:
         fail(str(exc), ExitCode.PROBLEM)
     except PrefectServerError as exc:

@@ -436,9 +436,11 @@ class CmsSignatureVerifier:
         elif last.self_issued:
             why = f"the chain ends at the root {last_name!r}, which is not among the trusted roots"
         elif reached:
-            why = f"the chain reaches {last_name!r}, whose issuer {missing!r} is not among the trusted certificates"
+            why = (
+                f"the chain reaches {last_name!r}, whose issuer {missing!r} (with that key) is not among the trusted certificates"
+            )
         else:
-            why = f"the signer's issuer {missing!r} is not among the trusted certificates"
+            why = f"the signer's issuer {missing!r} (with that key) is not among the trusted certificates"
         return Detail(
             f"no chain to a trusted root: issuer {issuer!r} or its CA chain is not among the trusted certificates: {why}",
             variant="no_chain",

@@ -122,7 +122,7 @@ def test_usage_errors_are_one_line_in_the_command_lines_terms():
 
 def test_a_slow_step_says_what_it_waits_for_and_for_how_long():
     lines: list[str] = []
-    with waiting("waiting for the Prefect server to answer", echo=lines.append, every=0.2) as step:
+    with waiting("waiting for the Prefect server to answer", echo=lines.append, every=0.2, grace=0) as step:
         time.sleep(1.3)
         step.note("putting the deployments on the Prefect server")
         time.sleep(0.6)
@@ -132,10 +132,14 @@ def test_a_slow_step_says_what_it_waits_for_and_for_how_long():
     assert re.fullmatch(r"putting the deployments on the Prefect server… done in 1\.\d s", lines[-1]), lines
     failed: list[str] = []
     try:
-        with waiting("starting", echo=failed.append):
+        with waiting("starting", echo=failed.append, grace=0):
             raise RuntimeError("boom")
     except RuntimeError:
         pass
     assert failed[-1].startswith("starting… failed in ")
+    quick: list[str] = []
+    with waiting("loading Prefect", echo=quick.append):  # over within the grace second: nothing said
+        pass
+    assert quick == []
     assert bar(0, 8) == "[------------------------] 0/8" and bar(3, 8) == "[#########---------------] 3/8"
     assert bar(8, 8) == "[########################] 8/8"
