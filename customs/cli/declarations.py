@@ -9,6 +9,7 @@ from typing import Annotated, Literal, Optional
 
 import typer
 
+from customs.cli.progress import waiting
 from customs.cli.root import (
     ExitCode,
     JsonOption,
@@ -91,6 +92,14 @@ def submit(
             f"{len(attach_signature)} --attach-signature for {len(attach)} --attach: each signature follows its attachment",
             as_json=as_json,
         )
+    beside = declaration.with_name(declaration.name + ".p7s")  # where `customs sign` writes it
+    if channel != "paper" and signature is None and beside.is_file():
+        fail(
+            f"no --signature given, and {beside} is beside the declaration: submitted unsigned, it would be refused "
+            f"(SIGNATURE_MISSING); give --signature {beside}",
+            as_json=as_json,
+            path="signature",
+        )
     content = read_file(declaration, "declaration", as_json=as_json)
     sig = read_file(signature, "signature", as_json=as_json) if signature else None
     attachments = [
@@ -122,7 +131,7 @@ def submit(
         fail(f"{declaration}: {exc}", ExitCode.REFUSED, as_json=as_json, error=exc.as_dict())
     launched = None
     if wait or submission.created:  # one run per submission (idempotency key intake:<id>, as the intake API's)
-        launched = launch_clearance(submission.application_id, wait=wait)
+        launched = launch_clearance(submission.application_id, wait=wait, progress=waiting)
     result = outcome(submission.application_id, created=submission.created)
     if launched is not None and not as_json:
         _say(launched)
@@ -152,7 +161,7 @@ def clear(
         application_id = declaration_status(application_id)["application_id"]
     except DeclarationNotFound as exc:
         not_found(exc, as_json)
-    launched = launch_clearance(application_id, idempotency_key=f"clear:{application_id}:{uuid.uuid4().hex}")
+    launched = launch_clearance(application_id, idempotency_key=f"clear:{application_id}:{uuid.uuid4().hex}", progress=waiting)
     result = outcome(application_id)
     if not as_json:
         _say(launched)
@@ -197,7 +206,10 @@ def rerun(
     if not as_json:
         typer.echo(f"re-running {plan.application_id} from {plan.from_step}, signed act {plan.rerun_act}")
     launched = launch_clearance(
-        plan.application_id, rerun_act=plan.rerun_act, idempotency_key=f"rerun:{plan.application_id}:{plan.rerun_act}"
+        plan.application_id,
+        rerun_act=plan.rerun_act,
+        idempotency_key=f"rerun:{plan.application_id}:{plan.rerun_act}",
+        progress=waiting,
     )
     result = outcome(plan.application_id)
     if not as_json:

@@ -8,22 +8,27 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from customs.core.db import init_db
+from customs.cli.progress import bar, waiting
 from customs.core.files import tighten_data_dir
 from customs.core.paths import SAMPLES_DIR
-from customs.core.reference import load_reference
 from customs.core.settings import Settings, configure, get_settings
-from customs.orchestration.server import ensure_server, login_hint, stop_server, ui_url
-from customs.orchestration.starting import Launcher
-from customs.pki.testing import CmsSigner, TestPki
-from customs.services.intake import IncomingAttachment, submit_declaration
-from customs.services.outbox import list_notices
-from customs.services.queries import declaration_status
+
+with waiting("loading Prefect, the clearance flow and the database layer", done="loaded"):
+    # seconds on a busy machine: said, not silent (the first line `make run` prints)
+    from customs.core.db import init_db
+    from customs.core.reference import load_reference
+    from customs.orchestration.server import ensure_server, login_hint, stop_server, ui_url
+    from customs.orchestration.starting import Launcher
+    from customs.pki.testing import CmsSigner, TestPki
+    from customs.services.intake import IncomingAttachment, submit_declaration
+    from customs.services.outbox import list_notices
+    from customs.services.queries import declaration_status
 
 commands = typer.Typer()  # registered with the root app by customs.cli.root.COMMANDS
 
@@ -35,6 +40,12 @@ def demo_settings(base: Settings) -> Settings:
     return base.model_copy(update={"trust_dir": base.demo_pki_dir / "trust", "crl_dir": base.demo_pki_dir / "crl"})
 
 
+def create_demo_pki(settings: Settings) -> TestPki:
+    """The demo's test PKI, made afresh under data_dir/demo-pki: RSA, GOST 2004 and GOST 2015 CAs and their CRLs."""
+    shutil.rmtree(settings.demo_pki_dir, ignore_errors=True)
+    return TestPki.create(settings.demo_pki_dir, families=("rsa", "gost2004", "gost2015"))
+
+
 def run_demo(*, keep_server: bool = True, samples_dir: Path = SAMPLES_DIR) -> list[dict]:
     settings = demo_settings(get_settings())
     configure(settings)
@@ -44,8 +55,7 @@ def run_demo(*, keep_server: bool = True, samples_dir: Path = SAMPLES_DIR) -> li
     typer.echo(f"database:       {settings.sqlalchemy_url}")
 
     if settings.trust_dir == settings.demo_pki_dir / "trust":
-        shutil.rmtree(settings.demo_pki_dir, ignore_errors=True)
-        pki = TestPki.create(settings.demo_pki_dir, families=("rsa", "gost2004", "gost2015"))
+        pki = create_demo_pki(settings)
         typer.echo(f"test PKI:       {settings.demo_pki_dir} (fresh RSA, GOST 2004 and GOST 2015 CAs and their CRLs)")
     else:
         pki = None
@@ -65,16 +75,21 @@ def run_demo(*, keep_server: bool = True, samples_dir: Path = SAMPLES_DIR) -> li
         typer.echo(f"service cert:   {issued.cert_path} (the authority, BIN {authority.bin}: signs decision.json and copies)")
 
     started = time.monotonic()
-    api_url = ensure_server(settings)
+    api_url = ensure_server(settings, progress=waiting)
     typer.echo(f"Prefect API:    {api_url} (ready in {time.monotonic() - started:.1f} s)\n")
 
     manifest = json.loads((samples_dir / "manifest.json").read_text(encoding="utf-8"))
     signers: dict[tuple, CmsSigner] = {}
     results = []
-    with Launcher(settings) as launcher:
-        if not launcher.served():
+    total = len(manifest["samples"])
+    with ExitStack() as stack:
+        with waiting("putting the work pool and the deployments on the Prefect server", done="ready", grace=0):
+            launcher = stack.enter_context(Launcher(settings))
+            served = launcher.served()
+        if not served:
             typer.echo(f"worker:         this process's, on work pool {launcher.pool}, while the samples are cleared\n")
-        for sample in manifest["samples"]:
+        for number, sample in enumerate(manifest["samples"], start=1):
+            typer.secho(f"{bar(number - 1, total)} samples cleared; next: {sample['file']}", dim=True)
             content = (samples_dir / sample["file"]).read_bytes()
             who = sample["signer"]
             family = who.get("alg", "rsa")
@@ -91,26 +106,28 @@ def run_demo(*, keep_server: bool = True, samples_dir: Path = SAMPLES_DIR) -> li
                 attachments.append(IncomingAttachment(name, data, signer.sign(data)))
             submission = submit_declaration(content, signer.sign(content), attachments, channel="electronic")
             run = launcher.start(submission.application_id)  # the intake's key: a repeated demo finds the same run
-            launched = launcher.wait(run.id)
+            with waiting(f"clearing {sample['file']} (flow run {run.id})", every=15.0, done="rested"):
+                launched = launcher.wait(run.id)
             status = declaration_status(submission.application_id)
             status["flow_run"] = {"id": str(launched.flow_run_id), "state": launched.state}
             status["sample"] = sample["file"]
             status["created"] = submission.created
             results.append(status)
             _print_result(status, sample["expect"])
+        typer.secho(f"{bar(total, total)} samples cleared in {time.monotonic() - started:.0f} s", dim=True)
 
-    waiting = [r for r in results if r["status"] == "awaiting_official"]
+    awaiting = [r for r in results if r["status"] == "awaiting_official"]
     keys = _officials_keys(pki, settings) if pki is not None else {}
-    if waiting:
+    if awaiting:
         typer.echo(
-            f"\n{len(waiting)} declarations wait for an official. Their flow runs are Suspended in Prefect (resuming one "
+            f"\n{len(awaiting)} declarations wait for an official. Their flow runs are Suspended in Prefect (resuming one "
             "there decides nothing); an official decides with an act signed by their own NCA key, e.g. with the demo's "
             "keys, from another shell that trusts the demo's PKI (the resumed run is finished by a worker: customs serve, "
             "or customs worker):"
         )
         if pki is not None:
             typer.echo(f"  {_demo_environment(settings)}")
-        for status in waiting:
+        for status in awaiting:
             official = _official_for(status)
             signing = keys.get(official, f"--official {official} --key KEY.pem --cert CERT.pem")
             typer.echo(f"  customs decide {status['registration_number']} release --code 10 {signing}")

@@ -2,9 +2,11 @@
 what commands share.
 
 Every module of customs.cli that holds commands defines ``commands = typer.Typer()`` and imports what
-its commands need at the top. ``COMMANDS`` names the module (and the help panel) of each command and command
-group, so `customs status` imports the database layer only, and only the commands that talk to Prefect import
-it (about two seconds of start-up that `customs status` or `customs marks` would otherwise pay).
+its commands need at the top. ``COMMANDS`` names the module, the help panel and the one-line summary of each
+command and command group, so `customs status` imports the database layer only, only the commands that talk to
+Prefect import it (about two seconds of start-up that `customs status` or `customs marks` would otherwise pay),
+and `customs --help` imports no command's module at all (0.3 s instead of 2.3: bench/cli_start.py). This module
+itself imports nothing heavy: the database, Prefect and pyHanko are for the commands.
 
 Every command ends with one of the ``ExitCode``s, and every error printed as JSON is
 ``{"error": {"code", "path", "message"}}``.
@@ -12,24 +14,26 @@ Every command ends with one of the ``ExitCode``s, and every error printed as JSO
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import json
 import sys
 from collections.abc import Iterable, Sequence
 from enum import IntEnum
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NamedTuple, NoReturn
 
-import click
-import sqlalchemy.exc
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 from typer.main import get_group
 
-from customs.core.db import init_db
+from customs.cli.usage import errors, plain_help, plain_param, usage_message
 from customs.core.files import private_umask
-from customs.rules import Refused
-from customs.services.queries import declaration_status
+
+if TYPE_CHECKING:
+    from typer._click import Command, Context, HelpFormatter
+
+    from customs.rules import Refused
 
 
 class ExitCode(IntEnum):
@@ -53,49 +57,141 @@ OUTBOX = "Outbox"
 OPERATIONS = "Operations"
 TEST_TOOLS = "Test PKI and demo"
 
-# Command (or command group) -> the module of customs.cli that defines it and its panel in `customs --help`, in
-# the order `customs --help` lists them.
+
+class Entry(NamedTuple):
+    """A command (or command group) of the root: the module of customs.cli that defines it, its panel in
+    `customs --help`, and the line `customs --help` shows for it: the first paragraph of its help, kept here so
+    that listing the commands imports none of their modules (tests/cli/test_usage.py checks they agree)."""
+
+    module: str
+    panel: str
+    summary: str
+
+
+# Command (or command group) -> its Entry, in the order `customs --help` lists them.
 COMMANDS = {
-    "submit": ("declarations", DECLARATIONS),
-    "status": ("status", DECLARATIONS),
-    "clear": ("declarations", DECLARATIONS),
-    "rerun": ("declarations", DECLARATIONS),
-    "schema": ("status", DECLARATIONS),
-    "verify-document": ("documents", DECLARATIONS),
-    "decide": ("officials", OFFICIALS),
-    "cancel-release": ("officials", OFFICIALS),
-    "marks": ("officials", OFFICIALS),
-    "mark": ("officials", OFFICIALS),
-    "deadlines": ("officials", OFFICIALS),
-    "act": ("signing", OFFICIALS),
-    "print-request": ("printing", PAPER_COPIES),
-    "print-queue": ("printing", PAPER_COPIES),
-    "print-copy": ("printing", PAPER_COPIES),
-    "printed": ("printing", PAPER_COPIES),
-    "sla": ("printing", PAPER_COPIES),
-    "outbox": ("outbox", OUTBOX),
-    "ops": ("operations", OPERATIONS),
-    "recheck": ("operations", OPERATIONS),
-    "audit": ("audit", OPERATIONS),
-    "backup": ("backup", OPERATIONS),
-    "clients": ("clients", OPERATIONS),
-    "crl": ("crl", OPERATIONS),
-    "serve": ("server", OPERATIONS),
-    "server": ("server", OPERATIONS),
-    "deploy": ("server", OPERATIONS),
-    "worker": ("server", OPERATIONS),
-    "pki": ("pki", TEST_TOOLS),
-    "sign": ("pki", TEST_TOOLS),
-    "demo": ("demo", TEST_TOOLS),
+    "submit": Entry(
+        "declarations",
+        DECLARATIONS,
+        "Accept a declaration, fix its submission time and start its clearance. A paper declaration is "
+        "entered by an official's act signed with their own NCA key (--official with --key and --cert, or "
+        "--act and --act-signature).",
+    ),
+    "status": Entry(
+        "status", DECLARATIONS, "Status of a declaration, its SHA-256, its signers and the history of its transitions."
+    ),
+    "clear": Entry(
+        "declarations",
+        DECLARATIONS,
+        "Run (or re-run) a declaration's clearance, as a new run of the clearance deployment, to its next "
+        "resting state (finished steps are not repeated; a declaration waiting for an official leaves its run"
+        " Suspended).",
+    ),
+    "rerun": Entry(
+        "declarations",
+        DECLARATIONS,
+        "Start the clearance again, as a new flow run, from the step where it failed (steps already done are "
+        "never redone), by an official's act signed with their own NCA key (rerun): the audit chain names the"
+        " act.",
+    ),
+    "schema": Entry("status", DECLARATIONS, "Print the JSON Schema of the declaration document (generated from the models)."),
+    "verify-document": Entry(
+        "documents",
+        DECLARATIONS,
+        "Check that a document is signed by the authority's service certificate (chain, CRL, key usage, "
+        "algorithm) and whether what it states still holds in the database. Exit 0 genuine, 1 not genuine, 3 "
+        "input that cannot be checked.",
+    ),
+    "decide": Entry(
+        "officials",
+        OFFICIALS,
+        "Release or refuse to release a declaration awaiting an official: an act signed with the official's "
+        "own NCA key (--key/--cert here, or --act/--signature signed elsewhere); the waiting flow run is "
+        "woken and reads it.",
+    ),
+    "cancel-release": Entry(
+        "officials",
+        OFFICIALS,
+        "Cancel a release (automatic or by an official), a signed act, and send the cancellation document.",
+    ),
+    "marks": Entry("officials", OFFICIALS, "Release marks still to affix after automatic releases, oldest first."),
+    "mark": Entry(
+        "officials", OFFICIALS, "Affix the release mark after an automatic release (an official of the zone, a signed act)."
+    ),
+    "deadlines": Entry(
+        "officials",
+        OFFICIALS,
+        "Check release deadlines now: alert supervisors at 75%, record breaches (the deadline watch does this every minute).",
+    ),
+    "act": Entry("signing", OFFICIALS, "Officials' acts: the documents an official signs."),
+    "print-request": Entry(
+        "printing",
+        PAPER_COPIES,
+        "Record the applicant's request for a paper copy, queued at the office, due in 30 minutes; then its copy is rendered.",
+    ),
+    "print-queue": Entry("printing", PAPER_COPIES, "Pending print requests, most urgent first, with the minutes left."),
+    "print-copy": Entry("printing", PAPER_COPIES, "Write the rendered copy (PDF) of a print request, to print it."),
+    "printed": Entry(
+        "printing",
+        PAPER_COPIES,
+        "Record that the copy was printed and handed over (after the 30 minutes it is recorded as late), by "
+        "the act of an official of the office signed with their own NCA key (mark_printed).",
+    ),
+    "sla": Entry(
+        "printing",
+        PAPER_COPIES,
+        "Paper copies per office: requests, printed in time, late, open, median and 95th-percentile minutes to print.",
+    ),
+    "outbox": Entry("outbox", OUTBOX, "Notices to declarants and the support service (the e-mail outbox)."),
+    "ops": Entry(
+        "operations",
+        OPERATIONS,
+        "Operations summary: declarations by status, waiting for officials with their deadlines, open release marks, the outbox.",
+    ),
+    "recheck": Entry(
+        "operations",
+        OPERATIONS,
+        "What batch-recheck does, now: stuck declarations, passed release deadlines, signers revoked since (current CRLs).",
+    ),
+    "audit": Entry("audit", OPERATIONS, "The append-only, hash-chained audit trail (one chain per customs office)."),
+    "backup": Entry(
+        "backup", OPERATIONS, "Backups of the database with the audit anchors and their key (docs/how-to/backup-and-restore.md)."
+    ),
+    "clients": Entry("clients", OPERATIONS, "Clients of the intake HTTP API and their bearer tokens."),
+    "crl": Entry("crl", OPERATIONS, "Certificate revocation lists of the trusted CAs."),
+    "serve": Entry(
+        "server",
+        OPERATIONS,
+        "Run it all: the Prefect server (or PREFECT_API_URL), the deployments of prefect.yaml, the worker, the intake API.",
+    ),
+    "server": Entry("server", OPERATIONS, "The local Prefect server that records flow runs."),
+    "deploy": Entry(
+        "server", OPERATIONS, "Put the work pool, the deployments and the automations on a Prefect server run apart."
+    ),
+    "worker": Entry(
+        "server",
+        OPERATIONS,
+        "A clearance worker in this process: the work pool's flow runs, in threads, until Ctrl-C or SIGTERM.",
+    ),
+    "pki": Entry("pki", TEST_TOOLS, "A test PKI shaped like NCA RK's (for tests, the demo and integration testing)."),
+    "sign": Entry(
+        "pki", TEST_TOOLS, "Write a detached CMS signature of FILE, as NCALayer would (GOST keys sign with their own hash)."
+    ),
+    "demo": Entry(
+        "demo",
+        TEST_TOOLS,
+        "The main job on the embedded default: sign the bundled samples with a fresh test PKI and clear them end to end.",
+    ),
 }
 
 
 def unavailable(exc: BaseException) -> str | None:
     """What does not answer, when ``exc`` says a service the command needs is unreachable (else ``None``).
 
-    Prefect's and httpx's exceptions are looked up only when their modules are loaded already: a command that
-    never imported them cannot have raised them (and `customs status` does not pay for importing them)."""
-    if isinstance(exc, (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)):
+    The database's, Prefect's and httpx's exceptions are looked up only when their modules are loaded already: a
+    command that never imported them cannot have raised them (and `customs --help` does not pay for importing them)."""
+    sqlalchemy_exc = sys.modules.get("sqlalchemy.exc")
+    if sqlalchemy_exc is not None and isinstance(exc, (sqlalchemy_exc.OperationalError, sqlalchemy_exc.InterfaceError)):
         detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()
         return f"the database does not answer: {detail[0] if detail else type(exc).__name__}"
     server = sys.modules.get("customs.orchestration.server")
@@ -112,41 +208,91 @@ def unavailable(exc: BaseException) -> str | None:
 
 
 class LazyCommands(TyperGroup):
-    """The root group: a command's module is imported when the command is looked up; each command is shown in
-    its panel of `customs --help`; a service that does not answer ends any command with exit code 5."""
+    """The root group: a command's module is imported when the command is looked up (listing them in
+    `customs --help` imports none: each is shown by its ``Entry``); each command is shown in its panel of
+    `customs --help` with plain metavars (customs.cli.usage); a mistyped command gets "did you mean"; a usage
+    error is one line (or the JSON error with ``--json``); a service that does not answer ends any command with
+    exit code 5."""
 
-    def list_commands(self, ctx: click.Context) -> list[str]:
+    listing = False  # True while `customs --help` lists the commands
+
+    def list_commands(self, ctx: Context) -> list[str]:
         return list(COMMANDS)
 
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        if cmd_name not in COMMANDS:
+    def get_command(self, ctx: Context, cmd_name: str) -> Command | None:
+        entry = COMMANDS.get(cmd_name)
+        if entry is None:
             return None
-        module, panel = COMMANDS[cmd_name]
-        command = get_group(importlib.import_module(f"customs.cli.{module}").commands).get_command(ctx, cmd_name)
-        if command is not None:
-            command.rich_help_panel = panel  # type: ignore[attr-defined]
+        if self.listing:  # only its name, panel and line are shown: no need to import its module
+            command = TyperCommand(cmd_name, help=entry.summary)
+        else:
+            module = importlib.import_module(f"customs.cli.{entry.module}")
+            command = get_group(module.commands).get_command(ctx, cmd_name)
+            if command is None:
+                return None
+            plain_help(command)
+        command.rich_help_panel = entry.panel  # type: ignore[attr-defined]
         return command
 
-    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+    def get_help_option(self, ctx: Context) -> Any:
+        option = super().get_help_option(ctx)
+        if option is not None:
+            plain_param(option)
+        return option
+
+    def format_help(self, ctx: Context, formatter: HelpFormatter) -> None:
+        self.listing = True
+        try:
+            super().format_help(ctx, formatter)
+        finally:
+            self.listing = False
+
+    def format_commands(self, ctx: Context, formatter: HelpFormatter) -> None:
         """Without rich: the same panels, as sections."""
         panels: dict[str, list[tuple[str, str]]] = {}
-        for name, (_, panel) in COMMANDS.items():
-            command = self.get_command(ctx, name)
-            if command is not None and not command.hidden:
-                panels.setdefault(panel, []).append((name, command.get_short_help_str(formatter.width - 30)))
+        for name, entry in COMMANDS.items():
+            panels.setdefault(entry.panel, []).append((name, entry.summary))
         for panel, rows in panels.items():
             with formatter.section(panel):
                 formatter.write_dl(rows)
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def resolve_command(self, ctx: Context, args: list[str]) -> tuple[str | None, Command | None, list[str]]:
+        if args and args[0] not in COMMANDS and not args[0].startswith("-") and not ctx.resilient_parsing:
+            close = difflib.get_close_matches(args[0], list(COMMANDS), n=3, cutoff=0.6)
+            hint = f"; did you mean {' or '.join(close)}?" if close else ""
+            raise errors.UsageError(f"no command {args[0]!r}{hint}", ctx)
+        return super().resolve_command(ctx, args)
+
+    def make_context(self, info_name: str | None, args: list[str], parent: Context | None = None, **extra: Any):
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except errors.UsageError as exc:
+            usage_failed(exc, as_json="--json" in args)
+
+    def invoke(self, ctx: Context) -> Any:
         as_json = "--json" in [*getattr(ctx, "_protected_args", ()), *ctx.args]
         try:
             return super().invoke(ctx)
+        except errors.UsageError as exc:
+            usage_failed(exc, as_json=as_json)
         except Exception as exc:
             message = unavailable(exc)
             if message is None:
                 raise
             fail(message, ExitCode.UNAVAILABLE, as_json=as_json, code="SERVICE_UNAVAILABLE")
+
+
+def usage_failed(exc: errors.UsageError, *, as_json: bool) -> NoReturn:
+    """A usage error in one line, with where to read the command's help (``customs X --help``); with
+    ``--json``, the JSON error (code USAGE, the path the option or argument). Asking for the help with no
+    arguments (``no_args_is_help``) is not an error to rephrase."""
+    if isinstance(exc, errors.NoArgsIsHelpError):
+        raise exc
+    where, message = usage_message(exc)
+    command = exc.ctx.command_path if exc.ctx is not None else "customs"
+    if not as_json:
+        message = f"{message} (see: {command} --help)"
+    fail(message, ExitCode.USAGE, as_json=as_json, code="USAGE", path=where)
 
 
 app = typer.Typer(cls=LazyCommands, no_args_is_help=True, add_completion=False)
@@ -233,6 +379,8 @@ def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], *, indent: str 
 
 
 def prepare_database() -> None:
+    from customs.core.db import init_db
+
     init_db()
 
 
@@ -241,6 +389,8 @@ def echo_json(value: Any, *, indent: int | None = None) -> None:
 
 
 def outcome(application_id: str, created: bool | None = None) -> dict:
+    from customs.services.queries import declaration_status
+
     status = declaration_status(application_id)
     keys = (
         "application_id",
@@ -273,3 +423,10 @@ def print_outcome(result: dict) -> None:
         typer.echo(f"decision:             {result['decision_code']}")
     for reason in result.get("reasons") or []:
         typer.echo(f"  - {reason['code']} at {reason['path']}: {reason['message']}")
+    if result.get("reasons"):
+        from customs.cli.hints import trust_hint
+        from customs.core.settings import get_settings
+
+        hint = trust_hint(result["reasons"], get_settings())
+        if hint:
+            typer.secho(f"hint: {hint}", fg=typer.colors.YELLOW, err=True)

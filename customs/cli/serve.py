@@ -10,11 +10,15 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 
 import uvicorn
 
 from customs.api import create_app
 from customs.api.http11 import HEADER_BYTES, intake_protocol
+from customs.cli.hints import trust_summary
+from customs.cli.progress import waiting
 from customs.core.db import init_db
 from customs.core.files import private_umask, tighten_data_dir
 from customs.core.settings import Settings, get_settings
@@ -73,15 +77,23 @@ def serve(
     echo=None,
     exit_watchdog_seconds: float | None = None,
     with_worker: bool = True,
+    progress: Callable[[str], AbstractContextManager] | None = None,
 ) -> None:
     """Start everything and block until ``stop`` is set (or Ctrl-C, or SIGTERM).
 
     ``exit_watchdog_seconds`` (the CLI's, which owns the process): once stopping has begun, a shutdown or
-    interpreter exit that hangs that long writes the stacks of all threads to stderr and ends the process."""
+    interpreter exit that hangs that long writes the stacks of all threads to stderr and ends the process.
+    ``progress(what)``: around each step that takes seconds (the Prefect server's start, the deployments, the
+    API's start), what it waits for and for how long (default: customs.cli.progress.waiting through ``echo``)."""
     if echo is None:
 
         def echo(*args):  # stdout may be a file: flushed at once, so the log shows where it stands
             print(*args, flush=True)
+
+    if progress is None:
+
+        def progress(what: str) -> AbstractContextManager:
+            return waiting(what, echo=echo, grace=0)
 
     settings = settings or get_settings()
     private_umask()  # the databases, logs, keys and Prefect's files: the service's user only
@@ -94,16 +106,18 @@ def serve(
     init_db(settings)
     restored = restore_check(settings=settings)
     echo(f"Restore check: {restored.summary()}")
+    echo(f"Trust:         {trust_summary(settings)}")
     try:  # the anchor key, made on the first start: its SHA-256 printed, to be pinned in the configuration
         for line in ensure_anchor_key(settings).lines():
             echo(line)
     except AnchorRefused as exc:
         raise SystemExit(f"audit anchors: {exc}") from None
-    api_url = ensure_server(settings)
+    api_url = ensure_server(settings, progress=progress)
     supervisor = ServerSupervisor(settings).start()  # the local Prefect server, restarted if it dies
     stop = stop or threading.Event()
     with prefect_api(api_url, settings):  # the worker, the starter and the API's calls to Prefect: with the login
-        project = apply_project(settings)
+        with progress(f"putting the work pool, the deployments and the automations on the Prefect server {api_url}"):
+            project = apply_project(settings)
         for note in project.notes:
             echo(note)
         # The project's state on the Prefect server is checked by this host and re-created when lost (issue 26):
@@ -111,7 +125,8 @@ def serve(
         worker = WorkerThread(ClearanceWorker(project.pool.name, keeps_project=True)) if with_worker else None
         keeper = None if with_worker else ProjectKeeper(settings, first_check=False).start()
         if worker is not None:
-            worker.start()
+            with progress(f"starting the clearance worker on work pool {project.pool.name}"):
+                worker.start()
         deployments = project.deployments
         app = create_app()
         starter = ClearanceStarter(
@@ -130,11 +145,12 @@ def serve(
         server = intake_server(app, settings)
         server.install_signal_handlers = lambda: None  # Ctrl-C is ours: stop the worker and the API together
         api_thread = threading.Thread(target=contextvars.copy_context().run, args=(server.run,), name="intake-api", daemon=True)
-        api_thread.start()
-        for _ in range(100):
-            if server.started:
-                break
-            time.sleep(0.1)
+        with progress(f"starting the intake API on {settings.api_host}:{settings.api_port}"):
+            api_thread.start()
+            for _ in range(100):
+                if server.started:
+                    break
+                time.sleep(0.1)
         echo(f"Prefect UI:   {ui_url(api_url)}/runs  (login: {login_hint(settings)})")
         echo(f"Prefect API:  {api_url}")
         echo(f"Intake API:   http://{settings.api_host}:{settings.api_port}/v1  (OpenAPI: /docs, /openapi.json)")

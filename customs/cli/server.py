@@ -3,35 +3,45 @@
 from __future__ import annotations
 
 import signal
+from contextlib import AbstractContextManager
 from typing import Annotated, Optional
 
 import anyio
 import typer
 
+from customs.cli.hints import trust_summary
+from customs.cli.progress import waiting
 from customs.cli.root import ExitCode, fail
-from customs.cli.serve import serve
-from customs.core.db import init_db
-from customs.core.files import tighten_data_dir
-from customs.core.settings import configure, get_settings
-from customs.orchestration.deployments import apply_project
-from customs.orchestration.ha import start_ha, stop_ha
-from customs.orchestration.server import (
-    PrefectServerError,
-    PrefectServerRefused,
-    ensure_server,
-    login_hint,
-    prefect_api,
-    stop_server,
-    ui_url,
-)
-from customs.orchestration.worker import WORKER_TYPE, ClearanceWorker
-from customs.services.authority import announce
-from customs.services.restore import restore_check
+
+with waiting("loading Prefect and the service", done="loaded"):  # seconds on a busy machine: said, not silent
+    from customs.cli.serve import serve
+    from customs.core.db import init_db
+    from customs.core.files import tighten_data_dir
+    from customs.core.settings import configure, get_settings
+    from customs.orchestration.deployments import apply_project
+    from customs.orchestration.ha import start_ha, stop_ha
+    from customs.orchestration.server import (
+        PrefectServerError,
+        PrefectServerRefused,
+        ensure_server,
+        login_hint,
+        prefect_api,
+        stop_server,
+        ui_url,
+    )
+    from customs.orchestration.worker import WORKER_TYPE, ClearanceWorker
+    from customs.services.authority import announce
+    from customs.services.restore import restore_check
 
 commands = typer.Typer()  # registered with the root app by customs.cli.root.COMMANDS
 
 server_app = typer.Typer(help="The local Prefect server that records flow runs.", no_args_is_help=True)
 commands.add_typer(server_app, name="server")
+
+
+def every_step(what: str) -> AbstractContextManager:
+    """`customs serve` says each step of its start, however short: its log shows how the start went."""
+    return waiting(what, grace=0)
 
 
 @commands.command("serve")
@@ -49,7 +59,7 @@ def serve_command(
         configure(settings)
     typer.echo(f"authority's documents: {announce(settings)}")  # unsigned or refused: also logged, once
     try:
-        serve(settings, echo=typer.echo, exit_watchdog_seconds=45.0, with_worker=worker)
+        serve(settings, echo=typer.echo, exit_watchdog_seconds=45.0, with_worker=worker, progress=every_step)
     except PrefectServerRefused as exc:
         fail(str(exc), ExitCode.PROBLEM)
     except PrefectServerError as exc:
@@ -73,7 +83,7 @@ def server_start(
     settings = get_settings()
     tighten_data_dir(settings.data_dir)
     try:
-        apis = start_ha(settings) if ha else [ensure_server(settings)]
+        apis = start_ha(settings) if ha else [ensure_server(settings, progress=waiting)]
     except PrefectServerRefused as exc:
         fail(str(exc), ExitCode.PROBLEM)
     except PrefectServerError as exc:
@@ -104,7 +114,7 @@ def deploy_command() -> None:
     The server of CUSTOMS_PREFECT_API_URL or PREFECT_API_URL, else the local one: the work pool and its queues
     (created when missing), the deployments of prefect.yaml, the automations. What `customs serve` does at start."""
     try:
-        api_url = ensure_server()
+        api_url = ensure_server(progress=waiting)
         with prefect_api(api_url):
             project = apply_project()
     except PrefectServerRefused as exc:
@@ -135,8 +145,9 @@ def worker_command(
     tighten_data_dir(settings.data_dir)
     init_db(settings)
     typer.echo(f"restore check: {restore_check(settings=settings).summary()}")
+    typer.echo(f"trust: {trust_summary(settings)}")
     try:
-        api_url = ensure_server(settings)
+        api_url = ensure_server(settings, progress=waiting)
     except PrefectServerRefused as exc:
         fail(str(exc), ExitCode.PROBLEM)
     except PrefectServerError as exc:

@@ -22,8 +22,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -227,8 +227,14 @@ def server_environment(settings: Settings) -> dict[str, str]:
     return env
 
 
-def ensure_server(settings: Settings | None = None, *, wait_seconds: float = 90.0) -> str:
-    """The API URL to use: a configured one, or the local server (started now if it is not running)."""
+Progress = Callable[[str], AbstractContextManager]
+
+
+def ensure_server(settings: Settings | None = None, *, wait_seconds: float = 90.0, progress: Progress | None = None) -> str:
+    """The API URL to use: a configured one, or the local server (started now if it is not running).
+
+    ``progress(what)``: a context manager around the wait for a server started here (the CLI's
+    customs.cli.progress.waiting: what it waits for and the seconds so far; a first start takes 10-25 s)."""
     settings = settings or get_settings()
     configured = configured_api_url(settings)
     if configured:
@@ -261,14 +267,16 @@ def ensure_server(settings: Settings | None = None, *, wait_seconds: float = 90.
     )
     log_file.close()
     (home / "server.pid").write_text(str(process.pid))
-    deadline = time.monotonic() + wait_seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise PrefectServerError(f"the Prefect server exited with code {process.returncode}; see {home / 'server.log'}")
-        if is_healthy(api_url, timeout=1.0):
-            return api_url
-        time.sleep(0.5)
-    raise PrefectServerError(f"the Prefect server did not answer within {wait_seconds:.0f} s; see {home / 'server.log'}")
+    what = f"waiting for the Prefect server to answer at {api_url} (started now; its log: {home / 'server.log'})"
+    with (progress or nullcontext)(what):
+        deadline = time.monotonic() + wait_seconds
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise PrefectServerError(f"the Prefect server exited with code {process.returncode}; see {home / 'server.log'}")
+            if is_healthy(api_url, timeout=1.0):
+                return api_url
+            time.sleep(0.5)
+        raise PrefectServerError(f"the Prefect server did not answer within {wait_seconds:.0f} s; see {home / 'server.log'}")
 
 
 def stop_server(settings: Settings | None = None) -> bool:

@@ -34,7 +34,7 @@ from prefect.utilities.dispatch import register_type
 
 from customs.core.clock import utcnow
 from customs.core.settings import Settings, get_settings
-from customs.orchestration.server import ensure_server, prefect_api
+from customs.orchestration.server import Progress, ensure_server, prefect_api
 from customs.orchestration.worker import ClearanceWorker, WorkerThread
 from flows.clearance import CLEARANCE_DEPLOYMENT, start_clearance
 
@@ -433,8 +433,16 @@ class Launcher:
     picks the run up within ``pickup_seconds``, the command runs a ``CommandWorker`` in this process for as
     long as it waits; it is stopped when the launcher closes."""
 
-    def __init__(self, settings: Settings | None = None, *, pickup_seconds: float = 10.0, poll_seconds: float = 0.5):
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        pickup_seconds: float = 10.0,
+        poll_seconds: float = 0.5,
+        progress: Progress | None = None,
+    ):
         self.settings = settings
+        self.progress = progress  # ensure_server's: around the wait for a Prefect server started here
         self.pickup_seconds = pickup_seconds
         self.poll_seconds = poll_seconds
         self._stack = ExitStack()
@@ -447,7 +455,7 @@ class Launcher:
 
         settings = self.settings or get_settings()
         try:
-            self._stack.enter_context(prefect_api(ensure_server(settings), settings))
+            self._stack.enter_context(prefect_api(ensure_server(settings, progress=self.progress), settings))
             self.client = self._stack.enter_context(get_client(sync_client=True))
             self.deployment = self._clearance_deployment(settings)
         except BaseException:
@@ -532,11 +540,13 @@ def launch_clearance(
     rerun_act: int | None = None,
     idempotency_key: str | None = None,
     settings: Settings | None = None,
+    progress: Progress | None = None,
 ) -> Launched:
     """One clearance run of the deployment for a command. ``wait``: until it rests (`submit --wait`, `clear`,
     `rerun`). Without ``wait`` (`customs submit`): left Scheduled for the pool's workers when one is online;
-    when none is, run here until it rests all the same (the command would otherwise leave it for nobody)."""
-    with Launcher(settings) as launcher:
+    when none is, run here until it rests all the same (the command would otherwise leave it for nobody).
+    ``progress``: see ``ensure_server``."""
+    with Launcher(settings, progress=progress) as launcher:
         run = launcher.start(application_id, rerun_act=rerun_act, idempotency_key=idempotency_key)
         if not wait and launcher.served():
             return Launched(run.id, run.state.name if run.state else "Scheduled", None, launcher.pool, False)

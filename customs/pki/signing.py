@@ -19,11 +19,11 @@ from asn1crypto import keys as asn1_keys
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from pyhanko.sign.signers import SimpleSigner
 from pyhanko_certvalidator.registry import SimpleCertificateStore
 
 from customs.pki.gost import algorithms as gost
 from customs.pki.gost.cms import sign_detached as gost_sign_detached
+from customs.pki.pyhanko_sign import SimpleSigner
 
 PDF_SIGNATURE_FIELD = "AuthoritySignature"
 

@@ -33,7 +33,6 @@ from asn1crypto import cms as asn1_cms
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from pyhanko.sign.validation.generic_cms import extract_certs_for_validation, extract_signer_info, validate_sig_integrity
 from pyhanko_certvalidator import CertificateValidator, ValidationContext
 from pyhanko_certvalidator import errors as cv_errors
 
@@ -50,6 +49,7 @@ from customs.pki.certificates import (
 from customs.pki.gost import algorithms as gost
 from customs.pki.gost import hashes as gost_hashes
 from customs.pki.gost.cms import GostSignatureValidator, signer_info_integrity
+from customs.pki.pyhanko_sign import extract_certs_for_validation, extract_signer_info, validate_sig_integrity
 from customs.pki.trust import TrustMaterial
 from customs.rules.signers import Signer, signer_problem
 from models.document import WrittenDeclarant
@@ -423,6 +423,31 @@ class CmsSignatureVerifier:
             self._chain_cache[key] = cached
         return list(cached)
 
+    def _no_chain(self, signer: asn1_x509.Certificate, issuer: str, embedded: Sequence) -> Detail:
+        """CERT_UNTRUSTED for a certificate with no path to a trust anchor, naming the CA that is missing: the
+        issuer of the last certificate the chain reaches (through the CMS's certificates and the trusted
+        intermediates), not pyhanko-certvalidator's account (which names whichever certificate it tried last)."""
+        reached = issuer_chain(signer, [*embedded, *self._intermediates])
+        last = reached[-1] if reached else signer
+        last_name = x509.load_der_x509_certificate(last.dump()).subject.rfc4514_string(NAME_LABELS)
+        missing = x509.load_der_x509_certificate(last.dump()).issuer.rfc4514_string(NAME_LABELS)
+        if not self._roots:
+            why = "no CA certificate is trusted at all (the trust directory is not set, or holds none)"
+        elif last.self_issued:
+            why = f"the chain ends at the root {last_name!r}, which is not among the trusted roots"
+        elif reached:
+            why = (
+                f"the chain reaches {last_name!r}, whose issuer {missing!r} (with that key) is not among the trusted certificates"
+            )
+        else:
+            why = f"the signer's issuer {missing!r} (with that key) is not among the trusted certificates"
+        return Detail(
+            f"no chain to a trusted root: issuer {issuer!r} or its CA chain is not among the trusted certificates: {why}",
+            variant="no_chain",
+            issuer=issuer,
+            missing=missing,
+        )
+
     async def _chain_problems(
         self, cert: x509.Certificate, *, at: datetime, now: datetime, embedded: Sequence = ()
     ) -> list[tuple[str, Detail]]:
@@ -439,18 +464,8 @@ class CmsSignatureVerifier:
         validator = CertificateValidator(signer_asn1, intermediate_certs=list(embedded), validation_context=context)
         try:
             path = await validator.async_validate_path()
-        except cv_errors.PathBuildingError as exc:
-            return [
-                (
-                    "CERT_UNTRUSTED",
-                    Detail(
-                        f"no chain to a trusted root: issuer {issuer!r} or its CA chain "
-                        f"is not among the trusted certificates ({exc})",
-                        variant="no_chain",
-                        issuer=issuer,
-                    ),
-                )
-            ]
+        except cv_errors.PathBuildingError:
+            return [("CERT_UNTRUSTED", self._no_chain(signer_asn1, issuer, embedded))]
         except cv_errors.ExpiredError as exc:
             return [("CERT_EXPIRED", Detail(f"expired before the submission at {at.isoformat()} ({exc})", at=kz_display(at)))]
         except cv_errors.NotYetValidError as exc:

@@ -97,8 +97,8 @@ def cli_page() -> str:
         f"{cell(root.help or '')}\n\n",
     ]
     panels: dict[str, list[str]] = {}
-    for name, (_, panel) in COMMANDS.items():
-        panels.setdefault(panel, []).append(name)
+    for name, entry in COMMANDS.items():
+        panels.setdefault(entry.panel, []).append(name)
     lines.append("| panel | commands |\n|---|---|\n")
     for panel, names in panels.items():
         lines.append(f"| {panel} | {', '.join(f'[`{n}`](#{anchor(n)})' for n in names)} |\n")

@@ -424,7 +424,7 @@ def test_cli_paper_entry_is_the_officials_signed_act(settings, company_signer, o
     import customs.cli.declarations as declarations
 
     started: list[str] = []
-    monkeypatch.setattr(declarations, "launch_clearance", lambda application_id, wait: started.append(application_id))
+    monkeypatch.setattr(declarations, "launch_clearance", lambda application_id, wait, **_: started.append(application_id))
     paper = tmp_path / "paper.json"
     paper.write_bytes(as_bytes(unique(sample())))
     runner = CliRunner()

@@ -146,7 +146,9 @@ def test_clear_creates_a_run_of_the_deployment(settings, company_signer):
     assert len(flow_runs_of(application_id)) == 2
 
 
-def test_the_demo_clears_each_sample_in_one_deployment_run_and_leaves_the_waiting_ones_suspended(settings, tmp_path, monkeypatch):
+def test_the_demo_clears_each_sample_in_one_deployment_run_and_leaves_the_waiting_ones_suspended(
+    settings, tmp_path, monkeypatch, capsys
+):
     from customs.cli.demo import run_demo
     from customs.core.settings import configure
 
@@ -169,6 +171,11 @@ def test_the_demo_clears_each_sample_in_one_deployment_run_and_leaves_the_waitin
     assert run.deployment_id is not None and run.work_pool_name == pool
     assert waiting["flow_run"]["state"] == "Suspended"
     assert str(the_one_run_waits(waiting["application_id"], pool).id) == waiting["flow_run"]["id"]
+    # issue 31: what it waits for, and a bar over the samples
+    said = capsys.readouterr()
+    assert "[------------------------] 0/2 samples cleared; next: 01-green-household-appliances.json" in said.out
+    assert "[########################] 2/2 samples cleared in " in said.out
+    assert re.search(r"putting the work pool and the deployments on the Prefect server… ready in \d+\.\d s", said.err)
 
 
 def test_a_plain_call_of_the_flow_does_not_wait_for_an_official(settings, company_signer):

@@ -4,6 +4,7 @@ server, and intake while Prefect is down."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -95,6 +96,12 @@ def declarant_client(env: dict, name: str) -> dict[str, str]:
 
 def test_customs_serve_clears_a_declaration_submitted_through_the_api(served, company_signer):
     env, api = served["env"], served["api"]
+    # issue 31: a cold start says what it waits for and for how long, and what it trusts
+    started = served["log"].read_text(encoding="utf-8")
+    assert re.search(r"waiting for the Prefect server to answer at \S+ \(started now; its log: \S+\)… done in \d+\.\d s", started)
+    assert re.search(r"putting the work pool, the deployments and the automations on the Prefect server \S+… done in", started)
+    assert f"Trust:         the CA certificates in {env['CUSTOMS_TRUST_DIR']}, CRLs in {env['CUSTOMS_CRL_DIR']}" in started
+    assert "Warning" not in started.split("Ctrl-C (or SIGTERM)")[0], started
     content = as_bytes(unique(sample()))
     headers = declarant_client(env, "alatau")
     response = httpx.post(
