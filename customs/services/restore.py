@@ -61,19 +61,23 @@ class RestoreReport:
     behind: list[dict[str, Any]] = field(default_factory=list)
     anchors: dict[str, Any] | None = None  # the database was behind the audit anchors: the restore anchor's record
     lost_reported_before: int = 0  # lost declarations an earlier check listed already
+    behind_reported_before: int = 0  # of ``behind``, those an earlier check listed already (restarted, not reported)
     report_file: str | None = None
 
     @property
     def restored(self) -> bool:
-        return bool(self.counters_raised or self.notices_marked_sent or self.lost or self.behind or self.anchors)
+        new_behind = len(self.behind) > self.behind_reported_before
+        return bool(self.counters_raised or self.notices_marked_sent or self.lost or new_behind or self.anchors)
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "restored": self.restored}
 
     def summary(self) -> str:
         if not self.restored:
-            before = (
-                f"; {self.lost_reported_before} lost declarations listed by an earlier check" if self.lost_reported_before else ""
+            before = "".join(
+                f"; {count} {what} declarations listed by an earlier check"
+                for count, what in ((self.lost_reported_before, "lost"), (self.behind_reported_before, "behind (cleared again)"))
+                if count
             )
             return f"database in step with the sent journal ({self.journal_records} records){before}"
         return (
@@ -135,16 +139,20 @@ def _held_notices(session: Session, ids: list[str]) -> set[str]:
     return held
 
 
-def _reported_before(settings: Settings) -> set[str]:
-    """Declarations an earlier check already listed as lost (they stay lost until re-entered under a new id)."""
+def _reported_before(settings: Settings) -> tuple[set[str], set[str]]:
+    """Declarations an earlier check already listed as lost (they stay lost until re-entered under a new id) and as
+    behind (they stay behind until cleared again: every start restarts them, without a new report each time)."""
     folder = settings.data_dir / "restore-reports"
-    listed: set[str] = set()
+    lost: set[str] = set()
+    behind: set[str] = set()
     for path in sorted(folder.glob("restore-*.json")) if folder.is_dir() else ():
         try:
-            listed.update(d["application_id"] for d in json.loads(path.read_text(encoding="utf-8")).get("lost", ()))
+            report = json.loads(path.read_text(encoding="utf-8"))
+            lost.update(d["application_id"] for d in report.get("lost", ()))
+            behind.update(d["application_id"] for d in report.get("behind", ()))
         except (OSError, ValueError, KeyError, TypeError):
             log.warning("restore report %s could not be read", path)
-    return listed
+    return lost, behind
 
 
 def _compare_declarations(session: Session, settings: Settings, journal: JournalIndex, report: RestoreReport) -> None:
@@ -157,7 +165,7 @@ def _compare_declarations(session: Session, settings: Settings, journal: Journal
         ).all()
         held.update({row[0]: (str(row[1]), row[2]) for row in rows})
     notices = _held_notices(session, list(held))
-    reported = _reported_before(settings)
+    reported, reported_behind = _reported_before(settings)
     for application_id, announced in sorted(journal.declarations.items()):
         if application_id not in held:
             if application_id in reported:
@@ -172,6 +180,7 @@ def _compare_declarations(session: Session, settings: Settings, journal: Journal
             if not {n.get("uid"), n.get("key"), announcement_key(str(n.get("kind")), application_id)} & notices
         ]
         if (announced.number and number != announced.number) or forgotten:
+            report.behind_reported_before += application_id in reported_behind
             report.behind.append(
                 {
                     **announced.as_dict(),

@@ -78,6 +78,11 @@ def _after_the_restore(smtp_server, signer, first, caught, lost, announced, done
     assert check["counters_raised"], "the office's counter must be raised past the numbers issued after the backup"
     assert [n["application_id"] for n in check["notices_marked_sent"]] == [caught]  # its acceptance, pending in the backup
 
+    # The next start (serve after `backup restore`) lists C again, to restart it, without a second report or alert.
+    started = restore_check()
+    assert not started.restored and [d["application_id"] for d in started.behind] == [caught]
+    assert started.behind_reported_before == 1 and started.report_file is None
+
     # The service goes on: C keeps the number its declarant was told, D gets a number never issued.
     run_steps(caught)
     assert stored(caught).registration_number == announced[caught]
