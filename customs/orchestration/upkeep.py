@@ -30,6 +30,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlparse
 from uuid import UUID
@@ -38,6 +39,7 @@ from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName, FlowRunFilter, FlowRunFilterTags
 from prefect.exceptions import ObjectNotFound
 
+from customs.core.clock import utcnow
 from customs.core.settings import Settings, get_settings
 from customs.orchestration.automations import (
     CLEARANCE_FAILED,
@@ -49,7 +51,7 @@ from customs.orchestration.automations import (
 from customs.orchestration.deployments import DeploymentSpec, apply_project, read_deployments
 from customs.orchestration.pool import read_pool
 from customs.services.ops_alerts import record_prefect_state_missing
-from customs.services.queries import unfinished_clearances
+from customs.services.queries import submitted_since, unfinished_clearances
 from flows.clearance import start_clearance
 
 log = logging.getLogger("customs.upkeep")
@@ -58,6 +60,13 @@ AUTOMATIONS = (CRASH_ORPHANED_RUNS, CLEARANCE_FAILED, DEADLINE_BREACHED, PRINT_O
 DOWN_RECHECK_SECONDS = 5.0
 _PAGE = 200
 _one_at_a_time = threading.Lock()  # the keeper, the gate and the starter of one process: one rebuild at a time
+# Runs in flight when the server lost its database end their steps against a server that no longer knows them
+# (404): their declarations end up cleared but without a run in Prefect's history. For HISTORY_FOLLOW_UP after a
+# rebuild, each check gives every declaration submitted within HISTORY_WINDOW before it and still without a run a
+# run of its own (its steps find the work done; it ends in the outcome's state), so the history is whole again.
+HISTORY_WINDOW = timedelta(minutes=30)
+HISTORY_FOLLOW_UP = timedelta(minutes=5)
+_rebuilt: dict[str, Any] = {}  # the last rebuild of this process: the clearance deployment, when
 
 
 def missing_parts(client: SyncPrefectClient, settings: Settings, specs: list[DeploymentSpec] | None = None) -> list[str]:
@@ -102,7 +111,7 @@ def keep_project(settings: Settings | None = None, *, noticed_by: str) -> list[s
         with get_client(sync_client=True) as client:
             missing = missing_parts(client, settings)
         if not missing:
-            return []
+            return _follow_up()
         log.error(
             "the Prefect server lacks %s (its database lost or reset?), noticed by %s: re-creating them",
             ", ".join(missing),
@@ -114,18 +123,33 @@ def keep_project(settings: Settings | None = None, *, noticed_by: str) -> list[s
             log.warning("the operations alert could not be recorded: %s: %s", type(exc).__name__, exc)
         project = apply_project(settings)
         done = [f"re-created on the Prefect server: {', '.join(missing)}", *project.notes]
+        deployment_id = project.deployments["clearance"][0]
+        _rebuilt.update(deployment=deployment_id, at=utcnow())
         with get_client(sync_client=True) as client:
-            done += restore_clearances(client, project.deployments["clearance"][0])
+            done += restore_clearances(client, deployment_id, since=utcnow() - HISTORY_WINDOW)
         for line in done:
             log.warning("%s", line)
         return done
 
 
-def restore_clearances(client: SyncPrefectClient, deployment_id: UUID) -> list[str]:
+def _follow_up() -> list[str]:
+    """After a rebuild of this process: the runs of the history window still missing (see HISTORY_WINDOW)."""
+    if not _rebuilt or utcnow() - _rebuilt["at"] > HISTORY_FOLLOW_UP:
+        return []
+    with get_client(sync_client=True) as client:
+        return restore_clearances(client, _rebuilt["deployment"], since=_rebuilt["at"] - HISTORY_WINDOW, unfinished=False)
+
+
+def restore_clearances(
+    client: SyncPrefectClient, deployment_id: UUID, *, since: datetime | None = None, unfinished: bool = True
+) -> list[str]:
     """A new run for each declaration whose clearance has not ended and that has no clearance run in Prefect (lost
-    with the server's database). The idempotency key is the declaration and this deployment: hosts restoring at
-    the same moment create one run; after a later loss (a new deployment) a new one is made."""
-    waiting = unfinished_clearances()
+    with the server's database), and, with ``since``, for each submitted since then without a run (its history).
+    The idempotency key is the declaration and this deployment: hosts restoring at the same moment create one run;
+    after a later loss (a new deployment) a new one is made."""
+    waiting = unfinished_clearances() if unfinished else []
+    if since is not None:
+        waiting = list(dict.fromkeys(waiting + submitted_since(since)))
     started = []
     for offset in range(0, len(waiting), _PAGE):
         chunk = waiting[offset : offset + _PAGE]

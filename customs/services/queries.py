@@ -305,6 +305,20 @@ def unfinished_clearances(*, older_than: timedelta = timedelta(seconds=5), limit
         )
 
 
+def submitted_since(since: datetime, *, older_than: timedelta = timedelta(seconds=5), limit: int = 5000) -> list[str]:
+    """Declarations submitted since ``since`` (whatever their status), oldest first; ``older_than`` leaves the ones just
+    accepted to intake's start."""
+    with transaction() as session:
+        return list(
+            session.exec(
+                select(Declaration.application_id)
+                .where(Declaration.submitted_at >= since, Declaration.submitted_at <= utcnow() - older_than)
+                .order_by(Declaration.submitted_at)
+                .limit(limit)
+            )
+        )
+
+
 def statuses_of(application_ids: list[str]) -> dict[str, str]:
     """The status of each of these declarations (those that are stored)."""
     if not application_ids:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import http.server
 import threading
+import time
 import uuid
 from datetime import timedelta
 
@@ -32,6 +33,9 @@ def project(settings):
     configure(own)
     applied = apply_project(own)
     yield own, applied
+    from customs.orchestration import upkeep
+
+    upkeep._rebuilt.clear()  # a rebuild of this test's project is not followed up in later tests
     with get_client(sync_client=True) as client:  # the runs this test made wait on its pool: not left for later tests
         for run in client.read_flow_runs(work_pool_filter=_pool_filter(own.worker_pool)):
             client.delete_flow_run(run.id)
@@ -301,3 +305,32 @@ def test_a_declaration_a_restore_put_back_is_cleared_again_with_its_announced_nu
         start.stop()
     assert len(flow_runs_of(application_id)) == 2
     assert stored(application_id).registration_number == number
+
+
+def test_declarations_cleared_by_runs_the_lost_server_forgot_get_a_run_in_its_history(project, company_signer):
+    """The chaos suite's prefect-db-lost: runs in flight at the loss end their steps against a server that no longer
+    knows them (404), so their declarations end cleared with no run in Prefect's history. The rebuild, and each
+    check for a few minutes after it, give every declaration of the last half hour without a run one of its own;
+    a declaration with a run gets none."""
+    from customs.orchestration import upkeep
+    from customs.orchestration.upkeep import ProjectKeeper
+    from tests.helpers import run_steps
+
+    settings, applied = project
+    forgotten = submit_signed(company_signer, unique(sample())).application_id
+    run_steps(forgotten)  # cleared, as by a run the server forgot
+    with get_client(sync_client=True) as client:
+        _lose(client, "batch-recheck", CLEARANCE_FAILED)
+    time.sleep(5.5)  # a declaration accepted in the last 5 s is left to intake's own start
+    try:
+        keeper = ProjectKeeper(settings)
+        done = keeper.check()
+        assert any(forgotten in line for line in done)
+        (run,) = flow_runs_of(forgotten)
+        later = submit_signed(company_signer, unique(sample())).application_id
+        run_steps(later)  # an in-flight run that ended after the rebuild
+        time.sleep(5.5)
+        assert any(later in line for line in keeper.check())  # the follow-up check within 5 minutes of the rebuild
+        assert len(flow_runs_of(later)) == 1 and len(flow_runs_of(forgotten)) == 1  # no second run for the first
+    finally:
+        upkeep._rebuilt.clear()  # no other test follows this one's rebuild up
