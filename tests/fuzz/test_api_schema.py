@@ -73,6 +73,16 @@ CHECKS = [
 ]
 
 
+def _checks_for(case) -> list:
+    """CHECKS, but for the verification of a document sent as multipart: schemathesis makes "negative" requests there
+    by breaking the `format: binary` of the file fields, which any bytes satisfy (a multipart file is bytes), and the
+    endpoint rightly answers 200 with the signature found not genuine (seed 1743893218 showed it). Its other checks
+    stay, and its JSON body keeps the rejection check (base64, `format: byte`, can be broken)."""
+    if case.path == "/v1/documents/verify" and case.media_type == "multipart/form-data":
+        return [check for check in CHECKS if check is not negative_data_rejection]
+    return CHECKS
+
+
 @dataclass
 class World:
     tokens: dict[str, dict[str, str]]
@@ -132,7 +142,7 @@ def as_client(kind: str, case, data, world: World) -> None:
     before = row_counts()
     response = case.call(headers=world.tokens[kind])
     outcome(group, f"{operation} {response.status_code}")
-    case.validate_response(response, checks=CHECKS, headers=world.tokens[kind])
+    case.validate_response(response, checks=_checks_for(case), headers=world.tokens[kind])
     if case.method == "GET":
         assert row_counts() == before, f"{operation} answered {response.status_code} and stored {added(before, row_counts())}"
     elif submission and response.status_code >= 400:  # an official's paper entry refused: its audit event only
