@@ -136,6 +136,7 @@ def run_demo(*, keep_server: bool = True, samples_dir: Path = SAMPLES_DIR) -> li
             "official-*. Release marks to affix: customs marks"
         )
 
+    typer.echo(_anchored(settings))
     sent = [n for n in list_notices(limit=10_000) if any(n["application_id"] == r["application_id"] for r in results)]
     by_status: dict[str, int] = {}
     for notice in sent:
@@ -222,3 +223,17 @@ def demo(
 ) -> None:
     """The main job on the embedded default: sign the bundled samples with a fresh test PKI and clear them end to end."""
     run_demo(keep_server=keep_server)
+
+
+def _anchored(settings) -> str:
+    """The audit chains anchored now, with the service's anchor key (made on the first run, as `customs serve` does):
+    `customs audit verify` after the demo checks the trail against a signed anchor, as anchors are required."""
+    from customs.services.audit_anchors import AnchorRefused, ensure_anchor_key, write_anchor
+
+    try:
+        key = ensure_anchor_key(settings)
+        anchor = write_anchor(settings, only_if_changed=True)
+    except AnchorRefused as exc:
+        return f"\nAudit trail: NOT anchored: {exc}"
+    number = f"anchor {anchor.number}" if anchor is not None else "no new event since the last anchor"
+    return f"\nAudit trail: anchored ({number}, key SHA-256 {key.fingerprint[:16]}…); check it: customs audit verify"

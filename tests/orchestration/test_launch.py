@@ -176,6 +176,12 @@ def test_the_demo_clears_each_sample_in_one_deployment_run_and_leaves_the_waitin
     assert "[------------------------] 0/2 samples cleared; next: 01-green-household-appliances.json" in said.out
     assert "[########################] 2/2 samples cleared in " in said.out
     assert re.search(r"putting the work pool and the deployments on the Prefect server… ready in \d+\.\d s", said.err)
+    # issue 25: anchors are required, so the demo anchors its trail: `customs audit verify` after it passes
+    from customs.services.audit_anchors import verify_audit_anchors
+
+    assert "Audit trail: anchored (anchor 1, key SHA-256 " in said.out
+    check = verify_audit_anchors()
+    assert check.intact and check.anchors == 1, check.problems
 
 
 def test_a_plain_call_of_the_flow_does_not_wait_for_an_official(settings, company_signer):
