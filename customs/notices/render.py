@@ -397,7 +397,20 @@ def build_system_message(
         "noticed_by": facts.get("noticed_by"),
         "at": facts.get("at") or notice.created_at.isoformat(),
     }
-    rendered = render_notice(context)
+    message = _begun(notice, render_notice(context), sender=sender, domain=domain, sender_names=sender_names)
+    return _finished(message, notice)
+
+
+def _begun(
+    notice: Notice,
+    rendered: RenderedNotice,
+    *,
+    sender: str,
+    domain: str,
+    sender_names: Mapping[str, str] | None,
+    application_id: str | None = None,
+) -> EmailMessage:
+    """A notice's e-mail with its headers and its text and HTML parts (attachments may follow)."""
     message = EmailMessage()
     message["From"] = sender_address(sender, sender_names, notice.language)
     message["To"] = notice.recipient
@@ -405,9 +418,17 @@ def build_system_message(
     message["Date"] = format_datetime(notice.created_at)
     message["Message-ID"] = message_id(notice, domain)
     message["Auto-Submitted"] = "auto-generated"
+    if application_id is not None:
+        message["X-Customs-Application-Id"] = application_id
     message["X-Customs-Notice"] = f"{notice.kind}; id={notice.uid}"
     message.set_content(rendered.text)
     message.add_alternative(rendered.html, subtype="html")
+    return message
+
+
+def _finished(message: EmailMessage, notice: Notice) -> EmailMessage:
+    """Its language (after the parts: set_content() drops Content-* headers) and boundaries fixed by the notice's
+    uid, so the same notice is the same bytes every time."""
     message["Content-Language"] = notice.language
     for index, part in enumerate(message.walk()):
         if part.is_multipart():
@@ -429,17 +450,9 @@ def build_message(
     address under the name ``sender_names`` gives for the notice's language (``sender`` as is without one)."""
     context = notice_context(notice, declaration, reference)
     rendered = render_notice(context)
-    message = EmailMessage()
-    message["From"] = sender_address(sender, sender_names, notice.language)
-    message["To"] = notice.recipient
-    message["Subject"] = FoldedHeader("Subject", rendered.subject)
-    message["Date"] = format_datetime(notice.created_at)
-    message["Message-ID"] = message_id(notice, domain)
-    message["Auto-Submitted"] = "auto-generated"
-    message["X-Customs-Application-Id"] = declaration.application_id
-    message["X-Customs-Notice"] = f"{notice.kind}; id={notice.uid}"
-    message.set_content(rendered.text)
-    message.add_alternative(rendered.html, subtype="html")
+    message = _begun(
+        notice, rendered, sender=sender, domain=domain, sender_names=sender_names, application_id=declaration.application_id
+    )
     if notice.kind in DECISION_KINDS:
         # decision.json as fixed with the notice (customs.services.outbox keeps it with its signature, so that every
         # attempt sends the same bytes); rendered here for a notice that has none stored
@@ -453,8 +466,4 @@ def build_message(
     for filename, content_type, content in attachments:
         maintype, _, subtype = content_type.partition("/")
         message.add_attachment(content, maintype=maintype, subtype=subtype or "octet-stream", filename=filename)
-    message["Content-Language"] = notice.language  # after the parts: set_content() drops Content-* headers
-    for index, part in enumerate(message.walk()):
-        if part.is_multipart():
-            part.set_boundary(f"=_{notice.uid}_{index}")
-    return message
+    return _finished(message, notice)
